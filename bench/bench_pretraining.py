@@ -1,0 +1,228 @@
+"""Training-step throughput of our BertForPreTraining against Hugging Face's, in one process, same batch.
+
+    python bench/bench_pretraining.py                                  # CPU: tiny and small, seq 128, batch 8
+    python bench/bench_pretraining.py --configs small large_v1 --seq_lens 128 512 --compile \\
+        --json bench/results/gpu.json                                  # GPU: bf16 by default
+    python bench/bench_pretraining.py --configs small --steps 3 --warmup 1 --batch 4   # a quick look
+
+One step = zero_grad + forward (MLM + SOP loss) + backward + AdamW step, for both models, with the same weights
+(copied through modeling's Hugging Face key map), the same precision, optimizer and batch: random token ids with
+~15% masked positions (max_predictions = round(0.15 x seq)) and 10% of the rows padded, as in real pretraining
+batches. Warm-up and timed steps alternate between the two models so that drift of a shared machine hits both.
+Before timing, the two losses on the same weights and batch are compared (dropout off): equal within fp32 or bf16
+tolerance, or the benchmark stops. Our model scores only the masked positions; HF's projects every position onto
+the vocabulary and then ignores 85% of it, which is most of the difference at small hidden sizes.
+On a GPU it also times one LAMB step against one fused AdamW step on the model's parameters.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from models.modeling import BertConfig, BertForPreTraining, to_hf_state_dict  # noqa: E402
+from optimization import Lamb, param_groups  # noqa: E402
+
+
+def make_batch(batch, seq, vocab_size, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (batch, seq), generator=g)
+    lengths = torch.full((batch,), seq)
+    short = torch.rand(batch, generator=g) < 0.1
+    lengths[short] = torch.randint(8, seq, (int(short.sum()),), generator=g)
+    pos = torch.arange(seq)
+    attention_mask = (pos[None, :] < lengths[:, None]).long()
+    ids[attention_mask == 0] = 0
+    token_type_ids = ((pos[None, :] >= (lengths // 2)[:, None]) & (attention_mask == 1)).long()
+    n_pred = max(1, round(0.15 * seq))
+    labels = torch.full((batch, seq), -100)
+    for b in range(batch):
+        k = max(1, min(n_pred, round(0.15 * int(lengths[b]))))
+        where = 1 + torch.randperm(int(lengths[b]) - 2, generator=g)[:k]
+        labels[b, where] = ids[b, where]
+        ids[b, where] = 4  # a [MASK]-like id
+    sop = torch.randint(0, 2, (batch,), generator=g)
+    return {k: v.to(device) for k, v in dict(input_ids=ids, token_type_ids=token_type_ids,
+                                             attention_mask=attention_mask, mlm_labels=labels, sop_labels=sop).items()}
+
+
+def build_models(config, device):
+    import transformers
+
+    torch.manual_seed(0)
+    ours = BertForPreTraining(config).to(device)
+    hf_cfg = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
+    hf = transformers.BertForPreTraining(hf_cfg).to(device)
+    missing, unexpected = hf.load_state_dict(to_hf_state_dict(ours.state_dict()), strict=False)
+    # the decoder weight/bias are tied to the embeddings / prediction bias in HF; position_ids is a buffer
+    left = [k for k in missing if not k.startswith("cls.predictions.decoder") and "position_ids" not in k]
+    if left or unexpected:
+        raise SystemExit(f"weight copy to Hugging Face failed: missing {left}, unexpected {unexpected}")
+    if hf.cls.predictions.decoder.weight.data_ptr() != hf.bert.embeddings.word_embeddings.weight.data_ptr():
+        hf.tie_weights()
+    return ours, hf
+
+
+def ours_loss(model, b):
+    return model(**b)["loss"]
+
+
+def hf_loss(model, b):
+    return model(input_ids=b["input_ids"], token_type_ids=b["token_type_ids"], attention_mask=b["attention_mask"],
+                 labels=b["mlm_labels"], next_sentence_label=b["sop_labels"]).loss
+
+
+def check_losses(ours, hf, batch, autocast, amp):
+    ours.eval(), hf.eval()
+    with torch.no_grad(), autocast():
+        a, b = float(ours_loss(ours, batch)), float(hf_loss(hf, batch))
+    ours.train(), hf.train()
+    tol = 2e-2 if amp == "bf16" else 1e-4
+    ok = abs(a - b) <= tol * max(1.0, abs(b))
+    print(f"  loss check ({amp}): ours {a:.5f}  hf {b:.5f}  |diff| {abs(a - b):.2e}  {'ok' if ok else 'MISMATCH'}",
+          flush=True)
+    if not ok:
+        raise SystemExit("our loss differs from Hugging Face's on the same weights and batch")
+
+
+def make_step(model, loss_fn, batch, autocast, fused):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01,
+                            **({"fused": True} if fused else {"foreach": True}))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            loss = loss_fn(model, batch)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def time_interleaved(steps: dict, warmup: int, n: int, sync):
+    """Alternate the step functions so load changes on the machine hit every contender alike."""
+    for _ in range(warmup):
+        for fn in steps.values():
+            fn()
+    sync()
+    total = dict.fromkeys(steps, 0.0)
+    for _ in range(n):
+        for name, fn in steps.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            total[name] += time.perf_counter() - t0
+    return {name: n / t for name, t in total.items()}
+
+
+def time_optimizer_steps(model, device, n=10):
+    """One LAMB step vs one fused AdamW step on the model's parameters with random gradients (GPU)."""
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    opts = {"lamb": Lamb(param_groups(model, 0.01), lr=1e-4, max_grad_norm=1.0),
+            "adamw_fused": torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=True)}
+    out = {}
+    for name, opt in opts.items():
+        for _ in range(3):
+            opt.step()
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            opt.step()
+        torch.cuda.synchronize(device)
+        out[name] = (time.perf_counter() - t0) / n * 1e3
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--configs", nargs="+", default=None, help="names in models/configs (default: CPU tiny small, "
+                   "GPU small large_v1)")
+    p.add_argument("--seq_lens", nargs="+", type=int, default=None, help="default: CPU 128, GPU 128 512")
+    p.add_argument("--batch", type=int, default=None, help="default: 8 on CPU; on GPU by size and length")
+    p.add_argument("--amp", choices=["no", "bf16"], default=None, help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both models")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="write the result rows to this file")
+    args = p.parse_args(argv)
+
+    import transformers
+
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    configs = args.configs or (["small", "large_v1"] if gpu else ["tiny", "small"])
+    seq_lens = args.seq_lens or ([128, 512] if gpu else [128])
+    amp = args.amp or ("bf16" if gpu else "no")
+    warmup, n = args.warmup or (5 if gpu else 2), args.steps or (20 if gpu else 5)
+    card = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
+    sync = (lambda: torch.cuda.synchronize(device)) if gpu else (lambda: None)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+    rows = []
+    print(f"{card} | torch {torch.__version__} | transformers {transformers.__version__} | amp {amp}", flush=True)
+    for name in configs:
+        config = BertConfig.from_json_file(os.path.join(ROOT, "models", "configs", f"{name}.json"))
+        for seq in seq_lens:
+            if seq > config.max_position_embeddings:
+                print(f"{name} seq {seq}: skipped (max_position_embeddings {config.max_position_embeddings})")
+                continue
+            bsz = args.batch or (8 if not gpu else {128: 128, 384: 48, 512: 32}.get(seq, 32) //
+                                 (4 if config.hidden_size >= 1024 else 1))
+            print(f"{name} seq {seq} batch {bsz}:", flush=True)
+            ours, hf = build_models(config, device)
+            batch = make_batch(bsz, seq, config.vocab_size, device)
+            check_losses(ours, hf, batch, autocast, amp)
+            steps = {"ours": make_step(ours, ours_loss, batch, autocast, gpu),
+                     "hf": make_step(hf, hf_loss, batch, autocast, gpu)}
+            if args.compile:
+                steps["ours_compiled"] = make_step(torch.compile(ours), ours_loss, batch, autocast, gpu)
+                steps["hf_compiled"] = make_step(torch.compile(hf), hf_loss, batch, autocast, gpu)
+            rate = {k: v * bsz for k, v in time_interleaved(steps, warmup, n, sync).items()}
+            row = {"config": name, "seq_len": seq, "batch": bsz, "amp": amp, "steps": n,
+                   "ours_seq_per_s": round(rate["ours"], 2), "hf_seq_per_s": round(rate["hf"], 2),
+                   "ours_compiled_seq_per_s": round(rate["ours_compiled"], 2) if args.compile else None,
+                   "hf_compiled_seq_per_s": round(rate["hf_compiled"], 2) if args.compile else None,
+                   "ratio": round(rate["ours"] / rate["hf"], 3), "card": card,
+                   "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+                   "transformers": transformers.__version__}
+            if gpu:
+                row["optimizer_step_ms"] = {k: round(v, 3) for k, v in time_optimizer_steps(ours, device).items()}
+            rows.append(row)
+            extra = (f" | compiled: ours {rate['ours_compiled']:.1f} hf {rate['hf_compiled']:.1f}"
+                     if args.compile else "")
+            opt = (f" | optimizer step ms: LAMB {row['optimizer_step_ms']['lamb']:.2f} "
+                   f"fused AdamW {row['optimizer_step_ms']['adamw_fused']:.2f}" if gpu else "")
+            print(f"  seq/s: ours {rate['ours']:.1f}  hf {rate['hf']:.1f}  ratio {row['ratio']:.2f}x{extra}{opt}",
+                  flush=True)
+            del ours, hf, steps
+            if gpu:
+                torch.cuda.empty_cache()
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""KorNLI / KorSTS sentence-pair data: TSV readers, features, batching and metrics.
+
+    from cls_data import TASKS, read_examples, convert_examples, compute_metrics
+    examples = read_examples("data/korsts/sts-dev.tsv", TASKS["korsts"])
+    compute_metrics(TASKS["korsts"], preds, [e.label for e in examples])   # {"pearson": .., "spearman": ..} x100
+
+The TSVs are read with CSV quoting OFF (plain split on '\\t'): some sentences start with a double quote, and
+default CSV quoting silently glues following rows onto them (sts-train reads as 5,703 rows instead of 5,749).
+Columns are found by header name, so column order and extra columns do not matter.
+
+All metrics are reported x100 (accuracy in percent; Pearson/Spearman r times 100), as the release reported them.
+Readers and metrics never import torch; `collate` and `predict` import it when called, so this module stays
+usable for scoring prediction files on machines without torch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    text_a: str                 # header name of the first sentence column
+    text_b: str
+    label_col: str
+    labels: tuple | None        # class names in logit order; None = regression
+    train_files: tuple          # default file names inside --data_dir; later ones are used only when present
+    dev_file: str
+    test_file: str
+    main_metric: str            # what picks the best epoch / seed
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+
+TASKS = {
+    # label order is fixed (alphabetical) so a checkpoint's logit i means the same class everywhere
+    "kornli": Task("kornli", "sentence1", "sentence2", "gold_label", ("contradiction", "entailment", "neutral"),
+                   ("multinli.train.ko.tsv", "snli_1.0_train.ko.tsv"), "xnli.dev.ko.tsv", "xnli.test.ko.tsv",
+                   "accuracy"),
+    "korsts": Task("korsts", "sentence1", "sentence2", "score", None,
+                   ("sts-train.tsv",), "sts-dev.tsv", "sts-test.tsv", "spearman"),
+}
+
+
+def add_task_args(parser):
+    """Data/task flags shared by run_classifier.py and eval_classifier.py."""
+    g = parser.add_argument_group("task")
+    g.add_argument("--task_name", required=True, choices=sorted(TASKS), help="kornli (3-way NLI) or korsts (STS regression)")
+    g.add_argument("--data_dir", default=None, help="folder with the task's TSVs under their release names")
+    g.add_argument("--train_file", nargs="+", default=None,
+                   help="training TSV(s) overriding the defaults in --data_dir (KorNLI: multinli.train.ko.tsv "
+                        "+ snli_1.0_train.ko.tsv when present; KorSTS: sts-train.tsv)")
+    g.add_argument("--dev_file", default=None, help="dev TSV (default: xnli.dev.ko.tsv / sts-dev.tsv in --data_dir)")
+    g.add_argument("--test_file", default=None, help="test TSV (default: xnli.test.ko.tsv / sts-test.tsv in --data_dir)")
+    g.add_argument("--max_seq_length", type=int, default=128, help="[CLS] a [SEP] b [SEP] truncated longest-first to this")
+    g.add_argument("--eval_batch_size", type=int, default=32)
+    g.add_argument("--max_train_examples", type=int, default=None, help="use only the first N training rows (quick runs)")
+    g.add_argument("--max_eval_examples", type=int, default=None, help="use only the first N dev/test rows (quick runs)")
+    return g
+
+
+def resolve_files(args, task: Task, split: str) -> list[str]:
+    """Paths for split in {train, dev, test}: the --<split>_file override, else the task's names in --data_dir."""
+    override = getattr(args, f"{split}_file")
+    if override:
+        return list(override) if isinstance(override, (list, tuple)) else [override]
+    if not args.data_dir:
+        raise ValueError(f"--data_dir is required unless --{split}_file is given")
+    if split != "train":
+        return [os.path.join(args.data_dir, getattr(task, f"{split}_file"))]
+    first, *optional = [os.path.join(args.data_dir, name) for name in task.train_files]
+    if not os.path.isfile(first) and task.name == "kornli":
+        raise FileNotFoundError(
+            f"{first} not found: the KorNLI train set is not bundled; download it or pass e.g. "
+            f"--train_file {os.path.join(args.data_dir, task.dev_file)} for a small run")
+    return [first] + [p for p in optional if os.path.isfile(p)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+
+@dataclass
+class Example:
+    guid: str              # "file:line", so a bad prediction can be traced back to its row
+    text_a: str
+    text_b: str
+    label: int | float
+
+
+def _warn_rows(path: str, what: str, lines: list[int]) -> None:
+    if lines:
+        shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+        print(f"warning: {path}: skipped {len(lines)} row(s) with {what} (line {shown})", file=sys.stderr)
+
+
+def read_examples(path: str, task: Task, max_examples: int | None = None) -> list[Example]:
+    """Rows of one TSV as Examples (label index for classification, float score for regression).
+
+    Rows with the wrong number of fields or an unusable label are skipped with a warning naming their lines;
+    a missing file, an empty file, a header without the needed columns, or no usable rows raise ValueError /
+    FileNotFoundError naming the file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        header_line = f.readline()
+        if not header_line.strip():
+            raise ValueError(f"{path}: empty file (expected a header with {task.text_a}, {task.text_b}, {task.label_col})")
+        header = header_line.rstrip("\r\n").split("\t")
+        cols = []
+        for name in (task.text_a, task.text_b, task.label_col):
+            if name not in header:
+                raise ValueError(f"{path}: header has no column '{name}' (found: {', '.join(header)})")
+            cols.append(header.index(name))
+        ia, ib, il = cols
+        label_ids = {name: i for i, name in enumerate(task.labels or ())}
+        examples, bad_fields, bad_labels = [], [], []
+        for lineno, line in enumerate(f, start=2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                bad_fields.append(lineno)
+                continue
+            raw = fields[il].strip()
+            if task.is_regression:
+                try:
+                    label = float(raw)
+                except ValueError:
+                    label = math.nan
+                if not math.isfinite(label):
+                    bad_labels.append(lineno)
+                    continue
+            elif raw in label_ids:
+                label = label_ids[raw]
+            else:
+                bad_labels.append(lineno)
+                continue
+            examples.append(Example(f"{os.path.basename(path)}:{lineno}", unicodedata.normalize("NFC", fields[ia]),
+                                    unicodedata.normalize("NFC", fields[ib]), label))
+            if max_examples is not None and len(examples) >= max_examples:
+                break
+    _warn_rows(path, f"a field count other than {len(header)}", bad_fields)
+    expect = "a non-numeric score" if task.is_regression else f"a label outside {'/'.join(task.labels)}"
+    _warn_rows(path, expect, bad_labels)
+    if not examples:
+        raise ValueError(f"{path}: no usable data rows")
+    return examples
+
+
+def read_split(args, task: Task, split: str) -> list[Example]:
+    """All rows of a split (train may span several files), capped by --max_train_examples / --max_eval_examples."""
+    cap = args.max_train_examples if split == "train" else args.max_eval_examples
+    examples = []
+    for path in resolve_files(args, task, split):
+        left = None if cap is None else cap - len(examples)
+        if left is not None and left <= 0:
+            break
+        examples += read_examples(path, task, left)
+    return examples
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Features
+
+def truncate_pair(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """Longest-first truncation: drop a token from the longer side (b on ties) until both fit the budget."""
+    while len_a + len_b > budget:
+        if len_a > len_b:
+            len_a -= 1
+        else:
+            len_b -= 1
+    return len_a, len_b
+
+
+def convert_examples(examples: list[Example], tokenizer, cls_id: int, sep_id: int, max_seq_length: int) -> list[dict]:
+    """[CLS] a [SEP] b [SEP] with token types 0 for [CLS] a [SEP] and 1 for b [SEP]; unpadded (collate pads).
+
+    tokenizer is a `tokenizers.Tokenizer` from tokenization.build_fast_tokenizer; both sides are tokenised in
+    one batch call each because the per-example Python loop dominates otherwise.
+    """
+    if max_seq_length < 3:
+        raise ValueError(f"--max_seq_length {max_seq_length} leaves no room for [CLS] and two [SEP]")
+    enc_a = tokenizer.encode_batch([e.text_a for e in examples], add_special_tokens=False)
+    enc_b = tokenizer.encode_batch([e.text_b for e in examples], add_special_tokens=False)
+    features = []
+    for ex, ea, eb in zip(examples, enc_a, enc_b):
+        la, lb = truncate_pair(len(ea.ids), len(eb.ids), max_seq_length - 3)
+        ids = [cls_id, *ea.ids[:la], sep_id, *eb.ids[:lb], sep_id]
+        types = [0] * (la + 2) + [1] * (lb + 1)
+        features.append({"input_ids": ids, "token_type_ids": types, "label": ex.label,
+                         "truncated": la < len(ea.ids) or lb < len(eb.ids)})
+    return features
+
+
+def collate(features: list[dict], pad_id: int, regression: bool) -> dict:
+    """Pad to the longest sequence in the batch (not max_seq_length): most pairs are far shorter than 128."""
+    import torch  # see module docstring: keeps readers/metrics torch-free
+
+    width = max(len(f["input_ids"]) for f in features)
+    input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((len(features), width), dtype=torch.long)
+    attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+    for i, f in enumerate(features):
+        n = len(f["input_ids"])
+        input_ids[i, :n] = torch.tensor(f["input_ids"])
+        token_type_ids[i, :n] = torch.tensor(f["token_type_ids"])
+        attention_mask[i, :n] = 1
+    labels = torch.tensor([f["label"] for f in features], dtype=torch.float if regression else torch.long)
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+            "labels": labels}
+
+
+def eval_batches(features: list[dict], batch_size: int, pad_id: int, regression: bool) -> tuple[list[dict], list]:
+    """Padded evaluation batches sorted by length, and the labels in that order.
+
+    Sorting keeps padding (and CPU time) small; the metrics only need each prediction paired with its label.
+    """
+    feats = sorted(features, key=lambda f: len(f["input_ids"]))
+    batches = [collate(feats[i:i + batch_size], pad_id, regression) for i in range(0, len(feats), batch_size)]
+    return batches, [f["label"] for f in feats]
+
+
+def predict(model, batches, device, autocast) -> np.ndarray:
+    """Logits of model over batches as float32 numpy [N, num_labels], in batch order (model left in eval mode)."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for batch in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "labels"}
+            with autocast():
+                logits = model(**batch)["logits"]
+            out.append(logits.float().cpu().numpy())
+    return np.concatenate(out, axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metrics (x100)
+
+def accuracy(preds, labels) -> float:
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    return float((preds == labels).mean() * 100.0)
+
+
+def correlations(preds, labels) -> tuple[float, float]:
+    """(Pearson, Spearman) x100; NaN when either side is constant (correlation undefined)."""
+    preds, labels = np.asarray(preds, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if np.ptp(preds) == 0 or np.ptp(labels) == 0:
+        return math.nan, math.nan
+    return float(stats.pearsonr(preds, labels)[0] * 100.0), float(stats.spearmanr(preds, labels)[0] * 100.0)
+
+
+def compute_metrics(task: Task, logits, labels) -> dict:
+    """Task metrics from logits [N, num_labels] (or [N] scores for regression)."""
+    logits = np.asarray(logits)
+    if task.is_regression:
+        scores = logits.reshape(len(logits), -1)[:, 0]
+        pearson, spearman = correlations(scores, labels)
+        return {"pearson": pearson, "spearman": spearman}
+    return {"accuracy": accuracy(logits.argmax(-1), labels)}
+
+
+def score_for_selection(metrics: dict, task: Task) -> float:
+    """The number that picks the best epoch/seed; an undefined correlation ranks below everything."""
+    value = metrics[task.main_metric]
+    return -math.inf if value is None or math.isnan(value) else value
+
+
+def json_safe(metrics: dict) -> dict:
+    """NaN is not JSON: write undefined correlations as null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

@@ -1,0 +1,232 @@
+"""Predict KorQuAD 1.0 answers with a fine-tuned checkpoint and score them with the official metric (EM / F1).
+
+    python3 eval_qa.py --checkpoint $MODEL_FILE --config_file $CONFIG_FILE --vocab_file $VOCAB_FILE --predict_file data/korquad/KorQuAD_v1.0_dev.json --max_seq_length 512 --doc_stride 64 --max_query_length 64 --max_answer_length 30 --batch_size 16 --n_best_size 20
+    python3 eval_qa.py --checkpoint runs/korquad/best --predict_file data/korquad/KorQuAD_v1.0_dev.json --output_dir runs/korquad/dev --answer_postprocess morph
+    python3 eval_qa.py --score_only --predict_file data/korquad/KorQuAD_v1.0_dev.json --prediction_json runs/korquad/dev/predictions.json
+
+A checkpoint written by run_qa.py carries its config and vocab, so --checkpoint alone is enough; the QA head is
+loaded strictly (a pretrained-only encoder would be scored with a random head). Writes predictions.json
+({id: answer}), nbest_predictions.json ({id: [{text, probability, start_logit, end_logit}, ...]}) and
+eval_results.json to --output_dir (default runs/korquad-eval-<time>); an existing result there is never replaced.
+--answer_postprocess morph trims each answer with the Korean morphological analyser (kiwipiepy), e.g. dropping a
+trailing particle, and reports the metrics both without and with it (predictions_morph.json). The last printed line
+is always {"exact_match": .., "f1": ..} (after post-processing, when it is on). Runs under torchrun too: every
+rank scores a shard of the windows, rank 0 writes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+import korquad_metric
+import morphology
+import qa_data
+import train_utils as tu
+from models.modeling import BertForQuestionAnswering, load_checkpoint
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    tu.add_model_args(p)
+    tu.add_runtime_args(p)
+    qa_data.add_qa_args(p)
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--score_only", action="store_true",
+                   help="score --prediction_json against --predict_file; no model is loaded")
+    g.add_argument("--prediction_json", default=None, help="predictions to score with --score_only")
+    g.add_argument("--answer_postprocess", choices=["none", "morph"], default="none",
+                   help="morph: trim answers at morpheme boundaries (kiwipiepy) before scoring")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers shared with run_qa.py
+
+def load_qa_features(path, is_training, max_examples, args, config, vocab_file, rt):
+    """(examples, features) for a KorQuAD file; rank 0 builds or reads the cache first, the other ranks then read it."""
+    examples, skipped = qa_data.read_korquad(path, is_training, max_examples)
+    if skipped and rt.is_main:
+        tu.warn(f"{path}: skipped {skipped} training question(s) whose answer text is not found at its answer_start")
+    if not examples:
+        raise ValueError(f"{path}: no usable questions")
+    if rt.distributed and not rt.is_main:
+        torch.distributed.barrier()
+    feats, unmappable, cache_path, cached = qa_data.load_or_build_features(
+        examples, path, vocab_file, config.do_lower_case, config.morph_analyzer, args.max_seq_length,
+        args.doc_stride, args.max_query_length, is_training, max_examples, args.cache_dir, write_cache=rt.is_main)
+    if rt.distributed and rt.is_main:
+        torch.distributed.barrier()
+    if rt.is_main:
+        if unmappable:
+            tu.warn(f"{path}: {unmappable} training answer(s) cover no token and were dropped")
+        with_answer = int((feats.start_positions > 0).sum())
+        print(f"{path}: {len(examples)} questions -> {len(feats)} windows"
+              + (f" ({with_answer} containing the answer)" if is_training else "")
+              + (f", read from {cache_path}" if cached else (f", cached to {cache_path}" if cache_path else "")),
+              flush=True)
+    return examples, feats
+
+
+def predict_logits(model, feats, batch_size, rt):
+    """Start/end logits [N, T] (float32) of every window; positions past a window's end hold -1e4.
+
+    Each rank scores a contiguous shard; windows are batched by length and each batch is cut to its longest
+    window, so short contexts do not pay for max_seq_length.
+    """
+    n, T = feats.input_ids.shape
+    shard = np.array_split(np.arange(n), rt.world_size)[rt.rank]
+    lengths = feats.attention_mask[shard].sum(1)
+    order = np.argsort(-lengths, kind="stable")
+    start = np.full((len(shard), T), -1e4, dtype=np.float32)
+    end = np.full((len(shard), T), -1e4, dtype=np.float32)
+    model.eval()
+    with torch.inference_mode():
+        for b in range(0, len(order), batch_size):
+            local = order[b:b + batch_size]
+            rows, width = shard[local], int(lengths[local].max())
+            batch = {k: torch.from_numpy(getattr(feats, k)[rows, :width]).to(rt.device).long()
+                     for k in ("input_ids", "token_type_ids", "attention_mask")}
+            with rt.autocast():
+                out = model(**batch)
+            start[local, :width] = out["start_logits"].float().cpu().numpy()
+            end[local, :width] = out["end_logits"].float().cpu().numpy()
+    if rt.distributed:
+        parts = [None] * rt.world_size
+        torch.distributed.all_gather_object(parts, (start, end))
+        start = np.concatenate([p[0] for p in parts])
+        end = np.concatenate([p[1] for p in parts])
+    return start, end
+
+
+def load_morph_analyzer():
+    """The analyser for --answer_postprocess morph, loaded before any slow work so a missing package fails fast."""
+    if not hasattr(morphology, "trim_answer"):
+        raise ValueError("--answer_postprocess morph needs morphology.trim_answer, which morphology.py lacks")
+    return morphology.load_analyzer("kiwi")  # MissingAnalyzerError names the pip install command
+
+
+def morph_trim(predictions: dict, spans: dict | None = None) -> dict:
+    """Each answer cut at morpheme boundaries by morphology.trim_answer (e.g. a trailing particle dropped).
+
+    spans: {qid: (context, char offset)} where known, so the analyser sees the answer's neighbouring words.
+    """
+    analyzer = load_morph_analyzer()
+    spans = spans or {}
+    out = {}
+    for qid, text in predictions.items():
+        context, start = spans.get(qid, (None, -1))
+        out[qid] = (morphology.trim_answer(text, analyzer, context=context, start=start) if start >= 0
+                    else morphology.trim_answer(text, analyzer))
+    return out
+
+
+def score(examples, dataset: str, predictions: dict, source: str, answer_postprocess: str, answer_starts=None):
+    """(metrics, post-processed predictions or None); with morph the headline numbers are after trimming."""
+    gold = {ex.qid: ex.answers for ex in examples}
+    unlabelled = sum(not answers for answers in gold.values())
+    if unlabelled:
+        raise ValueError(f"{dataset}: {unlabelled} question(s) have no gold answer, so it cannot be scored")
+    metrics = korquad_metric.evaluate(gold, predictions, source)
+    if answer_postprocess == "none":
+        return metrics, None
+    contexts = {ex.qid: ex.context for ex in examples}
+    trimmed = morph_trim(predictions, {q: (contexts[q], s) for q, s in (answer_starts or {}).items()})
+    return {**korquad_metric.evaluate(gold, trimmed, source), "answer_postprocess": answer_postprocess,
+            "without_postprocess": metrics}, trimmed
+
+
+def write_predictions(out_dir, predictions, nbest, trimmed=None):
+    tu.atomic_write_json(os.path.join(out_dir, "predictions.json"), predictions)
+    tu.atomic_write_json(os.path.join(out_dir, "nbest_predictions.json"), nbest)
+    if trimmed is not None:
+        tu.atomic_write_json(os.path.join(out_dir, "predictions_morph.json"), trimmed)
+
+
+def headline(metrics: dict) -> str:
+    return json.dumps({"exact_match": metrics["exact_match"], "f1": metrics["f1"]})
+
+
+def report(metrics: dict):
+    if "without_postprocess" in metrics:
+        print(f"without answer post-processing: {headline(metrics['without_postprocess'])}", flush=True)
+        print(f"with --answer_postprocess {metrics['answer_postprocess']}:", flush=True)
+    print(headline(metrics), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def score_only(args) -> dict:
+    if not args.predict_file or not args.prediction_json:
+        raise ValueError("--score_only needs --predict_file (the dataset) and --prediction_json")
+    examples, _ = qa_data.read_korquad(args.predict_file, is_training=False)
+    predictions = korquad_metric.load_predictions(args.prediction_json)
+    metrics, _ = score(examples, args.predict_file, predictions, args.prediction_json, args.answer_postprocess)
+    report(metrics)
+    return metrics
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.score_only:
+            return score_only(args)
+        if not args.checkpoint:
+            raise ValueError("--checkpoint is required (or --score_only with --prediction_json)")
+        if not args.predict_file:
+            raise ValueError("--predict_file is required")
+        qa_data.check_qa_args(args)
+        if args.answer_postprocess == "morph":
+            load_morph_analyzer()
+    except (ValueError, FileNotFoundError, OSError, morphology.MissingAnalyzerError) as e:
+        tu.fail(str(e))
+
+    if args.output_dir is None:
+        args.output_dir = os.path.join("runs", f"korquad-eval-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.cache_dir is None:
+        args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
+    rt = tu.setup_runtime(args)
+    try:
+        for name in ("predictions.json", "eval_results.json"):
+            if os.path.exists(os.path.join(args.output_dir, name)):
+                raise ValueError(f"{os.path.join(args.output_dir, name)} already exists; choose another --output_dir")
+        config, vocab_file = tu.resolve_config_and_vocab(args)
+        if args.max_seq_length > config.max_position_embeddings:
+            raise ValueError(f"--max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
+                             f"{config.max_position_embeddings}")
+        model = BertForQuestionAnswering(config)
+        load_checkpoint(model, args.checkpoint, strict=True)
+        examples, feats = load_qa_features(args.predict_file, False, args.max_eval_examples, args, config,
+                                           vocab_file, rt)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        tu.fail(str(e))
+
+    t0 = time.time()
+    start, end = predict_logits(model.to(rt.device), feats, args.batch_size, rt)
+    if not rt.is_main:
+        tu.cleanup_runtime(rt)
+        return {}
+    predictions, nbest, answer_starts = qa_data.postprocess_predictions(examples, feats, start, end,
+                                                                        args.n_best_size, args.max_answer_length)
+    try:
+        metrics, trimmed = score(examples, args.predict_file, predictions, "predictions", args.answer_postprocess,
+                                 answer_starts)
+    except ValueError as e:  # an unlabelled file: keep the predictions, say why there is no score
+        write_predictions(args.output_dir, predictions, nbest)
+        tu.fail(f"{e}; predictions written to {args.output_dir}")
+    write_predictions(args.output_dir, predictions, nbest, trimmed)
+    results = {**metrics, "questions": len(examples), "windows": len(feats), "predict_file": args.predict_file,
+               "checkpoint": args.checkpoint, "predict_seconds": round(time.time() - t0, 1), "args": vars(args)}
+    tu.atomic_write_json(os.path.join(args.output_dir, "eval_results.json"), results)
+    print(f"wrote predictions to {args.output_dir}", flush=True)
+    report(metrics)
+    tu.cleanup_runtime(rt)
+    return results
+
+
+if __name__ == "__main__":
+    main()

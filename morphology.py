@@ -1,0 +1,279 @@
+"""Optional Korean morphological analyser backend (kiwipiepy).
+
+The analyser is an optional dependency: everything else in the project works without it, and asking for
+it without the package installed raises MissingAnalyzerError with the install command.
+
+    from morphology import load_analyzer
+    kiwi = load_analyzer("kiwi")
+    kiwi.morphemes("서울에서 열린")   # [(0, 2, 'NNP'), (2, 4, 'JKB'), (5, 7, 'VV'), (6, 7, 'ETM')]
+"""
+from __future__ import annotations
+
+import functools
+
+ANALYZERS = ("kiwi",)
+INSTALL_HINT = {"kiwi": "pip install kiwipiepy"}
+
+
+class MissingAnalyzerError(RuntimeError):
+    pass
+
+
+class KiwiAnalyzer:
+    """Thin wrapper so the rest of the code sees (start, end, tag) spans over the original string."""
+
+    name = "kiwi"
+
+    def __init__(self):
+        try:
+            from kiwipiepy import Kiwi
+        except ImportError as e:  # pragma: no cover - exercised only without the package
+            raise MissingAnalyzerError(
+                f"the 'kiwi' analyser needs kiwipiepy: run `{INSTALL_HINT['kiwi']}`") from e
+        self._kiwi = Kiwi()
+
+    def morphemes(self, text: str) -> list[tuple[int, int, str]]:
+        """Morphemes of `text` as (char_start, char_end, Sejong POS tag), in order.
+
+        Spans index the original string. Contracted forms share characters (열린 = 열리 + ㄴ), so spans
+        may overlap; callers that need a partition should use `boundaries`.
+        """
+        if not text.strip():
+            return []
+        return [(t.start, t.start + t.len, t.tag) for t in self._kiwi.tokenize(text)]
+
+    def morphemes_batch(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:
+        """`morphemes` for many texts at once; kiwi pipelines a batch, which is several times faster."""
+        texts = list(texts)
+        out: list[list[tuple[int, int, str]]] = [[] for _ in texts]
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        for i, toks in zip(todo, self._kiwi.tokenize(texts[i] for i in todo)):
+            out[i] = [(t.start, t.start + t.len, t.tag) for t in toks]
+        return out
+
+    def boundaries(self, text: str) -> list[int]:
+        """Sorted character offsets (excluding 0 and len(text)) where a new morpheme starts."""
+        cuts = {s for s, _, _ in self.morphemes(text)}
+        return sorted(c for c in cuts if 0 < c < len(text))
+
+    def split_sentences(self, text: str) -> list[str]:
+        return [s.text for s in self._kiwi.split_into_sents(text)] if text.strip() else []
+
+
+@functools.lru_cache(maxsize=None)
+def load_analyzer(name: str = "kiwi"):
+    """Return a shared analyser instance (loading the model takes a few seconds, so it is cached)."""
+    if name not in ANALYZERS:
+        raise ValueError(f"unknown morphological analyser {name!r}; choose one of {', '.join(ANALYZERS)}")
+    return KiwiAnalyzer()
+
+
+def analyzer_available(name: str = "kiwi") -> bool:
+    try:
+        load_analyzer(name)
+        return True
+    except MissingAnalyzerError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# answer-boundary post-processing for extractive QA
+#
+# A model that never saw morpheme boundaries tends to stop its span at the end of the whitespace word, dragging in
+# what Korean glues onto a noun: particles (서울에서), the copula with its endings (세종대왕이다), stray punctuation
+# (연산군)을).  The tag rules below were chosen on the KorQuAD 1.0 dev set with bench/bench_morph_korquad.py.
+
+# Morphemes that can be dropped from the end of an answer (kiwi's Sejong tags, '-I'/'-R' irregularity marks removed).
+# J*: particles, E*: endings, VCP/VCN: copula (이다/아니다), Z_CODA: the ㄴ/ㄹ kiwi splits off contracted particles (한국엔).
+STRIP_TAG_PREFIXES = ("J", "E")
+STRIP_TAGS = frozenset({"VCP", "VCN", "Z_CODA"})
+# A trimmed answer may not end on these: cutting 먹었다 down to 먹 or 했다 down to 했 would make a non-answer.
+BAD_FINAL_PREFIXES = ("V", "E", "J")
+BAD_FINAL_TAGS = frozenset({"XSV", "XSA", "XSM", "Z_CODA"})
+
+_CLOSE_TO_OPEN = {")": "(", "]": "[", "}": "{", "》": "《", "〉": "〈", ">": "<", "」": "「", "』": "『", "】": "【",
+                  "〕": "〔", "’": "‘", "”": "“"}
+_OPEN_TO_CLOSE = {o: c for c, o in _CLOSE_TO_OPEN.items()}
+_SYMMETRIC_QUOTES = frozenset("\"'")
+# Punctuation that never starts or ends a KorQuAD answer (no gold answer of the dev set ends in a hyphen or tilde,
+# but a leading one can be a minus sign).
+_LEAD_PUNCT = frozenset(".,;:!?·…、。")
+_TRAIL_PUNCT = _LEAD_PUNCT | frozenset("-~/–—")
+
+
+def _base_tag(tag: str) -> str:
+    return tag.split("-", 1)[0]
+
+
+def _strippable(tag: str) -> bool:
+    tag = _base_tag(tag)
+    return tag.startswith(STRIP_TAG_PREFIXES) or tag in STRIP_TAGS
+
+
+def _can_end_answer(tag: str) -> bool:
+    tag = _base_tag(tag)
+    return not (tag.startswith(BAD_FINAL_PREFIXES) or tag in BAD_FINAL_TAGS)
+
+
+def _match_brackets(text: str, s: int, e: int) -> tuple[list[int], dict[int, int]]:
+    """Offsets of openers left unclosed inside [s, e), and {closer offset: its opener offset}."""
+    stacks: dict[str, list[int]] = {}
+    opener_of: dict[int, int] = {}
+    for i in range(s, e):
+        ch = text[i]
+        if ch in _OPEN_TO_CLOSE:
+            stacks.setdefault(ch, []).append(i)
+        elif ch in _CLOSE_TO_OPEN and stacks.get(_CLOSE_TO_OPEN[ch]):
+            opener_of[i] = stacks[_CLOSE_TO_OPEN[ch]].pop()
+    return sorted(i for st in stacks.values() for i in st), opener_of
+
+
+def _strip_edges(text: str, s: int, e: int, drop_parenthetical: bool) -> tuple[int, int]:
+    """Drop whitespace, edge punctuation and unmatched brackets/quotes; balanced ones (《토지》) stay."""
+    while s < e:
+        unclosed, opener_of = _match_brackets(text, s, e)
+        first, last = text[s], text[e - 1]
+        # 'Boney M.', 'Jai Ho!': sentence punctuation right after a Latin letter is usually part of a name
+        latin_before = e - 2 >= s and text[e - 2].isascii() and text[e - 2].isalpha()
+        if first.isspace() or first in _LEAD_PUNCT or first in _CLOSE_TO_OPEN:
+            s += 1
+        elif unclosed:  # the span ran into a bracket that closes beyond it: 김경숙(당시 -> 김경숙
+            if unclosed[0] == s:
+                s += 1
+            else:
+                e = unclosed[0]
+        elif last.isspace() or (last in _TRAIL_PUNCT and not (last in ".!?" and latin_before)):
+            e -= 1
+        elif last in _CLOSE_TO_OPEN and e - 1 not in opener_of:
+            e -= 1
+        elif last in _SYMMETRIC_QUOTES and text.count(last, s, e) % 2:
+            e -= 1
+        elif first in _SYMMETRIC_QUOTES and text.count(first, s, e) % 2:
+            s += 1
+        elif (drop_parenthetical and last == ")" and text[s:opener_of[e - 1]].strip()
+              and not (OPT["paren_head_plain"] and "(" in text[s:opener_of[e - 1]])):
+            # KorQuAD annotators leave a trailing gloss out of the answer about 5 times in 6: 이유원(李裕元) -> 이유원
+            e = opener_of[e - 1]
+        else:
+            break
+    return s, e
+
+
+_PREDICATE_PREFIXES = ("V", "E")
+_PREDICATE_TAGS = frozenset({"XSV", "XSA", "VCP", "VCN"})
+OPT = {"e_after_pred": True, "one_syllable_guard": True, "paren_head_plain": True}
+
+
+def _is_hangul(ch: str) -> bool:
+    return "\uac00" <= ch <= "\ud7a3"
+
+
+def _strip_suffix(text: str, morphs: list[tuple[int, int, str]], s: int, e: int) -> int:
+    """New end of the span [s, e) after dropping its trailing run of particles/endings, or e if no safe cut exists.
+
+    A cut at c is safe only if a morpheme starts at c and every morpheme starting before c ends by c, so a syllable
+    shared by two morphemes (열린 = 열리 + ㄴ) is never split, and the morpheme left at the end must be one that can
+    end an answer (a noun, number, foreign word, closing bracket, ...).
+    """
+    inside = [m for m in morphs if s <= m[0] < e]
+    run = len(inside)
+    while run > 0 and _strippable(inside[run - 1][2]):
+        tag = _base_tag(inside[run - 1][2])
+        prev = _base_tag(inside[run - 2][2]) if run >= 2 else ""
+        if (OPT["e_after_pred"] and tag.startswith("E") and prev and not prev.startswith(("S", "W"))
+                and not (prev.startswith(_PREDICATE_PREFIXES) or prev in _PREDICATE_TAGS)):
+            break
+        run -= 1
+    if run == len(inside) or run == 0:  # nothing to drop, or nothing but particles/endings
+        return e
+    for i in range(run, len(inside)):
+        c = inside[i][0]
+        if c <= s:
+            continue
+        kept = inside[:i]
+        if any(m[1] > c for m in kept):  # a kept morpheme shares the syllable at c
+            continue
+        if not _can_end_answer(max(kept, key=lambda m: (m[1], m[0]))[2]):
+            continue
+        if OPT["one_syllable_guard"]:
+            w = c
+            while w > s and not text[w - 1].isspace():
+                w -= 1
+            if c - w == 1 and e - c == 1 and _is_hangul(text[w]) and _is_hangul(text[c]):
+                continue
+        return c
+    return e
+
+
+def _trim_offsets(text: str, morphs: list[tuple[int, int, str]], drop_parenthetical: bool) -> tuple[int, int]:
+    s, e = 0, len(text)
+    while True:
+        s2, e2 = _strip_edges(text, s, e, drop_parenthetical)
+        e2 = _strip_suffix(text, morphs, s2, e2)
+        if (s2, e2) == (s, e):
+            break
+        s, e = s2, e2
+    return s, e
+
+
+def _context_window(context: str, start: int, end: int, words: int) -> tuple[int, int]:
+    """Character range of `context` covering [start, end) plus `words` whitespace words either side."""
+    lo = start
+    for _ in range(words + 1):
+        while lo > 0 and context[lo - 1].isspace():
+            lo -= 1
+        while lo > 0 and not context[lo - 1].isspace():
+            lo -= 1
+    hi = end
+    for _ in range(words + 1):
+        while hi < len(context) and context[hi].isspace():
+            hi += 1
+        while hi < len(context) and not context[hi].isspace():
+            hi += 1
+    return lo, hi
+
+
+CONTEXT_WORDS = 2  # words of context analysed on each side of a span (see bench/bench_morph_korquad.py)
+
+
+def trim_answers(items, analyzer, context_words: int = CONTEXT_WORDS, drop_parenthetical: bool = True) -> list[str]:
+    """Batch form of `trim_answer`: items are (text, context, start) with context/start None when unknown."""
+    items = [(t, c, st) for t, c, st in items]
+    windows, shifts = [], []
+    for text, context, start in items:
+        if context is None or start is None:
+            windows.append(text)
+            shifts.append(0)
+            continue
+        if not (0 <= start <= len(context) and context[start:start + len(text)] == text):
+            raise ValueError(f"answer {text!r} is not found at offset {start} of its context")
+        lo, hi = _context_window(context, start, start + len(text), context_words)
+        windows.append(context[lo:hi])
+        shifts.append(start - lo)
+    out = []
+    for (text, _, _), shift, morphs in zip(items, shifts, analyzer.morphemes_batch(windows)):
+        # morphemes re-based onto the span; ones overlapping its start are clipped so offsets stay inside it
+        rel = [(max(ms - shift, 0), me - shift, tag) for ms, me, tag in morphs if me - shift > 0 and ms - shift < len(text)]
+        s, e = _trim_offsets(text, rel, drop_parenthetical)
+        trimmed = text[s:e]
+        out.append(trimmed if trimmed.strip() else text)
+    return out
+
+
+def trim_answer(text: str, analyzer, context: str | None = None, start: int | None = None) -> str:
+    """Drop trailing particles/endings and edge punctuation from a predicted answer span.
+
+    `서울에서` -> `서울`, `세종대왕이다` -> `세종대왕`, `연산군)을` -> `연산군`; balanced `《토지》` and nouns ending in
+    particle-like syllables (`한국은행`) are kept.  With `context` and `start` (the span's offset in it) the span is
+    analysed together with a few surrounding words, which disambiguates tags.  Never returns an empty string for a
+    non-empty input: when nothing sensible is left the raw span comes back.
+    """
+    return trim_answers([(text, context, start)], analyzer)[0]
+
+
+def postprocess_predictions(preds: dict[str, str], analyzer, contexts: dict | None = None) -> dict[str, str]:
+    """`trim_answer` over {question id: predicted text}; contexts optionally maps ids to (context, start)."""
+    contexts = contexts or {}
+    ids = list(preds)
+    items = [(preds[q], *contexts.get(q, (None, None))) for q in ids]
+    return dict(zip(ids, trim_answers(items, analyzer)))

@@ -1,0 +1,225 @@
+"""Optimisers and learning-rate schedules for BERT fine-tuning and pre-training.
+
+    from optimization import param_groups, build_optimizer, get_scheduler
+    optimizer = build_optimizer("lamb", param_groups(model, weight_decay=0.01), lr=6e-3, max_grad_norm=1.0)
+    scheduler = get_scheduler("poly", optimizer, warmup_proportion=0.2843, total_steps=7038)  # step once per update
+
+`Lamb` reproduces the update of NVIDIA apex's FusedLAMB (the optimiser of NVIDIA's BERT pre-training recipe)
+in plain PyTorch foreach ops, so the recipe's hyperparameters carry over without apex.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+# Normalisation weights are scales around 1; decaying them towards 0 fights the normalisation. They are found by
+# module type because parameter names differ between our modules, release checkpoints and Hugging Face.
+_NORM_TYPES = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """[decay group, no-decay group] over the trainable parameters of `model`.
+
+    No decay on biases and on the weights of normalisation layers; decay on everything else. A parameter shared
+    by several modules (the MLM decoder weight tied to the word embeddings) is listed once. Both groups are always
+    returned, even if one is empty, so that optimiser state dicts line up between runs.
+    """
+    decay: dict[int, nn.Parameter] = {}
+    no_decay: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for local_name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if local_name == "bias" or isinstance(module, _NORM_TYPES):
+                no_decay[id(p)] = p
+            else:
+                decay[id(p)] = p
+    # A tensor reached both as a norm/bias and as something else (not the case in BERT) gets no decay.
+    decay_params = [p for key, p in decay.items() if key not in no_decay]
+    return [
+        {"params": decay_params, "weight_decay": weight_decay},
+        {"params": list(no_decay.values()), "weight_decay": 0.0},
+    ]
+
+
+def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per-tensor L2 norms, stacked; fp16/bf16 tensors are reduced in fp32 so large norms do not overflow."""
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., 2019) with the semantics of apex FusedLAMB (adam_w_mode=True, bias_correction=True).
+
+    Each step:
+      1. all gradients of all groups are scaled by max_grad_norm / global_norm when their global L2 norm exceeds
+         max_grad_norm (0 or None disables this); .grad itself is left untouched;
+      2. Adam moments with bias correction, u = m_hat / (sqrt(v_hat) + eps) + weight_decay * w (decoupled decay);
+      3. per tensor, trust = ||w|| / ||u|| when both norms are non-zero, else 1 (not clamped), and w -= lr * trust * u.
+    As in apex, the trust ratio is applied only in groups with weight_decay != 0 (biases and LayerNorm weights take
+    a plain Adam step); use_nvlamb=True applies it to every group.
+
+    The step count is kept per parameter (state["step"], an int), so a parameter whose gradient is None at some
+    steps (an unused head) gets the same bias correction as in torch.optim.Adam. Apex counts steps per group;
+    the two agree whenever every parameter has a gradient at every step.
+    """
+
+    def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,
+                 max_grad_norm: float | None = 1.0, use_nvlamb: bool = False):
+        if not lr >= 0.0:
+            raise ValueError(f"Lamb: invalid lr {lr}")
+        if not eps >= 0.0:
+            raise ValueError(f"Lamb: invalid eps {eps}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"Lamb: invalid betas {betas}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Lamb: invalid weight_decay {weight_decay}")
+        if max_grad_norm is not None and not max_grad_norm >= 0.0:
+            raise ValueError(f"Lamb: invalid max_grad_norm {max_grad_norm}")
+        # Clipping is global over all groups, so it is an optimiser setting rather than a per-group one.
+        self.max_grad_norm = max_grad_norm
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                      use_nvlamb=use_nvlamb))
+
+    def _params_with_grad(self, group) -> list[torch.Tensor]:
+        params = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise ValueError("Lamb does not support sparse gradients (build embeddings with sparse=False)")
+            params.append(p)
+        return params
+
+    def _clip_coef(self, grads: list[torch.Tensor]) -> torch.Tensor | None:
+        """max_grad_norm / global_norm when that is below 1, else 1; None when clipping is off.
+
+        Kept as a device tensor so a step never waits on the host.
+        """
+        if not self.max_grad_norm or not grads:
+            return None
+        global_norm = torch.linalg.vector_norm(_norms(grads))
+        # global_norm == 0 gives inf here, which the clamp turns into 1
+        return torch.clamp(self.max_grad_norm / global_norm, max=1.0)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        group_params = [self._params_with_grad(group) for group in self.param_groups]
+        clip_coef = self._clip_coef([p.grad for params in group_params for p in params])
+
+        for group, params in zip(self.param_groups, group_params):
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+            exp_avgs = [self.state[p]["exp_avg"] for p in params]
+            exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+            steps = [self.state[p]["step"] for p in params]
+
+            grads = [p.grad for p in params]
+            if clip_coef is not None:
+                grads = torch._foreach_mul(grads, clip_coef)
+
+            # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
+            torch._foreach_mul_(exp_avgs, beta1)
+            torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+            del grads
+
+            # u = m_hat / (sqrt(v_hat) + eps) + wd * w
+            denom = torch._foreach_div(exp_avg_sqs, [1.0 - beta2 ** s for s in steps])
+            torch._foreach_sqrt_(denom)
+            torch._foreach_add_(denom, eps)
+            update = torch._foreach_div(exp_avgs, [1.0 - beta1 ** s for s in steps])
+            torch._foreach_div_(update, denom)
+            del denom
+            if wd != 0.0:
+                torch._foreach_add_(update, params, alpha=wd)
+
+            if wd != 0.0 or group["use_nvlamb"]:
+                w_norm, u_norm = _norms(params), _norms(update)
+                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+                torch._foreach_mul_(update, list((trust * -lr).unbind()))
+                torch._foreach_add_(params, update)
+            else:
+                torch._foreach_add_(params, update, alpha=-lr)
+        return loss
+
+
+def build_optimizer(name: str, groups, lr: float, eps: float = 1e-6, betas=(0.9, 0.999),
+                    max_grad_norm: float | None = 1.0) -> torch.optim.Optimizer:
+    """"adam" -> torch AdamW (decoupled decay from the groups), "lamb" -> Lamb.
+
+    max_grad_norm is used only by "lamb", which clips inside its step; with "adam" the training loop clips.
+    """
+    groups = list(groups)
+    if name == "adam":
+        params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+        if params and all(p.is_cuda for p in params):
+            return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True)
+    if name == "lamb":
+        return Lamb(groups, lr=lr, betas=betas, eps=eps, max_grad_norm=max_grad_norm)
+    raise ValueError(f"unknown optimizer {name!r}: expected 'adam' or 'lamb'")
+
+
+def _linear_factor(progress: float, warmup: float, degree: float) -> float:
+    # Linear warm-up from 0, then linear decay reaching 0 at the last step (BERT's warmup_linear).
+    if progress < warmup:
+        return progress / warmup
+    return max(0.0, (1.0 - progress) / (1.0 - warmup))
+
+
+def _poly_factor(progress: float, warmup: float, degree: float) -> float:
+    # NVIDIA's PolyWarmUpScheduler. 1 - progress is clamped at 0 so that stepping past the end gives lr 0
+    # instead of a complex number (a negative base to the power 0.5).
+    if progress < warmup:
+        return progress / warmup
+    return max(0.0, 1.0 - progress) ** degree
+
+
+_SCHEDULES = {"linear": _linear_factor, "poly": _poly_factor}
+
+
+def get_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup_proportion: float, total_steps: int,
+                  degree: float = 0.5) -> torch.optim.lr_scheduler.LambdaLR:
+    """LR schedule as a multiple of each group's initial lr, with progress = step / total_steps.
+
+    "linear": progress / warmup during warm-up, then (1 - progress) / (1 - warmup) down to 0 at total_steps.
+    "poly":   progress / warmup during warm-up, then (1 - progress) ** degree.
+    Step it once per optimizer step; the lr at step 0 is 0 (warm-up starts from nothing), and it stays 0 past
+    total_steps.
+    """
+    if name not in _SCHEDULES:
+        raise ValueError(f"unknown scheduler {name!r}: expected one of {sorted(_SCHEDULES)}")
+    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps <= 0:
+        raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+    if not (isinstance(warmup_proportion, numbers.Real) and 0.0 <= warmup_proportion < 1.0):
+        raise ValueError(f"warmup_proportion must be in [0, 1), got {warmup_proportion!r}")
+    if name == "poly" and not (isinstance(degree, numbers.Real) and math.isfinite(degree) and degree > 0.0):
+        # degree 0 would keep the lr at its peak after the last step (0 ** 0 == 1)
+        raise ValueError(f"degree must be a positive number, got {degree!r}")
+    factor = _SCHEDULES[name]
+    warmup = float(warmup_proportion)
+
+    def lr_lambda(step: int) -> float:
+        return factor(step / total_steps, warmup, degree)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)

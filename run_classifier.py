@@ -1,0 +1,305 @@
+"""Fine-tune BERT on KorNLI (3-way NLI, accuracy) or KorSTS (similarity regression, Spearman); pick the epoch on dev.
+
+    python3 run_classifier.py --data_dir data/kornli --task_name kornli --config_file CONFIG --vocab_file VOCAB --checkpoint CKPT --do_eval --max_seq_length 128 --train_batch_size 32 --eval_batch_size 32 --learning_rate 3e-5 --num_train_epochs 3.0 --warmup_proportion 0.1
+    python3 run_classifier.py --task_name korsts --data_dir data/korsts --checkpoint runs/pre/ckpt --do_eval --do_test --seeds 1-10 --output_dir runs/korsts
+    torchrun --nproc_per_node 4 run_classifier.py --task_name korsts --data_dir data/korsts --checkpoint CKPT --do_eval --amp bf16
+
+The KorNLI training set (multinli.train.ko.tsv, plus snli_1.0_train.ko.tsv when present) is not bundled. Any TSV
+in the same format works: `--train_file data/kornli/xnli.dev.ko.tsv` trains on the 2,490 XNLI dev pairs as a small
+training set; dev-based epoch selection then sees its own training rows, so report the test accuracy
+(`--do_test`), not the dev one.
+
+--train_batch_size is the batch per optimizer step over all GPUs and accumulation steps (the release's 32), so a
+recipe gives the same updates on 1 or 8 GPUs. --seeds runs the release's KorSTS protocol (it reported the best of
+seeds 1..10): every seed trains into OUTPUT_DIR/seed-N, seed_grid.json lists every seed's best dev score with
+mean and std, and only the seed best on dev is evaluated on test. Metrics are x100.
+
+Writes to --output_dir (default runs/<task>-<time>): best/ (checkpoint of the best dev epoch, or final/ without
+--do_eval), eval_results.json (per-epoch dev metrics, best epoch, test metrics), log.jsonl, dev_curve.png.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+import cls_data
+import tokenization
+import train_utils as tu
+from models.modeling import BertForSequenceClassification, load_checkpoint, save_checkpoint
+from optimization import build_optimizer, get_scheduler, param_groups
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    cls_data.add_task_args(p)
+    tu.add_model_args(p)
+    tu.add_optim_args(p, learning_rate=3e-5)
+    tu.add_runtime_args(p)
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--train_batch_size", type=int, default=32, help="examples per optimizer step, all GPUs together")
+    g.add_argument("--num_train_epochs", type=float, default=3.0, help="may be fractional")
+    g.add_argument("--do_eval", action="store_true", help="evaluate on dev after each epoch and keep the best in best/")
+    g.add_argument("--do_test", action="store_true", help="evaluate the selected checkpoint (and only it) on test")
+    g.add_argument("--seeds", default=None, help="seed grid, e.g. 1-10 or 1,3,5: one run per seed, best on dev wins")
+    g.add_argument("--logging_steps", type=int, default=50)
+    return p
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()) or (hi and int(hi) < int(lo)):
+            raise ValueError(f"--seeds {text!r}: expected ranges and lists like 1-10 or 1,3,5")
+        seeds += range(int(lo), int(hi or lo) + 1)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: a seed appears twice")
+    return seeds
+
+
+def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
+    """Shuffled with `seed` (the same order on every run with that seed); sharded across ranks under DDP."""
+    collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression)
+    common = dict(batch_size=batch_size, collate_fn=collate, num_workers=args.num_workers,
+                  pin_memory=rt.device.type == "cuda")
+    if rt.distributed:
+        sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
+        return DataLoader(features, sampler=sampler, **common)
+    return DataLoader(features, shuffle=True, generator=torch.Generator().manual_seed(seed), **common)
+
+
+def evaluate(model, split, task, rt) -> dict:
+    """Metrics of model on split = (length-sorted batches, labels) from cls_data.eval_batches."""
+    batches, labels = split
+    return cls_data.compute_metrics(task, cls_data.predict(model, batches, rt.device, rt.autocast), labels)
+
+
+def check_output_dir(out_dir: str, markers=("eval_results.json",)):
+    """A finished run is never overwritten; an unfinished one (no eval_results.json) is, with a warning."""
+    for m in markers:
+        if os.path.exists(os.path.join(out_dir, m)):
+            raise ValueError(f"--output_dir {out_dir} already holds a finished run ({m}); choose another --output_dir")
+    if os.path.isdir(os.path.join(out_dir, "best")):
+        tu.warn(f"{out_dir}/best exists from an unfinished run and will be replaced")
+
+
+def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
+    """Train one model with `seed` into out_dir; returns eval_results (per-epoch dev metrics, best epoch, ...)."""
+    tu.set_seed(seed)  # before the model is built: the new head's initialisation depends on it
+    model, config, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification, num_labels=task.num_labels)
+    model.to(rt.device)
+    raw_model = model
+    if rt.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+
+    micro_batch = args.train_batch_size // (rt.world_size * args.gradient_accumulation_steps)
+    train_loader = make_train_loader(data["train"], micro_batch, data["pad_id"], task, rt, args, seed)
+    accum = args.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(len(train_loader) / accum)
+    total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay), args.learning_rate, eps=args.adam_epsilon)
+    scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
+    scaler = tu.make_grad_scaler(rt)
+
+    logger = tu.JsonlLogger(os.path.join(out_dir, "log.jsonl")) if rt.is_main else None
+    best_dir = os.path.join(out_dir, "best" if args.do_eval else "final")
+    results = {"task_name": task.name, "labels": list(task.labels) if task.labels else None, "metric_scale": "x100",
+               "main_metric": task.main_metric, "seed": seed, "train_examples": len(data["train"]),
+               "dev_examples": len(data["dev"]) if args.do_eval else 0, "total_steps": total_steps, "epochs": [],
+               "best_epoch": None, "best": None, "checkpoint": best_dir}
+    best_score = -math.inf
+    step, t0 = 0, time.time()
+    for epoch in range(1, math.ceil(args.num_train_epochs) + 1):
+        if rt.distributed:
+            train_loader.sampler.set_epoch(epoch)
+        model.train()
+        # losses summed as tensors: .item() every micro-batch would sync the GPU each step
+        loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
+        bar = tqdm(train_loader, desc=f"seed {seed} epoch {epoch}", disable=not rt.is_main, leave=False)
+        for i, batch in enumerate(bar):
+            batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
+            sync = (i + 1) % accum == 0 or i + 1 == len(train_loader)
+            # under DDP, all-reduce gradients only on the micro-batch that ends an accumulation window
+            ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
+            with ctx:
+                with rt.autocast():
+                    loss = model(**batch)["loss"]
+                scaler.scale(loss / accum).backward()
+            loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1
+            window_loss, window_n = window_loss + loss.detach().float(), window_n + 1
+            if not sync:
+                continue
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if rt.is_main and (step % args.logging_steps == 0 or step == total_steps):
+                row = {"step": step, "epoch": round(epoch - 1 + (i + 1) / len(train_loader), 4),
+                       "loss": float(window_loss) / window_n, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": float(grad_norm), "elapsed_s": round(time.time() - t0, 1)}
+                logger.log(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                window_loss, window_n = 0.0, 0
+            if step >= total_steps:
+                break
+        bar.close()
+
+        epoch_row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_n, 1)}
+        if args.do_eval and rt.is_main:
+            # dev runs on rank 0 only (a few thousand pairs); the other ranks wait at the barrier below
+            metrics = evaluate(raw_model, data["dev_eval"], task, rt)
+            epoch_row.update(metrics)
+            logger.log({"step": step, "epoch": epoch, **{f"dev_{k}": v for k, v in cls_data.json_safe(metrics).items()}})
+            score = cls_data.score_for_selection(metrics, task)
+            print(f"seed {seed} epoch {epoch} step {step}: train_loss {epoch_row['train_loss']:.4f} "
+                  + " ".join(f"dev_{k} {v:.2f}" for k, v in metrics.items()), flush=True)
+            if score > best_score or results["best_epoch"] is None:
+                best_score, results["best_epoch"], results["best"] = score, epoch, cls_data.json_safe(metrics)
+                save_best(raw_model, best_dir, vocab_file, task, args, epoch)
+        results["epochs"].append(cls_data.json_safe(epoch_row))
+        if rt.distributed:
+            torch.distributed.barrier()
+        if step >= total_steps:
+            break
+
+    if rt.is_main:
+        if not args.do_eval:
+            save_best(raw_model, best_dir, vocab_file, task, args, results["epochs"][-1]["epoch"])
+        logger.close()
+        if args.do_eval:
+            tu.plot_jsonl(os.path.join(out_dir, "log.jsonl"), [f"dev_{task.main_metric}"],
+                          os.path.join(out_dir, "dev_curve.png"), f"{task.name} dev (seed {seed})", x_key="epoch")
+        results["train_seconds"] = round(time.time() - t0, 1)
+    return results
+
+
+def save_best(model, ckpt_dir, vocab_file, task, args, epoch):
+    """The checkpoint plus task.json: which task, which label each logit is, how inputs were built."""
+    save_checkpoint(model, ckpt_dir, vocab_file=vocab_file)
+    tu.atomic_write_json(os.path.join(ckpt_dir, "task.json"), {
+        "task_name": task.name, "labels": list(task.labels) if task.labels else None,
+        "num_labels": task.num_labels, "max_seq_length": args.max_seq_length, "epoch": epoch})
+
+
+def test_checkpoint(ckpt_dir, task, rt, data) -> dict:
+    """Load a saved fine-tuned checkpoint (head included, strictly) and score it on the test split."""
+    from models.modeling import checkpoint_config
+
+    model = BertForSequenceClassification(checkpoint_config(ckpt_dir), num_labels=task.num_labels)
+    load_checkpoint(model, ckpt_dir, strict=True)
+    return evaluate(model.to(rt.device), data["test_eval"], task, rt)
+
+
+def load_data(args, task, rt) -> dict:
+    """Read every split the run needs and turn it into features once (shared by all seeds)."""
+    config, vocab_file = tu.resolve_config_and_vocab(args)
+    if args.max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"--max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
+                         f"{config.max_position_embeddings}")
+    tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
+                                                  morph_analyzer=config.morph_analyzer)
+    ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
+    data = {"pad_id": ids["pad"]}
+    splits = ["train"] + (["dev"] if args.do_eval else []) + (["test"] if args.do_test else [])
+    for split in splits:
+        examples = cls_data.read_split(args, task, split)
+        feats = cls_data.convert_examples(examples, tokenizer, ids["cls"], ids["sep"], args.max_seq_length)
+        data[split] = feats
+        if rt.is_main:
+            n_trunc = sum(f["truncated"] for f in feats)
+            print(f"{split}: {len(feats)} examples from {', '.join(cls_data.resolve_files(args, task, split))}"
+                  f" ({n_trunc} truncated to {args.max_seq_length} tokens)", flush=True)
+        if split != "train":
+            data[f"{split}_eval"] = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression)
+    return data
+
+
+def validate_args(args):
+    if args.gradient_accumulation_steps < 1 or args.train_batch_size < 1 or args.eval_batch_size < 1:
+        raise ValueError("--train_batch_size, --eval_batch_size and --gradient_accumulation_steps must be >= 1")
+    if args.num_train_epochs <= 0:
+        raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
+    if args.seeds and not args.do_eval:
+        raise ValueError("--seeds picks the best seed on dev and needs --do_eval")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    task = cls_data.TASKS[args.task_name]
+    if args.output_dir is None:
+        args.output_dir = os.path.join("runs", f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    rt = tu.setup_runtime(args)
+    try:
+        validate_args(args)
+        seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
+        per_device = args.train_batch_size // (rt.world_size * args.gradient_accumulation_steps)
+        if per_device * rt.world_size * args.gradient_accumulation_steps != args.train_batch_size:
+            raise ValueError(f"--train_batch_size {args.train_batch_size} is not divisible by {rt.world_size} GPU(s) x "
+                             f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
+        grid = args.seeds is not None
+        out_dirs = {s: os.path.join(args.output_dir, f"seed-{s}") if grid else args.output_dir for s in seeds}
+        if rt.is_main:
+            if grid:
+                check_output_dir(args.output_dir, markers=("seed_grid.json",))
+            for d in out_dirs.values():
+                check_output_dir(d)
+        data = load_data(args, task, rt)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        tu.fail(str(e))
+
+    runs = {}
+    for s in seeds:
+        runs[s] = train_one_seed(args, task, rt, data, s, out_dirs[s])
+        if rt.is_main and grid:
+            tu.atomic_write_json(os.path.join(out_dirs[s], "eval_results.json"), {**runs[s], "args": vars(args)})
+    if not rt.is_main:
+        tu.cleanup_runtime(rt)
+        return {}
+
+    if grid:
+        results = summarise_grid(runs, task)
+        chosen = runs[results["best_seed_on_dev"]]["checkpoint"]
+    else:
+        results = runs[seeds[0]]
+        chosen = results["checkpoint"]
+    if args.do_test:
+        results["test"] = cls_data.json_safe(test_checkpoint(chosen, task, rt, data))
+        results["test_checkpoint"] = chosen
+        print("test: " + " ".join(f"{k} {v}" for k, v in results["test"].items()), flush=True)
+    results["args"] = vars(args)
+    tu.atomic_write_json(os.path.join(args.output_dir, "seed_grid.json" if grid else "eval_results.json"), results)
+    tu.cleanup_runtime(rt)
+    return results
+
+
+def summarise_grid(runs: dict, task) -> dict:
+    """Every seed's best dev score, mean and std over seeds, and which seed was best on dev (ties: lowest seed)."""
+    per_seed = {str(s): {"best_epoch": r["best_epoch"], **(r["best"] or {})} for s, r in runs.items()}
+    scores = np.array([cls_data.score_for_selection(r["best"] or {task.main_metric: math.nan}, task) for r in runs.values()])
+    finite = scores[np.isfinite(scores)]
+    best_seed = list(runs)[int(np.argmax(scores))]
+    summary = {"task_name": task.name, "main_metric": task.main_metric, "metric_scale": "x100",
+               "selection": f"seed with the highest best-epoch dev {task.main_metric}", "seeds": per_seed,
+               f"dev_{task.main_metric}_mean": float(finite.mean()) if len(finite) else None,
+               f"dev_{task.main_metric}_std": float(finite.std(ddof=1)) if len(finite) > 1 else None,
+               "best_seed_on_dev": best_seed, "best_dev": runs[best_seed]["best"]}
+    print(f"seed grid: dev {task.main_metric} " + ", ".join(f"seed {s} {v:.2f}" for s, v in zip(runs, scores))
+          + f"; mean {summary[f'dev_{task.main_metric}_mean']}; best on dev: seed {best_seed}", flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

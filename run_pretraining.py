@@ -1,0 +1,466 @@
+"""Pretrain BERT (masked LM at the masked positions + sentence-order prediction) on prepared shards.
+
+    # quick start on a CPU: tiny model, stops cleanly with a checkpoint after 10 minutes
+    python run_pretraining.py --config_file models/configs/quickstart.json --input_dir data/pretrain_shards \\
+        --output_dir runs/pretrain_quick --train_batch_size 32 --learning_rate 5e-4 --max_steps 20000 \\
+        --max_time_minutes 10 --num_workers 1
+    # Small recipe (Adam, linear warm-up/decay) on 8 GPUs; rerunning the same command continues the run
+    torchrun --nproc_per_node 8 run_pretraining.py --config_file models/configs/small.json \\
+        --input_dir data/pretrain_shards --output_dir runs/small --train_batch_size 256 --learning_rate 1e-4 \\
+        --warmup_proportion 0.1 --max_steps 500000 --amp bf16 --resume auto
+    # Large recipe (LAMB, polynomial decay), phase 1 at 128 tokens, then phase 2 at 512 from phase 1's weights
+    torchrun --nproc_per_node 8 run_pretraining.py --config_file models/configs/large_v1.json \\
+        --input_dir data/pretrain_shards --output_dir runs/large_p1 --optimizer lamb --scheduler poly \\
+        --learning_rate 0.00125 --warmup_proportion 0.0125 --train_batch_size 2048 --gradient_accumulation_steps 4 \\
+        --max_steps 125000 --amp bf16 --resume auto
+    torchrun --nproc_per_node 8 run_pretraining.py --init_checkpoint runs/large_p1 --input_dir data/pretrain_shards \\
+        --output_dir runs/large_p2 --max_seq_length 512 --max_predictions_per_seq 77 --optimizer lamb \\
+        --scheduler poly --learning_rate 0.00125 --warmup_proportion 0.0125 --train_batch_size 2048 \\
+        --gradient_accumulation_steps 16 --max_steps 25000 --amp bf16 --resume auto
+
+Batches. --train_batch_size is the GLOBAL batch of one optimizer step = micro-batch x accumulation x ranks. Step k
+reads examples [kB, (k+1)B) of the epoch order; rank r takes every world-th of them. The MLM loss is the sum of
+per-token losses divided by the step's global masked-token count (the SOP loss likewise per sequence), so a run on
+any number of ranks or accumulation steps computes the same gradient as one process with the whole batch.
+
+Checkpoints. OUTPUT_DIR/checkpoints/step-N/ holds model.safetensors + config.json + vocab.txt (modeling's format,
+loadable anywhere load_checkpoint is) and train_state.pt (optimizer, scheduler, grad scaler, step, epoch, position
+in the epoch, every rank's RNG state, the arguments; plain tensors/containers: torch.load(weights_only=True)).
+Each is written as step-N.tmp, renamed, and only then is OUTPUT_DIR/checkpoints/latest (the name of the newest
+one) replaced, so a crash at any point leaves `latest` on a complete checkpoint. The last --keep_last are kept.
+Export: python convert_checkpoint.py --input OUTPUT_DIR/checkpoints/step-N --output DIR --to {release,hf}.
+
+Resume. --resume auto continues from OUTPUT_DIR's `latest` (and starts fresh if there is none, so one command line
+serves a job that gets requeued); --resume PATH continues from a step-N dir or another run's output dir. The run
+continues exactly: same weights, optimizer, schedule, RNG and data position as if it had never stopped. log.jsonl
+rows past the resumed step (from the lost stretch) are dropped. Two-phase training is a NEW run with
+--init_checkpoint (a step-N dir or a run dir: its latest), which takes the weights only and starts a fresh optimizer
+and schedule at step 0 with the new --max_seq_length; add --resume auto to make phase 2 itself restartable.
+
+Stopping. --max_time_minutes, SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the exit code
+is 0 (time budget) or 128+signal (130 SIGINT, 143 SIGTERM) so a job scheduler can tell "interrupted" from "done". A
+non-finite loss (without fp16's loss scaler, which skips such steps and counts them) stops with exit 2 and saves
+nothing, so `latest` stays on the last good checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from models.modeling import BertConfig, BertForPreTraining, checkpoint_config, checkpoint_vocab, load_checkpoint
+from models.modeling import save_checkpoint
+from optimization import build_optimizer, get_scheduler, param_groups
+from pretraining_data import PretrainingDataset, collate_pretraining
+from train_utils import (JsonlLogger, add_model_args, add_optim_args, add_runtime_args, atomic_torch_save,
+                         atomic_write_json, atomic_write_text, cleanup_runtime, fail, make_grad_scaler, plot_jsonl, read_jsonl,
+                         rng_state_portable, set_rng_state_portable, set_seed, setup_runtime, warn)
+
+LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
+# resuming with another value of these would not continue the same run
+RESUME_MUST_MATCH = ("optimizer", "scheduler")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = add_model_args(p)
+    g.add_argument("--init_checkpoint", dest="checkpoint",
+                   help="start from these weights with a fresh optimizer/schedule (phase 2); alias of --checkpoint")
+    add_optim_args(p, learning_rate=1e-4)
+    add_runtime_args(p)
+    p.set_defaults(amp=None)  # None: bf16 on a GPU that has it, fp32 otherwise
+    d = p.add_argument_group("data (masking is done on the fly, so these may change between phases)")
+    d.add_argument("--input_dir", required=True, help="shards written by create_pretraining_data.py")
+    d.add_argument("--max_seq_length", type=int, default=128)
+    d.add_argument("--max_predictions_per_seq", type=int, default=20)
+    d.add_argument("--masked_lm_prob", type=float, default=0.15)
+    d.add_argument("--max_ngram", type=int, default=3, help="mask spans of up to this many words")
+    d.add_argument("--no_whole_word", action="store_true", help="mask WordPiece tokens, not whole words")
+    d.add_argument("--short_seq_prob", type=float, default=0.1)
+    t = p.add_argument_group("training")
+    t.add_argument("--train_batch_size", type=int, default=256, help="GLOBAL batch of one optimizer step")
+    t.add_argument("--optimizer", choices=["adam", "lamb"], default="adam")
+    t.add_argument("--scheduler", choices=["linear", "poly"], default="linear")
+    t.add_argument("--max_steps", type=int, default=500000, help="optimizer steps; also the schedule's length")
+    t.add_argument("--save_steps", type=int, default=10000)
+    t.add_argument("--log_steps", type=int, default=100)
+    t.add_argument("--keep_last", type=int, default=3, help="checkpoints kept (older ones are deleted)")
+    t.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="'auto' (default when given bare): OUTPUT_DIR's latest checkpoint if any; or a checkpoint path")
+    t.add_argument("--max_time_minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    return p
+
+
+def resolve_checkpoint_dir(path: str) -> str:
+    """A run's output dir or its checkpoints/ dir -> the step-N its `latest` names; anything else as given."""
+    for root in (os.path.join(path, "checkpoints"), path):
+        pointer = os.path.join(root, "latest")
+        if os.path.isfile(pointer):
+            with open(pointer, encoding="utf-8") as f:
+                return os.path.join(root, f.read().strip())
+    return path
+
+
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def load_config(args, ckpt_dir, meta, source):
+    """The model config: --config_file, else the checkpoint's; carries the tokenizer settings of the shards."""
+    try:
+        config = BertConfig.from_json_file(args.config_file) if args.config_file else None
+        stored = checkpoint_config(ckpt_dir) if ckpt_dir else None
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    if config is None and stored is None:
+        fail("no model config: pass --config_file" + (f" ({ckpt_dir} carries no config.json)" if ckpt_dir else ""))
+    config = config or stored
+    config.do_lower_case = bool(meta.get("do_lower_case", False))
+    config.morph_analyzer = meta.get("morph_analyzer")
+    if source == "--resume" and args.config_file:
+        a, b = config.to_dict(), stored.to_dict()
+        diff = [k for k in a if a[k] != b.get(k)]
+        if diff:
+            fail(f"--resume {ckpt_dir}: its config differs from --config_file {args.config_file} "
+                 f"in {diff[0]} ({b.get(diff[0])!r} vs {a[diff[0]]!r})")
+    return config
+
+
+def epoch_batches(ds, epoch, start, micro_batch, accum, num_steps, args, rt):
+    """num_steps lists of `accum` micro-batches of this rank, from its local example `start` on.
+
+    A fresh loader over an explicit index range, so a resumed run reads exactly the examples the stopped run
+    would have read next; its own generator keeps worker seeding off the global RNG (dropout stays in step).
+    """
+    ds.set_epoch(epoch)
+    loader = DataLoader(ds, batch_size=micro_batch, sampler=range(start, start + num_steps * accum * micro_batch),
+                        num_workers=args.num_workers, collate_fn=collate_pretraining,
+                        pin_memory=rt.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed + epoch))
+    it = iter(loader)
+    for _ in range(num_steps):
+        yield [next(it) for _ in range(accum)]
+
+
+def save_training_checkpoint(out_dir, step, raw_model, vocab_file, state, keep_last):
+    """step-N.tmp -> step-N -> latest; then prune. Only called on rank 0."""
+    root = os.path.join(out_dir, "checkpoints")
+    name = f"step-{step}"
+    tmp, final = os.path.join(root, name + ".tmp"), os.path.join(root, name)
+    if os.path.isdir(tmp):  # left by a crash mid-save
+        shutil.rmtree(tmp)
+    save_checkpoint(raw_model, tmp, vocab_file=vocab_file)
+    atomic_torch_save(state, os.path.join(tmp, "train_state.pt"))
+    if os.path.isdir(final):  # same step from a stretch that crashed before `latest` reached it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(os.path.join(root, "latest"), name + "\n")
+    # checkpoints past this step belong to a stretch that was abandoned; they are replaced when reached again
+    steps = sorted(int(d[5:]) for d in os.listdir(root) if d.startswith("step-") and d[5:].isdigit())
+    for old in [s for s in steps if s < step][:max(0, len([s for s in steps if s <= step]) - keep_last)]:
+        shutil.rmtree(os.path.join(root, f"step-{old}"), ignore_errors=True)
+    return final
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.amp is None:
+        args.amp = "bf16" if (torch.cuda.is_available() and not args.no_cuda and torch.cuda.is_bf16_supported()) else "no"
+    for flag in ("train_batch_size", "gradient_accumulation_steps", "max_steps", "save_steps", "log_steps",
+                 "keep_last"):
+        if getattr(args, flag) < 1:
+            fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if not args.output_dir:
+        fail("--output_dir is required")
+    if not os.path.isfile(os.path.join(args.input_dir, "meta.json")):
+        fail(f"--input_dir {args.input_dir}: no meta.json there; prepare shards with create_pretraining_data.py")
+    rt = setup_runtime(args)
+    B, accum = args.train_batch_size, args.gradient_accumulation_steps
+    if B % (accum * rt.world_size):
+        fail(f"--train_batch_size {B} is not divisible by --gradient_accumulation_steps {accum} x {rt.world_size} ranks")
+    micro = B // (accum * rt.world_size)
+
+    # ---- resume / init resolution; nothing is written before every check has passed
+    ckpt_dir, source = None, None
+    if args.resume:
+        path = args.output_dir if args.resume == "auto" else args.resume
+        if args.resume != "auto" and not os.path.exists(path):
+            fail(f"--resume {path}: no such checkpoint or run directory")
+        cand = resolve_checkpoint_dir(path)
+        if os.path.isfile(os.path.join(cand, "train_state.pt")):
+            ckpt_dir, source = cand, "--resume"
+        elif args.resume != "auto":
+            fail(f"--resume {path}: no train_state.pt in {cand} (not a checkpoint of run_pretraining.py)")
+    elif os.path.isfile(os.path.join(args.output_dir, "checkpoints", "latest")):
+        fail(f"--output_dir {args.output_dir} already holds checkpoints: pass --resume auto to continue it, "
+             "or choose another directory")
+    if ckpt_dir is None and args.checkpoint:
+        if not os.path.exists(args.checkpoint):
+            fail(f"--init_checkpoint {args.checkpoint}: no such file or directory")
+        ckpt_dir, source = resolve_checkpoint_dir(args.checkpoint), "--init_checkpoint"
+
+    try:
+        ds = PretrainingDataset(args.input_dir, max_seq_length=args.max_seq_length,
+                                max_predictions_per_seq=args.max_predictions_per_seq,
+                                masked_lm_prob=args.masked_lm_prob, max_ngram=args.max_ngram,
+                                whole_word=not args.no_whole_word, short_seq_prob=args.short_seq_prob,
+                                seed=args.seed, rank=rt.rank, world_size=rt.world_size)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        fail(f"--input_dir {args.input_dir}: {e}")
+    meta = ds.meta
+    for label, vocab in (("--vocab_file", args.vocab_file),
+                         (source, checkpoint_vocab(ckpt_dir) if ckpt_dir and os.path.isdir(ckpt_dir) else None)):
+        if vocab and file_sha256(vocab) != meta["vocab_sha256"]:
+            fail(f"{label}: {vocab} is not the vocabulary the shards in {args.input_dir} were built with "
+                 f"({ds.vocab_file})")
+    if args.do_lower_case and not meta.get("do_lower_case"):
+        fail(f"--do_lower_case: the shards in {args.input_dir} were prepared cased")
+    config = load_config(args, ckpt_dir, meta, source)
+    if config.vocab_size != meta["vocab_size"]:
+        fail(f"vocab size mismatch: the config ({args.config_file or ckpt_dir}) says vocab_size={config.vocab_size} "
+             f"but {os.path.join(args.input_dir, 'meta.json')} has {meta['vocab_size']}")
+    if args.max_seq_length > config.max_position_embeddings:
+        fail(f"--max_seq_length {args.max_seq_length} exceeds the config's max_position_embeddings "
+             f"{config.max_position_embeddings}")
+    state = None
+    if source == "--resume":
+        state = torch.load(os.path.join(ckpt_dir, "train_state.pt"), map_location="cpu", weights_only=True)
+        for key in RESUME_MUST_MATCH:
+            if state["args"][key] != getattr(args, key):
+                fail(f"--{key} {getattr(args, key)} differs from {state['args'][key]} used by the run in {ckpt_dir}")
+        changed = [k for k in ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed")
+                   if state["args"].get(k) != getattr(args, k)]
+        if changed and rt.is_main:
+            warn(f"resuming {ckpt_dir} with changed {', '.join(changed)}: the continuation is not exact")
+
+    # ---- model, optimizer, schedule
+    set_seed(args.seed)  # same initial weights on every rank
+    raw_model = BertForPreTraining(config)
+    if ckpt_dir:
+        try:
+            load_checkpoint(raw_model, ckpt_dir, strict=source == "--resume")
+        except (ValueError, OSError) as e:
+            fail(f"{source} {ckpt_dir}: {e}")
+    raw_model.to(rt.device)
+    optimizer = build_optimizer(args.optimizer, param_groups(raw_model, args.weight_decay), lr=args.learning_rate,
+                                eps=args.adam_epsilon, max_grad_norm=args.max_grad_norm)
+    try:
+        scheduler = get_scheduler(args.scheduler, optimizer, args.warmup_proportion, args.max_steps)
+    except ValueError as e:
+        fail(f"--scheduler {args.scheduler}: {e}")
+    scaler = make_grad_scaler(rt)
+    step, epoch, epoch_pos, elapsed0, skipped = 0, 0, 0, 0.0, 0
+    torch.manual_seed(args.seed + rt.rank)  # different dropout masks on each rank
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        step, epoch, epoch_pos = state["step"], state["epoch"], state["epoch_position"]
+        elapsed0, skipped = state["elapsed_s"], state["skipped_steps"]
+        if len(state["rng"]) == rt.world_size:
+            set_rng_state_portable(state["rng"][rt.rank])
+        elif rt.is_main:
+            warn(f"{ckpt_dir} was saved by {len(state['rng'])} ranks, not {rt.world_size}: dropout RNG reseeded")
+        if epoch_pos % rt.world_size:
+            fail(f"--resume {ckpt_dir}: position {epoch_pos} in the epoch is not divisible by {rt.world_size} ranks")
+    model = torch.compile(raw_model) if args.compile else raw_model
+    if rt.distributed:
+        model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+
+    # ---- output dir: written only now that every check has passed
+    log_path = os.path.join(args.output_dir, "log.jsonl")
+    if rt.is_main:
+        os.makedirs(args.output_dir, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # this run may go further than the one that wrote it
+            os.remove(os.path.join(args.output_dir, "DONE"))
+        if os.path.isfile(log_path):  # keep the rows up to the resumed step; the rest is a lost stretch
+            atomic_write_text(log_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                for r in read_jsonl(log_path) if r.get("step", 0) <= step))
+        logger = JsonlLogger(log_path, append=True)
+        tb = None
+        with contextlib.suppress(ImportError):
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(os.path.join(args.output_dir, "tensorboard"))
+        n_params = sum(p.numel() for p in raw_model.parameters())
+        print(f"{n_params / 1e6:.1f}M parameters | global batch {B} = {micro} x {accum} accumulation x "
+              f"{rt.world_size} ranks | {args.optimizer}/{args.scheduler} lr {args.learning_rate} | amp {rt.amp} | "
+              + (f"{source} {ckpt_dir} at step {step}" if ckpt_dir else "fresh start"), flush=True)
+
+    # SIGINT/SIGTERM set a flag; the loop finishes its step and saves. A second SIGINT raises KeyboardInterrupt.
+    stop_signal = []
+    def on_signal(signum, frame):
+        stop_signal.append(signum)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    # ---- training loop
+    t_start = time.time()
+    budget_s = args.max_time_minutes * 60 if args.max_time_minutes else math.inf
+    # interval sums: mlm loss sum, masked tokens, mlm correct, sop loss sum, sop correct, sequences
+    stats = torch.zeros(6, dtype=torch.float64, device=rt.device)
+    nonfinite = torch.zeros((), device=rt.device)
+    checked_step, t_log, step_log = step, time.time(), step
+    grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == "--resume" else None
+    pbar = tqdm(total=args.max_steps, initial=step, disable=not rt.is_main, dynamic_ncols=True, desc="pretrain")
+    model.train()
+    try:
+        while step < args.max_steps:
+            if batches is None:
+                try:
+                    ds.set_epoch(epoch)
+                except ValueError as e:
+                    fail(f"--input_dir {args.input_dir}: {e}")
+                steps_left = (ds.num_global_examples - epoch_pos) // B  # the same on every rank
+                if steps_left <= 0:
+                    if epoch_pos == 0:
+                        fail(f"--input_dir {args.input_dir}: epoch {epoch} has {ds.num_global_examples} examples, fewer than "
+                             f"one batch of --train_batch_size {B}")
+                    epoch, epoch_pos = epoch + 1, 0
+                    continue
+                batches = epoch_batches(ds, epoch, epoch_pos // rt.world_size, micro, accum, steps_left, args, rt)
+            micro_batches = next(batches, None)
+            if micro_batches is None:
+                epoch, epoch_pos, batches = epoch + 1, 0, None
+                continue
+
+            # the step's masked tokens over all micro-batches and ranks: the MLM normaliser
+            n_masked = sum((mb["mlm_labels"] != -100).sum() for mb in micro_batches).to(rt.device, torch.float32)
+            if rt.distributed:
+                dist.all_reduce(n_masked)
+            step_loss = torch.zeros((), device=rt.device)
+            for i, mb in enumerate(micro_batches):
+                mb = {k: v.to(rt.device, non_blocking=True) for k, v in mb.items()}
+                sync = i == accum - 1 or not rt.distributed
+                with contextlib.nullcontext() if sync else model.no_sync():
+                    with rt.autocast():
+                        out = model(input_ids=mb["input_ids"], token_type_ids=mb["token_type_ids"],
+                                    attention_mask=mb["attention_mask"], mlm_labels=mb["mlm_labels"],
+                                    sop_labels=mb["sop_label"])
+                    mlm_sum = out["mlm_loss"] * out["mlm_count"]
+                    sop_sum = out["sop_loss"] * mb["sop_label"].numel()
+                    # DDP averages gradients over ranks; x world_size turns that average back into the sum
+                    loss = (mlm_sum / n_masked + sop_sum / B) * rt.world_size
+                    scaler.scale(loss).backward()
+                step_loss += loss.detach() / rt.world_size
+                stats += torch.stack([t.detach().to(stats) for t in (mlm_sum, out["mlm_count"], out["mlm_correct"],
+                                                                     sop_sum, out["sop_correct"])]
+                                     + [stats.new_tensor(mb["sop_label"].numel())])
+            log_now = (step + 1) % args.log_steps == 0 or step + 1 == args.max_steps
+            scaler.unscale_(optimizer)  # no-op unless fp16: clipping and LAMB's trust ratio see true gradients
+            if args.optimizer == "adam" and args.max_grad_norm > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.max_grad_norm)
+            elif log_now:  # LAMB clips by the global norm inside its step; measured here for the log only
+                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in raw_model.parameters()
+                                                           if p.grad is not None])
+            lr = optimizer.param_groups[0]["lr"]
+            if scaler.is_enabled():
+                scale = scaler.get_scale()
+                scaler.step(optimizer)
+                scaler.update()
+                skipped += scaler.get_scale() < scale  # the scaler backs off exactly when it skipped the step
+            else:
+                optimizer.step()
+                nonfinite += ~torch.isfinite(step_loss)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            epoch_pos += B
+            pbar.update(1)
+
+            stop = 1 if time.time() - t_start > budget_s else 0
+            if stop_signal:
+                stop = 2 if stop_signal[0] == signal.SIGINT else 3
+            if rt.distributed:  # every rank must stop at the same step, whoever got the signal
+                flag = torch.tensor(stop, device=rt.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = int(flag)
+            save_now = step % args.save_steps == 0 or step == args.max_steps or stop
+            if log_now or save_now:
+                if rt.distributed:
+                    dist.all_reduce(nonfinite)
+                if nonfinite.item():
+                    fail(f"non-finite loss between steps {checked_step + 1} and {step}; stopped without saving "
+                         f"(last good checkpoint: {last_saved or 'none'}); try a lower --learning_rate")
+                checked_step = step
+            if log_now:
+                if rt.distributed:
+                    dist.all_reduce(stats)
+                s = stats.tolist()
+                now = time.time()
+                row = {"step": step, "epoch": epoch, "loss": s[0] / s[1] + s[3] / s[5], "mlm_loss": s[0] / s[1],
+                       "sop_loss": s[3] / s[5], "mlm_acc": s[2] / s[1], "sop_acc": s[4] / s[5], "lr": lr,
+                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                       "seq_per_s": (step - step_log) * B / (now - t_log), "elapsed_s": elapsed0 + now - t_start}
+                if scaler.is_enabled():
+                    row.update(loss_scale=scaler.get_scale(), skipped_steps=skipped)
+                stats.zero_()
+                t_log, step_log = now, step
+                if rt.is_main:
+                    logger.log(row)
+                    if tb is not None:
+                        for k in LOG_KEYS + ("mlm_acc", "sop_acc", "lr", "grad_norm", "seq_per_s"):
+                            if row[k] is not None:
+                                tb.add_scalar(f"train/{k}", row[k], step)
+                    pbar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", seq_s=f"{row['seq_per_s']:.1f}")
+            if save_now:
+                rngs = [rng_state_portable()]
+                if rt.distributed:
+                    rngs = [None] * rt.world_size
+                    dist.all_gather_object(rngs, rng_state_portable())
+                if rt.is_main:
+                    train_state = {
+                        "step": step, "epoch": epoch, "epoch_position": epoch_pos, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+                        "elapsed_s": elapsed0 + time.time() - t_start, "skipped_steps": int(skipped),
+                        "world_size": rt.world_size, "args": vars(args)}
+                    last_saved = save_training_checkpoint(args.output_dir, step, raw_model, ds.vocab_file,
+                                                          train_state, args.keep_last)
+                    pbar.write(f"saved {last_saved}")
+                if rt.distributed:
+                    dist.barrier()
+            if stop:
+                exit_code = {1: 0, 2: 128 + signal.SIGINT, 3: 128 + signal.SIGTERM}[stop]
+                if rt.is_main:
+                    pbar.write(f"stopped at step {step} ({['', 'time budget', 'SIGINT', 'SIGTERM'][stop]}); "
+                               f"continue with --resume auto")
+                break
+    finally:
+        if batches is not None:
+            batches.close()  # shuts the loader's workers down now, not at garbage collection
+        pbar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+
+    if rt.is_main:
+        if exit_code == 0:  # finished (max_steps or time budget): a marker for pipelines that skip done stages
+            atomic_write_json(os.path.join(args.output_dir, "DONE"),
+                              {"step": step, "checkpoint": last_saved, "max_steps": args.max_steps})
+        logger.close()
+        if tb is not None:
+            tb.close()
+        try:
+            plot_jsonl(log_path, LOG_KEYS, os.path.join(args.output_dir, "loss.png"), title="pretraining loss")
+        except (ImportError, OSError, ValueError) as e:
+            warn(f"no loss plot: {e}")
+    cleanup_runtime(rt)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

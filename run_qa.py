@@ -1,0 +1,253 @@
+"""Fine-tune BERT for extractive QA on KorQuAD 1.0 (SQuAD 1.x format); checkpoint every epoch.
+
+    python3 run_qa.py --checkpoint $MODEL_FILE --config_file $CONFIG_FILE --vocab_file $VOCAB_FILE --train_file data/korquad/KorQuAD_v1.0_train.json --max_seq_length 512 --doc_stride 128 --max_query_length 64 --max_answer_length 30 --per_gpu_train_batch_size 16 --learning_rate 5e-5 --num_train_epochs 4.0 --adam_epsilon 1e-6 --warmup_proportion 0.1
+    python3 run_qa.py --checkpoint runs/pre/ckpt --train_file KorQuAD_v1.0_train.json --predict_file data/korquad/KorQuAD_v1.0_dev.json --output_dir runs/korquad --amp bf16
+    torchrun --nproc_per_node 4 run_qa.py --checkpoint runs/pre/ckpt --train_file KorQuAD_v1.0_train.json --per_gpu_train_batch_size 8 --output_dir runs/korquad
+
+Only the dev set is bundled (data/korquad); the 60,407-question train file comes from the KorQuAD site.
+--per_gpu_train_batch_size is the release's flag: windows per device per forward pass, so one optimizer step sees
+per_gpu x GPUs x --gradient_accumulation_steps windows. --train_batch_size instead gives that whole per-step
+batch, as in run_classifier.py, and is divided over GPUs and accumulation steps.
+
+Writes to --output_dir (default runs/korquad-<time>; a directory that already holds a run is refused, other files
+in it are left alone): epoch-N/ after every epoch (checkpoint with config.json and vocab.txt, so eval_qa.py needs
+only --checkpoint), final/ (last epoch), train_log.jsonl (loss, lr every --logging_steps), loss.png and
+train_results.json. With --predict_file every epoch is also evaluated (predictions and EM/F1 in epoch-N/) and the
+best on F1 is copied to best/. Tokenised features are cached in --cache_dir (default: a cache/ folder beside
+the output directory), keyed by everything that changes them.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
+from tqdm import tqdm
+
+import qa_data
+import train_utils as tu
+from eval_qa import load_qa_features, predict_logits, score, write_predictions
+from models.modeling import BertForQuestionAnswering, save_checkpoint
+from optimization import build_optimizer, get_scheduler, param_groups
+
+# any of these means the directory holds (part of) an earlier run, which must not be overwritten
+RUN_MARKERS = ("run_args.json", "train_log.jsonl", "train_results.json", "final", "best", "epoch-*")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    tu.add_model_args(p)
+    tu.add_optim_args(p, learning_rate=5e-5)
+    tu.add_runtime_args(p)
+    qa_data.add_qa_args(p)
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--train_file", required=True, help="KorQuAD 1.0 training JSON")
+    g.add_argument("--per_gpu_train_batch_size", type=int, default=None,
+                   help="windows per device per forward pass (default 16)")
+    g.add_argument("--train_batch_size", type=int, default=None,
+                   help="alternatively, windows per optimizer step over all GPUs and accumulation steps")
+    g.add_argument("--num_train_epochs", type=float, default=4.0, help="may be fractional")
+    g.add_argument("--max_train_examples", type=int, default=None,
+                   help="train on the first N questions of --train_file only (debugging)")
+    g.add_argument("--logging_steps", type=int, default=50)
+    return p
+
+
+def per_device_batch(args, world_size: int) -> int:
+    if args.per_gpu_train_batch_size is not None and args.train_batch_size is not None:
+        raise ValueError("give either --per_gpu_train_batch_size or --train_batch_size, not both")
+    if args.train_batch_size is None:
+        return args.per_gpu_train_batch_size or 16
+    per = args.train_batch_size // (world_size * args.gradient_accumulation_steps)
+    if per < 1 or per * world_size * args.gradient_accumulation_steps != args.train_batch_size:
+        raise ValueError(f"--train_batch_size {args.train_batch_size} is not divisible by {world_size} GPU(s) x "
+                         f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
+    return per
+
+
+def validate_args(args):
+    qa_data.check_qa_args(args)
+    if args.gradient_accumulation_steps < 1 or (args.per_gpu_train_batch_size or 1) < 1 or args.logging_steps < 1:
+        raise ValueError("--per_gpu_train_batch_size, --gradient_accumulation_steps and --logging_steps must be >= 1")
+    if args.num_train_epochs <= 0:
+        raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
+    found = [p for m in RUN_MARKERS for p in glob.glob(os.path.join(glob.escape(args.output_dir), m))]
+    if found:
+        raise ValueError(f"--output_dir {args.output_dir} already holds a run ({os.path.basename(found[0])}); "
+                         f"choose another --output_dir")
+
+
+def save_dir_atomically(model, out_dir: str, name: str, vocab_file: str, meta: dict):
+    """Write the checkpoint into a temporary sibling and rename it into place: name/ is complete or absent."""
+    tmp = tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's private 0700 would outlive the rename
+    try:
+        save_checkpoint(model, tmp, vocab_file=vocab_file)
+        tu.atomic_write_json(os.path.join(tmp, "qa_train.json"), meta)
+        final = os.path.join(out_dir, name)
+        old = None
+        if os.path.exists(final):  # best/ from an earlier epoch of this run: swap, then drop the old one
+            old = tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.old")
+            os.replace(final, os.path.join(old, name))
+        os.replace(tmp, final)
+        if old:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def evaluate_epoch(model, dev, args, rt, ckpt_dir):
+    """Dev predictions and EM/F1 of the current model, written next to the epoch's checkpoint (rank 0)."""
+    examples, feats = dev
+    start, end = predict_logits(model, feats, args.batch_size, rt)
+    if not rt.is_main:
+        return None
+    predictions, nbest, _ = qa_data.postprocess_predictions(examples, feats, start, end, args.n_best_size,
+                                                         args.max_answer_length)
+    metrics, _ = score(examples, args.predict_file, predictions, "predictions", "none")
+    write_predictions(ckpt_dir, predictions, nbest)
+    tu.atomic_write_json(os.path.join(ckpt_dir, "eval_results.json"), metrics)
+    return metrics
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.output_dir is None:
+        args.output_dir = os.path.join("runs", f"korquad-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.cache_dir is None:
+        args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
+    rt = tu.setup_runtime(args)
+    try:
+        validate_args(args)
+        micro_batch = per_device_batch(args, rt.world_size)
+        tu.set_seed(args.seed)  # before the model is built: the fresh QA head's initialisation depends on it
+        model, config, vocab_file = tu.load_model_for_task(args, BertForQuestionAnswering)
+        if args.max_seq_length > config.max_position_embeddings:
+            raise ValueError(f"--max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
+                             f"{config.max_position_embeddings}")
+        _, train = load_qa_features(args.train_file, True, args.max_train_examples, args, config, vocab_file, rt)
+        dev = (load_qa_features(args.predict_file, False, args.max_eval_examples, args, config, vocab_file, rt)
+               if args.predict_file else None)
+        if rt.is_main:
+            os.makedirs(args.output_dir, exist_ok=True)
+            tu.atomic_write_json(os.path.join(args.output_dir, "run_args.json"), vars(args))
+    except (ValueError, FileNotFoundError, OSError) as e:
+        tu.fail(str(e))
+
+    model.to(rt.device)
+    raw_model = model
+    if rt.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+    # int32/int8 arrays stay compact in memory; batches are widened to int64 on the device
+    dataset = TensorDataset(*(torch.from_numpy(a) for a in (train.input_ids, train.token_type_ids,
+                                                            train.attention_mask, train.start_positions,
+                                                            train.end_positions)))
+    sampler = (DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=args.seed)
+               if rt.distributed else RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed)))
+    loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=args.num_workers,
+                        pin_memory=rt.device.type == "cuda")
+    accum = args.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(len(loader) / accum)
+    total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
+    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay), args.learning_rate,
+                                eps=args.adam_epsilon)
+    scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
+    scaler = tu.make_grad_scaler(rt)
+    logger = tu.JsonlLogger(os.path.join(args.output_dir, "train_log.jsonl")) if rt.is_main else None
+    if rt.is_main:
+        print(f"training: {len(dataset)} windows, {micro_batch} per device x {rt.world_size} device(s) x {accum} "
+              f"accumulation, {total_steps} optimizer steps", flush=True)
+
+    results = {"total_steps": total_steps, "train_windows": len(dataset), "epochs": [], "best_epoch": None}
+    best_f1, step, t0 = -math.inf, 0, time.time()
+    for epoch in range(1, math.ceil(args.num_train_epochs) + 1):
+        if rt.distributed:
+            sampler.set_epoch(epoch)
+        model.train()
+        loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not rt.is_main, leave=False)
+        for i, (ids, types, mask, start_pos, end_pos) in enumerate(bar):
+            width = int(mask.sum(1).max())  # cut the batch to its longest window (on the CPU: no device sync)
+            batch = {"input_ids": ids[:, :width], "token_type_ids": types[:, :width],
+                     "attention_mask": mask[:, :width], "start_positions": start_pos, "end_positions": end_pos}
+            batch = {k: v.to(rt.device, non_blocking=True).long() for k, v in batch.items()}
+            sync = (i + 1) % accum == 0 or i + 1 == len(loader)
+            # under DDP, all-reduce gradients only on the micro-batch that closes an accumulation window
+            ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
+            with ctx:
+                with rt.autocast():
+                    loss = model(**batch)["loss"]
+                scaler.scale(loss / accum).backward()
+            # summed as tensors: .item() every micro-batch would sync the GPU
+            loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1
+            window_loss, window_n = window_loss + loss.detach().float(), window_n + 1
+            if not sync:
+                continue
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if rt.is_main and (step % args.logging_steps == 0 or step == total_steps):
+                row = {"step": step, "epoch": round(epoch - 1 + (i + 1) / len(loader), 4),
+                       "loss": float(window_loss) / window_n, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": float(grad_norm), "elapsed_s": round(time.time() - t0, 1)}
+                logger.log(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                window_loss, window_n = 0.0, 0
+            if step >= total_steps:
+                break
+        bar.close()
+
+        epoch_row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_n, 1)}
+        meta = {"epoch": epoch, "step": step, "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride,
+                "max_query_length": args.max_query_length, "train_file": args.train_file}
+        ckpt_dir = save_dir_atomically(raw_model, args.output_dir, f"epoch-{epoch}", vocab_file, meta) \
+            if rt.is_main else None
+        if dev is not None:
+            metrics = evaluate_epoch(raw_model, dev, args, rt, ckpt_dir)  # every rank scores a shard
+            if rt.is_main:
+                epoch_row.update(dev_exact_match=metrics["exact_match"], dev_f1=metrics["f1"])
+                logger.log({"step": step, "epoch": epoch, "dev_exact_match": metrics["exact_match"],
+                            "dev_f1": metrics["f1"]})
+                if metrics["f1"] > best_f1:
+                    best_f1, results["best_epoch"] = metrics["f1"], epoch
+                    save_dir_atomically(raw_model, args.output_dir, "best", vocab_file, {**meta, **metrics})
+        if rt.is_main:
+            print(f"epoch {epoch} step {step}: train_loss {epoch_row['train_loss']:.4f}"
+                  + (f" dev EM {epoch_row['dev_exact_match']:.2f} F1 {epoch_row['dev_f1']:.2f}" if dev else ""),
+                  flush=True)
+            results["epochs"].append(epoch_row)
+        if rt.distributed:
+            torch.distributed.barrier()  # the other ranks wait while rank 0 writes
+        if step >= total_steps:
+            break
+
+    if rt.is_main:
+        save_dir_atomically(raw_model, args.output_dir, "final", vocab_file, meta)
+        logger.close()
+        tu.plot_jsonl(os.path.join(args.output_dir, "train_log.jsonl"), ["loss"],
+                      os.path.join(args.output_dir, "loss.png"), "KorQuAD fine-tuning loss")
+        results["train_seconds"] = round(time.time() - t0, 1)
+        results["args"] = vars(args)
+        tu.atomic_write_json(os.path.join(args.output_dir, "train_results.json"), results)
+    tu.cleanup_runtime(rt)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Readers, features and metrics of cls_data on the bundled KorNLI/KorSTS files (CPU, no model)."""
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import cls_data
+from cls_data import TASKS, Example, compute_metrics, convert_examples, read_examples, truncate_pair
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STS, NLI = TASKS["korsts"], TASKS["kornli"]
+BUNDLED = [("korsts/sts-train.tsv", STS, 5749), ("korsts/sts-dev.tsv", STS, 1500), ("korsts/sts-test.tsv", STS, 1379),
+           ("kornli/xnli.dev.ko.tsv", NLI, 2490), ("kornli/xnli.test.ko.tsv", NLI, 5010)]
+
+
+def data(rel):
+    return os.path.join(ROOT, "data", rel)
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+# ---------------------------------------------------------------------------------------------------------- readers
+
+@pytest.mark.parametrize("rel,task,rows", BUNDLED)
+def test_bundled_row_counts_exact_with_quoting_off(rel, task, rows):
+    examples = read_examples(data(rel), task)
+    assert len(examples) == rows
+    # the same file through csv's default quoting: fewer rows, or rows with the wrong field count
+    with open(data(rel), encoding="utf-8", newline="") as f:
+        default = list(csv.reader(f, delimiter="\t"))[1:]
+    width = 7 if task is STS else 3
+    assert len(default) != rows or any(len(r) != width for r in default)
+    if task is NLI:  # labels balanced 1/3 each in XNLI dev/test
+        assert np.bincount([e.label for e in examples]).tolist() == [rows // 3] * 3
+    else:
+        scores = [e.label for e in examples]
+        assert 0.0 <= min(scores) and max(scores) <= 5.0
+
+
+def test_quoted_sentence_kept_verbatim():
+    # line 2 of xnli dev: sentence1 starts with text and contains a quoted span; with quoting on it would vanish
+    ex = read_examples(data("kornli/xnli.dev.ko.tsv"), NLI, max_examples=1)[0]
+    assert ex.text_a == '그리고 그가 말했다, "엄마, 저 왔어요."'
+    assert NLI.labels[ex.label] == "neutral" and ex.guid == "xnli.dev.ko.tsv:2"
+    starts_with_quote = [e for e in read_examples(data("korsts/sts-train.tsv"), STS) if e.text_a.startswith('"')]
+    assert starts_with_quote and all(e.text_a.count('"') >= 1 for e in starts_with_quote)
+
+
+def test_stray_tab_row_skipped_with_warning_naming_line(tmp_path, capsys):
+    p = write(tmp_path, "nli.tsv", "sentence1\tsentence2\tgold_label\n"
+                                   "가\t나\tentailment\n"
+                                   "다\t라\t마\tneutral\n"          # line 3: stray tab
+                                   "바\t사\tcontradiction\n"
+                                   "아\t자\tmaybe\n")                # line 5: unknown label
+    examples = read_examples(p, NLI)
+    assert [(e.text_a, e.label) for e in examples] == [("가", 1), ("바", 0)]
+    err = capsys.readouterr().err
+    assert "nli.tsv" in err and "1 row(s) with a field count other than 3 (line 3)" in err
+    assert "label outside contradiction/entailment/neutral (line 5)" in err
+
+
+def test_columns_found_by_header_name(tmp_path):
+    p = write(tmp_path, "sts.tsv", "score\textra\tsentence2\tsentence1\n"
+                                   "4.5\tx\t둘째 문장\t첫 문장\n"
+                                   "0\ty\tb\ta\n")
+    examples = read_examples(p, STS)
+    assert [(e.text_a, e.text_b, e.label) for e in examples] == [("첫 문장", "둘째 문장", 4.5), ("a", "b", 0.0)]
+
+
+def test_crlf_and_max_examples(tmp_path):
+    p = write(tmp_path, "sts.tsv", "sentence1\tsentence2\tscore\r\na\tb\t1.0\r\nc\td\t2.5\r\ne\tf\t3\r\n")
+    assert [e.label for e in read_examples(p, STS)] == [1.0, 2.5, 3.0]
+    assert [e.text_b for e in read_examples(p, STS, max_examples=2)] == ["b", "d"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "empty file"),
+    ("sentence1\tsentence2\tgold_label\n", "no usable data rows"),
+    ("sentence1\tsentence_2\tgold_label\n가\t나\tneutral\n", "header has no column 'sentence2'"),
+    ("sentence1\tsentence2\tgold_label\n가\t나\tunknown\n", "no usable data rows"),
+])
+def test_bad_files_raise_one_line_error_naming_file(tmp_path, text, message):
+    p = write(tmp_path, "bad.tsv", text)
+    with pytest.raises(ValueError) as e:
+        read_examples(p, NLI)
+    assert message in str(e.value) and "bad.tsv" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="nope.tsv"):
+        read_examples(str(tmp_path / "nope.tsv"), NLI)
+
+
+def test_default_files_and_missing_kornli_train(tmp_path):
+    import argparse
+    parser = argparse.ArgumentParser()
+    cls_data.add_task_args(parser)
+    args = parser.parse_args(["--task_name", "kornli", "--data_dir", data("kornli")])
+    assert cls_data.resolve_files(args, NLI, "test") == [data("kornli/xnli.test.ko.tsv")]
+    with pytest.raises(FileNotFoundError, match="multinli.train.ko.tsv.*--train_file"):
+        cls_data.resolve_files(args, NLI, "train")
+    # snli joins only when it is there
+    for name in ("multinli.train.ko.tsv", "snli_1.0_train.ko.tsv"):
+        write(tmp_path, name, "sentence1\tsentence2\tgold_label\n가\t나\tneutral\n다\t라\tentailment\n")
+    args = parser.parse_args(["--task_name", "kornli", "--data_dir", str(tmp_path), "--max_train_examples", "3"])
+    assert [e.guid for e in cls_data.read_split(args, NLI, "train")] == [
+        "multinli.train.ko.tsv:2", "multinli.train.ko.tsv:3", "snli_1.0_train.ko.tsv:2"]
+
+
+def test_wrong_task_name_is_argparse_error():
+    r = subprocess.run([sys.executable, "-c", "import argparse, cls_data; p = argparse.ArgumentParser(); "
+                        "cls_data.add_task_args(p); p.parse_args(['--task_name', 'kormnli'])"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "invalid choice: 'kormnli'" in r.stderr
+
+
+# --------------------------------------------------------------------------------------------------------- features
+
+@pytest.fixture(scope="module")
+def toy_tokenizer(tmp_path_factory):
+    import tokenization
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "한", "##국", "어", "문", "##장", "가", "나", "."]
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return tokenization.build_fast_tokenizer(str(path)), {t: i for i, t in enumerate(vocab)}
+
+
+def test_features_specials_and_token_types(toy_tokenizer):
+    tok, v = toy_tokenizer
+    f = convert_examples([Example("x", "한국어 문장.", "가 나", 2)], tok, v["[CLS]"], v["[SEP]"], 128)[0]
+    ids = [v[t] for t in ["[CLS]", "한", "##국", "어", "문", "##장", ".", "[SEP]", "가", "나", "[SEP]"]]
+    assert f["input_ids"] == ids
+    assert f["token_type_ids"] == [0] * 8 + [1] * 3
+    assert f["label"] == 2 and not f["truncated"]
+
+
+def test_truncation_longest_first(toy_tokenizer):
+    tok, v = toy_tokenizer
+    # a = 7 tokens, b = 2 tokens, budget 9 - 3 = 6: only a loses tokens, from its end
+    f = convert_examples([Example("x", "한국어 문장 가 나", "가 나", 0.5)], tok, v["[CLS]"], v["[SEP]"], 9)[0]
+    assert len(f["input_ids"]) == 9 and f["truncated"]
+    assert f["input_ids"] == [v[t] for t in ["[CLS]", "한", "##국", "어", "문", "[SEP]", "가", "나", "[SEP]"]]
+    assert f["token_type_ids"] == [0] * 6 + [1] * 3
+    assert truncate_pair(10, 10, 6) == (3, 3)
+    assert truncate_pair(10, 1, 6) == (5, 1)
+    assert truncate_pair(4, 5, 8) == (4, 4)
+    assert truncate_pair(2, 3, 100) == (2, 3)
+    with pytest.raises(ValueError, match="--max_seq_length 2"):
+        convert_examples([Example("x", "가", "나", 0)], tok, 2, 3, 2)
+
+
+def test_collate_pads_to_longest_in_batch():
+    feats = [{"input_ids": [2, 5, 3, 6, 3], "token_type_ids": [0, 0, 0, 1, 1], "label": 1.5},
+             {"input_ids": [2, 3, 7, 3], "token_type_ids": [0, 0, 1, 1], "label": 4.0}]
+    b = cls_data.collate(feats, pad_id=0, regression=True)
+    assert b["input_ids"].tolist() == [[2, 5, 3, 6, 3], [2, 3, 7, 3, 0]]
+    assert b["attention_mask"].tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
+    assert b["token_type_ids"].tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 1, 0]]
+    assert b["labels"].dtype.is_floating_point and b["labels"].tolist() == [1.5, 4.0]
+    assert cls_data.collate([dict(feats[0], label=2)], 0, regression=False)["labels"].dtype.is_floating_point is False
+
+
+# ---------------------------------------------------------------------------------------------------------- metrics
+
+def test_accuracy_hand_computed():
+    logits = np.array([[0.1, 0.9, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 3.0]])
+    assert compute_metrics(NLI, logits, [1, 0, 0, 2]) == {"accuracy": 75.0}
+
+
+def test_spearman_with_ties_and_pearson_match_scipy():
+    preds = np.array([0.5, 1.0, 1.0, 3.0, 2.0, 2.0, 4.5])
+    gold = np.array([0.0, 1.2, 1.2, 2.5, 2.5, 3.0, 5.0])
+    m = compute_metrics(STS, preds[:, None], gold)
+    assert m["spearman"] == pytest.approx(stats.spearmanr(preds, gold)[0] * 100)
+    assert m["pearson"] == pytest.approx(stats.pearsonr(preds, gold)[0] * 100)
+    # by hand: Spearman = Pearson of average ranks (ties share the mean rank)
+    rp = np.array([1, 2.5, 2.5, 6, 4.5, 4.5, 7])
+    rg = np.array([1, 2.5, 2.5, 4.5, 4.5, 6, 7])
+    assert m["spearman"] == pytest.approx(np.corrcoef(rp, rg)[0, 1] * 100)
+    assert compute_metrics(STS, [1, 2, 3], [3, 2, 1]) == {"pearson": pytest.approx(-100.0), "spearman": pytest.approx(-100.0)}
+
+
+def test_constant_predictions_are_undefined_not_crash():
+    m = compute_metrics(STS, np.ones((4, 1)), [0.0, 1.0, 2.0, 3.0])
+    assert np.isnan(m["spearman"]) and cls_data.json_safe(m) == {"pearson": None, "spearman": None}
+    assert cls_data.score_for_selection(m, STS) == -np.inf
+
+
+def test_readers_and_metrics_do_not_import_torch():
+    r = subprocess.run([sys.executable, "-c", "import sys, cls_data; cls_data.compute_metrics(cls_data.TASKS['korsts'], "
+                        "[1, 2], [2, 3]); print('torch' in sys.modules)"], cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip() == "False", r.stderr

@@ -1,0 +1,299 @@
+"""Checkpoint layouts: the original release's key names, Hugging Face directories, our own format, bad files,
+and convert_checkpoint.py in every direction."""
+import dataclasses
+import os
+
+import pytest
+import torch
+
+import convert_checkpoint
+from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
+                             BertModel, checkpoint_config, checkpoint_vocab, load_checkpoint, save_checkpoint)
+
+transformers = pytest.importorskip("transformers")
+
+H, I, V, P, L = 64, 128, 1000, 512, 2  # tiny.json
+
+
+def tiny_config(**kw):
+    return dataclasses.replace(BertConfig.from_json_file("models/configs/tiny.json"), **kw)
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, V, (2, 10), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    return ids, torch.zeros_like(ids), mask
+
+
+def release_state_dict(prefix="", head=None, num_labels=3, seed=0):
+    """Random weights under exactly the key names of the original release's files (written out literally)."""
+    shapes = {"embeddings.word_embeddings.weight": (V, H), "embeddings.position_embeddings.weight": (P, H),
+              "embeddings.token_type_embeddings.weight": (2, H),
+              "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
+    for i in range(L):
+        for name, w in [("attn.query", (H, H)), ("attn.key", (H, H)), ("attn.value", (H, H)),
+                        ("attn.o_proj", (H, H)), ("attention_norm", (H,)), ("ffn.fc1", (I, H)),
+                        ("ffn.fc2", (H, I)), ("ffn_norm", (H,))]:
+            shapes[f"encoder.layer.{i}.{name}.weight"] = w
+            shapes[f"encoder.layer.{i}.{name}.bias"] = w[:1]
+    shapes.update({"pooler.dense.weight": (H, H), "pooler.dense.bias": (H,)})
+    shapes = {prefix + k: v for k, v in shapes.items()}
+    if head == "lm":
+        shapes.update({"cls.predictions.transform.dense.weight": (H, H), "cls.predictions.transform.dense.bias": (H,),
+                       "cls.predictions.transform.LayerNorm.weight": (H,),
+                       "cls.predictions.transform.LayerNorm.bias": (H,), "cls.predictions.bias": (V,),
+                       "cls.seq_relationship.weight": (2, H), "cls.seq_relationship.bias": (2,)})
+    elif head == "qa":
+        shapes.update({"qa_outputs.weight": (2, H), "qa_outputs.bias": (2,)})
+    elif head == "classifier":
+        shapes.update({"classifier.weight": (num_labels, H), "classifier.bias": (num_labels,)})
+    g = torch.Generator().manual_seed(seed)
+    sd = {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+    if head == "lm":  # the release's LM file stores the tied decoder as its own entry, equal to the embeddings
+        sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"].clone()
+    return sd
+
+
+# the release's names -> Hugging Face's, spelled out independently of the code under test
+RELEASE_TO_HF = {"attn.query": "attention.self.query", "attn.key": "attention.self.key",
+                 "attn.value": "attention.self.value", "attn.o_proj": "attention.output.dense",
+                 "attention_norm": "attention.output.LayerNorm", "ffn.fc1": "intermediate.dense",
+                 "ffn.fc2": "output.dense", "ffn_norm": "output.LayerNorm"}
+
+
+def hf_from_release(hf_cls, sd, num_labels=2):
+    out = {}
+    for k, v in sd.items():
+        for rel, hf in RELEASE_TO_HF.items():
+            k = k.replace(f".{rel}.", f".{hf}.")
+        out[k] = v
+    if "cls.predictions.bias" in out:
+        out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]
+    hf_cfg = transformers.BertConfig(**tiny_config(num_labels=num_labels).to_hf_dict(), attn_implementation="eager")
+    model = getattr(transformers, hf_cls)(hf_cfg)
+    if hf_cls == "BertForQuestionAnswering":  # HF's QA model has no pooler
+        out = {k: v for k, v in out.items() if "pooler" not in k}
+    model.load_state_dict(out, strict=True)
+    return model.eval()
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def save_bin(sd, path):
+    torch.save(sd, path)
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# release layouts
+
+def test_release_encoder_file_loads_by_name(tmp_path):
+    sd = release_state_dict()
+    model = load_checkpoint(BertModel(tiny_config()), save_bin(sd, tmp_path / "enc.bin")).eval()
+    own = model.state_dict()
+    assert set(own) == set(sd) and all(torch.equal(own[k], sd[k]) for k in sd)
+    # the same weights with the `bert.` prefix (as inside the LM file) give the same encoder
+    prefixed = load_checkpoint(BertModel(tiny_config()), save_bin(
+        {"bert." + k: v for k, v in sd.items()}, tmp_path / "prefixed.bin")).eval()
+    ids, types, mask = batch()
+    with torch.no_grad():
+        close(model(ids, types, mask)[0], prefixed(ids, types, mask)[0])
+
+
+def test_release_lm_file_matches_hf_and_round_trips(tmp_path, capsys):
+    sd = release_state_dict("bert.", "lm")
+    path = save_bin(sd, tmp_path / "lm.bin")
+    ours = load_checkpoint(BertForPreTraining(tiny_config()), path).eval()
+    hf = hf_from_release("BertForPreTraining", sd)
+    ids, types, mask = batch()
+    with torch.no_grad():
+        out, ref = ours(ids, types, mask), hf(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    close(out["mlm_logits"], ref.prediction_logits)
+    close(out["sop_logits"], ref.seq_relationship_logits)
+    # release -> ours -> release gives back the same tensors under the same names
+    convert_checkpoint.main(["--input", path, "--config_file", "models/configs/tiny.json",
+                             "--output", str(tmp_path / "ours"), "--to", "ours"])
+    convert_checkpoint.main(["--input", str(tmp_path / "ours"), "--output", str(tmp_path / "back.bin"),
+                             "--to", "release"])
+    back = torch.load(tmp_path / "back.bin", weights_only=True)
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+    assert "wrote BertForPreTraining" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("head, our_cls, hf_cls", [
+    ("qa", BertForQuestionAnswering, "BertForQuestionAnswering"),
+    ("classifier", BertForSequenceClassification, "BertForSequenceClassification"),
+])
+def test_release_finetuned_files(tmp_path, head, our_cls, hf_cls):
+    sd = release_state_dict("bert.", head, num_labels=3)
+    path = save_bin(sd, tmp_path / f"{head}.bin")
+    cfg = tiny_config(num_labels=3)
+    ours = load_checkpoint(our_cls(cfg), path).eval()
+    hf = hf_from_release(hf_cls, sd, num_labels=3 if head == "classifier" else 2)  # HF sizes qa_outputs by it
+    ids, types, mask = batch()
+    with torch.no_grad():
+        out, ref = ours(ids, types, mask), hf(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    for key in ("start_logits", "end_logits") if head == "qa" else ("logits",):
+        close(out[key], getattr(ref, key))
+    convert_checkpoint.main(["--input", path, "--config_file", "models/configs/tiny.json",
+                             "--output", str(tmp_path / "back.bin"), "--to", "release"])
+    back = torch.load(tmp_path / "back.bin", weights_only=True)
+    dropped = {k for k in sd if k.startswith("bert.pooler.")} if head == "qa" else set()  # QA has no pooler
+    assert set(back) == set(sd) - dropped and all(torch.equal(back[k], sd[k]) for k in back)
+
+
+def test_encoder_only_into_task_model(tmp_path, capsys):
+    path = save_bin(release_state_dict(), tmp_path / "enc.bin")
+    with pytest.raises(ValueError, match=r"missing 2 \[qa_outputs.weight, qa_outputs.bias\]"):
+        load_checkpoint(BertForQuestionAnswering(tiny_config()), path)
+    model = BertForQuestionAnswering(tiny_config())
+    head_before = model.qa_outputs.weight.clone()
+    load_checkpoint(model, path, strict=False)
+    warning = capsys.readouterr().err.strip()
+    assert "\n" not in warning and "qa_outputs.weight" in warning and "fresh initialisation" in warning
+    assert torch.equal(model.qa_outputs.weight, head_before)
+    assert torch.equal(model.bert.encoder.layer[1].ffn.fc2.weight, release_state_dict()["encoder.layer.1.ffn.fc2.weight"])
+
+
+def test_other_heads_ignored_and_untied_decoder_rejected(tmp_path, capsys):
+    sd = release_state_dict("bert.", "lm")
+    with pytest.raises(ValueError) as e:  # cls.* and the pooler are ignored: only the QA head is reported
+        load_checkpoint(BertForQuestionAnswering(tiny_config()), save_bin(sd, tmp_path / "lm.bin"))
+    assert str(e.value).endswith("does not fit BertForQuestionAnswering: missing 2 [qa_outputs.weight, qa_outputs.bias]")
+    sd["cls.predictions.decoder.weight"] = sd["cls.predictions.decoder.weight"] + 1
+    with pytest.raises(ValueError, match="decoder.weight differs from the word embeddings"):
+        load_checkpoint(BertForPreTraining(tiny_config()), save_bin(sd, tmp_path / "untied.bin"))
+
+
+def test_hf_full_state_dict_with_buffers_and_decoder_bias(tmp_path):
+    """An older-style pytorch_model.bin: tied decoder weight and bias stored, position_ids buffer present."""
+    hf = hf_from_release("BertForPreTraining", release_state_dict("bert.", "lm"))
+    sd = dict(hf.state_dict())
+    assert "cls.predictions.decoder.bias" in sd
+    sd["bert.embeddings.position_ids"] = torch.arange(P)[None]
+    os.makedirs(tmp_path / "hf")
+    torch.save(sd, tmp_path / "hf" / "pytorch_model.bin")
+    ours = load_checkpoint(BertForPreTraining(tiny_config()), str(tmp_path / "hf")).eval()
+    ids, types, mask = batch()
+    with torch.no_grad():
+        close(ours(ids, types, mask)["mlm_logits"], hf(input_ids=ids, attention_mask=mask).prediction_logits)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# our format and Hugging Face export
+
+def test_save_checkpoint_round_trip(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(f"tok{i}\n" for i in range(V)), encoding="utf-8")
+    model = BertForSequenceClassification(tiny_config(morph_analyzer="kiwi"), num_labels=1).eval()
+    save_checkpoint(model, str(tmp_path / "ckpt"), vocab_file=str(vocab))
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["config.json", "model.safetensors", "vocab.txt"]  # no temps
+    cfg = checkpoint_config(str(tmp_path / "ckpt"))
+    assert cfg == model.config and cfg.num_labels == 1 and cfg.morph_analyzer == "kiwi"
+    assert checkpoint_vocab(str(tmp_path / "ckpt")) == str(tmp_path / "ckpt" / "vocab.txt")
+    bare = str(tmp_path / "ckpt" / "model.safetensors")
+    assert checkpoint_config(bare) == cfg and checkpoint_vocab(bare) is None  # config rides in the metadata
+    loaded = load_checkpoint(BertForSequenceClassification(cfg), bare).eval()
+    ids, types, mask = batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, types, mask)["logits"], model(ids, types, mask)["logits"])
+    assert checkpoint_config(save_bin(model.state_dict(), tmp_path / "x.bin")) is None
+
+
+@pytest.mark.parametrize("our_cls, hf_cls, kw", [
+    (BertModel, "BertModel", {}),
+    (BertForPreTraining, "BertForPreTraining", {}),
+    (BertForQuestionAnswering, "BertForQuestionAnswering", {}),
+    (BertForSequenceClassification, "BertForSequenceClassification", {"num_labels": 3}),
+])
+def test_convert_ours_to_hf_loads_in_transformers(tmp_path, our_cls, hf_cls, kw):
+    torch.manual_seed(0)
+    model = our_cls(tiny_config(), **kw).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(["[UNK]\n", "[PAD]\n"] + [f"t{i}\n" for i in range(V - 2)]), encoding="utf-8")
+    save_checkpoint(model, str(tmp_path / "ours"), vocab_file=str(vocab))
+    convert_checkpoint.main(["--input", str(tmp_path / "ours"), "--output", str(tmp_path / "hf"), "--to", "hf"])
+    hf, info = getattr(transformers, hf_cls).from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert hf.config.pad_token_id == 1 and os.path.isfile(tmp_path / "hf" / "vocab.txt")
+    ids, types, mask = batch()
+    hf.eval()
+    with torch.no_grad():
+        out, ref = model(ids, types, mask), hf(input_ids=ids, token_type_ids=types, attention_mask=mask)
+    if our_cls is BertModel:
+        close(out[0], ref.last_hidden_state)
+        close(out[1], ref.pooler_output)
+    elif our_cls is BertForPreTraining:
+        close(out["mlm_logits"], ref.prediction_logits)
+        close(out["sop_logits"], ref.seq_relationship_logits)
+    elif our_cls is BertForQuestionAnswering:
+        close(out["start_logits"], ref.start_logits)
+        close(out["end_logits"], ref.end_logits)
+    else:
+        close(out["logits"], ref.logits)
+    # and back: the HF directory converts to ours with identical weights and config
+    convert_checkpoint.main(["--input", str(tmp_path / "hf"), "--output", str(tmp_path / "again"), "--to", "ours"])
+    again = load_checkpoint(our_cls(checkpoint_config(str(tmp_path / "again")), **kw), str(tmp_path / "again"))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    assert checkpoint_config(str(tmp_path / "again")) == model.config
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bad input
+
+def test_bad_checkpoint_files(tmp_path):
+    model = BertModel(tiny_config())
+    garbage = save_bin({"foo.weight": torch.zeros(3), "bar.bias": torch.zeros(2)}, tmp_path / "garbage.bin")
+    with pytest.raises(ValueError) as e:
+        load_checkpoint(model, garbage)
+    assert "unexpected 2 [foo.weight, bar.bias]" in str(e.value) and "missing 39 [" in str(e.value)
+    good = save_bin(release_state_dict(), tmp_path / "good.bin")
+    data = open(good, "rb").read()
+    (tmp_path / "truncated.bin").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.bin").write_text("this is not a checkpoint\n")
+    save_checkpoint(model, str(tmp_path / "ours"))
+    st = (tmp_path / "ours" / "model.safetensors").read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(st[: len(st) // 2])
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "not_tensors.bin")
+    for name in ("truncated.bin", "text.bin", "truncated.safetensors", "not_tensors.bin"):
+        with pytest.raises(ValueError, match=f"{name}: not a"):
+            load_checkpoint(model, str(tmp_path / name))
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_checkpoint(model, str(tmp_path / "nope.bin"))
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no model.safetensors or pytorch_model.bin"):
+        load_checkpoint(model, str(tmp_path / "empty"))
+    wide = release_state_dict()
+    wide["embeddings.word_embeddings.weight"] = torch.zeros(V + 1, H)
+    with pytest.raises(ValueError, match=r"shape mismatch 1 \[embeddings.word_embeddings.weight file \(1001, 64\) vs"):
+        load_checkpoint(model, save_bin(wide, tmp_path / "wide.bin"), strict=False)
+
+
+def test_convert_cli_errors_are_one_line(tmp_path, capsys):
+    enc = save_bin(release_state_dict(), tmp_path / "enc.bin")
+    bad_vocab = tmp_path / "vocab.txt"
+    bad_vocab.write_text("a\nb\n")
+    os.makedirs(tmp_path / "taken")
+    (tmp_path / "taken" / "keep.txt").write_text("precious")
+    cases = [
+        (["--input", enc, "--output", str(tmp_path / "o1"), "--to", "hf"], "carries no config: pass --config_file"),
+        (["--input", enc, "--config_file", "models/configs/tiny.json", "--output", str(tmp_path / "taken"),
+          "--to", "ours"], "already exists"),
+        (["--input", enc, "--config_file", "models/configs/tiny.json", "--vocab_file", str(bad_vocab),
+          "--output", str(tmp_path / "o2"), "--to", "hf"], "has 2 tokens but the config says vocab_size=1000"),
+        (["--input", enc, "--config_file", "models/configs/small.json", "--output", str(tmp_path / "o3"),
+          "--to", "ours"], "shape mismatch"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            convert_checkpoint.main(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and message in err and "\n" not in err and err.startswith("error: ")
+    assert os.listdir(tmp_path / "taken") == ["keep.txt"] and not os.path.exists(tmp_path / "o3")

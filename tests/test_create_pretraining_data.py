@@ -1,0 +1,240 @@
+"""create_pretraining_data.py on real Korean text: shard contents against the fast tokenizer, offsets, determinism
+across worker counts, meta/summary counts, sentence splitting, and the one-line errors for bad input."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import create_pretraining_data as cpd
+import tokenization
+from pretraining_data import read_meta, shard_path, unpack_bits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KT = os.path.join(ROOT, "data", "korean_text")
+
+
+def corpus_lines(rel, start=0, stop=None):
+    with open(os.path.join(KT, rel), encoding="utf-8") as f:
+        return f.read().splitlines()[start:stop]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cpd")
+    vocab_src = d / "vocab_corpus.txt"
+    vocab_src.write_text("\n".join(corpus_lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
+    vocab = str(d / "vocab.txt")
+    tokenization.main(["build-vocab", "--corpus", str(vocab_src), "--vocab_size", "4000", "--output", vocab])
+    # held-out lines of another register (blank lines separate documents) + the CRLF constitution
+    news = d / "news.txt"
+    news.write_text("\n".join(corpus_lines("boddari/wikinews.txt", 3000, 3700)) + "\n", encoding="utf-8")
+    return {"dir": d, "vocab": vocab,
+            "inputs": [str(news), os.path.join(KT, "konlpy/kolaw/constitution.txt")]}
+
+
+def run(argv):
+    return cpd.main([str(a) for a in argv])
+
+
+def load_shards(out):
+    meta = read_meta(out)
+    arrays = {part: [np.load(shard_path(out, s["name"], part)) for s in meta["shards"]]
+              for part in ("ids", "word_start", "sentences", "documents")}
+    return meta, arrays
+
+
+def expected_documents(paths):
+    """Documents as lists of stripped non-blank lines, read independently of the script (universal newlines)."""
+    docs = []
+    for path in paths:
+        cur = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    cur.append(line)
+                elif cur:
+                    docs.append(cur)
+                    cur = []
+        if cur:
+            docs.append(cur)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def plain(files):
+    out = files["dir"] / "plain"
+    meta = run(["--input_files", *files["inputs"], "--vocab_file", files["vocab"], "--output_dir", out,
+                "--sentence_splitter", "none", "--num_workers", 1])
+    return str(out), meta
+
+
+def test_round_trip_ids_sentences_documents(files, plain):
+    out, _ = plain
+    meta, arr = load_shards(out)
+    assert len(meta["shards"]) == 1 and meta["dtype"] == "uint16" and arr["ids"][0].dtype == np.uint16
+    ids, sent_off, doc_off = arr["ids"][0], arr["sentences"][0], arr["documents"][0]
+    tok = tokenization.build_fast_tokenizer(files["vocab"])
+    docs = [[ln for ln in d if tok.encode(ln, add_special_tokens=False).ids] for d in expected_documents(files["inputs"])]
+    docs = [d for d in docs if d]
+    assert len(doc_off) - 1 == len(docs) == meta["num_documents"]
+    sentences = [s for d in docs for s in d]
+    assert len(sent_off) - 1 == len(sentences) == meta["num_sentences"]
+    assert sent_off[-1] == len(ids) == meta["num_tokens"]
+    assert np.array_equal(np.diff(doc_off), [len(d) for d in docs])
+    vocab = tokenization.load_vocab(files["vocab"])
+    inv = {i: t for t, i in vocab.items()}
+    ws = unpack_bits(arr["word_start"][0], 0, len(ids))
+    for s, enc in enumerate(tok.encode_batch(sentences, add_special_tokens=False)):
+        a, b = sent_off[s], sent_off[s + 1]
+        assert ids[a:b].tolist() == enc.ids
+        # word start = not a ## continuation (and every sentence starts a word)
+        assert ws[a:b].tolist() == [i == 0 or not inv[t].startswith("##") for i, t in enumerate(enc.ids)]
+
+
+def test_meta_summary_and_vocab_copy(files, plain):
+    out, meta_ret = plain
+    meta, arr = load_shards(out)
+    assert meta == meta_ret
+    s = meta["summary"]
+    ids = np.concatenate(arr["ids"])
+    unk = tokenization.special_token_ids(tokenization.load_vocab(files["vocab"]))["unk"]
+    assert s["tokens"] == meta["num_tokens"] == len(ids) == sum(x["num_tokens"] for x in meta["shards"])
+    assert s["unk_tokens"] == int((ids == unk).sum()) and s["unk_rate"] == pytest.approx((ids == unk).mean())
+    assert s["documents"] == meta["num_documents"] and s["sentences"] == meta["num_sentences"]
+    assert s["input_bytes"] == sum(os.path.getsize(p) for p in files["inputs"]) and s["mb_per_s"] > 0
+    with open(os.path.join(out, "vocab.txt"), "rb") as f, open(files["vocab"], "rb") as g:
+        assert f.read() == g.read()
+    import hashlib
+    assert meta["vocab_sha256"] == hashlib.sha256(open(files["vocab"], "rb").read()).hexdigest()
+    assert meta["vocab_size"] == 4000 and meta["do_lower_case"] is False and meta["morph_analyzer"] is None
+    assert not [n for n in os.listdir(files["dir"]) if ".tmp-" in n]  # the temp dir was renamed, not left
+
+
+def test_output_independent_of_worker_count_and_sharding(files):
+    outs = {}
+    for workers, shard_size in ((1, 10**9), (2, 10**9), (2, 20000)):
+        out = files["dir"] / f"w{workers}_{shard_size}"
+        run(["--input_files", *files["inputs"], "--vocab_file", files["vocab"], "--output_dir", out,
+             "--sentence_splitter", "regex", "--num_workers", workers, "--task_chars", 8000,
+             "--shard_size_tokens", shard_size])
+        outs[workers, shard_size] = load_shards(str(out))
+    (m1, a1), (m2, a2), (m3, a3) = outs.values()
+    assert len(m1["shards"]) == 1 and len(m3["shards"]) > 2
+    for part in a1:
+        assert all(np.array_equal(x, y) for x, y in zip(a1[part], a2[part]))
+    drop = ("seconds", "mb_per_s", "num_workers")
+    assert {k: v for k, v in m1["summary"].items() if k not in drop} == \
+           {k: v for k, v in m2["summary"].items() if k not in drop}
+    # smaller shards: same token stream and sentences; a document open at a shard end continues in the next shard
+    assert np.array_equal(np.concatenate(a3["ids"]), a1["ids"][0])
+    assert np.array_equal(np.concatenate([np.diff(o) for o in a3["sentences"]]), np.diff(a1["sentences"][0]))
+    assert all(20000 <= s["num_tokens"] for s in m3["shards"][:-1])
+    cut = m3["summary"]["documents_cut_at_shard_end"]
+    assert m3["num_documents"] == m1["num_documents"] + cut and cut >= 1
+    ws = np.concatenate([unpack_bits(w, 0, len(i)) for w, i in zip(a3["word_start"], a3["ids"])])
+    assert np.array_equal(ws, unpack_bits(a1["word_start"][0], 0, len(a1["ids"][0])))
+
+
+def test_regex_splitter():
+    text = "2010. 11. 12. 국회에 제출되었다. 정말 그럴까? 그렇다고 한다!  “좋다.” 끝"
+    assert cpd.split_regex(text) == ["2010. 11. 12. 국회에 제출되었다.", "정말 그럴까?", "그렇다고 한다!",
+                                     "“좋다.”", "끝"]
+    assert cpd.split_regex("1. 총칙 제1조 목적") == ["1. 총칙 제1조 목적"]
+
+
+def test_kiwi_sentence_splitting_and_morph_word_starts(files, tmp_path):
+    pytest.importorskip("kiwipiepy")
+    from morphology import load_analyzer
+    para = ("오바마는 2008년 11월 4일 대통령에 당선되었다 그는 2009년 1월 20일 취임하였다 "
+            "취임식에는 많은 사람이 모였다.")
+    short = "짧은 줄이다."
+    src = tmp_path / "k.txt"
+    src.write_text(f"{para}\n{short}\n", encoding="utf-8")
+    vocab_src = tmp_path / "v.txt"
+    vocab_src.write_text("\n".join(corpus_lines("boddari/wikinews.txt", 0, 100)) + "\n" + para + "\n",
+                         encoding="utf-8")
+    vocab = str(tmp_path / "vocab_morph.txt")
+    tokenization.main(["build-vocab", "--corpus", str(vocab_src), "--vocab_size", "1500", "--morph", "kiwi",
+                       "--output", vocab])
+    out = tmp_path / "morph"
+    meta = run(["--input_files", src, "--vocab_file", vocab, "--output_dir", out, "--morph_analyzer", "kiwi",
+                "--sentence_splitter", "kiwi", "--num_workers", 1])
+    assert meta["morph_analyzer"] == "kiwi" and meta["sentence_splitter"] == "kiwi"
+    sents = load_analyzer("kiwi").split_sentences(para)
+    assert len(sents) > 1  # kiwi cuts at the sentence endings even without punctuation
+    expected = [s.strip() for s in sents] + [short]
+    _, arr = load_shards(str(out))
+    ids, sent_off = arr["ids"][0], arr["sentences"][0]
+    ws = unpack_bits(arr["word_start"][0], 0, len(ids))
+    tok = tokenization.build_fast_tokenizer(vocab, morph_analyzer="kiwi")
+    assert len(sent_off) - 1 == len(expected)
+    n_glued = 0
+    for s, text in enumerate(expected):
+        enc = tok.encode(text, add_special_tokens=False)
+        a, b = sent_off[s], sent_off[s + 1]
+        assert ids[a:b].tolist() == enc.ids
+        # with morpheme pre-splitting a piece starts a word exactly when whitespace (or the sentence start) precedes it
+        oracle = [st == 0 or text[st - 1].isspace() for st, _ in enc.offsets]
+        assert ws[a:b].tolist() == oracle
+        n_glued += oracle.count(False)
+    assert n_glued > 5
+
+
+# ------------------------------------------------------------------------------------------------------- bad input
+
+def expect_error(capsys, argv, *needles):
+    with pytest.raises(SystemExit) as e:
+        run(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for n in needles:
+        assert str(n) in err, err
+    return err
+
+
+def test_bad_inputs(files, tmp_path, capsys):
+    v = files["vocab"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n", encoding="utf-8")
+    expect_error(capsys, ["--input_files", empty, "--vocab_file", v, "--output_dir", tmp_path / "o1"],
+                 empty, "empty")
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("첫 줄입니다.\n둘째 줄.\n".encode() + "caf\xe9 au lait\n".encode("latin-1"))
+    expect_error(capsys, ["--input_files", files["inputs"][1], bad, "--vocab_file", v, "--output_dir",
+                          tmp_path / "o2", "--sentence_splitter", "none", "--num_workers", 2], f"{bad}:3", "UTF-8")
+    missing = tmp_path / "nope.txt"
+    expect_error(capsys, ["--input_files", missing, "--vocab_file", v, "--output_dir", tmp_path / "o3"],
+                 "--input_files", missing)
+    no_specials = tmp_path / "vocab_nospecial.txt"
+    no_specials.write_text("\n".join(t for t in open(v, encoding="utf-8").read().splitlines() if t != "[MASK]"),
+                           encoding="utf-8")
+    expect_error(capsys, ["--input_files", files["inputs"][1], "--vocab_file", no_specials, "--output_dir",
+                          tmp_path / "o4"], no_specials, "[MASK]")
+    for o in ("o1", "o2", "o3", "o4"):  # nothing published, no temp dir left behind
+        assert not (tmp_path / o).exists()
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+
+
+def test_existing_output_is_not_clobbered(files, plain, tmp_path, capsys):
+    out = tmp_path / "shards"
+    shutil.copytree(plain[0], out)
+    before = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    def args(o):
+        return ["--input_files", files["inputs"][1], "--vocab_file", files["vocab"], "--output_dir", o,
+                "--sentence_splitter", "none", "--num_workers", 1]
+    argv = args(out)
+    expect_error(capsys, argv, out, "--overwrite")
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == before
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine", encoding="utf-8")
+    expect_error(capsys, args(other), other, "not an empty directory")
+    assert os.listdir(other) == ["keep.txt"]
+    meta = run(argv + ["--overwrite"])
+    assert json.load(open(out / "meta.json", encoding="utf-8")) == meta
+    assert meta["num_tokens"] < json.loads(before["meta.json"])["num_tokens"]
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n or ".old-" in n]

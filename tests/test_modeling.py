@@ -1,0 +1,221 @@
+"""BERT model: config parsing, shapes, padding invariance, and parity with Hugging Face transformers."""
+import dataclasses
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
+                             BertModel, checkpoint_config, load_checkpoint)
+
+transformers = pytest.importorskip("transformers")
+
+CONFIGS = "models/configs"
+
+
+def tiny_config(**kw):
+    return dataclasses.replace(BertConfig.from_json_file(f"{CONFIGS}/tiny.json"), **kw)
+
+
+def randomize(model, seed=0):
+    """Weights far from the init (LayerNorm included), so a swapped or dropped tensor shows in the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def padded_batch(vocab_size=1000, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (3, 12), generator=g)
+    types = torch.zeros_like(ids)
+    types[:, 6:] = 1
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0  # two rows carry padding of different lengths
+    mask[2, 4:] = 0
+    return ids, types, mask
+
+
+# ------------------------------------------------------------------------------------------------------------
+# config
+
+def pretraining_param_count(c):
+    H, I = c.hidden_size, c.intermediate_size
+    embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * H + 2 * H
+    layer = 4 * (H * H + H) + (H * I + I) + (I * H + H) + 4 * H
+    pooler = H * H + H
+    heads = (H * H + H) + 2 * H + c.vocab_size + (2 * H + 2)  # transform, LayerNorm, decoder bias, SOP
+    return embeddings + c.num_hidden_layers * layer + pooler + heads
+
+
+def test_release_config_keys_load_and_param_counts():
+    small = BertConfig.from_json_file(f"{CONFIGS}/small.json")
+    raw = json.load(open(f"{CONFIGS}/small.json"))
+    assert {"act_fn", "ff_dim", "num_heads", "dropout_prob"} <= set(raw)  # written with the release's names
+    assert (small.intermediate_size, small.num_attention_heads, small.hidden_act) == (1024, 8, "gelu")
+    assert small.hidden_dropout_prob == small.attention_probs_dropout_prob == 0.1
+    # the count formula is checked against real models here, then applied to large (no 330M-param allocation)
+    for cfg in (small, tiny_config()):
+        assert sum(p.numel() for p in BertForPreTraining(cfg).parameters()) == pretraining_param_count(cfg)
+    counts = {name: pretraining_param_count(BertConfig.from_json_file(f"{CONFIGS}/{name}.json"))
+              for name in ("small", "large_v1", "large_v2")}
+    # small: 17,965,826 with vocab 32k (8.2M of them embeddings); large_v1: 337,741,058
+    assert 17.5e6 < counts["small"] < 18.5e6
+    assert 330e6 < counts["large_v1"] < 345e6
+    assert counts["large_v1"] - counts["large_v2"] == (512 - 384) * 1024  # v2 differs only in max positions
+    assert BertConfig.from_json_file(f"{CONFIGS}/tiny.json").num_hidden_layers == 2
+
+
+def test_hf_config_keys_accepted():
+    d = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=128, num_labels=3, layer_norm_eps=1e-7).to_dict()
+    # keys that older transformers releases wrote
+    d.update(gradient_checkpointing=False, position_embedding_type="absolute", output_past=True, directionality="bidi",
+             pooler_fc_size=768, pooler_type="first_token_transform", torch_dtype="float32")
+    cfg = BertConfig.from_dict(d)
+    assert (cfg.vocab_size, cfg.num_labels, cfg.layer_norm_eps, cfg.intermediate_size) == (100, 3, 1e-7, 128)
+    assert BertConfig.from_dict(cfg.to_hf_dict(["BertModel"])) == cfg
+    assert BertConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = tiny_config(morph_analyzer="kiwi", do_lower_case=True, num_labels=1)
+    cfg.to_json_file(tmp_path / "c.json")
+    assert BertConfig.from_json_file(tmp_path / "c.json") == cfg
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"foo_bar": 1, "hidden_dropuot_prob": 0.1}, "unknown config key(s) foo_bar, hidden_dropuot_prob"),
+    ({"num_attention_heads": 5}, "not divisible by num_attention_heads=5"),
+    ({"hidden_act": "relu"}, "only exact (erf) 'gelu'"),
+    ({"hidden_act": "gelu_new"}, "only exact (erf) 'gelu'"),
+    ({"model_type": "roberta"}, "model_type='roberta' is not supported"),
+    ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+    ({"dropout_prob": 0.2}, "conflicts with"),
+    ({"vocab_size": None}, "vocab_size must be a positive integer"),
+])
+def test_config_errors_name_the_file_and_key(tmp_path, change, message):
+    d = {**tiny_config().to_dict(), **change}
+    path = tmp_path / "bad_config.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError) as e:
+        BertConfig.from_json_file(str(path))
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_missing_config_key_and_bad_json(tmp_path):
+    with pytest.raises(ValueError, match="missing config key.*intermediate_size"):
+        BertConfig.from_dict({"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_heads": 2})
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        BertConfig.from_json_file(str(tmp_path / "c.json"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# model behaviour
+
+def test_shapes_and_init():
+    cfg = tiny_config()
+    ids, types, mask = padded_batch()
+    B, T = ids.shape
+    model = BertModel(cfg)
+    seq, pooled = model(ids, types, mask)
+    assert seq.shape == (B, T, 64) and pooled.shape == (B, 64)
+    assert abs(model.embeddings.word_embeddings.weight.std().item() - cfg.initializer_range) < 2e-3
+    assert torch.all(model.encoder.layer[0].attn.query.bias == 0)
+    assert torch.all(model.encoder.layer[0].ffn_norm.weight == 1)
+    out = BertForPreTraining(cfg)(ids, types, mask)
+    assert out["mlm_logits"].shape == (B, T, 1000) and out["sop_logits"].shape == (B, 2)
+    qa = BertForQuestionAnswering(cfg)(ids, types, mask)
+    assert qa["start_logits"].shape == qa["end_logits"].shape == (B, T)
+    assert BertForSequenceClassification(cfg, num_labels=3)(ids, types, mask)["logits"].shape == (B, 3)
+    assert BertForSequenceClassification(cfg, num_labels=1).config.num_labels == 1
+
+
+def test_padding_invariance():
+    model = randomize(BertModel(tiny_config()))
+    ids, types, _ = padded_batch()
+    with torch.no_grad():
+        seq, pooled = model(ids, types, torch.ones_like(ids))
+        pad = torch.zeros(3, 5, dtype=ids.dtype)
+        mask = torch.cat([torch.ones_like(ids), pad], 1)
+        seq_p, pooled_p = model(torch.cat([ids, pad], 1), torch.cat([types, pad], 1), mask)
+    torch.testing.assert_close(seq_p[:, :12], seq, atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled_p, pooled, atol=1e-5, rtol=0)
+
+
+def test_mlm_scores_only_masked_positions():
+    model = randomize(BertForPreTraining(tiny_config()))
+    ids, types, mask = padded_batch()
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5], labels[2, 1] = 7, 9, ids[2, 1]
+    with torch.no_grad():
+        full = model(ids, types, mask)["mlm_logits"]
+        out = model(ids, types, mask, mlm_labels=labels, sop_labels=torch.tensor([0, 1, 1]))
+    sel = labels != -100
+    assert out["mlm_logits"].shape == (3, 1000) and out["mlm_count"].item() == 3
+    torch.testing.assert_close(out["mlm_logits"], full[sel], atol=1e-5, rtol=0)
+    assert out["mlm_correct"].item() == (full[sel].argmax(-1) == labels[sel]).sum().item()
+    torch.testing.assert_close(out["loss"], out["mlm_loss"] + out["sop_loss"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# parity with Hugging Face transformers: weights made by HF, saved with save_pretrained, loaded by us
+
+def hf_model(hf_cls, cfg, impl):
+    hf_cfg = transformers.BertConfig(**cfg.to_hf_dict(), attn_implementation=impl)
+    return randomize(getattr(transformers, hf_cls)(hf_cfg))
+
+
+def close(a, b):
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_parity_hf_to_ours(tmp_path, impl):
+    ids, types, mask = padded_batch()
+    T = ids.size(1)
+    cases = [("BertModel", BertModel, 2), ("BertForPreTraining", BertForPreTraining, 2),
+             ("BertForQuestionAnswering", BertForQuestionAnswering, 2),
+             ("BertForSequenceClassification", BertForSequenceClassification, 3),
+             ("BertForSequenceClassification", BertForSequenceClassification, 1)]
+    for hf_cls, our_cls, num_labels in cases:
+        hf = hf_model(hf_cls, tiny_config(num_labels=num_labels), impl)
+        out_dir = tmp_path / f"{hf_cls}_{num_labels}"
+        hf.save_pretrained(out_dir)
+        cfg = checkpoint_config(str(out_dir))
+        assert cfg.num_labels == num_labels
+        ours = load_checkpoint(our_cls(cfg), str(out_dir)).eval()
+        kw = dict(input_ids=ids, token_type_ids=types, attention_mask=mask)
+        with torch.no_grad():
+            if our_cls is BertModel:
+                seq, pooled = ours(ids, types, mask)
+                ref = hf(**kw)
+                close(seq, ref.last_hidden_state)
+                close(pooled, ref.pooler_output)
+            elif our_cls is BertForPreTraining:
+                labels = torch.full_like(ids, -100)
+                labels[0, 3], labels[1, 0], labels[2, 2], labels[0, 9] = 11, 12, 13, 14
+                sop = torch.tensor([1, 0, 1])
+                ref = hf(**kw, labels=labels, next_sentence_label=sop)
+                out = ours(ids, types, mask, mlm_labels=labels, sop_labels=sop)
+                close(out["mlm_logits"], ref.prediction_logits[labels != -100])
+                close(out["sop_logits"], ref.seq_relationship_logits)
+                close(out["mlm_loss"], F.cross_entropy(ref.prediction_logits.view(-1, 1000), labels.view(-1)))
+                close(out["loss"], ref.loss)
+                close(ours(ids, types, mask)["mlm_logits"], ref.prediction_logits)
+            elif our_cls is BertForQuestionAnswering:
+                start, end = torch.tensor([1, 4, T + 3]), torch.tensor([2, 7, T + 3])  # last: answer outside
+                ref = hf(**kw, start_positions=start, end_positions=end)
+                out = ours(ids, types, mask, start_positions=start, end_positions=end)
+                close(out["start_logits"], ref.start_logits)
+                close(out["end_logits"], ref.end_logits)
+                close(out["loss"], ref.loss)
+            else:
+                labels = torch.tensor([0.5, 3.0, 1.2]) if num_labels == 1 else torch.tensor([2, 0, 1])
+                ref = hf(**kw, labels=labels)
+                out = ours(ids, types, mask, labels=labels)
+                close(out["logits"], ref.logits)
+                close(out["loss"], ref.loss)

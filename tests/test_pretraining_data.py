@@ -1,0 +1,307 @@
+"""PretrainingDataset on shards of real Korean text: SOP pairs, n-gram whole-word masking statistics, determinism
+from (seed, epoch, index), the rank split, and collation."""
+import collections
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import create_pretraining_data as cpd
+import tokenization
+from pretraining_data import (IGNORE_INDEX, PretrainingDataset, choose_spans, collate_pretraining, mask_tokens,
+                              read_meta, shard_path)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KT = os.path.join(ROOT, "data", "korean_text")
+P_NGRAM = np.array([6, 3, 2]) / 11
+L = 128
+
+
+def lines(rel, start, stop):
+    with open(os.path.join(KT, rel), encoding="utf-8") as f:
+        return f.read().splitlines()[start:stop]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pd")
+    (d / "v.txt").write_text("\n".join(lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
+    vocab = str(d / "vocab.txt")
+    tokenization.main(["build-vocab", "--corpus", str(d / "v.txt"), "--vocab_size", "4000", "--output", vocab])
+    text = lines("boddari/wikinews.txt", 3000, 4187) + [""] + lines("boddari/unesco_report.txt", 0, 700)
+    (d / "c.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
+    out = str(d / "shards")
+    cpd.main(["--input_files", str(d / "c.txt"), os.path.join(KT, "konlpy/kolaw/constitution.txt"),
+              "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "regex", "--num_workers", "1",
+              "--shard_size_tokens", "40000"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def ds(shards):
+    return PretrainingDataset(shards, max_seq_length=L, seed=7)
+
+
+@pytest.fixture(scope="module")
+def vocab(shards):
+    v = tokenization.load_vocab(os.path.join(shards, "vocab.txt"))
+    return v, {i: t for t, i in v.items()}, tokenization.special_token_ids(v)
+
+
+@pytest.fixture(scope="module")
+def corpus(shards):
+    """Concatenated token stream of all shards + sentence and document boundaries as global token offsets."""
+    meta = read_meta(shards)
+    ids, sents, docs, base = [], [], [], 0
+    for s in meta["shards"]:
+        i = np.load(shard_path(shards, s["name"], "ids"))
+        so = np.load(shard_path(shards, s["name"], "sentences"))
+        do = np.load(shard_path(shards, s["name"], "documents"))
+        ids.append(i)
+        sents.append(so[:-1] + base)
+        docs.append(so[do[:-1]] + base)
+        base += len(i)
+    return np.concatenate(ids), set(np.concatenate(sents).tolist()) | {base}, np.append(np.concatenate(docs), base)
+
+
+@pytest.fixture(scope="module")
+def sample(ds):
+    """Two epochs of examples as stacked arrays, with the masked spans of each example."""
+    rows, spans = collections.defaultdict(list), []
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item, sp = ds.example(ds.global_index(i), return_spans=True)
+            for k, v in item.items():
+                rows[k].append(v)
+            spans.append(sp)
+    ds.set_epoch(0)
+    return {k: np.stack(v) for k, v in rows.items()}, spans
+
+
+def originals(batch):
+    return np.where(batch["mlm_labels"] != IGNORE_INDEX, batch["mlm_labels"], batch["input_ids"])
+
+
+def test_epoch_is_thousands_of_examples(ds, sample):
+    assert len(read_meta(ds.input_dir)["shards"]) > 2
+    assert len(ds) > 1000 and len(sample[0]["input_ids"]) > 2000
+
+
+def test_layout_token_types_and_lengths(sample, vocab):
+    b, (_, _, sp) = sample[0], vocab
+    orig = originals(b)
+    n = b["attention_mask"].sum(1)
+    assert (n <= L).all() and (n >= 5).all()
+    for row, length in zip(range(len(n)), n):
+        ids, tt = orig[row], b["token_type_ids"][row]
+        assert b["attention_mask"][row, :length].all() and not b["attention_mask"][row, length:].any()
+        seps = np.flatnonzero(ids[:length] == sp["sep"])
+        assert ids[0] == sp["cls"] and len(seps) == 2 and seps[1] == length - 1 and 2 <= seps[0] <= length - 3
+        assert not tt[:seps[0] + 1].any() and tt[seps[0] + 1:length].all() and not tt[length:].any()
+        assert (b["input_ids"][row, length:] == sp["pad"]).all()
+    assert b["sop_label"].shape == (len(n),) and set(np.unique(b["sop_label"])) == {0, 1}
+
+
+def test_every_token_is_used_once_per_epoch(shards, ds):
+    meta = read_meta(shards)
+    ds.set_epoch(3)
+    used = sum(int(ds[i]["attention_mask"].sum()) - 3 for i in range(len(ds)))
+    ds.set_epoch(0)
+    # chunks tile each document; only a document's last token can be left over (a 1-token tail makes no pair)
+    assert meta["num_tokens"] - meta["num_documents"] <= used <= meta["num_tokens"]
+
+
+def test_masked_fraction_and_budget(shards, sample):
+    b = sample[0]
+    real = b["attention_mask"].sum(1) - 3
+    pred = (b["mlm_labels"] != IGNORE_INDEX).sum(1)
+    budget = np.minimum(20, np.maximum(1, np.floor(0.15 * real + 0.5)))
+    assert (pred <= budget).all()
+    assert (pred == budget).mean() > 0.9
+    assert pred.sum() / real.sum() == pytest.approx(0.15, abs=0.01)
+    small = PretrainingDataset(shards, max_seq_length=L, max_predictions_per_seq=5, seed=7)
+    counts = np.array([(small[i]["mlm_labels"] != IGNORE_INDEX).sum() for i in range(300)])
+    assert counts.max() == 5 and (counts == 5).mean() > 0.8
+
+
+def test_80_10_10(sample, vocab):
+    b, (_, _, sp) = sample[0], vocab
+    m = b["mlm_labels"] != IGNORE_INDEX
+    inp, lab = b["input_ids"][m], b["mlm_labels"][m]
+    assert len(lab) > 20000
+    assert (inp == sp["mask"]).mean() == pytest.approx(0.8, abs=0.03)
+    assert (inp == lab).mean() == pytest.approx(0.1, abs=0.03)
+    assert ((inp != lab) & (inp != sp["mask"])).mean() == pytest.approx(0.1, abs=0.03)
+
+
+def test_ngram_lengths(sample):
+    spans = [s for ex in sample[1] for s in ex]
+    drawn = np.bincount([d for *_, d in spans], minlength=4)[1:] / len(spans)
+    assert np.abs(drawn - P_NGRAM).max() < 0.02, drawn
+    # a drawn length is only shortened when the rest of the budget cannot hold it: rare, and never lengthened
+    assert all(n <= d for *_, n, d in spans)
+    assert np.mean([n < d for *_, n, d in spans]) < 0.1
+    realised = np.bincount([n for *_, n, _ in spans], minlength=4)[1:] / len(spans)
+    assert np.abs(realised - P_NGRAM).max() < 0.06, realised
+
+
+def test_ngram_lengths_realised_when_budget_is_loose():
+    rng = np.random.default_rng(0)
+    got = []
+    for _ in range(300):
+        unit_len = rng.integers(1, 4, size=400)
+        contiguous = rng.random(399) > 0.02
+        got += [n for _, n, _ in choose_spans(unit_len, contiguous, 60, 3, rng)]
+    realised = np.bincount(got, minlength=4)[1:] / len(got)
+    assert np.abs(realised - P_NGRAM).max() < 0.03, realised
+
+
+def test_special_tokens_never_masked_or_predicted(sample, vocab):
+    b, (v, _, sp) = sample[0], vocab
+    special = np.array(sorted({i for t, i in v.items() if t.startswith("[") and t.endswith("]")}))
+    assert not np.isin(b["mlm_labels"], special).any()
+    orig = originals(b)
+    at_special = np.isin(orig, special)
+    assert (b["input_ids"][at_special] == orig[at_special]).all()  # [CLS]/[SEP]/[UNK]/[PAD] left as they are
+    m = b["mlm_labels"] != IGNORE_INDEX
+    replaced = b["input_ids"][m & (b["input_ids"] != orig)]
+    assert not np.isin(replaced[replaced != sp["mask"]], special).any()  # random tokens are never specials
+
+
+def continuation_mask(orig, inv, sep_id):
+    """True at pieces that continue the word of the previous piece (segment starts excluded)."""
+    is_cont = np.vectorize(lambda i: inv[int(i)].startswith("##") and len(inv[int(i)]) > 2)(orig)
+    sep1 = (orig == sep_id).argmax(1)
+    is_cont[:, 1] = False
+    is_cont[np.arange(len(orig)), sep1 + 1] = False
+    return is_cont
+
+
+def test_whole_words_are_never_split(shards, sample, vocab):
+    b, (_, inv, sp) = sample[0], vocab
+    orig = originals(b)
+    masked = b["mlm_labels"] != IGNORE_INDEX
+    cont = continuation_mask(orig, inv, sp["sep"])
+    assert cont.sum() > 10000
+    prev = np.roll(masked, 1, axis=1)
+    assert (masked[cont] == prev[cont]).all()
+    # control: with single-piece units the same check fails, so it has power
+    pieces = PretrainingDataset(shards, max_seq_length=L, whole_word=False, seed=7)
+    rows = [pieces[i] for i in range(300)]
+    pb = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    pm = pb["mlm_labels"] != IGNORE_INDEX
+    pc = continuation_mask(originals(pb), inv, sp["sep"])
+    assert (pm[pc] != np.roll(pm, 1, axis=1)[pc]).any()
+
+
+def corpus_order_pairs(b):
+    """(earlier segment, later segment) of each row, in corpus order according to its sop_label."""
+    orig = originals(b)
+    n = b["attention_mask"].sum(1)
+    for row in range(len(n)):
+        sep1 = int(np.argmax(orig[row] == orig[row, n[row] - 1]))
+        first, second = orig[row, 1:sep1], orig[row, sep1 + 1:n[row] - 1]
+        yield (second, first) if b["sop_label"][row] else (first, second)
+
+
+def occurrences(stream: bytes, seq: np.ndarray):
+    needle = seq.astype("<u2").tobytes()
+    pos = stream.find(needle)
+    while pos >= 0:
+        if pos % 2 == 0:
+            yield pos // 2
+        pos = stream.find(needle, pos + 1)
+
+
+def test_sop_pairs_against_the_corpus_order(sample, corpus):
+    b = sample[0]
+    assert b["sop_label"].mean() == pytest.approx(0.5, abs=0.04)
+    ids, sent_bounds, doc_bounds = corpus
+    stream = ids.astype("<u2").tobytes()
+    checked = collections.Counter()
+    for row, (earlier, later) in enumerate(corpus_order_pairs(b)):
+        if row % 7:
+            continue
+        ok = False
+        for start in occurrences(stream, np.concatenate([earlier, later])):  # the corpus repeats a few passages
+            cut, end = start + len(earlier), start + len(earlier) + len(later)
+            one_doc = not ((doc_bounds > start) & (doc_bounds < end)).any()
+            # split at a sentence boundary whenever the chunk has one
+            at_sentence = cut in sent_bounds or not any(start < s < end for s in sent_bounds)
+            ok |= one_doc and at_sentence
+        assert ok, f"row {row}: segments are not contiguous text of one document in the order the label says"
+        checked[int(b["sop_label"][row])] += 1
+    assert checked[0] > 100 and checked[1] > 100
+
+
+def test_determinism_epochs_and_seeds(shards, ds):
+    again = PretrainingDataset(shards, max_seq_length=L, seed=7)
+    idx = list(range(0, len(ds), 37))
+    first = {i: ds[i] for i in idx}
+    for i in reversed(idx):  # access order does not matter
+        assert all(np.array_equal(again[i][k], first[i][k]) for k in first[i])
+    again.set_epoch(1)
+    e1 = {i: again[i] for i in idx}
+    assert sum(np.array_equal(e1[i]["input_ids"], first[i]["input_ids"]) for i in idx) < len(idx) // 10
+    again.set_epoch(0)
+    assert all(np.array_equal(again[i]["mlm_labels"], first[i]["mlm_labels"]) for i in idx)
+    other = PretrainingDataset(shards, max_seq_length=L, seed=8)
+    assert sum(np.array_equal(other[i]["input_ids"], first[i]["input_ids"]) for i in idx) < len(idx) // 10
+
+
+def test_new_segment_boundaries_every_epoch(sample):
+    b, n_epoch0 = sample[0], len(sample[1]) // 2
+    texts = [np.concatenate(p).tobytes() for p in corpus_order_pairs(b)]
+    assert len(set(texts[:n_epoch0]) & set(texts[n_epoch0:])) < 0.2 * n_epoch0
+
+
+def test_rank_split_is_the_interleaving_of_global_batches(shards, ds):
+    ranks = [PretrainingDataset(shards, max_seq_length=L, seed=7, rank=r, world_size=2) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(ds) // 2
+    assert ranks[0].num_global_examples == 2 * len(ranks[0])
+    B = 8
+    one = iter(DataLoader(ds, batch_size=B, shuffle=False, collate_fn=collate_pretraining))
+    two = [iter(DataLoader(r, batch_size=B // 2, shuffle=False, collate_fn=collate_pretraining)) for r in ranks]
+    for _ in range(3):
+        full, halves = next(one), [next(t) for t in two]
+        for key in full:
+            interleaved = torch.stack([halves[0][key], halves[1][key]], 1).flatten(0, 1)
+            assert torch.equal(full[key], interleaved)
+    last = len(ranks[1]) - 1
+    assert all(np.array_equal(ranks[1][last][k], ds.example(1 + 2 * last)[k]) for k in ds[0])
+
+
+def test_collate_and_worker_processes(ds):
+    batch = collate_pretraining([ds[i] for i in range(4)])
+    assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == {
+        "input_ids": ((4, L), torch.int64), "token_type_ids": ((4, L), torch.int64),
+        "attention_mask": ((4, L), torch.int64), "mlm_labels": ((4, L), torch.int64),
+        "sop_label": ((4,), torch.int64)}
+    loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=1, collate_fn=collate_pretraining)
+    from_worker = next(iter(loader))
+    assert all(torch.equal(batch[k], from_worker[k]) for k in batch)
+
+
+def test_mask_tokens_synthetic():
+    # [CLS] w1(3 pieces) w2(1) [UNK] w3(2) [SEP] w4(2) w5(1) [SEP] [PAD]
+    ids = np.array([2, 10, 11, 12, 13, 1, 14, 15, 3, 16, 17, 18, 3, 0])
+    word_start = np.array([1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 0], bool)
+    maskable = ~np.isin(ids, [0, 1, 2, 3, 4])
+    words = [[1, 2, 3], [4], [6, 7], [9, 10], [11]]
+    for seed in range(200):
+        out, labels, spans = mask_tokens(ids, word_start, maskable, np.random.default_rng(seed), masked_lm_prob=0.5,
+                                         max_predictions=4, max_ngram=3, whole_word=True, mask_id=4,
+                                         random_ids=np.arange(5, 40))
+        m = labels != IGNORE_INDEX
+        assert 1 <= m.sum() <= 4 and not m[~maskable].any()
+        assert all(m[w].all() or not m[w].any() for w in words)
+        assert (labels[m] == ids[m]).all() and (out[~m] == ids[~m]).all()
+        for a, b, n, _ in spans:  # spans never straddle [UNK] or [SEP]
+            assert maskable[a:b].all()
+    out, labels, spans = mask_tokens(ids, word_start, maskable, np.random.default_rng(0), masked_lm_prob=0.15,
+                                     max_predictions=20, max_ngram=1, whole_word=False, mask_id=4,
+                                     random_ids=np.arange(5, 40), num_real_tokens=10)
+    assert (labels != IGNORE_INDEX).sum() == 2 and all(b - a == 1 for a, b, _, _ in spans)

@@ -1,0 +1,372 @@
+"""KorQuAD reader, windowed features, cache, post-processing and the official KorQuAD 1.0 metric.
+
+Features are checked on real dev-set slices against properties recomputed here from the tokenizer's own
+encodings; the metric against a separate implementation written from the official definition.
+"""
+import copy
+import json
+import os
+import random
+import string
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import qa_data  # noqa: E402
+from korquad_metric import evaluate, exact_match_score, f1_score, load_predictions, normalize_answer  # noqa: E402
+from qa_data import (convert_examples_to_features, feature_cache_key, load_or_build_features,  # noqa: E402
+                     postprocess_predictions, read_korquad)
+
+DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
+
+
+@pytest.fixture(scope="session")
+def vocab(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qa_vocab")
+    corpus = d / "corpus.txt"
+    with open(os.path.join(ROOT, "data", "korean_text", "boddari", "wikinews.txt"), encoding="utf-8") as f:
+        corpus.write_text("".join(f.readline() for _ in range(3000)), encoding="utf-8")
+    out = d / "vocab.txt"
+    import tokenization
+    proc = subprocess.run([sys.executable, tokenization.__file__, "build-vocab", "--corpus", str(corpus),
+                           "--vocab_size", "4000", "--output", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tok(vocab):
+    from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
+    return build_fast_tokenizer(vocab), special_token_ids(load_vocab(vocab))
+
+
+@pytest.fixture(scope="session")
+def dev():
+    with open(DEV, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_json(path, obj):
+    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def context_tokens(tokenizer, context):
+    enc = tokenizer.encode(context, add_special_tokens=False)
+    return enc.ids, [tuple(o) for o in enc.offsets]
+
+
+def window_token_range(feats, f, ctx_offsets):
+    """(first, last) context-token index covered by feature f, located through its offsets."""
+    offs = [tuple(o) for o in feats.offsets[f] if o[0] >= 0]
+    first = ctx_offsets.index(offs[0])
+    return first, first + len(offs) - 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# features
+
+
+def test_training_spans_contain_answers(tok):
+    tokenizer, special = tok
+    examples, skipped = read_korquad(DEV, is_training=True, max_examples=300)
+    assert skipped == 0 and len(examples) == 300
+    feats, unmappable = convert_examples_to_features(examples, tokenizer, special, 128, 64, 32, True)
+    assert unmappable == 0
+    with_answer = set()
+    for f in range(len(feats)):
+        ex = examples[feats.example_index[f]]
+        a_text = ex.answer_text.strip()  # a few gold answers carry a trailing space the tokens never cover
+        a_start = ex.answer_start + ex.answer_text.index(a_text)
+        a_end = a_start + len(a_text)
+        s, e = feats.start_positions[f], feats.end_positions[f]
+        ctx = [tuple(o) for o in feats.offsets[f] if o[0] >= 0]
+        if s == 0:
+            assert e == 0
+            # the window really lacks the answer: its context chars do not cover [a_start, a_end)
+            assert not (ctx[0][0] <= a_start and ctx[-1][1] >= a_end)
+            continue
+        with_answer.add(ex.qid)
+        assert feats.token_type_ids[f, s] == 1 and feats.offsets[f, s, 0] >= 0 and s <= e
+        (cs, s_end), (e_start, ce) = feats.offsets[f, s], feats.offsets[f, e]
+        assert a_text in ex.context[cs:ce]
+        assert cs <= a_start < s_end and e_start < a_end <= ce  # start/end tokens are the answer's boundary tokens
+    assert len(with_answer) == len(examples)  # every answer fits some window at this size
+
+
+def test_input_layout_and_question_truncation(tok):
+    tokenizer, special = tok
+    examples, _ = read_korquad(DEV, is_training=False, max_examples=20)
+    feats, _ = convert_examples_to_features(examples, tokenizer, special, 96, 32, 5, False)
+    for f in range(len(feats)):
+        ex = examples[feats.example_index[f]]
+        q_ids = tokenizer.encode(ex.question, add_special_tokens=False).ids[:5]
+        ids, mask, tt = feats.input_ids[f], feats.attention_mask[f], feats.token_type_ids[f]
+        n_real = int(mask.sum())
+        c0 = len(q_ids) + 2
+        assert ids[0] == special["cls"] and list(ids[1:c0 - 1]) == q_ids and ids[c0 - 1] == special["sep"]
+        assert ids[n_real - 1] == special["sep"] and (ids[n_real:] == special["pad"]).all()
+        assert (mask[:n_real] == 1).all() and (tt[:c0] == 0).all() and (tt[c0:n_real] == 1).all()
+        assert (tt[n_real:] == 0).all()
+        ctx_ids, ctx_offs = context_tokens(tokenizer, ex.context)
+        first, last = window_token_range(feats, f, ctx_offs)
+        assert list(ids[c0:n_real - 1]) == ctx_ids[first:last + 1]
+        assert (feats.offsets[f, :c0] == -1).all() and (feats.offsets[f, n_real - 1:] == -1).all()
+
+
+def test_windows_stride_and_max_context(tok):
+    tokenizer, special = tok
+    examples, _ = read_korquad(DEV, is_training=False, max_examples=60)
+    T, stride, max_q = 64, 16, 16
+    feats, _ = convert_examples_to_features(examples, tokenizer, special, T, stride, max_q, False)
+    for i, ex in enumerate(examples):
+        rows = np.nonzero(feats.example_index == i)[0]
+        _, ctx_offs = context_tokens(tokenizer, ex.context)
+        n = len(ctx_offs)
+        L = T - 3 - len(tokenizer.encode(ex.question, add_special_tokens=False).ids[:max_q])
+        expected = 1 if n <= L else 1 + -(-(n - L) // stride)
+        assert len(rows) == expected
+        ranges = [window_token_range(feats, f, ctx_offs) for f in rows]
+        for w, (a, b) in enumerate(ranges):
+            assert a == w * stride and b - a + 1 == min(L, n - a)
+        assert ranges[-1][1] == n - 1
+        # each token is flagged in exactly the window where min(left, right) context + 0.01 * length is largest
+        for t in range(n):
+            scores = [(min(t - a, b - t) + 0.01 * (b - a + 1), -w) for w, (a, b) in enumerate(ranges) if a <= t <= b]
+            best = -max(scores)[1]
+            flags = [bool(feats.max_context[f, np.nonzero(feats.offsets[f, :, 0] == ctx_offs[t][0])[0][0]])
+                     for w, f in enumerate(rows) if ranges[w][0] <= t <= ranges[w][1]]
+            owners = [w for w, (a, b) in enumerate(ranges) if a <= t <= b]
+            assert flags == [w == best for w in owners]
+
+
+def test_mismatched_answers_are_skipped_in_training(dev, tmp_path):
+    data = copy.deepcopy(dev["data"][:1])
+    qas = data[0]["paragraphs"][0]["qas"]
+    qas[0]["answers"][0]["answer_start"] += 3
+    qas[1]["answers"][0]["text"] = "본문에 없는 답"
+    path = write_json(tmp_path / "bad_answers.json", {"version": "KorQuAD_v1.0_dev", "data": data})
+    n_total = sum(len(p["qas"]) for p in data[0]["paragraphs"])
+    train, skipped = read_korquad(path, is_training=True)
+    assert skipped == 2 and len(train) == n_total - 2
+    assert {qas[0]["id"], qas[1]["id"]}.isdisjoint(e.qid for e in train)
+    evals, skipped = read_korquad(path, is_training=False)
+    assert skipped == 0 and len(evals) == n_total  # scoring still needs every question
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("not json at all {", "not a JSON file"),
+    ('{"version": "KorQuAD_v1.0", "data": []}', "no questions"),
+    ('{"version": "KorQuAD_2.0_dev", "data": [{"title": "t", "context": "<p>x</p>", "qas": []}]}', "2.0"),
+    ('{"version": "v2.0", "data": [{"title": "t", "paragraphs": []}]}', "2.0"),
+    ('{"data": [{"title": "t", "context": "x", "qas": []}]}', "paragraphs"),
+    ('[1, 2, 3]', "data"),
+    ('{"version": "1.1", "data": [{"paragraphs": [{"context": "c", "qas": [{"id": "a", "question": "q", '
+     '"answers": [], "is_impossible": true}]}]}]}', "unanswerable"),
+])
+def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, content, needle):
+    path = tmp_path / "input.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError) as e:
+        read_korquad(str(path), is_training=False)
+    msg = str(e.value)
+    assert str(path) in msg and needle in msg and "\n" not in msg
+
+
+def test_missing_file_and_squad11_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        read_korquad(str(tmp_path / "nope.json"), is_training=False)
+    squad = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "서울에서 열렸다", "qas": [
+        {"id": "x", "question": "어디?", "answers": [{"text": "서울", "answer_start": 0}]}]}]}]}
+    examples, _ = read_korquad(write_json(tmp_path / "squad.json", squad), is_training=True)
+    assert [(e.qid, e.answer_text, e.answer_start) for e in examples] == [("x", "서울", 0)]
+
+
+def test_cache_key_depends_on_every_input(tmp_path, vocab, dev):
+    other_data = write_json(tmp_path / "d.json", {"version": "KorQuAD_v1.0", "data": dev["data"][:1]})
+    other_vocab = tmp_path / "v.txt"
+    other_vocab.write_text(open(vocab, encoding="utf-8").read() + "추가토큰\n", encoding="utf-8")
+    base = dict(data_file=DEV, vocab_file=vocab, do_lower_case=False, morph_analyzer=None, max_seq_length=128,
+                doc_stride=64, max_query_length=32, is_training=True, max_examples=None)
+    changes = dict(data_file=other_data, vocab_file=str(other_vocab), do_lower_case=True, morph_analyzer="kiwi",
+                   max_seq_length=256, doc_stride=32, max_query_length=16, is_training=False, max_examples=10)
+    assert set(changes) == set(base)
+    key = feature_cache_key(**base)
+    assert key == feature_cache_key(**base)
+    keys = {feature_cache_key(**{**base, name: value}) for name, value in changes.items()}
+    assert len(keys) == len(changes) and key not in keys
+
+
+def test_feature_cache_roundtrip_and_corruption(tmp_path, vocab):
+    examples, _ = read_korquad(DEV, is_training=True, max_examples=30)
+    args = (examples, DEV, vocab, False, None, 128, 64, 32, True, 30, str(tmp_path / "cache"))
+    built, n_bad, path, cached = load_or_build_features(*args)
+    assert not cached and os.path.isfile(path) and n_bad == 0
+    again, _, path2, cached = load_or_build_features(*args)
+    assert cached and path2 == path
+    for name, arr in built.arrays().items():
+        assert np.array_equal(arr, getattr(again, name)) and arr.dtype == getattr(again, name).dtype, name
+    with open(path, "r+b") as f:  # a truncated/corrupt cache is rebuilt, never trusted
+        f.truncate(100)
+    rebuilt, _, _, cached = load_or_build_features(*args)
+    assert not cached and np.array_equal(rebuilt.input_ids, built.input_ids)
+    assert not [p for p in os.listdir(tmp_path / "cache") if p.startswith(".")]  # no temporary files left
+
+
+# ------------------------------------------------------------------------------------------------------------
+# post-processing
+
+
+def test_postprocess_maps_logits_to_original_text(tok):
+    tokenizer, special = tok
+    examples, _ = read_korquad(DEV, is_training=True, max_examples=40)
+    feats, _ = convert_examples_to_features(examples, tokenizer, special, 128, 48, 32, True)
+    n, T = feats.input_ids.shape
+    start, end = np.zeros((n, T), np.float32), np.zeros((n, T), np.float32)
+    # distractors that must be ignored: huge logits on [CLS]/question tokens and on an end before the start
+    start[:, 0] = end[:, 0] = start[:, 1] = end[:, 1] = 100.0
+    for f in range(n):
+        ex = examples[feats.example_index[f]]
+        a_start = ex.answer_start
+        a_end = a_start + len(ex.answer_text.rstrip())
+        offs = feats.offsets[f]
+        s_tok = np.nonzero((offs[:, 0] <= a_start) & (a_start < offs[:, 1]))[0]
+        e_tok = np.nonzero((offs[:, 0] < a_end) & (a_end <= offs[:, 1]))[0]
+        if len(s_tok) and len(e_tok):  # every window holding the answer votes for it
+            start[f, s_tok[0]] += 40
+            end[f, e_tok[0]] += 40
+            if offs[s_tok[0] - 1, 0] >= 0:
+                end[f, s_tok[0] - 1] += 60
+    preds, nbest, starts = postprocess_predictions(examples, feats, start, end, n_best_size=5, max_answer_length=64)
+    assert list(preds) == [e.qid for e in examples]
+    for ex in examples:
+        text = preds[ex.qid]
+        assert ex.answer_text.strip() in text and ex.context[starts[ex.qid]:].startswith(text)
+        assert text == text.strip() and "##" not in text
+        probs = [x["probability"] for x in nbest[ex.qid]]
+        assert abs(sum(probs) - 1) < 1e-6 and probs == sorted(probs, reverse=True)
+        assert len({x["text"] for x in nbest[ex.qid]}) == len(nbest[ex.qid]) <= 5
+        assert nbest[ex.qid][0]["text"] == text
+        assert set(nbest[ex.qid][0]) == {"text", "probability", "start_logit", "end_logit"}
+
+
+def test_postprocess_length_limit_and_max_context(tok):
+    tokenizer, special = tok
+    examples, _ = read_korquad(DEV, is_training=False, max_examples=1)
+    feats, _ = convert_examples_to_features(examples, tokenizer, special, 64, 16, 16, False)
+    assert len(feats) >= 3
+    n, T = feats.input_ids.shape
+    start, end = np.zeros((n, T), np.float32), np.zeros((n, T), np.float32)
+    f = 1
+    ctx = np.nonzero(feats.offsets[f, :, 0] >= 0)[0]
+    flagged, unflagged = ctx[feats.max_context[f, ctx]], ctx[~feats.max_context[f, ctx]]
+    # best start sits where the window lacks max context -> must be skipped for the flagged one
+    start[f, unflagged[0]] = 20.0
+    start[f, flagged[0]] = 10.0
+    end[f, flagged[0] + 5] = 10.0
+    end[f, flagged[0] + 1] = 9.0
+    offs = feats.offsets[f]
+    preds, _, _ = postprocess_predictions(examples, feats, start, end, n_best_size=20, max_answer_length=6)
+    assert preds[examples[0].qid] == examples[0].context[offs[flagged[0], 0]:offs[flagged[0] + 5, 1]]
+    preds, _, _ = postprocess_predictions(examples, feats, start, end, n_best_size=20, max_answer_length=5)
+    assert preds[examples[0].qid] == examples[0].context[offs[flagged[0], 0]:offs[flagged[0] + 1, 1]]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# metric
+
+
+def test_metric_hand_made_cases():
+    assert exact_match_score("서울", "서울에서") == 0
+    assert f1_score("서울", "서울에서") == pytest.approx(2 * 1 * 0.5 / 1.5)  # precision 2/2, recall 2/4
+    assert f1_score("서울에서", "서울") == pytest.approx(2 / 3)
+    assert exact_match_score("《토지》", "토지") == 1 and exact_match_score("〈봄〉", "‘봄’") == 1
+    assert exact_match_score("'임종석'", '"임종석"') == 1
+    assert exact_match_score("(주)삼성", "주 삼성") == 1          # brackets become spaces
+    assert exact_match_score("1,000원", "1000원") == 1           # ASCII punctuation is deleted
+    assert exact_match_score("1989년 2월", "1989년  2월 ") == 1   # whitespace collapsed
+    assert exact_match_score("토 지", "토지") == 0 and f1_score("토 지", "토지") == 1.0  # F1 ignores spaces
+    assert exact_match_score("KBS", "kbs") == 1
+    assert exact_match_score("。토지", "토지") == 0                # only ASCII punctuation is removed
+    assert f1_score("", "") == 0 and exact_match_score("", "") == 1
+    assert f1_score("가가나", "가나나") == pytest.approx(2 / 3)     # bag of characters, counted with multiplicity
+    assert normalize_answer(" 《A》 (B),  c. ") == "a b c"
+
+
+def test_metric_evaluate_over_dataset(capsys):
+    gold = {"q1": ["서울", "서울특별시"], "q2": ["《토지》"], "q3": ["1989년"], "q4": ["임수경"]}
+    preds = {"q1": "서울특별시에서", "q2": "토지", "q3": "1988년"}
+    res = evaluate(gold, preds, "p.json")
+    f1_q1 = max(f1_score("서울특별시에서", "서울"), f1_score("서울특별시에서", "서울특별시"))
+    assert set(res) == {"exact_match", "f1"}
+    assert res["exact_match"] == pytest.approx(100 * 1 / 4)
+    assert res["f1"] == pytest.approx(100 * (f1_q1 + 1 + 0.8) / 4)  # 1989년/1988년 share 4 of 5 characters
+    err = capsys.readouterr().err
+    assert "1 of 4 questions have no prediction" in err and "p.json" in err
+    with pytest.raises(ValueError, match=r"preds\.json: 1 prediction id\(s\) are not in the dataset"):
+        evaluate(gold, {**preds, "zzz": "x"}, "preds.json")
+
+
+def test_load_predictions_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        load_predictions(str(tmp_path / "missing.json"))
+    bad = tmp_path / "list.json"
+    bad.write_text("[1]")
+    with pytest.raises(ValueError, match="list.json"):
+        load_predictions(str(bad))
+    bad.write_text('{"a": 3}')
+    with pytest.raises(ValueError, match="not a string"):
+        load_predictions(str(bad))
+
+
+def _ref_normalize(text):
+    for ch in ["'", '"', "《", "》", "<", ">", "〈", "〉", "(", ")", "‘", "’"]:
+        text = text.replace(ch, " ")
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    return " ".join(text.split())
+
+
+def _ref_scores(pred, golds):
+    em = max(float(_ref_normalize(pred) == _ref_normalize(g)) for g in golds)
+    best_f1 = 0.0
+    for g in golds:
+        p_chars = [c for tok in _ref_normalize(pred).split() for c in tok]
+        g_chars = [c for tok in _ref_normalize(g).split() for c in tok]
+        remaining = list(g_chars)
+        same = 0
+        for c in p_chars:
+            if c in remaining:
+                remaining.remove(c)
+                same += 1
+        if same:
+            prec, rec = same / len(p_chars), same / len(g_chars)
+            best_f1 = max(best_f1, 2 * prec * rec / (prec + rec))
+    return em, best_f1
+
+
+def test_metric_matches_definition_on_perturbed_dev_answers(dev):
+    rng = random.Random(0)
+    answers = [qa["answers"][0]["text"] for art in dev["data"][:40] for p in art["paragraphs"] for qa in p["qas"]]
+    perturb = [
+        lambda a: a, lambda a: a + "에서", lambda a: a + "은", lambda a: a[1:], lambda a: a[:-1],
+        lambda a: f"《{a}》", lambda a: f"({a})", lambda a: a.replace(" ", ""), lambda a: " ".join(a),
+        lambda a: a + ".", lambda a: "‘" + a + "’", lambda a: a.upper(), lambda a: rng.choice(answers),
+        lambda a: "", lambda a: a[::-1], lambda a: a + " " + rng.choice(answers),
+    ]
+    gold, preds, expected = {}, {}, []
+    for i in range(400):
+        golds = [rng.choice(answers)] + ([rng.choice(answers)] if i % 5 == 0 else [])
+        pred = rng.choice(perturb)(golds[0])
+        qid = f"q{i}"
+        gold[qid], preds[qid] = golds, pred
+        expected.append(_ref_scores(pred, golds))
+    res = evaluate(gold, preds)
+    assert res["exact_match"] == pytest.approx(100 * sum(e for e, _ in expected) / 400)
+    assert res["f1"] == pytest.approx(100 * sum(f for _, f in expected) / 400)
+    assert 0 < res["exact_match"] < res["f1"] < 100  # the perturbations really exercise partial credit

@@ -1,0 +1,314 @@
+"""run_qa.py / eval_qa.py end to end on real KorQuAD dev slices with a tiny model on the CPU.
+
+The overfit test is the functional proof: a model that memorises a handful of questions must get EM 100 through
+the whole path (features -> training labels -> logits -> n-best post-processing -> official metric).
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import eval_qa  # noqa: E402
+import morphology  # noqa: E402
+import run_qa  # noqa: E402
+
+DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
+
+
+def slice_file(path, articles, n_questions, version="KorQuAD_v1.0_dev"):
+    """The first n_questions of the given dev articles as a KorQuAD file."""
+    out, left = [], n_questions
+    for art in articles:
+        paras = []
+        for p in art["paragraphs"]:
+            qas = p["qas"][:left]
+            left -= len(qas)
+            if qas:
+                paras.append({"context": p["context"], "qas": qas})
+        if paras:
+            out.append({"title": art["title"], "paragraphs": paras})
+    path.write_text(json.dumps({"version": version, "data": out}, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def question_ids(path):
+    with open(path, encoding="utf-8") as f:
+        return [qa["id"] for a in json.load(f)["data"] for p in a["paragraphs"] for qa in p["qas"]]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qa_scripts")
+    with open(os.path.join(ROOT, "data", "korean_text", "boddari", "wikinews.txt"), encoding="utf-8") as f:
+        (d / "corpus.txt").write_text("".join(f.readline() for _ in range(3000)), encoding="utf-8")
+    vocab = d / "vocab.txt"
+    import tokenization
+    proc = subprocess.run([sys.executable, tokenization.__file__, "build-vocab", "--corpus", str(d / "corpus.txt"),
+                           "--vocab_size", "4000", "--output", str(vocab)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    n_vocab = sum(1 for _ in open(vocab, encoding="utf-8"))
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        config = {**json.load(f), "vocab_size": n_vocab}
+    (d / "tiny.json").write_text(json.dumps(config))
+    (d / "tiny_nodrop.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
+                                                    "attention_probs_dropout_prob": 0.0}))
+    with open(DEV, encoding="utf-8") as f:
+        dev = json.load(f)
+    return {"dir": d, "vocab": str(vocab), "config": str(d / "tiny.json"), "dev": dev,
+            "train": slice_file(d / "train.json", dev["data"][:3], 40),
+            "eval": slice_file(d / "eval.json", dev["data"][10:13], 30)}
+
+
+def train_argv(env, out, *extra):
+    return ["--config_file", env["config"], "--vocab_file", env["vocab"], "--train_file", env["train"],
+            "--predict_file", env["eval"], "--max_seq_length", "128", "--doc_stride", "64", "--max_query_length", "32",
+            "--per_gpu_train_batch_size", "16", "--learning_rate", "1e-3", "--num_train_epochs", "1", "--seed", "7",
+            "--num_workers", "0", "--logging_steps", "2", "--output_dir", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(env):
+    out = env["dir"] / "run_a"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")  # an unrelated file already in the output dir
+    results = run_qa.main(train_argv(env, out))
+    return out, results
+
+
+def file_digests(root):
+    return {os.path.relpath(os.path.join(dp, f), root): hashlib.sha256(open(os.path.join(dp, f), "rb").read()).digest()
+            for dp, _, files in os.walk(root) for f in files}
+
+
+def expect_fail(capsys, fn, argv, *needles):
+    """The script exits 2 with one 'error:' line naming what is wrong, and no traceback."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        fn(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_run_qa_writes_checkpoints_logs_and_dev_predictions(env, trained):
+    out, results = trained
+    assert (out / "notes.txt").read_text() == "keep me"
+    for name in ("epoch-1", "final", "best"):
+        assert {"model.safetensors", "config.json", "vocab.txt"} <= set(os.listdir(out / name))
+    assert not [p for p in os.listdir(out) if p.startswith(".")]  # no half-written checkpoint left behind
+    rows = [json.loads(line) for line in open(out / "train_log.jsonl", encoding="utf-8")]
+    steps = [r for r in rows if "loss" in r]
+    assert steps[-1]["step"] == results["total_steps"] and all(r["lr"] >= 0 and r["loss"] > 0 for r in steps)
+    assert steps[-1]["lr"] == 0.0  # linear decay ends at zero on the last step
+    preds = json.load(open(out / "epoch-1" / "predictions.json", encoding="utf-8"))
+    assert list(preds) == question_ids(env["eval"])
+    nbest = json.load(open(out / "epoch-1" / "nbest_predictions.json", encoding="utf-8"))
+    assert set(nbest) == set(preds) and all(nbest[q][0]["text"] == preds[q] for q in preds)
+    metrics = json.load(open(out / "epoch-1" / "eval_results.json", encoding="utf-8"))
+    assert 0 <= metrics["exact_match"] <= metrics["f1"] <= 100
+    assert results["epochs"][0]["dev_f1"] == metrics["f1"] and results["best_epoch"] == 1
+
+
+def test_eval_qa_reproduces_run_qa_predictions_and_score_only(env, trained, capsys):
+    out, _ = trained
+    ev = env["dir"] / "eval_a"
+    # the checkpoint carries config and vocab: no --config_file / --vocab_file needed
+    results = eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", env["eval"], "--max_seq_length",
+                            "128", "--doc_stride", "64", "--max_query_length", "32", "--batch_size", "16",
+                            "--output_dir", str(ev), "--no_cuda"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == {"exact_match": results["exact_match"], "f1": results["f1"]}
+    preds = json.load(open(ev / "predictions.json", encoding="utf-8"))
+    # one epoch: final/ holds the weights that produced epoch-1's dev predictions
+    assert preds == json.load(open(out / "epoch-1" / "predictions.json", encoding="utf-8"))
+    stored = json.load(open(ev / "eval_results.json", encoding="utf-8"))
+    assert stored["exact_match"] == results["exact_match"] and stored["questions"] == 30
+
+    eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(ev / "predictions.json")])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == {"exact_match": results["exact_match"], "f1": results["f1"]}
+
+
+def test_same_seed_gives_identical_run(env, trained):
+    out_a, results_a = trained
+    out_b = env["dir"] / "run_b"
+    results_b = run_qa.main(train_argv(env, out_b))
+    assert [r["train_loss"] for r in results_b["epochs"]] == [r["train_loss"] for r in results_a["epochs"]]
+    for name in ("predictions.json", "nbest_predictions.json"):
+        assert (out_b / "epoch-1" / name).read_bytes() == (out_a / "epoch-1" / name).read_bytes()
+
+
+def test_overfits_a_few_questions_to_em_100(env):
+    """6 questions whose answers start and end on token boundaries, short contexts, no dropout, high lr."""
+    from tokenization import build_fast_tokenizer
+
+    tok = build_fast_tokenizer(env["vocab"])
+    picked = []
+    for art in env["dev"]["data"][20:80]:
+        para = art["paragraphs"][0]
+        qa, ans = para["qas"][0], para["qas"][0]["answers"][0]
+        ctx, s = para["context"], ans["answer_start"]
+        e = s + len(ans["text"])
+        lo = ctx.rfind(" ", 0, max(0, s - 50)) + 1
+        hi = ctx.find(" ", e + 50) if ctx.find(" ", e + 50) >= 0 else len(ctx)
+        offsets = tok.encode(ctx[lo:hi], add_special_tokens=False).offsets
+        if any(o[0] == s - lo for o in offsets) and any(o[1] == e - lo for o in offsets):
+            picked.append({"context": ctx[lo:hi], "qas": [{"id": qa["id"], "question": qa["question"],
+                                                           "answers": [{"text": ans["text"], "answer_start": s - lo}]}]})
+        if len(picked) == 6:
+            break
+    assert len(picked) == 6
+    d = env["dir"] / "overfit"
+    d.mkdir()
+    (d / "eval.json").write_text(json.dumps({"version": "KorQuAD_v1.0", "data": [{"title": "t", "paragraphs": picked}]},
+                                            ensure_ascii=False), encoding="utf-8")
+    # 16 copies of each question (own ids) so that an epoch is several optimizer steps
+    copies = [{"context": p["context"], "qas": [{**q, "id": f"{q['id']}-{k}"} for q in p["qas"]]}
+              for k in range(16) for p in picked]
+    (d / "train.json").write_text(json.dumps({"version": "KorQuAD_v1.0", "data": [{"title": "t", "paragraphs": copies}]},
+                                             ensure_ascii=False), encoding="utf-8")
+    run_qa.main(["--config_file", str(env["dir"] / "tiny_nodrop.json"), "--vocab_file", env["vocab"],
+                 "--train_file", str(d / "train.json"), "--max_seq_length", "128", "--max_query_length", "32",
+                 "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3", "--num_train_epochs", "8",
+                 "--warmup_proportion", "0.05", "--weight_decay", "0", "--num_workers", "0",
+                 "--output_dir", str(d / "run")])
+    results = eval_qa.main(["--checkpoint", str(d / "run" / "final"), "--predict_file", str(d / "eval.json"),
+                            "--max_seq_length", "128", "--max_query_length", "32", "--output_dir", str(d / "eval")])
+    assert results["exact_match"] == 100.0 and results["f1"] == 100.0
+    gold = {p["qas"][0]["id"]: p["qas"][0]["answers"][0]["text"] for p in picked}
+    assert json.load(open(d / "eval" / "predictions.json", encoding="utf-8")) == gold
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_training_files_fail_with_one_line(env, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = train_argv(env, out)
+    i = argv.index("--train_file") + 1
+
+    def with_train(path):
+        return argv[:i] + [str(path)] + argv[i + 1:]
+
+    expect_fail(capsys, run_qa.main, with_train(tmp_path / "missing.json"), "missing.json")
+    v2 = tmp_path / "korquad2.json"
+    v2.write_text(json.dumps({"version": "KorQuAD_2.0_train", "data": [{"title": "t", "context": "<p>x</p>",
+                                                                       "qas": []}]}))
+    expect_fail(capsys, run_qa.main, with_train(v2), "korquad2.json", "2.0")
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"version": "KorQuAD_v1.0_train", "data": []}))
+    expect_fail(capsys, run_qa.main, with_train(empty), "empty.json", "no questions")
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(b"\x00\xff not json")
+    expect_fail(capsys, run_qa.main, with_train(garbage), "garbage.json")
+    expect_fail(capsys, run_qa.main, argv + ["--max_seq_length", "20"], "--max_seq_length")
+    assert not out.exists() or not os.listdir(out)
+
+
+def test_vocab_size_mismatch_fails(env, trained, tmp_path, capsys):
+    out, _ = trained
+    other = tmp_path / "other_vocab.txt"
+    other.write_text(open(env["vocab"], encoding="utf-8").read() + "새토큰\n", encoding="utf-8")
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(out / "final"), "--vocab_file", str(other),
+                                       "--predict_file", env["eval"], "--output_dir", str(tmp_path / "e")],
+                "other_vocab.txt", "vocab")
+    argv = train_argv(env, tmp_path / "r")
+    argv[argv.index("--vocab_file") + 1] = str(other)
+    expect_fail(capsys, run_qa.main, argv, "other_vocab.txt")
+
+
+def test_existing_outputs_are_never_overwritten(env, trained, capsys):
+    out, _ = trained
+    before = file_digests(out)
+    expect_fail(capsys, run_qa.main, train_argv(env, out), str(out))
+    ev = env["dir"] / "eval_twice"
+    ev.mkdir()
+    (ev / "predictions.json").write_text('{"x": "earlier"}')
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(out / "final"), "--predict_file", env["eval"],
+                                       "--max_seq_length", "128", "--output_dir", str(ev)], "predictions.json")
+    assert file_digests(out) == before and (ev / "predictions.json").read_text() == '{"x": "earlier"}'
+
+
+def test_eval_qa_refuses_a_checkpoint_without_qa_head(env, tmp_path, capsys):
+    import torch
+
+    from models.modeling import BertConfig, BertModel, save_checkpoint
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig.from_json_file(env["config"]))
+    save_checkpoint(encoder, str(tmp_path / "encoder"), vocab_file=env["vocab"])
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(tmp_path / "encoder"), "--predict_file", env["eval"],
+                                       "--max_seq_length", "128", "--output_dir", str(tmp_path / "e")], "qa_outputs")
+
+
+def test_score_only_errors(env, tmp_path, capsys):
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps({"not-a-dev-id": "서울"}, ensure_ascii=False), encoding="utf-8")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds)],
+                "preds.json", "not in the dataset")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", env["eval"], "--prediction_json",
+                                       str(tmp_path / "nothing.json")], "nothing.json")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", str(tmp_path / "nodev.json"),
+                                       "--prediction_json", str(preds)], "nodev.json")
+
+
+def test_score_only_partial_predictions_warn_and_count_zero(env, tmp_path, capsys):
+    ids = question_ids(env["eval"])
+    gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(open(env["eval"], encoding="utf-8"))["data"]
+            for p in a["paragraphs"] for qa in p["qas"]}
+    preds = tmp_path / "half.json"
+    preds.write_text(json.dumps({q: gold[q] for q in ids[:15]}, ensure_ascii=False), encoding="utf-8")
+    eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds)])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1]) == {"exact_match": 50.0, "f1": 50.0}
+    assert "15 of 30 questions have no prediction" in captured.err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# --answer_postprocess morph (the analyser is replaced by a stand-in: the wiring is under test, not kiwi)
+
+
+def test_answer_postprocess_morph_reports_both(env, tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def fake_trim(text, analyzer, context=None, start=None):
+        calls.append((text, analyzer))
+        return text[:-2] if text.endswith("에서") else text
+
+    monkeypatch.setattr(morphology, "trim_answer", fake_trim, raising=False)
+    monkeypatch.setattr(morphology, "load_analyzer", lambda name="kiwi": "fake-kiwi")
+    gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(open(env["eval"], encoding="utf-8"))["data"]
+            for p in a["paragraphs"] for qa in p["qas"]}
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps({q: t + "에서" for q, t in gold.items()}, ensure_ascii=False), encoding="utf-8")
+    result = eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds),
+                           "--answer_postprocess", "morph"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1]) == {"exact_match": 100.0, "f1": 100.0}
+    raw = result["without_postprocess"]
+    assert raw["exact_match"] == 0.0 and 0 < raw["f1"] < 100 and json.dumps(raw) in "\n".join(out[:-1])
+    assert len(calls) == len(gold) and all(a == "fake-kiwi" for _, a in calls)
+
+
+def test_answer_postprocess_morph_without_kiwipiepy(env, tmp_path, capsys, monkeypatch):
+    def missing(name="kiwi"):
+        raise morphology.MissingAnalyzerError("the 'kiwi' analyser needs kiwipiepy: run `pip install kiwipiepy`")
+
+    monkeypatch.setattr(morphology, "load_analyzer", missing)
+    preds = tmp_path / "preds.json"
+    preds.write_text("{}")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds),
+                                       "--answer_postprocess", "morph"], "pip install kiwipiepy")

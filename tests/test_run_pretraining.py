@@ -1,0 +1,315 @@
+"""run_pretraining.py on the CPU with a tiny model and shards built from ~200 KB of the bundled Korean text.
+
+Properties: the loss goes down; a resumed run repeats the uninterrupted one exactly (weights, optimizer, schedule,
+dropout RNG and data position, with and without loader workers, across an epoch boundary); a crash between writing
+step-N.tmp and renaming it leaves `latest` on the previous checkpoint; gradient accumulation and the loss
+normalisation give the same update as one big batch; phase 2 starts from phase-1 weights with a fresh optimizer;
+SIGTERM saves and exits 143; bad input is one line on stderr and exit code 2, with the output dir untouched.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import create_pretraining_data  # noqa: E402
+import run_pretraining  # noqa: E402
+import tokenization  # noqa: E402
+from models.modeling import BertConfig, BertForPreTraining, BertModel, load_checkpoint  # noqa: E402
+from pretraining_data import PretrainingDataset  # noqa: E402
+from train_utils import read_jsonl  # noqa: E402
+
+TEXT = os.path.join(ROOT, "data", "korean_text")
+
+
+def prepare_pretraining_data(base):
+    """vocab (1000 pieces), shards of ~200 KB and of ~5 KB (a few steps per epoch), tiny configs. Cached on disk,
+    so test_ddp.py reuses what this module built in the same session."""
+    d = base / "pretrain_data"
+    if (d / "ready").exists():
+        return d
+    d.mkdir(exist_ok=True)
+    files = [os.path.join(TEXT, "konlpy", "kolaw", "constitution.txt")]
+    files += sorted(os.path.join(TEXT, "konlpy", "kobill", f) for f in os.listdir(os.path.join(TEXT, "konlpy", "kobill")))
+    text = "".join(open(f, encoding="utf-8").read().replace("\r\n", "\n") + "\n\n" for f in files)
+    with open(os.path.join(TEXT, "boddari", "wikinews.txt"), encoding="utf-8") as f:
+        text += f.read(20000).rsplit("\n", 1)[0] + "\n"
+    (d / "corpus.txt").write_text(text, encoding="utf-8")
+    (d / "small.txt").write_text(text[:4000].rsplit("\n", 1)[0] + "\n", encoding="utf-8")
+    tokenization.main(["build-vocab", "--corpus", str(d / "corpus.txt"), "--vocab_size", "1000",
+                       "--output", str(d / "vocab.txt")])
+    for name, corpus in (("shards", "corpus.txt"), ("small_shards", "small.txt")):
+        create_pretraining_data.main(["--input_files", str(d / corpus), "--vocab_file", str(d / "vocab.txt"),
+                                      "--output_dir", str(d / name), "--sentence_splitter", "regex",
+                                      "--num_workers", "1"])
+    cfg = json.load(open(os.path.join(ROOT, "models", "configs", "tiny.json")))
+    cfg["vocab_size"] = sum(1 for _ in open(d / "vocab.txt", encoding="utf-8"))
+    (d / "tiny.json").write_text(json.dumps(cfg))
+    (d / "tiny_nodrop.json").write_text(json.dumps(cfg | {"hidden_dropout_prob": 0.0,
+                                                          "attention_probs_dropout_prob": 0.0}))
+    (d / "ready").write_text("")
+    return d
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    return prepare_pretraining_data(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # the CI machine is small and shared: intra-op threads only add contention at this model size
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def argv(data, out, config="tiny.json", shards="shards", **flags):
+    a = {"config_file": data / config if config else None, "input_dir": data / shards, "output_dir": out, "max_seq_length": 64,
+         "max_predictions_per_seq": 10, "train_batch_size": 8, "learning_rate": 1e-3, "max_steps": 8,
+         "log_steps": 1, "save_steps": 4, "num_workers": 0, "seed": 1, "no_cuda": True}
+    a.update(flags)
+    out = []
+    for k, v in a.items():
+        if v is None:
+            continue
+        out += [f"--{k}"] if v is True else [f"--{k}", str(v)]
+    return out
+
+
+def rows(out):
+    return read_jsonl(os.path.join(out, "log.jsonl"))
+
+
+def weights(out, step):
+    return load_file(os.path.join(out, "checkpoints", f"step-{step}", "model.safetensors"))
+
+
+def train_state(out, step):
+    return torch.load(os.path.join(out, "checkpoints", f"step-{step}", "train_state.pt"), weights_only=True)
+
+
+def latest(out):
+    with open(os.path.join(out, "checkpoints", "latest")) as f:
+        return f.read().strip()
+
+
+def assert_same_run(rows_a, rows_b, steps, tol=1e-6):
+    a = {r["step"]: r for r in rows_a}
+    b = {r["step"]: r for r in rows_b}
+    for s in steps:
+        for k in ("loss", "mlm_loss", "sop_loss", "grad_norm", "lr"):
+            assert b[s][k] == pytest.approx(a[s][k], rel=tol, abs=tol), (s, k)
+
+
+def assert_same_weights(wa, wb, tol=1e-6):
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=tol, msg=k)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """60 steps, checkpoints every 20, keeping 2."""
+    out = tmp_path_factory.mktemp("trained")
+    assert run_pretraining.main(argv(data, out, train_batch_size=16, learning_rate=3e-3, warmup_proportion=0.05,
+                                     max_steps=60, save_steps=20, keep_last=2)) == 0
+    return out
+
+
+def test_loss_decreases_and_outputs(trained, data):
+    log = rows(trained)
+    assert [r["step"] for r in log] == list(range(1, 61))
+    for key in ("step", "loss", "mlm_loss", "sop_loss", "sop_acc", "mlm_acc", "lr", "grad_norm", "seq_per_s",
+                "elapsed_s", "epoch"):
+        assert all(key in r and r[key] is not None for r in log), key
+    first, last = [r["loss"] for r in log[:10]], [r["loss"] for r in log[-10:]]
+    assert sum(last) / 10 < sum(first) / 10 - 0.5, (first, last)
+    assert all(r["loss"] == pytest.approx(r["mlm_loss"] + r["sop_loss"]) for r in log)
+    # keep_last 2: step-20 pruned; latest names the final checkpoint
+    assert sorted(os.listdir(trained / "checkpoints")) == ["latest", "step-40", "step-60"]
+    assert latest(trained) == "step-60"
+    ckpt = trained / "checkpoints" / "step-60"
+    assert sorted(os.listdir(ckpt)) == ["config.json", "model.safetensors", "train_state.pt", "vocab.txt"]
+    assert (ckpt / "vocab.txt").read_bytes() == (data / "vocab.txt").read_bytes()
+    st = train_state(trained, 60)
+    assert st["step"] == 60 and st["args"]["max_steps"] == 60 and st["epoch_position"] == 60 * 16
+    assert (trained / "loss.png").stat().st_size > 0 and json.loads((trained / "DONE").read_text())["step"] == 60
+    # the checkpoint loads strictly into the pretraining model and as an encoder
+    config = BertConfig.from_json_file(ckpt / "config.json")
+    model = load_checkpoint(BertForPreTraining(config), str(ckpt), strict=True)
+    torch.testing.assert_close(model.bert.embeddings.word_embeddings.weight,
+                               weights(trained, 60)["bert.embeddings.word_embeddings.weight"])
+    load_checkpoint(BertModel(config), str(ckpt), strict=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory):
+    """2N steps on the small shards (dropout on), checkpoint at N: the reference for the resume tests."""
+    ds = PretrainingDataset(str(data / "small_shards"), max_seq_length=64, max_predictions_per_seq=10)
+    per_epoch = len(ds) // 8
+    assert 3 <= per_epoch <= 10, per_epoch  # so step N is mid-epoch and step 2N is in the next epoch
+    n = per_epoch - 1
+    out = tmp_path_factory.mktemp("uninterrupted")
+    flags = dict(shards="small_shards", max_steps=2 * n, save_steps=n)
+    assert run_pretraining.main(argv(data, out, **flags)) == 0
+    assert rows(out)[-1]["epoch"] == 1
+    return out, n, flags
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_is_exact(uninterrupted, data, tmp_path, num_workers):
+    ref, n, flags = uninterrupted
+    st = train_state(ref, n)
+    assert st["step"] == n and st["epoch"] == 0 and st["epoch_position"] == n * 8
+    out = tmp_path / "resumed"
+    assert run_pretraining.main(argv(data, out, resume=ref / "checkpoints" / f"step-{n}", num_workers=num_workers,
+                                     **flags)) == 0
+    assert [r["step"] for r in rows(out)] == list(range(n + 1, 2 * n + 1))
+    assert_same_run(rows(ref), rows(out), range(n + 1, 2 * n + 1))
+    assert_same_weights(weights(ref, 2 * n), weights(out, 2 * n))
+
+
+def test_crash_before_rename_keeps_latest(uninterrupted, data, tmp_path, monkeypatch):
+    ref, n, flags = uninterrupted
+    out = tmp_path / "crashed"
+    real_replace = os.replace
+
+    def crash(src, dst, *a, **k):
+        if str(src).endswith(f"step-{2 * n}.tmp"):
+            raise RuntimeError("simulated crash")
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_pretraining.main(argv(data, out, **flags))
+    monkeypatch.undo()
+    assert latest(out) == f"step-{n}" and (out / "checkpoints" / f"step-{2 * n}.tmp").is_dir()
+    assert not (out / "checkpoints" / f"step-{2 * n}").exists()
+    assert run_pretraining.main(argv(data, out, resume="auto", **flags)) == 0
+    assert set(os.listdir(out / "checkpoints")) == {"latest", f"step-{n}", f"step-{2 * n}"}
+    assert [r["step"] for r in rows(out)] == list(range(1, 2 * n + 1))  # the lost stretch is not logged twice
+    assert_same_run(rows(ref), rows(out), range(1, 2 * n + 1))
+    assert_same_weights(weights(ref, 2 * n), weights(out, 2 * n))
+
+
+def test_gradient_accumulation_matches_one_batch(data, tmp_path):
+    # no dropout: the two runs draw their masks over differently shaped tensors
+    flags = dict(config="tiny_nodrop.json", max_steps=3, save_steps=3, warmup_proportion=0.0, train_batch_size=8)
+    run_pretraining.main(argv(data, tmp_path / "one", **flags))
+    run_pretraining.main(argv(data, tmp_path / "acc", gradient_accumulation_steps=2, **flags))
+    run_pretraining.main(argv(data, tmp_path / "acc4", gradient_accumulation_steps=4, optimizer="lamb",
+                              scheduler="poly", **(flags | {"max_steps": 1, "save_steps": 1})))
+    run_pretraining.main(argv(data, tmp_path / "lamb", optimizer="lamb", scheduler="poly",
+                              **(flags | {"max_steps": 1, "save_steps": 1})))
+    # the gradient norm (pre-clip) is where a wrong normalisation would show: Adam's first step hides its scale
+    assert_same_run(rows(tmp_path / "one"), rows(tmp_path / "acc"), [1, 2, 3])
+    assert_same_weights(weights(tmp_path / "one", 3), weights(tmp_path / "acc", 3))
+    assert_same_run(rows(tmp_path / "lamb"), rows(tmp_path / "acc4"), [1])
+    assert_same_weights(weights(tmp_path / "lamb", 1), weights(tmp_path / "acc4", 1))
+
+
+def test_phase2_starts_from_phase1_weights_with_fresh_optimizer(trained, data, tmp_path):
+    out = tmp_path / "phase2"
+    # lr 0: the weights must come out exactly as phase 1 left them
+    assert run_pretraining.main(argv(data, out, config=None, init_checkpoint=trained, max_seq_length=128,
+                                     max_predictions_per_seq=20, learning_rate=0.0, max_steps=2, save_steps=2)) == 0
+    assert_same_weights(weights(trained, 60), weights(out, 2), tol=0)
+    st = train_state(out, 2)
+    assert st["step"] == 2 and st["scheduler"]["last_epoch"] == 2 and st["args"]["max_seq_length"] == 128
+    assert all(s["step"] == 2 for s in st["optimizer"]["state"].values())  # not phase 1's 60 steps
+    fresh = rows(trained)[0]["loss"]
+    assert rows(out)[0]["loss"] < fresh - 0.5  # phase 1's training carried over
+
+
+def test_sigterm_saves_and_resumes(data, tmp_path):
+    out = tmp_path / "term"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run_pretraining.py"),
+                             *argv(data, out, max_steps=100000, save_steps=100000)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text().strip()):
+        assert proc.poll() is None and time.time() < deadline, "no step logged"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    k = int(latest(out).split("-")[1])
+    assert k >= 1 and train_state(out, k)["step"] == k and not (out / "DONE").exists()
+    assert run_pretraining.main(argv(data, out, max_steps=100000, resume="auto",
+                                     max_time_minutes=0.0001)) == 0
+    log = rows(out)
+    assert [r["step"] for r in log] == list(range(1, len(log) + 1)) and len(log) >= k + 1
+
+
+def test_nonfinite_loss_stops_without_saving(data, tmp_path, monkeypatch, capsys):
+    class Poisoned(BertForPreTraining):
+        calls = 0
+
+        def forward(self, *a, **k):
+            out = super().forward(*a, **k)
+            Poisoned.calls += 1
+            if Poisoned.calls > 3:
+                out["mlm_loss"] = out["mlm_loss"] * float("nan")
+            return out
+
+    monkeypatch.setattr(run_pretraining, "BertForPreTraining", Poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(SystemExit) as e:
+        run_pretraining.main(argv(data, out, save_steps=2, log_steps=2))
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert e.value.code == 2 and "Traceback" not in err and len(errors) == 1, err
+    assert "non-finite loss between steps 3 and 4" in errors[0] and "step-2" in errors[0]
+    assert latest(out) == "step-2" and sorted(os.listdir(out / "checkpoints")) == ["latest", "step-2"]
+
+
+def _snapshot(d):
+    return {os.path.join(r, f): os.stat(os.path.join(r, f)).st_mtime_ns for r, _, fs in os.walk(d) for f in fs}
+
+
+@pytest.mark.parametrize("case", ["missing_dir", "not_prepared", "config_vocab", "vocab_file", "batch",
+                                  "resume_config", "existing_run"])
+def test_bad_input_is_one_line_exit_2(case, data, trained, tmp_path, capsys):
+    out, flags, expect = tmp_path / "out", {}, None
+    if case == "missing_dir":
+        flags, expect = {"input_dir": tmp_path / "nope"}, "--input_dir"
+    elif case == "not_prepared":
+        (tmp_path / "empty").mkdir()
+        flags, expect = {"input_dir": tmp_path / "empty"}, "meta.json"
+    elif case == "config_vocab":
+        cfg = json.loads((data / "tiny.json").read_text()) | {"vocab_size": 999}
+        (tmp_path / "c.json").write_text(json.dumps(cfg))
+        flags, expect = {"config_file": tmp_path / "c.json"}, "meta.json"
+    elif case == "vocab_file":
+        (tmp_path / "v.txt").write_text((data / "vocab.txt").read_text().replace("[UNK]", "[UNKNOWN]"))
+        flags, expect = {"vocab_file": tmp_path / "v.txt"}, "--vocab_file"
+    elif case == "batch":
+        flags, expect = {"train_batch_size": 10, "gradient_accumulation_steps": 3}, "--train_batch_size"
+    elif case == "resume_config":
+        cfg = json.loads((data / "tiny.json").read_text()) | {"hidden_size": 32}
+        (tmp_path / "c.json").write_text(json.dumps(cfg))
+        out, flags, expect = trained, {"config_file": tmp_path / "c.json", "resume": "auto"}, "hidden_size"
+    elif case == "existing_run":
+        out, expect = trained, "--resume"
+    before = _snapshot(trained)
+    with pytest.raises(SystemExit) as e:
+        run_pretraining.main(argv(data, out, **flags))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
+    if case == "resume_config":
+        assert str(trained / "checkpoints" / "step-60") in err[0]
+    assert _snapshot(trained) == before
+    assert out == trained or not out.exists()

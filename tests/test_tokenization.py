@@ -1,0 +1,339 @@
+"""Tokenizer tests: Korean behaviour on the bundled corpus, Python vs Rust parity, transformers as peer oracle,
+offsets into the original string, and the build-vocab CLI. Vocabs are built on small corpus slices (CPU, seconds).
+"""
+import os
+import pickle
+import sys
+import unicodedata
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import tokenization as T  # noqa: E402
+
+TEXT_DIR = os.path.join(ROOT, "data", "korean_text")
+COMMENTS = os.path.join(TEXT_DIR, "unlabeled_comments_5.txt")
+JAMO = [(0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF)]  # conjoining jamo: what NFD makes of syllables
+
+EDGE_TEXTS = [
+    "大韓民國 憲法 第1條 ①項", "좋아요😀👍🏽 👨‍👩‍👧 ❤️🔥 🥰🫠", "ㅋㅋㅋ ㅠㅠ ㄱ ㅏ ㆍ", "ᄒᆞᆫ글 옛한글",
+    unicodedata.normalize("NFD", "한국어 문장입니다. 서울에서 만나요"), "가" * 100, "가" * 101 + " 나",
+    "서울\x00에서\x07 \ufffd부산\u200b으로 \x1b[0m끝\ufeff", "서울\u00a0부산\u3000대구\u2003광주\u202f대전",
+    "첫줄\r\n둘째줄\r\n", "\t탭\t문자\v수직\f폼피드", "abc\u2028def\u2029ghi\x85jkl",
+    "Hello, 세계! naïve café Ελληνικά ΣΟΦΟΣ Москва 東京タワー ｆｕｌｌ", "İstanbul ΑΣ ΣΑΣ", "", "   \n ",
+    "(주)삼성전자·LG전자—2024년 ~ 「인용」 『책』 … ‼ ※ ＠ ＃", "\U0002B820\U0002B920 \ue000 \U000E0001x \u0890a",
+    "e\u0301cole 한\u0301글 ﬁ ﹏ ⸻ ՚", "x" * 250, "3.14% $100 #태그 @사용자 http://예시.한국/경로?q=1",
+]
+
+
+def _korean_lines(step=20):
+    """Every step-th line of every bundled text file, kept byte-exact (CRLF included)."""
+    lines = []
+    for dirpath, _, files in sorted(os.walk(TEXT_DIR)):
+        for name in sorted(files):
+            if name.endswith(".txt"):
+                with open(os.path.join(dirpath, name), encoding="utf-8", newline="") as f:
+                    lines += f.readlines()[::step]
+    return lines
+
+
+def _head(path, start, stop):
+    with open(path, encoding="utf-8") as f:
+        return f.readlines()[start:stop]
+
+
+def _write(path, text, mode="w"):
+    with open(path, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+        f.write(text)
+    return str(path)
+
+
+def _unk_rate(tok, lines):
+    encs = tok.encode_batch(lines, add_special_tokens=False)
+    unk = tok.token_to_id("[UNK]")
+    return sum(e.ids.count(unk) for e in encs) / sum(len(e.ids) for e in encs)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("tok")
+
+
+@pytest.fixture(scope="module")
+def corpus(work):
+    return _write(work / "train.txt", "".join(_head(COMMENTS, 0, 2000)))
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return _head(COMMENTS, 2000, 3000)
+
+
+@pytest.fixture(scope="module")
+def vocab(work, corpus):
+    out = str(work / "wp" / "vocab.txt")
+    T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", out])
+    return out
+
+
+@pytest.fixture(scope="module")
+def lines():
+    return _korean_lines()
+
+
+@pytest.fixture(scope="module")
+def toy_vocab(work):
+    """Hand-made vocab with the special tokens scattered (not at ids 0-4)."""
+    tokens = ["서울", "[SEP]", "##에서", "에서", "大", "韓", "가", "##가", "[MASK]", "부산", "[PAD]", "##으로",
+              "으로", "대구", "[CLS]", "hello", ",", "!", "[UNK]", "세계", "광주", "##울"]
+    return _write(work / "toy_vocab.txt", "".join(t + "\n" for t in tokens))
+
+
+# ------------------------------------------------------------------------------------------ vocab & API basics
+
+def test_built_vocab_layout(vocab):
+    with open(vocab, encoding="utf-8") as f:
+        tokens = f.read().split("\n")[:-1]
+    assert len(tokens) == 2000 and len(set(tokens)) == 2000
+    assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert all(t and t == unicodedata.normalize("NFC", t) and not t.isspace() for t in tokens)
+    assert {"이", "##이", "는", "##는"} <= set(tokens)  # frequent syllables in both forms
+    assert sum(len(t.removeprefix("##")) > 1 for t in tokens) > 500  # real merges, not just an alphabet
+
+
+def test_special_ids_by_name_and_conversions(toy_vocab):
+    tok = T.FullTokenizer(toy_vocab)
+    assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (10, 18, 14, 1, 8)
+    assert T.special_token_ids(tok.vocab) == dict(pad=10, unk=18, cls=14, sep=1, mask=8)
+    assert tok.tokenize("서울에서 부산으로") == ["서울", "##에서", "부산", "##으로"]
+    ids = tok.convert_tokens_to_ids(tok.tokenize("서울에서 부산으로"))
+    assert ids == [0, 2, 9, 11] and tok.convert_ids_to_tokens(ids) == ["서울", "##에서", "부산", "##으로"]
+    fast = T.build_fast_tokenizer(toy_vocab)
+    enc = fast.encode("서울에서 부산으로", add_special_tokens=True)  # no post-processor: still no [CLS]/[SEP]
+    assert enc.ids == ids and fast.token_to_id("[MASK]") == 8
+    assert fast.decode(ids) == "서울에서 부산으로"
+
+
+def test_behaviour_on_toy_vocab(toy_vocab):
+    py, fast = T.FullTokenizer(toy_vocab), T.build_fast_tokenizer(toy_vocab)
+    cases = {
+        "大韓民國": ["大", "韓", "[UNK]", "[UNK]"],                  # Hanja: one word per character
+        "서울大韓": ["서울", "大", "韓"],
+        "가" * 100: ["가"] + ["##가"] * 99,                            # 100 characters is still a word ...
+        "가" * 101: ["[UNK]"],                                         # ... 101 is not
+        "서울시에서": ["[UNK]"],                                       # one unmatchable piece sinks the word
+        "서울\x00에서\u200b \ufffd부산\x07": ["서울", "##에서", "부산"],  # control / format chars dropped
+        "서울\u00a0부산\u3000대구\r\n광주\t세계": ["서울", "부산", "대구", "광주", "세계"],
+        "hello,세계!": ["hello", ",", "세계", "!"],
+        unicodedata.normalize("NFD", "서울에서 부산"): ["서울", "##에서", "부산"],  # recomposed to NFC
+        "[MASK]": ["[UNK]", "[UNK]", "[UNK]"],  # like google-research/bert: no special-token matching in text
+    }
+    for text, want in cases.items():
+        assert py.tokenize(text) == want, text
+        assert fast.encode(text, add_special_tokens=False).tokens == want, text
+
+
+# ---------------------------------------------------------------------------------------- Korean behaviour
+
+def test_held_out_unk_rate(vocab, corpus, held_out, work):
+    # measured 3.7 % with the default alphabet (665 characters: rare syllables sink whole words), 1.1 % with 1000
+    assert _unk_rate(T.build_fast_tokenizer(vocab), held_out) < 0.05
+    wide = str(work / "wide" / "vocab.txt")
+    T.build_vocab([corpus], 2000, wide, limit_alphabet=1000)
+    assert _unk_rate(T.build_fast_tokenizer(wide), held_out) < 0.02
+
+
+def test_hangul_never_decomposed(vocab, lines):
+    for lower in (False, True):  # lower-casing is where BERT would strip accents, i.e. NFD-decompose
+        fast = T.build_fast_tokenizer(vocab, do_lower_case=lower)
+        encs = fast.encode_batch(lines[:800], add_special_tokens=False)
+        for text, enc in zip(lines, encs):  # jamo in a piece only where the input itself has them (ᆢ occurs)
+            jamo = {c for t in enc.tokens for c in t if any(lo <= ord(c) <= hi for lo, hi in JAMO)}
+            assert jamo <= set(text), text
+        nfd = fast.encode_batch([unicodedata.normalize("NFD", x) for x in lines[:800]], add_special_tokens=False)
+        assert [e.ids for e in nfd] == [e.ids for e in encs]
+        assert T.normalize_text("한국어 문장", lower) == "한국어 문장"
+    from tokenizers import normalizers
+    # the trap this guards against: BertNormalizer's default ties accent stripping to lower-casing
+    assert normalizers.BertNormalizer(lowercase=True).normalize_str("한국어") != "한국어"
+
+
+# ------------------------------------------------------------------------------------------------- parity
+
+def test_python_and_fast_paths_give_identical_ids(vocab, lines):
+    assert len(lines) >= 2000
+    for lower, texts in ((False, lines + EDGE_TEXTS), (True, lines[:600] + EDGE_TEXTS)):
+        py, fast = T.FullTokenizer(vocab, do_lower_case=lower), T.build_fast_tokenizer(vocab, do_lower_case=lower)
+        encs = fast.encode_batch(texts, add_special_tokens=False)
+        for text, enc in zip(texts, encs):
+            assert py.convert_tokens_to_ids(py.tokenize(text)) == enc.ids, repr(text[:80])
+
+
+def test_character_tables_match_fast_components():
+    """Every assigned code point (plus a sample of unassigned / private ones) is cleaned, spaced, lower-cased and
+    split identically by the Python twins and the Rust normaliser / pre-tokenizer."""
+    from tokenizers import pre_tokenizers
+    old_unicode = unicodedata.unidata_version != "14.0.0"  # the exception tables were derived on Unicode 14
+    chars = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF
+             and (unicodedata.category(chr(c)) not in ("Cn", "Co") or c % 101 == 0)
+             and (not old_unicode or unicodedata.ucd_3_2_0.category(chr(c)) != "Cn")]
+    pre = pre_tokenizers.BertPreTokenizer()
+    for lower in (False, True):
+        # only cased letters change; unassigned ones are left out, newer Rust case tables know letters we do not
+        cs = [c for c in chars if c.lower() != c] if lower else chars
+        norm = T._fast_normalizer(lower)
+        for i in range(0, len(cs), 2000):
+            text = "".join("a" + c for c in cs[i:i + 2000])
+            ours = T.normalize_text(text, lower)
+            assert ours == norm.normalize_str(text)
+            assert T.split_words(ours) == [w for w, _ in pre.pre_tokenize_str(ours)]
+
+
+def test_peer_parity_with_transformers(vocab, lines):
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+    # transformers 5: BertTokenizer is the tokenizers-backed class and takes the vocab path as `vocab=`
+    # (a `vocab_file=` keyword is silently ignored, leaving a 5-token vocab); the pure-Python original is
+    # BertTokenizerLegacy. Both match special tokens inside the text, so texts holding them are left out.
+    kw = dict(do_lower_case=False, strip_accents=False, tokenize_chinese_chars=True)
+    fast_peer = transformers.BertTokenizer(vocab=vocab, **kw)
+    slow_peer = BertTokenizerLegacy(vocab, **kw)
+    ours = T.FullTokenizer(vocab)
+    assert len(fast_peer.get_vocab()) == len(ours.vocab)
+    # documented divergences: legacy drops unassigned code points, spaces out U+2B820-2B91F, and lower-cases
+    # whole words (final sigma); the HF fast class has no NFC step
+    legacy_ok = [t for t in EDGE_TEXTS if "\U0002B820" not in t and "\u0890" not in t]
+    for text in lines[:500] + legacy_ok:
+        assert ours.tokenize(text) == slow_peer.tokenize(text), repr(text[:80])
+    for text in lines[:500] + [t for t in EDGE_TEXTS if unicodedata.is_normalized("NFC", t)]:
+        assert ours.tokenize(text) == fast_peer.tokenize(text), repr(text[:80])
+
+
+# ------------------------------------------------------------------------------------------------ offsets
+
+def _check_offsets(tok, texts, lower=False):
+    for text, enc in zip(texts, tok.encode_batch(texts, add_special_tokens=False)):
+        for piece, (s, e) in zip(enc.tokens, enc.offsets):
+            span = text[s:e].lower() if lower else text[s:e]
+            if piece == "[UNK]":
+                assert span and not span.isspace(), (text[:80], piece)
+            else:
+                assert span == piece.removeprefix("##"), (text[:80], piece, span)
+
+
+def test_offsets_index_the_original_string(vocab, lines):
+    texts = lines[:800] + ["서울\u00a0부산\u3000대구\r\n광주\t\x00세계\u200b끝", "첫줄\r\n둘째줄\r\n",
+                           "大韓民國 憲法", "좋아요😀👍🏽 ❤️", "(주)삼성전자·LG전자"]
+    _check_offsets(T.build_fast_tokenizer(vocab), texts)
+    _check_offsets(T.build_fast_tokenizer(vocab, do_lower_case=True), texts + ["HELLO 세계 Café"], lower=True)
+
+
+def test_offsets_on_decomposed_input_known_limitation(vocab):
+    # tokenizers aligns an NFC-composed character with only its first source character: on NFD input starts
+    # are exact and ends may fall inside the last syllable's jamo (see the module docstring)
+    nfc = "한국어 문장입니다. 서울에서 만나요"
+    nfd = unicodedata.normalize("NFD", nfc)
+    fast = T.build_fast_tokenizer(vocab)
+    a, b = fast.encode(nfc, add_special_tokens=False), fast.encode(nfd, add_special_tokens=False)
+    assert a.ids == b.ids
+
+    def to_nfd(i):
+        return len(unicodedata.normalize("NFD", nfc[:i]))
+    assert [s for s, _ in b.offsets] == [to_nfd(s) for s, _ in a.offsets]
+    assert all(s < e <= to_nfd(e_nfc) for (s, e), (_, e_nfc) in zip(b.offsets, a.offsets))
+
+
+# ------------------------------------------------------------------------------------- morpheme pre-split
+
+def test_morph_presplit_vocab_parity_and_offsets(work, toy_vocab, capsys):
+    pytest.importorskip("kiwipiepy")
+    corpus = _write(work / "morph_train.txt", "".join(_head(COMMENTS, 0, 100)))
+    out = str(work / "kiwi" / "vocab.txt")
+    T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", out, "--morph", "kiwi"])
+    assert '"morph_analyzer": "kiwi"' in capsys.readouterr().out
+    with open(out, encoding="utf-8") as f:
+        tokens = f.read().split("\n")[:-1]
+    assert tokens[:5] == list(T.SPECIAL_TOKENS) and len(tokens) <= 2000 and len(set(tokens)) == len(tokens)
+
+    py, fast = T.FullTokenizer(out, morph_analyzer="kiwi"), T.build_fast_tokenizer(out, morph_analyzer="kiwi")
+    texts = _head(COMMENTS, 2000, 2060) + ["서울에서 열린 회의\r\n부산으로\u00a0갔다", "大韓民國에서 😀좋아요"]
+    for text, enc in zip(texts, fast.encode_batch(texts, add_special_tokens=False)):
+        assert py.convert_tokens_to_ids(py.tokenize(text)) == enc.ids, text
+    _check_offsets(fast, texts)
+
+    # the second morpheme starts a new word (no "##"); its span touches the first one's, which is how
+    # whole-word masking finds the whitespace word again
+    enc = T.build_fast_tokenizer(toy_vocab, morph_analyzer="kiwi").encode("서울에서 부산", add_special_tokens=False)
+    assert enc.tokens == ["서울", "에서", "부산"] and enc.offsets == [(0, 2), (2, 4), (5, 7)]
+    assert T.FullTokenizer(toy_vocab, morph_analyzer="kiwi").tokenize("서울에서 부산") == enc.tokens
+    assert T.FullTokenizer(toy_vocab).tokenize("서울에서 부산") == ["서울", "##에서", "부산"]
+    with pytest.raises(Exception, match="Custom PreTokenizer cannot be serialized"):
+        pickle.dumps(fast)  # documented: build the tokenizer inside each worker process
+
+
+# ------------------------------------------------------------------------------------------- sentencepiece
+
+def test_build_vocab_sentencepiece(work, corpus, held_out):
+    out = str(work / "spm" / "vocab.txt")
+    T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", out,
+            "--algorithm", "sentencepiece", "--model_type", "unigram"])
+    with open(out, encoding="utf-8") as f:
+        tokens = f.read().split("\n")[:-1]
+    assert len(tokens) == 2000 and len(set(tokens)) == 2000 and tokens[:5] == list(T.SPECIAL_TOKENS)
+    assert all(t not in ("", "##") and "▁" not in t for t in tokens)
+    words = [t for t in tokens[5:] if len(t.removeprefix("##")) > 1]
+    assert sum(t.startswith("##") for t in words) > 100 and sum(not t.startswith("##") for t in words) > 100
+    assert _unk_rate(T.build_fast_tokenizer(out), held_out) < 0.05  # measured 3.4 %
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def _cli_error(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        T.main(argv)
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # earlier lines can only be the progress bar
+    assert e.value.code == 2 and last.startswith("error: ") and "Traceback" not in err
+    return last
+
+
+def test_build_vocab_bad_input(work, capsys):
+    os.makedirs(work / "keep", exist_ok=True)
+    out = _write(work / "keep" / "vocab.txt", "old\n")
+    good = _write(work / "good.txt", "서울에서 만나요\n")
+    missing = str(work / "nope.txt")
+    assert missing in _cli_error(capsys, ["build-vocab", "--corpus", good, missing, "--vocab_size", "50",
+                                          "--output", out])
+    empty = _write(work / "empty.txt", "")
+    assert "empty.txt is empty" in _cli_error(capsys, ["build-vocab", "--corpus", empty, "--output", out])
+    blank = _write(work / "blank.txt", "\n  \n\r\n")
+    assert "blank.txt has no text" in _cli_error(capsys, ["build-vocab", "--corpus", blank, "--output", out])
+    bad = _write(work / "latin1.txt", "첫줄\n".encode() + "caf\xe9\n".encode("latin-1"), "wb")
+    err = _cli_error(capsys, ["build-vocab", "--corpus", bad, "--output", out])
+    assert "latin1.txt" in err and "line 2" in err and "byte offset 10" in err
+    assert "--vocab_size 3" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--vocab_size", "3",
+                                                   "--output", out])
+    with open(out, encoding="utf-8") as f:
+        assert f.read() == "old\n"  # failed runs leave an existing output alone
+
+    T.main(["build-vocab", "--corpus", good, "--vocab_size", "500", "--output", out])
+    assert "too small for 500 tokens" in capsys.readouterr().out
+    with open(out, encoding="utf-8") as f:
+        tokens = f.read().split("\n")[:-1]
+    assert 5 < len(tokens) < 500 and tokens[:5] == list(T.SPECIAL_TOKENS)
+    assert not [n for n in os.listdir(work / "keep") if n != "vocab.txt"]  # no temp files left behind
+
+
+def test_bad_vocab_files(work):
+    no_specials = _write(work / "no_specials.txt", "[PAD]\n[UNK]\n서울\n")
+    for build in (T.FullTokenizer, T.build_fast_tokenizer):
+        with pytest.raises(ValueError, match=r"no_specials\.txt.*\[CLS\] \[SEP\] \[MASK\]"):
+            build(no_specials)
+        with pytest.raises(ValueError, match=r"empty_vocab\.txt is empty"):
+            build(_write(work / "empty_vocab.txt", ""))
+        with pytest.raises(FileNotFoundError, match="missing_vocab.txt"):
+            build(str(work / "missing_vocab.txt"))
+    with pytest.raises(ValueError, match=r"\(given as a dict\) lacks special token\(s\): \[MASK\]"):
+        T.special_token_ids({"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3})

@@ -1,0 +1,310 @@
+"""Leaf helpers shared by the run_*/eval_* scripts: argument groups, device/AMP/distributed setup, seeding,
+atomic file writes, model+vocab resolution, logging and plots.
+
+Everything takes explicit arguments; nothing here reads global flags or owns a training loop.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def fail(msg: str, code: int = 2):
+    """One-line error for the user, no traceback."""
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def warn(msg: str):
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument groups: the same flag names in every script
+
+def add_model_args(parser: argparse.ArgumentParser):
+    g = parser.add_argument_group("model")
+    g.add_argument("--checkpoint", default=None,
+                   help="weights to start from: our checkpoint dir/.safetensors, a release .bin, or a HF directory")
+    g.add_argument("--config_file", default=None,
+                   help="model config JSON (release or Hugging Face keys); optional when the checkpoint carries one")
+    g.add_argument("--vocab_file", default=None,
+                   help="WordPiece vocab.txt; optional when the checkpoint carries one")
+    g.add_argument("--do_lower_case", action="store_true",
+                   help="lower-case input (the Korean release models are cased)")
+    return g
+
+
+def add_optim_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5):
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--learning_rate", type=float, default=learning_rate)
+    g.add_argument("--weight_decay", type=float, default=0.01)
+    g.add_argument("--adam_epsilon", type=float, default=1e-6)
+    g.add_argument("--max_grad_norm", type=float, default=1.0)
+    g.add_argument("--warmup_proportion", type=float, default=0.1)
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    return g
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = None):
+    g = parser.add_argument_group("runtime")
+    g.add_argument("--output_dir", default=output_dir)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--amp", choices=["no", "bf16", "fp16"], default="no",
+                   help="autocast precision (fp16 uses a gradient scaler)")
+    g.add_argument("--fp16", dest="amp", action="store_const", const="fp16",
+                   help="alias of --amp fp16 (the original scripts' flag)")
+    g.add_argument("--no_cuda", action="store_true", help="run on the CPU even when a GPU is present")
+    g.add_argument("--local_rank", type=int, default=-1,
+                   help="ignored: torchrun passes LOCAL_RANK in the environment")
+    g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    return g
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# device, precision, distributed
+
+@dataclass
+class Runtime:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    amp: str = "no"
+    distributed: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.amp == "no":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def setup_runtime(args) -> Runtime:
+    """Pick the device and join the process group when launched by torchrun (RANK/WORLD_SIZE in env)."""
+    use_cuda = torch.cuda.is_available() and not getattr(args, "no_cuda", False)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    amp = getattr(args, "amp", "no") or "no"
+    if amp == "fp16" and not use_cuda:
+        fail("--amp fp16 needs a CUDA GPU; use --amp bf16 or --amp no on the CPU")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+        # TF32 matmuls: same results to ~1e-3, several times faster on Ampere and newer.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        device = torch.device("cpu")
+    distributed = world_size > 1
+    if distributed and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank,
+                   amp=amp, distributed=distributed)
+
+
+def cleanup_runtime(rt: Runtime):
+    if rt.distributed and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def make_grad_scaler(rt: Runtime):
+    # bf16 has fp32's exponent range, so only fp16 needs loss scaling.
+    return torch.amp.GradScaler(rt.device.type, enabled=(rt.amp == "fp16"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# seeding and RNG state (exact resume needs every generator)
+
+def set_seed(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# atomic writes: a crash mid-write leaves the previous file intact, never a truncated one
+
+def _atomic_write(path: str, write_fn, mode: str):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str):
+    _atomic_write(path, lambda f: f.write(text), "w")
+
+
+def atomic_write_json(path: str, obj):
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def atomic_torch_save(obj, path: str):
+    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model + vocab resolution shared by the fine-tuning and evaluation scripts
+
+def resolve_config_and_vocab(args):
+    """Config and vocab for a run: the checkpoint's own when it carries them, else the flags.
+
+    Explicit flags win over what the checkpoint carries, so the release's command lines (which always pass
+    --config_file and --vocab_file) behave as before.
+    """
+    from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
+
+    ckpt = getattr(args, "checkpoint", None)
+    if ckpt and not os.path.exists(ckpt):
+        fail(f"--checkpoint {ckpt}: no such file or directory")
+    config = None
+    if args.config_file:
+        if not os.path.isfile(args.config_file):
+            fail(f"--config_file {args.config_file}: no such file")
+        try:
+            config = BertConfig.from_json_file(args.config_file)
+        except (ValueError, OSError, json.JSONDecodeError) as e:
+            fail(f"--config_file {args.config_file}: {e}")
+    elif ckpt:
+        config = checkpoint_config(ckpt)
+    if config is None:
+        fail("no model config: pass --config_file (the checkpoint does not carry a config.json)")
+    vocab_file = args.vocab_file or (checkpoint_vocab(ckpt) if ckpt else None)
+    if vocab_file is None:
+        fail("no vocabulary: pass --vocab_file (the checkpoint does not carry a vocab.txt)")
+    if not os.path.isfile(vocab_file):
+        fail(f"--vocab_file {vocab_file}: no such file")
+    with open(vocab_file, encoding="utf-8") as f:
+        n_vocab = sum(1 for _ in f)
+    if n_vocab != config.vocab_size:
+        src = args.config_file or ckpt
+        fail(f"vocab size mismatch: {vocab_file} has {n_vocab} tokens but the config ({src}) says "
+             f"vocab_size={config.vocab_size}")
+    if getattr(args, "do_lower_case", False):
+        config.do_lower_case = True
+    return config, vocab_file
+
+
+def load_model_for_task(args, model_cls, **model_kwargs):
+    """(model, config, vocab_file) for a script: resolve config/vocab, build model_cls, load --checkpoint.
+
+    Loads with strict=False so a task head that the checkpoint lacks (fine-tuning from a pretrained encoder)
+    starts from a fresh initialisation; a missing encoder weight is still an error.
+    """
+    from models.modeling import load_checkpoint
+
+    config, vocab_file = resolve_config_and_vocab(args)
+    model = model_cls(config, **model_kwargs)
+    if getattr(args, "checkpoint", None):
+        try:
+            load_checkpoint(model, args.checkpoint, strict=False)
+        except (ValueError, OSError, RuntimeError) as e:
+            fail(f"--checkpoint {args.checkpoint}: {e}")
+    return model, config, vocab_file
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# logging
+
+class JsonlLogger:
+    """Appends one JSON object per line; flushed each time so a crash keeps everything logged so far."""
+
+    def __init__(self, path: str, append: bool = False):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self._f = open(path, "a" if append else "w", encoding="utf-8")
+
+    def log(self, row: dict):
+        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def close(self):
+        self._f.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_jsonl(jsonl_path: str, keys, png_path: str, title: str = "", x_key: str = "step"):
+    """Plot the given keys of a JSONL log against x_key; rows lacking a key are skipped for that curve."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_jsonl(jsonl_path)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for key in keys:
+        pts = [(r[x_key], r[key]) for r in rows if key in r and x_key in r and r[key] is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=key)
+    ax.set_xlabel(x_key)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _atomic_write(png_path, lambda f: fig.savefig(f, format="png"), "wb")
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RNG state in a form torch.load(weights_only=True) accepts (numpy's state holds an ndarray, which it refuses)
+
+def rng_state_portable() -> dict:
+    s = rng_state()
+    name, keys, pos, has_gauss, cached = s["numpy"]
+    version, internal, gauss = s["python"]
+    s["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    s["python"] = [version, list(internal), gauss]
+    if "cuda" in s:
+        s["cuda"] = list(s["cuda"])
+    return s
+
+
+def set_rng_state_portable(state: dict):
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    version, internal, gauss = state["python"]
+    set_rng_state({"python": (version, tuple(internal), gauss),
+                   "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached),
+                   "torch": state["torch"], **({"cuda": state["cuda"]} if "cuda" in state else {})})
