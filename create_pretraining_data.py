@@ -1,8 +1,11 @@
 """Tokenise a Korean plain-text corpus into compact shards for run_pretraining.py (masks are made at load time).
 
-    python create_pretraining_data.py --input_files data/korean_text/boddari/*.txt --vocab_file runs/vocab.txt --output_dir runs/shards
-    python create_pretraining_data.py --input_files corpus.txt --vocab_file vocab.txt --output_dir shards --sentence_splitter regex --num_workers 8
-    python create_pretraining_data.py --input_files corpus.txt --vocab_file vocab_morph.txt --morph_analyzer kiwi --output_dir shards_morph --overwrite
+    python create_pretraining_data.py --input_files data/korean_text/boddari/*.txt \
+        --vocab_file runs/vocab/vocab.txt --output_dir runs/shards
+    python create_pretraining_data.py --input_files corpus.txt --vocab_file vocab.txt --output_dir shards \
+        --sentence_splitter regex --num_workers 8
+    python create_pretraining_data.py --input_files corpus.txt --vocab_file vocab_kiwi.txt --morph_analyzer kiwi \
+        --output_dir shards_kiwi --overwrite
 
 Input: UTF-8 text, one sentence or paragraph per line, a blank line between documents (each file also starts a new
 document). Paragraph lines are split into sentences (kiwipiepy, or a punctuation regex when it is not installed).
@@ -42,7 +45,6 @@ from pretraining_data import FORMAT, FORMAT_VERSION, shard_path
 from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
 from train_utils import atomic_write_json, fail, warn
 
-SPECIAL_NAMES = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MIN_SPLIT_CHARS = 20  # shorter lines are kept whole: two Korean sentences rarely fit, and kiwi is the slow part
 _SENT_END = re.compile(r"(?<![0-9])[.!?。…]+[\"'”’」』)\]]*\s+")  # no split after digits: "2010. 11. 12.", "1. 총칙"
 
@@ -58,8 +60,10 @@ def add_data_args(parser):
                    help="pre-split words into morphemes (must match how the vocab was built)")
     g.add_argument("--sentence_splitter", choices=["kiwi", "regex", "none"], default="kiwi",
                    help="how paragraph lines are cut into sentences (kiwi falls back to regex when not installed)")
-    g.add_argument("--shard_size_tokens", type=int, default=1 << 25, help="tokens per shard (peak memory ~ 3 B/token)")
-    g.add_argument("--num_workers", type=int, default=os.cpu_count() or 1, help="tokeniser processes")
+    g.add_argument("--shard_size_tokens", type=int, default=1 << 25,
+                   help="tokens per shard (peak memory: about 6 bytes per token of one shard)")
+    g.add_argument("--num_workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else os.cpu_count() or 1, help="tokeniser processes (default: the usable CPUs)")
     g.add_argument("--task_chars", type=int, default=1 << 20, help="characters of text per worker task")
     return g
 
@@ -76,6 +80,23 @@ def split_regex(line: str) -> list[str]:
     return [s for s in out if s]
 
 
+def cut_at(line: str, pieces: list[str]) -> list[str]:
+    """Cut `line` where the pieces start, so the sentences always partition the line exactly.
+
+    kiwi's sentences can overlap (it sometimes repeats a trailing syllable as an extra sentence): a piece that is
+    not found from the end of the previous one is ignored rather than duplicating text.
+    """
+    cuts, cur = [0], 0
+    for piece in pieces:
+        at = line.find(piece, cur)
+        if at < 0 or not piece:
+            continue
+        if at > cuts[-1]:
+            cuts.append(at)
+        cur = at + len(piece)
+    return [s for s in (line[a:b].strip() for a, b in zip(cuts, cuts[1:] + [len(line)])) if s]
+
+
 def make_splitter(name: str):
     if name == "none":
         return lambda line: [line]
@@ -83,8 +104,7 @@ def make_splitter(name: str):
         return lambda line: split_regex(line) if len(line) >= MIN_SPLIT_CHARS else [line]
     from morphology import load_analyzer
     kiwi = load_analyzer("kiwi")
-    return lambda line: ([s.strip() for s in kiwi.split_sentences(line) if s.strip()] or [line]) \
-        if len(line) >= MIN_SPLIT_CHARS else [line]
+    return lambda line: cut_at(line, kiwi.split_sentences(line)) if len(line) >= MIN_SPLIT_CHARS else [line]
 
 
 _W = {}  # per-process tokenizer state: a tokenizer with a Python pre-tokenizer cannot be pickled, so build it here
@@ -264,10 +284,7 @@ def prepare(args, tmp_dir: str) -> dict:
     """Write all shards and meta.json into tmp_dir; return meta."""
     t0 = time.time()
     vocab = load_vocab(args.vocab_file)
-    missing = [t for t in SPECIAL_NAMES if t not in vocab]
-    if missing:
-        raise ValueError(f"--vocab_file {args.vocab_file} lacks the special token(s) {' '.join(missing)}")
-    specials = special_token_ids(vocab)
+    specials = special_token_ids(vocab, args.vocab_file)  # ValueError naming the file and the missing tokens
     splitter = args.sentence_splitter
     # find_spec, not load_analyzer: loading the model here would copy it into every forked worker for nothing
     if splitter == "kiwi" and importlib.util.find_spec("kiwipiepy") is None:

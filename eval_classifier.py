@@ -52,6 +52,8 @@ def main(argv=None):
         return {}
     if not args.checkpoint:
         tu.fail("--checkpoint is required: evaluation needs fine-tuned weights")
+    if args.eval_batch_size < 1:
+        tu.fail(f"--eval_batch_size {args.eval_batch_size} must be >= 1")
     out_file = os.path.join(args.output_dir, "eval_results.json") if args.output_dir else None
     if out_file and os.path.exists(out_file):
         tu.fail(f"{out_file} already exists; choose another --output_dir")

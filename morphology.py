@@ -6,10 +6,16 @@ it without the package installed raises MissingAnalyzerError with the install co
     from morphology import load_analyzer
     kiwi = load_analyzer("kiwi")
     kiwi.morphemes("서울에서 열린")   # [(0, 2, 'NNP'), (2, 4, 'JKB'), (5, 7, 'VV'), (6, 7, 'ETM')]
+
+It also holds the QA answer-boundary post-processing built on it (`trim_answer`, `postprocess_predictions`):
+
+    from morphology import load_analyzer, trim_answer
+    trim_answer("세종대왕이다", load_analyzer())   # '세종대왕'
 """
 from __future__ import annotations
 
 import functools
+import re
 
 ANALYZERS = ("kiwi",)
 INSTALL_HINT = {"kiwi": "pip install kiwipiepy"}
@@ -17,6 +23,13 @@ INSTALL_HINT = {"kiwi": "pip install kiwipiepy"}
 
 class MissingAnalyzerError(RuntimeError):
     pass
+
+
+_UNIT_SYMBOL = re.compile(r"[%‰℃℉°\u3380-\u33ff]")
+
+
+def _unit_symbols_as_nouns(text: str) -> list[tuple[int, int, str]]:
+    return [(m.start(), m.end(), "NNB") for m in _UNIT_SYMBOL.finditer(text)]
 
 
 class KiwiAnalyzer:
@@ -27,7 +40,7 @@ class KiwiAnalyzer:
     def __init__(self):
         try:
             from kiwipiepy import Kiwi
-        except ImportError as e:  # pragma: no cover - exercised only without the package
+        except ImportError as e:
             raise MissingAnalyzerError(
                 f"the 'kiwi' analyser needs kiwipiepy: run `{INSTALL_HINT['kiwi']}`") from e
         self._kiwi = Kiwi()
@@ -42,19 +55,29 @@ class KiwiAnalyzer:
             return []
         return [(t.start, t.start + t.len, t.tag) for t in self._kiwi.tokenize(text)]
 
-    def morphemes_batch(self, texts: list[str]) -> list[list[tuple[int, int, str]]]:
-        """`morphemes` for many texts at once; kiwi pipelines a batch, which is several times faster."""
+    def morphemes_batch(self, texts, units_as_nouns: bool = False) -> list[list[tuple[int, int, str]]]:
+        """`morphemes` for many texts at once (kiwi pipelines a batch, which is several times faster).
+
+        units_as_nouns: tag unit symbols (% ℃ ㎞ ...) as bound nouns (NNB) before analysis.  Kiwi otherwise reads
+        the particle after them as something else (50%를 -> 르/NNG + ㄹ/JKO, 50%가 -> 가/VV + 어/EC).
+        """
         texts = list(texts)
         out: list[list[tuple[int, int, str]]] = [[] for _ in texts]
         todo = [i for i, t in enumerate(texts) if t.strip()]
-        for i, toks in zip(todo, self._kiwi.tokenize(texts[i] for i in todo)):
+        pretokenized = _unit_symbols_as_nouns if units_as_nouns else None
+        for i, toks in zip(todo, self._kiwi.tokenize((texts[i] for i in todo), pretokenized=pretokenized)):
             out[i] = [(t.start, t.start + t.len, t.tag) for t in toks]
         return out
 
     def boundaries(self, text: str) -> list[int]:
-        """Sorted character offsets (excluding 0 and len(text)) where a new morpheme starts."""
-        cuts = {s for s, _, _ in self.morphemes(text)}
-        return sorted(c for c in cuts if 0 < c < len(text))
+        """Sorted character offsets (excluding 0 and len(text)) where the text can be cut between morphemes.
+
+        A cut must not fall inside any morpheme: contractions share a syllable (열린 = 열리 + ㄴ, spans 0-2 and
+        1-2), and cutting at 1 would split the verb stem 열리 in half.
+        """
+        spans = self.morphemes(text)
+        starts = {s for s, _, _ in spans}
+        return sorted(c for c in starts if 0 < c < len(text) and not any(s < c < e for s, e, _ in spans))
 
     def split_sentences(self, text: str) -> list[str]:
         return [s.text for s in self._kiwi.split_into_sents(text)] if text.strip() else []
@@ -83,13 +106,18 @@ def analyzer_available(name: str = "kiwi") -> bool:
 # what Korean glues onto a noun: particles (서울에서), the copula with its endings (세종대왕이다), stray punctuation
 # (연산군)을).  The tag rules below were chosen on the KorQuAD 1.0 dev set with bench/bench_morph_korquad.py.
 
-# Morphemes that can be dropped from the end of an answer (kiwi's Sejong tags, '-I'/'-R' irregularity marks removed).
-# J*: particles, E*: endings, VCP/VCN: copula (이다/아니다), Z_CODA: the ㄴ/ㄹ kiwi splits off contracted particles (한국엔).
+# Morphemes that can be dropped from the end of an answer (kiwi's Sejong tags, '-I'/'-R' irregularity marks removed):
+# J*: particles; E*: endings; VCP/VCN: the copula 이다/아니다; XSV: the verb-forming 하/되 of 거부했으며, 위조된
+# (annotators mark the noun); Z_CODA: the ㄴ/ㄹ kiwi splits off a contracted particle (한국엔).  Two exceptions
+# are decided by the morpheme before (see _droppable).
 STRIP_TAG_PREFIXES = ("J", "E")
-STRIP_TAGS = frozenset({"VCP", "VCN", "Z_CODA"})
-# A trimmed answer may not end on these: cutting 먹었다 down to 먹 or 했다 down to 했 would make a non-answer.
+STRIP_TAGS = frozenset({"VCP", "VCN", "XSV", "Z_CODA"})
+# A trimmed answer may not end on these: cutting 먹었다 down to 먹 or 아름다운 down to 아름답 makes a non-answer.
+# ETN may end one: it turns a verb into a noun (찾기, 깜빡거림).
 BAD_FINAL_PREFIXES = ("V", "E", "J")
 BAD_FINAL_TAGS = frozenset({"XSV", "XSA", "XSM", "Z_CODA"})
+_VERB_STEMS = frozenset({"VV", "VA", "VX"})
+_PREDICATES = frozenset({"VV", "VA", "VX", "VCP", "VCN", "XSV", "XSA"})
 
 _CLOSE_TO_OPEN = {")": "(", "]": "[", "}": "{", "》": "《", "〉": "〈", ">": "<", "」": "「", "』": "『", "】": "【",
                   "〕": "〔", "’": "‘", "”": "“"}
@@ -105,14 +133,23 @@ def _base_tag(tag: str) -> str:
     return tag.split("-", 1)[0]
 
 
-def _strippable(tag: str) -> bool:
-    tag = _base_tag(tag)
-    return tag.startswith(STRIP_TAG_PREFIXES) or tag in STRIP_TAGS
+def _droppable(tag: str, prev: str) -> bool:
+    """May a morpheme tagged `tag`, preceded by one tagged `prev` ("" at the start), be trimmed off an answer?"""
+    tag, prev = _base_tag(tag), _base_tag(prev)
+    if not (tag.startswith(STRIP_TAG_PREFIXES) or tag in STRIP_TAGS):
+        return False
+    if tag == "ETN" and prev in _VERB_STEMS:  # 찾기, 깜빡임: a nominalised verb is the answer; 광년임 is not
+        return False
+    # an ending can only follow a predicate or another ending; glued straight onto a Hangul noun (치찰+음/EF) it is
+    # kiwi mis-splitting a name.  Symbols and foreign words are fine: 《...》는 reads the particle as an ending
+    if tag.startswith("E") and prev and not (prev in _PREDICATES or prev.startswith(("E", "S", "W"))):
+        return False
+    return True
 
 
 def _can_end_answer(tag: str) -> bool:
     tag = _base_tag(tag)
-    return not (tag.startswith(BAD_FINAL_PREFIXES) or tag in BAD_FINAL_TAGS)
+    return tag == "ETN" or not (tag.startswith(BAD_FINAL_PREFIXES) or tag in BAD_FINAL_TAGS)
 
 
 def _match_brackets(text: str, s: int, e: int) -> tuple[list[int], dict[int, int]]:
@@ -151,7 +188,7 @@ def _strip_edges(text: str, s: int, e: int, drop_parenthetical: bool) -> tuple[i
         elif first in _SYMMETRIC_QUOTES and text.count(first, s, e) % 2:
             s += 1
         elif (drop_parenthetical and last == ")" and text[s:opener_of[e - 1]].strip()
-              and not (OPT["paren_head_plain"] and "(" in text[s:opener_of[e - 1]])):
+              and "(" not in text[s:opener_of[e - 1]]):
             # KorQuAD annotators leave a trailing gloss out of the answer about 5 times in 6: 이유원(李裕元) -> 이유원
             e = opener_of[e - 1]
         else:
@@ -159,30 +196,16 @@ def _strip_edges(text: str, s: int, e: int, drop_parenthetical: bool) -> tuple[i
     return s, e
 
 
-_PREDICATE_PREFIXES = ("V", "E")
-_PREDICATE_TAGS = frozenset({"XSV", "XSA", "VCP", "VCN"})
-OPT = {"e_after_pred": True, "one_syllable_guard": True, "paren_head_plain": True}
-
-
-def _is_hangul(ch: str) -> bool:
-    return "\uac00" <= ch <= "\ud7a3"
-
-
-def _strip_suffix(text: str, morphs: list[tuple[int, int, str]], s: int, e: int) -> int:
+def _strip_suffix(morphs: list[tuple[int, int, str]], s: int, e: int) -> int:
     """New end of the span [s, e) after dropping its trailing run of particles/endings, or e if no safe cut exists.
 
-    A cut at c is safe only if a morpheme starts at c and every morpheme starting before c ends by c, so a syllable
-    shared by two morphemes (열린 = 열리 + ㄴ) is never split, and the morpheme left at the end must be one that can
-    end an answer (a noun, number, foreign word, closing bracket, ...).
+    A cut at c is safe only if a morpheme starts at c and every morpheme kept ends by c, so a syllable shared by two
+    morphemes (열린 = 열리 + ㄴ, 했 = 하 + 었) is never split, and the morpheme left at the end must be one that can
+    end an answer (a noun, number, foreign word, closing bracket, ...).  The longest safe cut wins.
     """
     inside = [m for m in morphs if s <= m[0] < e]
     run = len(inside)
-    while run > 0 and _strippable(inside[run - 1][2]):
-        tag = _base_tag(inside[run - 1][2])
-        prev = _base_tag(inside[run - 2][2]) if run >= 2 else ""
-        if (OPT["e_after_pred"] and tag.startswith("E") and prev and not prev.startswith(("S", "W"))
-                and not (prev.startswith(_PREDICATE_PREFIXES) or prev in _PREDICATE_TAGS)):
-            break
+    while run > 0 and _droppable(inside[run - 1][2], inside[run - 2][2] if run >= 2 else ""):
         run -= 1
     if run == len(inside) or run == 0:  # nothing to drop, or nothing but particles/endings
         return e
@@ -195,12 +218,6 @@ def _strip_suffix(text: str, morphs: list[tuple[int, int, str]], s: int, e: int)
             continue
         if not _can_end_answer(max(kept, key=lambda m: (m[1], m[0]))[2]):
             continue
-        if OPT["one_syllable_guard"]:
-            w = c
-            while w > s and not text[w - 1].isspace():
-                w -= 1
-            if c - w == 1 and e - c == 1 and _is_hangul(text[w]) and _is_hangul(text[c]):
-                continue
         return c
     return e
 
@@ -209,7 +226,7 @@ def _trim_offsets(text: str, morphs: list[tuple[int, int, str]], drop_parentheti
     s, e = 0, len(text)
     while True:
         s2, e2 = _strip_edges(text, s, e, drop_parenthetical)
-        e2 = _strip_suffix(text, morphs, s2, e2)
+        e2 = _strip_suffix(morphs, s2, e2)
         if (s2, e2) == (s, e):
             break
         s, e = s2, e2
@@ -251,9 +268,10 @@ def trim_answers(items, analyzer, context_words: int = CONTEXT_WORDS, drop_paren
         windows.append(context[lo:hi])
         shifts.append(start - lo)
     out = []
-    for (text, _, _), shift, morphs in zip(items, shifts, analyzer.morphemes_batch(windows)):
+    for (text, _, _), shift, morphs in zip(items, shifts, analyzer.morphemes_batch(windows, units_as_nouns=True)):
         # morphemes re-based onto the span; ones overlapping its start are clipped so offsets stay inside it
-        rel = [(max(ms - shift, 0), me - shift, tag) for ms, me, tag in morphs if me - shift > 0 and ms - shift < len(text)]
+        rel = [(max(ms - shift, 0), me - shift, tag) for ms, me, tag in morphs
+               if me - shift > 0 and ms - shift < len(text)]
         s, e = _trim_offsets(text, rel, drop_parenthetical)
         trimmed = text[s:e]
         out.append(trimmed if trimmed.strip() else text)

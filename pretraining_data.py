@@ -4,8 +4,9 @@
     loader = DataLoader(ds, batch_size=32, shuffle=False, collate_fn=collate_pretraining, num_workers=2)
     for epoch in range(3): ds.set_epoch(epoch); [train_step(b) for b in loader]
 
-Shards are written by create_pretraining_data.py (format in its docstring). Nothing here is precomputed per
-epoch except a small index, so every epoch gets new segment boundaries, new SOP splits and new masks.
+Shards are written by create_pretraining_data.py (format in its docstring). Only a small index is built per
+epoch (set_epoch); examples are made on access, so each epoch re-chunks the documents (a random short target
+shifts every later chunk of its document), re-draws the A|B split, the SOP swap and the masks.
 
 Reproducibility. Epoch e's chunking and its global example order come from np.random.default_rng([seed, e]);
 every random choice of the example at global position g comes from np.random.default_rng([seed, e, g]). So an
@@ -15,8 +16,8 @@ Sharding across ranks. The epoch's chunks are put in a deterministic permuted or
 With world_size W every rank gets n = N // W examples (the last N % W positions are dropped, so all ranks run
 the same number of steps): rank r's local index i is global position g = r + i * W. Read with shuffle=False and
 batch size b per rank, rank r's k-th batch is the positions {r + j*W : k*b <= j < (k+1)*b}; the union over ranks
-is exactly the positions [k*b*W, (k+1)*b*W), i.e. global batch k of a one-rank run with batch b*W (which sees the
-same N' = n*W examples first; a one-rank run simply also keeps the dropped tail).
+is exactly the positions [k*b*W, (k+1)*b*W), i.e. global batch k of a one-rank run with batch b*W. (A one-rank
+run has all N positions; the W-rank run stops after the first n*W.)
 
 DataLoader workers get a copy of the dataset when the iterator is created, so call set_epoch before iterating
 and do not use persistent_workers=True (a persistent worker would keep the old epoch's index).
@@ -36,12 +37,12 @@ from tokenization import load_vocab, special_token_ids
 
 FORMAT = "korean-bert-pretraining-shards"
 FORMAT_VERSION = 1
-SHARD_FILES = ("ids", "word_start", "sentences", "documents")  # shard_00000.<name>.npy
 IGNORE_INDEX = -100
 _BRACKETED = re.compile(r"^\[[^\]\s]+\]$")  # [PAD], [UNK], [unused12], ...
 
 
 def shard_path(input_dir: str, shard: str, part: str) -> str:
+    """input_dir/shard_00000.<part>.npy, part in ids, word_start, sentences, documents."""
     return os.path.join(input_dir, f"{shard}.{part}.npy")
 
 
@@ -227,7 +228,7 @@ class PretrainingDataset(Dataset):
             cs, ce = [], []
             for p, doc_end in zip(doc_bounds[:-1], doc_bounds[1:]):
                 while doc_end - p >= 2:
-                    if ptr == len(targets):  # fixed-size blocks keep the stream independent of the corpus layout
+                    if ptr == len(targets):  # drawn in blocks: one generator call per chunk would dominate
                         short = rng.random(block) < self.short_seq_prob
                         length = 2 + np.floor(rng.random(block) * (max_tokens - 1)).astype(np.int64)
                         targets, ptr = np.where(short, length, max_tokens).tolist(), 0

@@ -4,10 +4,11 @@ the n-best post-processing that maps start/end logits back to substrings of the 
 No torch here: the scripts turn the numpy feature arrays into tensors themselves.
 
     examples, skipped = read_korquad("data/korquad/KorQuAD_v1.0_dev.json", is_training=False)
-    feats, cache_path, cached = load_or_build_features(examples, "data/korquad/KorQuAD_v1.0_dev.json",
-        "vocab.txt", do_lower_case=False, morph_analyzer=None, max_seq_length=512, doc_stride=64,
-        max_query_length=64, is_training=False, max_examples=None, cache_dir="runs/qa/cache")
-    preds, nbest = postprocess_predictions(examples, feats, start_logits, end_logits, 20, 30)
+    feats, n_unmappable, cache_path, cached = load_or_build_features(examples,
+        "data/korquad/KorQuAD_v1.0_dev.json", "vocab.txt", do_lower_case=False, morph_analyzer=None,
+        max_seq_length=512, doc_stride=64, max_query_length=64, is_training=False, max_examples=None,
+        cache_dir="runs/cache")
+    preds, nbest, answer_starts = postprocess_predictions(examples, feats, start_logits, end_logits, 20, 30)
 """
 from __future__ import annotations
 
@@ -124,7 +125,8 @@ def read_korquad(path: str, is_training: bool, max_examples: int | None = None):
                         skipped += 1
                         continue
                     text, start = qa["answers"][0]["text"], qa["answers"][0].get("answer_start")
-                    if not isinstance(start, int) or context[start:start + len(text)] != text or not text.strip():
+                    if not isinstance(start, int) or start < 0 or context[start:start + len(text)] != text \
+                            or not text.strip():
                         skipped += 1
                         continue
                     ex.answer_start, ex.answer_text = start, text

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import math
 import os
-import sys
+import re
 import time
 
 import numpy as np
@@ -58,10 +58,10 @@ def build_parser():
 def parse_seeds(text: str) -> list[int]:
     seeds = []
     for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()) or (hi and int(hi) < int(lo)):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m[2] and int(m[2]) < int(m[1])):
             raise ValueError(f"--seeds {text!r}: expected ranges and lists like 1-10 or 1,3,5")
-        seeds += range(int(lo), int(hi or lo) + 1)
+        seeds += range(int(m[1]), int(m[2] or m[1]) + 1)
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r}: a seed appears twice")
     return seeds
@@ -84,12 +84,13 @@ def evaluate(model, split, task, rt) -> dict:
     return cls_data.compute_metrics(task, cls_data.predict(model, batches, rt.device, rt.autocast), labels)
 
 
-def check_output_dir(out_dir: str, markers=("eval_results.json",)):
-    """A finished run is never overwritten; an unfinished one (no eval_results.json) is, with a warning."""
+def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True):
+    """A finished run is never overwritten; an unfinished one (no eval_results.json) is, with a warning, so an
+    interrupted run can simply be started again."""
     for m in markers:
         if os.path.exists(os.path.join(out_dir, m)):
             raise ValueError(f"--output_dir {out_dir} already holds a finished run ({m}); choose another --output_dir")
-    if os.path.isdir(os.path.join(out_dir, "best")):
+    if verbose and os.path.isdir(os.path.join(out_dir, "best")):
         tu.warn(f"{out_dir}/best exists from an unfinished run and will be replaced")
 
 
@@ -251,11 +252,11 @@ def main(argv=None):
                              f"--gradient_accumulation_steps {args.gradient_accumulation_steps}")
         grid = args.seeds is not None
         out_dirs = {s: os.path.join(args.output_dir, f"seed-{s}") if grid else args.output_dir for s in seeds}
-        if rt.is_main:
-            if grid:
-                check_output_dir(args.output_dir, markers=("seed_grid.json",))
-            for d in out_dirs.values():
-                check_output_dir(d)
+        # every rank checks, so a refused run stops all of them instead of leaving the others waiting in DDP
+        if grid:
+            check_output_dir(args.output_dir, markers=("seed_grid.json",), verbose=rt.is_main)
+        for d in out_dirs.values():
+            check_output_dir(d, verbose=rt.is_main)
         data = load_data(args, task, rt)
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))

@@ -38,9 +38,14 @@ rows past the resumed step (from the lost stretch) are dropped. Two-phase traini
 and schedule at step 0 with the new --max_seq_length; add --resume auto to make phase 2 itself restartable.
 
 Stopping. --max_time_minutes, SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the exit code
-is 0 (time budget) or 128+signal (130 SIGINT, 143 SIGTERM) so a job scheduler can tell "interrupted" from "done". A
-non-finite loss (without fp16's loss scaler, which skips such steps and counts them) stops with exit 2 and saves
-nothing, so `latest` stays on the last good checkpoint.
+is 0 (time budget) or 128+signal (130 SIGINT, 143 SIGTERM) so a job scheduler can tell "interrupted" from "done";
+with exit code 0, OUTPUT_DIR/DONE records the final step. The loss is checked for NaN/inf at every log and save step
+(not every step: that would sync the GPU); a non-finite loss (without fp16's loss scaler, which skips such steps and
+counts them) stops with exit 2 and saves nothing, so `latest` stays on the last good checkpoint.
+
+Logs: a tqdm bar; OUTPUT_DIR/log.jsonl, one row per --log_steps with the interval's loss, mlm_loss, sop_loss,
+mlm_acc, sop_acc, lr, grad_norm (before clipping), seq_per_s, elapsed_s; OUTPUT_DIR/loss.png at the end; TensorBoard
+events in OUTPUT_DIR/tensorboard when tensorboard is installed.
 """
 from __future__ import annotations
 
@@ -50,7 +55,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -61,13 +65,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models.modeling import BertConfig, BertForPreTraining, checkpoint_config, checkpoint_vocab, load_checkpoint
-from models.modeling import save_checkpoint
+from models.modeling import (BertConfig, BertForPreTraining, checkpoint_config, checkpoint_vocab, load_checkpoint,
+                             save_checkpoint)
 from optimization import build_optimizer, get_scheduler, param_groups
 from pretraining_data import PretrainingDataset, collate_pretraining
 from train_utils import (JsonlLogger, add_model_args, add_optim_args, add_runtime_args, atomic_torch_save,
-                         atomic_write_json, atomic_write_text, cleanup_runtime, fail, make_grad_scaler, plot_jsonl, read_jsonl,
-                         rng_state_portable, set_rng_state_portable, set_seed, setup_runtime, warn)
+                         atomic_write_json, atomic_write_text, cleanup_runtime, fail, make_grad_scaler, plot_jsonl,
+                         publish_checkpoint_dir, read_jsonl, resolve_checkpoint_dir, rng_state_portable,
+                         set_rng_state_portable, set_seed, setup_runtime, warn)
 
 LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
 # resuming with another value of these would not continue the same run
@@ -106,16 +111,6 @@ def build_parser():
     return p
 
 
-def resolve_checkpoint_dir(path: str) -> str:
-    """A run's output dir or its checkpoints/ dir -> the step-N its `latest` names; anything else as given."""
-    for root in (os.path.join(path, "checkpoints"), path):
-        pointer = os.path.join(root, "latest")
-        if os.path.isfile(pointer):
-            with open(pointer, encoding="utf-8") as f:
-                return os.path.join(root, f.read().strip())
-    return path
-
-
 def file_sha256(path: str) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -133,7 +128,7 @@ def load_config(args, ckpt_dir, meta, source):
     config = config or stored
     config.do_lower_case = bool(meta.get("do_lower_case", False))
     config.morph_analyzer = meta.get("morph_analyzer")
-    if source == "--resume" and args.config_file:
+    if source == "--resume" and args.config_file and stored is not None:
         a, b = config.to_dict(), stored.to_dict()
         diff = [k for k in a if a[k] != b.get(k)]
         if diff:
@@ -143,12 +138,12 @@ def load_config(args, ckpt_dir, meta, source):
 
 
 def epoch_batches(ds, epoch, start, micro_batch, accum, num_steps, args, rt):
-    """num_steps lists of `accum` micro-batches of this rank, from its local example `start` on.
+    """num_steps lists of `accum` micro-batches of this rank, from its local example `start` of `epoch` on
+    (ds.set_epoch(epoch) already called: workers copy the dataset as it is now).
 
     A fresh loader over an explicit index range, so a resumed run reads exactly the examples the stopped run
     would have read next; its own generator keeps worker seeding off the global RNG (dropout stays in step).
     """
-    ds.set_epoch(epoch)
     loader = DataLoader(ds, batch_size=micro_batch, sampler=range(start, start + num_steps * accum * micro_batch),
                         num_workers=args.num_workers, collate_fn=collate_pretraining,
                         pin_memory=rt.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed + epoch))
@@ -157,30 +152,11 @@ def epoch_batches(ds, epoch, start, micro_batch, accum, num_steps, args, rt):
         yield [next(it) for _ in range(accum)]
 
 
-def save_training_checkpoint(out_dir, step, raw_model, vocab_file, state, keep_last):
-    """step-N.tmp -> step-N -> latest; then prune. Only called on rank 0."""
-    root = os.path.join(out_dir, "checkpoints")
-    name = f"step-{step}"
-    tmp, final = os.path.join(root, name + ".tmp"), os.path.join(root, name)
-    if os.path.isdir(tmp):  # left by a crash mid-save
-        shutil.rmtree(tmp)
-    save_checkpoint(raw_model, tmp, vocab_file=vocab_file)
-    atomic_torch_save(state, os.path.join(tmp, "train_state.pt"))
-    if os.path.isdir(final):  # same step from a stretch that crashed before `latest` reached it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    atomic_write_text(os.path.join(root, "latest"), name + "\n")
-    # checkpoints past this step belong to a stretch that was abandoned; they are replaced when reached again
-    steps = sorted(int(d[5:]) for d in os.listdir(root) if d.startswith("step-") and d[5:].isdigit())
-    for old in [s for s in steps if s < step][:max(0, len([s for s in steps if s <= step]) - keep_last)]:
-        shutil.rmtree(os.path.join(root, f"step-{old}"), ignore_errors=True)
-    return final
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.amp is None:
-        args.amp = "bf16" if (torch.cuda.is_available() and not args.no_cuda and torch.cuda.is_bf16_supported()) else "no"
+        gpu = torch.cuda.is_available() and not args.no_cuda
+        args.amp = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
     for flag in ("train_batch_size", "gradient_accumulation_steps", "max_steps", "save_steps", "log_steps",
                  "keep_last"):
         if getattr(args, flag) < 1:
@@ -192,7 +168,8 @@ def main(argv=None):
     rt = setup_runtime(args)
     B, accum = args.train_batch_size, args.gradient_accumulation_steps
     if B % (accum * rt.world_size):
-        fail(f"--train_batch_size {B} is not divisible by --gradient_accumulation_steps {accum} x {rt.world_size} ranks")
+        fail(f"--train_batch_size {B} is not divisible by --gradient_accumulation_steps {accum} "
+             f"x {rt.world_size} ranks")
     micro = B // (accum * rt.world_size)
 
     # ---- resume / init resolution; nothing is written before every check has passed
@@ -204,7 +181,7 @@ def main(argv=None):
         cand = resolve_checkpoint_dir(path)
         if os.path.isfile(os.path.join(cand, "train_state.pt")):
             ckpt_dir, source = cand, "--resume"
-        elif args.resume != "auto":
+        elif args.resume != "auto" or cand != path:  # auto: only "no checkpoint yet" means a fresh start
             fail(f"--resume {path}: no train_state.pt in {cand} (not a checkpoint of run_pretraining.py)")
     elif os.path.isfile(os.path.join(args.output_dir, "checkpoints", "latest")):
         fail(f"--output_dir {args.output_dir} already holds checkpoints: pass --resume auto to continue it, "
@@ -239,7 +216,10 @@ def main(argv=None):
              f"{config.max_position_embeddings}")
     state = None
     if source == "--resume":
-        state = torch.load(os.path.join(ckpt_dir, "train_state.pt"), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(os.path.join(ckpt_dir, "train_state.pt"), map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or foreign file: say which, not a traceback from the unpickler
+            fail(f"--resume {ckpt_dir}: train_state.pt is unreadable ({type(e).__name__}: {str(e)[:200]})")
         for key in RESUME_MUST_MATCH:
             if state["args"][key] != getattr(args, key):
                 fail(f"--{key} {getattr(args, key)} differs from {state['args'][key]} used by the run in {ckpt_dir}")
@@ -300,6 +280,8 @@ def main(argv=None):
         print(f"{n_params / 1e6:.1f}M parameters | global batch {B} = {micro} x {accum} accumulation x "
               f"{rt.world_size} ranks | {args.optimizer}/{args.scheduler} lr {args.learning_rate} | amp {rt.amp} | "
               + (f"{source} {ckpt_dir} at step {step}" if ckpt_dir else "fresh start"), flush=True)
+        if step >= args.max_steps:
+            print(f"already at step {step} >= --max_steps {args.max_steps}: nothing to train", flush=True)
 
     # SIGINT/SIGTERM set a flag; the loop finishes its step and saves. A second SIGINT raises KeyboardInterrupt.
     stop_signal = []
@@ -312,8 +294,11 @@ def main(argv=None):
     # ---- training loop
     t_start = time.time()
     budget_s = args.max_time_minutes * 60 if args.max_time_minutes else math.inf
-    # interval sums: mlm loss sum, masked tokens, mlm correct, sop loss sum, sop correct, sequences
-    stats = torch.zeros(6, dtype=torch.float64, device=rt.device)
+    # interval sums on the device (read at log steps only): mlm loss sum, masked tokens, mlm correct, sop loss sum,
+    # sop correct; the sequence count is B per step
+    stats = torch.zeros(5, dtype=torch.float64, device=rt.device)
+    # stop decisions travel over a CPU (gloo) group: agreeing on them every step then costs no GPU sync
+    ctrl_group = dist.new_group(backend="gloo") if rt.distributed else None
     nonfinite = torch.zeros((), device=rt.device)
     checked_step, t_log, step_log = step, time.time(), step
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == "--resume" else None
@@ -325,12 +310,14 @@ def main(argv=None):
                 try:
                     ds.set_epoch(epoch)
                 except ValueError as e:
+                    pbar.close()
                     fail(f"--input_dir {args.input_dir}: {e}")
                 steps_left = (ds.num_global_examples - epoch_pos) // B  # the same on every rank
                 if steps_left <= 0:
                     if epoch_pos == 0:
-                        fail(f"--input_dir {args.input_dir}: epoch {epoch} has {ds.num_global_examples} examples, fewer than "
-                             f"one batch of --train_batch_size {B}")
+                        pbar.close()
+                        fail(f"--input_dir {args.input_dir}: epoch {epoch} has {ds.num_global_examples} examples, "
+                             f"fewer than one batch of --train_batch_size {B}")
                     epoch, epoch_pos = epoch + 1, 0
                     continue
                 batches = epoch_batches(ds, epoch, epoch_pos // rt.world_size, micro, accum, steps_left, args, rt)
@@ -359,8 +346,7 @@ def main(argv=None):
                     scaler.scale(loss).backward()
                 step_loss += loss.detach() / rt.world_size
                 stats += torch.stack([t.detach().to(stats) for t in (mlm_sum, out["mlm_count"], out["mlm_correct"],
-                                                                     sop_sum, out["sop_correct"])]
-                                     + [stats.new_tensor(mb["sop_label"].numel())])
+                                                                     sop_sum, out["sop_correct"])])
             log_now = (step + 1) % args.log_steps == 0 or step + 1 == args.max_steps
             scaler.unscale_(optimizer)  # no-op unless fp16: clipping and LAMB's trust ratio see true gradients
             if args.optimizer == "adam" and args.max_grad_norm > 0:
@@ -387,26 +373,28 @@ def main(argv=None):
             if stop_signal:
                 stop = 2 if stop_signal[0] == signal.SIGINT else 3
             if rt.distributed:  # every rank must stop at the same step, whoever got the signal
-                flag = torch.tensor(stop, device=rt.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                flag = torch.tensor(stop)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=ctrl_group)
                 stop = int(flag)
             save_now = step % args.save_steps == 0 or step == args.max_steps or stop
             if log_now or save_now:
                 if rt.distributed:
                     dist.all_reduce(nonfinite)
                 if nonfinite.item():
+                    pbar.close()  # so the error starts on its own line
                     fail(f"non-finite loss between steps {checked_step + 1} and {step}; stopped without saving "
                          f"(last good checkpoint: {last_saved or 'none'}); try a lower --learning_rate")
                 checked_step = step
             if log_now:
                 if rt.distributed:
                     dist.all_reduce(stats)
-                s = stats.tolist()
-                now = time.time()
-                row = {"step": step, "epoch": epoch, "loss": s[0] / s[1] + s[3] / s[5], "mlm_loss": s[0] / s[1],
-                       "sop_loss": s[3] / s[5], "mlm_acc": s[2] / s[1], "sop_acc": s[4] / s[5], "lr": lr,
+                mlm_total, n_tok, mlm_hits, sop_total, sop_hits = stats.tolist()
+                n_seq, now = (step - step_log) * B, time.time()
+                row = {"step": step, "epoch": epoch, "loss": mlm_total / n_tok + sop_total / n_seq,
+                       "mlm_loss": mlm_total / n_tok, "sop_loss": sop_total / n_seq, "mlm_acc": mlm_hits / n_tok,
+                       "sop_acc": sop_hits / n_seq, "lr": lr,
                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                       "seq_per_s": (step - step_log) * B / (now - t_log), "elapsed_s": elapsed0 + now - t_start}
+                       "seq_per_s": n_seq / (now - t_log), "elapsed_s": elapsed0 + now - t_start}
                 if scaler.is_enabled():
                     row.update(loss_scale=scaler.get_scale(), skipped_steps=skipped)
                 stats.zero_()
@@ -429,8 +417,11 @@ def main(argv=None):
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
                         "elapsed_s": elapsed0 + time.time() - t_start, "skipped_steps": int(skipped),
                         "world_size": rt.world_size, "args": vars(args)}
-                    last_saved = save_training_checkpoint(args.output_dir, step, raw_model, ds.vocab_file,
-                                                          train_state, args.keep_last)
+                    def write(tmp_dir):
+                        save_checkpoint(raw_model, tmp_dir, vocab_file=ds.vocab_file)
+                        atomic_torch_save(train_state, os.path.join(tmp_dir, "train_state.pt"))
+                    last_saved = publish_checkpoint_dir(os.path.join(args.output_dir, "checkpoints"), f"step-{step}",
+                                                        write, args.keep_last)
                     pbar.write(f"saved {last_saved}")
                 if rt.distributed:
                     dist.barrier()

@@ -1,27 +1,25 @@
-"""WordPiece tokenisation for Korean BERT vocabularies, and a vocab builder.
+r"""WordPiece tokenisation for Korean BERT vocabularies, and a vocab builder.
 
     python tokenization.py build-vocab --corpus data/korean_text/boddari/*.txt \
         data/korean_text/unlabeled_comments_5.txt --vocab_size 32000 --output runs/vocab/vocab.txt
-    python tokenization.py build-vocab --corpus data/korean_text/unlabeled_comments_5.txt --vocab_size 16000 \
-        --morph kiwi --output runs/vocab_kiwi/vocab.txt
-    python tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt --vocab_size 8000 \
-        --algorithm sentencepiece --model_type unigram --output runs/vocab_spm/vocab.txt
+    python tokenization.py build-vocab --corpus data/korean_text/unlabeled_comments_5.txt --morph kiwi \
+        --vocab_size 16000 --output runs/vocab_kiwi/vocab.txt
+    python tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt \
+        --algorithm sentencepiece --model_type unigram --vocab_size 8000 --output runs/vocab_spm/vocab.txt
 
-Two tokenisers give identical ids: `FullTokenizer` (plain Python, the google-research/bert API) and
-`build_fast_tokenizer` (a `tokenizers.Tokenizer`, the hot path: `tok.encode_batch(texts, add_special_tokens=False)`).
-Neither adds [CLS]/[SEP]. Pipeline: drop control characters and map whitespace to spaces -> space out CJK
-ideographs (Hanja) -> optional lower-casing -> NFC -> split on whitespace and punctuation -> optional morpheme
-split -> greedy longest-match-first WordPiece with "##" continuations (a word that cannot be covered, or longer
-than 100 characters, becomes [UNK]).
+`FullTokenizer` (plain Python, the google-research/bert API) and `build_fast_tokenizer` (a tokenizers.Tokenizer,
+the hot path: `tok.encode_batch(texts, add_special_tokens=False)`) give identical ids; neither adds [CLS]/[SEP].
+Pipeline: drop control characters, whitespace -> space, space out CJK ideographs (Hanja) -> optional lower-casing
+-> NFC -> split at whitespace and punctuation -> optional morpheme split -> greedy longest-match-first WordPiece
+with "##" continuations (a word that cannot be covered, or is over 100 characters, becomes one [UNK]).
 
-No accent stripping, ever, not even with do_lower_case: BERT strips accents by NFD-decomposing and dropping
-combining marks, and NFD turns every Hangul syllable into conjoining jamo, so each Korean word would miss the NFC
-vocab and become [UNK]. Restricting it to Latin letters is possible in Python but not in the fast normaliser, and
-both paths must agree, so neither does it. Lower-casing alone leaves Hangul untouched.
+No accent stripping, not even with do_lower_case: BERT strips accents by NFD-decomposing and dropping combining
+marks, and NFD turns every Hangul syllable into conjoining jamo, so every Korean word would miss the NFC vocab.
+Limiting it to Latin letters is possible in Python but not in the fast normaliser, and both paths must agree.
 
-Known limitation of the fast path: tokenizers aligns a character composed by NFC with only the first of the
-characters it came from, so on decomposed (NFD) input an offset end can stop inside the last syllable's jamo.
-Starts are exact, and on NFC input (nearly all real text) so are ends.
+Known limitation of the fast path: tokenizers aligns a character composed by NFC with only the first character
+it came from, so on decomposed (NFD) input an offset end can stop inside the last syllable's jamo. Starts are
+exact, and on NFC input (nearly all real text) so are ends.
 """
 from __future__ import annotations
 
@@ -223,6 +221,7 @@ class FullTokenizer:
         return [p for w in self.basic_tokenize(text) for p in self.wordpiece(w)]
 
     def convert_tokens_to_ids(self, tokens) -> list[int]:
+        # unknown tokens map to [UNK] (google-research/bert raised KeyError)
         return [self.vocab.get(t, self.unk_id) for t in tokens]
 
     def convert_ids_to_tokens(self, ids) -> list[str]:

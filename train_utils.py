@@ -10,8 +10,8 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,19 +155,16 @@ def set_rng_state(state: dict):
 # atomic writes: a crash mid-write leaves the previous file intact, never a truncated one
 
 def _atomic_write(path: str, write_fn, mode: str):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".tmp")
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+    """write_fn(file_object) fills a temp file beside `path`, which replaces `path` only once complete."""
+    from models.checkpoint import atomic_write
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+
+    def fill(tmp):
+        with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
             write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, fill)
 
 
 def atomic_write_text(path: str, text: str):
@@ -308,3 +305,38 @@ def set_rng_state_portable(state: dict):
     set_rng_state({"python": (version, tuple(internal), gauss),
                    "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached),
                    "torch": state["torch"], **({"cuda": state["cuda"]} if "cuda" in state else {})})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpoint directories: ROOT/step-N/ plus a ROOT/latest pointer naming the newest complete one
+
+def resolve_checkpoint_dir(path: str) -> str:
+    """A run's output dir or its checkpoints/ dir -> the checkpoint its `latest` names; anything else as given."""
+    for root in (os.path.join(path, "checkpoints"), path):
+        pointer = os.path.join(root, "latest")
+        if os.path.isfile(pointer):
+            with open(pointer, encoding="utf-8") as f:
+                return os.path.join(root, f.read().strip())
+    return path
+
+
+def publish_checkpoint_dir(root: str, name: str, write_fn, keep_last: int) -> str:
+    """write_fn(tmp_dir) fills ROOT/NAME.tmp; it is renamed to ROOT/NAME, then ROOT/latest is replaced, then all
+    but the newest keep_last step-N dirs up to this one are deleted. A crash at any point leaves `latest` naming a
+    complete checkpoint. Returns ROOT/NAME."""
+    tmp, final = os.path.join(root, name + ".tmp"), os.path.join(root, name)
+    if os.path.isdir(tmp):  # left by a crash mid-write
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    write_fn(tmp)
+    if os.path.isdir(final):  # same name from a stretch that crashed before `latest` reached it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(os.path.join(root, "latest"), name + "\n")
+    # step dirs past this one belong to an abandoned stretch (a rewind); they are replaced when reached again
+    current = int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
+    if current is not None:
+        steps = sorted(int(d[5:]) for d in os.listdir(root) if d.startswith("step-") and d[5:].isdigit())
+        for old in [s for s in steps if s <= current][:-keep_last]:  # ends with `current`: never removed
+            shutil.rmtree(os.path.join(root, f"step-{old}"), ignore_errors=True)
+    return final

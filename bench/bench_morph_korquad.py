@@ -26,7 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import morphology  # noqa: E402
-from korquad_metric import evaluate, gold_answers  # noqa: E402
+from korquad_metric import evaluate, exact_match_score, gold_answers  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEV = os.path.join(REPO, "data", "korquad", "KorQuAD_v1.0_dev.json")
@@ -54,25 +54,33 @@ def word_extended_examples(dataset: list, limit: int | None = None) -> list[dict
     return out
 
 
-def score_run(examples, gold, analyzer, field: str, context_words: int | None) -> dict:
-    """Official EM/F1 of `field` spans, post-processed unless context_words is None, and how many changed."""
+def score_run(examples, gold, analyzer, field: str, mode: str, context_words: int, drop_parenthetical=True) -> dict:
+    """Official EM/F1 of the `field` spans post-processed per `mode` (none | alone | context), and what changed."""
     raw = [ex[field] for ex in examples]
-    if context_words is None:
+    if mode == "none":
         preds = raw
-    elif context_words < 0:
-        preds = morphology.trim_answers([(t, None, None) for t in raw], analyzer)
     else:
-        preds = morphology.trim_answers([(t, ex["context"], ex["start"]) for t, ex in zip(raw, examples)],
-                                        analyzer, context_words=context_words)
+        items = [(t, ex["context"], ex["start"]) if mode == "context" else (t, None, None)
+                 for t, ex in zip(raw, examples)]
+        preds = morphology.trim_answers(items, analyzer, context_words=context_words,
+                                        drop_parenthetical=drop_parenthetical)
     scores = evaluate(gold, {ex["id"]: p for ex, p in zip(examples, preds)})
     changed = [(ex["id"], r, p) for ex, r, p in zip(examples, raw, preds) if p != r]
+    wrong = [(ex["id"], ex["gold"], r, p) for ex, r, p in zip(examples, raw, preds)
+             if not max(exact_match_score(p, g) for g in gold[ex["id"]])]
     return {"exact_match": round(scores["exact_match"], 2), "f1": round(scores["f1"], 2),
             "changed": len(changed), "changed_pct": round(100.0 * len(changed) / len(examples), 2),
-            "changed_examples": changed[:20]}
+            "changed_examples": changed[:20],  # [id, raw span, post-processed]
+            "wrong_examples": wrong[:20]}  # [id, first gold, raw span, post-processed], EM 0 against every gold
+
+
+# Local copies of two train_utils helpers: importing train_utils pulls in torch, which this bench does not need.
+def fail(msg: str):
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def atomic_write_json(path: str, obj) -> None:
-    # local copy: train_utils has one too, but importing it pulls in torch, which this bench does not need
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -94,19 +102,25 @@ def main(argv=None):
         with open(args.dev_file, encoding="utf-8") as f:
             dataset = json.load(f)["data"]
         examples = word_extended_examples(dataset, args.limit)
+    except FileNotFoundError:
+        fail(f"--dev_file {args.dev_file} does not exist")
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        fail(f"--dev_file {args.dev_file} is not a KorQuAD 1.0 JSON file ({e})")
+    try:
         analyzer = morphology.load_analyzer("kiwi")
-    except (ValueError, FileNotFoundError, OSError, KeyError, morphology.MissingAnalyzerError) as e:
-        print(f"error: {args.dev_file}: {e}", file=sys.stderr)
-        sys.exit(2)
+    except morphology.MissingAnalyzerError as e:
+        fail(str(e))
     gold = gold_answers(dataset)
     if args.limit is not None:
         gold = {ex["id"]: gold[ex["id"]] for ex in examples}
 
     t0 = time.time()
     rows = []
+    runs = (("none", True, "none"), ("alone", True, "morph, span alone"), ("context", True, "morph, in context"),
+            ("context", False, "morph, in context, keep trailing (...)"))
     for field, label in (("extended", "gold extended to word end"), ("gold", "gold (unmodified)")):
-        for cw, how in ((None, "none"), (-1, "morph, span alone"), (args.context_words, "morph, in context")):
-            r = score_run(examples, gold, analyzer, field, cw)
+        for mode, drop, how in runs:
+            r = score_run(examples, gold, analyzer, field, mode, args.context_words, drop)
             rows.append({"spans": label, "postprocess": how, **r})
     seconds = time.time() - t0
 
@@ -122,7 +136,16 @@ def main(argv=None):
         "dataset": os.path.relpath(args.dev_file, REPO),
         "questions": len(examples),
         "context_words": args.context_words,
-        "strip_tags": {"prefixes": list(morphology.STRIP_TAG_PREFIXES), "tags": sorted(morphology.STRIP_TAGS)},
+        "rules": {"strip_tag_prefixes": list(morphology.STRIP_TAG_PREFIXES),
+                  "strip_tags": sorted(morphology.STRIP_TAGS),
+                  "exceptions": "ETN kept after a verb stem (VV/VA/VX); an ending (E*) is not stripped when it "
+                                "directly follows a Hangul non-predicate (a mis-split name)",
+                  "bad_final_tag_prefixes": list(morphology.BAD_FINAL_PREFIXES),
+                  "bad_final_tags": sorted(morphology.BAD_FINAL_TAGS),
+                  "punctuation": "edge punctuation and unmatched brackets/quotes stripped, a bracket left open "
+                                 "inside the span truncates it, balanced brackets kept, a trailing (...) gloss "
+                                 "dropped unless the row says keep",
+                  "unit_symbols_as_nouns": True},
         "note": "rules chosen on KorQuAD dev: these post-processed scores are tuned on the set they are measured on",
         "seconds": round(seconds, 1),
         "rows": rows,

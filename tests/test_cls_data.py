@@ -124,7 +124,7 @@ def test_wrong_task_name_is_argparse_error():
 @pytest.fixture(scope="module")
 def toy_tokenizer(tmp_path_factory):
     import tokenization
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "한", "##국", "어", "문", "##장", "가", "나", "."]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "한", "##국", "##어", "문", "##장", "가", "나", "."]
     path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
     path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
     return tokenization.build_fast_tokenizer(str(path)), {t: i for i, t in enumerate(vocab)}
@@ -133,7 +133,7 @@ def toy_tokenizer(tmp_path_factory):
 def test_features_specials_and_token_types(toy_tokenizer):
     tok, v = toy_tokenizer
     f = convert_examples([Example("x", "한국어 문장.", "가 나", 2)], tok, v["[CLS]"], v["[SEP]"], 128)[0]
-    ids = [v[t] for t in ["[CLS]", "한", "##국", "어", "문", "##장", ".", "[SEP]", "가", "나", "[SEP]"]]
+    ids = [v[t] for t in ["[CLS]", "한", "##국", "##어", "문", "##장", ".", "[SEP]", "가", "나", "[SEP]"]]
     assert f["input_ids"] == ids
     assert f["token_type_ids"] == [0] * 8 + [1] * 3
     assert f["label"] == 2 and not f["truncated"]
@@ -144,7 +144,7 @@ def test_truncation_longest_first(toy_tokenizer):
     # a = 7 tokens, b = 2 tokens, budget 9 - 3 = 6: only a loses tokens, from its end
     f = convert_examples([Example("x", "한국어 문장 가 나", "가 나", 0.5)], tok, v["[CLS]"], v["[SEP]"], 9)[0]
     assert len(f["input_ids"]) == 9 and f["truncated"]
-    assert f["input_ids"] == [v[t] for t in ["[CLS]", "한", "##국", "어", "문", "[SEP]", "가", "나", "[SEP]"]]
+    assert f["input_ids"] == [v[t] for t in ["[CLS]", "한", "##국", "##어", "문", "[SEP]", "가", "나", "[SEP]"]]
     assert f["token_type_ids"] == [0] * 6 + [1] * 3
     assert truncate_pair(10, 10, 6) == (3, 3)
     assert truncate_pair(10, 1, 6) == (5, 1)

@@ -50,7 +50,9 @@ def release_state_dict(prefix="", head=None, num_labels=3, seed=0):
     elif head == "classifier":
         shapes.update({"classifier.weight": (num_labels, H), "classifier.bias": (num_labels,)})
     g = torch.Generator().manual_seed(seed)
-    sd = {k: torch.randn(s, generator=g) * 0.1 for k, s in shapes.items()}
+    # activations of order one (LayerNorm gains around 1), so a swapped or dropped tensor shows in the outputs
+    sd = {k: torch.randn(s, generator=g) * (0.2 if len(s) > 1 else 0.5) + float(k.lower().endswith("norm.weight"))
+          for k, s in shapes.items()}
     if head == "lm":  # the release's LM file stores the tied decoder as its own entry, equal to the embeddings
         sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"].clone()
     return sd
@@ -156,14 +158,15 @@ def test_encoder_only_into_task_model(tmp_path, capsys):
     warning = capsys.readouterr().err.strip()
     assert "\n" not in warning and "qa_outputs.weight" in warning and "fresh initialisation" in warning
     assert torch.equal(model.qa_outputs.weight, head_before)
-    assert torch.equal(model.bert.encoder.layer[1].ffn.fc2.weight, release_state_dict()["encoder.layer.1.ffn.fc2.weight"])
+    expected = release_state_dict()["encoder.layer.1.ffn.fc2.weight"]
+    assert torch.equal(model.bert.encoder.layer[1].ffn.fc2.weight, expected)
 
 
-def test_other_heads_ignored_and_untied_decoder_rejected(tmp_path, capsys):
+def test_other_heads_ignored_and_untied_decoder_rejected(tmp_path):
     sd = release_state_dict("bert.", "lm")
     with pytest.raises(ValueError) as e:  # cls.* and the pooler are ignored: only the QA head is reported
         load_checkpoint(BertForQuestionAnswering(tiny_config()), save_bin(sd, tmp_path / "lm.bin"))
-    assert str(e.value).endswith("does not fit BertForQuestionAnswering: missing 2 [qa_outputs.weight, qa_outputs.bias]")
+    assert str(e.value).endswith("BertForQuestionAnswering: missing 2 [qa_outputs.weight, qa_outputs.bias]")
     sd["cls.predictions.decoder.weight"] = sd["cls.predictions.decoder.weight"] + 1
     with pytest.raises(ValueError, match="decoder.weight differs from the word embeddings"):
         load_checkpoint(BertForPreTraining(tiny_config()), save_bin(sd, tmp_path / "untied.bin"))
@@ -215,7 +218,7 @@ def test_convert_ours_to_hf_loads_in_transformers(tmp_path, our_cls, hf_cls, kw)
     model = our_cls(tiny_config(), **kw).eval()
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+            p.add_(torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.5))
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("".join(["[UNK]\n", "[PAD]\n"] + [f"t{i}\n" for i in range(V - 2)]), encoding="utf-8")
     save_checkpoint(model, str(tmp_path / "ours"), vocab_file=str(vocab))
@@ -297,3 +300,21 @@ def test_convert_cli_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and message in err and "\n" not in err and err.startswith("error: ")
     assert os.listdir(tmp_path / "taken") == ["keep.txt"] and not os.path.exists(tmp_path / "o3")
+
+
+def test_hf_export_tokenizer_keeps_hangul(tmp_path):
+    """The exported directory's tokenizer (loaded by transformers) gives our ids on Korean text: no NFD jamo."""
+    from tokenization import FullTokenizer
+
+    vocab = tmp_path / "vocab.txt"
+    words = ["서울", "##에서", "열린", "회의", "##에", "한국", "##어", "大", "韓", "."]
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+                               + [f"tok{i}" for i in range(V - 15)]) + "\n", encoding="utf-8")
+    save_checkpoint(BertModel(tiny_config()), str(tmp_path / "ours"), vocab_file=str(vocab))
+    convert_checkpoint.main(["--input", str(tmp_path / "ours"), "--output", str(tmp_path / "hf"), "--to", "hf"])
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    text = "서울에서 열린 한국어 회의. 大韓"
+    ours = FullTokenizer(str(vocab))
+    expected = ours.convert_tokens_to_ids(ours.tokenize(text))
+    assert 1 not in expected  # the text is fully covered by the vocab, so an [UNK] would be a decomposition bug
+    assert hf_tok(text, add_special_tokens=False)["input_ids"] == expected

@@ -1,5 +1,6 @@
 """create_pretraining_data.py on real Korean text: shard contents against the fast tokenizer, offsets, determinism
 across worker counts, meta/summary counts, sentence splitting, and the one-line errors for bad input."""
+import hashlib
 import json
 import os
 import shutil
@@ -77,7 +78,8 @@ def test_round_trip_ids_sentences_documents(files, plain):
     assert len(meta["shards"]) == 1 and meta["dtype"] == "uint16" and arr["ids"][0].dtype == np.uint16
     ids, sent_off, doc_off = arr["ids"][0], arr["sentences"][0], arr["documents"][0]
     tok = tokenization.build_fast_tokenizer(files["vocab"])
-    docs = [[ln for ln in d if tok.encode(ln, add_special_tokens=False).ids] for d in expected_documents(files["inputs"])]
+    docs = [[ln for ln in d if tok.encode(ln, add_special_tokens=False).ids]  # lines of only e.g. control chars
+            for d in expected_documents(files["inputs"])]
     docs = [d for d in docs if d]
     assert len(doc_off) - 1 == len(docs) == meta["num_documents"]
     sentences = [s for d in docs for s in d]
@@ -107,7 +109,6 @@ def test_meta_summary_and_vocab_copy(files, plain):
     assert s["input_bytes"] == sum(os.path.getsize(p) for p in files["inputs"]) and s["mb_per_s"] > 0
     with open(os.path.join(out, "vocab.txt"), "rb") as f, open(files["vocab"], "rb") as g:
         assert f.read() == g.read()
-    import hashlib
     assert meta["vocab_sha256"] == hashlib.sha256(open(files["vocab"], "rb").read()).hexdigest()
     assert meta["vocab_size"] == 4000 and meta["do_lower_case"] is False and meta["morph_analyzer"] is None
     assert not [n for n in os.listdir(files["dir"]) if ".tmp-" in n]  # the temp dir was renamed, not left
@@ -150,29 +151,36 @@ def test_kiwi_sentence_splitting_and_morph_word_starts(files, tmp_path):
     from morphology import load_analyzer
     para = ("오바마는 2008년 11월 4일 대통령에 당선되었다 그는 2009년 1월 20일 취임하였다 "
             "취임식에는 많은 사람이 모였다.")
+    # kiwi returns a 4th "sentence" here that repeats the last syllable; it must not be stored twice
+    comment = "시즌2 만들어주세요. 이들 구성 다좋아 다시보고 싶어요...중대원들과 주인공 캐미 넘부러웠다욤"
     short = "짧은 줄이다."
     src = tmp_path / "k.txt"
-    src.write_text(f"{para}\n{short}\n", encoding="utf-8")
-    vocab_src = tmp_path / "v.txt"
-    vocab_src.write_text("\n".join(corpus_lines("boddari/wikinews.txt", 0, 100)) + "\n" + para + "\n",
-                         encoding="utf-8")
-    vocab = str(tmp_path / "vocab_morph.txt")
-    tokenization.main(["build-vocab", "--corpus", str(vocab_src), "--vocab_size", "1500", "--morph", "kiwi",
-                       "--output", vocab])
+    src.write_text(f"{para}\n{comment}\n{short}\n", encoding="utf-8")
+    # the plain vocab serves: what is checked is how pieces of morpheme-split words are stored and marked
+    vocab = files["vocab"]
     out = tmp_path / "morph"
     meta = run(["--input_files", src, "--vocab_file", vocab, "--output_dir", out, "--morph_analyzer", "kiwi",
                 "--sentence_splitter", "kiwi", "--num_workers", 1])
     assert meta["morph_analyzer"] == "kiwi" and meta["sentence_splitter"] == "kiwi"
-    sents = load_analyzer("kiwi").split_sentences(para)
-    assert len(sents) > 1  # kiwi cuts at the sentence endings even without punctuation
-    expected = [s.strip() for s in sents] + [short]
+    kiwi = load_analyzer("kiwi")
+    n_para = len(kiwi.split_sentences(para))
+    assert n_para > 1  # kiwi cuts at the sentence endings even without punctuation
     _, arr = load_shards(str(out))
     ids, sent_off = arr["ids"][0], arr["sentences"][0]
-    ws = unpack_bits(arr["word_start"][0], 0, len(ids))
+    n_comment = len(sent_off) - 1 - n_para - 1
+    assert n_comment >= 2
     tok = tokenization.build_fast_tokenizer(vocab, morph_analyzer="kiwi")
-    assert len(sent_off) - 1 == len(expected)
+    first = np.cumsum([0, n_para, n_comment, 1])
+    for k, line in enumerate((para, comment, short)):
+        # every line's sentences hold exactly the line's tokens: nothing dropped, nothing repeated
+        a, b = sent_off[first[k]], sent_off[first[k + 1]]
+        assert ids[a:b].tolist() == tok.encode(line, add_special_tokens=False).ids
+    sentences = [s.strip() for s in kiwi.split_sentences(para)] + [None] * n_comment + [short]
+    ws = unpack_bits(arr["word_start"][0], 0, len(ids))
     n_glued = 0
-    for s, text in enumerate(expected):
+    for s, text in enumerate(sentences):
+        if text is None:
+            continue
         enc = tok.encode(text, add_special_tokens=False)
         a, b = sent_off[s], sent_off[s + 1]
         assert ids[a:b].tolist() == enc.ids

@@ -42,6 +42,17 @@ def question_ids(path):
         return [qa["id"] for a in json.load(f)["data"] for p in a["paragraphs"] for qa in p["qas"]]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # a 64-wide model gains nothing from intra-op threads, and on a shared 2-core machine spinning OpenMP
+    # workers make each step an order of magnitude slower
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("qa_scripts")
@@ -312,3 +323,14 @@ def test_answer_postprocess_morph_without_kiwipiepy(env, tmp_path, capsys, monke
     preds.write_text("{}")
     expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds),
                                        "--answer_postprocess", "morph"], "pip install kiwipiepy")
+
+
+def test_answer_postprocess_morph_with_kiwi_strips_particles(env, tmp_path, capsys):
+    pytest.importorskip("kiwipiepy")
+    gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(open(env["eval"], encoding="utf-8"))["data"]
+            for p in a["paragraphs"] for qa in p["qas"]}
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps({q: t + "에서" for q, t in gold.items()}, ensure_ascii=False), encoding="utf-8")
+    result = eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds),
+                           "--answer_postprocess", "morph"])
+    assert result["without_postprocess"]["exact_match"] == 0.0 and result["exact_match"] >= 80.0

@@ -38,7 +38,8 @@ def prepare_pretraining_data(base):
         return d
     d.mkdir(exist_ok=True)
     files = [os.path.join(TEXT, "konlpy", "kolaw", "constitution.txt")]
-    files += sorted(os.path.join(TEXT, "konlpy", "kobill", f) for f in os.listdir(os.path.join(TEXT, "konlpy", "kobill")))
+    kobill = os.path.join(TEXT, "konlpy", "kobill")
+    files += sorted(os.path.join(kobill, f) for f in os.listdir(kobill))
     text = "".join(open(f, encoding="utf-8").read().replace("\r\n", "\n") + "\n\n" for f in files)
     with open(os.path.join(TEXT, "boddari", "wikinews.txt"), encoding="utf-8") as f:
         text += f.read(20000).rsplit("\n", 1)[0] + "\n"
@@ -53,8 +54,8 @@ def prepare_pretraining_data(base):
     cfg = json.load(open(os.path.join(ROOT, "models", "configs", "tiny.json")))
     cfg["vocab_size"] = sum(1 for _ in open(d / "vocab.txt", encoding="utf-8"))
     (d / "tiny.json").write_text(json.dumps(cfg))
-    (d / "tiny_nodrop.json").write_text(json.dumps(cfg | {"hidden_dropout_prob": 0.0,
-                                                          "attention_probs_dropout_prob": 0.0}))
+    nodrop = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    (d / "tiny_nodrop.json").write_text(json.dumps(cfg | nodrop))
     (d / "ready").write_text("")
     return d
 
@@ -74,9 +75,9 @@ def one_thread():
 
 
 def argv(data, out, config="tiny.json", shards="shards", **flags):
-    a = {"config_file": data / config if config else None, "input_dir": data / shards, "output_dir": out, "max_seq_length": 64,
-         "max_predictions_per_seq": 10, "train_batch_size": 8, "learning_rate": 1e-3, "max_steps": 8,
-         "log_steps": 1, "save_steps": 4, "num_workers": 0, "seed": 1, "no_cuda": True}
+    a = {"config_file": data / config if config else None, "input_dir": data / shards, "output_dir": out,
+         "max_seq_length": 64, "max_predictions_per_seq": 10, "train_batch_size": 8, "learning_rate": 1e-3,
+         "max_steps": 8, "log_steps": 1, "save_steps": 4, "num_workers": 0, "seed": 1, "no_cuda": True}
     a.update(flags)
     out = []
     for k, v in a.items():

@@ -1,0 +1,240 @@
+"""Checkpoint I/O: our safetensors format, the original release's .bin layouts and Hugging Face directories.
+
+Every layout is mapped to one canonical key set (our parameter names, encoder under `bert.`), so a model class
+loads any of them. `.bin`/`.pt` files are read with torch.load(weights_only=True) only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from models.config import BertConfig
+
+# ----------------------------------------------------------------------------------------------------------------
+# key maps: canonical = our names with the encoder under `bert.`; heads keep their names in every layout
+
+_LAYER_RE = re.compile(r"^((?:bert\.)?encoder\.layer\.\d+\.)(.*)$")
+_OURS_TO_HF = (("attn.query.", "attention.self.query."), ("attn.key.", "attention.self.key."),
+               ("attn.value.", "attention.self.value."), ("attn.o_proj.", "attention.output.dense."),
+               ("attention_norm.", "attention.output.LayerNorm."), ("ffn.fc1.", "intermediate.dense."),
+               ("ffn.fc2.", "output.dense."), ("ffn_norm.", "output.LayerNorm."))
+_HEAD_PREFIXES = ("cls.", "qa_outputs.", "classifier.")
+_ENCODER_PREFIXES = ("bert.embeddings.", "bert.encoder.")
+_TIED_DECODER = "cls.predictions.decoder.weight"
+
+
+def _rename_layer_key(key: str, pairs) -> str:
+    m = _LAYER_RE.match(key)
+    if m:
+        for src, dst in pairs:
+            if m.group(2).startswith(src):
+                return m.group(1) + dst + m.group(2)[len(src):]
+    return key
+
+
+def canonical_state_dict(sd: dict) -> dict:
+    """Any supported layout (ours, release with or without `bert.`, Hugging Face) -> canonical names.
+
+    Hugging Face's position_ids/token_type_ids buffers are dropped. The tied decoder weight is kept under its
+    release/HF name for load_checkpoint to check against the embeddings.
+    """
+    hf_to_ours = [(hf, ours) for ours, hf in _OURS_TO_HF]
+    out, origin = {}, {}
+    for key, value in sd.items():
+        k = key
+        for wrapper in ("module.", "_orig_mod."):  # DDP / torch.compile wrappers
+            k = k.removeprefix(wrapper)
+        k = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k))
+        if k.startswith(("embeddings.", "encoder.", "pooler.")):
+            k = "bert." + k
+        if k in ("bert.embeddings.position_ids", "bert.embeddings.token_type_ids"):
+            continue
+        k = _rename_layer_key(k, hf_to_ours)
+        if k in out:
+            raise ValueError(f"keys {origin[k]!r} and {key!r} both map to {k!r}")
+        out[k], origin[k] = value, key
+    # Hugging Face ties decoder.bias to predictions.bias; older files hold both, some only the former
+    decoder_bias = out.pop("cls.predictions.decoder.bias", None)
+    if decoder_bias is not None:
+        out.setdefault("cls.predictions.bias", decoder_bias)
+    return out
+
+
+def to_hf_state_dict(sd: dict) -> dict:
+    """Our model's state dict -> Hugging Face key names (the tied decoder is left out, as HF saves it)."""
+    return {_rename_layer_key(k, _OURS_TO_HF): v for k, v in sd.items()}
+
+
+def to_release_state_dict(sd: dict) -> dict:
+    """Our model's state dict -> the release layout: same names, plus the decoder weight its LM files carry."""
+    out = dict(sd)
+    if "cls.predictions.bias" in out:
+        out[_TIED_DECODER] = out["bert.embeddings.word_embeddings.weight"]  # same tensor: torch.save stores it once
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpoint files
+
+def _weights_file(path: str) -> str:
+    if os.path.isdir(path):
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin in this directory")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file or directory")
+    return path
+
+
+def read_state_dict(path: str) -> dict:
+    """Tensors of a checkpoint file or directory, as stored (see canonical_state_dict for the names)."""
+    file = _weights_file(path)
+    try:
+        if file.endswith(".safetensors"):
+            obj = load_file(file)
+        else:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, not a checkpoint at all, pickle with non-tensor objects, ...
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ValueError(f"{file}: not a readable checkpoint ({type(e).__name__}: {detail})") from None
+    for wrapper in ("state_dict", "model"):  # training checkpoints that bundle the optimizer too
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{file}: not a state dict (expected a mapping of parameter names to tensors)")
+    return obj
+
+
+def _listing(items: list[str], n: int = 10) -> str:
+    return f"{len(items)} [{', '.join(items[:n])}{', ...' if len(items) > n else ''}]"
+
+
+def load_checkpoint(model: nn.Module, path: str, strict: bool = True) -> nn.Module:
+    """Load any supported checkpoint into one of our models; see the module docstring for the layouts.
+
+    Weights of another task's head in the file are ignored (so is a pooler the model does not have). Missing or
+    mis-shaped encoder weights always raise. The model's own head (and pooler) raise when strict, otherwise they
+    keep their fresh initialisation with a one-line warning: fine-tuning starts from a pretrained encoder.
+    """
+    sd = canonical_state_dict(read_state_dict(path))
+    own = model.state_dict()
+    # canonical name -> this model's parameter name
+    names = {k if hasattr(model, "bert") else "bert." + k: k for k in own}
+    decoder = sd.pop(_TIED_DECODER, None)
+    emb = sd.get("bert.embeddings.word_embeddings.weight")
+    if decoder is not None and "cls.predictions.bias" in names and emb is not None and not torch.equal(decoder, emb):
+        raise ValueError(f"{path}: {_TIED_DECODER} differs from the word embeddings, but this model ties them")
+    ignorable = _HEAD_PREFIXES + ("bert.pooler.",)
+    missing = [k for k in names if k not in sd]
+    unexpected = [k for k in sd if k not in names and not k.startswith(ignorable)]
+    mismatched = [k for k in names if k in sd and sd[k].shape != own[names[k]].shape]
+    fresh = [] if strict else [k for k in missing + mismatched if not k.startswith(_ENCODER_PREFIXES)]
+    # reported under this model's own parameter names; unexpected ones under the file's (canonicalised) names
+    problems = []
+    if [k for k in missing if k not in fresh]:
+        problems.append("missing " + _listing([names[k] for k in missing if k not in fresh]))
+    if unexpected:
+        problems.append("unexpected " + _listing(unexpected))
+    shapes = [f"{names[k]} file {tuple(sd[k].shape)} vs model {tuple(own[names[k]].shape)}"
+              for k in mismatched if k not in fresh]
+    if shapes:
+        problems.append("shape mismatch " + _listing(shapes))
+    if problems:
+        raise ValueError(f"{path} does not fit {type(model).__name__}: " + "; ".join(problems))
+    if fresh:
+        print(f"warning: {path}: {_listing([names[k] for k in fresh], 4)} not in the checkpoint (or of another shape); "
+              "keeping their fresh initialisation", file=sys.stderr, flush=True)
+    model.load_state_dict({names[k]: v for k, v in sd.items() if k in names and k not in fresh}, strict=False)
+    return model
+
+
+def write_text(path: str, text: str):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def atomic_write(path: str, write_fn):
+    """write_fn(tmp_path) fills a temp file beside `path`; it replaces `path` only once complete."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.tmp")
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a checkpoint is meant to be shared
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _pad_id(vocab_file: str | None) -> int:
+    if vocab_file:
+        with open(vocab_file, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                if line.rstrip("\n") == "[PAD]":
+                    return i
+    return 0
+
+
+def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = None, layout: str = "ours"):
+    """Write out_dir/{model.safetensors, config.json, vocab.txt}, each file replaced only once fully written.
+
+    layout="hf" writes Hugging Face key names and a transformers.BertConfig config.json (save_pretrained form).
+    Our config also rides in the safetensors metadata, so a bare .safetensors file still knows its shape.
+    """
+    if layout not in ("ours", "hf"):
+        raise ValueError(f"unknown checkpoint layout {layout!r}")
+    os.makedirs(out_dir, exist_ok=True)
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    if layout == "hf":
+        sd = to_hf_state_dict(sd)
+        config = model.config.to_hf_dict([type(model).__name__], pad_token_id=_pad_id(vocab_file))
+    meta = {"format": "pt", "bert_config": json.dumps(model.config.to_dict())}
+    atomic_write(os.path.join(out_dir, "config.json"),
+                 lambda tmp: write_text(tmp, json.dumps(config, indent=2, ensure_ascii=False) + "\n"))
+    vocab_out = os.path.join(out_dir, "vocab.txt")
+    if vocab_file and not (os.path.exists(vocab_out) and os.path.samefile(vocab_file, vocab_out)):
+        atomic_write(vocab_out, lambda tmp: shutil.copyfile(vocab_file, tmp))
+    if layout == "hf" and vocab_file:
+        # transformers' BertTokenizer strips accents by default when lower-casing, which decomposes Hangul into
+        # jamo; spell out the settings these models were trained with.
+        tok_cfg = {"tokenizer_class": "BertTokenizer", "do_lower_case": model.config.do_lower_case,
+                   "strip_accents": False, "tokenize_chinese_chars": True}
+        atomic_write(os.path.join(out_dir, "tokenizer_config.json"),
+                     lambda tmp: write_text(tmp, json.dumps(tok_cfg, indent=2) + "\n"))
+    atomic_write(os.path.join(out_dir, "model.safetensors"), lambda tmp: save_file(sd, tmp, metadata=meta))
+
+
+def checkpoint_config(path: str) -> BertConfig | None:
+    """The config stored with a checkpoint (our/HF dir, or our .safetensors metadata); None for a bare .bin."""
+    if os.path.isdir(path):
+        cfg = os.path.join(path, "config.json")
+        return BertConfig.from_json_file(cfg) if os.path.isfile(cfg) else None
+    if path.endswith(".safetensors") and os.path.isfile(path):
+        try:
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as e:
+            raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+        if "bert_config" in meta:
+            return BertConfig.from_dict(json.loads(meta["bert_config"]), source=f"{path} (metadata)")
+    return None
+
+
+def checkpoint_vocab(path: str) -> str | None:
+    """The vocab.txt stored in a checkpoint directory, if any."""
+    vocab = os.path.join(path, "vocab.txt")
+    return vocab if os.path.isdir(path) and os.path.isfile(vocab) else None

@@ -1,0 +1,128 @@
+"""BertConfig: the architecture, read from the release's config keys or Hugging Face's, validated."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# config
+
+_RELEASE_KEYS = {"act_fn": ("hidden_act",), "ff_dim": ("intermediate_size",), "num_heads": ("num_attention_heads",),
+                 "dropout_prob": ("hidden_dropout_prob", "attention_probs_dropout_prob")}
+# Hugging Face keys whose value must keep the model the one implemented here.
+_HF_CHECKED = {"model_type": ("bert",), "position_embedding_type": ("absolute",), "is_decoder": (False,),
+               "add_cross_attention": (False,), "is_encoder_decoder": (False,),
+               "problem_type": (None, "regression", "single_label_classification")}
+# Hugging Face bookkeeping that does not change the network (label names, generation/tokenizer hints, dtype, ...).
+_HF_IGNORED = frozenset({
+    "architectures", "transformers_version", "_name_or_path", "pad_token_id", "bos_token_id", "eos_token_id",
+    "sep_token_id", "decoder_start_token_id", "use_cache", "classifier_dropout", "torch_dtype", "dtype", "label2id",
+    "gradient_checkpointing", "chunk_size_feed_forward", "tie_word_embeddings", "output_attentions",
+    "output_hidden_states", "return_dict", "output_past", "torchscript", "pruned_heads", "finetuning_task",
+    "tokenizer_class", "task_specific_params", "prefix", "directionality", "pooler_fc_size",
+    "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type"})
+_GELU_NAMES = ("gelu", "gelu_python")  # both are the exact erf form; gelu_new/gelu_fast are tanh approximations
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    num_labels: int = 2
+    do_lower_case: bool = False
+    morph_analyzer: str | None = None  # "kiwi": the vocab was built on morpheme-pre-split text
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "num_labels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if str(self.hidden_act).lower() not in _GELU_NAMES:
+            raise ValueError(f"hidden_act={self.hidden_act!r} is not supported: only exact (erf) 'gelu' is implemented")
+        self.hidden_act = "gelu"
+        if self.morph_analyzer not in (None, "kiwi"):
+            raise ValueError(f"morph_analyzer must be null or 'kiwi', got {self.morph_analyzer!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "BertConfig":
+        """Our keys, the original release's (act_fn, ff_dim, num_heads, dropout_prob) or Hugging Face's."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw, unknown = {}, []
+        for key, value in d.items():
+            if key in fields:
+                names = (key,)
+            elif key in _RELEASE_KEYS:
+                names = _RELEASE_KEYS[key]
+            elif key == "id2label":
+                names, value = ("num_labels",), len(value)
+            elif key in _HF_CHECKED:
+                if value not in _HF_CHECKED[key]:
+                    raise ValueError(f"{source}: {key}={value!r} is not supported (expected one of "
+                                     f"{list(_HF_CHECKED[key])})")
+                continue
+            else:
+                if key not in _HF_IGNORED:
+                    unknown.append(key)
+                continue
+            for name in names:
+                if name in kw and kw[name] != value:
+                    raise ValueError(f"{source}: {key}={value!r} conflicts with {name}={kw[name]!r}")
+                kw[name] = value
+        if unknown:
+            raise ValueError(f"{source}: unknown config key(s) {', '.join(sorted(unknown))}")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in kw]
+        if missing:
+            raise ValueError(f"{source}: missing config key(s) {', '.join(missing)}")
+        try:
+            return cls(**kw)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "BertConfig":
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: expected a JSON object of config keys")
+        return cls.from_dict(d, source=path)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json_file(self, path: str):
+        from models.checkpoint import atomic_write, write_text  # checkpoint imports this module
+        atomic_write(path, lambda tmp: write_text(tmp, json.dumps(self.to_dict(), indent=2) + "\n"))
+
+    def to_hf_dict(self, architectures: list[str] | None = None, pad_token_id: int = 0) -> dict:
+        """A transformers.BertConfig dict; our tokenizer fields ride along as extra keys that HF keeps."""
+        d = self.to_dict()
+        num_labels = d.pop("num_labels")
+        d.update(model_type="bert", position_embedding_type="absolute", pad_token_id=pad_token_id,
+                 tie_word_embeddings=True, id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
+                 label2id={f"LABEL_{i}": i for i in range(num_labels)})
+        if architectures:
+            d["architectures"] = list(architectures)
+        return d

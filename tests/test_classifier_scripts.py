@@ -1,0 +1,285 @@
+"""run_classifier.py / eval_classifier.py end to end on real KorSTS / KorNLI slices with a tiny model on the CPU.
+
+The overfit test is the functional proof that labels and features are wired right: a model that memorises a
+couple dozen KorSTS pairs must rank them almost perfectly (Spearman > 90 on its own training rows).
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import eval_classifier  # noqa: E402
+import run_classifier  # noqa: E402
+
+STS_DIR = os.path.join(ROOT, "data", "korsts")
+NLI_DIR = os.path.join(ROOT, "data", "kornli")
+STS_TRAIN = os.path.join(STS_DIR, "sts-train.tsv")
+NLI_DEV = os.path.join(NLI_DIR, "xnli.dev.ko.tsv")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # a 64-wide model gains nothing from intra-op threads; on a shared 2-core machine they only contend
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cls_scripts")
+    lines = []
+    for name, n in (("unlabeled_comments_5.txt", 3000), ("boddari/wikinews.txt", 1500)):
+        with open(os.path.join(ROOT, "data", "korean_text", name), encoding="utf-8") as f:
+            lines += [f.readline() for _ in range(n)]
+    (d / "corpus.txt").write_text("".join(lines), encoding="utf-8")
+    vocab = d / "vocab.txt"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tokenization.py"), "build-vocab", "--corpus",
+                           str(d / "corpus.txt"), "--vocab_size", "3000", "--output", str(vocab)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    n_vocab = sum(1 for _ in open(vocab, encoding="utf-8"))
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        config = {**json.load(f), "vocab_size": n_vocab}
+    (d / "tiny.json").write_text(json.dumps(config))
+    (d / "tiny_nodrop.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
+                                                    "attention_probs_dropout_prob": 0.0}))
+    return {"dir": d, "vocab": str(vocab), "config": str(d / "tiny.json"), "nodrop": str(d / "tiny_nodrop.json")}
+
+
+def train_argv(env, out, *extra, task="korsts", n_train=64, epochs=1):
+    data = ["--data_dir", STS_DIR] if task == "korsts" else ["--data_dir", NLI_DIR, "--train_file", NLI_DEV]
+    return ["--task_name", task, *data, "--config_file", env["config"], "--vocab_file", env["vocab"],
+            "--max_train_examples", str(n_train), "--max_eval_examples", "100", "--num_train_epochs", str(epochs),
+            "--train_batch_size", "16", "--learning_rate", "1e-3", "--seed", "7", "--num_workers", "0",
+            "--logging_steps", "2", "--no_cuda", "--output_dir", str(out), *extra]
+
+
+def eval_argv(ckpt, task="korsts", *extra):
+    return ["--task_name", task, "--data_dir", STS_DIR if task == "korsts" else NLI_DIR, "--checkpoint", str(ckpt),
+            "--max_eval_examples", "100", "--no_cuda", *extra]
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def file_digests(root):
+    return {os.path.relpath(os.path.join(dp, f), root): hashlib.sha256(open(os.path.join(dp, f), "rb").read()).digest()
+            for dp, _, files in os.walk(root) for f in files}
+
+
+def expect_fail(capsys, fn, argv, *needles):
+    """The script exits 2 with one 'error:' line naming what is wrong, and no traceback."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        fn(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def korsts_run(env):
+    out = env["dir"] / "korsts"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")  # an unrelated file already in the output dir
+    results = run_classifier.main(train_argv(env, out, "--do_eval", "--do_test", n_train=200, epochs=2))
+    return out, results
+
+
+@pytest.fixture(scope="module")
+def kornli_run(env):
+    out = env["dir"] / "kornli"
+    return out, run_classifier.main(train_argv(env, out, "--do_eval", "--do_test", task="kornli", n_train=96))
+
+
+# -------------------------------------------------------------------------------------------------------- KorSTS
+
+def test_korsts_run_keeps_best_epoch_and_writes_outputs(korsts_run):
+    out, results = korsts_run
+    assert (out / "notes.txt").read_text() == "keep me"
+    saved = read_json(out / "eval_results.json")
+    assert saved["best_epoch"] == results["best_epoch"] and saved["test"] == results["test"]
+    epochs = saved["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2] and saved["train_examples"] == 200 and saved["dev_examples"] == 100
+    best = max(epochs, key=lambda e: e["spearman"])
+    assert saved["best_epoch"] == best["epoch"] and saved["best"] == {"pearson": best["pearson"], "spearman": best["spearman"]}
+    for m in (*epochs, saved["test"]):
+        assert -100 <= m["spearman"] <= 100 and -100 <= m["pearson"] <= 100
+    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
+    assert sorted(os.listdir(out / "best")) == ["config.json", "model.safetensors", "task.json", "vocab.txt"]
+    assert read_json(out / "best" / "config.json")["num_labels"] == 1
+    assert read_json(out / "best" / "task.json")["task_name"] == "korsts"
+    log = [json.loads(line) for line in open(out / "log.jsonl", encoding="utf-8")]
+    assert [r["dev_spearman"] for r in log if "dev_spearman" in r] == [e["spearman"] for e in epochs]
+    assert [r["step"] for r in log if "loss" in r] == list(range(2, 27, 2))  # 13 steps/epoch (200 rows / 16)
+    assert (out / "dev_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_classifier_from_self_describing_checkpoint(korsts_run, capsys, tmp_path):
+    out, results = korsts_run
+    capsys.readouterr()
+    metrics = eval_classifier.main(eval_argv(out / "best", "korsts", "--output_dir", str(tmp_path / "test")))
+    # no --config_file/--vocab_file: the checkpoint carries both, and it scores exactly what training reported
+    assert {k: metrics[k] for k in ("pearson", "spearman")} == results["test"]
+    assert metrics["examples"] == 100 and metrics["eval_file"].endswith("sts-test.tsv")
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == metrics
+    assert read_json(tmp_path / "test" / "eval_results.json") == metrics
+    # best/ really is the best epoch: re-scoring it on the dev slice gives the recorded best dev metrics
+    dev = eval_classifier.main(eval_argv(out / "best", "korsts", "--eval_file", os.path.join(STS_DIR, "sts-dev.tsv")))
+    assert {k: dev[k] for k in ("pearson", "spearman")} == results["best"]
+
+
+def test_eval_classifier_release_command_line(korsts_run):
+    out, results = korsts_run
+    argv = ["--data_dir", STS_DIR, "--task_name", "korsts", "--config_file", str(out / "best" / "config.json"),
+            "--vocab_file", str(out / "best" / "vocab.txt"), "--checkpoint", str(out / "best"),
+            "--max_seq_length", "128", "--eval_batch_size", "32", "--max_eval_examples", "100", "--no_cuda"]
+    metrics = eval_classifier.main(argv)
+    assert {k: metrics[k] for k in ("pearson", "spearman")} == results["test"]
+
+
+def test_overfits_its_training_rows(env, tmp_path):
+    """Learnability: evaluated on its own 24 training pairs, the model must rank them almost perfectly."""
+    r = run_classifier.main(train_argv(env, tmp_path / "fit", "--do_eval", "--dev_file", STS_TRAIN,
+                                       "--max_eval_examples", "24", "--train_batch_size", "4",
+                                       "--learning_rate", "2e-3", "--warmup_proportion", "0.05",
+                                       n_train=24, epochs=20))
+    assert r["dev_examples"] == 24
+    assert r["best"]["spearman"] > 90, r["epochs"]
+
+
+# ------------------------------------------------------------------------------------------- seeds, determinism
+
+def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path):
+    grid = run_classifier.main(train_argv(env, tmp_path / "grid", "--do_eval", "--do_test", "--seeds", "1,2"))
+    saved = read_json(tmp_path / "grid" / "seed_grid.json")
+    assert saved["best_seed_on_dev"] == grid["best_seed_on_dev"] and set(saved["seeds"]) == {"1", "2"}
+    dev = {s: saved["seeds"][s]["spearman"] for s in ("1", "2")}
+    assert dev["1"] != dev["2"]  # the seed changes the run
+    assert saved["best_seed_on_dev"] == max((1, 2), key=lambda s: dev[str(s)])
+    assert saved["dev_spearman_mean"] == pytest.approx(np.mean(list(dev.values())))
+    assert saved["dev_spearman_std"] == pytest.approx(np.std(list(dev.values()), ddof=1))
+    best = saved["best_seed_on_dev"]
+    assert saved["test_checkpoint"] == str(tmp_path / "grid" / f"seed-{best}" / "best")
+    for s in (1, 2):  # each seed's own results: dev only, never test
+        per_seed = read_json(tmp_path / "grid" / f"seed-{s}" / "eval_results.json")
+        assert "test" not in per_seed and per_seed["seed"] == s and per_seed["best"]["spearman"] == dev[str(s)]
+    # a plain run with seed 2 repeats the grid's seed-2 run exactly: metrics and weights
+    single = run_classifier.main(train_argv(env, tmp_path / "again", "--do_eval", "--seed", "2"))
+    assert single["epochs"] == read_json(tmp_path / "grid" / "seed-2" / "eval_results.json")["epochs"]
+    a = load_file(str(tmp_path / "again" / "best" / "model.safetensors"))
+    b = load_file(str(tmp_path / "grid" / "seed-2" / "best" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_accumulation_matches_full_batch(env, tmp_path):
+    """--train_batch_size is per optimizer step: 2 x 8 accumulated equals one batch of 16 (dropout off)."""
+    weights = []
+    for accum in ("1", "2"):
+        out = tmp_path / f"accum{accum}"
+        run_classifier.main(train_argv(env, out, "--config_file", env["nodrop"], "--gradient_accumulation_steps", accum,
+                                       n_train=48))
+        weights.append(load_file(str(out / "final" / "model.safetensors")))
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-5)
+    assert not torch.equal(weights[0]["classifier.weight"], torch.zeros_like(weights[0]["classifier.weight"]))
+
+
+def test_parse_seeds():
+    assert run_classifier.parse_seeds("1-10") == list(range(1, 11))
+    assert run_classifier.parse_seeds("1,3,5") == [1, 3, 5]
+    assert run_classifier.parse_seeds("1-3,7") == [1, 2, 3, 7]
+    for bad in ("3-1", "a", "1,1", "1-"):
+        with pytest.raises(ValueError, match="--seeds"):
+            run_classifier.parse_seeds(bad)
+
+
+# -------------------------------------------------------------------------------------------------------- KorNLI
+
+def test_kornli_with_xnli_dev_as_training_set(kornli_run, capsys):
+    out, results = kornli_run
+    assert results["labels"] == ["contradiction", "entailment", "neutral"] and results["train_examples"] == 96
+    assert read_json(out / "best" / "config.json")["num_labels"] == 3
+    assert read_json(out / "best" / "task.json")["labels"] == results["labels"]
+    acc = results["test"]["accuracy"]
+    assert 0 <= acc <= 100 and acc == pytest.approx(round(acc))  # k of the 100 test pairs right
+    metrics = eval_classifier.main(eval_argv(out / "best", "kornli"))
+    assert metrics["accuracy"] == acc and metrics["eval_file"].endswith("xnli.test.ko.tsv")
+    # the KorNLI checkpoint refuses to score KorSTS, naming the task it was trained for
+    expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts"), "fine-tuned for kornli")
+
+
+# ----------------------------------------------------------------------------------------------------- bad input
+
+def test_release_kornli_command_without_train_file_fails_clearly(korsts_run, env, capsys, tmp_path):
+    out, _ = korsts_run
+    argv = ["--data_dir", NLI_DIR, "--task_name", "kornli", "--config_file", env["config"], "--vocab_file", env["vocab"],
+            "--checkpoint", str(out / "best"), "--do_eval", "--max_seq_length", "128", "--train_batch_size", "32",
+            "--eval_batch_size", "32", "--learning_rate", "3e-5", "--num_train_epochs", "3.0",
+            "--warmup_proportion", "0.1", "--no_cuda", "--output_dir", str(tmp_path / "never")]
+    expect_fail(capsys, run_classifier.main, argv, "multinli.train.ko.tsv", "--train_file")
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("text,needles", [
+    ("sentence1\tsentence2\tsimilarity\n가\t나\t1.0\n", ("bad.tsv", "no column 'score'")),
+    ("", ("bad.tsv", "empty file")),
+])
+def test_bad_train_file_fails_and_leaves_output_dir_alone(env, capsys, tmp_path, text, needles):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    expect_fail(capsys, run_classifier.main, train_argv(env, out, "--train_file", str(bad)), *needles)
+    assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
+
+
+def test_finished_run_is_never_overwritten(korsts_run, env, capsys):
+    out, _ = korsts_run
+    before = file_digests(out)
+    expect_fail(capsys, run_classifier.main, train_argv(env, out), "already holds a finished run")
+    expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--output_dir", str(out)),
+                "eval_results.json already exists")
+    assert file_digests(out) == before
+
+
+def test_vocab_size_mismatch_is_one_line_exit_2(korsts_run, tmp_path):
+    out, _ = korsts_run
+    other = tmp_path / "other_vocab.txt"
+    other.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가", "나"]) + "\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "eval_classifier.py", *eval_argv(out / "best", "korsts"),
+                           "--vocab_file", str(other), "--output_dir", str(tmp_path / "o")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: vocab size mismatch") and "other_vocab.txt" in err[0], proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_flag_errors(env, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        run_classifier.main(train_argv(env, tmp_path / "x", task="korsts")[2:] + ["--task_name", "kornsts"])
+    assert e.value.code == 2 and "invalid choice: 'kornsts'" in capsys.readouterr().err
+    expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--seeds", "1-3"), "--seeds", "--do_eval")
+    expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--train_batch_size", "10",
+                                                        "--gradient_accumulation_steps", "4"), "--train_batch_size 10")
+    expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--max_seq_length", "1024"),
+                "max_position_embeddings")
+    assert not (tmp_path / "x").exists()
