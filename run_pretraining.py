@@ -284,6 +284,8 @@ def main(argv=None):
             print(f"already at step {step} >= --max_steps {args.max_steps}: nothing to train", flush=True)
 
     # SIGINT/SIGTERM set a flag; the loop finishes its step and saves. A second SIGINT raises KeyboardInterrupt.
+    # Loader workers are forked later and inherit the handler, so a Ctrl-C or a scheduler's SIGTERM sent to the
+    # whole process group does not kill them under the step that is finishing.
     stop_signal = []
     def on_signal(signum, frame):
         stop_signal.append(signum)
