@@ -58,17 +58,22 @@ TASKS = {
 def add_task_args(parser):
     """Data/task flags shared by run_classifier.py and eval_classifier.py."""
     g = parser.add_argument_group("task")
-    g.add_argument("--task_name", required=True, choices=sorted(TASKS), help="kornli (3-way NLI) or korsts (STS regression)")
+    g.add_argument("--task_name", required=True, choices=sorted(TASKS),
+                   help="kornli (3-way NLI) or korsts (STS regression)")
     g.add_argument("--data_dir", default=None, help="folder with the task's TSVs under their release names")
     g.add_argument("--train_file", nargs="+", default=None,
                    help="training TSV(s) overriding the defaults in --data_dir (KorNLI: multinli.train.ko.tsv "
                         "+ snli_1.0_train.ko.tsv when present; KorSTS: sts-train.tsv)")
     g.add_argument("--dev_file", default=None, help="dev TSV (default: xnli.dev.ko.tsv / sts-dev.tsv in --data_dir)")
-    g.add_argument("--test_file", default=None, help="test TSV (default: xnli.test.ko.tsv / sts-test.tsv in --data_dir)")
-    g.add_argument("--max_seq_length", type=int, default=128, help="[CLS] a [SEP] b [SEP] truncated longest-first to this")
+    g.add_argument("--test_file", default=None,
+                   help="test TSV (default: xnli.test.ko.tsv / sts-test.tsv in --data_dir)")
+    g.add_argument("--max_seq_length", type=int, default=128,
+                   help="[CLS] a [SEP] b [SEP] truncated longest-first to this many tokens")
     g.add_argument("--eval_batch_size", type=int, default=32)
-    g.add_argument("--max_train_examples", type=int, default=None, help="use only the first N training rows (quick runs)")
-    g.add_argument("--max_eval_examples", type=int, default=None, help="use only the first N dev/test rows (quick runs)")
+    g.add_argument("--max_train_examples", type=int, default=None,
+                   help="use only the first N training rows (quick runs)")
+    g.add_argument("--max_eval_examples", type=int, default=None,
+                   help="use only the first N dev/test rows (quick runs)")
     return g
 
 
@@ -115,45 +120,49 @@ def read_examples(path: str, task: Task, max_examples: int | None = None) -> lis
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        header_line = f.readline()
-        if not header_line.strip():
-            raise ValueError(f"{path}: empty file (expected a header with {task.text_a}, {task.text_b}, {task.label_col})")
-        header = header_line.rstrip("\r\n").split("\t")
-        cols = []
-        for name in (task.text_a, task.text_b, task.label_col):
-            if name not in header:
-                raise ValueError(f"{path}: header has no column '{name}' (found: {', '.join(header)})")
-            cols.append(header.index(name))
-        ia, ib, il = cols
-        label_ids = {name: i for i, name in enumerate(task.labels or ())}
-        examples, bad_fields, bad_labels = [], [], []
-        for lineno, line in enumerate(f, start=2):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            fields = line.split("\t")
-            if len(fields) != len(header):
-                bad_fields.append(lineno)
-                continue
-            raw = fields[il].strip()
-            if task.is_regression:
-                try:
-                    label = float(raw)
-                except ValueError:
-                    label = math.nan
-                if not math.isfinite(label):
-                    bad_labels.append(lineno)
-                    continue
-            elif raw in label_ids:
-                label = label_ids[raw]
-            else:
+    try:
+        # split on '\n' only: no CSV quoting, and a stray '\r' inside a sentence does not end the row
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
+    header = lines[0].rstrip("\r").split("\t")
+    if not lines[0].strip():
+        raise ValueError(f"{path}: empty file (expected a header with {task.text_a}, {task.text_b}, {task.label_col})")
+    cols = []
+    for name in (task.text_a, task.text_b, task.label_col):
+        if name not in header:
+            raise ValueError(f"{path}: header has no column '{name}' (found: {', '.join(header)})")
+        cols.append(header.index(name))
+    ia, ib, il = cols
+    label_ids = {name: i for i, name in enumerate(task.labels or ())}
+    examples, bad_fields, bad_labels = [], [], []
+    for lineno, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            bad_fields.append(lineno)
+            continue
+        raw = fields[il].strip()
+        if task.is_regression:
+            try:
+                label = float(raw)
+            except ValueError:
+                label = math.nan
+            if not math.isfinite(label):
                 bad_labels.append(lineno)
                 continue
-            examples.append(Example(f"{os.path.basename(path)}:{lineno}", unicodedata.normalize("NFC", fields[ia]),
-                                    unicodedata.normalize("NFC", fields[ib]), label))
-            if max_examples is not None and len(examples) >= max_examples:
-                break
+        elif raw in label_ids:
+            label = label_ids[raw]
+        else:
+            bad_labels.append(lineno)
+            continue
+        examples.append(Example(f"{os.path.basename(path)}:{lineno}", unicodedata.normalize("NFC", fields[ia]),
+                                unicodedata.normalize("NFC", fields[ib]), label))
+        if max_examples is not None and len(examples) >= max_examples:
+            break
     _warn_rows(path, f"a field count other than {len(header)}", bad_fields)
     expect = "a non-numeric score" if task.is_regression else f"a label outside {'/'.join(task.labels)}"
     _warn_rows(path, expect, bad_labels)
@@ -235,8 +244,12 @@ def eval_batches(features: list[dict], batch_size: int, pad_id: int, regression:
     return batches, [f["label"] for f in feats]
 
 
-def predict(model, batches, device, autocast) -> np.ndarray:
-    """Logits of model over batches as float32 numpy [N, num_labels], in batch order (model left in eval mode)."""
+def predict(model, batches, device) -> np.ndarray:
+    """Logits of model over batches as float32 numpy [N, num_labels], in batch order (model left in eval mode).
+
+    Always in float32, whatever --amp trained with: bf16 logits keep 8 mantissa bits, which ties many KorSTS
+    scores and moves Spearman; evaluation is a small fraction of a run's time.
+    """
     import torch
 
     model.eval()
@@ -244,9 +257,7 @@ def predict(model, batches, device, autocast) -> np.ndarray:
     with torch.inference_mode():
         for batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "labels"}
-            with autocast():
-                logits = model(**batch)["logits"]
-            out.append(logits.float().cpu().numpy())
+            out.append(model(**batch)["logits"].float().cpu().numpy())
     return np.concatenate(out, axis=0)
 
 

@@ -1,13 +1,17 @@
-"""Evaluate a fine-tuned KorNLI / KorSTS checkpoint on test (accuracy, or Pearson/Spearman), metrics x100.
+r"""Evaluate a fine-tuned KorNLI / KorSTS checkpoint on test (accuracy, or Pearson/Spearman), metrics x100.
 
-    python3 eval_classifier.py --data_dir data/korsts --task_name korsts --config_file CONFIG --vocab_file VOCAB --checkpoint CKPT --max_seq_length 128 --eval_batch_size 32
-    python3 eval_classifier.py --task_name kornli --data_dir data/kornli --checkpoint runs/kornli/best --output_dir runs/kornli/test
-    python3 eval_classifier.py --task_name korsts --checkpoint runs/korsts/best --eval_file data/korsts/sts-dev.tsv
+    python3 eval_classifier.py --data_dir data/korsts --task_name korsts --config_file CONFIG --vocab_file VOCAB \
+        --checkpoint CKPT --max_seq_length 128 --eval_batch_size 32
+    python3 eval_classifier.py --task_name korsts --data_dir data/korsts \
+        --checkpoint runs/quickstart/korsts_pretrained/best --output_dir runs/korsts_test
+    python3 eval_classifier.py --task_name korsts --checkpoint runs/quickstart/korsts_pretrained/best \
+        --eval_file data/korsts/sts-dev.tsv
 
 A checkpoint written by run_classifier.py carries its config, vocab and task.json, so --config_file and
 --vocab_file are only needed for other checkpoints (e.g. a release .bin). The checkpoint must contain a head for
 the task (loaded strictly): evaluating a pretrained-only encoder would score a random head.
 The last printed line is the metrics as JSON; with --output_dir they are also written to eval_results.json there.
+Evaluation runs in float32 whatever --amp says (see cls_data.predict).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from models.modeling import BertForSequenceClassification, load_checkpoint
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p)
     tu.add_model_args(p)
     tu.add_runtime_args(p)
@@ -75,7 +79,7 @@ def main(argv=None):
     ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
     feats = cls_data.convert_examples(examples, tokenizer, ids["cls"], ids["sep"], args.max_seq_length)
     batches, labels = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression)
-    logits = cls_data.predict(model.to(rt.device), batches, rt.device, rt.autocast)
+    logits = cls_data.predict(model.to(rt.device), batches, rt.device)
     metrics = cls_data.compute_metrics(task, logits, labels)
 
     results = {**cls_data.json_safe(metrics), "task_name": task.name, "eval_file": path, "examples": len(feats),

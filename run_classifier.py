@@ -1,8 +1,16 @@
-"""Fine-tune BERT on KorNLI (3-way NLI, accuracy) or KorSTS (similarity regression, Spearman); pick the epoch on dev.
+r"""Fine-tune BERT on KorNLI (3-way NLI, accuracy) or KorSTS (similarity regression, Spearman); pick the epoch on dev.
 
-    python3 run_classifier.py --data_dir data/kornli --task_name kornli --config_file CONFIG --vocab_file VOCAB --checkpoint CKPT --do_eval --max_seq_length 128 --train_batch_size 32 --eval_batch_size 32 --learning_rate 3e-5 --num_train_epochs 3.0 --warmup_proportion 0.1
-    python3 run_classifier.py --task_name korsts --data_dir data/korsts --checkpoint runs/pre/ckpt --do_eval --do_test --seeds 1-10 --output_dir runs/korsts
-    torchrun --nproc_per_node 4 run_classifier.py --task_name korsts --data_dir data/korsts --checkpoint CKPT --do_eval --amp bf16
+    python3 run_classifier.py --data_dir data/kornli --task_name kornli --config_file CONFIG --vocab_file VOCAB \
+        --checkpoint CKPT --do_eval --max_seq_length 128 --train_batch_size 32 --eval_batch_size 32 \
+        --learning_rate 3e-5 --num_train_epochs 3.0 --warmup_proportion 0.1
+    python3 run_classifier.py --task_name korsts --data_dir data/korsts --config_file runs/quickstart/config.json \
+        --vocab_file runs/quickstart/vocab.txt --do_eval --do_test --seeds 1-3 --learning_rate 1e-4 \
+        --output_dir runs/korsts_grid
+    torchrun --nproc_per_node 4 run_classifier.py --task_name kornli --data_dir data/kornli \
+        --train_file data/kornli/xnli.dev.ko.tsv --checkpoint CKPT --do_eval --do_test --amp bf16
+
+The first line is the release's command (CONFIG/VOCAB/CKPT: its model files); the second trains from scratch
+with the files `make quickstart` leaves in runs/quickstart.
 
 The KorNLI training set (multinli.train.ko.tsv, plus snli_1.0_train.ko.tsv when present) is not bundled. Any TSV
 in the same format works: `--train_file data/kornli/xnli.dev.ko.tsv` trains on the 2,490 XNLI dev pairs as a small
@@ -35,12 +43,12 @@ from tqdm import tqdm
 import cls_data
 import tokenization
 import train_utils as tu
-from models.modeling import BertForSequenceClassification, load_checkpoint, save_checkpoint
+from models.modeling import BertForSequenceClassification, checkpoint_config, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, param_groups
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p)
     tu.add_model_args(p)
     tu.add_optim_args(p, learning_rate=3e-5)
@@ -68,20 +76,21 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
-    """Shuffled with `seed` (the same order on every run with that seed); sharded across ranks under DDP."""
+    """Reshuffled each epoch from `seed`; rank r reads every world_size-th example of the permutation.
+
+    DistributedSampler also with one process: the permutation then does not depend on the number of GPUs, so
+    one optimizer step sees the same examples on 1 or N GPUs (given the same --train_batch_size).
+    """
+    sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
     collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression)
-    common = dict(batch_size=batch_size, collate_fn=collate, num_workers=args.num_workers,
-                  pin_memory=rt.device.type == "cuda")
-    if rt.distributed:
-        sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
-        return DataLoader(features, sampler=sampler, **common)
-    return DataLoader(features, shuffle=True, generator=torch.Generator().manual_seed(seed), **common)
+    return DataLoader(features, sampler=sampler, batch_size=batch_size, collate_fn=collate,
+                      num_workers=args.num_workers, pin_memory=rt.device.type == "cuda")
 
 
 def evaluate(model, split, task, rt) -> dict:
     """Metrics of model on split = (length-sorted batches, labels) from cls_data.eval_batches."""
     batches, labels = split
-    return cls_data.compute_metrics(task, cls_data.predict(model, batches, rt.device, rt.autocast), labels)
+    return cls_data.compute_metrics(task, cls_data.predict(model, batches, rt.device), labels)
 
 
 def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True):
@@ -97,18 +106,20 @@ def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True)
 def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     """Train one model with `seed` into out_dir; returns eval_results (per-epoch dev metrics, best epoch, ...)."""
     tu.set_seed(seed)  # before the model is built: the new head's initialisation depends on it
-    model, config, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification, num_labels=task.num_labels)
+    model, _, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification, num_labels=task.num_labels)
     model.to(rt.device)
     raw_model = model
     if rt.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+        device_ids = [rt.local_rank] if rt.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     micro_batch = args.train_batch_size // (rt.world_size * args.gradient_accumulation_steps)
     train_loader = make_train_loader(data["train"], micro_batch, data["pad_id"], task, rt, args, seed)
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(train_loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay), args.learning_rate, eps=args.adam_epsilon)
+    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay), args.learning_rate,
+                                eps=args.adam_epsilon)
     scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
     scaler = tu.make_grad_scaler(rt)
 
@@ -121,8 +132,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     best_score = -math.inf
     step, t0 = 0, time.time()
     for epoch in range(1, math.ceil(args.num_train_epochs) + 1):
-        if rt.distributed:
-            train_loader.sampler.set_epoch(epoch)
+        train_loader.sampler.set_epoch(epoch)
         model.train()
         # losses summed as tensors: .item() every micro-batch would sync the GPU each step
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
@@ -147,23 +157,29 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if rt.is_main and (step % args.logging_steps == 0 or step == total_steps):
-                row = {"step": step, "epoch": round(epoch - 1 + (i + 1) / len(train_loader), 4),
-                       "loss": float(window_loss) / window_n, "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": float(grad_norm), "elapsed_s": round(time.time() - t0, 1)}
-                logger.log(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+            if step % args.logging_steps == 0 or step == total_steps:
+                window_mean = mean_over_ranks(window_loss, window_n, rt)  # every rank joins the all-reduce
                 window_loss, window_n = 0.0, 0
+                if not math.isfinite(window_mean):
+                    tu.fail(f"training loss is {window_mean} at step {step}; lower --learning_rate "
+                            f"(or use --amp bf16 instead of fp16)")
+                if rt.is_main:
+                    row = {"step": step, "epoch": round(epoch - 1 + (i + 1) / len(train_loader), 4),
+                           "loss": window_mean, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                           "elapsed_s": round(time.time() - t0, 1)}
+                    logger.log(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
             if step >= total_steps:
                 break
         bar.close()
 
-        epoch_row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_n, 1)}
+        epoch_row = {"epoch": epoch, "step": step, "train_loss": mean_over_ranks(loss_sum, loss_n, rt)}
         if args.do_eval and rt.is_main:
             # dev runs on rank 0 only (a few thousand pairs); the other ranks wait at the barrier below
             metrics = evaluate(raw_model, data["dev_eval"], task, rt)
             epoch_row.update(metrics)
-            logger.log({"step": step, "epoch": epoch, **{f"dev_{k}": v for k, v in cls_data.json_safe(metrics).items()}})
+            logger.log({"step": step, "epoch": epoch,
+                        **{f"dev_{k}": v for k, v in cls_data.json_safe(metrics).items()}})
             score = cls_data.score_for_selection(metrics, task)
             print(f"seed {seed} epoch {epoch} step {step}: train_loss {epoch_row['train_loss']:.4f} "
                   + " ".join(f"dev_{k} {v:.2f}" for k, v in metrics.items()), flush=True)
@@ -187,6 +203,14 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     return results
 
 
+def mean_over_ranks(total, count: int, rt) -> float:
+    """Mean of per-micro-batch losses over all ranks (rank 0 alone sees only its shard)."""
+    t = torch.tensor([float(total), count], dtype=torch.float64, device=rt.device)
+    if rt.distributed:
+        torch.distributed.all_reduce(t)
+    return (t[0] / t[1].clamp(min=1)).item()
+
+
 def save_best(model, ckpt_dir, vocab_file, task, args, epoch):
     """The checkpoint plus task.json: which task, which label each logit is, how inputs were built."""
     save_checkpoint(model, ckpt_dir, vocab_file=vocab_file)
@@ -195,13 +219,11 @@ def save_best(model, ckpt_dir, vocab_file, task, args, epoch):
         "num_labels": task.num_labels, "max_seq_length": args.max_seq_length, "epoch": epoch})
 
 
-def test_checkpoint(ckpt_dir, task, rt, data) -> dict:
-    """Load a saved fine-tuned checkpoint (head included, strictly) and score it on the test split."""
-    from models.modeling import checkpoint_config
-
+def score_checkpoint(ckpt_dir, task, rt, split) -> dict:
+    """Load a saved fine-tuned checkpoint (head included, strictly) and score it on split."""
     model = BertForSequenceClassification(checkpoint_config(ckpt_dir), num_labels=task.num_labels)
     load_checkpoint(model, ckpt_dir, strict=True)
-    return evaluate(model.to(rt.device), data["test_eval"], task, rt)
+    return evaluate(model.to(rt.device), split, task, rt)
 
 
 def load_data(args, task, rt) -> dict:
@@ -233,6 +255,8 @@ def validate_args(args):
         raise ValueError("--train_batch_size, --eval_batch_size and --gradient_accumulation_steps must be >= 1")
     if args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
+    if args.logging_steps < 1:
+        raise ValueError(f"--logging_steps {args.logging_steps} must be >= 1")
     if args.seeds and not args.do_eval:
         raise ValueError("--seeds picks the best seed on dev and needs --do_eval")
 
@@ -277,7 +301,7 @@ def main(argv=None):
         results = runs[seeds[0]]
         chosen = results["checkpoint"]
     if args.do_test:
-        results["test"] = cls_data.json_safe(test_checkpoint(chosen, task, rt, data))
+        results["test"] = cls_data.json_safe(score_checkpoint(chosen, task, rt, data["test_eval"]))
         results["test_checkpoint"] = chosen
         print("test: " + " ".join(f"{k} {v}" for k, v in results["test"].items()), flush=True)
     results["args"] = vars(args)
@@ -289,16 +313,19 @@ def main(argv=None):
 def summarise_grid(runs: dict, task) -> dict:
     """Every seed's best dev score, mean and std over seeds, and which seed was best on dev (ties: lowest seed)."""
     per_seed = {str(s): {"best_epoch": r["best_epoch"], **(r["best"] or {})} for s, r in runs.items()}
-    scores = np.array([cls_data.score_for_selection(r["best"] or {task.main_metric: math.nan}, task) for r in runs.values()])
+    scores = np.array([cls_data.score_for_selection(r["best"], task) for r in runs.values()])
     finite = scores[np.isfinite(scores)]
     best_seed = list(runs)[int(np.argmax(scores))]
     summary = {"task_name": task.name, "main_metric": task.main_metric, "metric_scale": "x100",
                "selection": f"seed with the highest best-epoch dev {task.main_metric}", "seeds": per_seed,
+               "n_seeds": len(runs), "n_seeds_in_mean": len(finite),  # an undefined correlation is left out
                f"dev_{task.main_metric}_mean": float(finite.mean()) if len(finite) else None,
                f"dev_{task.main_metric}_std": float(finite.std(ddof=1)) if len(finite) > 1 else None,
                "best_seed_on_dev": best_seed, "best_dev": runs[best_seed]["best"]}
+    mean, std = summary[f"dev_{task.main_metric}_mean"], summary[f"dev_{task.main_metric}_std"]
     print(f"seed grid: dev {task.main_metric} " + ", ".join(f"seed {s} {v:.2f}" for s, v in zip(runs, scores))
-          + f"; mean {summary[f'dev_{task.main_metric}_mean']}; best on dev: seed {best_seed}", flush=True)
+          + (f"; mean {mean:.2f} +- {std:.2f}" if std is not None else "") + f"; best on dev: seed {best_seed}",
+          flush=True)
     return summary
 
 

@@ -1,19 +1,20 @@
 """Pretrain BERT (masked LM at the masked positions + sentence-order prediction) on prepared shards.
 
-    # quick start on a CPU: tiny model, stops cleanly with a checkpoint after 10 minutes
-    python run_pretraining.py --config_file models/configs/quickstart.json --input_dir data/pretrain_shards \\
+    # CPU quick start, after building runs/vocab.txt (8000 pieces) and runs/shards as in create_pretraining_data.py's
+    # docstring: a small model that stops cleanly with a checkpoint after 10 minutes
+    python run_pretraining.py --config_file models/configs/quickstart.json --input_dir runs/shards \\
         --output_dir runs/pretrain_quick --train_batch_size 32 --learning_rate 5e-4 --max_steps 20000 \\
         --max_time_minutes 10 --num_workers 1
     # Small recipe (Adam, linear warm-up/decay) on 8 GPUs; rerunning the same command continues the run
     torchrun --nproc_per_node 8 run_pretraining.py --config_file models/configs/small.json \\
-        --input_dir data/pretrain_shards --output_dir runs/small --train_batch_size 256 --learning_rate 1e-4 \\
+        --input_dir runs/shards --output_dir runs/small --train_batch_size 256 --learning_rate 1e-4 \\
         --warmup_proportion 0.1 --max_steps 500000 --amp bf16 --resume auto
     # Large recipe (LAMB, polynomial decay), phase 1 at 128 tokens, then phase 2 at 512 from phase 1's weights
     torchrun --nproc_per_node 8 run_pretraining.py --config_file models/configs/large_v1.json \\
-        --input_dir data/pretrain_shards --output_dir runs/large_p1 --optimizer lamb --scheduler poly \\
+        --input_dir runs/shards --output_dir runs/large_p1 --optimizer lamb --scheduler poly \\
         --learning_rate 0.00125 --warmup_proportion 0.0125 --train_batch_size 2048 --gradient_accumulation_steps 4 \\
         --max_steps 125000 --amp bf16 --resume auto
-    torchrun --nproc_per_node 8 run_pretraining.py --init_checkpoint runs/large_p1 --input_dir data/pretrain_shards \\
+    torchrun --nproc_per_node 8 run_pretraining.py --init_checkpoint runs/large_p1 --input_dir runs/shards \\
         --output_dir runs/large_p2 --max_seq_length 512 --max_predictions_per_seq 77 --optimizer lamb \\
         --scheduler poly --learning_rate 0.00125 --warmup_proportion 0.0125 --train_batch_size 2048 \\
         --gradient_accumulation_steps 16 --max_steps 25000 --amp bf16 --resume auto
@@ -35,7 +36,8 @@ serves a job that gets requeued); --resume PATH continues from a step-N dir or a
 continues exactly: same weights, optimizer, schedule, RNG and data position as if it had never stopped. log.jsonl
 rows past the resumed step (from the lost stretch) are dropped. Two-phase training is a NEW run with
 --init_checkpoint (a step-N dir or a run dir: its latest), which takes the weights only and starts a fresh optimizer
-and schedule at step 0 with the new --max_seq_length; add --resume auto to make phase 2 itself restartable.
+and schedule at step 0 with the new --max_seq_length (512; 384 for large_v2, whose positions stop there); add
+--resume auto to make phase 2 itself restartable. A run without --resume refuses an OUTPUT_DIR holding checkpoints.
 
 Stopping. --max_time_minutes, SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the exit code
 is 0 (time budget) or 128+signal (130 SIGINT, 143 SIGTERM) so a job scheduler can tell "interrupted" from "done";
@@ -137,6 +139,13 @@ def load_config(args, ckpt_dir, meta, source):
     return config
 
 
+def _ignore_signals(worker_id):
+    # A Ctrl-C or a scheduler's SIGTERM reaches the whole process group; the workers must outlive the step that is
+    # finishing for the checkpoint. The main process shuts them down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def epoch_batches(ds, epoch, start, micro_batch, accum, num_steps, args, rt):
     """num_steps lists of `accum` micro-batches of this rank, from its local example `start` of `epoch` on
     (ds.set_epoch(epoch) already called: workers copy the dataset as it is now).
@@ -145,7 +154,7 @@ def epoch_batches(ds, epoch, start, micro_batch, accum, num_steps, args, rt):
     would have read next; its own generator keeps worker seeding off the global RNG (dropout stays in step).
     """
     loader = DataLoader(ds, batch_size=micro_batch, sampler=range(start, start + num_steps * accum * micro_batch),
-                        num_workers=args.num_workers, collate_fn=collate_pretraining,
+                        num_workers=args.num_workers, collate_fn=collate_pretraining, worker_init_fn=_ignore_signals,
                         pin_memory=rt.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed + epoch))
     it = iter(loader)
     for _ in range(num_steps):
@@ -284,8 +293,6 @@ def main(argv=None):
             print(f"already at step {step} >= --max_steps {args.max_steps}: nothing to train", flush=True)
 
     # SIGINT/SIGTERM set a flag; the loop finishes its step and saves. A second SIGINT raises KeyboardInterrupt.
-    # Loader workers are forked later and inherit the handler, so a Ctrl-C or a scheduler's SIGTERM sent to the
-    # whole process group does not kill them under the step that is finishing.
     stop_signal = []
     def on_signal(signum, frame):
         stop_signal.append(signum)
@@ -354,8 +361,9 @@ def main(argv=None):
             if args.optimizer == "adam" and args.max_grad_norm > 0:
                 grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.max_grad_norm)
             elif log_now:  # LAMB clips by the global norm inside its step; measured here for the log only
-                grad_norm = torch.nn.utils.get_total_norm([p.grad for p in raw_model.parameters()
-                                                           if p.grad is not None])
+                grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad)
+                                                                  for p in raw_model.parameters()
+                                                                  if p.grad is not None]))
             lr = optimizer.param_groups[0]["lr"]
             if scaler.is_enabled():
                 scale = scaler.get_scale()

@@ -6,6 +6,7 @@ couple dozen KorSTS pairs must rank them almost perfectly (Spearman > 90 on its 
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -46,9 +47,9 @@ def env(tmp_path_factory):
     vocab = d / "vocab.txt"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tokenization.py"), "build-vocab", "--corpus",
                            str(d / "corpus.txt"), "--vocab_size", "3000", "--output", str(vocab)],
-                          cwd=ROOT, capture_output=True, text=True)
+                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
-    n_vocab = sum(1 for _ in open(vocab, encoding="utf-8"))
+    n_vocab = len(vocab.read_text(encoding="utf-8").splitlines())
     with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
         config = {**json.load(f), "vocab_size": n_vocab}
     (d / "tiny.json").write_text(json.dumps(config))
@@ -73,6 +74,10 @@ def eval_argv(ckpt, task="korsts", *extra):
 def read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def file_digests(root):
@@ -118,14 +123,15 @@ def test_korsts_run_keeps_best_epoch_and_writes_outputs(korsts_run):
     epochs = saved["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2] and saved["train_examples"] == 200 and saved["dev_examples"] == 100
     best = max(epochs, key=lambda e: e["spearman"])
-    assert saved["best_epoch"] == best["epoch"] and saved["best"] == {"pearson": best["pearson"], "spearman": best["spearman"]}
+    assert saved["best_epoch"] == best["epoch"]
+    assert saved["best"] == {"pearson": best["pearson"], "spearman": best["spearman"]}
     for m in (*epochs, saved["test"]):
         assert -100 <= m["spearman"] <= 100 and -100 <= m["pearson"] <= 100
     assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
     assert sorted(os.listdir(out / "best")) == ["config.json", "model.safetensors", "task.json", "vocab.txt"]
     assert read_json(out / "best" / "config.json")["num_labels"] == 1
     assert read_json(out / "best" / "task.json")["task_name"] == "korsts"
-    log = [json.loads(line) for line in open(out / "log.jsonl", encoding="utf-8")]
+    log = read_jsonl(out / "log.jsonl")
     assert [r["dev_spearman"] for r in log if "dev_spearman" in r] == [e["spearman"] for e in epochs]
     assert [r["step"] for r in log if "loss" in r] == list(range(2, 27, 2))  # 13 steps/epoch (200 rows / 16)
     assert (out / "dev_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -152,14 +158,19 @@ def test_eval_classifier_release_command_line(korsts_run):
             "--max_seq_length", "128", "--eval_batch_size", "32", "--max_eval_examples", "100", "--no_cuda"]
     metrics = eval_classifier.main(argv)
     assert {k: metrics[k] for k in ("pearson", "spearman")} == results["test"]
+    # scoring stays float32 under --amp: bf16 logits would tie near-equal scores and move Spearman
+    metrics = eval_classifier.main(argv + ["--amp", "bf16"])
+    assert {k: metrics[k] for k in ("pearson", "spearman")} == results["test"]
 
 
 def test_overfits_its_training_rows(env, tmp_path):
     """Learnability: scored on its own 24 training pairs, the model must rank them almost perfectly."""
     out = tmp_path / "fit"
-    run_classifier.main(train_argv(env, out, "--train_batch_size", "4", "--learning_rate", "2e-3",
-                                   "--warmup_proportion", "0.05", n_train=24, epochs=30))
-    assert sorted(os.listdir(out)) == ["final", "log.jsonl"]  # without --do_eval: the last epoch, no dev files
+    r = run_classifier.main(train_argv(env, out, "--train_batch_size", "4", "--learning_rate", "2e-3",
+                                       "--warmup_proportion", "0.05", n_train=24, epochs=30))
+    # without --do_eval: the last epoch's weights in final/, no dev metrics
+    assert sorted(os.listdir(out)) == ["eval_results.json", "final", "log.jsonl"]
+    assert r["best"] is None and r["checkpoint"] == str(out / "final") and len(r["epochs"]) == 30
     m = eval_classifier.main(eval_argv(out / "final", "korsts", "--eval_file", STS_TRAIN, "--max_eval_examples", "24"))
     assert m["examples"] == 24 and m["spearman"] > 90, m
 
@@ -188,17 +199,35 @@ def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_gradient_accumulation_matches_full_batch(env, tmp_path):
-    """--train_batch_size is per optimizer step: 2 x 8 accumulated equals one batch of 16 (dropout off)."""
-    weights = []
-    for accum in ("1", "2"):
-        out = tmp_path / f"accum{accum}"
-        run_classifier.main(train_argv(env, out, "--config_file", env["nodrop"], "--gradient_accumulation_steps", accum,
-                                       n_train=48))
-        weights.append(load_file(str(out / "final" / "model.safetensors")))
-    for k in weights[0]:
-        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=1e-4, atol=1e-5)
-    assert not torch.equal(weights[0]["classifier.weight"], torch.zeros_like(weights[0]["classifier.weight"]))
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_same_global_batch_same_run_with_accumulation_and_two_ranks(env, tmp_path):
+    """--train_batch_size is per optimizer step: 1 process x 16, 1 process x 2 x 8 accumulated and 2 CPU ranks
+    (gloo) x 2 x 4 accumulated see the same examples per step and end with the same weights (dropout off)."""
+    def argv(out, accum):
+        return train_argv(env, out, "--config_file", env["nodrop"], "--gradient_accumulation_steps", accum,
+                          "--logging_steps", "1", n_train=48)
+
+    run_classifier.main(argv(tmp_path / "one", "1"))
+    run_classifier.main(argv(tmp_path / "accum", "2"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "run_classifier.py", *argv(tmp_path / "ddp", "2")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
+    for other in ("accum", "ddp"):
+        w = load_file(str(tmp_path / other / "final" / "model.safetensors"))
+        for k in ref:
+            torch.testing.assert_close(w[k], ref[k], rtol=1e-4, atol=1e-5, msg=f"{other}: {k}")
+    init = torch.nn.Linear(64, 1).weight  # any fresh head: the trained one must have moved
+    assert not torch.allclose(ref["classifier.weight"], init, atol=1e-3)
+    losses = [[r["loss"] for r in read_jsonl(tmp_path / d / "log.jsonl")] for d in ("one", "ddp")]
+    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-4)  # 48 rows / 16 = 3 steps
 
 
 def test_parse_seeds():
@@ -229,10 +258,11 @@ def test_kornli_with_xnli_dev_as_training_set(kornli_run, capsys):
 
 def test_release_kornli_command_without_train_file_fails_clearly(korsts_run, env, capsys, tmp_path):
     out, _ = korsts_run
-    argv = ["--data_dir", NLI_DIR, "--task_name", "kornli", "--config_file", env["config"], "--vocab_file", env["vocab"],
-            "--checkpoint", str(out / "best"), "--do_eval", "--max_seq_length", "128", "--train_batch_size", "32",
-            "--eval_batch_size", "32", "--learning_rate", "3e-5", "--num_train_epochs", "3.0",
-            "--warmup_proportion", "0.1", "--no_cuda", "--output_dir", str(tmp_path / "never")]
+    argv = ["--data_dir", NLI_DIR, "--task_name", "kornli", "--config_file", env["config"],
+            "--vocab_file", env["vocab"], "--checkpoint", str(out / "best"), "--do_eval", "--max_seq_length", "128",
+            "--train_batch_size", "32", "--eval_batch_size", "32", "--learning_rate", "3e-5",
+            "--num_train_epochs", "3.0", "--warmup_proportion", "0.1",
+            "--no_cuda", "--output_dir", str(tmp_path / "never")]
     expect_fail(capsys, run_classifier.main, argv, "multinli.train.ko.tsv", "--train_file")
     assert not (tmp_path / "never").exists()
 
@@ -263,13 +293,14 @@ def test_finished_run_is_never_overwritten(korsts_run, env, capsys):
 def test_vocab_size_mismatch_is_one_line_exit_2(korsts_run, tmp_path):
     out, _ = korsts_run
     other = tmp_path / "other_vocab.txt"
-    other.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가", "나"]) + "\n", encoding="utf-8")
+    other.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n가\n나\n", encoding="utf-8")
     proc = subprocess.run([sys.executable, "eval_classifier.py", *eval_argv(out / "best", "korsts"),
                            "--vocab_file", str(other), "--output_dir", str(tmp_path / "o")],
-                          cwd=ROOT, capture_output=True, text=True)
+                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: vocab size mismatch") and "other_vocab.txt" in err[0], proc.stderr
+    assert len(err) == 1 and err[0].startswith("error: vocab size mismatch"), proc.stderr
+    assert "other_vocab.txt" in err[0]
     assert not (tmp_path / "o").exists()
 
 

@@ -50,8 +50,10 @@ def test_quoted_sentence_kept_verbatim():
     ex = read_examples(data("kornli/xnli.dev.ko.tsv"), NLI, max_examples=1)[0]
     assert ex.text_a == '그리고 그가 말했다, "엄마, 저 왔어요."'
     assert NLI.labels[ex.label] == "neutral" and ex.guid == "xnli.dev.ko.tsv:2"
-    starts_with_quote = [e for e in read_examples(data("korsts/sts-train.tsv"), STS) if e.text_a.startswith('"')]
-    assert starts_with_quote and all(e.text_a.count('"') >= 1 for e in starts_with_quote)
+    # KorSTS rows with a sentence that opens with '"' (the rows default quoting mangles), as counted in SOURCE.md
+    for split, n in (("train", 150), ("dev", 53), ("test", 29)):
+        rows = read_examples(data(f"korsts/sts-{split}.tsv"), STS)
+        assert sum(e.text_a.startswith('"') or e.text_b.startswith('"') for e in rows) == n
 
 
 def test_stray_tab_row_skipped_with_warning_naming_line(tmp_path, capsys):
@@ -112,11 +114,13 @@ def test_default_files_and_missing_kornli_train(tmp_path):
         "multinli.train.ko.tsv:2", "multinli.train.ko.tsv:3", "snli_1.0_train.ko.tsv:2"]
 
 
-def test_wrong_task_name_is_argparse_error():
-    r = subprocess.run([sys.executable, "-c", "import argparse, cls_data; p = argparse.ArgumentParser(); "
-                        "cls_data.add_task_args(p); p.parse_args(['--task_name', 'kormnli'])"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and "invalid choice: 'kormnli'" in r.stderr
+def test_wrong_task_name_is_argparse_error(capsys):
+    import argparse
+    parser = argparse.ArgumentParser()
+    cls_data.add_task_args(parser)
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--task_name", "kormnli"])
+    assert e.value.code == 2 and "invalid choice: 'kormnli'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------------- features
@@ -182,7 +186,7 @@ def test_spearman_with_ties_and_pearson_match_scipy():
     rp = np.array([1, 2.5, 2.5, 6, 4.5, 4.5, 7])
     rg = np.array([1, 2.5, 2.5, 4.5, 4.5, 6, 7])
     assert m["spearman"] == pytest.approx(np.corrcoef(rp, rg)[0, 1] * 100)
-    assert compute_metrics(STS, [1, 2, 3], [3, 2, 1]) == {"pearson": pytest.approx(-100.0), "spearman": pytest.approx(-100.0)}
+    assert compute_metrics(STS, [1, 2, 3], [3, 2, 1]) == pytest.approx({"pearson": -100.0, "spearman": -100.0})
 
 
 def test_constant_predictions_are_undefined_not_crash():
@@ -192,6 +196,17 @@ def test_constant_predictions_are_undefined_not_crash():
 
 
 def test_readers_and_metrics_do_not_import_torch():
-    r = subprocess.run([sys.executable, "-c", "import sys, cls_data; cls_data.compute_metrics(cls_data.TASKS['korsts'], "
-                        "[1, 2], [2, 3]); print('torch' in sys.modules)"], cwd=ROOT, capture_output=True, text=True)
+    code = ("import sys, cls_data; cls_data.compute_metrics(cls_data.TASKS['korsts'], [1, 2], [2, 3]); "
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_not_utf8_and_stray_carriage_return(tmp_path):
+    p = tmp_path / "latin1.tsv"
+    p.write_bytes("sentence1\tsentence2\tscore\ncaf\xe9\tb\t1.0\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.tsv: not UTF-8 \(byte offset 29\)"):
+        read_examples(str(p), STS)
+    # a lone '\r' inside a sentence is text, not a row break (only '\n' and a trailing '\r' of CRLF end rows)
+    p = write(tmp_path, "cr.tsv", "sentence1\tsentence2\tscore\na\rb\tc\t2.0\r\n")
+    assert [(e.text_a, e.label) for e in read_examples(p, STS)] == [("a\rb", 2.0)]

@@ -237,15 +237,21 @@ def test_phase2_starts_from_phase1_weights_with_fresh_optimizer(trained, data, t
 def test_sigterm_saves_and_resumes(data, tmp_path):
     out = tmp_path / "term"
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # its own process group, signalled as a whole the way a scheduler does: the loader workers get SIGTERM too
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run_pretraining.py"),
-                             *argv(data, out, max_steps=100000, save_steps=100000)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 90
-    while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text().strip()):
-        assert proc.poll() is None and time.time() < deadline, "no step logged"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+                             *argv(data, out, max_steps=100000, save_steps=100000, num_workers=2)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text().strip()):
+            assert proc.poll() is None and time.time() < deadline, "no step logged"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + signal.SIGTERM, err
     k = int(latest(out).split("-")[1])
     assert k >= 1 and train_state(out, k)["step"] == k and not (out / "DONE").exists()
