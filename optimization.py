@@ -198,6 +198,11 @@ def _poly_factor(progress: float, warmup: float, degree: float) -> float:
 _SCHEDULES = {"linear": _linear_factor, "poly": _poly_factor}
 
 
+def lr_factor(name: str, progress: float, warmup_proportion: float, degree: float = 0.5) -> float:
+    """The schedule's lr multiplier at a progress in [0, 1] (step / total_steps, or elapsed / time budget)."""
+    return _SCHEDULES[name](progress, warmup_proportion, degree)
+
+
 def get_scheduler(name: str, optimizer: torch.optim.Optimizer, warmup_proportion: float, total_steps: int,
                   degree: float = 0.5) -> torch.optim.lr_scheduler.LambdaLR:
     """LR schedule as a multiple of each group's initial lr, with progress = step / total_steps.

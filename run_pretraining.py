@@ -69,7 +69,7 @@ from tqdm import tqdm
 
 from models.modeling import (BertConfig, BertForPreTraining, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              save_checkpoint)
-from optimization import build_optimizer, get_scheduler, param_groups
+from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import PretrainingDataset, collate_pretraining
 from train_utils import (JsonlLogger, add_model_args, add_optim_args, add_runtime_args, atomic_torch_save,
                          atomic_write_json, atomic_write_text, cleanup_runtime, fail, make_grad_scaler, plot_jsonl,
@@ -109,6 +109,10 @@ def build_parser():
     t.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="'auto' (default when given bare): OUTPUT_DIR's latest checkpoint if any; or a checkpoint path")
     t.add_argument("--max_time_minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    t.add_argument("--schedule_by_time", action="store_true",
+                   help="with --max_time_minutes: the lr schedule advances by max(step / max_steps, elapsed / "
+                        "budget), so warm-up and decay fit the time budget on any machine (time-budgeted "
+                        "'cramming' runs); such a run is not bit-exact on resume")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     return p
 
@@ -128,8 +132,14 @@ def load_config(args, ckpt_dir, meta, source):
     if config is None and stored is None:
         fail("no model config: pass --config_file" + (f" ({ckpt_dir} carries no config.json)" if ckpt_dir else ""))
     config = config or stored
+    # A model whose vocab was built on morpheme-split text must never see plain-split shards (or the reverse):
+    # a config that names an analyser must agree with the shards; one that names none takes the shards' setting.
+    shard_morph = meta.get("morph_analyzer")
+    if config.morph_analyzer is not None and config.morph_analyzer != shard_morph:
+        fail(f"--input_dir {args.input_dir} was prepared with morph_analyzer={shard_morph!r} but the model config "
+             f"says {config.morph_analyzer!r}; prepare the shards with the same --morph_analyzer as the vocab")
     config.do_lower_case = bool(meta.get("do_lower_case", False))
-    config.morph_analyzer = meta.get("morph_analyzer")
+    config.morph_analyzer = shard_morph
     if source == "--resume" and args.config_file and stored is not None:
         a, b = config.to_dict(), stored.to_dict()
         diff = [k for k in a if a[k] != b.get(k)]
@@ -172,6 +182,8 @@ def main(argv=None):
             fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if not args.output_dir:
         fail("--output_dir is required")
+    if args.schedule_by_time and not args.max_time_minutes:
+        fail("--schedule_by_time needs --max_time_minutes (the budget the schedule is stretched over)")
     if not os.path.isfile(os.path.join(args.input_dir, "meta.json")):
         fail(f"--input_dir {args.input_dir}: no meta.json there; prepare shards with create_pretraining_data.py")
     rt = setup_runtime(args)
@@ -311,7 +323,9 @@ def main(argv=None):
     nonfinite = torch.zeros((), device=rt.device)
     checked_step, t_log, step_log = step, time.time(), step
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == "--resume" else None
-    pbar = tqdm(total=args.max_steps, initial=step, disable=not rt.is_main, dynamic_ncols=True, desc="pretrain")
+    # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
+    pbar = tqdm(total=None if args.max_time_minutes else args.max_steps, initial=step, disable=not rt.is_main,
+                dynamic_ncols=True, desc="pretrain")
     model.train()
     try:
         while step < args.max_steps:
@@ -379,13 +393,18 @@ def main(argv=None):
             epoch_pos += B
             pbar.update(1)
 
-            stop = 1 if time.time() - t_start > budget_s else 0
+            run_s = time.time() - t_start
+            stop = 1 if run_s > budget_s else 0
             if stop_signal:
                 stop = 2 if stop_signal[0] == signal.SIGINT else 3
-            if rt.distributed:  # every rank must stop at the same step, whoever got the signal
-                flag = torch.tensor(stop)
+            if rt.distributed:  # every rank must stop at the same step (and use the same lr), whoever got the signal
+                flag = torch.tensor([float(stop), run_s], dtype=torch.float64)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=ctrl_group)
-                stop = int(flag)
+                stop, run_s = int(flag[0]), float(flag[1])
+            if args.schedule_by_time:  # overrides the step-based lr that scheduler.step() just set
+                progress = max(step / args.max_steps, (elapsed0 + run_s) / budget_s)
+                for g in optimizer.param_groups:
+                    g["lr"] = g["initial_lr"] * lr_factor(args.scheduler, progress, args.warmup_proportion)
             save_now = step % args.save_steps == 0 or step == args.max_steps or stop
             if log_now or save_now:
                 if rt.distributed:

@@ -320,3 +320,35 @@ def test_bad_input_is_one_line_exit_2(case, data, trained, tmp_path, capsys):
         assert str(trained / "checkpoints" / "step-60") in err[0]
     assert _snapshot(trained) == before
     assert out == trained or not out.exists()
+
+
+def test_schedule_by_time_follows_the_budget(data, tmp_path):
+    """With --schedule_by_time the lr tracks elapsed/budget: a 3 s budget finishes the warm-up and decays the lr
+    within far fewer steps than --max_steps, where the step-based schedule would still be warming up."""
+    out = tmp_path / "timed"
+    rc = run_pretraining.main(argv(data, out, max_steps=100000, warmup_proportion=0.1, max_time_minutes=0.05,
+                                   schedule_by_time=True, save_steps=100000))
+    assert rc == 0
+    lrs = [r["lr"] for r in rows(out)]
+    step_based_peak = 1e-3 * len(lrs) / (0.1 * 100000)  # the step schedule's lr after this many steps
+    assert max(lrs) > 10 * step_based_peak
+    assert lrs[-1] < 0.5 * max(lrs)  # decaying towards 0 as the budget runs out
+
+
+def test_schedule_by_time_needs_a_budget(data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_pretraining.main(argv(data, tmp_path / "x", schedule_by_time=True))
+    assert e.value.code == 2
+    assert "--schedule_by_time needs --max_time_minutes" in capsys.readouterr().err
+
+
+def test_morph_config_must_match_the_shards(data, tmp_path, capsys):
+    """A config recording a morpheme-split vocab refuses shards prepared without the analyser."""
+    cfg = json.loads((data / "tiny.json").read_text()) | {"morph_analyzer": "kiwi"}
+    (tmp_path / "kiwi.json").write_text(json.dumps(cfg))
+    with pytest.raises(SystemExit) as e:
+        run_pretraining.main(argv(data, tmp_path / "out", config=None) + ["--config_file", str(tmp_path / "kiwi.json")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "morph_analyzer=None" in err and "'kiwi'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "checkpoints").exists()
