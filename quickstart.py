@@ -44,7 +44,9 @@ GPU = dict(config="models/configs/small.json", vocab_size=32000, budget_minutes=
 
 def run_stage(name, cmd, done_marker, stages, log_dir):
     """Run one stage as a subprocess unless its output exists; record its wall time."""
-    printable = " ".join(shlex.quote(c) for c in [os.path.basename(cmd[0])] + cmd[1:])
+    # printed relative to the repository, so it can be pasted from there as is
+    printable = " ".join(shlex.quote(os.path.relpath(c, HERE) if c.startswith(HERE + os.sep) else c)
+                         for c in [os.path.basename(cmd[0])] + cmd[1:])
     if os.path.exists(done_marker):
         print(f"[{name}] cached ({os.path.relpath(done_marker)} exists)", flush=True)
         stages.setdefault(name, {})["cached"] = True
