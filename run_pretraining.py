@@ -457,8 +457,9 @@ def main(argv=None):
             if stop:
                 exit_code = {1: 0, 2: 128 + signal.SIGINT, 3: 128 + signal.SIGTERM}[stop]
                 if rt.is_main:
-                    pbar.write(f"stopped at step {step} ({['', 'time budget', 'SIGINT', 'SIGTERM'][stop]}); "
-                               f"continue with --resume auto")
+                    # a spent time budget is the planned end (with --schedule_by_time the lr has reached 0)
+                    hint = "" if stop == 1 else "; continue with --resume auto"
+                    pbar.write(f"stopped at step {step} ({['', 'time budget', 'SIGINT', 'SIGTERM'][stop]}){hint}")
                 break
     finally:
         if batches is not None:
