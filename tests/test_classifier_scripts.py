@@ -3,7 +3,6 @@
 The overfit test is the functional proof that labels and features are wired right: a model that memorises a
 couple dozen KorSTS pairs must rank them almost perfectly (Spearman > 90 on its own training rows).
 """
-import hashlib
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ sys.path.insert(0, ROOT)
 
 import eval_classifier  # noqa: E402
 import run_classifier  # noqa: E402
+from helpers import expect_fail, file_digests  # noqa: E402
 
 STS_DIR = os.path.join(ROOT, "data", "korsts")
 NLI_DIR = os.path.join(ROOT, "data", "kornli")
@@ -78,24 +78,6 @@ def read_json(path):
 
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def file_digests(root):
-    return {os.path.relpath(os.path.join(dp, f), root): hashlib.sha256(open(os.path.join(dp, f), "rb").read()).digest()
-            for dp, _, files in os.walk(root) for f in files}
-
-
-def expect_fail(capsys, fn, argv, *needles):
-    """The script exits 2 with one 'error:' line naming what is wrong, and no traceback."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        fn(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 @pytest.fixture(scope="module")

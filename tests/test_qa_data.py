@@ -17,7 +17,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import qa_data  # noqa: E402
 from korquad_metric import evaluate, exact_match_score, f1_score, load_predictions, normalize_answer  # noqa: E402
 from qa_data import (convert_examples_to_features, feature_cache_key, load_or_build_features,  # noqa: E402
                      postprocess_predictions, read_korquad)

@@ -3,7 +3,6 @@
 The overfit test is the functional proof: a model that memorises a handful of questions must get EM 100 through
 the whole path (features -> training labels -> logits -> n-best post-processing -> official metric).
 """
-import hashlib
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ sys.path.insert(0, ROOT)
 import eval_qa  # noqa: E402
 import morphology  # noqa: E402
 import run_qa  # noqa: E402
+from helpers import expect_fail, file_digests  # noqa: E402
 
 DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
 
@@ -90,28 +90,6 @@ def trained(env):
     (out / "notes.txt").write_text("keep me")  # an unrelated file already in the output dir
     results = run_qa.main(train_argv(env, out))
     return out, results
-
-
-def file_digests(root):
-    return {os.path.relpath(os.path.join(dp, f), root): hashlib.sha256(open(os.path.join(dp, f), "rb").read()).digest()
-            for dp, _, files in os.walk(root) for f in files}
-
-
-def expect_fail(capsys, fn, argv, *needles):
-    """The script exits 2 with one 'error:' line naming what is wrong, and no traceback."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        fn(argv)
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
-
-
-# ------------------------------------------------------------------------------------------------------------
 
 
 def test_run_qa_writes_checkpoints_logs_and_dev_predictions(env, trained):
