@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# CPU-side preparation for a time-budgeted ("crammed") GPU pretraining run on the 159 MB Korean corpus:
+# a 32k WordPiece vocab and uint16 shards, packed into one xz archive small enough to travel with the repository
+# to a GPU machine (ignored folder bench/_work/cram/).
+#
+#   bash bench/cram_prepare.sh                       # corpus from ../shared/data/korean_corpus
+#   CORPUS_DIR=/data/korean_corpus bash bench/cram_prepare.sh
+#
+# On the GPU machine: tar -xJf bench/_work/cram/cram_shards.tar.xz -C bench/_work/cram, then run_pretraining.py
+# --input_dir bench/_work/cram/shards --config_file models/configs/small.json (vocab_size 32000 matches).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+CORPUS_DIR=${CORPUS_DIR:-../shared/data/korean_corpus}
+OUT=bench/_work/cram
+mkdir -p "$OUT"
+shopt -s nullglob
+FILES=("$CORPUS_DIR"/*.txt)
+[ ${#FILES[@]} -gt 0 ] || { echo "error: no .txt files in $CORPUS_DIR (set CORPUS_DIR)" >&2; exit 2; }
+t0=$(date +%s)
+[ -f "$OUT/vocab.txt" ] || "$PY" tokenization.py build-vocab --corpus "${FILES[@]}" --vocab_size 32000 --output "$OUT/vocab.txt"
+t1=$(date +%s)
+[ -f "$OUT/shards/meta.json" ] || "$PY" create_pretraining_data.py --input_files "${FILES[@]}" --vocab_file "$OUT/vocab.txt" \
+    --output_dir "$OUT/shards"
+t2=$(date +%s)
+tar -cJf "$OUT/cram_shards.tar.xz" -C "$OUT" shards
+t3=$(date +%s)
+echo "vocab $((t1 - t0)) s, shards $((t2 - t1)) s, xz $((t3 - t2)) s"
+du -sh "$OUT/shards" "$OUT/cram_shards.tar.xz"
