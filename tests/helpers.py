@@ -1,6 +1,9 @@
 """Assertions shared by the script tests."""
 import hashlib
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -23,3 +26,21 @@ def expect_fail(capsys, fn, argv, *needles):
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def tiny_model_files(d, corpus_text, vocab_size):
+    """A WordPiece vocab built (through the CLI) on corpus_text, and models/configs/tiny.json sized to it, with
+    and without dropout, all under d. Returns (vocab, config, config_without_dropout) paths as strings."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (d / "corpus.txt").write_text(corpus_text, encoding="utf-8")
+    vocab = d / "vocab.txt"
+    proc = subprocess.run([sys.executable, os.path.join(root, "tokenization.py"), "build-vocab", "--corpus",
+                           str(d / "corpus.txt"), "--vocab_size", str(vocab_size), "--output", str(vocab)],
+                          cwd=root, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    with open(os.path.join(root, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        config = {**json.load(f), "vocab_size": len(vocab.read_text(encoding="utf-8").splitlines())}
+    (d / "tiny.json").write_text(json.dumps(config))
+    (d / "tiny_nodrop.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
+                                                    "attention_probs_dropout_prob": 0.0}))
+    return str(vocab), str(d / "tiny.json"), str(d / "tiny_nodrop.json")

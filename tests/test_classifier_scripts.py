@@ -19,7 +19,7 @@ sys.path.insert(0, ROOT)
 
 import eval_classifier  # noqa: E402
 import run_classifier  # noqa: E402
-from helpers import expect_fail, file_digests  # noqa: E402
+from helpers import expect_fail, file_digests, tiny_model_files  # noqa: E402
 
 STS_DIR = os.path.join(ROOT, "data", "korsts")
 NLI_DIR = os.path.join(ROOT, "data", "kornli")
@@ -43,19 +43,8 @@ def env(tmp_path_factory):
     for name, n in (("unlabeled_comments_5.txt", 3000), ("boddari/wikinews.txt", 1500)):
         with open(os.path.join(ROOT, "data", "korean_text", name), encoding="utf-8") as f:
             lines += [f.readline() for _ in range(n)]
-    (d / "corpus.txt").write_text("".join(lines), encoding="utf-8")
-    vocab = d / "vocab.txt"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tokenization.py"), "build-vocab", "--corpus",
-                           str(d / "corpus.txt"), "--vocab_size", "3000", "--output", str(vocab)],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
-    n_vocab = len(vocab.read_text(encoding="utf-8").splitlines())
-    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
-        config = {**json.load(f), "vocab_size": n_vocab}
-    (d / "tiny.json").write_text(json.dumps(config))
-    (d / "tiny_nodrop.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
-                                                    "attention_probs_dropout_prob": 0.0}))
-    return {"dir": d, "vocab": str(vocab), "config": str(d / "tiny.json"), "nodrop": str(d / "tiny_nodrop.json")}
+    vocab, config, nodrop = tiny_model_files(d, "".join(lines), 3000)
+    return {"dir": d, "vocab": vocab, "config": config, "nodrop": nodrop}
 
 
 def train_argv(env, out, *extra, task="korsts", n_train=64, epochs=1):

@@ -5,7 +5,6 @@ the whole path (features -> training labels -> logits -> n-best post-processing 
 """
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +15,7 @@ sys.path.insert(0, ROOT)
 import eval_qa  # noqa: E402
 import morphology  # noqa: E402
 import run_qa  # noqa: E402
-from helpers import expect_fail, file_digests  # noqa: E402
+from helpers import expect_fail, file_digests, tiny_model_files  # noqa: E402
 
 DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
 
@@ -35,6 +34,16 @@ def slice_file(path, articles, n_questions, version="KorQuAD_v1.0_dev"):
             out.append({"title": art["title"], "paragraphs": paras})
     path.write_text(json.dumps({"version": version, "data": out}, ensure_ascii=False), encoding="utf-8")
     return str(path)
+
+
+def particle_predictions(data_file, tmp_path):
+    """Every gold answer with the particle 에서 glued on (the typical error), written as a predictions file."""
+    with open(data_file, encoding="utf-8") as f:
+        gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(f)["data"]
+                for p in a["paragraphs"] for qa in p["qas"]}
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps({q: t + "에서" for q, t in gold.items()}, ensure_ascii=False), encoding="utf-8")
+    return gold, preds
 
 
 def question_ids(path):
@@ -57,21 +66,10 @@ def one_thread():
 def env(tmp_path_factory):
     d = tmp_path_factory.mktemp("qa_scripts")
     with open(os.path.join(ROOT, "data", "korean_text", "boddari", "wikinews.txt"), encoding="utf-8") as f:
-        (d / "corpus.txt").write_text("".join(f.readline() for _ in range(3000)), encoding="utf-8")
-    vocab = d / "vocab.txt"
-    import tokenization
-    proc = subprocess.run([sys.executable, tokenization.__file__, "build-vocab", "--corpus", str(d / "corpus.txt"),
-                           "--vocab_size", "4000", "--output", str(vocab)], cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    n_vocab = sum(1 for _ in open(vocab, encoding="utf-8"))
-    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
-        config = {**json.load(f), "vocab_size": n_vocab}
-    (d / "tiny.json").write_text(json.dumps(config))
-    (d / "tiny_nodrop.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
-                                                    "attention_probs_dropout_prob": 0.0}))
+        vocab, config, nodrop = tiny_model_files(d, "".join(f.readline() for _ in range(3000)), 4000)
     with open(DEV, encoding="utf-8") as f:
         dev = json.load(f)
-    return {"dir": d, "vocab": str(vocab), "config": str(d / "tiny.json"), "dev": dev,
+    return {"dir": d, "vocab": vocab, "config": config, "nodrop": nodrop, "dev": dev,
             "train": slice_file(d / "train.json", dev["data"][:3], 40),
             "eval": slice_file(d / "eval.json", dev["data"][10:13], 30)}
 
@@ -169,7 +167,7 @@ def test_overfits_a_few_questions_to_em_100(env):
               for k in range(16) for p in picked]
     (d / "train.json").write_text(json.dumps({"version": "KorQuAD_v1.0", "data": [{"title": "t", "paragraphs": copies}]},
                                              ensure_ascii=False), encoding="utf-8")
-    run_qa.main(["--config_file", str(env["dir"] / "tiny_nodrop.json"), "--vocab_file", env["vocab"],
+    run_qa.main(["--config_file", env["nodrop"], "--vocab_file", env["vocab"],
                  "--train_file", str(d / "train.json"), "--max_seq_length", "128", "--max_query_length", "32",
                  "--per_gpu_train_batch_size", "16", "--learning_rate", "3e-3", "--num_train_epochs", "8",
                  "--warmup_proportion", "0.05", "--weight_decay", "0", "--num_workers", "0",
@@ -279,10 +277,7 @@ def test_answer_postprocess_morph_reports_both(env, tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(morphology, "trim_answer", fake_trim, raising=False)
     monkeypatch.setattr(morphology, "load_analyzer", lambda name="kiwi": "fake-kiwi")
-    gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(open(env["eval"], encoding="utf-8"))["data"]
-            for p in a["paragraphs"] for qa in p["qas"]}
-    preds = tmp_path / "preds.json"
-    preds.write_text(json.dumps({q: t + "에서" for q, t in gold.items()}, ensure_ascii=False), encoding="utf-8")
+    gold, preds = particle_predictions(env["eval"], tmp_path)
     result = eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds),
                            "--answer_postprocess", "morph"])
     out = capsys.readouterr().out.strip().splitlines()
@@ -305,10 +300,7 @@ def test_answer_postprocess_morph_without_kiwipiepy(env, tmp_path, capsys, monke
 
 def test_answer_postprocess_morph_with_kiwi_strips_particles(env, tmp_path, capsys):
     pytest.importorskip("kiwipiepy")
-    gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(open(env["eval"], encoding="utf-8"))["data"]
-            for p in a["paragraphs"] for qa in p["qas"]}
-    preds = tmp_path / "preds.json"
-    preds.write_text(json.dumps({q: t + "에서" for q, t in gold.items()}, ensure_ascii=False), encoding="utf-8")
+    gold, preds = particle_predictions(env["eval"], tmp_path)
     result = eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds),
                            "--answer_postprocess", "morph"])
     assert result["without_postprocess"]["exact_match"] == 0.0 and result["exact_match"] >= 80.0
