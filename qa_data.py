@@ -102,6 +102,25 @@ def load_squad_json(path: str) -> list:
     return obj["data"]
 
 
+def split_by_article(path: str, eval_fraction: float, seed: int = 0) -> tuple[dict, dict]:
+    """(train, eval) KorQuAD 1.0 objects holding disjoint sets of `path`'s articles, eval ~ eval_fraction of them.
+
+    Whole articles go to one side, so no context (and no near-duplicate question about it) is seen on both;
+    the choice depends only on (seed, number of articles). Used to train and score on the dev set alone when
+    the training set is not at hand.
+    """
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be between 0 and 1, got {eval_fraction}")
+    data = load_squad_json(path)
+    if len(data) < 2:
+        raise ValueError(f"{path}: {len(data)} article(s) cannot be split by article")
+    n_eval = min(len(data) - 1, max(1, round(eval_fraction * len(data))))
+    eval_idx = set(np.random.default_rng(seed).permutation(len(data))[:n_eval].tolist())
+    version = "KorQuAD_v1.0"
+    return ({"version": version, "data": [a for i, a in enumerate(data) if i not in eval_idx]},
+            {"version": version, "data": [a for i, a in enumerate(data) if i in eval_idx]})
+
+
 def read_korquad(path: str, is_training: bool, max_examples: int | None = None):
     """(examples, n_skipped) in file order, cut to the first `max_examples` questions.
 

@@ -24,6 +24,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -42,28 +43,47 @@ GPU = dict(config="models/configs/small.json", vocab_size=32000, budget_minutes=
            lr=5e-4, ft_epochs=5, ft_batch=32, ft_lr=1e-4, amp="bf16")
 
 
-def run_stage(name, cmd, done_marker, stages, log_dir):
-    """Run one stage as a subprocess unless its output exists; record its wall time."""
+def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=True):
+    """Run one stage as a subprocess unless its output exists; record its wall time. True when it succeeded.
+
+    A stage still running after timeout_s is killed. A failed stage exits the pipeline, unless check=False:
+    then the failure is recorded in `stages` and False returned, for pipelines that report what they have.
+    """
     # printed relative to the repository, so it can be pasted from there as is
     printable = " ".join(shlex.quote(os.path.relpath(c, HERE) if c.startswith(HERE + os.sep) else c)
                          for c in [os.path.basename(cmd[0])] + cmd[1:])
     if os.path.exists(done_marker):
         print(f"[{name}] cached ({os.path.relpath(done_marker)} exists)", flush=True)
         stages.setdefault(name, {})["cached"] = True
-        return
+        return True
     print(f"\n[{name}] $ {printable}", flush=True)
     t0 = time.time()
-    with open(os.path.join(log_dir, f"{name}.log"), "wb") as log:
+    log_path = os.path.join(log_dir, f"{name}.log")
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        timed_out = []
+        # SIGTERM: run_pretraining saves a checkpoint and stops; other scripts just end
+        timer = threading.Timer(timeout_s, lambda: (timed_out.append(1), proc.terminate())) if timeout_s else None
+        if timer:
+            timer.start()
         # tee raw bytes: progress bars keep redrawing in place (\r) on screen; the stage log gets everything
         for chunk in iter(lambda: proc.stdout.read1(1 << 16), b""):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
             log.write(chunk)
         rc = proc.wait()
-    if rc != 0:
-        fail(f"stage '{name}' failed with exit code {rc}; see {os.path.join(log_dir, name + '.log')}")
+        if timer:
+            timer.cancel()
     stages[name] = {"seconds": round(time.time() - t0, 1), "cached": False}
+    if rc != 0:
+        why = f"stage '{name}' " + (f"ran past {timeout_s} s and was stopped" if timed_out
+                                    else f"failed with exit code {rc}")
+        if check:
+            fail(f"{why}; see {log_path}")
+        print(f"error: {why}; see {log_path}", file=sys.stderr, flush=True)
+        stages[name]["failed"] = rc
+        return False
+    return True
 
 
 def main(argv=None):
@@ -110,10 +130,10 @@ def main(argv=None):
 
     run_stage("vocab", [py, "tokenization.py", "build-vocab", "--corpus", *corpus,
                         "--vocab_size", str(d["vocab_size"]), "--output", vocab], vocab, stages, logs)
-    _write_config(os.path.join(HERE, d["config"]), vocab, config)
+    write_config(os.path.join(HERE, d["config"]), vocab, config)
     # Same architecture without dropout for pretraining: a run of minutes sees each token about once, so there is
     # nothing to regularise yet; fine-tuning on 5.7k KorSTS pairs keeps the config's dropout.
-    _write_config(os.path.join(HERE, d["config"]), vocab, pre_config,
+    write_config(os.path.join(HERE, d["config"]), vocab, pre_config,
                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     run_stage("shards", [py, "create_pretraining_data.py", "--input_files", *corpus, "--vocab_file", vocab,
                          "--output_dir", shards, "--sentence_splitter", "regex"],
@@ -128,7 +148,7 @@ def main(argv=None):
                            "--save_steps", "200", "--log_steps", "10", "--seed", str(args.seed),
                            "--amp", d["amp"], *cpu_flags],
               os.path.join(pre, "DONE"), stages, logs)
-    pretrained = _final_checkpoint(pre)
+    pretrained = final_checkpoint(pre)
 
     results = {}
     for name, init in (("pretrained", ["--checkpoint", pretrained]), ("scratch", [])):
@@ -175,7 +195,7 @@ def _write_corpus_slice(files, path, n_bytes):
     os.replace(path + ".tmp", path)
 
 
-def _write_config(template, vocab, path, **overrides):
+def write_config(template, vocab, path, **overrides):
     """The model config with vocab_size set to the vocab just built."""
     with open(template, encoding="utf-8") as f:
         cfg = json.load(f)
@@ -187,7 +207,7 @@ def _write_config(template, vocab, path, **overrides):
     atomic_write_json(path, cfg)
 
 
-def _final_checkpoint(pre_dir):
+def final_checkpoint(pre_dir):
     latest = os.path.join(pre_dir, "checkpoints", "latest")
     if not os.path.exists(latest):
         fail(f"no pretraining checkpoint under {pre_dir}/checkpoints")

@@ -60,6 +60,7 @@ def build_parser():
     g.add_argument("--do_test", action="store_true", help="evaluate the selected checkpoint (and only it) on test")
     g.add_argument("--seeds", default=None, help="seed grid, e.g. 1-10 or 1,3,5: one run per seed, best on dev wins")
     g.add_argument("--logging_steps", type=int, default=50)
+    tu.add_group_by_length_arg(g)
     return p
 
 
@@ -81,8 +82,13 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
     DistributedSampler also with one process: the permutation then does not depend on the number of GPUs, so
     one optimizer step sees the same examples on 1 or N GPUs (given the same --train_batch_size).
     """
-    sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
     collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression)
+    if args.group_by_length:
+        sampler = tu.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
+                                               rt.world_size)
+        return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
+                          pin_memory=rt.device.type == "cuda")
+    sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
     return DataLoader(features, sampler=sampler, batch_size=batch_size, collate_fn=collate,
                       num_workers=args.num_workers, pin_memory=rt.device.type == "cuda")
 
@@ -132,7 +138,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     best_score = -math.inf
     step, t0 = 0, time.time()
     for epoch in range(1, math.ceil(args.num_train_epochs) + 1):
-        train_loader.sampler.set_epoch(epoch)
+        (train_loader.batch_sampler if args.group_by_length else train_loader.sampler).set_epoch(epoch)
         model.train()
         # losses summed as tensors: .item() every micro-batch would sync the GPU each step
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0

@@ -88,7 +88,9 @@ def build_parser():
     g.add_argument("--init_checkpoint", dest="checkpoint",
                    help="start from these weights with a fresh optimizer/schedule (phase 2); alias of --checkpoint")
     add_optim_args(p, learning_rate=1e-4)
-    add_runtime_args(p)
+    # masking runs in the workers at ~2k sequences/s each, and a small model on one GPU trains several times faster
+    add_runtime_args(p, num_workers=None, num_workers_help="DataLoader worker processes that mask the examples "
+                     "(default: this node's CPUs / local ranks - 1, at most 8)")
     p.set_defaults(amp=None)  # None: bf16 on a GPU that has it, fp32 otherwise
     d = p.add_argument_group("data (masking is done on the fly, so these may change between phases)")
     d.add_argument("--input_dir", required=True, help="shards written by create_pretraining_data.py")
@@ -192,6 +194,10 @@ def main(argv=None):
         fail(f"--train_batch_size {B} is not divisible by --gradient_accumulation_steps {accum} "
              f"x {rt.world_size} ranks")
     micro = B // (accum * rt.world_size)
+    if args.num_workers is None:  # the CPUs this process may use, shared by the ranks on this node, one left over
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        args.num_workers = max(1, min(8, len(os.sched_getaffinity(0)) // local_ranks - 1)) \
+            if hasattr(os, "sched_getaffinity") else 2
 
     # ---- resume / init resolution; nothing is written before every check has passed
     ckpt_dir, source = None, None

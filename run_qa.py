@@ -57,6 +57,7 @@ def build_parser():
     g.add_argument("--max_train_examples", type=int, default=None,
                    help="train on the first N questions of --train_file only (debugging)")
     g.add_argument("--logging_steps", type=int, default=50)
+    tu.add_group_by_length_arg(g)
     return p
 
 
@@ -154,10 +155,16 @@ def main(argv=None):
     dataset = TensorDataset(*(torch.from_numpy(a) for a in (train.input_ids, train.token_type_ids,
                                                             train.attention_mask, train.start_positions,
                                                             train.end_positions)))
-    sampler = (DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=args.seed)
-               if rt.distributed else RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed)))
-    loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=args.num_workers,
-                        pin_memory=rt.device.type == "cuda")
+    if args.group_by_length:
+        sampler = tu.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
+                                               rt.world_size)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
+                            pin_memory=rt.device.type == "cuda")
+    else:
+        sampler = (DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=args.seed)
+                   if rt.distributed else RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed)))
+        loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=args.num_workers,
+                            pin_memory=rt.device.type == "cuda")
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
@@ -173,7 +180,7 @@ def main(argv=None):
     results = {"total_steps": total_steps, "train_windows": len(dataset), "epochs": [], "best_epoch": None}
     best_f1, step, t0 = -math.inf, 0, time.time()
     for epoch in range(1, math.ceil(args.num_train_epochs) + 1):
-        if rt.distributed:
+        if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         model.train()
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0

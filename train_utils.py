@@ -55,7 +55,8 @@ def add_optim_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5)
     return g
 
 
-def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = None):
+def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = None,
+                     num_workers: int | None = 2, num_workers_help: str = "DataLoader worker processes"):
     g = parser.add_argument_group("runtime")
     g.add_argument("--output_dir", default=output_dir)
     g.add_argument("--seed", type=int, default=42)
@@ -66,7 +67,7 @@ def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = N
     g.add_argument("--no_cuda", action="store_true", help="run on the CPU even when a GPU is present")
     g.add_argument("--local_rank", type=int, default=-1,
                    help="ignored: torchrun passes LOCAL_RANK in the environment")
-    g.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    g.add_argument("--num_workers", type=int, default=num_workers, help=num_workers_help)
     return g
 
 
@@ -125,6 +126,50 @@ def cleanup_runtime(rt: Runtime):
 def make_grad_scaler(rt: Runtime):
     # bf16 has fp32's exponent range, so only fp16 needs loss scaling.
     return torch.amp.GradScaler(rt.device.type, enabled=(rt.amp == "fp16"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# batching
+
+def add_group_by_length_arg(group):
+    group.add_argument("--group_by_length", action="store_true",
+                       help="batch examples of similar length (each batch is cut to its longest): much less "
+                            "padding, faster epochs; the batches still come in random order")
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Batches of similar length, so a batch cut to its longest row carries little padding; random otherwise.
+
+    Each epoch: shuffle all rows, cut the order into groups of `group` global batches, sort each group by length
+    (longest first), cut it into global batches of batch_size x world_size rows, and shuffle the batch order.
+    Rank r takes rows r, r + W, ... of every global batch, so the ranks' batches are about equally long. Rows are
+    repeated from the epoch's start to fill the last global batch (as DistributedSampler pads), so every rank
+    runs the same number of steps. The order depends only on (seed, epoch).
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, group: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.rank, self.world_size, self.group = batch_size, seed, rank, world_size, group
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // (self.batch_size * self.world_size))
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        step = self.batch_size * self.world_size
+        order = rng.permutation(len(self.lengths))
+        order = np.resize(order, len(self) * step)  # cycles through the order again to fill the last batch
+        batches = []
+        for g in range(0, len(order), step * self.group):
+            chunk = order[g:g + step * self.group]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[b:b + step] for b in range(0, len(chunk), step)]
+        for k in rng.permutation(len(batches)):
+            yield batches[k][self.rank::self.world_size].tolist()
 
 
 # ----------------------------------------------------------------------------------------------------------------

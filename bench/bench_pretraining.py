@@ -15,11 +15,19 @@ tolerance, or the benchmark stops. Our model scores only the masked positions; H
 the vocabulary and then ignores 85% of it, which is most of the difference at small hidden sizes.
 On a GPU it also times one LAMB step against one fused AdamW step on the model's parameters. On a shared CPU the
 ratio by process CPU time is printed too (it ignores time spent waiting for a core); --threads 1 steadies both.
+
+MFU (model FLOPs utilisation) = the FLOPs a step must do / step time / the matmul peak measured in the same run
+(a large matmul in the step's precision: bf16 8192^3 on a GPU, fp32 1024^3 on a CPU). The step's FLOPs are 3x the
+forward matmuls (the backward does two matmuls per forward one): encoder (QKV, output projection, FFN, and
+attention over the full T x T, padding included) + the MLM head at the masked positions only + pooler/SOP. Both
+models are charged the same FLOPs, so Hugging Face's all-position vocabulary projection is work it does beyond
+the model FLOPs and lowers its MFU. bench_finetune.py uses the same count and peak.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import statistics
@@ -57,18 +65,23 @@ def make_batch(batch, seq, vocab_size, device, seed=0):
                                              attention_mask=attention_mask, mlm_labels=labels, sop_labels=sop).items()}
 
 
-def build_models(config, device):
-    import transformers
-
-    torch.manual_seed(0)
-    ours = BertForPreTraining(config).to(device)
-    hf_cfg = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
-    hf = transformers.BertForPreTraining(hf_cfg).to(device)
+def copy_weights_to_hf(ours, hf):
     missing, unexpected = hf.load_state_dict(to_hf_state_dict(ours.state_dict()), strict=False)
     # the decoder weight/bias are tied to the embeddings / prediction bias in HF; position_ids is a buffer
     left = [k for k in missing if not k.startswith("cls.predictions.decoder") and "position_ids" not in k]
     if left or unexpected:
         raise SystemExit(f"weight copy to Hugging Face failed: missing {left}, unexpected {unexpected}")
+
+
+def build_models(config, device):
+    import transformers
+
+    torch.manual_seed(0)
+    with torch.device(device):  # initialised where they run: BERT-large's init takes ~10 s on one CPU core
+        ours = BertForPreTraining(config)
+        hf_cfg = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
+        hf = transformers.BertForPreTraining(hf_cfg)
+    copy_weights_to_hf(ours, hf)
     if hf.cls.predictions.decoder.weight.data_ptr() != hf.bert.embeddings.word_embeddings.weight.data_ptr():
         hf.tie_weights()
     return ours, hf
@@ -83,10 +96,10 @@ def hf_loss(model, b):
                  labels=b["mlm_labels"], next_sentence_label=b["sop_labels"]).loss
 
 
-def check_losses(ours, hf, batch, autocast, amp):
+def check_losses(ours, hf, batch, autocast, amp, ours_fn=ours_loss, hf_fn=hf_loss):
     ours.eval(), hf.eval()
     with torch.no_grad(), autocast():
-        a, b = float(ours_loss(ours, batch)), float(hf_loss(hf, batch))
+        a, b = float(ours_fn(ours, batch)), float(hf_fn(hf, batch))
     ours.train(), hf.train()
     tol = 2e-2 if amp == "bf16" else 1e-4
     ok = abs(a - b) <= tol * max(1.0, abs(b))
@@ -97,24 +110,27 @@ def check_losses(ours, hf, batch, autocast, amp):
 
 
 def make_step(model, loss_fn, batch, autocast, fused):
+    """One training step per call; `batch` is one batch used every time, or a list of batches taken in turn."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01,
                             **({"fused": True} if fused else {"foreach": True}))
+    batches = itertools.cycle(batch if isinstance(batch, list) else [batch])
 
     def step():
         opt.zero_grad(set_to_none=True)
         with autocast():
-            loss = loss_fn(model, batch)
+            loss = loss_fn(model, next(batches))
         loss.backward()
         opt.step()
     return step
 
 
-def time_interleaved(steps: dict, warmup: int, n: int, sync):
+def time_interleaved(steps: dict, warmup: int, n: int, sync, stat=statistics.median):
     """Steps per second of each step function from the median of n timed steps: (wall clock, process CPU time).
 
     The contenders alternate step by step, so a load change on a shared machine hits each alike, and the median
     drops the steps that a burst of someone else's work happened to land on. CPU time (all threads of this process)
     does not count time spent waiting for a core, so on a busy machine it is the steadier measure of work.
+    Steps over batches of different sizes need stat=statistics.fmean: their total, not a typical one, is the cost.
     """
     for _ in range(warmup):
         for fn in steps.values():
@@ -128,8 +144,84 @@ def time_interleaved(steps: dict, warmup: int, n: int, sync):
             sync()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-    return ({name: 1.0 / statistics.median(t) for name, t in wall.items()},
-            {name: 1.0 / statistics.median(t) for name, t in cpu.items()})
+    return ({name: 1.0 / stat(t) for name, t in wall.items()}, {name: 1.0 / stat(t) for name, t in cpu.items()})
+
+
+def encoder_flops(config, seq_len: int) -> int:
+    """Forward matmul FLOPs (2 per multiply-add) of the encoder on one sequence of seq_len positions.
+
+    Attention is charged the full T x T scores and weighted sum, padded keys included, as the SDPA kernels of both
+    models compute them. Embedding lookups, LayerNorm, GELU, softmax and the optimizer are not matmuls: left out,
+    as in the usual MFU definition.
+    """
+    H, inner, T = config.hidden_size, config.intermediate_size, seq_len
+    per_layer = 2 * T * H * 4 * H + 2 * 2 * T * H * inner + 2 * 2 * T * T * H  # QKV+output, FFN in+out, QK^T and PV
+    return config.num_hidden_layers * per_layer
+
+
+def forward_flops(config, seq_len: int, head: str = "pretraining", n_masked: float = 0.0, num_labels: int = 2):
+    """Forward matmul FLOPs per sequence, encoder + head; a training step must do 3x this.
+
+    head "pretraining": MLM transform + tied vocabulary projection at n_masked positions (mean per sequence: the
+    positions that are scored), pooler and SOP; "qa": start/end logits at every position; "cls": pooler and classifier.
+    """
+    H = config.hidden_size
+    heads = {"pretraining": n_masked * 2 * H * (H + config.vocab_size) + 2 * H * H + 2 * H * 2,
+             "qa": 2 * seq_len * H * 2, "cls": 2 * H * H + 2 * H * num_labels}
+    return encoder_flops(config, seq_len) + heads[head]
+
+
+def measure_peak_tflops(device, dtype, n=None, reps=None):
+    """The best rate of a square matmul in dtype on this device, in TFLOP/s: the practical peak MFU is taken against.
+
+    Measured in the same run rather than read from a data sheet, so clocks, power limits and the library's best
+    kernel are what the models also get.
+    """
+    gpu = device.type == "cuda"
+    n, reps = n or (8192 if gpu else 1024), reps or (20 if gpu else 3)
+    sync = (lambda: torch.cuda.synchronize(device)) if gpu else (lambda: None)
+    g = torch.Generator(device=device).manual_seed(0)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=g) for _ in range(2))
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(5):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        sync()
+        best = min(best, (time.perf_counter() - t0) / reps)
+    del a, b, out
+    return 2 * n ** 3 / best / 1e12
+
+
+def mfu_fields(rate: dict, flops_per_seq: float, peak_tflops: float) -> dict:
+    """{name_mfu: fraction of peak} for each seq/s rate in `rate` (ours, hf, ..._compiled)."""
+    return {f"{name}_mfu": round(r * flops_per_seq / (peak_tflops * 1e12), 4) for name, r in rate.items()}
+
+
+def runtime(device, amp):
+    """(card name, sync, autocast factory) for a device and a precision ("bf16" or "no")."""
+    gpu = device.type == "cuda"
+    card = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
+    sync = (lambda: torch.cuda.synchronize(device)) if gpu else (lambda: None)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+    return card, sync, autocast
+
+
+def write_json(rows, path, announce=True):
+    """Rewritten after every row, so a run stopped by a time limit still leaves the rows it finished."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    if announce:
+        print(f"wrote {path}")
 
 
 def time_optimizer_steps(model, device, n=10):
@@ -158,7 +250,7 @@ def main(argv=None):
     p.add_argument("--configs", nargs="+", default=None, help="names in models/configs (default: CPU tiny small, "
                    "GPU small large_v1)")
     p.add_argument("--seq_lens", nargs="+", type=int, default=None, help="default: CPU 128, GPU 128 512")
-    p.add_argument("--batch", type=int, default=None, help="default: 8 on CPU; on GPU by size and length")
+    p.add_argument("--batch", type=int, default=None, help="default: 8 on CPU; on GPU 256 at seq 128, 32 at seq 512")
     p.add_argument("--amp", choices=["no", "bf16"], default=None, help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -180,22 +272,20 @@ def main(argv=None):
     seq_lens = args.seq_lens or ([128, 512] if gpu else [128])
     amp = args.amp or ("bf16" if gpu else "no")
     warmup, n = args.warmup or (5 if gpu else 2), args.steps or (20 if gpu else 6)
-    card = torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)"
-    sync = (lambda: torch.cuda.synchronize(device)) if gpu else (lambda: None)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+    card, sync, autocast = runtime(device, amp)
 
     rows = []
     print(f"{card} | torch {torch.__version__} | transformers {transformers.__version__} | amp {amp}", flush=True)
+    peak = measure_peak_tflops(device, torch.bfloat16 if amp == "bf16" else torch.float32)
+    print(f"matmul peak ({'bf16' if amp == 'bf16' else 'fp32'}, measured): {peak:.2f} TFLOP/s", flush=True)
     for name in configs:
         config = BertConfig.from_json_file(os.path.join(ROOT, "models", "configs", f"{name}.json"))
         for seq in seq_lens:
             if seq > config.max_position_embeddings:
                 print(f"{name} seq {seq}: skipped (max_position_embeddings {config.max_position_embeddings})")
                 continue
-            bsz = args.batch or (8 if not gpu else {128: 128, 384: 48, 512: 32}.get(seq, 32) //
-                                 (4 if config.hidden_size >= 1024 else 1))
+            # GPU: the batches of the Hugging Face reference figures (256 at seq 128, 32 at seq 512)
+            bsz = args.batch or (8 if not gpu else {128: 256, 512: 32}.get(seq, 32))
             print(f"{name} seq {seq} batch {bsz}:", flush=True)
             ours, hf = build_models(config, device)
             batch = make_batch(bsz, seq, config.vocab_size, device)
@@ -207,20 +297,28 @@ def main(argv=None):
                 steps["hf_compiled"] = make_step(torch.compile(hf), hf_loss, batch, autocast, gpu)
             wall, cpu = time_interleaved(steps, warmup, n, sync)
             rate = {k: v * bsz for k, v in wall.items()}
+            n_masked = int((batch["mlm_labels"] != -100).sum()) / bsz
+            flops = round(3 * forward_flops(config, seq, "pretraining", n_masked))
             row = {"config": name, "kind": "train_step", "seq_len": seq, "batch": bsz, "amp": amp, "steps": n,
                    "ours_seq_per_s": round(rate["ours"], 2), "hf_seq_per_s": round(rate["hf"], 2),
                    "ours_compiled_seq_per_s": round(rate["ours_compiled"], 2) if args.compile else None,
                    "hf_compiled_seq_per_s": round(rate["hf_compiled"], 2) if args.compile else None,
                    "ratio": round(rate["ours"] / rate["hf"], 3),
-                   "ratio_cpu_time": None if gpu else round(cpu["ours"] / cpu["hf"], 3), "card": card,
-                   "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+                   "ratio_cpu_time": None if gpu else round(cpu["ours"] / cpu["hf"], 3),
+                   "flops_per_seq": flops, "peak_tflops": round(peak, 2), **mfu_fields(rate, flops, peak),
+                   "card": card, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
                    "transformers": transformers.__version__}
             rows.append(row)
+            if args.json:
+                write_json(rows, args.json, announce=False)
             extra = (f" | compiled: ours {rate['ours_compiled']:.1f} hf {rate['hf_compiled']:.1f}"
                      if args.compile else "")
             by_cpu = "" if gpu else f" (by CPU time {row['ratio_cpu_time']:.2f}x)"
             print(f"  seq/s: ours {rate['ours']:.1f}  hf {rate['hf']:.1f}  ratio {row['ratio']:.2f}x{by_cpu}{extra}",
                   flush=True)
+            print(f"  MFU: ours {row['ours_mfu']:.1%}  hf {row['hf_mfu']:.1%}" + (
+                f" | compiled: ours {row['ours_compiled_mfu']:.1%} hf {row['hf_compiled_mfu']:.1%}"
+                if args.compile else "") + f"  ({flops / 1e9:.1f} GFLOP per sequence)", flush=True)
             del ours, hf, steps
             if gpu:
                 torch.cuda.empty_cache()
@@ -232,13 +330,11 @@ def main(argv=None):
                          "date": datetime.date.today().isoformat(), "torch": torch.__version__})
             print(f"{name} optimizer step: LAMB {ms['lamb']:.2f} ms, fused AdamW {ms['adamw_fused']:.2f} ms",
                   flush=True)
+            if args.json:
+                write_json(rows, args.json, announce=False)
             torch.cuda.empty_cache()
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        write_json(rows, args.json)
     return rows
 
 

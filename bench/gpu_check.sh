@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# The GPU check for pretraining, one script, about 6 minutes on one H100 (hard limits add up to < 8):
+# The GPU check, one script, about 6 minutes on one H100. Every step has a hard limit (timeout); with data building
+# they add up to 475 s < 8 minutes:
+#   0. torch/transformers versions and the card's name                                                       20 s
 #   1. bench_pretraining: ours vs Hugging Face (sdpa) train steps, small and large_v1 at seq 128 and 512, bf16,
-#      plus LAMB vs fused AdamW step time; then the same with torch.compile at seq 128
-#   2. run_pretraining smoke on the GPU: bf16 and fp16 (grad scaler) for 30 steps each, then an exact-resume check
-# Results: bench/results/pretraining_<card>_<date>.json (+ _compiled.json) and bench/results/gpu_smoke_<date>.log.
+#      MFU against a bf16 matmul peak measured in the run, plus LAMB vs fused AdamW step time                100 s
+#   1b. the same with torch.compile, small and large_v1 at seq 128                                           100 s
+#   2. bench_finetune (eager): QA large_v1 seq 384 and 512, classifier large_v1 seq 128, QA small seq 512 at
+#      fixed length; KorQuAD dev (seq 384) and KorSTS batches, ours trimmed vs HF padded, with projected epoch
+#      times; includes building its 32k vocab and the features                                               100 s
+#      (compiled fine-tuning rows would need two more large_v1 compiles and do not fit: run
+#      `python bench/bench_finetune.py --compile` on its own)
+#   3. run_pretraining smoke on the GPU: 8k vocab (15 s), shards (30 s) and config (5 s), then bf16 and fp16
+#      (grad scaler) for 30 steps each and an exact-resume run (3 x 30 s), then the resume comparison (15 s)  155 s
+# The benches rewrite their JSON after every row, so a step stopped by its limit keeps the rows it finished.
+# Results: bench/results/pretraining_<card>_<date>.json (+ _compiled.json), finetune_<card>_<date>.json and
+# gpu_smoke_<card>_<date>.log.
 #
 #   bash bench/gpu_check.sh                # on the GPU machine
 #   DEVICE=cpu bash bench/gpu_check.sh     # dry run of the same steps on the CPU (tiny shapes, a few minutes)
@@ -16,32 +27,40 @@ STAMP=$(date +%Y%m%d)
 RES=bench/results
 WORK=bench/_work/gpu_check
 mkdir -p "$RES" "$WORK"
-CARD=$($PY -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_') if torch.cuda.is_available() else 'cpu')")
+CARD=$(timeout 20 $PY -c "
+import torch, transformers, sys
+card = torch.cuda.get_device_name(0).replace(' ', '_') if torch.cuda.is_available() else 'cpu'
+print('torch', torch.__version__, 'transformers', transformers.__version__, 'card', card, file=sys.stderr)
+print(card)")
 SMOKE_LOG=$RES/gpu_smoke_${CARD}_${STAMP}.log
-$PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'card', '$CARD')"
 
 if [ "$DEVICE" = cuda ]; then
   BENCH=(--device cuda --configs small large_v1 --seq_lens 128 512)
   COMPILED=(--device cuda --configs small large_v1 --seq_lens 128 --compile --steps 10)
+  FINETUNE=(--device cuda)
   SMOKE_CFG=models/configs/small.json; SMOKE_FLAGS=(--train_batch_size 128 --amp bf16); VOCAB=8000
 else
   BENCH=(--device cpu --configs tiny --seq_lens 128 --steps 2 --warmup 1)
   COMPILED=(--device cpu --configs tiny --seq_lens 64 --steps 1 --warmup 1 --batch 2)
+  FINETUNE=(--device cpu --steps 2 --warmup 1 --batches 2)
   SMOKE_CFG=models/configs/tiny.json; SMOKE_FLAGS=(--train_batch_size 16 --no_cuda --amp no); VOCAB=1000
 fi
 
 echo "== 1. bench (eager)"
-timeout 180 $PY bench/bench_pretraining.py "${BENCH[@]}" --json "$RES/pretraining_${CARD}_${STAMP}.json" || echo "bench failed or timed out: $?"
+timeout 100 $PY bench/bench_pretraining.py "${BENCH[@]}" --json "$RES/pretraining_${CARD}_${STAMP}.json" || echo "bench failed or timed out: $?"
 echo "== 1b. bench (torch.compile, seq 128)"
-timeout 120 $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
+timeout 100 $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
 
-echo "== 2. run_pretraining smoke" | tee "$SMOKE_LOG"
+echo "== 2. fine-tuning bench (eager)"
+timeout 100 $PY bench/bench_finetune.py "${FINETUNE[@]}" --json "$RES/finetune_${CARD}_${STAMP}.json" || echo "fine-tuning bench failed or timed out: $?"
+
+echo "== 3. run_pretraining smoke" | tee "$SMOKE_LOG"
 if [ ! -f "$WORK/shards/meta.json" ]; then
-  $PY tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt --vocab_size $VOCAB --output "$WORK/vocab.txt"
-  $PY create_pretraining_data.py --input_files data/korean_text/boddari/wikinews.txt --vocab_file "$WORK/vocab.txt" \
+  timeout 15 $PY tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt --vocab_size $VOCAB --output "$WORK/vocab.txt"
+  timeout 30 $PY create_pretraining_data.py --input_files data/korean_text/boddari/wikinews.txt --vocab_file "$WORK/vocab.txt" \
       --output_dir "$WORK/shards" --sentence_splitter regex --num_workers 8 --overwrite
 fi
-$PY - "$SMOKE_CFG" "$WORK/vocab.txt" "$WORK/config.json" <<'EOF'
+timeout 5 $PY - "$SMOKE_CFG" "$WORK/vocab.txt" "$WORK/config.json" <<'EOF'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 cfg["vocab_size"] = sum(1 for _ in open(sys.argv[2], encoding="utf-8"))
@@ -50,15 +69,15 @@ EOF
 COMMON=(--config_file "$WORK/config.json" --input_dir "$WORK/shards" --max_seq_length 128 --learning_rate 5e-4
         --warmup_proportion 0.1 --log_steps 5 --num_workers 2 "${SMOKE_FLAGS[@]}")
 rm -rf "$WORK/main" "$WORK/fp16" "$WORK/resumed"
-timeout 45 $PY run_pretraining.py "${COMMON[@]}" --output_dir "$WORK/main" --max_steps 30 --save_steps 15 2>&1 \
+timeout 30 $PY run_pretraining.py "${COMMON[@]}" --output_dir "$WORK/main" --max_steps 30 --save_steps 15 2>&1 \
   | grep -v "^pretrain" | tee -a "$SMOKE_LOG" || true
 if [ "$DEVICE" = cuda ]; then
-  timeout 45 $PY run_pretraining.py "${COMMON[@]}" --amp fp16 --output_dir "$WORK/fp16" --max_steps 30 --save_steps 30 \
+  timeout 30 $PY run_pretraining.py "${COMMON[@]}" --amp fp16 --output_dir "$WORK/fp16" --max_steps 30 --save_steps 30 \
     2>&1 | grep -v "^pretrain" | tee -a "$SMOKE_LOG" || true
 fi
-timeout 45 $PY run_pretraining.py "${COMMON[@]}" --output_dir "$WORK/resumed" --max_steps 30 --save_steps 15 \
+timeout 30 $PY run_pretraining.py "${COMMON[@]}" --output_dir "$WORK/resumed" --max_steps 30 --save_steps 15 \
   --resume "$WORK/main/checkpoints/step-15" 2>&1 | grep -v "^pretrain" | tee -a "$SMOKE_LOG" || true
-$PY - "$WORK" <<'EOF' 2>&1 | tee -a "$SMOKE_LOG"
+timeout 15 $PY - "$WORK" <<'EOF' 2>&1 | tee -a "$SMOKE_LOG"
 import json, os, sys
 import torch
 from safetensors.torch import load_file

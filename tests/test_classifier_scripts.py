@@ -146,6 +146,26 @@ def test_overfits_its_training_rows(env, tmp_path):
     assert m["examples"] == 24 and m["spearman"] > 90, m
 
 
+def test_group_by_length_trains_on_less_padding(env, tmp_path, monkeypatch):
+    fed = {}
+    forward = run_classifier.BertForSequenceClassification.forward
+
+    def spy(self, input_ids, *a, **k):
+        if self.training:
+            fed.setdefault(key[0], []).append((input_ids.numel(), int(k["attention_mask"].sum())))
+        return forward(self, input_ids, *a, **k)
+    monkeypatch.setattr(run_classifier.BertForSequenceClassification, "forward", spy)
+    key = ["random"]
+    run_classifier.main(train_argv(env, tmp_path / "random", n_train=160, epochs=2))
+    key[0] = "grouped"
+    r = run_classifier.main(train_argv(env, tmp_path / "grouped", "--group_by_length", n_train=160, epochs=2))
+    real = {k: sum(n for _, n in v) for k, v in fed.items()}
+    padded = {k: sum(n for n, _ in v) for k, v in fed.items()}
+    assert real["grouped"] == real["random"]  # 160 = 10 full batches of 16: the same pairs, once per epoch
+    assert padded["grouped"] < 0.8 * padded["random"]
+    assert len(fed["grouped"]) == r["total_steps"] == 20
+
+
 # ------------------------------------------------------------------------------------------- seeds, determinism
 
 def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path):

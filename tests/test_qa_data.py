@@ -19,7 +19,7 @@ sys.path.insert(0, ROOT)
 
 from korquad_metric import evaluate, exact_match_score, f1_score, load_predictions, normalize_answer  # noqa: E402
 from qa_data import (convert_examples_to_features, feature_cache_key, load_or_build_features,  # noqa: E402
-                     postprocess_predictions, read_korquad)
+                     postprocess_predictions, read_korquad, split_by_article)
 
 DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
 
@@ -184,6 +184,25 @@ def test_missing_file_and_squad11_layout(tmp_path):
         {"id": "x", "question": "어디?", "answers": [{"text": "서울", "answer_start": 0}]}]}]}]}
     examples, _ = read_korquad(write_json(tmp_path / "squad.json", squad), is_training=True)
     assert [(e.qid, e.answer_text, e.answer_start) for e in examples] == [("x", "서울", 0)]
+
+
+def test_split_by_article_is_disjoint_complete_and_deterministic(dev, tmp_path):
+    train, held = split_by_article(DEV, 0.2, seed=3)
+    titles = lambda d: [a["title"] for a in d["data"]]  # noqa: E731
+    assert not set(titles(train)) & set(titles(held))
+    assert sorted(titles(train) + titles(held)) == sorted(titles(dev))
+    assert len(held["data"]) == round(0.2 * len(dev["data"]))
+    # each side reads back as a KorQuAD file with every question of its articles
+    n = lambda d: sum(len(p["qas"]) for a in d["data"] for p in a["paragraphs"])  # noqa: E731
+    sides = [read_korquad(write_json(tmp_path / f"{k}.json", d), True)[0] for k, d in (("t", train), ("e", held))]
+    assert len(sides[0]) + len(sides[1]) == n(dev)
+    assert split_by_article(DEV, 0.2, seed=3) == (train, held)
+    assert titles(split_by_article(DEV, 0.2, seed=4)[1]) != titles(held)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        split_by_article(DEV, 1.0)
+    one = write_json(tmp_path / "one.json", {"version": "KorQuAD_v1.0", "data": dev["data"][:1]})
+    with pytest.raises(ValueError, match="one.json"):
+        split_by_article(one, 0.5)
 
 
 def test_cache_key_depends_on_every_input(tmp_path, vocab, dev):

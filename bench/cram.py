@@ -1,0 +1,265 @@
+"""A time-budgeted ("crammed") pretraining run on one GPU, then KorSTS, KorNLI and KorQuAD from its checkpoint.
+
+    bash bench/cram_prepare.sh                                   # CPU, once: 32k vocab + shards, packed (~3 min)
+    python bench/cram.py --results_json bench/results/cram.json  # GPU: 3.5 min pretraining + the three tasks
+    python bench/cram.py --smoke --results_json /tmp/cram.json   # CPU: every stage on bundled text, tiny sizes
+
+Stages (each an ordinary script run as a subprocess; its command is printed and logged in WORK/logs):
+  0. shards: unpack bench/_work/cram/cram_shards.tar.xz (bench/cram_prepare.sh) into WORK, or --input_dir
+  1. pretrain: the release's Small shape for --budget_minutes of wall time, RECIPE below, dropout off
+     (run_pretraining.py --max_time_minutes --schedule_by_time: warm-up and decay fit the budget)
+  2. KorSTS: fine-tune per seed in --korsts_seeds, epoch and seed chosen on dev, test Spearman of the chosen one
+  3. KorNLI: fine-tune on xnli.dev.ko.tsv, accuracy on xnli.test.ko.tsv after the last epoch (no held-out dev)
+  4. KorQuAD: the dev set split by article (80% train / 20% scored, seed 0); EM/F1 after the last epoch
+     (windows batched by length, --group_by_length: about 1.45x fewer positions than random batches at seq 384)
+The results (recipe, pretraining steps/throughput/losses, scores, stage times, card, versions) are written to
+--results_json after every stage, so a run cut short still reports what it finished. Scores are x100 as the
+fine-tuning scripts print them. The fine-tuning recipe is fixed in advance; nothing is tuned on test sets.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tarfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import qa_data  # noqa: E402
+from quickstart import final_checkpoint, run_stage, write_config  # noqa: E402
+from train_utils import atomic_write_json, fail, read_jsonl  # noqa: E402
+
+ARCHIVE = os.path.join(ROOT, "bench", "_work", "cram", "cram_shards.tar.xz")
+DATA = os.path.join(ROOT, "data")
+
+# Pretraining: the release's Small shape (12 x 256); MLM scored at the masked positions only, n-gram whole-word
+# masking + SOP. Dropout off: a run of minutes sees each token a few times, there is nothing to regularise yet.
+RECIPE = dict(config="models/configs/small.json", seq=128, max_predictions=20, batch=256, lr=5e-4,
+              optimizer="adam", scheduler="linear", warmup=0.1, amp="bf16", num_workers=None)
+# Fine-tuning: KorSTS as in the Hugging Face reference (5 epochs, lr 1e-4, batch 32, epoch chosen on dev) plus
+# the release's seed grid; KorNLI and KorQuAD with settings usual for a small model, fixed before any run.
+FINETUNE = dict(korsts=dict(lr=1e-4, epochs=5, batch=32, seeds="1-5"),
+                kornli=dict(lr=1e-4, epochs=3, batch=32),
+                korquad=dict(lr=2e-4, epochs=3, batch=32, seq=384, stride=128, eval_fraction=0.2))
+# --smoke: the same stages at CPU sizes on bundled text, to check the pipeline end to end in about a minute
+SMOKE = dict(config="models/configs/tiny.json", seq=64, max_predictions=10, batch=16, lr=1e-3, amp="no",
+             num_workers=1, vocab_size=2000, budget_minutes=0.15, max_train=64, max_eval=64, seeds="1-2")
+SMOKE_FINETUNE = dict(korsts=dict(epochs=2), kornli=dict(epochs=1), korquad=dict(epochs=1, seq=128, stride=64))
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work_dir", default=os.path.join(ROOT, "bench", "_work", "cram", "run"))
+    p.add_argument("--results_json", default=None, help="default: bench/results/cram_<card>_<date>_<time>.json")
+    p.add_argument("--input_dir", default=None, help="prepared shards (with vocab.txt); default: unpack ARCHIVE")
+    p.add_argument("--archive", default=ARCHIVE, help="shards packed by bench/cram_prepare.sh")
+    p.add_argument("--budget_minutes", type=float, default=3.5,
+                   help="pretraining wall time (3.5 = the Hugging Face reference's 210 s)")
+    p.add_argument("--learning_rate", type=float, default=None, help=f"pretraining peak lr (default {RECIPE['lr']})")
+    p.add_argument("--train_batch_size", type=int, default=None, help=f"default {RECIPE['batch']}")
+    p.add_argument("--optimizer", choices=["adam", "lamb"], default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model during pretraining")
+    p.add_argument("--pretrain_args", default="", help="more run_pretraining.py flags, one quoted string")
+    p.add_argument("--korsts_seeds", default=None, help=f"KorSTS seed grid (default {FINETUNE['korsts']['seeds']})")
+    p.add_argument("--tasks", nargs="+", default=["korsts", "kornli", "korquad"],
+                   choices=["korsts", "kornli", "korquad"])
+    p.add_argument("--stage_timeout_s", type=float, default=240, help="a fine-tuning stage running longer is stopped")
+    p.add_argument("--smoke", action="store_true", help="CPU check of every stage: tiny model, bundled text")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    gpu = torch.cuda.is_available() and not args.smoke
+    if not gpu and not args.smoke:
+        fail("no GPU here: this run is sized for one; use --smoke for a CPU check of the pipeline")
+    recipe = dict(RECIPE, **({k: SMOKE[k] for k in RECIPE if k in SMOKE} if args.smoke else {}))
+    for key, flag in (("lr", "learning_rate"), ("batch", "train_batch_size"), ("optimizer", "optimizer")):
+        if getattr(args, flag) is not None:
+            recipe[key] = getattr(args, flag)
+    budget = SMOKE["budget_minutes"] if args.smoke else args.budget_minutes
+    ft = {task: dict(v, **(SMOKE_FINETUNE[task] if args.smoke else {})) for task, v in FINETUNE.items()}
+    work = os.path.abspath(args.work_dir)
+    logs = os.path.join(work, "logs")
+    os.makedirs(logs, exist_ok=True)
+    card = torch.cuda.get_device_name(0) if gpu else "cpu"
+    stamp = datetime.datetime.now()
+    results_json = args.results_json or os.path.join(
+        ROOT, "bench", "results", f"cram_{card.replace(' ', '_')}_{stamp:%Y%m%d_%H%M}.json")
+    py, device_flags = sys.executable, ([] if gpu else ["--no_cuda"])
+    amp = ["--amp", recipe["amp"]]
+    stages = {}
+    summary = {"card": card, "date": stamp.date().isoformat(), "torch": torch.__version__, "smoke": args.smoke,
+               "budget_minutes": budget, "recipe": recipe, "pretrain_args": args.pretrain_args,
+               "compile": args.compile, "finetune": ft, "stages": stages}
+
+    def save():
+        atomic_write_json(results_json, summary)
+
+    # ---- 0. shards
+    shards = args.input_dir or os.path.join(work, "shards")
+    if args.smoke and not args.input_dir:
+        text = os.path.join(DATA, "korean_text", "boddari", "wikinews.txt")
+        run_stage("vocab", [py, "tokenization.py", "build-vocab", "--corpus", text, "--vocab_size",
+                            str(SMOKE["vocab_size"]), "--output", os.path.join(work, "vocab.txt")],
+                  os.path.join(work, "vocab.txt"), stages, logs)
+        run_stage("shards", [py, "create_pretraining_data.py", "--input_files", text, "--vocab_file",
+                             os.path.join(work, "vocab.txt"), "--output_dir", shards, "--num_workers", "1"],
+                  os.path.join(shards, "meta.json"), stages, logs)
+    elif not args.input_dir and not os.path.isfile(os.path.join(shards, "meta.json")):
+        t0 = time.time()
+        unpack_shards(args.archive, work)
+        stages["unpack"] = {"seconds": round(time.time() - t0, 1)}
+    vocab = os.path.join(shards, "vocab.txt")
+    if not os.path.isfile(vocab):
+        fail(f"{shards}: no vocab.txt (not a directory written by create_pretraining_data.py)")
+
+    # ---- 1. pretraining
+    pre = os.path.join(work, "pretrain")
+    config, pre_config = os.path.join(work, "config.json"), os.path.join(work, "config_pretrain.json")
+    write_config(os.path.join(ROOT, recipe["config"]), vocab, config)
+    write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config,
+                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    workers = [] if recipe["num_workers"] is None else ["--num_workers", str(recipe["num_workers"])]
+    run_stage("pretrain", [py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
+                           "--output_dir", pre, "--max_seq_length", str(recipe["seq"]),
+                           "--max_predictions_per_seq", str(recipe["max_predictions"]),
+                           "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
+                           "--optimizer", recipe["optimizer"], "--scheduler", recipe["scheduler"],
+                           "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
+                           "--max_time_minutes", str(budget), "--schedule_by_time", "--save_steps", "10000000",
+                           "--log_steps", "5" if args.smoke else "50", "--seed", "42", *amp, *device_flags,
+                           *workers, *(["--compile"] if args.compile else []), *shlex.split(args.pretrain_args)],
+              os.path.join(pre, "DONE"), stages, logs, timeout_s=budget * 60 + 180)
+    summary["pretraining"] = pretraining_summary(pre, recipe)
+    save()
+    ckpt = final_checkpoint(pre)
+    common = ["--checkpoint", ckpt, "--config_file", config, "--seed", "42",
+              *amp, *device_flags, "--num_workers", "0" if args.smoke else "2"]
+
+    # ---- 2-4. fine-tuning: a failed or slow task is recorded and the next one still runs
+    caps_train = ["--max_train_examples", str(SMOKE["max_train"])] if args.smoke else []
+    caps_eval = ["--max_eval_examples", str(SMOKE["max_eval"])] if args.smoke else []
+    if "korsts" in args.tasks:
+        f, out = ft["korsts"], os.path.join(work, "korsts")
+        seeds = args.korsts_seeds or (SMOKE["seeds"] if args.smoke else f["seeds"])
+        ok = run_stage("korsts", [py, "run_classifier.py", "--task_name", "korsts", "--data_dir",
+                                  os.path.join(DATA, "korsts"), *common, "--do_eval", "--do_test", "--seeds", seeds,
+                                  "--max_seq_length", "128", "--train_batch_size", str(f["batch"]),
+                                  "--eval_batch_size", "128", "--learning_rate", str(f["lr"]),
+                                  "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
+                                  *caps_train, *caps_eval],
+                       os.path.join(out, "seed_grid.json"), stages, logs, args.stage_timeout_s, check=False)
+        if ok:
+            grid = load_json(os.path.join(out, "seed_grid.json"))
+            summary["korsts"] = {"test": grid["test"], "best_seed_on_dev": grid["best_seed_on_dev"],
+                                 "best_dev": grid["best_dev"], "dev_spearman_mean": grid["dev_spearman_mean"],
+                                 "dev_spearman_std": grid["dev_spearman_std"], "seeds": grid["seeds"]}
+        save()
+    if "kornli" in args.tasks:
+        f, out = ft["kornli"], os.path.join(work, "kornli")
+        ok = run_stage("kornli", [py, "run_classifier.py", "--task_name", "kornli", "--data_dir",
+                                  os.path.join(DATA, "kornli"), "--train_file",
+                                  os.path.join(DATA, "kornli", "xnli.dev.ko.tsv"), *common, "--do_test",
+                                  "--max_seq_length", "128", "--train_batch_size", str(f["batch"]),
+                                  "--eval_batch_size", "128", "--learning_rate", str(f["lr"]),
+                                  "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
+                                  *caps_train, *caps_eval],
+                       os.path.join(out, "eval_results.json"), stages, logs, args.stage_timeout_s, check=False)
+        if ok:
+            summary["kornli"] = {"test": load_json(os.path.join(out, "eval_results.json"))["test"],
+                                 "train_file": "xnli.dev.ko.tsv", "epochs": f["epochs"]}
+        save()
+    if "korquad" in args.tasks:
+        f, out = ft["korquad"], os.path.join(work, "korquad")
+        split = {}
+        for name, part in zip(("train", "eval"), qa_data.split_by_article(
+                os.path.join(DATA, "korquad", "KorQuAD_v1.0_dev.json"), f["eval_fraction"], seed=0)):
+            split[name] = os.path.join(work, f"korquad_dev_{name}.json")
+            atomic_write_json(split[name], part)
+        ok = run_stage("korquad", [py, "run_qa.py", "--train_file", split["train"], "--predict_file", split["eval"],
+                                   *common, "--max_seq_length", str(f["seq"]), "--doc_stride", str(f["stride"]),
+                                   "--train_batch_size", str(f["batch"]), "--batch_size", "64",
+                                   "--learning_rate", str(f["lr"]), "--num_train_epochs", str(f["epochs"]),
+                                   "--group_by_length", "--output_dir", out, *caps_train, *caps_eval],
+                       os.path.join(out, "train_results.json"), stages, logs, args.stage_timeout_s, check=False)
+        if ok:
+            res = load_json(os.path.join(out, "train_results.json"))
+            last = res["epochs"][-1]  # the last epoch, not the best: the scored articles are the test set here
+            summary["korquad"] = {"exact_match": last["dev_exact_match"], "f1": last["dev_f1"],
+                                  "epoch": last["epoch"], "train_windows": res["train_windows"],
+                                  "split": f"dev articles {1 - f['eval_fraction']:.0%} train / "
+                                           f"{f['eval_fraction']:.0%} scored, seed 0"}
+        save()
+    print_summary(summary, results_json)
+    return summary
+
+
+def unpack_shards(archive, work):
+    """archive (shards/... as bench/cram_prepare.sh packs it) -> work/shards, complete or not at all."""
+    if not os.path.isfile(archive):
+        fail(f"--archive {archive}: not found; run bash bench/cram_prepare.sh first (or pass --input_dir)")
+    tmp = os.path.join(work, "shards.unpacking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of tmp, device files
+    except (tarfile.TarError, OSError) as e:
+        fail(f"--archive {archive}: cannot unpack ({e})")
+    if not os.path.isfile(os.path.join(tmp, "shards", "meta.json")):
+        shutil.rmtree(tmp)
+        fail(f"--archive {archive}: no shards/meta.json inside (not packed by bench/cram_prepare.sh)")
+    os.replace(os.path.join(tmp, "shards"), os.path.join(work, "shards"))
+    shutil.rmtree(tmp)
+
+
+def load_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def pretraining_summary(pre, recipe) -> dict:
+    rows = [r for r in read_jsonl(os.path.join(pre, "log.jsonl")) if "loss" in r]
+    if not rows:
+        fail(f"{pre}/log.jsonl has no training rows: pretraining did not get to its first log step")
+    steady = [r["seq_per_s"] for r in rows[1:]] or [rows[0]["seq_per_s"]]  # the first window holds start-up
+    last = rows[-1]
+    return {"steps": last["step"], "elapsed_s": round(last["elapsed_s"], 1),
+            "sequences": last["step"] * recipe["batch"], "tokens": last["step"] * recipe["batch"] * recipe["seq"],
+            "seq_per_s_median": round(statistics.median(steady), 1), "loss_first": rows[0]["loss"],
+            "loss_last": last["loss"], "mlm_loss_last": last["mlm_loss"], "mlm_acc_last": last["mlm_acc"],
+            "sop_acc_last": last["sop_acc"]}
+
+
+def print_summary(s, path):
+    pt = s.get("pretraining", {})
+    print(f"\n{s['card']} | torch {s['torch']} | pretraining {s['budget_minutes']} min: {pt.get('steps')} steps, "
+          f"{pt.get('seq_per_s_median')} seq/s, loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
+          f"MLM acc {pt.get('mlm_acc_last', 0):.3f}")
+    sts, nli, qa = s.get("korsts", {}), s.get("kornli", {}), s.get("korquad", {})
+
+    def f(x):
+        return "-" if x is None else f"{x:.2f}"
+
+    print("| KorSTS test Spearman | KorNLI test acc | KorQuAD EM / F1 |")
+    print("|---|---|---|")
+    print(f"| {f(sts.get('test', {}).get('spearman'))} | {f(nli.get('test', {}).get('accuracy'))} | "
+          f"{f(qa.get('exact_match'))} / {f(qa.get('f1'))} |")
+    failed = [k for k, v in s["stages"].items() if v.get("failed")]
+    if failed:
+        print(f"failed stages: {', '.join(failed)} (logs in the work dir's logs/)")
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""bench/cram.py, the one-call GPU recipe, run end to end at CPU sizes (--smoke): every stage, the results file,
+and that a failed fine-tuning stage is recorded while the next ones still run and a rerun picks it up."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(work, results, *extra):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bench", "cram.py"), "--smoke", "--work_dir",
+                           str(work), "--results_json", str(results), *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
+    work, results = tmp_path / "work", tmp_path / "cram.json"
+    proc = run(work, results, "--korsts_seeds", "1-x")  # an unparsable grid: run_classifier exits with an error
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = json.loads(results.read_text(encoding="utf-8"))
+    assert first["stages"]["korsts"]["failed"] and "korsts" not in first
+    assert "stage 'korsts' failed" in proc.stderr
+    pt = first["pretraining"]
+    assert pt["steps"] > 0 and pt["tokens"] == pt["steps"] * first["recipe"]["batch"] * first["recipe"]["seq"]
+    assert 0 <= first["kornli"]["test"]["accuracy"] <= 100
+    assert 0 <= first["korquad"]["exact_match"] <= first["korquad"]["f1"] <= 100
+    # the held-out KorQuAD articles never appear in the fine-tuning file
+    titles = [{a["title"] for a in json.loads((work / f"korquad_dev_{s}.json").read_text(encoding="utf-8"))["data"]}
+              for s in ("train", "eval")]
+    assert titles[0] and titles[1] and not titles[0] & titles[1]
+
+    proc = run(work, results)  # same work dir: finished stages are reused, the failed one runs now
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    second = json.loads(results.read_text(encoding="utf-8"))
+    assert "[pretrain] cached" in proc.stdout and "[kornli] cached" in proc.stdout
+    assert second["pretraining"] == first["pretraining"] and second["kornli"] == first["kornli"]
+    assert second["korsts"]["best_seed_on_dev"] in ("1", "2", 1, 2)
+    assert -100 <= second["korsts"]["test"]["spearman"] <= 100
+    assert "| KorSTS test Spearman |" in proc.stdout
+
+
+def test_unpack_shards_is_all_or_nothing(tmp_path):
+    import importlib.util
+    import tarfile
+    spec = importlib.util.spec_from_file_location("cram", os.path.join(ROOT, "bench", "cram.py"))
+    cram = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cram)
+    src = tmp_path / "src" / "shards"
+    src.mkdir(parents=True)
+    (src / "meta.json").write_text("{}", encoding="utf-8")
+    (src / "shard_00000.ids.npy").write_bytes(b"\x93NUMPY")
+    good = tmp_path / "good.tar.xz"
+    with tarfile.open(good, "w:xz") as tar:
+        tar.add(src, arcname="shards")
+    cram.unpack_shards(str(good), str(tmp_path / "w1"))
+    assert sorted(os.listdir(tmp_path / "w1" / "shards")) == ["meta.json", "shard_00000.ids.npy"]
+    assert os.listdir(tmp_path / "w1") == ["shards"]
+
+    bad = tmp_path / "bad.tar.xz"  # no shards/meta.json: refused, nothing left behind
+    with tarfile.open(bad, "w:xz") as tar:
+        tar.add(src / "shard_00000.ids.npy", arcname="shards/shard_00000.ids.npy")
+    (tmp_path / "w2").mkdir()
+    with pytest.raises(SystemExit):
+        cram.unpack_shards(str(bad), str(tmp_path / "w2"))
+    assert os.listdir(tmp_path / "w2") == []
+    with pytest.raises(SystemExit):
+        cram.unpack_shards(str(tmp_path / "missing.tar.xz"), str(tmp_path / "w2"))
