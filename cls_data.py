@@ -252,11 +252,13 @@ def predict(model, batches, device) -> np.ndarray:
     """
     import torch
 
+    from train_utils import batch_to_device
+
     model.eval()
     out = []
     with torch.inference_mode():
         for batch in batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "labels"}
+            batch = batch_to_device({k: v for k, v in batch.items() if k != "labels"}, device)
             out.append(model(**batch)["logits"].float().cpu().numpy())
     return np.concatenate(out, axis=0)
 

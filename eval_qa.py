@@ -89,8 +89,9 @@ def predict_logits(model, feats, batch_size, rt):
         for b in range(0, len(order), batch_size):
             local = order[b:b + batch_size]
             rows, width = shard[local], int(lengths[local].max())
-            batch = {k: torch.from_numpy(getattr(feats, k)[rows, :width]).to(rt.device).long()
-                     for k in ("input_ids", "token_type_ids", "attention_mask")}
+            batch = tu.batch_to_device({k: torch.from_numpy(getattr(feats, k)[rows, :width])
+                                        for k in ("input_ids", "token_type_ids", "attention_mask")}, rt.device,
+                                       torch.long)
             with rt.autocast():
                 out = model(**batch)
             start[local, :width] = out["start_logits"].float().cpu().numpy()

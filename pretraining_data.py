@@ -170,7 +170,8 @@ class PretrainingDataset(Dataset):
     single token is dropped (it cannot form a pair).
 
     Items: input_ids, token_type_ids, attention_mask, mlm_labels (int64 [max_seq_length], padded; -100 where not
-    predicted) and sop_label (int64 scalar). See the module docstring for determinism and the rank split.
+    predicted), mlm_positions (int64 [max_predictions_per_seq]: the predicted positions in order, then 0s) and
+    sop_label (int64 scalar). See the module docstring for determinism and the rank split.
     """
 
     def __init__(self, input_dir: str, max_seq_length: int = 128, max_predictions_per_seq: int = 20,
@@ -302,12 +303,17 @@ class PretrainingDataset(Dataset):
         token_type_ids[la + 2:n] = 1
         attention_mask = np.zeros(L, np.int64)
         attention_mask[:n] = 1
+        # where the predictions are, padded with 0 ([CLS], never a target) to a fixed max_predictions_per_seq:
+        # the model gathers these rows, with shapes that never change and no GPU sync to count them
+        positions = np.zeros(self.max_predictions_per_seq, np.int64)
+        where = np.flatnonzero(labels != IGNORE_INDEX)
+        positions[:len(where)] = where  # the budget never exceeds max_predictions_per_seq
         item = {"input_ids": masked, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
-                "mlm_labels": labels, "sop_label": np.array(int(swapped), np.int64)}
+                "mlm_labels": labels, "mlm_positions": positions, "sop_label": np.array(int(swapped), np.int64)}
         return (item, spans) if return_spans else item
 
 
 def collate_pretraining(items: list[dict]) -> dict:
-    """Stack items into torch tensors [B, max_seq_length] (sop_label [B]); rows keep their fixed padding so every
-    batch has the same shape (no recompiles, identical shapes on every rank)."""
+    """Stack items into torch tensors [B, max_seq_length] (mlm_positions [B, max_predictions], sop_label [B]); rows
+    keep their fixed padding so every batch has the same shape (no recompiles, identical shapes on every rank)."""
     return {key: torch.from_numpy(np.stack([it[key] for it in items])) for key in items[0]}

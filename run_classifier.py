@@ -144,7 +144,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"seed {seed} epoch {epoch}", disable=not rt.is_main, leave=False)
         for i, batch in enumerate(bar):
-            batch = {k: v.to(rt.device, non_blocking=True) for k, v in batch.items()}
+            batch = tu.batch_to_device(batch, rt.device)
             sync = (i + 1) % accum == 0 or i + 1 == len(train_loader)
             # under DDP, all-reduce gradients only on the micro-batch that ends an accumulation window
             ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()

@@ -72,9 +72,9 @@ from models.modeling import (BertConfig, BertForPreTraining, checkpoint_config, 
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import PretrainingDataset, collate_pretraining
 from train_utils import (JsonlLogger, add_model_args, add_optim_args, add_runtime_args, atomic_torch_save,
-                         atomic_write_json, atomic_write_text, cleanup_runtime, fail, make_grad_scaler, plot_jsonl,
-                         publish_checkpoint_dir, read_jsonl, resolve_checkpoint_dir, rng_state_portable,
-                         set_rng_state_portable, set_seed, setup_runtime, warn)
+                         atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime, fail, make_grad_scaler,
+                         plot_jsonl, publish_checkpoint_dir, read_jsonl, resolve_checkpoint_dir,
+                         rng_state_portable, set_rng_state_portable, set_seed, setup_runtime, warn)
 
 LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
 # resuming with another value of these would not continue the same run
@@ -361,13 +361,13 @@ def main(argv=None):
                 dist.all_reduce(n_masked)
             step_loss = torch.zeros((), device=rt.device)
             for i, mb in enumerate(micro_batches):
-                mb = {k: v.to(rt.device, non_blocking=True) for k, v in mb.items()}
+                mb = batch_to_device(mb, rt.device)
                 sync = i == accum - 1 or not rt.distributed
                 with contextlib.nullcontext() if sync else model.no_sync():
                     with rt.autocast():
                         out = model(input_ids=mb["input_ids"], token_type_ids=mb["token_type_ids"],
-                                    attention_mask=mb["attention_mask"], mlm_labels=mb["mlm_labels"],
-                                    sop_labels=mb["sop_label"])
+                                    attention_mask=mb.get("attention_mask"), mlm_labels=mb["mlm_labels"],
+                                    mlm_positions=mb["mlm_positions"], sop_labels=mb["sop_label"])
                     mlm_sum = out["mlm_loss"] * out["mlm_count"]
                     sop_sum = out["sop_loss"] * mb["sop_label"].numel()
                     # DDP averages gradients over ranks; x world_size turns that average back into the sum

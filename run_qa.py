@@ -189,7 +189,7 @@ def main(argv=None):
             width = int(mask.sum(1).max())  # cut the batch to its longest window (on the CPU: no device sync)
             batch = {"input_ids": ids[:, :width], "token_type_ids": types[:, :width],
                      "attention_mask": mask[:, :width], "start_positions": start_pos, "end_positions": end_pos}
-            batch = {k: v.to(rt.device, non_blocking=True).long() for k, v in batch.items()}
+            batch = tu.batch_to_device(batch, rt.device, torch.long)
             sync = (i + 1) % accum == 0 or i + 1 == len(loader)
             # under DDP, all-reduce gradients only on the micro-batch that closes an accumulation window
             ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()

@@ -123,6 +123,19 @@ def cleanup_runtime(rt: Runtime):
         torch.distributed.destroy_process_group()
 
 
+def batch_to_device(batch: dict, device, dtype=None) -> dict:
+    """A CPU batch copied to device (non-blocking: loaders pin memory), optionally cast, without an attention_mask
+    that masks nothing.
+
+    Without a mask SDPA may run its flash kernel, which takes none. The check is made here on the CPU, before the
+    copy, so it costs no GPU sync (Hugging Face makes the same check on the GPU).
+    """
+    mask = batch.get("attention_mask")
+    drop = mask is not None and bool(mask.all())
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if not (drop and k == "attention_mask")}
+    return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out
+
+
 def make_grad_scaler(rt: Runtime):
     # bf16 has fp32's exponent range, so only fp16 needs loss scaling.
     return torch.amp.GradScaler(rt.device.type, enabled=(rt.amp == "fp16"))

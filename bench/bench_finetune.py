@@ -44,7 +44,7 @@ import cls_data
 import qa_data
 from models.modeling import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
-from train_utils import LengthGroupedBatchSampler
+from train_utils import LengthGroupedBatchSampler, batch_to_device
 
 KORQUAD_TRAIN_QUESTIONS = 60407
 KORSTS_TRAIN = os.path.join(ROOT, "data", "korsts", "sts-train.tsv")
@@ -179,10 +179,12 @@ def run_fixed(spec, args, env):
     ours, hf = build_pair(config, head, num_labels, env["device"])
     batch = fixed_batch(head, bsz, seq, config.vocab_size, num_labels, env["device"])
     check_losses(ours, hf, batch, env["autocast"], env["amp"], step_loss, step_loss)
-    steps = {"ours": make_step(ours, step_loss, batch, env["autocast"], env["gpu"]),
+    # as run_qa / run_classifier feed it: without a mask that masks nothing (HF drops it inside its model)
+    ours_batch = batch_to_device(batch, env["device"])
+    steps = {"ours": make_step(ours, step_loss, ours_batch, env["autocast"], env["gpu"]),
              "hf": make_step(hf, step_loss, batch, env["autocast"], env["gpu"])}
     if args.compile:
-        steps["ours_compiled"] = make_step(torch.compile(ours), step_loss, batch, env["autocast"], env["gpu"])
+        steps["ours_compiled"] = make_step(torch.compile(ours), step_loss, ours_batch, env["autocast"], env["gpu"])
         steps["hf_compiled"] = make_step(torch.compile(hf), step_loss, batch, env["autocast"], env["gpu"])
     wall, _ = time_interleaved(steps, env["warmup"], env["steps"], env["sync"])
     rate = {k: v * bsz for k, v in wall.items()}
@@ -205,11 +207,11 @@ def run_real(which, args, env):
         ours_b, hf_b, info = korsts_batches(max_seq, bsz, args.batches, args.seed)
     config = dataclasses.replace(config, vocab_size=len(load_vocab(info["vocab"])))
     device = env["device"]
-    ours_b = [{k: v.to(device) for k, v in b.items()} for b in ours_b]
+    ours_b = [batch_to_device(b, device) for b in ours_b]  # as the scripts do: a full batch goes without a mask
     hf_b = [{k: v.to(device) for k, v in b.items()} for b in hf_b]
-    grouped_b = [{k: v.to(device) for k, v in b.items()} for b in info.get("grouped", [])]
+    grouped_b = [batch_to_device(b, device) for b in info.get("grouped", [])]
     widths = [int(b["input_ids"].size(1)) for b in ours_b]
-    real = sum(int(b["attention_mask"].sum()) for b in ours_b)
+    real = sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel() for b in ours_b)
     print(f"{head} {args.real_config} {which}: {len(ours_b)} batches of {bsz}, ours' mean width "
           f"{statistics.fmean(widths):.1f} vs {max_seq} padded; {real / (bsz * sum(widths)):.0%} of ours' "
           f"positions are real tokens", flush=True)

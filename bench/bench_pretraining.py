@@ -61,8 +61,14 @@ def make_batch(batch, seq, vocab_size, device, seed=0):
         labels[b, where] = ids[b, where]
         ids[b, where] = 4  # a [MASK]-like id
     sop = torch.randint(0, 2, (batch,), generator=g)
+    # as PretrainingDataset gives them (our model only; HF takes the labels): predicted positions, then 0s
+    positions = torch.zeros(batch, n_pred, dtype=torch.long)
+    for b in range(batch):
+        where = (labels[b] != -100).nonzero().flatten()
+        positions[b, :len(where)] = where
     return {k: v.to(device) for k, v in dict(input_ids=ids, token_type_ids=token_type_ids,
-                                             attention_mask=attention_mask, mlm_labels=labels, sop_labels=sop).items()}
+                                             attention_mask=attention_mask, mlm_labels=labels,
+                                             mlm_positions=positions, sop_labels=sop).items()}
 
 
 def copy_weights_to_hf(ours, hf):

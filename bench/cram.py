@@ -59,7 +59,8 @@ SMOKE_FINETUNE = dict(korsts=dict(epochs=2), kornli=dict(epochs=1), korquad=dict
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work_dir", default=os.path.join(ROOT, "bench", "_work", "cram", "run"))
+    p.add_argument("--work_dir", default=None, help="default: bench/_work/cram/run (--smoke: .../smoke); "
+                   "finished stages found there are reused")
     p.add_argument("--results_json", default=None, help="default: bench/results/cram_<card>_<date>_<time>.json")
     p.add_argument("--input_dir", default=None, help="prepared shards (with vocab.txt); default: unpack ARCHIVE")
     p.add_argument("--archive", default=ARCHIVE, help="shards packed by bench/cram_prepare.sh")
@@ -89,7 +90,8 @@ def main(argv=None):
             recipe[key] = getattr(args, flag)
     budget = SMOKE["budget_minutes"] if args.smoke else args.budget_minutes
     ft = {task: dict(v, **(SMOKE_FINETUNE[task] if args.smoke else {})) for task, v in FINETUNE.items()}
-    work = os.path.abspath(args.work_dir)
+    work = os.path.abspath(args.work_dir or os.path.join(ROOT, "bench", "_work", "cram", "smoke" if args.smoke
+                                                         else "run"))
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
     card = torch.cuda.get_device_name(0) if gpu else "cpu"
@@ -131,16 +133,21 @@ def main(argv=None):
     write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config,
                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     workers = [] if recipe["num_workers"] is None else ["--num_workers", str(recipe["num_workers"])]
-    run_stage("pretrain", [py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
-                           "--output_dir", pre, "--max_seq_length", str(recipe["seq"]),
-                           "--max_predictions_per_seq", str(recipe["max_predictions"]),
-                           "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
-                           "--optimizer", recipe["optimizer"], "--scheduler", recipe["scheduler"],
-                           "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
-                           "--max_time_minutes", str(budget), "--schedule_by_time", "--save_steps", "10000000",
-                           "--log_steps", "5" if args.smoke else "50", "--seed", "42", *amp, *device_flags,
-                           *workers, *(["--compile"] if args.compile else []), *shlex.split(args.pretrain_args)],
-              os.path.join(pre, "DONE"), stages, logs, timeout_s=budget * 60 + 180)
+    cmd = [py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
+           "--output_dir", pre, "--max_seq_length", str(recipe["seq"]),
+           "--max_predictions_per_seq", str(recipe["max_predictions"]),
+           "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
+           "--optimizer", recipe["optimizer"], "--scheduler", recipe["scheduler"],
+           "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
+           "--max_time_minutes", str(budget), "--schedule_by_time", "--save_steps", "10000000",
+           "--log_steps", "5" if args.smoke else "50", "--seed", "42", *amp, *device_flags,
+           *workers, *(["--compile"] if args.compile else []), *shlex.split(args.pretrain_args)]
+    # a finished pretraining is reused only for the same recipe: the results must describe the weights they used
+    recorded = os.path.join(work, "pretrain_command.json")
+    if os.path.isfile(os.path.join(pre, "DONE")) and os.path.isfile(recorded) and load_json(recorded) != cmd[1:]:
+        fail(f"{pre} was pretrained with another recipe ({recorded}); pass a new --work_dir")
+    atomic_write_json(recorded, cmd[1:])
+    run_stage("pretrain", cmd, os.path.join(pre, "DONE"), stages, logs, timeout_s=budget * 60 + 180)
     summary["pretraining"] = pretraining_summary(pre, recipe)
     save()
     ckpt = final_checkpoint(pre)

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # The GPU check, one script, about 6 minutes on one H100. Every step has a hard limit (timeout); with data building
-# they add up to 475 s < 8 minutes:
+# they add up to 465 s < 8 minutes:
 #   0. torch/transformers versions and the card's name                                                       20 s
-#   1. bench_pretraining: ours vs Hugging Face (sdpa) train steps, small and large_v1 at seq 128 and 512, bf16,
-#      MFU against a bf16 matmul peak measured in the run, plus LAMB vs fused AdamW step time                100 s
-#   1b. the same with torch.compile, small and large_v1 at seq 128                                           100 s
+#   1. bench_pretraining: ours vs Hugging Face (sdpa) train steps, small and large_v1 at seq 128 (batch 256) and
+#      512 (batch 32), bf16, MFU against a bf16 matmul peak measured in the run, LAMB vs fused AdamW step     90 s
+#   1b. the same with torch.compile, small then large_v1 at seq 128 (compiling takes most of it; the rows
+#      finished before the limit are kept)                                                                   130 s
 #   2. bench_finetune (eager): QA large_v1 seq 384 and 512, classifier large_v1 seq 128, QA small seq 512 at
-#      fixed length; KorQuAD dev (seq 384) and KorSTS batches, ours trimmed vs HF padded, with projected epoch
-#      times; includes building its 32k vocab and the features                                               100 s
-#      (compiled fine-tuning rows would need two more large_v1 compiles and do not fit: run
+#      fixed length; KorQuAD dev (seq 384) and KorSTS batches, ours trimmed / length-grouped vs HF padded,
+#      with projected epoch times; includes building its 32k vocab and the features                         85 s
+#      (compiled fine-tuning rows need more large_v1 compiles and do not fit: run
 #      `python bench/bench_finetune.py --compile` on its own)
-#   3. run_pretraining smoke on the GPU: 8k vocab (15 s), shards (30 s) and config (5 s), then bf16 and fp16
-#      (grad scaler) for 30 steps each and an exact-resume run (3 x 30 s), then the resume comparison (15 s)  155 s
+#   3. run_pretraining smoke on the GPU: 8k vocab (10 s), shards (20 s) and config (5 s), then bf16 and fp16
+#      (grad scaler) for 30 steps each and an exact-resume run (3 x 30 s), then the resume comparison (15 s)  140 s
 # The benches rewrite their JSON after every row, so a step stopped by its limit keeps the rows it finished.
 # Results: bench/results/pretraining_<card>_<date>.json (+ _compiled.json), finetune_<card>_<date>.json and
-# gpu_smoke_<card>_<date>.log.
+# gpu_smoke_<card>_<date>.log (a DEVICE=cpu dry run writes to bench/_work/gpu_check/results instead).
 #
 #   bash bench/gpu_check.sh                # on the GPU machine
 #   DEVICE=cpu bash bench/gpu_check.sh     # dry run of the same steps on the CPU (tiny shapes, a few minutes)
@@ -24,8 +25,9 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 DEVICE=${DEVICE:-cuda}
 STAMP=$(date +%Y%m%d)
-RES=bench/results
 WORK=bench/_work/gpu_check
+RES=bench/results
+[ "$DEVICE" = cuda ] || RES=$WORK/results  # a dry run's rows are not results to keep
 mkdir -p "$RES" "$WORK"
 CARD=$(timeout 20 $PY -c "
 import torch, transformers, sys
@@ -47,17 +49,17 @@ else
 fi
 
 echo "== 1. bench (eager)"
-timeout 100 $PY bench/bench_pretraining.py "${BENCH[@]}" --json "$RES/pretraining_${CARD}_${STAMP}.json" || echo "bench failed or timed out: $?"
+timeout 90 $PY bench/bench_pretraining.py "${BENCH[@]}" --json "$RES/pretraining_${CARD}_${STAMP}.json" || echo "bench failed or timed out: $?"
 echo "== 1b. bench (torch.compile, seq 128)"
-timeout 100 $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
+timeout 130 $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
 
 echo "== 2. fine-tuning bench (eager)"
-timeout 100 $PY bench/bench_finetune.py "${FINETUNE[@]}" --json "$RES/finetune_${CARD}_${STAMP}.json" || echo "fine-tuning bench failed or timed out: $?"
+timeout 85 $PY bench/bench_finetune.py "${FINETUNE[@]}" --json "$RES/finetune_${CARD}_${STAMP}.json" || echo "fine-tuning bench failed or timed out: $?"
 
 echo "== 3. run_pretraining smoke" | tee "$SMOKE_LOG"
 if [ ! -f "$WORK/shards/meta.json" ]; then
-  timeout 15 $PY tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt --vocab_size $VOCAB --output "$WORK/vocab.txt"
-  timeout 30 $PY create_pretraining_data.py --input_files data/korean_text/boddari/wikinews.txt --vocab_file "$WORK/vocab.txt" \
+  timeout 10 $PY tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt --vocab_size $VOCAB --output "$WORK/vocab.txt"
+  timeout 20 $PY create_pretraining_data.py --input_files data/korean_text/boddari/wikinews.txt --vocab_file "$WORK/vocab.txt" \
       --output_dir "$WORK/shards" --sentence_splitter regex --num_workers 8 --overwrite
 fi
 timeout 5 $PY - "$SMOKE_CFG" "$WORK/vocab.txt" "$WORK/config.json" <<'EOF'

@@ -184,7 +184,14 @@ class BertForPreTraining(nn.Module):
         self.cls = PreTrainingHeads(config)
         self.cls.apply(functools.partial(init_weights, std=config.initializer_range))
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, mlm_labels=None, sop_labels=None):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, mlm_labels=None, sop_labels=None,
+                mlm_positions=None):
+        """mlm_labels [B,T]: the original token at masked positions, -100 elsewhere. mlm_positions [B,K]: where the
+        masked tokens are (padded with any unmasked position, e.g. 0); without it they are found from mlm_labels.
+
+        With labels, mlm_logits are [B,K,V] for the K gathered positions and mlm_targets [B,K] their labels
+        (-100 on padding); without labels, mlm_logits are [B,T,V].
+        """
         seq, pooled = self.bert(input_ids, token_type_ids, attention_mask)
         emb = self.bert.embeddings.word_embeddings.weight
         out = {"sop_logits": self.cls.seq_relationship(pooled)}  # [B,2]
@@ -192,14 +199,21 @@ class BertForPreTraining(nn.Module):
         if mlm_labels is None:
             out["mlm_logits"] = self.cls.predictions(seq, emb)  # [B,T,V]
         else:
-            # the vocab projection dominates the head's cost and ~15% of positions are masked: score only those
-            masked = mlm_labels != -100  # [B,T]
-            targets = mlm_labels[masked]  # [N]
-            logits = self.cls.predictions(seq[masked], emb)  # [N,H] -> [N,V]
-            count = masked.sum()
-            out["mlm_logits"], out["mlm_count"] = logits, count
-            out["mlm_loss"] = F.cross_entropy(logits.float(), targets, reduction="sum") / count.clamp(min=1)
-            out["mlm_correct"] = (logits.argmax(-1) == targets).sum()
+            # the vocab projection dominates the head's cost and ~15% of positions are masked: score only those.
+            # Positions from the data pipeline keep shapes static and the GPU unsynchronised; finding them here
+            # needs the largest count per row on the host.
+            if mlm_positions is None:
+                masked = (mlm_labels != -100).int()  # [B,T]
+                k = int(masked.sum(1).max())
+                mlm_positions = masked.argsort(dim=1, descending=True, stable=True)[:, :k]  # masked first, in order
+            targets = mlm_labels.gather(1, mlm_positions)  # [B,K]
+            h = seq.gather(1, mlm_positions[..., None].expand(-1, -1, seq.size(-1)))  # [B,K,H]
+            logits = self.cls.predictions(h, emb)  # [B,K,V]
+            count = (targets != -100).sum()
+            out.update(mlm_logits=logits, mlm_targets=targets, mlm_count=count)
+            out["mlm_loss"] = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                              reduction="sum") / count.clamp(min=1)
+            out["mlm_correct"] = (logits.argmax(-1) == targets).sum()  # -100 never equals an argmax
             losses.append(out["mlm_loss"])
         if sop_labels is not None:
             out["sop_loss"] = F.cross_entropy(out["sop_logits"].float(), sop_labels)

@@ -41,6 +41,10 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert -100 <= second["korsts"]["test"]["spearman"] <= 100
     assert "| KorSTS test Spearman |" in proc.stdout
 
+    proc = run(work, results, "--learning_rate", "0.005")  # other weights would be described by these results
+    assert proc.returncode == 2 and "pretrained with another recipe" in proc.stderr
+    assert json.loads(results.read_text(encoding="utf-8")) == second
+
 
 def test_unpack_shards_is_all_or_nothing(tmp_path):
     import importlib.util

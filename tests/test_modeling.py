@@ -157,10 +157,33 @@ def test_mlm_scores_only_masked_positions():
         full = model(ids, types, mask)["mlm_logits"]
         out = model(ids, types, mask, mlm_labels=labels, sop_labels=torch.tensor([0, 1, 1]))
     sel = labels != -100
-    assert out["mlm_logits"].shape == (3, 1000) and out["mlm_count"].item() == 3
-    torch.testing.assert_close(out["mlm_logits"], full[sel], atol=1e-5, rtol=0)
+    # one masked position per row: K = 1, gathered in order
+    assert out["mlm_logits"].shape == (3, 1, 1000) and out["mlm_count"].item() == 3
+    torch.testing.assert_close(out["mlm_logits"][:, 0], full[sel], atol=1e-5, rtol=0)
+    assert torch.equal(out["mlm_targets"][:, 0], labels[sel])
     assert out["mlm_correct"].item() == (full[sel].argmax(-1) == labels[sel]).sum().item()
     torch.testing.assert_close(out["loss"], out["mlm_loss"] + out["sop_loss"])
+
+
+def test_given_mlm_positions_match_found_ones():
+    """The data pipeline's padded positions (static shape, no sync) give what finding them from the labels gives."""
+    model = randomize(BertForPreTraining(tiny_config()))
+    ids, types, mask = padded_batch()
+    labels = torch.full_like(ids, -100)
+    labels[0, [2, 5, 9]], labels[1, 5], labels[2, [1, 3]] = torch.tensor([7, 8, 9]), 9, torch.tensor([ids[2, 1], 4])
+    positions = torch.tensor([[2, 5, 9, 0, 0], [5, 0, 0, 0, 0], [1, 3, 0, 0, 0]])  # padded with [CLS] to K = 5
+    sop = torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        found = model(ids, types, mask, mlm_labels=labels, sop_labels=sop)
+        given = model(ids, types, mask, mlm_labels=labels, sop_labels=sop, mlm_positions=positions)
+        full = model(ids, types, mask)["mlm_logits"]
+    assert found["mlm_logits"].shape == (3, 3, 1000) and given["mlm_logits"].shape == (3, 5, 1000)
+    for key in ("mlm_loss", "mlm_count", "mlm_correct", "loss"):
+        torch.testing.assert_close(given[key], found[key])
+    sel = labels != -100
+    torch.testing.assert_close(given["mlm_logits"][given["mlm_targets"] != -100], full[sel], atol=1e-5, rtol=0)
+    expected = F.cross_entropy(full[sel], labels[sel])
+    torch.testing.assert_close(given["mlm_loss"], expected, atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -203,7 +226,7 @@ def test_parity_hf_to_ours(tmp_path, impl):
                 sop = torch.tensor([1, 0, 1])
                 ref = hf(**kw, labels=labels, next_sentence_label=sop)
                 out = ours(ids, types, mask, mlm_labels=labels, sop_labels=sop)
-                close(out["mlm_logits"], ref.prediction_logits[labels != -100])
+                close(out["mlm_logits"][out["mlm_targets"] != -100], ref.prediction_logits[labels != -100])
                 close(out["sop_logits"], ref.seq_relationship_logits)
                 close(out["mlm_loss"], F.cross_entropy(ref.prediction_logits.view(-1, 1000), labels.view(-1)))
                 close(out["loss"], ref.loss)
@@ -221,3 +244,20 @@ def test_parity_hf_to_ours(tmp_path, impl):
                 out = ours(ids, types, mask, labels=labels)
                 close(out["logits"], ref.logits)
                 close(out["loss"], ref.loss)
+
+
+def test_pretraining_step_is_one_graph_for_torch_compile():
+    """With the data pipeline's mlm_positions nothing in the forward waits for the GPU or changes shape with the
+    data, so torch.compile captures the whole model (boolean indexing would break the graph at the MLM head)."""
+    import torch._dynamo as dynamo
+
+    model = BertForPreTraining(tiny_config())
+    ids, types, mask = padded_batch()
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 5] = 7, 9
+    positions = torch.tensor([[2, 0], [5, 0], [0, 0]])
+    dynamo.reset()
+    explained = dynamo.explain(model)(ids, types, mask, mlm_labels=labels, mlm_positions=positions,
+                                      sop_labels=torch.tensor([0, 1, 1]))
+    assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
+    dynamo.reset()

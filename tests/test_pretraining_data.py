@@ -125,6 +125,12 @@ def test_masked_fraction_and_budget(shards, sample):
     small = PretrainingDataset(shards, max_seq_length=L, max_predictions_per_seq=5, seed=7)
     counts = np.array([(small[i]["mlm_labels"] != IGNORE_INDEX).sum() for i in range(300)])
     assert counts.max() == 5 and (counts == 5).mean() > 0.8
+    # mlm_positions: exactly the predicted positions, in order, then [CLS] (position 0, never predicted)
+    for i in range(300):
+        it = small[i]
+        where = np.flatnonzero(it["mlm_labels"] != IGNORE_INDEX)
+        assert it["mlm_positions"].shape == (5,) and it["mlm_labels"][0] == IGNORE_INDEX
+        assert np.array_equal(it["mlm_positions"], np.concatenate([where, np.zeros(5 - len(where), np.int64)]))
 
 
 def test_80_10_10(sample, vocab):
@@ -283,7 +289,7 @@ def test_collate_and_worker_processes(ds):
     assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == {
         "input_ids": ((4, L), torch.int64), "token_type_ids": ((4, L), torch.int64),
         "attention_mask": ((4, L), torch.int64), "mlm_labels": ((4, L), torch.int64),
-        "sop_label": ((4,), torch.int64)}
+        "mlm_positions": ((4, 20), torch.int64), "sop_label": ((4,), torch.int64)}
     loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=1, collate_fn=collate_pretraining)
     from_worker = next(iter(loader))
     assert all(torch.equal(batch[k], from_worker[k]) for k in batch)

@@ -43,3 +43,29 @@ def test_ranks_split_each_global_batch(n):
         assert sorted(i for r in range(3) for i in per_rank[r][k]) == sorted(global_batch)
         assert all(len(per_rank[r][k]) == 4 for r in range(3))
     assert set(i for b in whole for i in b) == set(range(n))
+
+
+def test_batch_to_device_drops_only_a_mask_that_masks_nothing():
+    import torch
+
+    from models.modeling import BertConfig, BertForQuestionAnswering
+    from train_utils import batch_to_device
+
+    full = {"input_ids": torch.randint(5, 1000, (2, 16), dtype=torch.int32), "attention_mask": torch.ones(2, 16)}
+    padded = {k: v.clone() for k, v in full.items()}
+    padded["attention_mask"][1, 10:] = 0
+    out = batch_to_device(full, torch.device("cpu"), torch.long)
+    assert set(out) == {"input_ids"} and out["input_ids"].dtype == torch.long
+    assert "attention_mask" in full  # the caller's batch is left as it was
+    out = batch_to_device(padded, torch.device("cpu"))
+    assert torch.equal(out["attention_mask"], padded["attention_mask"])
+    assert set(batch_to_device({"input_ids": full["input_ids"]}, torch.device("cpu"))) == {"input_ids"}
+
+    # without the mask the model computes the same thing (it is what lets SDPA pick its flash kernel on a GPU)
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(BertConfig.from_json_file(os.path.join(ROOT, "models/configs/tiny.json"))).eval()
+    ids = full["input_ids"].long()
+    with torch.no_grad():
+        a = model(ids, attention_mask=torch.ones_like(ids))["start_logits"]
+        b = model(ids)["start_logits"]
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
