@@ -77,7 +77,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
-    """Reshuffled each epoch from `seed`; rank r reads every world_size-th example of the permutation.
+    """(loader, sampler): reshuffled each epoch (sampler.set_epoch) from `seed`; rank r reads every world_size-th
+    example of the permutation, or with --group_by_length its share of each length-grouped global batch.
 
     DistributedSampler also with one process: the permutation then does not depend on the number of GPUs, so
     one optimizer step sees the same examples on 1 or N GPUs (given the same --train_batch_size).
@@ -87,10 +88,10 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
         sampler = tu.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
                                                rt.world_size)
         return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
-                          pin_memory=rt.device.type == "cuda")
+                          pin_memory=rt.device.type == "cuda"), sampler
     sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
     return DataLoader(features, sampler=sampler, batch_size=batch_size, collate_fn=collate,
-                      num_workers=args.num_workers, pin_memory=rt.device.type == "cuda")
+                      num_workers=args.num_workers, pin_memory=rt.device.type == "cuda"), sampler
 
 
 def evaluate(model, split, task, rt) -> dict:
@@ -120,7 +121,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     micro_batch = args.train_batch_size // (rt.world_size * args.gradient_accumulation_steps)
-    train_loader = make_train_loader(data["train"], micro_batch, data["pad_id"], task, rt, args, seed)
+    train_loader, sampler = make_train_loader(data["train"], micro_batch, data["pad_id"], task, rt, args, seed)
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(train_loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
@@ -138,7 +139,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     best_score = -math.inf
     step, t0 = 0, time.time()
     for epoch in range(1, math.ceil(args.num_train_epochs) + 1):
-        (train_loader.batch_sampler if args.group_by_length else train_loader.sampler).set_epoch(epoch)
+        sampler.set_epoch(epoch)
         model.train()
         # losses summed as tensors: .item() every micro-batch would sync the GPU each step
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0

@@ -72,9 +72,10 @@ from models.modeling import (BertConfig, BertForPreTraining, checkpoint_config, 
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import PretrainingDataset, collate_pretraining
 from train_utils import (JsonlLogger, add_model_args, add_optim_args, add_runtime_args, atomic_torch_save,
-                         atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime, fail, make_grad_scaler,
-                         plot_jsonl, publish_checkpoint_dir, read_jsonl, resolve_checkpoint_dir,
-                         rng_state_portable, set_rng_state_portable, set_seed, setup_runtime, warn)
+                         atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime, default_num_workers,
+                         fail, make_grad_scaler, plot_jsonl, publish_checkpoint_dir, read_jsonl,
+                         resolve_checkpoint_dir, rng_state_portable, set_rng_state_portable, set_seed, setup_runtime,
+                         warn)
 
 LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
 # resuming with another value of these would not continue the same run
@@ -194,10 +195,8 @@ def main(argv=None):
         fail(f"--train_batch_size {B} is not divisible by --gradient_accumulation_steps {accum} "
              f"x {rt.world_size} ranks")
     micro = B // (accum * rt.world_size)
-    if args.num_workers is None:  # the CPUs this process may use, shared by the ranks on this node, one left over
-        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        args.num_workers = max(1, min(8, len(os.sched_getaffinity(0)) // local_ranks - 1)) \
-            if hasattr(os, "sched_getaffinity") else 2
+    if args.num_workers is None:
+        args.num_workers = default_num_workers()
 
     # ---- resume / init resolution; nothing is written before every check has passed
     ckpt_dir, source = None, None

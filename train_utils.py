@@ -123,6 +123,15 @@ def cleanup_runtime(rt: Runtime):
         torch.distributed.destroy_process_group()
 
 
+def default_num_workers(cap: int = 8) -> int:
+    """DataLoader workers per rank: the CPUs this process may use, shared by the ranks on this node, one left over
+    for the rank itself, at most `cap`."""
+    if not hasattr(os, "sched_getaffinity"):
+        return 2
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(cap, len(os.sched_getaffinity(0)) // local_ranks - 1))
+
+
 def batch_to_device(batch: dict, device, dtype=None) -> dict:
     """A CPU batch copied to device (non-blocking: loaders pin memory), optionally cast, without an attention_mask
     that masks nothing.

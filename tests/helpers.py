@@ -8,6 +8,17 @@ import sys
 import pytest
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """For modules that train a 64-wide model: it gains nothing from intra-op threads, and on a shared 2-core
+    machine spinning OpenMP workers make each step an order of magnitude slower. Import it to use it."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def file_digests(root):
     """{relative path: sha256} of every file under root: proves a failed run left earlier outputs untouched."""
     return {os.path.relpath(os.path.join(dp, f), root): hashlib.sha256(open(os.path.join(dp, f), "rb").read()).digest()

@@ -19,21 +19,12 @@ sys.path.insert(0, ROOT)
 
 import eval_classifier  # noqa: E402
 import run_classifier  # noqa: E402
-from helpers import expect_fail, file_digests, tiny_model_files  # noqa: E402
+from helpers import expect_fail, file_digests, one_thread, tiny_model_files  # noqa: E402,F401
 
 STS_DIR = os.path.join(ROOT, "data", "korsts")
 NLI_DIR = os.path.join(ROOT, "data", "kornli")
 STS_TRAIN = os.path.join(STS_DIR, "sts-train.tsv")
 NLI_DEV = os.path.join(NLI_DIR, "xnli.dev.ko.tsv")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # a 64-wide model gains nothing from intra-op threads; on a shared 2-core machine they only contend
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ sys.path.insert(0, ROOT)
 import eval_qa  # noqa: E402
 import morphology  # noqa: E402
 import run_qa  # noqa: E402
-from helpers import expect_fail, file_digests, tiny_model_files  # noqa: E402
+from helpers import expect_fail, file_digests, one_thread, tiny_model_files  # noqa: E402,F401
 
 DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
 
@@ -49,17 +49,6 @@ def particle_predictions(data_file, tmp_path):
 def question_ids(path):
     with open(path, encoding="utf-8") as f:
         return [qa["id"] for a in json.load(f)["data"] for p in a["paragraphs"] for qa in p["qas"]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # a 64-wide model gains nothing from intra-op threads, and on a shared 2-core machine spinning OpenMP
-    # workers make each step an order of magnitude slower
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

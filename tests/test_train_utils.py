@@ -69,3 +69,15 @@ def test_batch_to_device_drops_only_a_mask_that_masks_nothing():
         a = model(ids, attention_mask=torch.ones_like(ids))["start_logits"]
         b = model(ids)["start_logits"]
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_default_num_workers_shares_the_node_cpus_between_local_ranks(monkeypatch):
+    from train_utils import default_num_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_num_workers() == 8  # 15 free CPUs, capped
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert default_num_workers() == 3  # 16 / 4 ranks, one CPU left for each rank
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert default_num_workers() == 1  # never zero: masking must not run in the training process
