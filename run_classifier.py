@@ -147,12 +147,14 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
         for i, batch in enumerate(bar):
             batch = tu.batch_to_device(batch, rt.device)
             sync = (i + 1) % accum == 0 or i + 1 == len(train_loader)
+            # the epoch's last window may hold fewer micro-batches: its loss is still their mean
+            window_size = min(accum, len(train_loader) - i // accum * accum)
             # under DDP, all-reduce gradients only on the micro-batch that ends an accumulation window
             ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
             with ctx:
                 with rt.autocast():
                     loss = model(**batch)["loss"]
-                scaler.scale(loss / accum).backward()
+                scaler.scale(loss / window_size).backward()
             loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1
             window_loss, window_n = window_loss + loss.detach().float(), window_n + 1
             if not sync:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -67,15 +66,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from models.modeling import (BertConfig, BertForPreTraining, checkpoint_config, checkpoint_vocab, load_checkpoint,
-                             save_checkpoint)
+from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import PretrainingDataset, collate_pretraining
+from pretraining_start import RESUME, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_model_args, add_optim_args, add_runtime_args, atomic_torch_save,
                          atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime, default_num_workers,
-                         fail, make_grad_scaler, plot_jsonl, publish_checkpoint_dir, read_jsonl,
-                         resolve_checkpoint_dir, rng_state_portable, set_rng_state_portable, set_seed, setup_runtime,
-                         warn)
+                         fail, make_grad_scaler, plot_jsonl, publish_checkpoint_dir, read_jsonl, rng_state_portable,
+                         set_rng_state_portable, set_seed, setup_runtime, warn)
 
 LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
 # resuming with another value of these would not continue the same run
@@ -118,38 +116,6 @@ def build_parser():
                         "'cramming' runs); such a run is not bit-exact on resume")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     return p
-
-
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def load_config(args, ckpt_dir, meta, source):
-    """The model config: --config_file, else the checkpoint's; carries the tokenizer settings of the shards."""
-    try:
-        config = BertConfig.from_json_file(args.config_file) if args.config_file else None
-        stored = checkpoint_config(ckpt_dir) if ckpt_dir else None
-    except (ValueError, OSError) as e:
-        fail(str(e))
-    if config is None and stored is None:
-        fail("no model config: pass --config_file" + (f" ({ckpt_dir} carries no config.json)" if ckpt_dir else ""))
-    config = config or stored
-    # A model whose vocab was built on morpheme-split text must never see plain-split shards (or the reverse):
-    # a config that names an analyser must agree with the shards; one that names none takes the shards' setting.
-    shard_morph = meta.get("morph_analyzer")
-    if config.morph_analyzer is not None and config.morph_analyzer != shard_morph:
-        fail(f"--input_dir {args.input_dir} was prepared with morph_analyzer={shard_morph!r} but the model config "
-             f"says {config.morph_analyzer!r}; prepare the shards with the same --morph_analyzer as the vocab")
-    config.do_lower_case = bool(meta.get("do_lower_case", False))
-    config.morph_analyzer = shard_morph
-    if source == "--resume" and args.config_file and stored is not None:
-        a, b = config.to_dict(), stored.to_dict()
-        diff = [k for k in a if a[k] != b.get(k)]
-        if diff:
-            fail(f"--resume {ckpt_dir}: its config differs from --config_file {args.config_file} "
-                 f"in {diff[0]} ({b.get(diff[0])!r} vs {a[diff[0]]!r})")
-    return config
 
 
 def _ignore_signals(worker_id):
@@ -199,24 +165,10 @@ def main(argv=None):
         args.num_workers = default_num_workers()
 
     # ---- resume / init resolution; nothing is written before every check has passed
-    ckpt_dir, source = None, None
-    if args.resume:
-        path = args.output_dir if args.resume == "auto" else args.resume
-        if args.resume != "auto" and not os.path.exists(path):
-            fail(f"--resume {path}: no such checkpoint or run directory")
-        cand = resolve_checkpoint_dir(path)
-        if os.path.isfile(os.path.join(cand, "train_state.pt")):
-            ckpt_dir, source = cand, "--resume"
-        elif args.resume != "auto" or cand != path:  # auto: only "no checkpoint yet" means a fresh start
-            fail(f"--resume {path}: no train_state.pt in {cand} (not a checkpoint of run_pretraining.py)")
-    elif os.path.isfile(os.path.join(args.output_dir, "checkpoints", "latest")):
-        fail(f"--output_dir {args.output_dir} already holds checkpoints: pass --resume auto to continue it, "
-             "or choose another directory")
-    if ckpt_dir is None and args.checkpoint:
-        if not os.path.exists(args.checkpoint):
-            fail(f"--init_checkpoint {args.checkpoint}: no such file or directory")
-        ckpt_dir, source = resolve_checkpoint_dir(args.checkpoint), "--init_checkpoint"
-
+    try:
+        ckpt_dir, source = resolve_start(args.output_dir, args.resume, args.checkpoint)
+    except ValueError as e:
+        fail(str(e))
     try:
         ds = PretrainingDataset(args.input_dir, max_seq_length=args.max_seq_length,
                                 max_predictions_per_seq=args.max_predictions_per_seq,
@@ -225,41 +177,25 @@ def main(argv=None):
                                 seed=args.seed, rank=rt.rank, world_size=rt.world_size)
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(f"--input_dir {args.input_dir}: {e}")
-    meta = ds.meta
-    for label, vocab in (("--vocab_file", args.vocab_file),
-                         (source, checkpoint_vocab(ckpt_dir) if ckpt_dir and os.path.isdir(ckpt_dir) else None)):
-        if vocab and file_sha256(vocab) != meta["vocab_sha256"]:
-            fail(f"{label}: {vocab} is not the vocabulary the shards in {args.input_dir} were built with "
-                 f"({ds.vocab_file})")
-    if args.do_lower_case and not meta.get("do_lower_case"):
+    if args.do_lower_case and not ds.meta.get("do_lower_case"):
         fail(f"--do_lower_case: the shards in {args.input_dir} were prepared cased")
-    config = load_config(args, ckpt_dir, meta, source)
-    if config.vocab_size != meta["vocab_size"]:
-        fail(f"vocab size mismatch: the config ({args.config_file or ckpt_dir}) says vocab_size={config.vocab_size} "
-             f"but {os.path.join(args.input_dir, 'meta.json')} has {meta['vocab_size']}")
-    if args.max_seq_length > config.max_position_embeddings:
-        fail(f"--max_seq_length {args.max_seq_length} exceeds the config's max_position_embeddings "
-             f"{config.max_position_embeddings}")
     state = None
-    if source == "--resume":
-        try:
-            state = torch.load(os.path.join(ckpt_dir, "train_state.pt"), map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated or foreign file: say which, not a traceback from the unpickler
-            fail(f"--resume {ckpt_dir}: train_state.pt is unreadable ({type(e).__name__}: {str(e)[:200]})")
-        for key in RESUME_MUST_MATCH:
-            if state["args"][key] != getattr(args, key):
-                fail(f"--{key} {getattr(args, key)} differs from {state['args'][key]} used by the run in {ckpt_dir}")
-        changed = [k for k in ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed")
-                   if state["args"].get(k) != getattr(args, k)]
-        if changed and rt.is_main:
-            warn(f"resuming {ckpt_dir} with changed {', '.join(changed)}: the continuation is not exact")
+    try:
+        check_vocab(args.vocab_file, ckpt_dir, source, ds.meta, args.input_dir, ds.vocab_file)
+        config = model_config(args.config_file, ckpt_dir, source, ds.meta, args.input_dir, args.max_seq_length)
+        if source == RESUME:
+            state, changed = load_train_state(ckpt_dir, vars(args), RESUME_MUST_MATCH)
+            if changed and rt.is_main:
+                warn(f"resuming {ckpt_dir} with changed {', '.join(changed)}: the continuation is not exact")
+    except ValueError as e:
+        fail(str(e))
 
     # ---- model, optimizer, schedule
     set_seed(args.seed)  # same initial weights on every rank
     raw_model = BertForPreTraining(config)
     if ckpt_dir:
         try:
-            load_checkpoint(raw_model, ckpt_dir, strict=source == "--resume")
+            load_checkpoint(raw_model, ckpt_dir, strict=source == RESUME)
         except (ValueError, OSError) as e:
             fail(f"{source} {ckpt_dir}: {e}")
     raw_model.to(rt.device)
@@ -327,7 +263,7 @@ def main(argv=None):
     ctrl_group = dist.new_group(backend="gloo") if rt.distributed else None
     nonfinite = torch.zeros((), device=rt.device)
     checked_step, t_log, step_log = step, time.time(), step
-    grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == "--resume" else None
+    grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
     pbar = tqdm(total=None if args.max_time_minutes else args.max_steps, initial=step, disable=not rt.is_main,
                 dynamic_ncols=True, desc="pretrain")

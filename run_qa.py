@@ -191,12 +191,14 @@ def main(argv=None):
                      "attention_mask": mask[:, :width], "start_positions": start_pos, "end_positions": end_pos}
             batch = tu.batch_to_device(batch, rt.device, torch.long)
             sync = (i + 1) % accum == 0 or i + 1 == len(loader)
+            # the epoch's last window may hold fewer micro-batches: its loss is still their mean
+            window_size = min(accum, len(loader) - i // accum * accum)
             # under DDP, all-reduce gradients only on the micro-batch that closes an accumulation window
             ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
             with ctx:
                 with rt.autocast():
                     loss = model(**batch)["loss"]
-                scaler.scale(loss / accum).backward()
+                scaler.scale(loss / window_size).backward()
             # summed as tensors: .item() every micro-batch would sync the GPU
             loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1
             window_loss, window_n = window_loss + loss.detach().float(), window_n + 1

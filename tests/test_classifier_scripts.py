@@ -191,10 +191,12 @@ def free_port():
 
 def test_same_global_batch_same_run_with_accumulation_and_two_ranks(env, tmp_path):
     """--train_batch_size is per optimizer step: 1 process x 16, 1 process x 2 x 8 accumulated and 2 CPU ranks
-    (gloo) x 2 x 4 accumulated see the same examples per step and end with the same weights (dropout off)."""
+    (gloo) x 2 x 4 accumulated see the same examples per step and end with the same weights (dropout off).
+    56 rows: the last step has 8, one micro-batch of an unfinished accumulation window, and is still their mean.
+    No clipping: it would hide a wrongly scaled gradient."""
     def argv(out, accum):
         return train_argv(env, out, "--config_file", env["nodrop"], "--gradient_accumulation_steps", accum,
-                          "--logging_steps", "1", n_train=48)
+                          "--logging_steps", "1", "--max_grad_norm", "1e9", n_train=56)
 
     run_classifier.main(argv(tmp_path / "one", "1"))
     run_classifier.main(argv(tmp_path / "accum", "2"))
@@ -211,7 +213,7 @@ def test_same_global_batch_same_run_with_accumulation_and_two_ranks(env, tmp_pat
     init = torch.nn.Linear(64, 1).weight  # any fresh head: the trained one must have moved
     assert not torch.allclose(ref["classifier.weight"], init, atol=1e-3)
     losses = [[r["loss"] for r in read_jsonl(tmp_path / d / "log.jsonl")] for d in ("one", "ddp")]
-    assert len(losses[0]) == 3 and losses[1] == pytest.approx(losses[0], rel=1e-4)  # 48 rows / 16 = 3 steps
+    assert len(losses[0]) == 4 and losses[1] == pytest.approx(losses[0], rel=1e-4)  # 56 rows / 16 -> 4 steps
 
 
 def test_parse_seeds():

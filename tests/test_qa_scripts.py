@@ -127,6 +127,33 @@ def test_same_seed_gives_identical_run(env, trained):
         assert (out_b / "epoch-1" / name).read_bytes() == (out_a / "epoch-1" / name).read_bytes()
 
 
+def test_accumulation_gives_the_same_steps_including_a_short_last_window(env, trained, monkeypatch):
+    """2 x m accumulated = one batch of 2m, step for step (the gradient norm of every step is logged), also for
+    the epoch's last step when it holds a single micro-batch: m is picked to leave such a step. Dropout is off,
+    and batches are padded back to full length: the QA softmax also spans padding, so cutting m and 2m rows to
+    their own longest window would change the loss a little, as padding does in any BERT QA."""
+    import torch
+    to_device = run_qa.tu.batch_to_device
+
+    def full_width(batch, device, dtype=None):
+        pad = {k: torch.nn.functional.pad(batch[k], (0, 128 - batch[k].shape[1]))
+               for k in ("input_ids", "token_type_ids", "attention_mask")}
+        return to_device({**batch, **pad}, device, dtype)
+    monkeypatch.setattr(run_qa.tu, "batch_to_device", full_width)
+    n = trained[1]["train_windows"]
+    m = next(m for m in range(15, 3, -1) if 0 < n % (2 * m) <= m)
+    norms = {}
+    for accum in ("1", "2"):
+        out = env["dir"] / f"accum_{accum}"
+        argv = train_argv(env, out, "--config_file", env["nodrop"], "--train_batch_size", str(2 * m),
+                          "--gradient_accumulation_steps", accum, "--logging_steps", "1", "--predict_file", "")
+        argv.remove("--per_gpu_train_batch_size"), argv.remove("16")
+        assert run_qa.main(argv)["total_steps"] == -(-n // (2 * m))
+        rows = [json.loads(line) for line in open(out / "train_log.jsonl", encoding="utf-8")]
+        norms[accum] = [r["grad_norm"] for r in rows if "grad_norm" in r]
+    assert len(norms["1"]) == -(-n // (2 * m)) and norms["2"] == pytest.approx(norms["1"], rel=1e-4)
+
+
 def test_group_by_length_trains_on_less_padding(env, trained, monkeypatch):
     widths = {}
     forward = run_qa.BertForQuestionAnswering.forward

@@ -1,0 +1,115 @@
+"""Where a pretraining run starts, and the checks that its inputs agree.
+
+run_pretraining.py calls these before it writes anything: a resumed run must continue the very run that saved
+the checkpoint, and an initialised one must feed the model the vocabulary and word splitting it was trained
+with. Every function takes explicit arguments and raises ValueError with the one-line message for the user.
+
+    ckpt_dir, source = resolve_start(output_dir, resume="auto", init_checkpoint=None)
+    config = model_config(config_file, ckpt_dir, source, shard_meta, input_dir)
+    state, changed = load_train_state(ckpt_dir, vars(args), must_match=("optimizer", "scheduler"))
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import torch
+
+from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
+from train_utils import resolve_checkpoint_dir
+
+RESUME = "--resume"
+INIT = "--init_checkpoint"
+# changing one of these on resume is allowed, but then the continuation is not the uninterrupted run
+WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed")
+
+
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def resolve_start(output_dir: str, resume: str | None, init_checkpoint: str | None) -> tuple[str | None, str | None]:
+    """(checkpoint dir, RESUME or INIT), or (None, None) for a fresh start.
+
+    resume: None, "auto" (output_dir's latest checkpoint if there is one) or a checkpoint / run directory. A
+    resumed run wins over init_checkpoint, which is where a resumed phase 2 got its phase-1 weights from.
+    """
+    if resume:
+        path = output_dir if resume == "auto" else resume
+        if resume != "auto" and not os.path.exists(path):
+            raise ValueError(f"--resume {path}: no such checkpoint or run directory")
+        cand = resolve_checkpoint_dir(path)
+        if os.path.isfile(os.path.join(cand, "train_state.pt")):
+            return cand, RESUME
+        if resume != "auto" or cand != path:  # auto: only "no checkpoint yet" means a fresh start
+            raise ValueError(f"--resume {path}: no train_state.pt in {cand} (not a checkpoint of run_pretraining.py)")
+    elif os.path.isfile(os.path.join(output_dir, "checkpoints", "latest")):
+        raise ValueError(f"--output_dir {output_dir} already holds checkpoints: pass --resume auto to continue it, "
+                         "or choose another directory")
+    if init_checkpoint:
+        if not os.path.exists(init_checkpoint):
+            raise ValueError(f"--init_checkpoint {init_checkpoint}: no such file or directory")
+        return resolve_checkpoint_dir(init_checkpoint), INIT
+    return None, None
+
+
+def check_vocab(vocab_file: str | None, ckpt_dir: str | None, source: str | None, shard_meta: dict,
+                input_dir: str, shard_vocab_file: str) -> None:
+    """The vocab given on the command line and the checkpoint's own must both be the shards' vocab."""
+    stored = checkpoint_vocab(ckpt_dir) if ckpt_dir and os.path.isdir(ckpt_dir) else None
+    for label, vocab in (("--vocab_file", vocab_file), (source, stored)):
+        if vocab and file_sha256(vocab) != shard_meta["vocab_sha256"]:
+            raise ValueError(f"{label}: {vocab} is not the vocabulary the shards in {input_dir} were built with "
+                             f"({shard_vocab_file})")
+
+
+def model_config(config_file: str | None, ckpt_dir: str | None, source: str | None, shard_meta: dict,
+                 input_dir: str, max_seq_length: int) -> BertConfig:
+    """config_file, else the checkpoint's config, carrying the shards' tokenizer settings; checked against both."""
+    try:
+        config = BertConfig.from_json_file(config_file) if config_file else None
+        stored = checkpoint_config(ckpt_dir) if ckpt_dir else None
+    except (ValueError, OSError) as e:
+        raise ValueError(str(e)) from None
+    if config is None and stored is None:
+        raise ValueError("no model config: pass --config_file"
+                         + (f" ({ckpt_dir} carries no config.json)" if ckpt_dir else ""))
+    config = config or stored
+    # A model whose vocab was built on morpheme-split text must never see plain-split shards (or the reverse):
+    # a config that names an analyser must agree with the shards; one that names none takes the shards' setting.
+    shard_morph = shard_meta.get("morph_analyzer")
+    if config.morph_analyzer is not None and config.morph_analyzer != shard_morph:
+        raise ValueError(f"--input_dir {input_dir} was prepared with morph_analyzer={shard_morph!r} but the model "
+                         f"config says {config.morph_analyzer!r}; prepare the shards with the same --morph_analyzer "
+                         "as the vocab")
+    config.do_lower_case = bool(shard_meta.get("do_lower_case", False))
+    config.morph_analyzer = shard_morph
+    if source == RESUME and config_file and stored is not None:
+        a, b = config.to_dict(), stored.to_dict()
+        diff = [k for k in a if a[k] != b.get(k)]
+        if diff:
+            raise ValueError(f"--resume {ckpt_dir}: its config differs from --config_file {config_file} "
+                             f"in {diff[0]} ({b.get(diff[0])!r} vs {a[diff[0]]!r})")
+    if config.vocab_size != shard_meta["vocab_size"]:
+        raise ValueError(f"vocab size mismatch: the config ({config_file or ckpt_dir}) says vocab_size="
+                         f"{config.vocab_size} but {os.path.join(input_dir, 'meta.json')} has "
+                         f"{shard_meta['vocab_size']}")
+    if max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"--max_seq_length {max_seq_length} exceeds the config's max_position_embeddings "
+                         f"{config.max_position_embeddings}")
+    return config
+
+
+def load_train_state(ckpt_dir: str, run_args: dict, must_match: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """The saved train_state.pt, and which WARN_IF_CHANGED settings differ from run_args (a `must_match` one
+    that differs is an error)."""
+    try:
+        state = torch.load(os.path.join(ckpt_dir, "train_state.pt"), map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file: say which, not a traceback from the unpickler
+        raise ValueError(f"--resume {ckpt_dir}: train_state.pt is unreadable ({type(e).__name__}: {str(e)[:200]})")
+    for key in must_match:
+        if state["args"][key] != run_args[key]:
+            raise ValueError(f"--{key} {run_args[key]} differs from {state['args'][key]} used by the run in "
+                             f"{ckpt_dir}")
+    return state, [k for k in WARN_IF_CHANGED if state["args"].get(k) != run_args[k]]

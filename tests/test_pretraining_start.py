@@ -1,0 +1,103 @@
+"""pretraining_start on hand-made run directories: where a run starts from, and which disagreements stop it.
+The end-to-end resume/init runs are in test_run_pretraining.py; these cover every branch without training."""
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import pretraining_start as S  # noqa: E402
+
+TINY = os.path.join(ROOT, "models", "configs", "tiny.json")
+META = {"vocab_size": 1000, "vocab_sha256": "0" * 64, "do_lower_case": False, "morph_analyzer": None}
+ARGS = {"optimizer": "adam", "scheduler": "linear", "train_batch_size": 32, "learning_rate": 1e-3,
+        "max_steps": 100, "max_seq_length": 128, "seed": 42}
+
+
+def make_checkpoint(run_dir, step, args=ARGS, config=TINY):
+    """run_dir/checkpoints/step-N with a train state and config, named by `latest` as the trainer leaves it."""
+    d = run_dir / "checkpoints" / f"step-{step}"
+    d.mkdir(parents=True)
+    torch.save({"step": step, "args": dict(args)}, d / "train_state.pt")
+    if config:
+        shutil.copy(config, d / "config.json")
+    (run_dir / "checkpoints" / "latest").write_text(f"step-{step}\n")
+    return d
+
+
+def error(fn, *args):
+    with pytest.raises(ValueError) as e:
+        fn(*args)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_resolve_start(tmp_path):
+    run, other = tmp_path / "run", tmp_path / "phase1"
+    assert S.resolve_start(str(run), None, None) == (None, None)
+    assert S.resolve_start(str(run), "auto", None) == (None, None)  # auto before the first checkpoint: fresh
+    assert S.resolve_start(str(run), "auto", str(TINY)) == (TINY, S.INIT)
+    ckpt = make_checkpoint(run, 20)
+    init = make_checkpoint(other, 60)
+    assert S.resolve_start(str(run), "auto", None) == (str(ckpt), S.RESUME)
+    # a resumed phase 2 continues itself, not the phase-1 weights it started from
+    assert S.resolve_start(str(run), "auto", str(other)) == (str(ckpt), S.RESUME)
+    assert S.resolve_start(str(tmp_path / "new"), None, str(other)) == (str(init), S.INIT)
+    assert S.resolve_start(str(tmp_path / "new"), str(other / "checkpoints"), None) == (str(init), S.RESUME)
+    assert "--resume auto to continue" in error(S.resolve_start, str(run), None, None)
+    assert "no such checkpoint" in error(S.resolve_start, str(run), str(tmp_path / "nope"), None)
+    assert "no train_state.pt" in error(S.resolve_start, str(tmp_path / "new"), str(tmp_path), None)
+    assert "--init_checkpoint" in error(S.resolve_start, str(tmp_path / "new"), None, str(tmp_path / "nope"))
+    (ckpt / "train_state.pt").unlink()  # auto with a `latest` that names no train state is not a fresh start
+    assert "no train_state.pt" in error(S.resolve_start, str(run), "auto", None)
+
+
+def test_model_config(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "run", 5)
+    c = S.model_config(None, str(ckpt), S.RESUME, META, "shards", 128)
+    assert c.hidden_size == 64 and c.morph_analyzer is None and c.do_lower_case is False
+    c = S.model_config(TINY, None, None, META | {"do_lower_case": True, "morph_analyzer": "kiwi"}, "shards", 512)
+    assert c.do_lower_case and c.morph_analyzer == "kiwi"  # the shards' tokenizer settings travel with the model
+    assert "pass --config_file" in error(S.model_config, None, None, None, META, "shards", 128)
+    assert "max_position_embeddings" in error(S.model_config, TINY, None, None, META, "shards", 513)
+    assert "vocab_size=1000" in error(S.model_config, TINY, None, None, META | {"vocab_size": 8000}, "shards", 128)
+    kiwi = tmp_path / "kiwi.json"
+    kiwi.write_text(json.dumps(json.load(open(TINY)) | {"morph_analyzer": "kiwi"}))
+    assert "morph_analyzer=None" in error(S.model_config, str(kiwi), None, None, META, "shards", 128)
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps(json.load(open(TINY)) | {"hidden_size": 128}))
+    msg = error(S.model_config, str(wide), str(ckpt), S.RESUME, META, "shards", 128)
+    assert "hidden_size (64 vs 128)" in msg and str(ckpt) in msg
+    # a new config for weights that only initialise the run is the point of --init_checkpoint
+    assert S.model_config(str(wide), str(ckpt), S.INIT, META, "shards", 128).hidden_size == 128
+
+
+def test_check_vocab(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\n")
+    meta = META | {"vocab_sha256": S.file_sha256(str(vocab))}
+    ckpt = make_checkpoint(tmp_path / "run", 5)
+    S.check_vocab(str(vocab), str(ckpt), S.RESUME, meta, "shards", "shards/vocab.txt")
+    shutil.copy(vocab, ckpt / "vocab.txt")
+    S.check_vocab(None, str(ckpt), S.RESUME, meta, "shards", "shards/vocab.txt")
+    (ckpt / "vocab.txt").write_text("[UNK]\n")
+    assert error(S.check_vocab, None, str(ckpt), S.INIT, meta, "shards", "v").startswith("--init_checkpoint: ")
+    assert error(S.check_vocab, str(ckpt / "vocab.txt"), None, None, meta, "shards", "v").startswith("--vocab_file")
+
+
+def test_load_train_state(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "run", 7)
+    state, changed = S.load_train_state(str(ckpt), ARGS, ("optimizer", "scheduler"))
+    assert state["step"] == 7 and changed == []
+    _, changed = S.load_train_state(str(ckpt), ARGS | {"seed": 1, "learning_rate": 2e-3}, ("optimizer",))
+    assert changed == ["learning_rate", "seed"]
+    assert "--optimizer lamb differs from adam" in error(S.load_train_state, str(ckpt), ARGS | {"optimizer": "lamb"},
+                                                         ("optimizer",))
+    (ckpt / "train_state.pt").write_bytes((ckpt / "train_state.pt").read_bytes()[:50])
+    assert "unreadable" in error(S.load_train_state, str(ckpt), ARGS, ())
