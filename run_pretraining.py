@@ -87,7 +87,7 @@ def build_parser():
     g.add_argument("--init_checkpoint", dest="checkpoint",
                    help="start from these weights with a fresh optimizer/schedule (phase 2); alias of --checkpoint")
     add_optim_args(p, learning_rate=1e-4)
-    # masking runs in the workers at ~2k sequences/s each, and a small model on one GPU trains several times faster
+    # masking runs in the workers at ~3k sequences/s each, and a small model on one GPU trains several times faster
     add_runtime_args(p, num_workers=None, num_workers_help="DataLoader worker processes that mask the examples "
                      "(default: this node's CPUs / local ranks - 1, at most 8)")
     p.set_defaults(amp=None)  # None: bf16 on a GPU that has it, fp32 otherwise

@@ -391,6 +391,8 @@ def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: 
     # left for longer pieces; at 32k that keeps every character of a typical Korean corpus
     if limit_alphabet is None:
         limit_alphabet = max(1, (vocab_size - len(SPECIAL_TOKENS)) // 3)
+    if algorithm == "wordpiece":  # a first pass over the corpus, with its own progress bar
+        alphabet, continuations = choose_alphabet(_iter_lines(corpus, [0]), do_lower_case, limit_alphabet)
     counter = [0]
     lines = _iter_lines(corpus, counter)
     first = next(lines, None)  # fail before any training on a corpus with no text
@@ -403,7 +405,6 @@ def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: 
     else:
         if morph:  # the trainer re-normalises; harmless, the normaliser is idempotent
             lines = (" ".join(words) for words in _pre_split(lines, do_lower_case, morph))
-        alphabet, continuations = choose_alphabet(_iter_lines(corpus, [0]), do_lower_case, limit_alphabet)
         learned = train_wordpiece(lines, vocab_size, min_frequency, alphabet, continuations, do_lower_case)
     tokens = list(dict.fromkeys([*SPECIAL_TOKENS, *learned]))
     if len(tokens) > vocab_size and algorithm == "wordpiece":

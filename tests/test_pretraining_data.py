@@ -165,6 +165,25 @@ def test_ngram_lengths_realised_when_budget_is_loose():
     assert np.abs(realised - P_NGRAM).max() < 0.03, realised
 
 
+def test_span_starts_are_uniform_among_those_that_fit():
+    # units of 1-3 tokens and a budget of 2: a unigram may start at the 1- and 2-token units, a bigram only at
+    # units 0 and 5 (1 + 1 tokens). Both the rejection draw and the listing fallback must give uniform starts.
+    unit_len = np.array([1, 1, 3, 2, 3, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 2])
+    contiguous = np.ones(len(unit_len) - 1, bool)
+    rng = np.random.default_rng(0)
+    first = {}
+    for _ in range(6000):
+        s, n, _ = choose_spans(unit_len, contiguous, 2, 2, rng)[0]
+        first[n, s] = first.get((n, s), 0) + 1
+    fits = {1: [0, 1, 3, 5, 6, 15], 2: [0, 5]}
+    assert sorted(first) == sorted((n, s) for n in fits for s in fits[n])
+    for n, starts in fits.items():
+        counts = np.array([first[n, s] for s in starts])
+        assert np.abs(counts / counts.sum() - 1 / len(starts)).max() < 0.03, (n, counts)
+    # p(n) ~ 1/n: a bigram is drawn a third of the time and always fits
+    assert sum(first[2, s] for s in fits[2]) / 6000 == pytest.approx(1 / 3, abs=0.03)
+
+
 def test_special_tokens_never_masked_or_predicted(sample, vocab):
     b, (v, _, sp) = sample[0], vocab
     special = np.array(sorted({i for t, i in v.items() if t.startswith("[") and t.endswith("]")}))
