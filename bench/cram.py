@@ -142,12 +142,13 @@ def main(argv=None):
            "--max_time_minutes", str(budget), "--schedule_by_time", "--save_steps", "10000000",
            "--log_steps", "5" if args.smoke else "50", "--seed", "42", *amp, *device_flags,
            *workers, *(["--compile"] if args.compile else []), *shlex.split(args.pretrain_args)]
-    # a finished pretraining is reused only for the same recipe: the results must describe the weights they used
-    recorded = os.path.join(work, "pretrain_command.json")
-    if os.path.isfile(os.path.join(pre, "DONE")) and os.path.isfile(recorded) and load_json(recorded) != cmd[1:]:
-        fail(f"{pre} was pretrained with another recipe ({recorded}); pass a new --work_dir")
-    atomic_write_json(recorded, cmd[1:])
-    run_stage("pretrain", cmd, os.path.join(pre, "DONE"), stages, logs, timeout_s=budget * 60 + 180)
+    korsts_seeds = args.korsts_seeds or (SMOKE["seeds"] if args.smoke else ft["korsts"]["seeds"])
+    done = {"pretrain": os.path.join(pre, "DONE"), "korsts": os.path.join(work, "korsts", "seed_grid.json"),
+            "kornli": os.path.join(work, "kornli", "eval_results.json"),
+            "korquad": os.path.join(work, "korquad", "train_results.json")}
+    check_reuse(work, done, {"pretrain": cmd[1:], "korsts": dict(ft["korsts"], seeds=korsts_seeds),
+                             "kornli": ft["kornli"], "korquad": ft["korquad"]})
+    run_stage("pretrain", cmd, done["pretrain"], stages, logs, timeout_s=budget * 60 + 180)
     summary["pretraining"] = pretraining_summary(pre, recipe)
     save()
     ckpt = final_checkpoint(pre)
@@ -159,14 +160,14 @@ def main(argv=None):
     caps_eval = ["--max_eval_examples", str(SMOKE["max_eval"])] if args.smoke else []
     if "korsts" in args.tasks:
         f, out = ft["korsts"], os.path.join(work, "korsts")
-        seeds = args.korsts_seeds or (SMOKE["seeds"] if args.smoke else f["seeds"])
         ok = run_stage("korsts", [py, "run_classifier.py", "--task_name", "korsts", "--data_dir",
-                                  os.path.join(DATA, "korsts"), *common, "--do_eval", "--do_test", "--seeds", seeds,
+                                  os.path.join(DATA, "korsts"), *common, "--do_eval", "--do_test", "--seeds",
+                                  korsts_seeds,
                                   "--max_seq_length", "128", "--train_batch_size", str(f["batch"]),
                                   "--eval_batch_size", "128", "--learning_rate", str(f["lr"]),
                                   "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
                                   *caps_train, *caps_eval],
-                       os.path.join(out, "seed_grid.json"), stages, logs, args.stage_timeout_s, check=False)
+                       done["korsts"], stages, logs, args.stage_timeout_s, check=False)
         if ok:
             grid = load_json(os.path.join(out, "seed_grid.json"))
             summary["korsts"] = {"test": grid["test"], "best_seed_on_dev": grid["best_seed_on_dev"],
@@ -182,7 +183,7 @@ def main(argv=None):
                                   "--eval_batch_size", "128", "--learning_rate", str(f["lr"]),
                                   "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
                                   *caps_train, *caps_eval],
-                       os.path.join(out, "eval_results.json"), stages, logs, args.stage_timeout_s, check=False)
+                       done["kornli"], stages, logs, args.stage_timeout_s, check=False)
         if ok:
             summary["kornli"] = {"test": load_json(os.path.join(out, "eval_results.json"))["test"],
                                  "train_file": "xnli.dev.ko.tsv", "epochs": f["epochs"]}
@@ -199,7 +200,7 @@ def main(argv=None):
                                    "--train_batch_size", str(f["batch"]), "--batch_size", "64",
                                    "--learning_rate", str(f["lr"]), "--num_train_epochs", str(f["epochs"]),
                                    "--group_by_length", "--output_dir", out, *caps_train, *caps_eval],
-                       os.path.join(out, "train_results.json"), stages, logs, args.stage_timeout_s, check=False)
+                       done["korquad"], stages, logs, args.stage_timeout_s, check=False)
         if ok:
             res = load_json(os.path.join(out, "train_results.json"))
             last = res["epochs"][-1]  # the last epoch, not the best: the scored articles are the test set here
@@ -210,6 +211,18 @@ def main(argv=None):
         save()
     print_summary(summary, results_json)
     return summary
+
+
+def check_reuse(work, done, settings):
+    """A finished stage (its `done` file exists) is reused only with the settings it ran with: the results must
+    describe what produced them. Checked for every stage before anything runs; then the settings are recorded."""
+    path = os.path.join(work, "stage_settings.json")
+    recorded = load_json(path) if os.path.isfile(path) else {}
+    for name, now in settings.items():
+        if os.path.exists(done[name]) and name in recorded and recorded[name] != now:
+            fail(f"{os.path.dirname(done[name])} was made with other settings (see '{name}' in {path}); "
+                 f"pass a new --work_dir")
+    atomic_write_json(path, {**recorded, **settings})
 
 
 def unpack_shards(archive, work):

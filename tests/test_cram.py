@@ -41,9 +41,11 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert -100 <= second["korsts"]["test"]["spearman"] <= 100
     assert "| KorSTS test Spearman |" in proc.stdout
 
-    proc = run(work, results, "--learning_rate", "0.005")  # other weights would be described by these results
-    assert proc.returncode == 2 and "pretrained with another recipe" in proc.stderr
-    assert json.loads(results.read_text(encoding="utf-8")) == second
+    # other weights, or another fine-tuning, would be described by these results: refused before anything runs
+    for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_seeds", "3"], "korsts")):
+        proc = run(work, results, *flags)
+        assert proc.returncode == 2 and f"{work / stage} was made with other settings" in proc.stderr, proc.stderr
+        assert json.loads(results.read_text(encoding="utf-8")) == second
 
 
 def test_unpack_shards_is_all_or_nothing(tmp_path):
