@@ -61,6 +61,7 @@ def build_parser():
     g.add_argument("--seeds", default=None, help="seed grid, e.g. 1-10 or 1,3,5: one run per seed, best on dev wins")
     g.add_argument("--logging_steps", type=int, default=50)
     tu.add_group_by_length_arg(g)
+    tu.add_compile_arg(g)
     return p
 
 
@@ -115,7 +116,10 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     tu.set_seed(seed)  # before the model is built: the new head's initialisation depends on it
     model, _, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification, num_labels=task.num_labels)
     model.to(rt.device)
-    raw_model = model
+    raw_model = model  # saved and evaluated as it is; the compiled wrapper only trains
+    if args.compile:
+        torch._dynamo.reset()  # each seed's model compiles afresh (quickly: inductor's cache is on disk)
+        model = torch.compile(model)
     if rt.distributed:
         device_ids = [rt.local_rank] if rt.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

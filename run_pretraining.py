@@ -70,10 +70,10 @@ from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import PretrainingDataset, collate_pretraining
 from pretraining_start import RESUME, check_vocab, load_train_state, model_config, resolve_start
-from train_utils import (JsonlLogger, add_model_args, add_optim_args, add_runtime_args, atomic_torch_save,
-                         atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime, default_num_workers,
-                         fail, make_grad_scaler, plot_jsonl, publish_checkpoint_dir, read_jsonl, rng_state_portable,
-                         set_rng_state_portable, set_seed, setup_runtime, warn)
+from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
+                         atomic_torch_save, atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime,
+                         default_num_workers, fail, make_grad_scaler, plot_jsonl, publish_checkpoint_dir, read_jsonl,
+                         rng_state_portable, set_rng_state_portable, set_seed, setup_runtime, warn)
 
 LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
 # resuming with another value of these would not continue the same run
@@ -114,7 +114,7 @@ def build_parser():
                    help="with --max_time_minutes: the lr schedule advances by max(step / max_steps, elapsed / "
                         "budget), so warm-up and decay fit the time budget on any machine (time-budgeted "
                         "'cramming' runs); such a run is not bit-exact on resume")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    add_compile_arg(t)
     return p
 
 

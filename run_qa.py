@@ -58,6 +58,7 @@ def build_parser():
                    help="train on the first N questions of --train_file only (debugging)")
     g.add_argument("--logging_steps", type=int, default=50)
     tu.add_group_by_length_arg(g)
+    tu.add_compile_arg(g)
     return p
 
 
@@ -147,7 +148,9 @@ def main(argv=None):
         tu.fail(str(e))
 
     model.to(rt.device)
-    raw_model = model
+    raw_model = model  # saved and evaluated as it is; the compiled wrapper only trains
+    if args.compile:
+        model = torch.compile(model)
     if rt.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)

@@ -137,6 +137,26 @@ def test_overfits_its_training_rows(env, tmp_path):
     assert m["examples"] == 24 and m["spearman"] > 90, m
 
 
+def test_compile_trains_like_eager(env, tmp_path):
+    """--compile: the same losses and weights as eager (dropout off), batches of varying width included (a
+    second compile with dynamic shapes); checkpoints keep the plain keys and the dev scores come from them."""
+    from torch._dynamo.utils import counters
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        counters.clear()
+        runs[name] = run_classifier.main(train_argv(env, tmp_path / name, "--config_file", env["nodrop"],
+                                                    "--do_eval", *extra, n_train=48, epochs=2))
+        assert (counters["stats"]["unique_graphs"] > 0) == (name == "compiled")
+    for a, b in zip(runs["eager"]["epochs"], runs["compiled"]["epochs"]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["spearman"] == pytest.approx(a["spearman"], abs=0.05)
+    ref = load_file(str(tmp_path / "eager" / "best" / "model.safetensors"))
+    got = load_file(str(tmp_path / "compiled" / "best" / "model.safetensors"))
+    assert got.keys() == ref.keys()
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-3, atol=1e-4, msg=k)
+
+
 def test_group_by_length_trains_on_less_padding(env, tmp_path, monkeypatch):
     fed = {}
     forward = run_classifier.BertForSequenceClassification.forward

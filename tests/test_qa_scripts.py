@@ -154,6 +154,21 @@ def test_accumulation_gives_the_same_steps_including_a_short_last_window(env, tr
     assert len(norms["1"]) == -(-n // (2 * m)) and norms["2"] == pytest.approx(norms["1"], rel=1e-4)
 
 
+def test_compile_trains_like_eager(env):
+    """--compile on windows cut to each batch's width (a second compile with dynamic shapes): the same losses and
+    dev predictions as eager (dropout off), scored by the plain model."""
+    from torch._dynamo.utils import counters
+    res = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        counters.clear()
+        res[name] = run_qa.main(train_argv(env, env["dir"] / f"compile_{name}", "--config_file", env["nodrop"],
+                                           *extra))
+        assert (counters["stats"]["unique_graphs"] > 0) == (name == "compiled")
+    a, b = res["eager"]["epochs"][0], res["compiled"]["epochs"][0]
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    assert (b["dev_exact_match"], b["dev_f1"]) == pytest.approx((a["dev_exact_match"], a["dev_f1"]), abs=0.5)
+
+
 def test_group_by_length_trains_on_less_padding(env, trained, monkeypatch):
     widths = {}
     forward = run_qa.BertForQuestionAnswering.forward

@@ -221,6 +221,21 @@ def test_gradient_accumulation_matches_one_batch(data, tmp_path):
     assert_same_weights(weights(tmp_path / "lamb", 1), weights(tmp_path / "acc4", 1))
 
 
+def test_compile_trains_like_eager_and_resumes_eager(data, tmp_path):
+    # dropout off: compiled code draws its dropout masks with another generator
+    from torch._dynamo.utils import counters
+    flags = dict(config="tiny_nodrop.json", max_steps=4, save_steps=2, warmup_proportion=0.0)
+    run_pretraining.main(argv(data, tmp_path / "eager", **flags))
+    counters.clear()
+    run_pretraining.main(argv(data, tmp_path / "compiled", compile=True, **flags))
+    assert counters["stats"]["unique_graphs"] > 0  # it did compile (one graph: static shapes)
+    assert_same_run(rows(tmp_path / "eager"), rows(tmp_path / "compiled"), [1, 2, 3, 4], tol=1e-4)
+    assert_same_weights(weights(tmp_path / "eager", 4), weights(tmp_path / "compiled", 4), tol=1e-4)
+    # the checkpoint is the plain model's: an eager run continues it
+    assert run_pretraining.main(argv(data, tmp_path / "compiled", resume="auto", **(flags | {"max_steps": 6}))) == 0
+    assert rows(tmp_path / "compiled")[-1]["step"] == 6
+
+
 def test_phase2_starts_from_phase1_weights_with_fresh_optimizer(trained, data, tmp_path):
     out = tmp_path / "phase2"
     # lr 0: the weights must come out exactly as phase 1 left them
