@@ -39,7 +39,8 @@ rows past the resumed step (from the lost stretch) are dropped. Two-phase traini
 and schedule at step 0 with the new --max_seq_length (512; 384 for large_v2, whose positions stop there); add
 --resume auto to make phase 2 itself restartable. A run without --resume refuses an OUTPUT_DIR holding checkpoints.
 
-Stopping. --max_time_minutes, SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the exit code
+Stopping. --max_time_minutes (counted from the end of the run's first step, which also holds torch.compile's
+compilation), SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the exit code
 is 0 (time budget) or 128+signal (130 SIGINT, 143 SIGTERM) so a job scheduler can tell "interrupted" from "done";
 with exit code 0, OUTPUT_DIR/DONE records the final step. The loss is checked for NaN/inf at every log and save step
 (not every step: that would sync the GPU); a non-finite loss (without fp16's loss scaler, which skips such steps and
@@ -109,7 +110,8 @@ def build_parser():
     t.add_argument("--keep_last", type=int, default=3, help="checkpoints kept (older ones are deleted)")
     t.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="'auto' (default when given bare): OUTPUT_DIR's latest checkpoint if any; or a checkpoint path")
-    t.add_argument("--max_time_minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    t.add_argument("--max_time_minutes", type=float, default=None,
+                   help="stop with a checkpoint after this long, counted from the end of the first step")
     t.add_argument("--schedule_by_time", action="store_true",
                    help="with --max_time_minutes: the lr schedule advances by max(step / max_steps, elapsed / "
                         "budget), so warm-up and decay fit the time budget on any machine (time-budgeted "
@@ -254,8 +256,10 @@ def main(argv=None):
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     # ---- training loop
-    t_start = time.time()
-    budget_s = args.max_time_minutes * 60 if args.max_time_minutes else math.inf
+    t_start = time.time()  # wall clock, for elapsed_s
+    # The budget (and --schedule_by_time) counts from the end of this run's first step: that step also compiles
+    # (--compile) and starts the loader's workers, and a compiled run would otherwise skip its lr warm-up.
+    t_budget, budget_s = None, args.max_time_minutes * 60 if args.max_time_minutes else math.inf
     # interval sums on the device (read at log steps only): mlm loss sum, masked tokens, mlm correct, sop loss sum,
     # sop correct; the sequence count is B per step
     stats = torch.zeros(5, dtype=torch.float64, device=rt.device)
@@ -334,7 +338,8 @@ def main(argv=None):
             epoch_pos += B
             pbar.update(1)
 
-            run_s = time.time() - t_start
+            t_budget = t_budget or time.time()
+            run_s = time.time() - t_budget
             stop = 1 if run_s > budget_s else 0
             if stop_signal:
                 stop = 2 if stop_signal[0] == signal.SIGINT else 3

@@ -7,7 +7,8 @@
 Stages (each an ordinary script run as a subprocess; its command is printed and logged in WORK/logs):
   0. shards: unpack bench/_work/cram/cram_shards.tar.xz (bench/cram_prepare.sh) into WORK, or --input_dir
   1. pretrain: the release's Small shape for --budget_minutes of wall time, RECIPE below, dropout off
-     (run_pretraining.py --max_time_minutes --schedule_by_time: warm-up and decay fit the budget)
+     (run_pretraining.py --max_time_minutes --schedule_by_time: warm-up and decay fit the budget, which counts
+     from the end of the first step, so --compile's compilation is not part of it)
   2. KorSTS: fine-tune per seed in --korsts_seeds, epoch and seed chosen on dev, test Spearman of the chosen one
   3. KorNLI: fine-tune on xnli.dev.ko.tsv, accuracy on xnli.test.ko.tsv after the last epoch (no held-out dev)
   4. KorQuAD: the dev set split by article (80% train / 20% scored, seed 0); EM/F1 after the last epoch

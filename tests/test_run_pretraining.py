@@ -350,6 +350,29 @@ def test_schedule_by_time_follows_the_budget(data, tmp_path):
     assert lrs[-1] < 0.5 * max(lrs)  # decaying towards 0 as the budget runs out
 
 
+def test_time_budget_starts_after_a_slow_first_step(data, tmp_path, monkeypatch):
+    """A first step that takes half the budget (as a torch.compile'd one can) must not eat the lr warm-up: the
+    budget and the time-based schedule count from its end."""
+    class SlowStart(run_pretraining.BertForPreTraining):
+        calls = 0
+
+        def forward(self, *a, **k):
+            SlowStart.calls += 1
+            if SlowStart.calls == 1:
+                time.sleep(1.5)
+            return super().forward(*a, **k)
+    monkeypatch.setattr(run_pretraining, "BertForPreTraining", SlowStart)
+    out = tmp_path / "slow"
+    t0 = time.time()
+    assert run_pretraining.main(argv(data, out, max_steps=100000, warmup_proportion=0.2, max_time_minutes=0.05,
+                                     schedule_by_time=True, save_steps=100000)) == 0
+    assert time.time() - t0 > 1.5 + 3
+    lrs = [r["lr"] for r in rows(out)]
+    # step 2 trains at the very start of the warm-up, not at lr_factor(1.5 s / 3 s) = 0.625 of the peak
+    assert lrs[1] < 0.05 * max(lrs) and max(lrs) > 0.8e-3
+    assert lrs[-1] < 0.5 * max(lrs)
+
+
 def test_schedule_by_time_needs_a_budget(data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run_pretraining.main(argv(data, tmp_path / "x", schedule_by_time=True))
