@@ -17,6 +17,9 @@ No accent stripping, not even with do_lower_case: BERT strips accents by NFD-dec
 marks, and NFD turns every Hangul syllable into conjoining jamo, so every Korean word would miss the NFC vocab.
 Limiting it to Latin letters is possible in Python but not in the fast normaliser, and both paths must agree.
 
+build-vocab trains tokenizers' WordPiece trainer on a starting alphabet it chooses itself (`choose_alphabet`), so
+the same corpus and settings give the same vocab.txt, byte for byte, in any process.
+
 Known limitation of the fast path: tokenizers aligns a character composed by NFC with only the first character
 it came from, so on decomposed (NFD) input an offset end can stop inside the last syllable's jamo. Starts are
 exact, and on NFC input (nearly all real text) so are ends.
