@@ -71,6 +71,13 @@ def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = N
     return g
 
 
+def add_compile_arg(group):
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the model for training: the first steps compile (inductor caches the "
+                            "result on disk for the next run); a new batch width compiles once more, then dynamic "
+                            "shapes serve all; evaluation stays eager")
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # device, precision, distributed
 
@@ -152,13 +159,6 @@ def make_grad_scaler(rt: Runtime):
 
 # ----------------------------------------------------------------------------------------------------------------
 # batching
-
-def add_compile_arg(group):
-    group.add_argument("--compile", action="store_true",
-                       help="torch.compile the model for training: the first steps compile (inductor caches the "
-                            "result on disk for the next run); a new batch width compiles once more, then dynamic "
-                            "shapes serve all; evaluation stays eager")
-
 
 def add_group_by_length_arg(group):
     group.add_argument("--group_by_length", action="store_true",
