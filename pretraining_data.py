@@ -196,7 +196,8 @@ class PretrainingDataset(Dataset):
 
     def __init__(self, input_dir: str, max_seq_length: int = 128, max_predictions_per_seq: int = 20,
                  masked_lm_prob: float = 0.15, max_ngram: int = 3, whole_word: bool = True,
-                 short_seq_prob: float = 0.1, seed: int = 42, rank: int = 0, world_size: int = 1):
+                 short_seq_prob: float = 0.1, seed: int = 42, rank: int = 0, world_size: int = 1,
+                 sop: bool = True):
         if max_seq_length < 5:
             raise ValueError(f"max_seq_length={max_seq_length}: need at least 5 ([CLS] a [SEP] b [SEP])")
         if max_ngram < 1 or max_predictions_per_seq < 1 or not 0 < masked_lm_prob < 1:
@@ -219,6 +220,7 @@ class PretrainingDataset(Dataset):
         self.max_seq_length, self.max_predictions_per_seq = max_seq_length, max_predictions_per_seq
         self.masked_lm_prob, self.max_ngram, self.whole_word = masked_lm_prob, max_ngram, whole_word
         self.short_seq_prob, self.seed, self.rank, self.world_size = short_seq_prob, seed, rank, world_size
+        self.sop = sop
         self._shards = [s["name"] for s in self.meta["shards"]]
         # sentence/document offsets are small: load them; token arrays stay memory-mapped (opened lazily per process)
         self._sent_off = [np.load(shard_path(input_dir, s, "sentences")) for s in self._shards]
@@ -294,7 +296,8 @@ class PretrainingDataset(Dataset):
         sent_off = self._sent_off[k]
         inner = sent_off[np.searchsorted(sent_off, s, "right"):np.searchsorted(sent_off, e, "left")]
         m = int(inner[rng.integers(len(inner))]) if len(inner) else s + int(rng.integers(1, e - s))
-        return k, (s, m), (m, e), bool(rng.random() < 0.5)
+        # without SOP the pair stays in order; the coin is still tossed, so segments and masks are unchanged
+        return k, (s, m), (m, e), bool(rng.random() < 0.5) and self.sop
 
     def example(self, g: int, return_spans: bool = False):
         """The item at global position g; with return_spans also the masked spans (see mask_tokens)."""

@@ -100,6 +100,9 @@ def build_parser():
     d.add_argument("--max_ngram", type=int, default=3, help="mask spans of up to this many words")
     d.add_argument("--no_whole_word", action="store_true", help="mask WordPiece tokens, not whole words")
     d.add_argument("--short_seq_prob", type=float, default=0.1)
+    d.add_argument("--no_sop", action="store_true",
+                   help="ablation: no sentence-order prediction (segments stay in order, no SOP loss; the SOP head "
+                        "stays in the model, untrained)")
     t = p.add_argument_group("training")
     t.add_argument("--train_batch_size", type=int, default=256, help="GLOBAL batch of one optimizer step")
     t.add_argument("--optimizer", choices=["adam", "lamb"], default="adam")
@@ -176,7 +179,7 @@ def main(argv=None):
                                 max_predictions_per_seq=args.max_predictions_per_seq,
                                 masked_lm_prob=args.masked_lm_prob, max_ngram=args.max_ngram,
                                 whole_word=not args.no_whole_word, short_seq_prob=args.short_seq_prob,
-                                seed=args.seed, rank=rt.rank, world_size=rt.world_size)
+                                seed=args.seed, rank=rt.rank, world_size=rt.world_size, sop=not args.no_sop)
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(f"--input_dir {args.input_dir}: {e}")
     if args.do_lower_case and not ds.meta.get("do_lower_case"):
@@ -266,6 +269,7 @@ def main(argv=None):
     # stop decisions travel over a CPU (gloo) group: agreeing on them every step then costs no GPU sync
     ctrl_group = dist.new_group(backend="gloo") if rt.distributed else None
     nonfinite = torch.zeros((), device=rt.device)
+    sop_weight = 0.0 if args.no_sop else 1.0
     checked_step, t_log, step_log = step, time.time(), step
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
@@ -309,8 +313,9 @@ def main(argv=None):
                                     mlm_positions=mb["mlm_positions"], sop_labels=mb["sop_label"])
                     mlm_sum = out["mlm_loss"] * out["mlm_count"]
                     sop_sum = out["sop_loss"] * mb["sop_label"].numel()
-                    # DDP averages gradients over ranks; x world_size turns that average back into the sum
-                    loss = (mlm_sum / n_masked + sop_sum / B) * rt.world_size
+                    # DDP averages gradients over ranks; x world_size turns that average back into the sum.
+                    # --no_sop weighs the SOP term 0 rather than dropping it: DDP wants a gradient for every weight
+                    loss = (mlm_sum / n_masked + sop_weight * sop_sum / B) * rt.world_size
                     scaler.scale(loss).backward()
                 step_loss += loss.detach() / rt.world_size
                 stats += torch.stack([t.detach().to(stats) for t in (mlm_sum, out["mlm_count"], out["mlm_correct"],
@@ -365,9 +370,9 @@ def main(argv=None):
                     dist.all_reduce(stats)
                 mlm_total, n_tok, mlm_hits, sop_total, sop_hits = stats.tolist()
                 n_seq, now = (step - step_log) * B, time.time()
-                row = {"step": step, "epoch": epoch, "loss": mlm_total / n_tok + sop_total / n_seq,
-                       "mlm_loss": mlm_total / n_tok, "sop_loss": sop_total / n_seq, "mlm_acc": mlm_hits / n_tok,
-                       "sop_acc": sop_hits / n_seq, "lr": lr,
+                row = {"step": step, "epoch": epoch, "loss": mlm_total / n_tok + sop_weight * sop_total / n_seq,
+                       "mlm_loss": mlm_total / n_tok, "sop_loss": sop_total / n_seq if sop_weight else None,
+                       "mlm_acc": mlm_hits / n_tok, "sop_acc": sop_hits / n_seq if sop_weight else None, "lr": lr,
                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
                        "seq_per_s": n_seq / (now - t_log), "elapsed_s": elapsed0 + now - t_start}
                 if scaler.is_enabled():

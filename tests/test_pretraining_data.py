@@ -277,6 +277,25 @@ def test_determinism_epochs_and_seeds(shards, ds):
     assert sum(np.array_equal(other[i]["input_ids"], first[i]["input_ids"]) for i in idx) < len(idx) // 10
 
 
+def test_without_sop_the_same_pairs_stay_in_order(shards, ds):
+    plain = PretrainingDataset(shards, max_seq_length=L, seed=7, sop=False)
+    swapped = 0
+    for i in range(0, len(ds), 7):
+        a, b = ds[i], plain[i]
+        assert b["sop_label"] == 0
+        if a["sop_label"] == 0:  # an unswapped pair: same segments, same masks, bit for bit
+            assert all(np.array_equal(a[k], b[k]) for k in a)
+            continue
+        swapped += 1  # a swapped one comes back in corpus order: B | A -> A | B, the same tokens
+        n = int(a["attention_mask"].sum())
+        assert b["attention_mask"].sum() == n
+        real = lambda x: np.where(x["mlm_labels"] >= 0, x["mlm_labels"], x["input_ids"])[:n]  # noqa: E731
+        sep_a, sep_b = np.flatnonzero(real(a) == plain.sep_id)[0], np.flatnonzero(real(b) == plain.sep_id)[0]
+        first_a, second_a = real(a)[1:sep_a], real(a)[sep_a + 1:n - 1]
+        assert np.array_equal(real(b)[1:sep_b], second_a) and np.array_equal(real(b)[sep_b + 1:n - 1], first_a)
+    assert swapped > 10
+
+
 def test_new_segment_boundaries_every_epoch(sample):
     b, n_epoch0 = sample[0], len(sample[1]) // 2
     pairs = list(corpus_order_pairs(b))

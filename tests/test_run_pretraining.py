@@ -236,6 +236,22 @@ def test_compile_trains_like_eager_and_resumes_eager(data, tmp_path):
     assert rows(tmp_path / "compiled")[-1]["step"] == 6
 
 
+def test_no_sop_trains_mlm_only(data, tmp_path):
+    out = tmp_path / "no_sop"
+    assert run_pretraining.main(argv(data, out, no_sop=True, weight_decay=0.0, max_steps=6, save_steps=6)) == 0
+    r = rows(out)
+    assert all(x["sop_loss"] is None and x["sop_acc"] is None and x["loss"] == x["mlm_loss"] for x in r)
+    assert r[-1]["mlm_loss"] < r[0]["mlm_loss"]
+    # the SOP classifier never got a gradient (weight 0), so Adam without decay left it as initialised
+    from models.modeling import BertConfig, BertForPreTraining
+    run_pretraining.set_seed(1)
+    init = BertForPreTraining(BertConfig.from_json_file(str(data / "tiny.json"))).state_dict()
+    trained = {k: v for k, v in weights(out, 6).items() if k.startswith("cls.seq_relationship")}
+    assert len(trained) == 2
+    for k, v in trained.items():
+        torch.testing.assert_close(v, init[k], rtol=0, atol=0)
+
+
 def test_phase2_starts_from_phase1_weights_with_fresh_optimizer(trained, data, tmp_path):
     out = tmp_path / "phase2"
     # lr 0: the weights must come out exactly as phase 1 left them
