@@ -2,10 +2,16 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+
+
+# torch.compile's CPU backend generates C++ and builds it with the system compiler
+needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++")),
+                               reason="torch.compile on the CPU needs a C++ compiler (g++)")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,7 +19,7 @@ sys.path.insert(0, ROOT)
 
 import eval_classifier  # noqa: E402
 import run_classifier  # noqa: E402
-from helpers import expect_fail, file_digests, one_thread, tiny_model_files  # noqa: E402,F401
+from helpers import expect_fail, file_digests, needs_cxx, one_thread, tiny_model_files  # noqa: E402,F401
 
 STS_DIR = os.path.join(ROOT, "data", "korsts")
 NLI_DIR = os.path.join(ROOT, "data", "kornli")
@@ -137,6 +137,7 @@ def test_overfits_its_training_rows(env, tmp_path):
     assert m["examples"] == 24 and m["spearman"] > 90, m
 
 
+@needs_cxx
 def test_compile_trains_like_eager(env, tmp_path):
     """--compile: the same losses and weights as eager (dropout off), batches of varying width included (a
     second compile with dynamic shapes); checkpoints keep the plain keys and the dev scores come from them."""

@@ -15,7 +15,7 @@ sys.path.insert(0, ROOT)
 import eval_qa  # noqa: E402
 import morphology  # noqa: E402
 import run_qa  # noqa: E402
-from helpers import expect_fail, file_digests, one_thread, tiny_model_files  # noqa: E402,F401
+from helpers import expect_fail, file_digests, needs_cxx, one_thread, tiny_model_files  # noqa: E402,F401
 
 DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
 
@@ -154,6 +154,7 @@ def test_accumulation_gives_the_same_steps_including_a_short_last_window(env, tr
     assert len(norms["1"]) == -(-n // (2 * m)) and norms["2"] == pytest.approx(norms["1"], rel=1e-4)
 
 
+@needs_cxx
 def test_compile_trains_like_eager(env):
     """--compile on windows cut to each batch's width (a second compile with dynamic shapes): the same losses and
     dev predictions as eager (dropout off), scored by the plain model."""

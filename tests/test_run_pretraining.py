@@ -26,6 +26,7 @@ import tokenization  # noqa: E402
 from models.modeling import BertConfig, BertForPreTraining, BertModel, load_checkpoint  # noqa: E402
 from pretraining_data import PretrainingDataset  # noqa: E402
 from train_utils import read_jsonl  # noqa: E402
+from helpers import needs_cxx  # noqa: E402
 
 TEXT = os.path.join(ROOT, "data", "korean_text")
 
@@ -221,6 +222,7 @@ def test_gradient_accumulation_matches_one_batch(data, tmp_path):
     assert_same_weights(weights(tmp_path / "lamb", 1), weights(tmp_path / "acc4", 1))
 
 
+@needs_cxx
 def test_compile_trains_like_eager_and_resumes_eager(data, tmp_path):
     # dropout off: compiled code draws its dropout masks with another generator
     from torch._dynamo.utils import counters
@@ -243,7 +245,6 @@ def test_no_sop_trains_mlm_only(data, tmp_path):
     assert all(x["sop_loss"] is None and x["sop_acc"] is None and x["loss"] == x["mlm_loss"] for x in r)
     assert r[-1]["mlm_loss"] < r[0]["mlm_loss"]
     # the SOP classifier never got a gradient (weight 0), so Adam without decay left it as initialised
-    from models.modeling import BertConfig, BertForPreTraining
     run_pretraining.set_seed(1)
     init = BertForPreTraining(BertConfig.from_json_file(str(data / "tiny.json"))).state_dict()
     trained = {k: v for k, v in weights(out, 6).items() if k.startswith("cls.seq_relationship")}
