@@ -17,13 +17,18 @@
 # Results: bench/results/pretraining_<card>_<date>.json (+ _compiled.json), finetune_<card>_<date>.json and
 # gpu_smoke_<card>_<date>.log (a DEVICE=cpu dry run writes to bench/_work/gpu_check/results instead).
 #
+# QUICK=1 keeps steps 0, 1, 2 and step 1b for the small config only (limit 70 s), and skips the smoke runs:
+# about 4.5 minutes, which leaves time for bench/cram.py when both must fit in 15 minutes of GPU time.
+#
 #   bash bench/gpu_check.sh                # on the GPU machine
+#   QUICK=1 bash bench/gpu_check.sh        # the comparison tables only
 #   DEVICE=cpu bash bench/gpu_check.sh     # dry run of the same steps on the CPU (tiny shapes, a few minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 DEVICE=${DEVICE:-cuda}
+QUICK=${QUICK:-0}
 STAMP=$(date +%Y%m%d)
 WORK=bench/_work/gpu_check
 RES=bench/results
@@ -51,11 +56,19 @@ fi
 echo "== 1. bench (eager)"
 timeout 90 $PY bench/bench_pretraining.py "${BENCH[@]}" --json "$RES/pretraining_${CARD}_${STAMP}.json" || echo "bench failed or timed out: $?"
 echo "== 1b. bench (torch.compile, seq 128)"
-timeout 130 $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
+LIMIT_1B=130
+if [ "$QUICK" = 1 ] && [ "$DEVICE" = cuda ]; then
+  COMPILED=(--device cuda --configs small --seq_lens 128 --compile --steps 10); LIMIT_1B=70
+fi
+timeout $LIMIT_1B $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
 
 echo "== 2. fine-tuning bench (eager)"
 timeout 85 $PY bench/bench_finetune.py "${FINETUNE[@]}" --json "$RES/finetune_${CARD}_${STAMP}.json" || echo "fine-tuning bench failed or timed out: $?"
 
+if [ "$QUICK" = 1 ]; then
+  echo "QUICK=1: smoke runs skipped; results in $RES"
+  exit 0
+fi
 echo "== 3. run_pretraining smoke" | tee "$SMOKE_LOG"
 if [ ! -f "$WORK/shards/meta.json" ]; then
   timeout 10 $PY tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt --vocab_size $VOCAB --output "$WORK/vocab.txt"
