@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import importlib.util
 import itertools
 import multiprocessing as mp
@@ -42,7 +41,7 @@ import unicodedata
 import numpy as np
 from tqdm import tqdm
 
-from pretraining_data import FORMAT, FORMAT_VERSION, shard_path
+from pretraining_data import FORMAT, FORMAT_VERSION, shard_path, vocab_sha256
 from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
 from train_utils import atomic_write_json, fail, warn
 
@@ -327,9 +326,8 @@ def prepare(args, tmp_dir: str) -> dict:
                "seconds": round(seconds, 2), "mb_per_s": round(total_bytes / 1e6 / max(seconds, 1e-9), 3),
                "num_workers": args.num_workers}
     shutil.copyfile(args.vocab_file, os.path.join(tmp_dir, "vocab.txt"))
-    with open(args.vocab_file, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "vocab_size": vocab_size, "vocab_sha256": sha,
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "vocab_size": vocab_size,
+            "vocab_sha256": vocab_sha256(args.vocab_file),
             "do_lower_case": args.do_lower_case, "morph_analyzer": args.morph_analyzer,
             "sentence_splitter": splitter, "dtype": np.dtype(dtype).name, "special_token_ids": specials,
             "input_files": list(args.input_files), "num_documents": summary["documents"],

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import json
 import os
 import re
@@ -45,6 +46,16 @@ _BRACKETED = re.compile(r"^\[[^\]\s]+\]$")  # [PAD], [UNK], [unused12], ...
 def shard_path(input_dir: str, shard: str, part: str) -> str:
     """input_dir/shard_00000.<part>.npy, part in ids, word_start, sentences, documents."""
     return os.path.join(input_dir, f"{shard}.{part}.npy")
+
+
+def vocab_sha256(vocab_file: str) -> str:
+    """meta.json's "vocab_sha256": what ties shards to the vocab they were built with (recorded by
+    create_pretraining_data.py, checked by run_pretraining.py)."""
+    h = hashlib.sha256()
+    with open(vocab_file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_meta(input_dir: str) -> dict:

@@ -10,23 +10,18 @@ with. Every function takes explicit arguments and raises ValueError with the one
 """
 from __future__ import annotations
 
-import hashlib
 import os
 
 import torch
 
 from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
+from pretraining_data import vocab_sha256
 from train_utils import resolve_checkpoint_dir
 
 RESUME = "--resume"
 INIT = "--init_checkpoint"
 # changing one of these on resume is allowed, but then the continuation is not the uninterrupted run
 WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed")
-
-
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def resolve_start(output_dir: str, resume: str | None, init_checkpoint: str | None) -> tuple[str | None, str | None]:
@@ -59,7 +54,7 @@ def check_vocab(vocab_file: str | None, ckpt_dir: str | None, source: str | None
     """The vocab given on the command line and the checkpoint's own must both be the shards' vocab."""
     stored = checkpoint_vocab(ckpt_dir) if ckpt_dir and os.path.isdir(ckpt_dir) else None
     for label, vocab in (("--vocab_file", vocab_file), (source, stored)):
-        if vocab and file_sha256(vocab) != shard_meta["vocab_sha256"]:
+        if vocab and vocab_sha256(vocab) != shard_meta["vocab_sha256"]:
             raise ValueError(f"{label}: {vocab} is not the vocabulary the shards in {input_dir} were built with "
                              f"({shard_vocab_file})")
 

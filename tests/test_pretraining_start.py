@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import pretraining_start as S  # noqa: E402
+from pretraining_data import vocab_sha256  # noqa: E402
 
 TINY = os.path.join(ROOT, "models", "configs", "tiny.json")
 META = {"vocab_size": 1000, "vocab_sha256": "0" * 64, "do_lower_case": False, "morph_analyzer": None}
@@ -81,7 +82,7 @@ def test_model_config(tmp_path):
 def test_check_vocab(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[PAD]\n")
-    meta = META | {"vocab_sha256": S.file_sha256(str(vocab))}
+    meta = META | {"vocab_sha256": vocab_sha256(str(vocab))}
     ckpt = make_checkpoint(tmp_path / "run", 5)
     S.check_vocab(str(vocab), str(ckpt), S.RESUME, meta, "shards", "shards/vocab.txt")
     shutil.copy(vocab, ckpt / "vocab.txt")
