@@ -1,4 +1,4 @@
-r"""WordPiece tokenisation for Korean BERT vocabularies, and a vocab builder.
+r"""WordPiece tokenisation for Korean BERT vocabularies; `build-vocab` (code in vocab_builder.py) trains one.
 
     python tokenization.py build-vocab --corpus data/korean_text/boddari/*.txt \
         data/korean_text/unlabeled_comments_5.txt --vocab_size 32000 --output runs/vocab/vocab.txt
@@ -17,32 +17,23 @@ No accent stripping, not even with do_lower_case: BERT strips accents by NFD-dec
 marks, and NFD turns every Hangul syllable into conjoining jamo, so every Korean word would miss the NFC vocab.
 Limiting it to Latin letters is possible in Python but not in the fast normaliser, and both paths must agree.
 
-build-vocab trains tokenizers' WordPiece trainer on a starting alphabet it chooses itself (`choose_alphabet`), so
-the same corpus and settings give the same vocab.txt, byte for byte, in any process.
-
 Known limitation of the fast path: tokenizers aligns a character composed by NFC with only the first character
 it came from, so on decomposed (NFD) input an offset end can stop inside the last syllable's jamo. Starts are
 exact, and on NFC input (nearly all real text) so are ends.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import functools
-import io
-import itertools
 import os
-import sys
-import tempfile
 import unicodedata
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # the release's order, ids 0-4
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")
 UNK_TOKEN = "[UNK]"
 MAX_INPUT_CHARS_PER_WORD = 100
-SPM_MAX_SENTENCES = 5_000_000  # sentencepiece holds its input in memory; beyond this it samples
 
 # CJK ideograph blocks, each character becoming its own word. The fast normaliser starts Extension E at U+2B920
 # rather than U+2B820; copied so both paths agree (those 256 historic Hanja stay glued to their neighbours).
@@ -77,7 +68,7 @@ def _clean_char(ch: str) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _is_punct(ch: str) -> bool:
+def is_punct(ch: str) -> bool:
     cp = ord(ch)
     if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
         return True  # every ASCII non-alphanumeric, as BERT does ($, ^, ` are not Unicode punctuation)
@@ -105,7 +96,7 @@ def split_words(normalized: str) -> list[str]:
             continue
         start = 0
         for i, ch in enumerate(chunk):
-            if _is_punct(ch):
+            if is_punct(ch):
                 if start < i:
                     words.append(chunk[start:i])
                 words.append(ch)
@@ -151,7 +142,7 @@ class MorphSplitter:
         pretok.split(self._split_normalized)
 
 
-def _fast_pre_tokenizer(morph_analyzer: str | None):
+def fast_pre_tokenizer(morph_analyzer: str | None):
     if not morph_analyzer:
         return pre_tokenizers.BertPreTokenizer()
     # a Sequence accepts the custom component (checked with tokenizers 0.19 and 0.23)
@@ -231,7 +222,7 @@ class FullTokenizer:
         return [self.inv_vocab[int(i)] for i in ids]
 
 
-def _fast_normalizer(do_lower_case: bool):
+def fast_normalizer(do_lower_case: bool):
     # strip_accents must be given: left as None it follows `lowercase` and would NFD-decompose Hangul
     return normalizers.Sequence([
         normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False,
@@ -250,205 +241,16 @@ def build_fast_tokenizer(vocab_file: str, do_lower_case: bool = False, morph_ana
     special_token_ids(vocab, vocab_file)
     tok = Tokenizer(models.WordPiece(dict(vocab), unk_token=UNK_TOKEN, continuing_subword_prefix="##",
                                      max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-    tok.normalizer = _fast_normalizer(do_lower_case)
-    tok.pre_tokenizer = _fast_pre_tokenizer(morph_analyzer)
+    tok.normalizer = fast_normalizer(do_lower_case)
+    tok.pre_tokenizer = fast_pre_tokenizer(morph_analyzer)
     tok.decoder = decoders.WordPiece(prefix="##")
     return tok
 
 
-# ----------------------------------------------------------------------------------------------- vocab building
-
-def _check_corpus(files: list[str]) -> None:
-    for path in files:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"corpus file not found: {path}")
-        if os.path.getsize(path) == 0:
-            raise ValueError(f"corpus file {path} is empty")
-
-
-def _iter_lines(files: list[str], counter: list[int]):
-    """Stream the non-blank lines of every file (never a whole file in memory), with a progress bar."""
-    from tqdm import tqdm
-    with tqdm(total=sum(os.path.getsize(p) for p in files), unit="B", unit_scale=True, mininterval=1.0) as bar:
-        for path in files:
-            bar.set_description(os.path.basename(path))
-            offset = 0
-            with open(path, "rb") as f:
-                for lineno, raw in enumerate(f, 1):
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError as e:
-                        raise ValueError(f"corpus file {path} is not UTF-8: invalid byte at line {lineno}, "
-                                         f"byte offset {offset + e.start}") from None
-                    offset += len(raw)
-                    bar.update(len(raw))
-                    if line.strip():
-                        counter[0] += 1
-                        yield line
-
-
-def _pre_split(lines, do_lower_case: bool, morph: str | None):
-    """Words exactly as the fast tokenizer will see them, one list per line."""
-    normalizer = _fast_normalizer(do_lower_case)
-    pre = _fast_pre_tokenizer(morph)
-    for line in lines:
-        words = [w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(line))]
-        if words:
-            yield words
-
-
-def choose_alphabet(lines, do_lower_case: bool, limit: int) -> tuple[list[str], list[str]]:
-    """The trainer's starting pieces, chosen reproducibly: (characters, "##" continuations).
-
-    Characters: the `limit` most frequent in the normalised text, ties broken by code point. Continuations:
-    "##c" for each that follows a non-space character somewhere, punctuation excepted (always a word of its
-    own). tokenizers' trainer finds these itself, but cuts the alphabet at a count tie in hash-table order and
-    numbers continuations in the order it meets them, and merge ties go by number: two builds on the same
-    corpus gave different vocabs. A character seen only after punctuation (or split off by --morph) gets a
-    continuation it never uses; splitting words exactly here cost 5x the time.
-    """
-    normalizer = _fast_normalizer(do_lower_case)
-    counts, inner = collections.Counter(), set()
-    for line in lines:
-        text = normalizer.normalize_str(line)
-        counts.update(text)
-        for word in text.split():
-            inner.update(word[1:])
-    alphabet = sorted((c for c in counts if not c.isspace()), key=lambda c: (-counts[c], c))[:limit]
-    return alphabet, ["##" + c for c in alphabet if c in inner and not _is_punct(c)]
-
-
-def train_wordpiece(lines, vocab_size: int, min_frequency: int, alphabet: list[str], continuations: list[str],
-                    do_lower_case: bool):
-    tok = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, continuing_subword_prefix="##"))
-    tok.normalizer = _fast_normalizer(do_lower_case)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    # An initial alphabet outranks every counted character, so with the limit at its length the trainer keeps
-    # exactly it; continuations given as special tokens get fixed ids, and the trainer uses them as it meets them
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=[*SPECIAL_TOKENS, *continuations], initial_alphabet=alphabet,
-                                        limit_alphabet=len(alphabet), continuing_subword_prefix="##",
-                                        show_progress=False)
-    tok.train_from_iterator(lines, trainer)
-    return [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
-
-
-def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alphabet: int):
-    """Train sentencepiece on pre-split words and rewrite its pieces in WordPiece form.
-
-    "▁x" (word-initial) becomes "x", any other piece "y" becomes "##y". The `limit_alphabet` most frequent
-    characters go first in both forms: greedy WordPiece has no fallback, so a character missing in either form
-    would turn whole words into [UNK].
-    """
-    import sentencepiece as spm
-    chars = collections.Counter()
-
-    def sentences():
-        for words in word_lines:
-            for w in words:
-                chars.update(w)
-            for i in range(0, len(words), 256):  # short sentences: sentencepiece skips over-long ones
-                yield " ".join(words[i:i + 256])
-
-    model = io.BytesIO()
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences(), model_writer=model, vocab_size=vocab_size, model_type=model_type,
-            normalization_rule_name="identity",  # the text is already normalised; its NFKC would change it
-            hard_vocab_limit=False, character_coverage=0.9995, input_sentence_size=SPM_MAX_SENTENCES,
-            shuffle_input_sentence=True, minloglevel=2)
-    except RuntimeError as e:
-        raise ValueError(f"sentencepiece training failed: {str(e).strip().splitlines()[-1]}") from None
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    tokens = [t for c, _ in chars.most_common(limit_alphabet) for t in (c, "##" + c)]
-    for i in range(sp.get_piece_size()):
-        if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i)):
-            p = sp.id_to_piece(i)
-            tokens.append(p[1:] if p.startswith("▁") else "##" + p)
-    return [t for t in tokens if t not in ("", "##")]
-
-
-def _write_lines_atomic(path: str, lines: list[str]) -> None:
-    out_dir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".vocab.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(t + "\n" for t in lines)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: int = 2,
-                do_lower_case: bool = False, morph: str | None = None, algorithm: str = "wordpiece",
-                model_type: str = "unigram", limit_alphabet: int | None = None) -> list[str]:
-    """Train a vocab on the corpus files and write it (specials first, release order) to `output`."""
-    if vocab_size < len(SPECIAL_TOKENS):
-        raise ValueError(f"--vocab_size {vocab_size} is smaller than the {len(SPECIAL_TOKENS)} special tokens")
-    if os.path.isdir(output):
-        raise ValueError(f"--output {output} is a directory; give the vocab.txt path")
-    _check_corpus(corpus)
-    # by default single characters (in plain and "##" form) fill at most two thirds of the vocab, so the rest is
-    # left for longer pieces; at 32k that keeps every character of a typical Korean corpus
-    if limit_alphabet is None:
-        limit_alphabet = max(1, (vocab_size - len(SPECIAL_TOKENS)) // 3)
-    if algorithm == "wordpiece":  # a first pass over the corpus, with its own progress bar
-        alphabet, continuations = choose_alphabet(_iter_lines(corpus, [0]), do_lower_case, limit_alphabet)
-    counter = [0]
-    lines = _iter_lines(corpus, counter)
-    first = next(lines, None)  # fail before any training on a corpus with no text
-    if first is None:
-        raise ValueError(f"corpus {' '.join(corpus)} has no text (only blank lines)")
-    lines = itertools.chain([first], lines)
-    if algorithm == "sentencepiece":
-        learned = train_sentencepiece(_pre_split(lines, do_lower_case, morph), vocab_size, model_type,
-                                      limit_alphabet)
-    else:
-        if morph:  # the trainer re-normalises; harmless, the normaliser is idempotent
-            lines = (" ".join(words) for words in _pre_split(lines, do_lower_case, morph))
-        learned = train_wordpiece(lines, vocab_size, min_frequency, alphabet, continuations, do_lower_case)
-    tokens = list(dict.fromkeys([*SPECIAL_TOKENS, *learned]))
-    if len(tokens) > vocab_size and algorithm == "wordpiece":
-        raise ValueError(f"--limit_alphabet {limit_alphabet} leaves no room: the alphabet alone needs "
-                         f"{len(tokens)} tokens > --vocab_size {vocab_size}")
-    tokens = tokens[:vocab_size]
-    _write_lines_atomic(output, tokens)
-    print(f"wrote {len(tokens)} tokens to {output} ({algorithm}, {counter[0]} corpus lines)")
-    if len(tokens) < vocab_size:
-        print(f"note: the corpus is too small for {vocab_size} tokens; the vocab has only {len(tokens)}")
-    if morph:
-        print(f'note: this vocab is for morpheme-pre-split text: the model config must record '
-              f'"morph_analyzer": "{morph}"')
-    return tokens
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("build-vocab", help="train a WordPiece vocab.txt on plain-text files (one text a line)")
-    g = p.add_argument_group("data")
-    g.add_argument("--corpus", nargs="+", required=True, help="UTF-8 text files")
-    g.add_argument("--output", required=True, help="vocab.txt to write (atomically)")
-    g.add_argument("--do_lower_case", action="store_true", help="lower-case (never strips accents)")
-    g.add_argument("--morph", choices=["kiwi"], default=None, help="pre-split words into morphemes first")
-    g = p.add_argument_group("training")
-    g.add_argument("--vocab_size", type=int, default=32000, help="lines in the vocab, specials included")
-    g.add_argument("--algorithm", choices=["wordpiece", "sentencepiece"], default="wordpiece")
-    g.add_argument("--model_type", choices=["unigram", "bpe"], default="unigram", help="sentencepiece model")
-    g.add_argument("--min_frequency", type=int, default=2, help="wordpiece: least count of a merged pair")
-    g.add_argument("--limit_alphabet", type=int, default=None,
-                   help="most frequent single characters kept (default (vocab_size - 5) // 3)")
-    args = parser.parse_args(argv)
-    try:
-        build_vocab(args.corpus, args.vocab_size, args.output, min_frequency=args.min_frequency,
-                    do_lower_case=args.do_lower_case, morph=args.morph, algorithm=args.algorithm,
-                    model_type=args.model_type, limit_alphabet=args.limit_alphabet)
-    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: e.g. the analyser is not installed
-        # train_utils.fail would pull in torch; this module stays importable without it
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    """The build-vocab CLI, whose code lives in vocab_builder.py."""
+    import vocab_builder  # imported here: it imports this module
+    vocab_builder.main(argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import tokenization as T  # noqa: E402
+import vocab_builder as V  # noqa: E402
 
 TEXT_DIR = os.path.join(ROOT, "data", "korean_text")
 COMMENTS = os.path.join(TEXT_DIR, "unlabeled_comments_5.txt")
@@ -142,7 +143,7 @@ def test_held_out_unk_rate(vocab, corpus, held_out, work):
     # measured 3.7 % with the default alphabet (665 characters: rare syllables sink whole words), 1.1 % with 1000
     assert _unk_rate(T.build_fast_tokenizer(vocab), held_out) < 0.05
     wide = str(work / "wide" / "vocab.txt")
-    T.build_vocab([corpus], 2000, wide, limit_alphabet=1000)
+    V.build_vocab([corpus], 2000, wide, limit_alphabet=1000)
     assert _unk_rate(T.build_fast_tokenizer(wide), held_out) < 0.02
 
 
@@ -184,7 +185,7 @@ def test_character_tables_match_fast_components():
     for lower in (False, True):
         # only cased letters change; unassigned ones are left out, newer Rust case tables know letters we do not
         cs = [c for c in chars if c.lower() != c] if lower else chars
-        norm = T._fast_normalizer(lower)
+        norm = T.fast_normalizer(lower)
         for i in range(0, len(cs), 2000):
             text = "".join("a" + c for c in cs[i:i + 2000])
             ours = T.normalize_text(text, lower)
@@ -308,10 +309,10 @@ def test_alphabet_matches_the_trainers_own_choice(corpus):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     with open(corpus, encoding="utf-8") as f:
         lines = f.readlines()
-    chars, continuations = T.choose_alphabet(lines, False, limit=10**6)
+    chars, continuations = V.choose_alphabet(lines, False, limit=10**6)
     # the trainer alone with no limit (so no tie to break) and no room for merges: just its starting pieces
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer, tok.pre_tokenizer = T._fast_normalizer(False), pre_tokenizers.BertPreTokenizer()
+    tok.normalizer, tok.pre_tokenizer = T.fast_normalizer(False), pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=1, special_tokens=["[UNK]"],
                                                              show_progress=False))
     theirs = set(tok.get_vocab()) - {"[UNK]"}
@@ -320,13 +321,13 @@ def test_alphabet_matches_the_trainers_own_choice(corpus):
     assert {t for t in theirs if t.startswith("##")} <= set(continuations)
     extra = {t[2:] for t in set(continuations) - theirs}
     assert len(extra) < 0.05 * len(continuations)
-    inner = "".join(w[1:] for line in lines for w in T._fast_normalizer(False).normalize_str(line).split()
-                    if not any(T._is_punct(c) for c in w))
+    inner = "".join(w[1:] for line in lines for w in T.fast_normalizer(False).normalize_str(line).split()
+                    if not any(T.is_punct(c) for c in w))
     assert not extra & set(inner)
 
 
 def test_alphabet_ties_and_limit():
-    chars, continuations = T.choose_alphabet(["ba ca, xy.z\n", "d\td"], False, limit=5)
+    chars, continuations = V.choose_alphabet(["ba ca, xy.z\n", "d\td"], False, limit=5)
     # counts: a 2, d 2, then b c x y z , . once each: ties go by code point, so ',' and '.' come first
     assert chars == ["a", "d", ",", ".", "b"]
     assert continuations == ["##a"]  # b starts a word; punctuation is never continued
