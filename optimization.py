@@ -2,6 +2,7 @@
 
     from optimization import param_groups, build_optimizer, get_scheduler
     optimizer = build_optimizer("lamb", param_groups(model, weight_decay=0.01), lr=6e-3, max_grad_norm=1.0)
+    # or compile=True: the same update through torch.compile, fused into a few kernels (the first step compiles)
     scheduler = get_scheduler("poly", optimizer, warmup_proportion=0.2843, total_steps=7038)  # step once per update
 
 `Lamb` reproduces the update of NVIDIA apex's FusedLAMB (the optimiser of NVIDIA's BERT pre-training recipe)
@@ -51,6 +52,57 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
 
 
+def _lamb_update(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers, max_grad_norm):
+    """One LAMB step over all groups, in place; every argument but the last two is a list with one entry per group.
+
+    Steps and learning rates are device tensors, so nothing waits on the host and a compiled version of this
+    function (Lamb(compile=True)) serves every step without recompiling as the lr schedule moves.
+    hypers: per group (beta1, beta2, eps, weight_decay, apply_trust).
+    """
+    clip_coef = None
+    if max_grad_norm:
+        global_norm = torch.linalg.vector_norm(_norms([g for gs in grads for g in gs]))
+        # global_norm == 0 gives inf here, which the clamp turns into 1
+        clip_coef = torch.clamp(max_grad_norm / global_norm, max=1.0)
+
+    for ps, gs, ms, vs, ss, lr, (beta1, beta2, eps, wd, apply_trust) in zip(
+            params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers):
+        if clip_coef is not None:
+            gs = torch._foreach_mul(gs, clip_coef)
+        torch._foreach_add_(ss, 1)
+        # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
+        torch._foreach_mul_(ms, beta1)
+        torch._foreach_add_(ms, gs, alpha=1.0 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1.0 - beta2)
+        del gs
+
+        # u = m_hat / (sqrt(v_hat) + eps) + wd * w, with m_hat = m / (1 - b1^step), v_hat = v / (1 - b2^step)
+        bias1 = torch._foreach_pow(beta1, ss)
+        torch._foreach_neg_(bias1)
+        torch._foreach_add_(bias1, 1)
+        bias2 = torch._foreach_pow(beta2, ss)
+        torch._foreach_neg_(bias2)
+        torch._foreach_add_(bias2, 1)
+        denom = torch._foreach_div(vs, bias2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+        update = torch._foreach_div(ms, bias1)
+        torch._foreach_div_(update, denom)
+        del denom
+        if wd != 0.0:
+            torch._foreach_add_(update, ps, alpha=wd)
+
+        # w -= lr * trust * u, trust = ||w|| / ||u|| when both are non-zero, else 1 (not clamped)
+        if apply_trust:
+            w_norm, u_norm = _norms(ps), _norms(update)
+            trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+            torch._foreach_mul_(update, list((trust * -lr).unbind()))
+        else:
+            torch._foreach_mul_(update, -lr)
+        torch._foreach_add_(ps, update)
+
+
 class Lamb(torch.optim.Optimizer):
     """LAMB (You et al., 2019) with the semantics of apex FusedLAMB (adam_w_mode=True, bias_correction=True).
 
@@ -62,13 +114,17 @@ class Lamb(torch.optim.Optimizer):
     As in apex, the trust ratio is applied only in groups with weight_decay != 0 (biases and LayerNorm weights take
     a plain Adam step); use_nvlamb=True applies it to every group.
 
-    The step count is kept per parameter (state["step"], an int), so a parameter whose gradient is None at some
-    steps (an unused head) gets the same bias correction as in torch.optim.Adam. Apex counts steps per group;
-    the two agree whenever every parameter has a gradient at every step.
+    The step count is kept per parameter (state["step"], a float64 tensor on the parameter's device), so a parameter
+    whose gradient is None at some steps (an unused head) gets the same bias correction as in torch.optim.Adam.
+    Apex counts steps per group; the two agree whenever every parameter has a gradient at every step.
+
+    compile=True runs the update through torch.compile: the eager update is a few dozen foreach passes over the
+    weights, where a compiled one fuses them into a few kernels. The first step compiles (tens of seconds); the
+    step count and the lr reach it as device tensors, so later steps reuse it whatever the schedule does.
     """
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,
-                 max_grad_norm: float | None = 1.0, use_nvlamb: bool = False):
+                 max_grad_norm: float | None = 1.0, use_nvlamb: bool = False, compile: bool = False):
         if not lr >= 0.0:
             raise ValueError(f"Lamb: invalid lr {lr}")
         if not eps >= 0.0:
@@ -83,6 +139,8 @@ class Lamb(torch.optim.Optimizer):
         self.max_grad_norm = max_grad_norm
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       use_nvlamb=use_nvlamb))
+        self._update = torch.compile(_lamb_update) if compile else _lamb_update
+        self._lr_tensors: dict[int, torch.Tensor] = {}  # per group: its lr on its device (refilled every step)
 
     def _params_with_grad(self, group) -> list[torch.Tensor]:
         params = []
@@ -94,16 +152,16 @@ class Lamb(torch.optim.Optimizer):
             params.append(p)
         return params
 
-    def _clip_coef(self, grads: list[torch.Tensor]) -> torch.Tensor | None:
-        """max_grad_norm / global_norm when that is below 1, else 1; None when clipping is off.
-
-        Kept as a device tensor so a step never waits on the host.
-        """
-        if not self.max_grad_norm or not grads:
-            return None
-        global_norm = torch.linalg.vector_norm(_norms(grads))
-        # global_norm == 0 gives inf here, which the clamp turns into 1
-        return torch.clamp(self.max_grad_norm / global_norm, max=1.0)
+    def _state(self, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        elif not torch.is_tensor(state["step"]) or state["step"].device != p.device:
+            # an int from an older checkpoint, or a tensor that torch.load left on the CPU
+            state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(p.device)
+        return state
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -112,62 +170,36 @@ class Lamb(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        group_params = [self._params_with_grad(group) for group in self.param_groups]
-        clip_coef = self._clip_coef([p.grad for params in group_params for p in params])
-
-        for group, params in zip(self.param_groups, group_params):
-            if not params:
+        params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers = ([] for _ in range(7))
+        for i, group in enumerate(self.param_groups):
+            ps = self._params_with_grad(group)
+            if not ps:
                 continue
+            states = [self._state(p) for p in ps]
+            lr = self._lr_tensors.get(i)
+            if lr is None or lr.device != ps[0].device:
+                lr = self._lr_tensors[i] = torch.zeros((), dtype=torch.float64, device=ps[0].device)
+            lr.fill_(group["lr"])  # a device-side fill: no host sync, and no recompile of a compiled update
+            params.append(ps)
+            grads.append([p.grad for p in ps])
+            exp_avgs.append([s["exp_avg"] for s in states])
+            exp_avg_sqs.append([s["exp_avg_sq"] for s in states])
+            steps.append([s["step"] for s in states])
+            lrs.append(lr)
             beta1, beta2 = group["betas"]
-            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-            exp_avgs = [self.state[p]["exp_avg"] for p in params]
-            exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
-            steps = [self.state[p]["step"] for p in params]
-
-            grads = [p.grad for p in params]
-            if clip_coef is not None:
-                grads = torch._foreach_mul(grads, clip_coef)
-
-            # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
-            torch._foreach_mul_(exp_avgs, beta1)
-            torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-            del grads
-
-            # u = m_hat / (sqrt(v_hat) + eps) + wd * w
-            denom = torch._foreach_div(exp_avg_sqs, [1.0 - beta2 ** s for s in steps])
-            torch._foreach_sqrt_(denom)
-            torch._foreach_add_(denom, eps)
-            update = torch._foreach_div(exp_avgs, [1.0 - beta1 ** s for s in steps])
-            torch._foreach_div_(update, denom)
-            del denom
-            if wd != 0.0:
-                torch._foreach_add_(update, params, alpha=wd)
-
-            if wd != 0.0 or group["use_nvlamb"]:
-                w_norm, u_norm = _norms(params), _norms(update)
-                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-                torch._foreach_mul_(update, list((trust * -lr).unbind()))
-                torch._foreach_add_(params, update)
-            else:
-                torch._foreach_add_(params, update, alpha=-lr)
+            wd = group["weight_decay"]
+            hypers.append((beta1, beta2, group["eps"], wd, wd != 0.0 or group["use_nvlamb"]))
+        if params:
+            self._update(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers, self.max_grad_norm)
         return loss
 
 
 def build_optimizer(name: str, groups, lr: float, eps: float = 1e-6, betas=(0.9, 0.999),
-                    max_grad_norm: float | None = 1.0) -> torch.optim.Optimizer:
+                    max_grad_norm: float | None = 1.0, compile: bool = False) -> torch.optim.Optimizer:
     """"adam" -> torch AdamW (decoupled decay from the groups), "lamb" -> Lamb.
 
     max_grad_norm is used only by "lamb", which clips inside its step; with "adam" the training loop clips.
+    compile is used only by "lamb" (Lamb(compile=True)); AdamW is fused on CUDA already.
     """
     groups = list(groups)
     if name == "adam":
@@ -176,7 +208,7 @@ def build_optimizer(name: str, groups, lr: float, eps: float = 1e-6, betas=(0.9,
             return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True)
     if name == "lamb":
-        return Lamb(groups, lr=lr, betas=betas, eps=eps, max_grad_norm=max_grad_norm)
+        return Lamb(groups, lr=lr, betas=betas, eps=eps, max_grad_norm=max_grad_norm, compile=compile)
     raise ValueError(f"unknown optimizer {name!r}: expected 'adam' or 'lamb'")
 
 

@@ -23,6 +23,8 @@ Batches. --train_batch_size is the GLOBAL batch of one optimizer step = micro-ba
 reads examples [kB, (k+1)B) of the epoch order; rank r takes every world-th of them. The MLM loss is the sum of
 per-token losses divided by the step's global masked-token count (the SOP loss likewise per sequence), so a run on
 any number of ranks or accumulation steps computes the same gradient as one process with the whole batch.
+--compile compiles the model and, with --optimizer lamb, LAMB's update (a few fused kernels instead of dozens of
+passes over the weights; bench/bench_optimizer.py times it).
 
 Checkpoints. OUTPUT_DIR/checkpoints/step-N/ holds model.safetensors + config.json + vocab.txt (modeling's format,
 loadable anywhere load_checkpoint is) and train_state.pt (optimizer, scheduler, grad scaler, step, epoch, position
@@ -205,7 +207,7 @@ def main(argv=None):
             fail(f"{source} {ckpt_dir}: {e}")
     raw_model.to(rt.device)
     optimizer = build_optimizer(args.optimizer, param_groups(raw_model, args.weight_decay), lr=args.learning_rate,
-                                eps=args.adam_epsilon, max_grad_norm=args.max_grad_norm)
+                                eps=args.adam_epsilon, max_grad_norm=args.max_grad_norm, compile=args.compile)
     try:
         scheduler = get_scheduler(args.scheduler, optimizer, args.warmup_proportion, args.max_steps)
     except ValueError as e:

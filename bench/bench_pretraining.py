@@ -13,8 +13,8 @@ is taken from the median step time.
 Before timing, the two losses on the same weights and batch are compared (dropout off): equal within fp32 or bf16
 tolerance, or the benchmark stops. Our model scores only the masked positions; HF's projects every position onto
 the vocabulary and then ignores 85% of it, which is most of the difference at small hidden sizes.
-On a GPU it also times one LAMB step against one fused AdamW step on the model's parameters. On a shared CPU the
-ratio by process CPU time is printed too (it ignores time spent waiting for a core); --threads 1 steadies both.
+On a shared CPU the ratio by process CPU time is printed too (it ignores time spent waiting for a core); --threads 1
+steadies both. The optimizer step alone (LAMB vs fused AdamW) is timed by bench_optimizer.py.
 
 MFU (model FLOPs utilisation) = the FLOPs a step must do / step time / the matmul peak measured in the same run
 (a large matmul in the step's precision: bf16 8192^3 on a GPU, fp32 1024^3 on a CPU). The step's FLOPs are 3x the
@@ -40,7 +40,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from models.modeling import BertConfig, BertForPreTraining, to_hf_state_dict  # noqa: E402
-from optimization import Lamb, param_groups  # noqa: E402
 
 
 def make_batch(batch, seq, vocab_size, device, seed=0):
@@ -230,25 +229,6 @@ def write_json(rows, path, announce=True):
         print(f"wrote {path}")
 
 
-def time_optimizer_steps(model, device, n=10):
-    """One LAMB step vs one fused AdamW step on the model's parameters with random gradients (GPU)."""
-    for p in model.parameters():
-        p.grad = torch.randn_like(p) * 1e-3
-    opts = {"lamb": Lamb(param_groups(model, 0.01), lr=1e-4, max_grad_norm=1.0),
-            "adamw_fused": torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=True)}
-    out = {}
-    for name, opt in opts.items():
-        for _ in range(3):
-            opt.step()
-        torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            opt.step()
-        torch.cuda.synchronize(device)
-        out[name] = (time.perf_counter() - t0) / n * 1e3
-    return out
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,17 +308,6 @@ def main(argv=None):
             del ours, hf, steps
             if gpu:
                 torch.cuda.empty_cache()
-        if gpu:  # optimizer cost alone: it does not depend on the sequence length
-            torch.manual_seed(0)
-            ms = time_optimizer_steps(BertForPreTraining(config).to(device), device)
-            rows.append({"config": name, "kind": "optimizer_step", "lamb_ms": round(ms["lamb"], 3),
-                         "adamw_fused_ms": round(ms["adamw_fused"], 3), "card": card,
-                         "date": datetime.date.today().isoformat(), "torch": torch.__version__})
-            print(f"{name} optimizer step: LAMB {ms['lamb']:.2f} ms, fused AdamW {ms['adamw_fused']:.2f} ms",
-                  flush=True)
-            if args.json:
-                write_json(rows, args.json, announce=False)
-            torch.cuda.empty_cache()
     if args.json:
         write_json(rows, args.json)
     return rows

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The GPU check, one script, about 6 minutes on one H100. Every step has a hard limit (timeout); with data building
-# they add up to 465 s < 8 minutes:
+# The GPU check, one script, about 6.5 minutes on one H100 (estimated). Every step has a hard limit (timeout); with
+# data building they add up to 510 s, and most steps end well inside their limits:
 #   0. torch/transformers versions and the card's name                                                       20 s
 #   1. bench_pretraining: ours vs Hugging Face (sdpa) train steps, small and large_v1 at seq 128 (batch 256) and
-#      512 (batch 32), bf16, MFU against a bf16 matmul peak measured in the run, LAMB vs fused AdamW step     90 s
+#      512 (batch 32), bf16, MFU against a bf16 matmul peak measured in the run                               90 s
 #   1b. the same with torch.compile, small then large_v1 at seq 128 (compiling takes most of it; the rows
 #      finished before the limit are kept)                                                                   130 s
+#   1c. bench_optimizer: one LAMB step, eager then compiled, vs one fused AdamW step, large_v1 (the eager row
+#      lands in seconds; the compiled one if compiling fits)                                                  45 s
 #   2. bench_finetune (eager): QA large_v1 seq 384 and 512, classifier large_v1 seq 128, QA small seq 512 at
 #      fixed length; KorQuAD dev (seq 384) and KorSTS batches, ours trimmed / length-grouped vs HF padded,
 #      with projected epoch times; includes building its 32k vocab and the features                         85 s
@@ -14,11 +16,12 @@
 #   3. run_pretraining smoke on the GPU: 8k vocab (10 s), shards (20 s) and config (5 s), then bf16 and fp16
 #      (grad scaler) for 30 steps each and an exact-resume run (3 x 30 s), then the resume comparison (15 s)  140 s
 # The benches rewrite their JSON after every row, so a step stopped by its limit keeps the rows it finished.
-# Results: bench/results/pretraining_<card>_<date>.json (+ _compiled.json), finetune_<card>_<date>.json and
-# gpu_smoke_<card>_<date>.log (a DEVICE=cpu dry run writes to bench/_work/gpu_check/results instead).
+# Results: bench/results/pretraining_<card>_<date>.json (+ _compiled.json), optimizer_<card>_<date>.json,
+# finetune_<card>_<date>.json and gpu_smoke_<card>_<date>.log (a DEVICE=cpu dry run writes to
+# bench/_work/gpu_check/results instead).
 #
-# QUICK=1 keeps steps 0, 1, 2 and step 1b for the small config only (limit 70 s), and skips the smoke runs:
-# about 4.5 minutes, which leaves time for bench/cram.py when both must fit in 15 minutes of GPU time.
+# QUICK=1 keeps steps 0, 1, 1c, 2 and step 1b for the small config only (limit 70 s), and skips the smoke runs:
+# about 5 minutes, which leaves time for bench/cram.py when both must fit in 15 minutes of GPU time.
 #
 #   bash bench/gpu_check.sh                # on the GPU machine
 #   QUICK=1 bash bench/gpu_check.sh        # the comparison tables only
@@ -45,11 +48,13 @@ if [ "$DEVICE" = cuda ]; then
   BENCH=(--device cuda --configs small large_v1 --seq_lens 128 512)
   COMPILED=(--device cuda --configs small large_v1 --seq_lens 128 --compile --steps 10)
   FINETUNE=(--device cuda)
+  OPTIM=(--device cuda --configs large_v1)
   SMOKE_CFG=models/configs/small.json; SMOKE_FLAGS=(--train_batch_size 128 --amp bf16); VOCAB=8000
 else
   BENCH=(--device cpu --configs tiny --seq_lens 128 --steps 2 --warmup 1)
   COMPILED=(--device cpu --configs tiny --seq_lens 64 --steps 1 --warmup 1 --batch 2)
   FINETUNE=(--device cpu --steps 2 --warmup 1 --batches 2)
+  OPTIM=(--device cpu --configs tiny --rounds 2 --steps 1)
   SMOKE_CFG=models/configs/tiny.json; SMOKE_FLAGS=(--train_batch_size 16 --no_cuda --amp no); VOCAB=1000
 fi
 
@@ -61,6 +66,9 @@ if [ "$QUICK" = 1 ] && [ "$DEVICE" = cuda ]; then
   COMPILED=(--device cuda --configs small --seq_lens 128 --compile --steps 10); LIMIT_1B=70
 fi
 timeout $LIMIT_1B $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
+
+echo "== 1c. optimizer step: LAMB (eager, compiled) vs fused AdamW"
+timeout 45 $PY bench/bench_optimizer.py "${OPTIM[@]}" --json "$RES/optimizer_${CARD}_${STAMP}.json" || echo "optimizer bench failed or timed out: $?"
 
 echo "== 2. fine-tuning bench (eager)"
 timeout 85 $PY bench/bench_finetune.py "${FINETUNE[@]}" --json "$RES/finetune_${CARD}_${STAMP}.json" || echo "fine-tuning bench failed or timed out: $?"

@@ -10,6 +10,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optimization import Lamb, build_optimizer, get_scheduler, param_groups  # noqa: E402
+from helpers import needs_cxx  # noqa: E402
 
 
 # ---------------------------------------------------------------- a small BERT-shaped model (no models/ import)
@@ -222,6 +223,64 @@ def test_lamb_state_dict_resume_is_exact():
     for (name, p), q in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
     assert opt_b.state[resumed.sop.weight]["step"] == opt.state[full.sop.weight]["step"] == n // 2
+
+
+def _three_layer():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+
+
+def _train(model, opt, sched, steps, x=torch.linspace(-1, 1, 64).reshape(16, 4)):
+    for step in steps:
+        model.zero_grad(set_to_none=True)
+        model(x + step).pow(2).mean().backward()
+        opt.step()
+        sched.step()
+
+
+@needs_cxx
+def test_compiled_lamb_matches_eager_and_compiles_once():
+    from torch._dynamo.utils import counters
+    eager, compiled = _three_layer(), _three_layer()
+    opt_e = Lamb(param_groups(eager, 0.01), lr=0.05, max_grad_norm=0.05)
+    opt_c = Lamb(param_groups(compiled, 0.01), lr=0.05, max_grad_norm=0.05, compile=True)
+    sched_e, sched_c = get_scheduler("poly", opt_e, 0.25, 8), get_scheduler("poly", opt_c, 0.25, 8)
+    torch._dynamo.reset()  # the update's code is shared by every compiled Lamb: count only this test's graphs
+    counters.clear()
+    for step in range(8):
+        _train(eager, opt_e, sched_e, [step])
+        _train(compiled, opt_c, sched_c, [step])
+        for p, q in zip(eager.parameters(), compiled.parameters()):
+            torch.testing.assert_close(q, p, rtol=0, atol=1e-6)
+    # the lr went 0 -> 0.05 -> 0 and the step count 1 -> 8 without a recompile: both reach it as tensors
+    assert counters["stats"]["unique_graphs"] == 1
+    assert len({round(g["lr"], 6) for g in opt_c.param_groups}) == 1 and opt_c.param_groups[0]["lr"] == 0.0
+    assert all(s["step"].item() == 8 for s in opt_c.state.values())
+    assert eager[0].weight.abs().sum() > 0 and not torch.equal(eager[0].weight, _three_layer()[0].weight)
+
+
+def test_lamb_continues_a_state_dict_with_int_steps():
+    # older checkpoints stored the step as a Python int; loading one must continue exactly
+    def fresh():
+        model = _three_layer()
+        opt = Lamb(param_groups(model, 0.01), lr=0.05, max_grad_norm=0.05)
+        return model, opt, get_scheduler("linear", opt, 0.25, 6)
+
+    full, opt, sched = fresh()
+    _train(full, opt, sched, range(6))
+    first, opt_a, sched_a = fresh()
+    _train(first, opt_a, sched_a, range(3))
+    state = opt_a.state_dict()
+    for s in state["state"].values():
+        s["step"] = int(s["step"].item())
+    resumed, opt_b, sched_b = fresh()
+    resumed.load_state_dict(first.state_dict())
+    opt_b.load_state_dict(state)
+    sched_b.load_state_dict(sched_a.state_dict())
+    _train(resumed, opt_b, sched_b, range(3, 6))
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    assert all(torch.is_tensor(s["step"]) and s["step"].item() == 6 for s in opt_b.state.values())
 
 
 def test_lamb_rejects_sparse_gradients():
