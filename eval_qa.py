@@ -10,8 +10,9 @@ loaded strictly (a pretrained-only encoder would be scored with a random head). 
 eval_results.json to --output_dir (default runs/korquad-eval-<time>); an existing result there is never replaced.
 --answer_postprocess morph trims each answer with the Korean morphological analyser (kiwipiepy), e.g. dropping a
 trailing particle, and reports the metrics both without and with it (predictions_morph.json). The last printed line
-is always {"exact_match": .., "f1": ..} (after post-processing, when it is on). Runs under torchrun too: every
-rank scores a shard of the windows, rank 0 writes.
+is always {"exact_match": .., "f1": ..} (after post-processing, when it is on). --max_eval_examples N keeps the
+file's first N questions, also with --score_only (so predictions made with it are scored on those alone). Runs
+under torchrun too: every rank scores a shard of the windows, rank 0 writes.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def build_parser():
     g.add_argument("--prediction_json", default=None, help="predictions to score with --score_only")
     g.add_argument("--answer_postprocess", choices=["none", "morph"], default="none",
                    help="morph: trim answers at morpheme boundaries (kiwipiepy) before scoring")
+    tu.add_bool_flag(g, "--do_predict", help="accepted for google-research/bert command lines: this script "
+                                             "always predicts on --predict_file (false is an error)")
     return p
 
 
@@ -126,12 +129,18 @@ def morph_trim(predictions: dict, spans: dict | None = None) -> dict:
     return out
 
 
+def check_labelled(examples, dataset: str):
+    """ValueError naming `dataset` unless every question has a gold answer (an unlabelled file cannot be scored)."""
+    unlabelled = [ex.qid for ex in examples if not ex.answers]
+    if unlabelled:
+        raise ValueError(f"{dataset}: {len(unlabelled)} question(s) have no gold answer (first: {unlabelled[0]!r}), "
+                         f"so it cannot be scored")
+
+
 def score(examples, dataset: str, predictions: dict, source: str, answer_postprocess: str, answer_starts=None):
     """(metrics, post-processed predictions or None); with morph the headline numbers are after trimming."""
+    check_labelled(examples, dataset)
     gold = {ex.qid: ex.answers for ex in examples}
-    unlabelled = sum(not answers for answers in gold.values())
-    if unlabelled:
-        raise ValueError(f"{dataset}: {unlabelled} question(s) have no gold answer, so it cannot be scored")
     metrics = korquad_metric.evaluate(gold, predictions, source)
     if answer_postprocess == "none":
         return metrics, None
@@ -164,8 +173,15 @@ def report(metrics: dict):
 def score_only(args) -> dict:
     if not args.predict_file or not args.prediction_json:
         raise ValueError("--score_only needs --predict_file (the dataset) and --prediction_json")
+    qa_data.check_qa_args(args)
     examples, _ = qa_data.read_korquad(args.predict_file, is_training=False)
     predictions = korquad_metric.load_predictions(args.prediction_json)
+    if args.max_eval_examples is not None:
+        # the file's first N questions, as a prediction run with the same flag saw them; predictions for its later
+        # questions are dropped rather than reported as ids of another file (ids in no question still are)
+        later = {ex.qid for ex in examples[args.max_eval_examples:]}
+        examples = examples[:args.max_eval_examples]
+        predictions = {q: a for q, a in predictions.items() if q not in later}
     metrics, _ = score(examples, args.predict_file, predictions, args.prediction_json, args.answer_postprocess)
     report(metrics)
     return metrics
@@ -174,6 +190,8 @@ def score_only(args) -> dict:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.do_predict is False:
+            raise ValueError("--do_predict false: eval_qa.py only predicts (and scores); leave the flag out")
         if args.score_only:
             return score_only(args)
         if not args.checkpoint:

@@ -127,6 +127,13 @@ _SYMMETRIC_QUOTES = frozenset("\"'")
 # but a leading one can be a minus sign).
 _LEAD_PUNCT = frozenset(".,;:!?·…、。")
 _TRAIL_PUNCT = _LEAD_PUNCT | frozenset("-~/–—")
+# Invisible format characters that str.isspace() does not count (zero-width space/non-joiner/joiner, word joiner,
+# BOM); web-scraped contexts carry them, and one left at a span's edge makes an exact match fail invisibly.
+_INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+
+
+def _blank(ch: str) -> bool:
+    return ch.isspace() or ch in _INVISIBLE
 
 
 def _base_tag(tag: str) -> str:
@@ -166,20 +173,21 @@ def _match_brackets(text: str, s: int, e: int) -> tuple[list[int], dict[int, int
 
 
 def _strip_edges(text: str, s: int, e: int, drop_parenthetical: bool) -> tuple[int, int]:
-    """Drop whitespace, edge punctuation and unmatched brackets/quotes; balanced ones (《토지》) stay."""
+    """Drop whitespace (zero-width too), edge punctuation and unmatched brackets/quotes; balanced ones (《토지》)
+    stay."""
     while s < e:
         unclosed, opener_of = _match_brackets(text, s, e)
         first, last = text[s], text[e - 1]
         # 'Boney M.', 'Jai Ho!': sentence punctuation right after a Latin letter is usually part of a name
         latin_before = e - 2 >= s and text[e - 2].isascii() and text[e - 2].isalpha()
-        if first.isspace() or first in _LEAD_PUNCT or first in _CLOSE_TO_OPEN:
+        if _blank(first) or first in _LEAD_PUNCT or first in _CLOSE_TO_OPEN:
             s += 1
         elif unclosed:  # the span ran into a bracket that closes beyond it: 김경숙(당시 -> 김경숙
             if unclosed[0] == s:
                 s += 1
             else:
                 e = unclosed[0]
-        elif last.isspace() or (last in _TRAIL_PUNCT and not (last in ".!?" and latin_before)):
+        elif _blank(last) or (last in _TRAIL_PUNCT and not (last in ".!?" and latin_before)):
             e -= 1
         elif last in _CLOSE_TO_OPEN and e - 1 not in opener_of:
             e -= 1

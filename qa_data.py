@@ -13,6 +13,7 @@ No torch here: the scripts turn the numpy feature arrays into tensors themselves
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import tempfile
@@ -52,6 +53,8 @@ def check_qa_args(args):
     for flag in ("doc_stride", "max_answer_length", "n_best_size", "batch_size"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be at least 1")
+    if args.max_eval_examples is not None and args.max_eval_examples < 1:
+        raise ValueError(f"--max_eval_examples {args.max_eval_examples} must be at least 1")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,10 +99,25 @@ def load_squad_json(path: str) -> list:
                 if qa.get("is_impossible"):
                     raise ValueError(f"{path}: question {qa['id']!r} is marked unanswerable (SQuAD 2.0 style), "
                                      f"which KorQuAD 1.0 fine-tuning does not support")
+                _check_question(path, qa)
                 n_questions += 1
     if n_questions == 0:
         raise ValueError(f"{path}: contains no questions")
     return obj["data"]
+
+
+def _check_question(path: str, qa: dict):
+    """Types of one question's fields, checked here so that a malformed file fails naming the question, not with a
+    TypeError/KeyError in the reader or deep inside the tokenizer."""
+    qid = qa["id"]
+    if not isinstance(qid, (str, int)) or isinstance(qid, bool):
+        raise ValueError(f"{path}: question id {qid!r} is neither a string nor an integer")
+    if not isinstance(qa["question"], str):
+        raise ValueError(f"{path}: question {qid!r}: \"question\" is {type(qa['question']).__name__}, not a string")
+    answers = qa["answers"]
+    if not isinstance(answers, list) or not all(isinstance(a, dict) and isinstance(a.get("text"), str)
+                                                for a in answers):
+        raise ValueError(f"{path}: question {qid!r}: \"answers\" must be a list of objects with a \"text\" string")
 
 
 def split_by_article(path: str, eval_fraction: float, seed: int = 0) -> tuple[dict, dict]:
@@ -125,7 +143,8 @@ def read_korquad(path: str, is_training: bool, max_examples: int | None = None):
     """(examples, n_skipped) in file order, cut to the first `max_examples` questions.
 
     For training, a question whose first answer is not found verbatim at its answer_start (or has no answer)
-    is skipped and counted, since its labels would point at the wrong tokens.
+    is skipped and counted, since its labels would point at the wrong tokens; a first answer whose answer_start
+    is not an integer at all is a broken file (ValueError naming the question), not a mislabelled question.
     """
     examples, skipped, seen = [], 0, set()
     for article in load_squad_json(path):
@@ -144,8 +163,10 @@ def read_korquad(path: str, is_training: bool, max_examples: int | None = None):
                         skipped += 1
                         continue
                     text, start = qa["answers"][0]["text"], qa["answers"][0].get("answer_start")
-                    if not isinstance(start, int) or start < 0 or context[start:start + len(text)] != text \
-                            or not text.strip():
+                    if not isinstance(start, int) or isinstance(start, bool):
+                        raise ValueError(f"{path}: question {qid!r}: the first answer's \"answer_start\" is "
+                                         f"{start!r}, not an integer offset into the context")
+                    if start < 0 or context[start:start + len(text)] != text or not text.strip():
                         skipped += 1
                         continue
                     ex.answer_start, ex.answer_text = start, text
@@ -279,7 +300,8 @@ def file_sha256(path: str) -> str:
 
 def feature_cache_key(data_file, vocab_file, do_lower_case, morph_analyzer, max_seq_length, doc_stride,
                       max_query_length, is_training, max_examples) -> str:
-    """Hash of everything the features depend on, the tokenizer's code and library version included."""
+    """Hash of everything the features depend on, the tokenizer's code and library version included, and with a
+    morphological analyser its wrapper's code and the analyser's versions (its cuts move WordPiece boundaries)."""
     import tokenizers
 
     import tokenization
@@ -290,7 +312,20 @@ def feature_cache_key(data_file, vocab_file, do_lower_case, morph_analyzer, max_
         "is_training": bool(is_training), "max_examples": max_examples,
         "tokenizer_code": file_sha256(tokenization.__file__), "tokenizers": tokenizers.__version__,
     }
+    if morph_analyzer:  # only then: editing morphology.py must not invalidate every plain cache
+        import morphology  # imports no analyser itself, so this works without kiwipiepy
+        parts["morphology_code"] = file_sha256(morphology.__file__)
+        # kiwipiepy_model holds the analyser's weights, released separately from the code
+        parts["analyzer_versions"] = {name: _package_version(name) for name in ("kiwipiepy", "kiwipiepy_model")}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _package_version(name: str) -> str | None:
+    # metadata, not an import: loading kiwipiepy is slow, and a missing one fails later with the install hint
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def save_features(feats: QAFeatures, path: str, key: str, extra: dict):
@@ -300,6 +335,12 @@ def save_features(feats: QAFeatures, path: str, key: str, extra: dict):
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, cache_key=np.array(key), **{k: np.array(v) for k, v in extra.items()}, **feats.arrays())
+            f.flush()
+            # data on disk before the rename, or a crash can leave a complete-looking name over an empty file
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o644 & ~umask)  # mkstemp's private 0600 would lock other users out of a shared cache
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -13,14 +13,17 @@ Writes to --output_dir (default runs/korquad-<time>; a directory that already ho
 in it are left alone): epoch-N/ after every epoch (checkpoint with config.json and vocab.txt, so eval_qa.py needs
 only --checkpoint), final/ (last epoch), train_log.jsonl (loss, lr every --logging_steps), loss.png and
 train_results.json. With --predict_file every epoch is also evaluated (predictions and EM/F1 in epoch-N/) and the
-best on F1 is copied to best/. Tokenised features are cached in --cache_dir (default: a cache/ folder beside
-the output directory), keyed by everything that changes them.
+best on F1 is copied to best/ (every question of --predict_file needs a gold answer; this is checked before
+training). google-research/bert's --do_train and --do_predict (also as --do_predict=True) are accepted: this
+script always trains, and predicts on --predict_file when one is given. Tokenised features are cached in
+--cache_dir (default: a cache/ folder beside the output directory), keyed by everything that changes them.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import glob
+import itertools
 import math
 import os
 import shutil
@@ -33,7 +36,7 @@ from tqdm import tqdm
 
 import qa_data
 import train_utils as tu
-from eval_qa import load_qa_features, predict_logits, score, write_predictions
+from eval_qa import check_labelled, load_qa_features, predict_logits, score, write_predictions
 from models.modeling import BertForQuestionAnswering, save_checkpoint
 from optimization import build_optimizer, get_scheduler, param_groups
 
@@ -57,6 +60,12 @@ def build_parser():
     g.add_argument("--max_train_examples", type=int, default=None,
                    help="train on the first N questions of --train_file only (debugging)")
     g.add_argument("--logging_steps", type=int, default=50)
+    # google-research/bert's run_squad.py flags, so its command lines run unchanged
+    tu.add_bool_flag(g, "--do_train", help="accepted for google-research/bert command lines: this script "
+                                           "always trains on --train_file (false is an error)")
+    tu.add_bool_flag(g, "--do_predict", help="predict on --predict_file and score it (EM/F1) after every "
+                                             "epoch; that is the default whenever --predict_file is given "
+                                             "(true then requires it), false skips it")
     tu.add_group_by_length_arg(g)
     tu.add_compile_arg(g)
     return p
@@ -66,7 +75,7 @@ def per_device_batch(args, world_size: int) -> int:
     if args.per_gpu_train_batch_size is not None and args.train_batch_size is not None:
         raise ValueError("give either --per_gpu_train_batch_size or --train_batch_size, not both")
     if args.train_batch_size is None:
-        return args.per_gpu_train_batch_size or 16
+        return 16 if args.per_gpu_train_batch_size is None else args.per_gpu_train_batch_size
     per = args.train_batch_size // (world_size * args.gradient_accumulation_steps)
     if per < 1 or per * world_size * args.gradient_accumulation_steps != args.train_batch_size:
         raise ValueError(f"--train_batch_size {args.train_batch_size} is not divisible by {world_size} GPU(s) x "
@@ -76,8 +85,15 @@ def per_device_batch(args, world_size: int) -> int:
 
 def validate_args(args):
     qa_data.check_qa_args(args)
-    if args.gradient_accumulation_steps < 1 or (args.per_gpu_train_batch_size or 1) < 1 or args.logging_steps < 1:
-        raise ValueError("--per_gpu_train_batch_size, --gradient_accumulation_steps and --logging_steps must be >= 1")
+    if args.do_train is False:
+        raise ValueError("--do_train false: run_qa.py always trains; predict with eval_qa.py instead")
+    if args.do_predict and not args.predict_file:
+        raise ValueError("--do_predict needs --predict_file")
+    for flag in ("per_gpu_train_batch_size", "train_batch_size", "gradient_accumulation_steps", "logging_steps",
+                 "max_train_examples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} {value} must be at least 1")
     if args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
     found = [p for m in RUN_MARKERS for p in glob.glob(os.path.join(glob.escape(args.output_dir), m))]
@@ -138,9 +154,13 @@ def main(argv=None):
         if args.max_seq_length > config.max_position_embeddings:
             raise ValueError(f"--max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
                              f"{config.max_position_embeddings}")
+        dev = None
+        if args.predict_file and args.do_predict is not False:
+            # read before the (slower) training features, and checked before training: the file is scored after
+            # every epoch, and a question without a gold answer would only fail then
+            dev = load_qa_features(args.predict_file, False, args.max_eval_examples, args, config, vocab_file, rt)
+            check_labelled(dev[0], f"--predict_file {args.predict_file}")
         _, train = load_qa_features(args.train_file, True, args.max_train_examples, args, config, vocab_file, rt)
-        dev = (load_qa_features(args.predict_file, False, args.max_eval_examples, args, config, vocab_file, rt)
-               if args.predict_file else None)
         if rt.is_main:
             os.makedirs(args.output_dir, exist_ok=True)
             tu.atomic_write_json(os.path.join(args.output_dir, "run_args.json"), vars(args))
@@ -186,27 +206,35 @@ def main(argv=None):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         model.train()
-        loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
+        loss_sum, loss_rows, log_loss, log_rows = 0.0, 0, 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not rt.is_main, leave=False)
-        for i, (ids, types, mask, start_pos, end_pos) in enumerate(bar):
-            width = int(mask.sum(1).max())  # cut the batch to its longest window (on the CPU: no device sync)
-            batch = {"input_ids": ids[:, :width], "token_type_ids": types[:, :width],
-                     "attention_mask": mask[:, :width], "start_positions": start_pos, "end_positions": end_pos}
-            batch = tu.batch_to_device(batch, rt.device, torch.long)
-            sync = (i + 1) % accum == 0 or i + 1 == len(loader)
-            # the epoch's last window may hold fewer micro-batches: its loss is still their mean
-            window_size = min(accum, len(loader) - i // accum * accum)
-            # under DDP, all-reduce gradients only on the micro-batch that closes an accumulation window
-            ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
-            with ctx:
-                with rt.autocast():
-                    loss = model(**batch)["loss"]
-                scaler.scale(loss / window_size).backward()
-            # summed as tensors: .item() every micro-batch would sync the GPU
-            loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1
-            window_loss, window_n = window_loss + loss.detach().float(), window_n + 1
-            if not sync:
-                continue
+        batches, i = iter(bar), 0
+        while True:
+            # A window's micro-batches are drawn (CPU tensors) before its first backward, so each one's mean loss can
+            # be weighted by its share of the window's rows: a short last micro-batch then counts as its rows, as
+            # in one batch of them all, not as a full micro-batch. Under DDP every rank holds as many rows (the
+            # samplers pad), so DDP's mean over ranks keeps that weighting.
+            window = list(itertools.islice(batches, accum))
+            if not window:
+                break
+            window_rows = sum(len(b[0]) for b in window)
+            for j, (ids, types, mask, start_pos, end_pos) in enumerate(window):
+                width = int(mask.sum(1).max())  # cut the batch to its longest window (on the CPU: no device sync)
+                batch = {"input_ids": ids[:, :width], "token_type_ids": types[:, :width],
+                         "attention_mask": mask[:, :width], "start_positions": start_pos, "end_positions": end_pos}
+                batch = tu.batch_to_device(batch, rt.device, torch.long)
+                # under DDP, all-reduce gradients only on the micro-batch that closes an accumulation window
+                sync = j == len(window) - 1
+                ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
+                with ctx:
+                    with rt.autocast():
+                        loss = model(**batch)["loss"]
+                    scaler.scale(loss * (len(ids) / window_rows)).backward()
+                # summed as tensors: .item() every micro-batch would sync the GPU
+                rows_loss = loss.detach().float() * len(ids)
+                loss_sum, loss_rows = loss_sum + rows_loss, loss_rows + len(ids)
+                log_loss, log_rows = log_loss + rows_loss, log_rows + len(ids)
+            i += len(window)
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             scaler.step(optimizer)
@@ -215,17 +243,17 @@ def main(argv=None):
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if rt.is_main and (step % args.logging_steps == 0 or step == total_steps):
-                row = {"step": step, "epoch": round(epoch - 1 + (i + 1) / len(loader), 4),
-                       "loss": float(window_loss) / window_n, "lr": scheduler.get_last_lr()[0],
+                row = {"step": step, "epoch": round(epoch - 1 + i / len(loader), 4),
+                       "loss": float(log_loss) / log_rows, "lr": scheduler.get_last_lr()[0],
                        "grad_norm": float(grad_norm), "elapsed_s": round(time.time() - t0, 1)}
                 logger.log(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-                window_loss, window_n = 0.0, 0
+                log_loss, log_rows = 0.0, 0
             if step >= total_steps:
                 break
         bar.close()
 
-        epoch_row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_n, 1)}
+        epoch_row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_rows, 1)}
         meta = {"epoch": epoch, "step": step, "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride,
                 "max_query_length": args.max_query_length, "train_file": args.train_file}
         ckpt_dir = save_dir_atomically(raw_model, args.output_dir, f"epoch-{epoch}", vocab_file, meta) \

@@ -80,6 +80,25 @@ def test_bad_and_unusual_input(kiwi, raw, expected):
     assert trim(raw, kiwi) == expected
 
 
+ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]
+
+
+@pytest.mark.parametrize("zw", ZERO_WIDTH)
+def test_zero_width_characters_at_the_edges_go_like_whitespace(zw):
+    """str.isspace() is False for these; left on a span's edge they make an exact match fail invisibly. The analyser
+    is a stand-in that finds no morphemes, so only the edge stripping is under test (and kiwipiepy is not needed)."""
+    class NoMorphemes:
+        def morphemes_batch(self, texts, units_as_nouns=False):
+            return [[] for _ in texts]
+    assert morphology.trim_answers([(f"{zw}서울{zw}", None, None), (f"서울{zw} ", None, None), (zw, None, None),
+                                    (f"서울{zw}시", None, None)], NoMorphemes()) == ["서울", "서울", zw, f"서울{zw}시"]
+
+
+@pytest.mark.parametrize("zw", ZERO_WIDTH)
+def test_zero_width_characters_do_not_block_particle_trimming(kiwi, zw):
+    assert trim(f"서울에서{zw}", kiwi) == "서울" and trim(f"{zw}세종대왕이다.{zw}", kiwi) == "세종대왕"
+
+
 def test_trailing_gloss_can_be_kept(kiwi):
     assert morphology.trim_answers([("이유원(李裕元)의", None, None)], kiwi, drop_parenthetical=False) \
         == ["이유원(李裕元)"]

@@ -177,6 +177,28 @@ def test_bad_files_raise_one_line_errors_naming_the_file(tmp_path, content, need
     assert str(path) in msg and needle in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("is_training,qa,needle", [
+    (False, {"answers": None}, '"answers"'),
+    (False, {"answers": {"text": "서울", "answer_start": 0}}, '"answers"'),
+    (False, {"answers": [{"answer_start": 0}]}, '"answers"'),
+    (False, {"answers": [{"text": 3, "answer_start": 0}]}, '"answers"'),
+    (False, {"answers": ["서울"]}, '"answers"'),
+    (False, {"question": None}, '"question"'),
+    (False, {"question": ["어디?"]}, '"question"'),
+    (True, {"answers": [{"text": "서울", "answer_start": "0"}]}, "answer_start"),
+    (True, {"answers": [{"text": "서울"}]}, "answer_start"),
+])
+def test_malformed_question_fields_name_the_file_and_question(tmp_path, is_training, qa, needle):
+    """Types are checked up front: not a TypeError/KeyError in the reader, or a failure inside the tokenizer."""
+    good = {"id": "q-7", "question": "어디?", "answers": [{"text": "서울", "answer_start": 0}]}
+    path = write_json(tmp_path / "typed.json", {"version": "KorQuAD_v1.0", "data": [{"title": "t", "paragraphs": [
+        {"context": "서울에서 열렸다", "qas": [{**good, **qa}]}]}]})
+    with pytest.raises(ValueError) as e:
+        read_korquad(path, is_training=is_training)
+    msg = str(e.value)
+    assert path in msg and "'q-7'" in msg and needle in msg and "\n" not in msg
+
+
 def test_missing_file_and_squad11_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         read_korquad(str(tmp_path / "nope.json"), is_training=False)
@@ -218,6 +240,55 @@ def test_cache_key_depends_on_every_input(tmp_path, vocab, dev):
     assert key == feature_cache_key(**base)
     keys = {feature_cache_key(**{**base, name: value}) for name, value in changes.items()}
     assert len(keys) == len(changes) and key not in keys
+
+
+def test_cache_key_tracks_the_morphological_analyser(tmp_path, vocab, monkeypatch):
+    """With an analyser the features also depend on morphology.py and kiwipiepy (code and model); without one they
+    do not, so editing morphology.py leaves plain caches valid."""
+    import importlib.metadata
+
+    import morphology
+    base = dict(data_file=DEV, vocab_file=vocab, do_lower_case=False, max_seq_length=128, doc_stride=64,
+                max_query_length=32, is_training=True, max_examples=None)
+    before = {m: feature_cache_key(**base, morph_analyzer=m) for m in (None, "kiwi")}
+    edited = tmp_path / "morphology.py"
+    edited.write_text(open(morphology.__file__, encoding="utf-8").read() + "\n# a changed rule\n", encoding="utf-8")
+    monkeypatch.setattr(morphology, "__file__", str(edited))
+    after_code = {m: feature_cache_key(**base, morph_analyzer=m) for m in (None, "kiwi")}
+    monkeypatch.undo()
+    real_version = importlib.metadata.version
+
+    def newer(name):
+        return "99.0" if name.startswith("kiwipiepy") else real_version(name)
+    monkeypatch.setattr(importlib.metadata, "version", newer)
+    after_version = {m: feature_cache_key(**base, morph_analyzer=m) for m in (None, "kiwi")}
+    assert after_code[None] == after_version[None] == before[None]
+    assert len({before["kiwi"], after_code["kiwi"], after_version["kiwi"]}) == 3
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(importlib.metadata, "version", missing)  # no kiwipiepy: the key is still computed
+    assert feature_cache_key(**base, morph_analyzer="kiwi") not in (before["kiwi"], after_version["kiwi"])
+
+
+def test_feature_cache_file_is_readable_by_others_and_synced(tmp_path, vocab, monkeypatch):
+    """A cache is meant to be shared (default mode 0644 less the umask, not mkstemp's 0600) and is on disk before
+    its name appears."""
+    import qa_data
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(qa_data.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(qa_data.os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    examples, _ = read_korquad(DEV, is_training=False, max_examples=5)
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):
+        old = os.umask(umask)
+        try:
+            _, _, path, cached = load_or_build_features(examples, DEV, vocab, False, None, 128, 64, 32, False, 5,
+                                                        str(tmp_path / f"cache{umask:o}"))
+        finally:
+            os.umask(old)
+        assert not cached and os.stat(path).st_mode & 0o777 == mode
+    assert events == ["fsync", "replace"] * 2
 
 
 def test_feature_cache_roundtrip_and_corruption(tmp_path, vocab):

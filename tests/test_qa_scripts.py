@@ -127,11 +127,13 @@ def test_same_seed_gives_identical_run(env, trained):
         assert (out_b / "epoch-1" / name).read_bytes() == (out_a / "epoch-1" / name).read_bytes()
 
 
-def test_accumulation_gives_the_same_steps_including_a_short_last_window(env, trained, monkeypatch):
+@pytest.mark.parametrize("last_window", ["one short micro-batch", "a full and a short micro-batch"])
+def test_accumulation_gives_the_same_steps_including_a_short_last_window(env, trained, monkeypatch, last_window):
     """2 x m accumulated = one batch of 2m, step for step (the gradient norm of every step is logged), also for
-    the epoch's last step when it holds a single micro-batch: m is picked to leave such a step. Dropout is off,
-    and batches are padded back to full length: the QA softmax also spans padding, so cutting m and 2m rows to
-    their own longest window would change the loss a little, as padding does in any BERT QA."""
+    the epoch's last step, which m is picked to leave short: either a single micro-batch, or a full one and a
+    short one (a plain mean of the two micro-batch means would weight the short one's rows more). Dropout is
+    off, and batches are padded back to full length: the QA softmax also spans padding, so cutting m and 2m rows
+    to their own longest window would change the loss a little, as padding does in any BERT QA."""
     import torch
     to_device = run_qa.tu.batch_to_device
 
@@ -141,10 +143,13 @@ def test_accumulation_gives_the_same_steps_including_a_short_last_window(env, tr
         return to_device({**batch, **pad}, device, dtype)
     monkeypatch.setattr(run_qa.tu, "batch_to_device", full_width)
     n = trained[1]["train_windows"]
-    m = next(m for m in range(15, 3, -1) if 0 < n % (2 * m) <= m)
+    if last_window == "one short micro-batch":
+        m = next(m for m in range(15, 3, -1) if 0 < n % (2 * m) <= m)
+    else:
+        m = next(m for m in range(15, 3, -1) if m < n % (2 * m) < 2 * m - 1)  # rows m + r, r well below m
     norms = {}
     for accum in ("1", "2"):
-        out = env["dir"] / f"accum_{accum}"
+        out = env["dir"] / f"accum_{accum}_{m}"
         argv = train_argv(env, out, "--config_file", env["nodrop"], "--train_batch_size", str(2 * m),
                           "--gradient_accumulation_steps", accum, "--logging_steps", "1", "--predict_file", "")
         argv.remove("--per_gpu_train_batch_size"), argv.remove("16")
@@ -261,6 +266,55 @@ def test_bad_training_files_fail_with_one_line(env, tmp_path, capsys):
     assert not out.exists() or not os.listdir(out)
 
 
+def test_unlabelled_predict_file_fails_before_training(env, tmp_path, capsys):
+    """--predict_file is scored after every epoch: a question without a gold answer is refused up front, with
+    nothing written, so the same --output_dir takes the corrected command (here: --do_predict=false)."""
+    data = json.load(open(env["eval"], encoding="utf-8"))
+    data["data"][0]["paragraphs"][0]["qas"][1]["answers"] = []
+    test_set = tmp_path / "test_set.json"
+    test_set.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "run"
+    argv = train_argv(env, out, "--predict_file", str(test_set))
+    expect_fail(capsys, run_qa.main, argv, "--predict_file", "test_set.json", "no gold answer")
+    assert not out.exists() or not os.listdir(out)
+    results = run_qa.main(argv + ["--do_train=True", "--do_predict=false"])
+    assert (out / "final").is_dir() and not (out / "epoch-1" / "predictions.json").exists()
+    assert "dev_f1" not in results["epochs"][0] and results["best_epoch"] is None
+
+
+def test_google_bert_flag_spellings(env, tmp_path, capsys):
+    """run_squad.py's --do_train/--do_predict, bare or with absl's =True/=False, are accepted."""
+    base = train_argv(env, tmp_path / "r")
+    for extra, want in ((["--do_train", "--do_predict"], (True, True)),
+                        (["--do_train=True", "--do_predict=False"], (True, False)),
+                        (["--do_train", "true", "--do_predict=1"], (True, True)), ([], (None, None))):
+        args = run_qa.build_parser().parse_args(base + extra)
+        assert (args.do_train, args.do_predict) == want, extra
+    assert eval_qa.build_parser().parse_args(["--do_predict=True"]).do_predict is True
+    # bert's cased command lines spell the default out; the release's say --do_lower_case alone
+    assert not run_qa.build_parser().parse_args(base + ["--do_lower_case=False"]).do_lower_case
+    assert run_qa.build_parser().parse_args(base + ["--do_lower_case"]).do_lower_case is True
+    with pytest.raises(SystemExit) as e:
+        run_qa.build_parser().parse_args(base + ["--do_train=maybe"])
+    assert e.value.code == 2 and "--do_train" in capsys.readouterr().err
+    expect_fail(capsys, run_qa.main, base + ["--do_train=False"], "--do_train", "eval_qa.py")
+    expect_fail(capsys, run_qa.main, base + ["--do_predict", "--predict_file", ""], "--do_predict", "--predict_file")
+    preds = tmp_path / "preds.json"
+    preds.write_text("{}")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--do_predict=false", "--predict_file", env["eval"],
+                                       "--prediction_json", str(preds)], "--do_predict")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--per_gpu_train_batch_size", "0"), ("--per_gpu_train_batch_size", "-2"),
+                                         ("--train_batch_size", "0"), ("--train_batch_size", "-4")])
+def test_batch_sizes_below_one_are_refused(env, tmp_path, capsys, flag, value):
+    argv = train_argv(env, tmp_path / "r")
+    i = argv.index("--per_gpu_train_batch_size")
+    argv[i:i + 2] = [flag, value]
+    expect_fail(capsys, run_qa.main, argv, f"{flag} {value} must be at least 1")
+
+
 def test_vocab_size_mismatch_fails(env, trained, tmp_path, capsys):
     out, _ = trained
     other = tmp_path / "other_vocab.txt"
@@ -305,6 +359,27 @@ def test_score_only_errors(env, tmp_path, capsys):
                                        str(tmp_path / "nothing.json")], "nothing.json")
     expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", str(tmp_path / "nodev.json"),
                                        "--prediction_json", str(preds)], "nodev.json")
+
+
+def test_score_only_honours_max_eval_examples(env, tmp_path, capsys):
+    """Predictions made with --max_eval_examples N are scored on the file's first N questions, as they were made;
+    predictions for its later questions are left out rather than taken for another file's."""
+    ids = question_ids(env["eval"])
+    gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(open(env["eval"], encoding="utf-8"))["data"]
+            for p in a["paragraphs"] for qa in p["qas"]}
+    first = tmp_path / "first10.json"
+    first.write_text(json.dumps({q: gold[q] for q in ids[:10]}, ensure_ascii=False), encoding="utf-8")
+    every = tmp_path / "every.json"
+    every.write_text(json.dumps({q: gold[q] if k < 10 else "틀린 답" for k, q in enumerate(ids)}, ensure_ascii=False),
+                     encoding="utf-8")
+    for preds in (first, every):
+        eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds),
+                      "--max_eval_examples", "10"])
+        captured = capsys.readouterr()
+        assert json.loads(captured.out.strip().splitlines()[-1]) == {"exact_match": 100.0, "f1": 100.0}
+        assert "no prediction" not in captured.err
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", env["eval"], "--prediction_json", str(first),
+                                       "--max_eval_examples", "0"], "--max_eval_examples")
 
 
 def test_score_only_partial_predictions_warn_and_count_zero(env, tmp_path, capsys):
