@@ -6,7 +6,9 @@
 
 The TSVs are read with CSV quoting OFF (plain split on '\\t'): some sentences start with a double quote, and
 default CSV quoting silently glues following rows onto them (sts-train reads as 5,703 rows instead of 5,749).
-Columns are found by header name, so column order and extra columns do not matter.
+Columns are found by header name, so column order and extra columns do not matter. A malformed row (stray tab,
+unknown label, KorSTS score not a number in [0, 5]) is an error in dev/test files and skipped with a warning in
+training files (read_examples' strict).
 
 All metrics are reported x100 (accuracy in percent; Pearson/Spearman r times 100), as the release reported them.
 Readers and metrics never import torch; `collate` and `predict` import it when called, so this module stays
@@ -35,6 +37,7 @@ class Task:
     dev_file: str
     test_file: str
     main_metric: str            # what picks the best epoch / seed
+    score_range: tuple | None = None  # regression: gold scores outside it are data errors, not extreme labels
 
     @property
     def num_labels(self) -> int:
@@ -51,30 +54,47 @@ TASKS = {
                    ("multinli.train.ko.tsv", "snli_1.0_train.ko.tsv"), "xnli.dev.ko.tsv", "xnli.test.ko.tsv",
                    "accuracy"),
     "korsts": Task("korsts", "sentence1", "sentence2", "score", None,
-                   ("sts-train.tsv",), "sts-dev.tsv", "sts-test.tsv", "spearman"),
+                   ("sts-train.tsv",), "sts-dev.tsv", "sts-test.tsv", "spearman", (0.0, 5.0)),
 }
 
 
-def add_task_args(parser):
-    """Data/task flags shared by run_classifier.py and eval_classifier.py."""
+def add_task_args(parser, max_seq_length=128):
+    """Data/task flags shared by run_classifier.py and eval_classifier.py (max_seq_length: that flag's default)."""
     g = parser.add_argument_group("task")
-    g.add_argument("--task_name", required=True, choices=sorted(TASKS),
-                   help="kornli (3-way NLI) or korsts (STS regression)")
+    # case-insensitive: the release's scripts took KorNLI / KorSTS
+    g.add_argument("--task_name", required=True, type=str.lower, choices=sorted(TASKS),
+                   help="kornli (3-way NLI) or korsts (STS regression); case-insensitive")
     g.add_argument("--data_dir", default=None, help="folder with the task's TSVs under their release names")
     g.add_argument("--train_file", nargs="+", default=None,
                    help="training TSV(s) overriding the defaults in --data_dir (KorNLI: multinli.train.ko.tsv "
-                        "+ snli_1.0_train.ko.tsv when present; KorSTS: sts-train.tsv)")
+                        "+ snli_1.0_train.ko.tsv when present; KorSTS: sts-train.tsv). Rows with a wrong field "
+                        "count or a bad label are skipped with a warning naming their lines (large crawled sets "
+                        "have a few); in dev/test files they are an error")
     g.add_argument("--dev_file", default=None, help="dev TSV (default: xnli.dev.ko.tsv / sts-dev.tsv in --data_dir)")
     g.add_argument("--test_file", default=None,
                    help="test TSV (default: xnli.test.ko.tsv / sts-test.tsv in --data_dir)")
-    g.add_argument("--max_seq_length", type=int, default=128,
-                   help="[CLS] a [SEP] b [SEP] truncated longest-first to this many tokens")
+    g.add_argument("--max_seq_length", type=int, default=max_seq_length,
+                   help="[CLS] a [SEP] b [SEP] truncated longest-first to this many tokens"
+                        + (f" (default {max_seq_length})" if max_seq_length is not None else
+                           " (default: the length the checkpoint was fine-tuned with, from its task.json, else 128)"))
     g.add_argument("--eval_batch_size", type=int, default=32)
     g.add_argument("--max_train_examples", type=int, default=None,
                    help="use only the first N training rows (quick runs)")
     g.add_argument("--max_eval_examples", type=int, default=None,
                    help="use only the first N dev/test rows (quick runs)")
     return g
+
+
+def check_task_args(args):
+    """Raise ValueError naming the flag for values add_task_args accepts but no run can use."""
+    if args.max_seq_length is not None and args.max_seq_length < 3:
+        raise ValueError(f"--max_seq_length {args.max_seq_length} leaves no room for [CLS] and two [SEP] (need >= 3)")
+    if args.eval_batch_size < 1:
+        raise ValueError(f"--eval_batch_size {args.eval_batch_size} must be >= 1")
+    for flag in ("max_train_examples", "max_eval_examples"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} {value} must be >= 1 (leave it out to use every row)")
 
 
 def resolve_files(args, task: Task, split: str) -> list[str]:
@@ -111,13 +131,40 @@ def _warn_rows(path: str, what: str, lines: list[int]) -> None:
         print(f"warning: {path}: skipped {len(lines)} row(s) with {what} (line {shown})", file=sys.stderr)
 
 
-def read_examples(path: str, task: Task, max_examples: int | None = None) -> list[Example]:
+def _parse_label(raw: str, task: Task, label_ids: dict):
+    """(label, None) for a usable gold label, else (None, (kind of problem for the warning, detail for the error))."""
+    if not task.is_regression:
+        if raw in label_ids:
+            return label_ids[raw], None
+        return None, (f"a label outside {'/'.join(task.labels)}",
+                      f"label {raw!r} is not one of {'/'.join(task.labels)}")
+    try:
+        score = float(raw)
+    except ValueError:
+        score = math.nan
+    if not math.isfinite(score):
+        return None, ("a non-numeric score", f"score {raw!r} is not a number")
+    if task.score_range and not task.score_range[0] <= score <= task.score_range[1]:
+        lo, hi = task.score_range
+        return None, (f"a score outside [{lo:g}, {hi:g}]", f"score {raw} is outside [{lo:g}, {hi:g}]")
+    return score, None
+
+
+def read_examples(path: str, task: Task, max_examples: int | None = None, strict: bool = True) -> list[Example]:
     """Rows of one TSV as Examples (label index for classification, float score for regression).
 
-    Rows with the wrong number of fields or an unusable label are skipped with a warning naming their lines;
-    a missing file, an empty file, a header without the needed columns, or no usable rows raise ValueError /
-    FileNotFoundError naming the file.
+    A row with the wrong number of fields (a stray tab), an unknown label, a non-numeric score or a KorSTS score
+    outside [0, 5] is
+      strict=True (dev/test files, eval_classifier's --eval_file): an error, ValueError "FILE line N: ...",
+          because a score computed on the rows that happened to parse would pass for the whole file's;
+      strict=False (training files, which may be large crawled sets with a few broken rows): skipped, with one
+          warning per kind of problem naming the lines.
+    Blank lines are not rows. A missing file, an empty file, a header without the needed columns, or no usable
+    rows raise ValueError / FileNotFoundError naming the file. With max_examples (>= 1) reading stops after that
+    many rows, so rows past the cap are not checked.
     """
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"{path}: max_examples {max_examples} must be >= 1")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -136,50 +183,48 @@ def read_examples(path: str, task: Task, max_examples: int | None = None) -> lis
         cols.append(header.index(name))
     ia, ib, il = cols
     label_ids = {name: i for i, name in enumerate(task.labels or ())}
-    examples, bad_fields, bad_labels = [], [], []
+    field_kind = f"a field count other than {len(header)}"
+    examples, skipped = [], {}  # skipped: kind of problem -> line numbers (strict=False only)
     for lineno, line in enumerate(lines[1:], start=2):
+        if max_examples is not None and len(examples) >= max_examples:
+            break
         line = line.rstrip("\r")
         if not line:
             continue
         fields = line.split("\t")
         if len(fields) != len(header):
-            bad_fields.append(lineno)
-            continue
-        raw = fields[il].strip()
-        if task.is_regression:
-            try:
-                label = float(raw)
-            except ValueError:
-                label = math.nan
-            if not math.isfinite(label):
-                bad_labels.append(lineno)
-                continue
-        elif raw in label_ids:
-            label = label_ids[raw]
+            problem = (field_kind, f"{len(fields)} tab-separated fields, the header has {len(header)} (a stray tab?)")
+            label = None
         else:
-            bad_labels.append(lineno)
+            label, problem = _parse_label(fields[il].strip(), task, label_ids)
+        if problem:
+            if strict:
+                raise ValueError(f"{path} line {lineno}: {problem[1]}")
+            skipped.setdefault(problem[0], []).append(lineno)
             continue
         examples.append(Example(f"{os.path.basename(path)}:{lineno}", unicodedata.normalize("NFC", fields[ia]),
                                 unicodedata.normalize("NFC", fields[ib]), label))
-        if max_examples is not None and len(examples) >= max_examples:
-            break
-    _warn_rows(path, f"a field count other than {len(header)}", bad_fields)
-    expect = "a non-numeric score" if task.is_regression else f"a label outside {'/'.join(task.labels)}"
-    _warn_rows(path, expect, bad_labels)
+    for kind, bad_lines in skipped.items():
+        _warn_rows(path, kind, bad_lines)
     if not examples:
         raise ValueError(f"{path}: no usable data rows")
     return examples
 
 
 def read_split(args, task: Task, split: str) -> list[Example]:
-    """All rows of a split (train may span several files), capped by --max_train_examples / --max_eval_examples."""
+    """All rows of a split (train may span several files), capped by --max_train_examples / --max_eval_examples.
+
+    Only training files skip bad rows (with a warning); a bad dev/test row is an error (see read_examples).
+    """
     cap = args.max_train_examples if split == "train" else args.max_eval_examples
     examples = []
     for path in resolve_files(args, task, split):
         left = None if cap is None else cap - len(examples)
         if left is not None and left <= 0:
             break
-        examples += read_examples(path, task, left)
+        examples += read_examples(path, task, left, strict=split != "train")
+    if not examples:  # read_examples refuses a file without rows, so only a cap below 1 gets here
+        raise ValueError(f"the {split} set is empty (--max_{'train' if split == 'train' else 'eval'}_examples {cap})")
     return examples
 
 
@@ -234,12 +279,17 @@ def collate(features: list[dict], pad_id: int, regression: bool) -> dict:
             "labels": labels}
 
 
+def length_order(features: list[dict]) -> list[int]:
+    """Indices of features from shortest to longest (stable): the order eval_batches batches them in."""
+    return sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+
+
 def eval_batches(features: list[dict], batch_size: int, pad_id: int, regression: bool) -> tuple[list[dict], list]:
-    """Padded evaluation batches sorted by length, and the labels in that order.
+    """Padded evaluation batches sorted by length (length_order), and the labels in that order.
 
     Sorting keeps padding (and CPU time) small; the metrics only need each prediction paired with its label.
     """
-    feats = sorted(features, key=lambda f: len(f["input_ids"]))
+    feats = [features[i] for i in length_order(features)]
     batches = [collate(feats[i:i + batch_size], pad_id, regression) for i in range(0, len(feats), batch_size)]
     return batches, [f["label"] for f in feats]
 

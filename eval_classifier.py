@@ -8,9 +8,15 @@ r"""Evaluate a fine-tuned KorNLI / KorSTS checkpoint on test (accuracy, or Pears
         --eval_file data/korsts/sts-dev.tsv
 
 A checkpoint written by run_classifier.py carries its config, vocab and task.json, so --config_file and
---vocab_file are only needed for other checkpoints (e.g. a release .bin). The checkpoint must contain a head for
-the task (loaded strictly): evaluating a pretrained-only encoder would score a random head.
-The last printed line is the metrics as JSON; with --output_dir they are also written to eval_results.json there.
+--vocab_file are only needed for other checkpoints (e.g. a release .bin); --checkpoint may also name the
+model.safetensors file inside such a folder. --max_seq_length defaults to the length the checkpoint was fine-tuned
+with (task.json), else 128. The checkpoint must contain a head for the task (loaded strictly): evaluating a
+pretrained-only encoder would score a random head.
+Every row of the evaluated file must parse: a row with a wrong field count or a bad label is an error naming its
+line, never skipped (the score would silently be on a subset).
+The last printed line is the metrics as JSON; with --output_dir they are also written to eval_results.json there,
+and each row's prediction to predictions.tsv (guid = file:line, gold, prediction; KorNLI label names, KorSTS
+scores) in the file's order.
 Evaluation runs in float32 whatever --amp says (see cls_data.predict).
 """
 from __future__ import annotations
@@ -19,32 +25,97 @@ import argparse
 import json
 import os
 
+import numpy as np
+
 import cls_data
 import tokenization
 import train_utils as tu
+from models.checkpoint import canonical_state_dict, read_state_dict
 from models.modeling import BertForSequenceClassification, load_checkpoint
+
+DEFAULT_MAX_SEQ_LENGTH = 128  # when neither the flag nor the checkpoint's task.json gives one
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cls_data.add_task_args(p)
+    cls_data.add_task_args(p, max_seq_length=None)  # None: from the checkpoint's task.json
     tu.add_model_args(p)
     tu.add_runtime_args(p)
     p.add_argument("--eval_file", default=None, help="TSV to evaluate instead of the task's test file")
     return p
 
 
-def check_task(ckpt: str, task, config_from_ckpt: bool, config):
-    """A checkpoint fine-tuned for another task fails here with its name, not later as a shape mismatch."""
-    meta = os.path.join(ckpt, "task.json") if os.path.isdir(ckpt) else None
-    if meta and os.path.isfile(meta):
+def checkpoint_folder(ckpt: str) -> str:
+    """The folder holding the checkpoint's vocab.txt and task.json: itself, or a weights file's folder."""
+    return ckpt if os.path.isdir(ckpt) else os.path.dirname(os.path.abspath(ckpt))
+
+
+def read_task_json(ckpt: str) -> dict:
+    """run_classifier's task.json beside the weights ({} when there is none, e.g. a release .bin)."""
+    meta = os.path.join(checkpoint_folder(ckpt), "task.json")
+    if not os.path.isfile(meta):
+        return {}
+    try:
         with open(meta, encoding="utf-8") as f:
-            saved = json.load(f).get("task_name")
-        if saved and saved != task.name:
-            raise ValueError(f"--checkpoint {ckpt} was fine-tuned for {saved}, not --task_name {task.name}")
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{meta}: not readable JSON ({e})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{meta}: expected a JSON object")
+    return saved
+
+
+def has_classifier_head(ckpt: str) -> bool:
+    """Whether the checkpoint holds classifier weights (a pretraining checkpoint has only its MLM/SOP heads)."""
+    if ckpt.endswith(".safetensors") or os.path.isfile(os.path.join(ckpt, "model.safetensors")):
+        from safetensors import safe_open
+        path = ckpt if ckpt.endswith(".safetensors") else os.path.join(ckpt, "model.safetensors")
+        try:
+            with safe_open(path, framework="pt") as f:  # names only: no tensor is read
+                keys = list(f.keys())
+        except Exception as e:  # safetensors raises its own error types for a damaged file
+            raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        keys = [k.removeprefix("module.").removeprefix("_orig_mod.") for k in keys]
+    else:
+        keys = canonical_state_dict(read_state_dict(ckpt))
+    return any(k.startswith("classifier.") for k in keys)
+
+
+def check_task(ckpt: str, task, config_from_ckpt: bool, config, saved: dict):
+    """A checkpoint fine-tuned for another task (or not fine-tuned at all) fails here with what it is, not later
+    as a missing-key or shape mismatch."""
+    if saved.get("task_name") and saved["task_name"] != task.name:
+        raise ValueError(f"--checkpoint {ckpt} was fine-tuned for {saved['task_name']}, not --task_name {task.name}")
+    if not has_classifier_head(ckpt):
+        raise ValueError(f"--checkpoint {ckpt} has no classifier head (a pretraining checkpoint?); fine-tune it "
+                         f"with run_classifier.py first")
     if config_from_ckpt and config.num_labels != task.num_labels:
         raise ValueError(f"--checkpoint {ckpt} has a {config.num_labels}-label head but {task.name} needs "
                          f"{task.num_labels}")
+
+
+def resolve_max_seq_length(args, saved: dict, ckpt: str) -> int:
+    """--max_seq_length, else the checkpoint's: inputs cut shorter or longer than in fine-tuning score lower."""
+    trained = saved.get("max_seq_length")
+    if args.max_seq_length is None:
+        return trained or DEFAULT_MAX_SEQ_LENGTH
+    if trained and args.max_seq_length != trained:
+        tu.warn(f"--max_seq_length {args.max_seq_length}, but {ckpt} was fine-tuned with {trained} (its task.json)")
+    return args.max_seq_length
+
+
+def write_predictions(path: str, task, examples, logits):
+    """guid, gold and prediction of every row, in the file's order (logits are in that order too)."""
+    logits = np.asarray(logits)
+    rows = ["guid\tgold\tprediction"]
+    for ex, row in zip(examples, logits):
+        if task.is_regression:
+            # the shortest text that reads back as the same float32: a barely trained model's scores differ
+            # in the 6th digit, and rounding them would make ties the metrics did not see
+            rows.append(f"{ex.guid}\t{ex.label!r}\t{np.float32(row.reshape(-1)[0])!s}")
+        else:
+            rows.append(f"{ex.guid}\t{task.labels[ex.label]}\t{task.labels[int(row.argmax())]}")
+    tu.atomic_write_text(path, "\n".join(rows) + "\n")
 
 
 def main(argv=None):
@@ -56,39 +127,53 @@ def main(argv=None):
         return {}
     if not args.checkpoint:
         tu.fail("--checkpoint is required: evaluation needs fine-tuned weights")
-    if args.eval_batch_size < 1:
-        tu.fail(f"--eval_batch_size {args.eval_batch_size} must be >= 1")
-    out_file = os.path.join(args.output_dir, "eval_results.json") if args.output_dir else None
-    if out_file and os.path.exists(out_file):
-        tu.fail(f"{out_file} already exists; choose another --output_dir")
-    config, vocab_file = tu.resolve_config_and_vocab(args)
+    out_files = [os.path.join(args.output_dir, name) for name in ("eval_results.json", "predictions.tsv")
+                 ] if args.output_dir else []
+    for f in out_files:
+        if os.path.exists(f):
+            tu.fail(f"{f} already exists; choose another --output_dir")
+    config_from_ckpt = args.config_file is None
+    if not os.path.isdir(args.checkpoint) and args.vocab_file is None:
+        # a weights file saved by run_classifier sits beside its vocab.txt (the config rides in its metadata)
+        sibling = os.path.join(checkpoint_folder(args.checkpoint), "vocab.txt")
+        if os.path.isfile(sibling):
+            args.vocab_file = sibling
     try:
-        check_task(args.checkpoint, task, args.config_file is None, config)
-        if args.max_seq_length > config.max_position_embeddings:
-            raise ValueError(f"--max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
+        cls_data.check_task_args(args)
+        # inside the try: a truncated config.json in the checkpoint raises ValueError here
+        config, vocab_file = tu.resolve_config_and_vocab(args)
+        saved = read_task_json(args.checkpoint)
+        check_task(args.checkpoint, task, config_from_ckpt, config, saved)
+        max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint)
+        if max_seq_length > config.max_position_embeddings:
+            source = "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length"
+            raise ValueError(f"{source} {max_seq_length} exceeds the model's max_position_embeddings "
                              f"{config.max_position_embeddings}")
         path = args.eval_file or cls_data.resolve_files(args, task, "test")[0]
-        examples = cls_data.read_examples(path, task, args.max_eval_examples)
+        examples = cls_data.read_examples(path, task, args.max_eval_examples, strict=True)
         model = BertForSequenceClassification(config, num_labels=task.num_labels)
         load_checkpoint(model, args.checkpoint, strict=True)
+        tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
+                                                      morph_analyzer=config.morph_analyzer)
+        ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
+        feats = cls_data.convert_examples(examples, tokenizer, ids["cls"], ids["sep"], max_seq_length)
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))
 
-    tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
-                                                  morph_analyzer=config.morph_analyzer)
-    ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
-    feats = cls_data.convert_examples(examples, tokenizer, ids["cls"], ids["sep"], args.max_seq_length)
     batches, labels = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression)
     logits = cls_data.predict(model.to(rt.device), batches, rt.device)
     metrics = cls_data.compute_metrics(task, logits, labels)
 
     results = {**cls_data.json_safe(metrics), "task_name": task.name, "eval_file": path, "examples": len(feats),
-               "checkpoint": args.checkpoint, "labels": list(task.labels) if task.labels else None,
-               "metric_scale": "x100"}
+               "checkpoint": args.checkpoint, "max_seq_length": max_seq_length,
+               "labels": list(task.labels) if task.labels else None, "metric_scale": "x100"}
     for k, v in metrics.items():
         print(f"{task.name} {os.path.basename(path)} {k}: {v:.2f}")
-    if out_file:
-        tu.atomic_write_json(out_file, results)
+    if out_files:
+        in_file_order = np.empty_like(logits)
+        in_file_order[cls_data.length_order(feats)] = logits  # predict's rows come in length order
+        write_predictions(out_files[1], task, examples, in_file_order)
+        tu.atomic_write_json(out_files[0], results)  # last: it marks the evaluation as complete
     print(json.dumps(results, ensure_ascii=False), flush=True)
     tu.cleanup_runtime(rt)
     return results

@@ -20,7 +20,12 @@ training set; dev-based epoch selection then sees its own training rows, so repo
 --train_batch_size is the batch per optimizer step over all GPUs and accumulation steps (the release's 32), so a
 recipe gives the same updates on 1 or 8 GPUs. --seeds runs the release's KorSTS protocol (it reported the best of
 seeds 1..10): every seed trains into OUTPUT_DIR/seed-N, seed_grid.json lists every seed's best dev score with
-mean and std, and only the seed best on dev is evaluated on test. Metrics are x100.
+mean and std, and only the seed best on dev is evaluated on test. Metrics are x100. An interrupted grid is resumed
+by running the same command again: seeds that finished (seed-N/eval_results.json, trained with the same arguments)
+are reused, the others are trained.
+
+Training files skip rows with a wrong field count or a bad label (with a warning naming their lines); in the dev
+and test files such a row is an error, so a reported score is always on the whole file.
 
 Writes to --output_dir (default runs/<task>-<time>): best/ (checkpoint of the best dev epoch, or final/ without
 --do_eval), eval_results.json (per-epoch dev metrics, best epoch, test metrics), log.jsonl, dev_curve.png.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import math
 import os
 import re
@@ -62,6 +68,10 @@ def build_parser():
     g.add_argument("--logging_steps", type=int, default=50)
     tu.add_group_by_length_arg(g)
     tu.add_compile_arg(g)
+    # the release's apex flags, accepted so its command lines still run; native AMP has no opt levels and scales
+    # the fp16 loss dynamically
+    g.add_argument("--fp16_opt_level", default=None, help="ignored (apex); --fp16 uses native AMP")
+    g.add_argument("--loss_scale", type=float, default=None, help="ignored (apex); --fp16 scales the loss dynamically")
     return p
 
 
@@ -75,6 +85,33 @@ def parse_seeds(text: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r}: a seed appears twice")
     return seeds
+
+
+def micro_batch_sizes(loader) -> list[int]:
+    """Rows in each of this rank's micro-batches, in loader order, known before the epoch runs.
+
+    They are the same on every rank: DistributedSampler gives each rank ceil(N / W) rows (repeating a few to even
+    them out) cut in order, so only the last micro-batch can be short; LengthGroupedBatchSampler fills every batch.
+    """
+    if isinstance(loader.batch_sampler, tu.LengthGroupedBatchSampler):
+        return [loader.batch_sampler.batch_size] * len(loader)
+    n, b = len(loader.sampler), loader.batch_size
+    return [min(b, n - i * b) for i in range(len(loader))]
+
+
+def window_weights(sizes: list[int], accum: int) -> list[float]:
+    """Weight of each micro-batch's mean loss: its share of its accumulation window's rows.
+
+    Every row of a window then counts as in one unaccumulated batch of those rows, also in the epoch's last window,
+    which may have fewer micro-batches and a short last one (a plain 1/window_size would over-weight the rows of a
+    short micro-batch). Under DDP the ranks' sizes are equal (micro_batch_sizes), so with DDP's mean over ranks
+    every row of the global window weighs 1 / its row count.
+    """
+    weights = []
+    for start in range(0, len(sizes), accum):
+        window = sizes[start:start + accum]
+        weights += [n / sum(window) for n in window]
+    return weights
 
 
 def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
@@ -99,6 +136,40 @@ def evaluate(model, split, task, rt) -> dict:
     """Metrics of model on split = (length-sorted batches, labels) from cls_data.eval_batches."""
     batches, labels = split
     return cls_data.compute_metrics(task, cls_data.predict(model, batches, rt.device), labels)
+
+
+# arguments a finished grid seed may have been trained with differently and still be reused: they change neither
+# its training nor its dev scores (seeds: so a grid can also be extended; seed: a grid ignores it)
+RERUN_FREE_ARGS = ("seeds", "seed", "do_test", "output_dir", "num_workers", "local_rank", "fp16_opt_level",
+                   "loss_scale")
+
+
+def finished_seed(out_dir: str, args) -> dict | None:
+    """The results of a grid seed that an earlier run of the same command finished (OUT/seed-N/eval_results.json,
+    written only once the seed is done), or None; a rerun after a kill then trains only the other seeds.
+
+    A finished seed trained with other arguments is an error, not reused: the grid would mix two recipes.
+    """
+    path = os.path.join(out_dir, "eval_results.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        old = saved["args"]
+        checkpoint = saved["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a seed's results ({type(e).__name__}: {e}); delete it to train that seed "
+                         f"again") from None
+    now = json.loads(json.dumps(vars(args)))  # as it was saved (tuples become lists)
+    diff = sorted(k for k in set(now) | set(old) if k not in RERUN_FREE_ARGS and now.get(k) != old.get(k))
+    if diff:
+        shown = ", ".join(f"--{k} {old.get(k)} (now {now.get(k)})" for k in diff[:3])
+        raise ValueError(f"{path}: this seed finished with other arguments: {shown}{', ...' if len(diff) > 3 else ''}; "
+                         f"rerun with its arguments to reuse it, or choose another --output_dir")
+    if not os.path.isfile(os.path.join(checkpoint, "model.safetensors")):
+        raise ValueError(f"{path}: its checkpoint {checkpoint} is gone; delete {path} to train that seed again")
+    return {k: v for k, v in saved.items() if k != "args"}
 
 
 def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True):
@@ -128,6 +199,8 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     train_loader, sampler = make_train_loader(data["train"], micro_batch, data["pad_id"], task, rt, args, seed)
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(train_loader) / accum)
+    sizes = micro_batch_sizes(train_loader)
+    weights = window_weights(sizes, accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay), args.learning_rate,
                                 eps=args.adam_epsilon)
@@ -145,22 +218,24 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     for epoch in range(1, math.ceil(args.num_train_epochs) + 1):
         sampler.set_epoch(epoch)
         model.train()
-        # losses summed as tensors: .item() every micro-batch would sync the GPU each step
+        # losses summed as tensors (.item() every micro-batch would sync the GPU each step), weighted by rows so
+        # the logged loss is the per-row mean whatever the micro-batch sizes
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"seed {seed} epoch {epoch}", disable=not rt.is_main, leave=False)
         for i, batch in enumerate(bar):
+            n = len(batch["labels"])
+            if n != sizes[i]:  # the weights assume micro_batch_sizes; a new sampler must keep them true
+                raise RuntimeError(f"micro-batch {i} has {n} rows, expected {sizes[i]}")
             batch = tu.batch_to_device(batch, rt.device)
             sync = (i + 1) % accum == 0 or i + 1 == len(train_loader)
-            # the epoch's last window may hold fewer micro-batches: its loss is still their mean
-            window_size = min(accum, len(train_loader) - i // accum * accum)
             # under DDP, all-reduce gradients only on the micro-batch that ends an accumulation window
             ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
             with ctx:
                 with rt.autocast():
                     loss = model(**batch)["loss"]
-                scaler.scale(loss / window_size).backward()
-            loss_sum, loss_n = loss_sum + loss.detach().float(), loss_n + 1
-            window_loss, window_n = window_loss + loss.detach().float(), window_n + 1
+                scaler.scale(loss * weights[i]).backward()
+            loss_sum, loss_n = loss_sum + loss.detach().float() * n, loss_n + n
+            window_loss, window_n = window_loss + loss.detach().float() * n, window_n + n
             if not sync:
                 continue
             scaler.unscale_(optimizer)
@@ -217,7 +292,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
 
 
 def mean_over_ranks(total, count: int, rt) -> float:
-    """Mean of per-micro-batch losses over all ranks (rank 0 alone sees only its shard)."""
+    """total / count summed over all ranks (rank 0 alone sees only its shard): the per-row mean loss."""
     t = torch.tensor([float(total), count], dtype=torch.float64, device=rt.device)
     if rt.distributed:
         torch.distributed.all_reduce(t)
@@ -264,8 +339,19 @@ def load_data(args, task, rt) -> dict:
 
 
 def validate_args(args):
-    if args.gradient_accumulation_steps < 1 or args.train_batch_size < 1 or args.eval_batch_size < 1:
-        raise ValueError("--train_batch_size, --eval_batch_size and --gradient_accumulation_steps must be >= 1")
+    """Refuse values that would crash (or silently misbehave) only after the data and model are loaded."""
+    cls_data.check_task_args(args)
+    if args.gradient_accumulation_steps < 1 or args.train_batch_size < 1:
+        raise ValueError("--train_batch_size and --gradient_accumulation_steps must be >= 1")
+    # `not x > 0` also refuses NaN
+    if not args.learning_rate > 0 or math.isinf(args.learning_rate):
+        raise ValueError(f"--learning_rate {args.learning_rate} must be a positive number")
+    if not 0 <= args.warmup_proportion < 1:
+        raise ValueError(f"--warmup_proportion {args.warmup_proportion} must be in [0, 1)")
+    if not args.adam_epsilon > 0 or not args.weight_decay >= 0:
+        raise ValueError(f"--adam_epsilon {args.adam_epsilon} must be > 0 and --weight_decay {args.weight_decay} >= 0")
+    if not args.max_grad_norm > 0:  # a negative norm would flip the clipped gradients
+        raise ValueError(f"--max_grad_norm {args.max_grad_norm} must be > 0")
     if args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
     if args.logging_steps < 1:
@@ -280,6 +366,9 @@ def main(argv=None):
     if args.output_dir is None:
         args.output_dir = os.path.join("runs", f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     rt = tu.setup_runtime(args)
+    if rt.is_main and (args.fp16_opt_level is not None or args.loss_scale is not None):
+        tu.warn("--fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
+                "(--amp fp16 scales the loss dynamically)")
     try:
         validate_args(args)
         seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
@@ -290,16 +379,24 @@ def main(argv=None):
         grid = args.seeds is not None
         out_dirs = {s: os.path.join(args.output_dir, f"seed-{s}") if grid else args.output_dir for s in seeds}
         # every rank checks, so a refused run stops all of them instead of leaving the others waiting in DDP
+        done = {}
         if grid:
             check_output_dir(args.output_dir, markers=("seed_grid.json",), verbose=rt.is_main)
-        for d in out_dirs.values():
-            check_output_dir(d, verbose=rt.is_main)
+            done = {s: r for s, r in ((s, finished_seed(d, args)) for s, d in out_dirs.items()) if r is not None}
+        for s, d in out_dirs.items():
+            if s not in done:
+                check_output_dir(d, verbose=rt.is_main)
         data = load_data(args, task, rt)
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))
 
     runs = {}
     for s in seeds:
+        if s in done:
+            if rt.is_main:
+                print(f"seed {s}: finished by an earlier run, reusing {out_dirs[s]}", flush=True)
+            runs[s] = done[s]
+            continue
         runs[s] = train_one_seed(args, task, rt, data, s, out_dirs[s])
         if rt.is_main and grid:
             tu.atomic_write_json(os.path.join(out_dirs[s], "eval_results.json"), {**runs[s], "args": vars(args)})

@@ -5,6 +5,7 @@ couple dozen KorSTS pairs must rank them almost perfectly (Spearman > 90 on its 
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from scipy import stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -58,6 +60,20 @@ def read_json(path):
 
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def read_predictions(path):
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[0] == "guid\tgold\tprediction" and lines[-1] == ""
+    return [line.split("\t") for line in lines[1:-1]]
+
+
+def copy_checkpoint(src, dst, **task_json):
+    """A copy of a checkpoint dir, with task.json fields overridden."""
+    shutil.copytree(src, dst)
+    meta = read_json(dst / "task.json")
+    (dst / "task.json").write_text(json.dumps({**meta, **task_json}), encoding="utf-8")
+    return dst
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +124,18 @@ def test_eval_classifier_from_self_describing_checkpoint(korsts_run, capsys, tmp
     assert metrics["examples"] == 100 and metrics["eval_file"].endswith("sts-test.tsv")
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == metrics
     assert read_json(tmp_path / "test" / "eval_results.json") == metrics
+    # predictions.tsv: every row in the file's order (evaluation batches by length), gold as in the file
+    rows = read_predictions(tmp_path / "test" / "predictions.tsv")
+    assert [r[0] for r in rows] == [f"sts-test.tsv:{i}" for i in range(2, 102)]
+    with open(os.path.join(STS_DIR, "sts-test.tsv"), encoding="utf-8") as f:
+        gold = [float(line.split("\t")[4]) for line in f.read().split("\n")[1:101]]
+    assert [float(r[1]) for r in rows] == gold
+    pred = np.array([r[2] for r in rows], dtype=np.float32).astype(np.float64)  # the float32 scores, exactly
+    assert stats.spearmanr(pred, gold)[0] * 100 == pytest.approx(metrics["spearman"], abs=1e-9)
+    assert stats.pearsonr(pred, gold)[0] * 100 == pytest.approx(metrics["pearson"], abs=1e-9)
+    # the weights file named directly: vocab.txt and task.json are found beside it
+    by_file = eval_classifier.main(eval_argv(out / "best" / "model.safetensors", "korsts"))
+    assert {k: by_file[k] for k in ("pearson", "spearman")} == results["test"]
     # best/ really is the best epoch: re-scoring it on the dev slice gives the recorded best dev metrics
     dev = eval_classifier.main(eval_argv(out / "best", "korsts", "--eval_file", os.path.join(STS_DIR, "sts-dev.tsv")))
     assert {k: dev[k] for k in ("pearson", "spearman")} == results["best"]
@@ -123,6 +151,57 @@ def test_eval_classifier_release_command_line(korsts_run):
     # scoring stays float32 under --amp: bf16 logits would tie near-equal scores and move Spearman
     metrics = eval_classifier.main(argv + ["--amp", "bf16"])
     assert {k: metrics[k] for k in ("pearson", "spearman")} == results["test"]
+
+
+def test_eval_takes_max_seq_length_from_task_json(korsts_run, capsys, tmp_path):
+    """A checkpoint fine-tuned at 16 tokens is scored at 16 unless told otherwise (inputs longer than in training
+    score differently); an explicit other length is used, with a warning."""
+    out, _ = korsts_run
+    ckpt = copy_checkpoint(out / "best", tmp_path / "short", max_seq_length=16)
+    default = eval_classifier.main(eval_argv(ckpt, "korsts"))
+    explicit = eval_classifier.main(eval_argv(ckpt, "korsts", "--max_seq_length", "16"))
+    assert "warning" not in capsys.readouterr().err
+    assert default["spearman"] == explicit["spearman"] and default["max_seq_length"] == 16
+    longer = eval_classifier.main(eval_argv(ckpt, "korsts", "--max_seq_length", "128"))
+    err = capsys.readouterr().err
+    assert "warning: --max_seq_length 128, but" in err and "fine-tuned with 16" in err
+    assert longer["max_seq_length"] == 128 and longer["spearman"] != default["spearman"]
+    # found beside a weights file too
+    assert eval_classifier.main(eval_argv(ckpt / "model.safetensors", "korsts"))["spearman"] == default["spearman"]
+
+
+def test_eval_bad_checkpoint_or_length_is_one_line_exit_2(korsts_run, env, capsys, tmp_path):
+    out, _ = korsts_run
+    ckpt = copy_checkpoint(out / "best", tmp_path / "cut")
+    text = (ckpt / "config.json").read_text(encoding="utf-8")
+    (ckpt / "config.json").write_text(text[:len(text) // 2], encoding="utf-8")  # a copy cut short
+    expect_fail(capsys, eval_classifier.main, eval_argv(ckpt, "korsts"), "config.json", "not valid JSON")
+    expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--max_seq_length", "2"),
+                "--max_seq_length 2")
+    expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--max_eval_examples", "0"),
+                "--max_eval_examples 0 must be >= 1")
+    # a pretraining checkpoint (MLM/SOP heads, default num_labels 2): not "a 2-label head"
+    from models.modeling import BertConfig, BertForPreTraining, save_checkpoint
+    save_checkpoint(BertForPreTraining(BertConfig.from_json_file(env["config"])), str(tmp_path / "pre"),
+                    vocab_file=env["vocab"])
+    line = expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "pre", "korsts"),
+                       "has no classifier head", "run_classifier.py")
+    assert "label head" not in line
+
+
+def test_bad_dev_or_test_row_is_an_error_not_skipped(korsts_run, env, capsys, tmp_path):
+    """A score on the rows that happened to parse would pass for the whole file's."""
+    out, _ = korsts_run
+    with open(os.path.join(STS_DIR, "sts-dev.tsv"), encoding="utf-8") as f:
+        lines = f.read().split("\n")[:30]
+    lines[12] = lines[12].replace("\t", "\t\t", 1)  # line 13: a stray tab
+    bad = tmp_path / "dev.tsv"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--eval_file", str(bad)),
+                "dev.tsv line 13:", "fields")
+    expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "never", "--do_eval", "--dev_file", str(bad)),
+                "dev.tsv line 13:", "fields")
+    assert not (tmp_path / "never").exists()
 
 
 def test_overfits_its_training_rows(env, tmp_path):
@@ -182,8 +261,9 @@ def test_group_by_length_trains_on_less_padding(env, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- seeds, determinism
 
-def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path):
-    grid = run_classifier.main(train_argv(env, tmp_path / "grid", "--do_eval", "--do_test", "--seeds", "1,2"))
+def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path, capsys, monkeypatch):
+    argv = train_argv(env, tmp_path / "grid", "--do_eval", "--do_test", "--seeds", "1,2")
+    grid = run_classifier.main(argv)
     saved = read_json(tmp_path / "grid" / "seed_grid.json")
     assert saved["best_seed_on_dev"] == grid["best_seed_on_dev"] and set(saved["seeds"]) == {"1", "2"}
     dev = {s: saved["seeds"][s]["spearman"] for s in ("1", "2")}
@@ -203,6 +283,22 @@ def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path
     b = load_file(str(tmp_path / "grid" / "seed-2" / "best" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
+    # a grid killed during seed 2: the same command again trains seed 2 only and reuses seed 1 as it is
+    os.remove(tmp_path / "grid" / "seed_grid.json")
+    os.remove(tmp_path / "grid" / "seed-2" / "eval_results.json")
+    seed1 = file_digests(tmp_path / "grid" / "seed-1")
+    trained = []
+    train_one_seed = run_classifier.train_one_seed
+    monkeypatch.setattr(run_classifier, "train_one_seed", lambda *a: trained.append(a[4]) or train_one_seed(*a))
+    assert run_classifier.main(argv) == saved and trained == [2]
+    assert read_json(tmp_path / "grid" / "seed_grid.json") == saved
+    assert file_digests(tmp_path / "grid" / "seed-1") == seed1
+    # ... but not seeds trained with another recipe
+    os.remove(tmp_path / "grid" / "seed_grid.json")
+    expect_fail(capsys, run_classifier.main, argv + ["--learning_rate", "2e-3"],
+                "seed-1/eval_results.json: this seed finished with other arguments: --learning_rate 0.001 (now 0.002)")
+    assert trained == [2]
+
 
 def free_port():
     with socket.socket() as s:
@@ -211,16 +307,17 @@ def free_port():
 
 
 def test_same_global_batch_same_run_with_accumulation_and_two_ranks(env, tmp_path):
-    """--train_batch_size is per optimizer step: 1 process x 16, 1 process x 2 x 8 accumulated and 2 CPU ranks
+    """--train_batch_size is per optimizer step: 1 process x 16, 1 process x 4 x 4 accumulated and 2 CPU ranks
     (gloo) x 2 x 4 accumulated see the same examples per step and end with the same weights (dropout off).
-    56 rows: the last step has 8, one micro-batch of an unfinished accumulation window, and is still their mean.
+    58 rows: the last step has 10, as micro-batches of 4 + 4 + 2 (an unfinished window of 3 with a short last
+    micro-batch) and per rank 4 + 1; each row must still weigh 1/10, as in the unaccumulated step.
     No clipping: it would hide a wrongly scaled gradient."""
     def argv(out, accum):
         return train_argv(env, out, "--config_file", env["nodrop"], "--gradient_accumulation_steps", accum,
-                          "--logging_steps", "1", "--max_grad_norm", "1e9", n_train=56)
+                          "--logging_steps", "1", "--max_grad_norm", "1e9", n_train=58)
 
     run_classifier.main(argv(tmp_path / "one", "1"))
-    run_classifier.main(argv(tmp_path / "accum", "2"))
+    run_classifier.main(argv(tmp_path / "accum", "4"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(free_port()), "run_classifier.py", *argv(tmp_path / "ddp", "2")]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
@@ -233,8 +330,29 @@ def test_same_global_batch_same_run_with_accumulation_and_two_ranks(env, tmp_pat
             torch.testing.assert_close(w[k], ref[k], rtol=1e-4, atol=1e-5, msg=f"{other}: {k}")
     init = torch.nn.Linear(64, 1).weight  # any fresh head: the trained one must have moved
     assert not torch.allclose(ref["classifier.weight"], init, atol=1e-3)
-    losses = [[r["loss"] for r in read_jsonl(tmp_path / d / "log.jsonl")] for d in ("one", "ddp")]
-    assert len(losses[0]) == 4 and losses[1] == pytest.approx(losses[0], rel=1e-4)  # 56 rows / 16 -> 4 steps
+    # the logged loss is the per-row mean too, whatever the micro-batch sizes
+    losses = [[r["loss"] for r in read_jsonl(tmp_path / d / "log.jsonl")] for d in ("one", "accum", "ddp")]
+    assert len(losses[0]) == 4  # 58 rows / 16 -> 4 steps
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4) and losses[2] == pytest.approx(losses[0], rel=1e-4)
+
+
+def test_micro_batch_sizes_match_the_loaders():
+    """The accumulation weights rest on sizes known before the epoch: they must be what the loaders yield, on
+    every rank (DistributedSampler evens the ranks out; the length-grouped sampler fills every batch)."""
+    from types import SimpleNamespace
+    feats = [{"input_ids": [2] + [5] * (i % 7) + [3], "token_type_ids": [0] * (i % 7 + 2), "label": 1.0}
+             for i in range(58)]
+    task = run_classifier.cls_data.TASKS["korsts"]
+    for world in (1, 2, 4):
+        for grouped in (False, True):
+            for rank in range(world):
+                rt = SimpleNamespace(rank=rank, world_size=world, device=torch.device("cpu"))
+                args = SimpleNamespace(group_by_length=grouped, num_workers=0)
+                loader, sampler = run_classifier.make_train_loader(feats, 4, 0, task, rt, args, seed=3)
+                sampler.set_epoch(1)
+                assert run_classifier.micro_batch_sizes(loader) == [len(b["labels"]) for b in loader]
+    assert run_classifier.window_weights([4, 4, 4, 4, 4, 4, 2], 4) == [0.25] * 4 + [0.4, 0.4, 0.2]
+    assert run_classifier.window_weights([8, 8, 8, 4], 2) == [0.5, 0.5, 8 / 12, 4 / 12]
 
 
 def test_parse_seeds():
@@ -255,8 +373,14 @@ def test_kornli_with_xnli_dev_as_training_set(kornli_run, capsys):
     assert read_json(out / "best" / "task.json")["labels"] == results["labels"]
     acc = results["test"]["accuracy"]
     assert 0 <= acc <= 100 and acc == pytest.approx(round(acc))  # k of the 100 test pairs right
-    metrics = eval_classifier.main(eval_argv(out / "best", "kornli"))
+    metrics = eval_classifier.main(eval_argv(out / "best", "kornli", "--output_dir", str(out / "test")))
     assert metrics["accuracy"] == acc and metrics["eval_file"].endswith("xnli.test.ko.tsv")
+    rows = read_predictions(out / "test" / "predictions.tsv")
+    assert [r[0] for r in rows] == [f"xnli.test.ko.tsv:{i}" for i in range(2, 102)]
+    with open(os.path.join(NLI_DIR, "xnli.test.ko.tsv"), encoding="utf-8") as f:
+        assert [r[1] for r in rows] == [line.split("\t")[2] for line in f.read().split("\n")[1:101]]
+    assert {r[2] for r in rows} <= set(results["labels"])
+    assert 100 * np.mean([r[1] == r[2] for r in rows]) == pytest.approx(acc)
     # the KorNLI checkpoint refuses to score KorSTS, naming the task it was trained for
     expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts"), "fine-tuned for kornli")
 
@@ -320,4 +444,31 @@ def test_flag_errors(env, capsys, tmp_path):
                                                         "--gradient_accumulation_steps", "4"), "--train_batch_size 10")
     expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--max_seq_length", "1024"),
                 "max_position_embeddings")
+    # refused up front, not with a traceback after the data and model are loaded
+    for flags, needle in ((["--warmup_proportion", "1.0"], "--warmup_proportion 1.0 must be in [0, 1)"),
+                          (["--learning_rate=-1e-4"], "--learning_rate -0.0001 must be a positive number"),
+                          (["--max_grad_norm", "-1"], "--max_grad_norm -1.0 must be > 0"),
+                          (["--max_train_examples", "0"], "--max_train_examples 0 must be >= 1"),
+                          (["--max_eval_examples", "-2"], "--max_eval_examples -2 must be >= 1"),
+                          (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room")):
+        expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--do_eval", *flags), needle)
     assert not (tmp_path / "x").exists()
+
+
+def test_release_apex_flags_and_task_name_case(env, capsys, tmp_path):
+    """The release's run_classifier took apex's --fp16_opt_level/--loss_scale and KorSTS/KorNLI."""
+    argv = ["--task_name", "KorSTS", "--data_dir", STS_DIR, "--fp16", "--fp16_opt_level", "O2", "--loss_scale", "0"]
+    args = run_classifier.build_parser().parse_args(argv)
+    assert args.task_name == "korsts" and args.amp == "fp16" and args.fp16_opt_level == "O2"
+    assert run_classifier.build_parser().parse_args(["--task_name", "KorNLI"]).task_name == "kornli"
+    assert eval_classifier.build_parser().parse_args(["--task_name", "KorNLI"]).task_name == "kornli"
+    # accepted with one warning, then ignored (here the run stops at a bad flag, before any training)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_classifier.main(train_argv(env, tmp_path / "x", "--fp16_opt_level", "O1", "--loss_scale", "128",
+                                       "--warmup_proportion", "1")[2:] + ["--task_name", "KorSTS"])
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith("warning:")] == [
+        ("warning: --fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
+         "(--amp fp16 scales the loss dynamically)")]
+    assert err[-1].startswith("error: --warmup_proportion 1.0")

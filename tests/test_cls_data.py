@@ -30,9 +30,10 @@ def write(tmp_path, name, text):
 # ---------------------------------------------------------------------------------------------------------- readers
 
 @pytest.mark.parametrize("rel,task,rows", BUNDLED)
-def test_bundled_row_counts_exact_with_quoting_off(rel, task, rows):
-    examples = read_examples(data(rel), task)
+def test_bundled_row_counts_exact_with_quoting_off(rel, task, rows, capsys):
+    examples = read_examples(data(rel), task)  # strict: a single bad row would raise
     assert len(examples) == rows
+    assert len(read_examples(data(rel), task, strict=False)) == rows and "warning" not in capsys.readouterr().err
     # the same file through csv's default quoting: fewer rows, or rows with the wrong field count
     with open(data(rel), encoding="utf-8", newline="") as f:
         default = list(csv.reader(f, delimiter="\t"))[1:]
@@ -56,17 +57,57 @@ def test_quoted_sentence_kept_verbatim():
         assert sum(e.text_a.startswith('"') or e.text_b.startswith('"') for e in rows) == n
 
 
-def test_stray_tab_row_skipped_with_warning_naming_line(tmp_path, capsys):
+def test_training_reader_skips_bad_rows_with_warning_naming_lines(tmp_path, capsys):
     p = write(tmp_path, "nli.tsv", "sentence1\tsentence2\tgold_label\n"
                                    "가\t나\tentailment\n"
                                    "다\t라\t마\tneutral\n"          # line 3: stray tab
                                    "바\t사\tcontradiction\n"
                                    "아\t자\tmaybe\n")                # line 5: unknown label
-    examples = read_examples(p, NLI)
+    examples = read_examples(p, NLI, strict=False)
     assert [(e.text_a, e.label) for e in examples] == [("가", 1), ("바", 0)]
     err = capsys.readouterr().err
     assert "nli.tsv" in err and "1 row(s) with a field count other than 3 (line 3)" in err
     assert "label outside contradiction/entailment/neutral (line 5)" in err
+    p = write(tmp_path, "sts.tsv", "sentence1\tsentence2\tscore\na\tb\t5.0\nc\td\t5.2\ne\tf\t-0.1\ng\th\tx\ni\tj\t0\n")
+    assert [e.label for e in read_examples(p, STS, strict=False)] == [5.0, 0.0]
+    err = capsys.readouterr().err
+    assert "2 row(s) with a score outside [0, 5] (line 3, 4)" in err and "a non-numeric score (line 5)" in err
+    with pytest.raises(ValueError, match="nli.tsv: no usable data rows"):
+        read_examples(write(tmp_path, "nli.tsv", "sentence1\tsentence2\tgold_label\n가\t나\tmaybe\n"), NLI,
+                      strict=False)
+
+
+@pytest.mark.parametrize("row,message", [
+    ("다\t라\t마\t1.0", "dev.tsv line 3: 4 tab-separated fields, the header has 3 (a stray tab?)"),
+    ("다\t라\tsimilar", "dev.tsv line 3: score 'similar' is not a number"),
+    ("다\t라\tnan", "dev.tsv line 3: score 'nan' is not a number"),
+    ("다\t라\t5.5", "dev.tsv line 3: score 5.5 is outside [0, 5]"),
+    ("다\t라\t-1", "dev.tsv line 3: score -1 is outside [0, 5]"),
+])
+def test_strict_reader_fails_on_first_bad_row_naming_file_and_line(tmp_path, row, message):
+    """Dev/test files: a score on the rows that happened to parse would pass for the whole file's."""
+    p = write(tmp_path, "dev.tsv", f"sentence1\tsentence2\tscore\n가\t나\t1.0\n{row}\n바\t사\t9\n")
+    with pytest.raises(ValueError) as e:
+        read_examples(p, STS)
+    assert str(e.value).endswith(message) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="line 2: label 'maybe' is not one of contradiction/entailment/neutral"):
+        read_examples(write(tmp_path, "nli.tsv", "sentence1\tsentence2\tgold_label\n가\t나\tmaybe\n"), NLI)
+    # rows past --max_eval_examples are not read, so they cannot fail
+    assert [e.label for e in read_examples(p, STS, max_examples=1)] == [1.0]
+
+
+def test_read_split_strict_for_dev_and_test_lenient_for_train(tmp_path, capsys):
+    import argparse
+    text = "sentence1\tsentence2\tscore\na\tb\t1.0\nc\td\t7.0\ne\tf\t2.0\n"
+    f = write(tmp_path, "sts.tsv", text)
+    parser = argparse.ArgumentParser()
+    cls_data.add_task_args(parser)
+    args = parser.parse_args(["--task_name", "korsts", "--train_file", f, "--dev_file", f, "--test_file", f])
+    assert [e.label for e in cls_data.read_split(args, STS, "train")] == [1.0, 2.0]
+    assert "score outside [0, 5] (line 3)" in capsys.readouterr().err
+    for split in ("dev", "test"):
+        with pytest.raises(ValueError, match=r"sts.tsv line 3: score 7.0 is outside \[0, 5\]"):
+            cls_data.read_split(args, STS, split)
 
 
 def test_columns_found_by_header_name(tmp_path):
@@ -81,13 +122,34 @@ def test_crlf_and_max_examples(tmp_path):
     p = write(tmp_path, "sts.tsv", "sentence1\tsentence2\tscore\r\na\tb\t1.0\r\nc\td\t2.5\r\ne\tf\t3\r\n")
     assert [e.label for e in read_examples(p, STS)] == [1.0, 2.5, 3.0]
     assert [e.text_b for e in read_examples(p, STS, max_examples=2)] == ["b", "d"]
+    assert [e.text_b for e in read_examples(p, STS, max_examples=1)] == ["b"]
+    for bad in (0, -3):  # used to return one row: the cap was checked only after appending
+        with pytest.raises(ValueError, match=f"max_examples {bad} must be >= 1"):
+            read_examples(p, STS, max_examples=bad)
+
+
+def test_task_flag_checks(tmp_path):
+    import argparse
+    parser = argparse.ArgumentParser()
+    cls_data.add_task_args(parser)
+    base = ["--task_name", "korsts", "--data_dir", data("korsts")]
+    for flags, message in ((["--max_train_examples", "0"], "--max_train_examples 0 must be >= 1"),
+                           (["--max_eval_examples", "-1"], "--max_eval_examples -1 must be >= 1"),
+                           (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room"),
+                           (["--eval_batch_size", "0"], "--eval_batch_size 0 must be >= 1")):
+        with pytest.raises(ValueError, match=message):
+            cls_data.check_task_args(parser.parse_args(base + flags))
+    cls_data.check_task_args(parser.parse_args(base + ["--max_train_examples", "1", "--max_seq_length", "3"]))
+    # a cap below 1 that got past the flag check still cannot give an empty training set silently
+    with pytest.raises(ValueError, match="the train set is empty"):
+        cls_data.read_split(parser.parse_args(base + ["--max_train_examples", "0"]), STS, "train")
 
 
 @pytest.mark.parametrize("text,message", [
     ("", "empty file"),
     ("sentence1\tsentence2\tgold_label\n", "no usable data rows"),
     ("sentence1\tsentence_2\tgold_label\n가\t나\tneutral\n", "header has no column 'sentence2'"),
-    ("sentence1\tsentence2\tgold_label\n가\t나\tunknown\n", "no usable data rows"),
+    ("sentence1\tsentence2\tgold_label\n가\t나\tunknown\n", "bad.tsv line 2: label 'unknown' is not one of"),
 ])
 def test_bad_files_raise_one_line_error_naming_file(tmp_path, text, message):
     p = write(tmp_path, "bad.tsv", text)
@@ -121,6 +183,9 @@ def test_wrong_task_name_is_argparse_error(capsys):
     with pytest.raises(SystemExit) as e:
         parser.parse_args(["--task_name", "kormnli"])
     assert e.value.code == 2 and "invalid choice: 'kormnli'" in capsys.readouterr().err
+    # the release's scripts took mixed-case names
+    assert parser.parse_args(["--task_name", "KorSTS"]).task_name == "korsts"
+    assert parser.parse_args(["--task_name", "KorNLI"]).task_name == "kornli"
 
 
 # --------------------------------------------------------------------------------------------------------- features
