@@ -6,16 +6,27 @@ r"""Convert a BERT checkpoint between our format, the original release's .bin la
     python convert_checkpoint.py --input runs/small_hf --output runs/small_release.bin --to release
 
 The input may be anything load_checkpoint reads; which model it holds (encoder only, pretraining heads, QA or
-classifier) is read off its weight names. The config comes from the input when it carries one, else from
---config_file. --to hf writes a save_pretrained-style directory that transformers' matching class
-(BertForPreTraining, BertForQuestionAnswering, ...) loads with from_pretrained; --to release writes one torch.save'd
-state dict with the release's key names; --to ours writes our checkpoint directory.
+classifier) is read off config.json's `architectures` when it has one, else off its weight names. A masked-LM-only
+checkpoint (Hugging Face's BertForMaskedLM, the usual HF BERT) becomes our BertForPreTraining with a fresh pooler
+and SOP head, and says so. The config comes from the input when it carries one, else from --config_file; the vocab
+from --vocab_file, else the input's vocab.txt, else its tokenizer.json (transformers 5 saves no vocab.txt).
+--to hf writes a save_pretrained-style directory that transformers' matching class
+(BertForPreTraining, BertForQuestionAnswering, ...) loads with from_pretrained (with no tokenizer files for a
+morph_analyzer model: transformers' tokenizer cannot pre-split morphemes); --to release writes one torch.save'd
+state dict with the release's key names (a QA file gets the pooler the release's QA model loads but never uses);
+--to ours writes our checkpoint directory.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 
+import torch
+
+from models.checkpoint import checkpoint_tokenizer_vocab
+from models.config import read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              read_state_dict, save_checkpoint, to_release_state_dict)
@@ -26,19 +37,74 @@ ARCH_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_
                "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
 
 
-def model_for_weights(sd: dict, config: BertConfig, source: str):
-    """An empty model of the class whose weights `sd` (canonical names) holds."""
+# Hugging Face class -> the kind of model here that holds its weights
+ARCHITECTURES = {"BertModel": "encoder", "BertForPreTraining": "pretraining", "BertForMaskedLM": "masked_lm",
+                 "BertForQuestionAnswering": "qa", "BertForSequenceClassification": "classifier"}
+UNSUPPORTED = {"BertForTokenClassification": "token classification", "BertForMultipleChoice": "multiple choice",
+               "BertForNextSentencePrediction": "next-sentence prediction", "BertLMHeadModel": "causal LM"}
+# what BertForPreTraining has and a masked-LM checkpoint lacks
+MLM_FRESH = ("bert.pooler.dense.weight", "bert.pooler.dense.bias", "cls.seq_relationship.weight",
+             "cls.seq_relationship.bias")
+POOLER = ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
+
+
+def stored_architectures(path: str) -> list[str] | None:
+    cfg = os.path.join(path, "config.json")
+    if not (os.path.isdir(path) and os.path.isfile(cfg)):
+        return None
+    names = read_json_object(cfg).get("architectures")
+    return names if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
+
+
+def model_kind(sd: dict, architectures: list | None, source: str) -> str:
+    """encoder, pretraining, masked_lm, qa or classifier: config.json's word when it names a class we know,
+    else what the weight names (canonical) say."""
+    if architectures and len(set(architectures)) == 1:
+        name = architectures[0]
+        if name in UNSUPPORTED:
+            raise ValueError(f"{source}: architectures={name} ({UNSUPPORTED[name]}) is not supported; the models "
+                             "here are " + ", ".join(ARCHITECTURES))
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
     heads = [p for p in ("cls.", "qa_outputs.", "classifier.") if any(k.startswith(p) for k in sd)]
     if len(heads) > 1:
         raise ValueError(f"{source}: holds several task heads ({', '.join(heads)}); cannot tell which model it is")
     if heads == ["cls."]:
-        return BertForPreTraining(config)
+        lm_only = (any(k.startswith("cls.predictions.") for k in sd)
+                   and not any(k.startswith("cls.seq_relationship.") for k in sd))
+        return "masked_lm" if lm_only else "pretraining"
     if heads == ["qa_outputs."]:
-        return BertForQuestionAnswering(config)
+        return "qa"
     if heads == ["classifier."]:
+        if not any(k.startswith("bert.pooler.") for k in sd):
+            # Hugging Face's sequence classifier always has a pooler; its token classifier never does
+            raise ValueError(f"{source}: a classifier head without a pooler, as in BertForTokenClassification: "
+                             "token classification is not supported")
+        return "classifier"
+    return "encoder"
+
+
+def model_for_weights(sd: dict, config: BertConfig, kind: str):
+    """An empty model of the class that holds weights of this kind (sd: canonical names)."""
+    if kind in ("pretraining", "masked_lm"):
+        return BertForPreTraining(config)
+    if kind == "qa":
+        return BertForQuestionAnswering(config)
+    if kind == "classifier":
         n = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else None
         return BertForSequenceClassification(config, num_labels=n)
     return BertModel(config)
+
+
+def release_qa_pooler(sd: dict, config: BertConfig) -> tuple[dict, str]:
+    """Pooler weights for a release QA file: the release's QuestionAnswering model has a pooler (it never uses the
+    pooled output) and its eval script loads strictly. The input's own when it has them, else zeros."""
+    H = config.hidden_size
+    if all(k in sd for k in POOLER) and sd[POOLER[0]].shape == (H, H) and sd[POOLER[1]].shape == (H,):
+        return {k: sd[k] for k in POOLER}, "the input's pooler carried over"
+    # zeros rather than random numbers: plainly a placeholder, and the same bytes every run
+    return ({POOLER[0]: torch.zeros(H, H), POOLER[1]: torch.zeros(H)},
+            "with a zero pooler (bert.pooler.dense.*), unused by the release's QA model but needed by its strict load")
 
 
 def resolve_config(input_path: str, config_file: str | None) -> BertConfig:
@@ -56,13 +122,15 @@ def resolve_config(input_path: str, config_file: str | None) -> BertConfig:
     return config
 
 
-def convert(args):
-    if not os.path.exists(args.input):
-        raise FileNotFoundError(f"--input {args.input}: no such file or directory")
-    if os.path.exists(args.output) and not (os.path.isdir(args.output) and not os.listdir(args.output)):
-        raise ValueError(f"--output {args.output} already exists; choose a new path (nothing gets overwritten)")
-    config = resolve_config(args.input, args.config_file)
+def resolve_vocab(args, config: BertConfig, tmp_dir: str) -> str | None:
+    """A vocab.txt path for the output: --vocab_file, the input's vocab.txt, or one made from its tokenizer.json."""
     vocab = args.vocab_file or checkpoint_vocab(args.input)
+    if vocab is None and args.to != "release":
+        tokens = checkpoint_tokenizer_vocab(args.input)
+        if tokens is not None:
+            vocab = os.path.join(tmp_dir, "vocab.txt")
+            with open(vocab, "w", encoding="utf-8", newline="\n") as f:
+                f.writelines(t + "\n" for t in tokens)
     if vocab:
         if not os.path.isfile(vocab):
             raise FileNotFoundError(f"--vocab_file {vocab}: no such file")
@@ -70,15 +138,41 @@ def convert(args):
             n_vocab = sum(1 for _ in f)
         if n_vocab != config.vocab_size:
             raise ValueError(f"{vocab} has {n_vocab} tokens but the config says vocab_size={config.vocab_size}")
-    model = model_for_weights(canonical_state_dict(read_state_dict(args.input)), config, args.input)
-    load_checkpoint(model, args.input, strict=True)
-    if args.to == "release":
-        # the release shipped weights only; its vocab and config travel as separate files
-        atomic_torch_save(to_release_state_dict(model.state_dict()), args.output)
-    else:
-        save_checkpoint(model, args.output, vocab_file=vocab, layout="hf" if args.to == "hf" else "ours")
+    return vocab
+
+
+def convert(args):
+    if not os.path.exists(args.input):
+        raise FileNotFoundError(f"--input {args.input}: no such file or directory")
+    if os.path.exists(args.output) and not (os.path.isdir(args.output) and not os.listdir(args.output)):
+        raise ValueError(f"--output {args.output} already exists; choose a new path (nothing gets overwritten)")
+    config = resolve_config(args.input, args.config_file)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        vocab = resolve_vocab(args, config, tmp_dir)
+        sd = canonical_state_dict(read_state_dict(args.input))
+        kind = model_kind(sd, stored_architectures(args.input), args.input)
+        model = model_for_weights(sd, config, kind)
+        fresh = [k for k in MLM_FRESH if k not in sd] if kind == "masked_lm" else []
+        load_checkpoint(model, args.input, strict=True, fresh_ok=fresh)
+        notes = []
+        if fresh:
+            notes.append(f"from a masked-LM checkpoint: {', '.join(fresh)} freshly initialised")
+        if args.to == "release":
+            # the release shipped weights only; its vocab and config travel as separate files
+            out = to_release_state_dict(model.state_dict())
+            if isinstance(model, BertForQuestionAnswering):
+                pooler, note = release_qa_pooler(sd, config)
+                out.update(pooler)
+                notes.append(note)
+            atomic_torch_save(out, args.output)
+        else:
+            save_checkpoint(model, args.output, vocab_file=vocab, layout="hf" if args.to == "hf" else "ours")
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {type(model).__name__} ({n_params / 1e6:.1f}M parameters) in {args.to} layout to {args.output}")
+    print(f"wrote {type(model).__name__} ({n_params / 1e6:.1f}M parameters) in {args.to} layout to {args.output}"
+          + "".join(f"; {n}" for n in notes))
+    if vocab is None and args.to != "release":  # after the fact: a failed conversion keeps its error on one line
+        print(f"warning: {args.input} carries no vocab.txt or tokenizer.json and no --vocab_file was given: "
+              f"{args.output} has no vocab", file=sys.stderr, flush=True)
 
 
 def main(argv=None):

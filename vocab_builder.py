@@ -138,13 +138,24 @@ def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alph
     return [t for t in tokens if t not in ("", "##")]
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def _write_lines_atomic(path: str, lines: list[str]) -> None:
+    """Like models.checkpoint.atomic_write, which this module cannot import: it would pull in torch."""
     out_dir = os.path.dirname(os.path.abspath(path))
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".vocab.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.writelines(t + "\n" for t in lines)
+            f.flush()
+            # mkstemp makes the file private; a vocab is shared like any file the user writes
+            os.fchmod(f.fileno(), 0o644 & ~_umask())
+            os.fsync(f.fileno())  # on disk before the rename makes it the vocab, or a crash can leave it empty
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -17,7 +17,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from models.config import BertConfig
+from models.config import BertConfig, read_json_object
 
 # ----------------------------------------------------------------------------------------------------------------
 # key maps: canonical = our names with the encoder under `bert.`; heads keep their names in every layout
@@ -119,12 +119,14 @@ def _listing(items: list[str], n: int = 10) -> str:
     return f"{len(items)} [{', '.join(items[:n])}{', ...' if len(items) > n else ''}]"
 
 
-def load_checkpoint(model: nn.Module, path: str, strict: bool = True) -> nn.Module:
+def load_checkpoint(model: nn.Module, path: str, strict: bool = True, fresh_ok=()) -> nn.Module:
     """Load any supported checkpoint into one of our models; see the module docstring for the layouts.
 
     Weights of another task's head in the file are ignored (so is a pooler the model does not have). Missing or
     mis-shaped encoder weights always raise. The model's own head (and pooler) raise when strict, otherwise they
     keep their fresh initialisation with a one-line warning: fine-tuning starts from a pretrained encoder.
+    fresh_ok: canonical head/pooler names that may be missing even when strict (same warning), e.g. the SOP head
+    and pooler when a masked-LM-only checkpoint becomes a BertForPreTraining.
     """
     sd = canonical_state_dict(read_state_dict(path))
     own = model.state_dict()
@@ -138,7 +140,8 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True) -> nn.Modu
     missing = [k for k in names if k not in sd]
     unexpected = [k for k in sd if k not in names and not k.startswith(ignorable)]
     mismatched = [k for k in names if k in sd and sd[k].shape != own[names[k]].shape]
-    fresh = [] if strict else [k for k in missing + mismatched if not k.startswith(_ENCODER_PREFIXES)]
+    fresh = ([k for k in missing if k in fresh_ok and not k.startswith(_ENCODER_PREFIXES)] if strict
+             else [k for k in missing + mismatched if not k.startswith(_ENCODER_PREFIXES)])
     # reported under this model's own parameter names; unexpected ones under the file's (canonicalised) names
     problems = []
     if [k for k in missing if k not in fresh]:
@@ -205,6 +208,14 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     meta = {"format": "pt", "bert_config": json.dumps(model.config.to_dict())}
     atomic_write(os.path.join(out_dir, "config.json"),
                  lambda tmp: write_text(tmp, json.dumps(config, indent=2, ensure_ascii=False) + "\n"))
+    if layout == "hf" and vocab_file and model.config.morph_analyzer:
+        # transformers' BertTokenizer cannot split morphemes first, and given this vocab it would load without
+        # complaint and give other ids; weights and config are still right
+        print(f"warning: {out_dir}: morph_analyzer={model.config.morph_analyzer!r}: no vocab.txt or "
+              "tokenizer_config.json written, as transformers' tokenizer would not split morphemes and would give "
+              f"other ids; tokenize with tokenization.FullTokenizer(vocab, morph_analyzer="
+              f"{model.config.morph_analyzer!r}) and pass input_ids", file=sys.stderr, flush=True)
+        vocab_file = None
     vocab_out = os.path.join(out_dir, "vocab.txt")
     if vocab_file and not (os.path.exists(vocab_out) and os.path.samefile(vocab_file, vocab_out)):
         atomic_write(vocab_out, lambda tmp: shutil.copyfile(vocab_file, tmp))
@@ -219,10 +230,24 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
 
 
 def checkpoint_config(path: str) -> BertConfig | None:
-    """The config stored with a checkpoint (our/HF dir, or our .safetensors metadata); None for a bare .bin."""
+    """The config stored with a checkpoint (our/HF dir, or our .safetensors metadata); None for a bare .bin.
+
+    A Hugging Face directory keeps do_lower_case in tokenizer_config.json, not config.json: it is read from there.
+    """
     if os.path.isdir(path):
         cfg = os.path.join(path, "config.json")
-        return BertConfig.from_json_file(cfg) if os.path.isfile(cfg) else None
+        if not os.path.isfile(cfg):
+            return None
+        d = read_json_object(cfg)
+        tok_cfg = os.path.join(path, "tokenizer_config.json")
+        lower = read_json_object(tok_cfg).get("do_lower_case") if os.path.isfile(tok_cfg) else None
+        if lower is not None:
+            if not isinstance(lower, bool):
+                raise ValueError(f"{tok_cfg}: do_lower_case must be true or false, got {lower!r}")
+            if d.setdefault("do_lower_case", lower) != lower:
+                raise ValueError(f"{cfg}: do_lower_case={d['do_lower_case']!r} disagrees with {tok_cfg}: "
+                                 f"do_lower_case={lower!r}")
+        return BertConfig.from_dict(d, source=cfg)
     if path.endswith(".safetensors") and os.path.isfile(path):
         try:
             with safe_open(path, framework="pt") as f:
@@ -235,6 +260,30 @@ def checkpoint_config(path: str) -> BertConfig | None:
 
 
 def checkpoint_vocab(path: str) -> str | None:
-    """The vocab.txt stored in a checkpoint directory, if any."""
-    vocab = os.path.join(path, "vocab.txt")
-    return vocab if os.path.isdir(path) and os.path.isfile(vocab) else None
+    """The vocab.txt stored in a checkpoint directory (or beside a weights file), if any."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    vocab = os.path.join(folder, "vocab.txt")
+    return vocab if os.path.isfile(vocab) else None
+
+
+def checkpoint_tokenizer_vocab(path: str) -> list[str] | None:
+    """The WordPiece vocab in a directory's tokenizer.json, as vocab.txt lines (id order); None without one.
+
+    transformers 5 saves only tokenizer.json, no vocab.txt.
+    """
+    file = os.path.join(path, "tokenizer.json")
+    if not (os.path.isdir(path) and os.path.isfile(file)):
+        return None
+    model = read_json_object(file).get("model")
+    kind = model.get("type") if isinstance(model, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if kind != "WordPiece" or not isinstance(vocab, dict):
+        raise ValueError(f"{file}: model.type={kind!r}, not a WordPiece vocab that a vocab.txt can hold")
+    ids = list(vocab.values())
+    if not all(type(i) is int for i in ids) or sorted(ids) != list(range(len(ids))):
+        raise ValueError(f"{file}: model.vocab ids are not 0..{len(vocab) - 1}, each once")
+    tokens = sorted(vocab, key=vocab.get)
+    bad = [t for t in tokens if "\n" in t or "\r" in t]
+    if bad:
+        raise ValueError(f"{file}: token {bad[0]!r} has a line break; a vocab.txt cannot hold it")
+    return tokens

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import sys
 from dataclasses import dataclass
 
 
@@ -15,6 +17,8 @@ _RELEASE_KEYS = {"act_fn": ("hidden_act",), "ff_dim": ("intermediate_size",), "n
 _HF_CHECKED = {"model_type": ("bert",), "position_embedding_type": ("absolute",), "is_decoder": (False,),
                "add_cross_attention": (False,), "is_encoder_decoder": (False,),
                "problem_type": (None, "regression", "single_label_classification")}
+# our heads: num_labels == 1 is regression (MSE), more is single-label classification (cross-entropy)
+_PROBLEM_TYPES = {"regression": lambda n: n == 1, "single_label_classification": lambda n: n > 1}
 # Hugging Face bookkeeping that does not change the network (label names, generation/tokenizer hints, dtype, ...).
 _HF_IGNORED = frozenset({
     "architectures", "transformers_version", "_name_or_path", "pad_token_id", "bos_token_id", "eos_token_id",
@@ -23,7 +27,32 @@ _HF_IGNORED = frozenset({
     "output_hidden_states", "return_dict", "output_past", "torchscript", "pruned_heads", "finetuning_task",
     "tokenizer_class", "task_specific_params", "prefix", "directionality", "pooler_fc_size",
     "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type"})
+# More of the same that real Hugging Face configs carry (older transformers wrote every generation default;
+# some hubs add tokenizer hints). Only tolerated in configs with model_type "bert": in ours an unknown key is a typo.
+_HF_HARMLESS = frozenset({
+    "_attn_implementation_autoset", "_attn_implementation", "attn_implementation", "_commit_hash", "use_bfloat16",
+    "xla_device", "model_max_length", "tf_legacy_loss", "tie_encoder_decoder", "cross_attention_hidden_size",
+    "max_length", "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty",
+    "temperature", "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
+    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
+    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "use_return_dict"})
 _GELU_NAMES = ("gelu", "gelu_python")  # both are the exact erf form; gelu_new/gelu_fast are tanh approximations
+
+
+def read_json_object(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return d
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 @dataclass
@@ -51,8 +80,18 @@ class BertConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+            setattr(self, name, float(value))
+        for name in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if not _is_real(value) or not 0.0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            setattr(self, name, float(value))
+        # a string such as "false" would be truthy for one tokenizer path and parsed by another
+        if not isinstance(self.do_lower_case, bool):
+            raise ValueError(f"do_lower_case must be true or false, got {self.do_lower_case!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}")
@@ -66,6 +105,7 @@ class BertConfig:
     def from_dict(cls, d: dict, source: str = "config") -> "BertConfig":
         """Our keys, the original release's (act_fn, ff_dim, num_heads, dropout_prob) or Hugging Face's."""
         fields = {f.name for f in dataclasses.fields(cls)}
+        hf = d.get("model_type") == "bert"
         kw, unknown = {}, []
         for key, value in d.items():
             if key in fields:
@@ -73,6 +113,8 @@ class BertConfig:
             elif key in _RELEASE_KEYS:
                 names = _RELEASE_KEYS[key]
             elif key == "id2label":
+                if not isinstance(value, dict):
+                    raise ValueError(f"{source}: id2label must be a JSON object, got {value!r}")
                 names, value = ("num_labels",), len(value)
             elif key in _HF_CHECKED:
                 if value not in _HF_CHECKED[key]:
@@ -80,34 +122,36 @@ class BertConfig:
                                      f"{list(_HF_CHECKED[key])})")
                 continue
             else:
-                if key not in _HF_IGNORED:
+                if key not in _HF_IGNORED and not (hf and key in _HF_HARMLESS):
                     unknown.append(key)
                 continue
             for name in names:
                 if name in kw and kw[name] != value:
                     raise ValueError(f"{source}: {key}={value!r} conflicts with {name}={kw[name]!r}")
                 kw[name] = value
-        if unknown:
+        if unknown and hf:
+            print(f"warning: {source}: ignoring unknown config key(s) {', '.join(sorted(unknown))}",
+                  file=sys.stderr, flush=True)
+        elif unknown:
             raise ValueError(f"{source}: unknown config key(s) {', '.join(sorted(unknown))}")
         required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
         missing = [name for name in required if name not in kw]
         if missing:
             raise ValueError(f"{source}: missing config key(s) {', '.join(missing)}")
         try:
-            return cls(**kw)
+            config = cls(**kw)
         except (ValueError, TypeError) as e:
             raise ValueError(f"{source}: {e}") from None
+        problem_type = d.get("problem_type")
+        if problem_type is not None and not _PROBLEM_TYPES[problem_type](config.num_labels):
+            raise ValueError(f"{source}: problem_type={problem_type!r} with num_labels={config.num_labels} is not "
+                             "supported: our classifier does regression with 1 label and single-label "
+                             "classification with more")
+        return config
 
     @classmethod
     def from_json_file(cls, path: str) -> "BertConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a JSON object of config keys")
-        return cls.from_dict(d, source=path)
+        return cls.from_dict(read_json_object(path), source=path)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -227,9 +227,11 @@ class BertForPreTraining(nn.Module):
 class BertForQuestionAnswering(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.config = config
+        # start and end logits: two outputs whatever the config came with (e.g. 3 from a KorNLI checkpoint), and
+        # the stored config says so, or a Hugging Face export would size qa_outputs from its id2label
+        self.config = config = dataclasses.replace(config, num_labels=2)
         self.bert = BertModel(config, add_pooler=False)
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
         init_weights(self.qa_outputs, config.initializer_range)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, start_positions=None, end_positions=None):
@@ -262,7 +264,8 @@ class BertForSequenceClassification(nn.Module):
         out = {"logits": logits}
         if labels is not None:
             if self.num_labels == 1:
-                out["loss"] = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+                # flat on both sides, as Hugging Face does: [B,1] labels against [B] scores would broadcast to [B,B]
+                out["loss"] = F.mse_loss(logits.view(-1).float(), labels.view(-1).float())
             else:
                 out["loss"] = F.cross_entropy(logits.float(), labels)
         return out

@@ -144,8 +144,22 @@ def test_release_finetuned_files(tmp_path, head, our_cls, hf_cls):
     convert_checkpoint.main(["--input", path, "--config_file", "models/configs/tiny.json",
                              "--output", str(tmp_path / "back.bin"), "--to", "release"])
     back = torch.load(tmp_path / "back.bin", weights_only=True)
-    dropped = {k for k in sd if k.startswith("bert.pooler.")} if head == "qa" else set()  # QA has no pooler
-    assert set(back) == set(sd) - dropped and all(torch.equal(back[k], sd[k]) for k in back)
+    # the release's QA model has a pooler (never used) and loads strictly: ours has none, the file's is carried
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in back)
+
+
+def test_qa_to_release_without_a_pooler_writes_an_unused_one(tmp_path, capsys):
+    """Our QA checkpoints have no pooler; the release file gets a zero one that its strict load accepts."""
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(tiny_config())
+    save_checkpoint(model, str(tmp_path / "ours"))
+    convert_checkpoint.main(["--input", str(tmp_path / "ours"), "--output", str(tmp_path / "qa.bin"),
+                             "--to", "release"])
+    assert "zero pooler" in capsys.readouterr().out
+    back = torch.load(tmp_path / "qa.bin", weights_only=True)
+    assert set(back) == set(release_state_dict("bert.", "qa"))  # the release's KorQuAD file's key set
+    assert not back["bert.pooler.dense.weight"].any() and back["bert.pooler.dense.weight"].shape == (H, H)
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())
 
 
 def test_encoder_only_into_task_model(tmp_path, capsys):
@@ -199,7 +213,9 @@ def test_save_checkpoint_round_trip(tmp_path):
     assert cfg == model.config and cfg.num_labels == 1 and cfg.morph_analyzer == "kiwi"
     assert checkpoint_vocab(str(tmp_path / "ckpt")) == str(tmp_path / "ckpt" / "vocab.txt")
     bare = str(tmp_path / "ckpt" / "model.safetensors")
-    assert checkpoint_config(bare) == cfg and checkpoint_vocab(bare) is None  # config rides in the metadata
+    assert checkpoint_config(bare) == cfg  # the config rides in the file's metadata
+    assert checkpoint_vocab(bare) == str(tmp_path / "ckpt" / "vocab.txt")  # the vocab is found beside it
+    assert checkpoint_vocab(str(tmp_path / "elsewhere" / "model.safetensors")) is None
     loaded = load_checkpoint(BertForSequenceClassification(cfg), bare).eval()
     ids, types, mask = batch()
     with torch.no_grad():
@@ -207,15 +223,17 @@ def test_save_checkpoint_round_trip(tmp_path):
     assert checkpoint_config(save_bin(model.state_dict(), tmp_path / "x.bin")) is None
 
 
-@pytest.mark.parametrize("our_cls, hf_cls, kw", [
-    (BertModel, "BertModel", {}),
-    (BertForPreTraining, "BertForPreTraining", {}),
-    (BertForQuestionAnswering, "BertForQuestionAnswering", {}),
-    (BertForSequenceClassification, "BertForSequenceClassification", {"num_labels": 3}),
+@pytest.mark.parametrize("our_cls, hf_cls, kw, config_kw", [
+    (BertModel, "BertModel", {}, {}),
+    (BertForPreTraining, "BertForPreTraining", {}, {}),
+    (BertForQuestionAnswering, "BertForQuestionAnswering", {}, {}),
+    # fine-tuned from a 3-label (KorNLI) checkpoint: still 2 QA outputs, and the exported config says so
+    (BertForQuestionAnswering, "BertForQuestionAnswering", {}, {"num_labels": 3}),
+    (BertForSequenceClassification, "BertForSequenceClassification", {"num_labels": 3}, {}),
 ])
-def test_convert_ours_to_hf_loads_in_transformers(tmp_path, our_cls, hf_cls, kw):
+def test_convert_ours_to_hf_loads_in_transformers(tmp_path, our_cls, hf_cls, kw, config_kw):
     torch.manual_seed(0)
-    model = our_cls(tiny_config(), **kw).eval()
+    model = our_cls(tiny_config(**config_kw), **kw).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.5))
@@ -281,7 +299,8 @@ def test_bad_checkpoint_files(tmp_path):
 
 def test_convert_cli_errors_are_one_line(tmp_path, capsys):
     enc = save_bin(release_state_dict(), tmp_path / "enc.bin")
-    bad_vocab = tmp_path / "vocab.txt"
+    os.makedirs(tmp_path / "other")
+    bad_vocab = tmp_path / "other" / "vocab.txt"  # not beside enc.bin, where it would be taken as its vocab
     bad_vocab.write_text("a\nb\n")
     os.makedirs(tmp_path / "taken")
     (tmp_path / "taken" / "keep.txt").write_text("precious")
@@ -318,3 +337,127 @@ def test_hf_export_tokenizer_keeps_hangul(tmp_path):
     expected = ours.convert_tokens_to_ids(ours.tokenize(text))
     assert 1 not in expected  # the text is fully covered by the vocab, so an [UNK] would be a decomposition bug
     assert hf_tok(text, add_special_tokens=False)["input_ids"] == expected
+
+
+def test_hf_export_of_a_morpheme_model_writes_no_tokenizer(tmp_path, capsys):
+    """transformers' tokenizer cannot pre-split morphemes: rather than a tokenizer giving other ids, none."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(["[PAD]\n", "[UNK]\n", "[CLS]\n", "[SEP]\n", "[MASK]\n"]
+                             + [f"t{i}\n" for i in range(V - 5)]), encoding="utf-8")
+    model = BertModel(tiny_config(morph_analyzer="kiwi"))
+    save_checkpoint(model, str(tmp_path / "ours"), vocab_file=str(vocab))
+    capsys.readouterr()
+    convert_checkpoint.main(["--input", str(tmp_path / "ours"), "--output", str(tmp_path / "hf"), "--to", "hf"])
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("warning: ") and "morph_analyzer='kiwi'" in err
+    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors"]
+    hf, info = transformers.BertModel.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    assert checkpoint_config(str(tmp_path / "hf")) == model.config  # morph_analyzer rides in config.json
+
+
+def hf_saved(tmp_path, hf_cls, name, **config_kw):
+    """A transformers model with random weights, saved by save_pretrained under tmp_path / name."""
+    d = tiny_config(**config_kw).to_hf_dict()
+    for ours_only in ("do_lower_case", "morph_analyzer"):  # a native HF config has neither
+        del d[ours_only]
+    hf_cfg = transformers.BertConfig(**d, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = getattr(transformers, hf_cls)(hf_cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * (0.2 if p.dim() > 1 else 0.5))
+    model.save_pretrained(str(tmp_path / name))
+    return model, str(tmp_path / name)
+
+
+def without_architectures(path):
+    """The same checkpoint with no `architectures` in its config.json: the class is read off the weight names."""
+    import json
+    cfg = json.load(open(os.path.join(path, "config.json")))
+    del cfg["architectures"]
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def test_hf_masked_lm_converts_with_fresh_pooler_and_sop(tmp_path, capsys):
+    """The usual HF BERT checkpoint (BertForMaskedLM: no pooler, no SOP head) becomes our BertForPreTraining,
+    whose missing pieces start fresh and are named; the MLM logits are HF's."""
+    hf, path = hf_saved(tmp_path, "BertForMaskedLM", "mlm")
+    ids, types, mask = batch()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask).logits
+    for by_keys in (False, True):  # by config.json's architectures, then by the weight names
+        out_dir = str(tmp_path / f"ours_{by_keys}")
+        capsys.readouterr()
+        convert_checkpoint.main(["--input", without_architectures(path) if by_keys else path, "--output", out_dir,
+                                 "--to", "ours"])
+        out, err = capsys.readouterr()
+        assert "wrote BertForPreTraining" in out and "freshly initialised" in out
+        fresh = [line for line in err.splitlines() if "fresh initialisation" in line]
+        assert len(fresh) == 1 and all(k in fresh[0] for k in (
+            "bert.pooler.dense.weight", "bert.pooler.dense.bias", "cls.seq_relationship.weight",
+            "cls.seq_relationship.bias"))
+        ours = load_checkpoint(BertForPreTraining(checkpoint_config(out_dir)), out_dir).eval()
+        with torch.no_grad():
+            close(ours(ids, types, mask)["mlm_logits"], ref)
+    # only the pieces a masked-LM checkpoint cannot have start fresh: the rest stays strict
+    from safetensors.torch import load_file, save_file
+    st = os.path.join(path, "model.safetensors")
+    save_file({k: v for k, v in load_file(st).items() if k != "cls.predictions.transform.dense.bias"}, st)
+    with pytest.raises(SystemExit):
+        convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "broken"), "--to", "ours"])
+    assert "missing 1 [cls.predictions.transform.dense.bias]" in capsys.readouterr().err
+
+
+def test_hf_token_classification_is_refused(tmp_path, capsys):
+    _, path = hf_saved(tmp_path, "BertForTokenClassification", "tok", num_labels=5)
+    # by config.json's architectures, then by the weight names (a classifier with no pooler)
+    for by_keys, why in ((False, "architectures=BertForTokenClassification"),
+                         (True, "classifier head without a pooler")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            convert_checkpoint.main(["--input", without_architectures(path) if by_keys else path,
+                                     "--output", str(tmp_path / "out"), "--to", "ours"])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and why in err and "token classification" in err and "\n" not in err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_hf_dir_with_tokenizer_json_only(tmp_path, capsys):
+    """transformers 5 saves tokenizer.json and no vocab.txt, and do_lower_case in tokenizer_config.json: both
+    come over, so the converted checkpoint tokenizes as the HF one did."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "서울", "##에서", "hello"] + [f"t{i}" for i in range(V - 8)]
+    (tmp_path / "vocab.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    _, path = hf_saved(tmp_path, "BertForSequenceClassification", "hf", num_labels=3)
+    tok = transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=True)  # first argument: the vocab
+    tok.save_pretrained(path)
+    if os.path.exists(os.path.join(path, "vocab.txt")):
+        pytest.skip("this transformers writes vocab.txt itself")
+    convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "ours"), "--to", "ours"])
+    assert (tmp_path / "ours" / "vocab.txt").read_text(encoding="utf-8") == "".join(t + "\n" for t in tokens)
+    cfg = checkpoint_config(str(tmp_path / "ours"))
+    assert cfg.do_lower_case is True and cfg.num_labels == 3
+    assert "warning" not in capsys.readouterr().err
+    with open(tmp_path / "ours" / "vocab.txt", encoding="utf-8") as f:  # same ids as the HF tokenizer
+        ours = {t.rstrip("\n"): i for i, t in enumerate(f)}
+    assert [ours[t] for t in tok.tokenize("HELLO 서울에서")] == tok("HELLO 서울에서", add_special_tokens=False)["input_ids"]
+
+
+def test_hf_tokenizer_json_with_holes_and_no_vocab_at_all(tmp_path, capsys):
+    import json
+    _, path = hf_saved(tmp_path, "BertModel", "hf")
+    vocab = {f"t{i}": i for i in range(V)}
+    vocab["t3"] = V + 7  # id 3 missing, one past the end
+    (tmp_path / "hf" / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": vocab}}))
+    capsys.readouterr()  # save_pretrained's progress bar
+    with pytest.raises(SystemExit):
+        convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "o1"), "--to", "ours"])
+    err = capsys.readouterr().err.strip()
+    assert "tokenizer.json: model.vocab ids are not 0..999" in err and "\n" not in err
+    os.remove(tmp_path / "hf" / "tokenizer.json")
+    convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "o2"), "--to", "ours"])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("warning: ") and "has no vocab" in err and "\n" not in err
+    assert sorted(os.listdir(tmp_path / "o2")) == ["config.json", "model.safetensors"]

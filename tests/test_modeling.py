@@ -82,6 +82,35 @@ def test_hf_config_keys_accepted():
     assert BertConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_hf_config_problem_types():
+    """problem_type as transformers writes it: kept where our heads do the same, refused where they would not."""
+    def hf_dict(**kw):
+        return transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=128, **kw).to_dict()
+    assert BertConfig.from_dict(hf_dict(num_labels=1, problem_type="regression")).num_labels == 1
+    assert BertConfig.from_dict(hf_dict(num_labels=3, problem_type="single_label_classification")).num_labels == 3
+    with pytest.raises(ValueError, match=r"^hf: problem_type='regression' with num_labels=3 is not supported"):
+        BertConfig.from_dict(hf_dict(num_labels=3, problem_type="regression"), source="hf")
+
+
+def test_hf_config_unknown_keys_warn_ours_fail(capsys):
+    """Real Hugging Face configs carry hub/runtime keys: harmless ones pass silently, others with one warning
+    line; in our own (or release-style) config an unknown key is a typo and an error."""
+    d = transformers.BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=128).to_dict()
+    d.update(_attn_implementation_autoset=True, use_bfloat16=False, xla_device=None, model_max_length=512)
+    expected = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          intermediate_size=128)
+    assert BertConfig.from_dict(d, source="hub.json") == expected
+    assert capsys.readouterr().err == ""
+    assert BertConfig.from_dict({**d, "flash_mode": 1, "zeta": 2}, source="hub.json") == expected
+    assert capsys.readouterr().err == "warning: hub.json: ignoring unknown config key(s) flash_mode, zeta\n"
+    ours = {k: v for k, v in expected.to_dict().items()}
+    for extra in ({"use_bfloat16": False}, {"flash_mode": 1}):
+        with pytest.raises(ValueError, match="ours.json: unknown config key"):
+            BertConfig.from_dict({**ours, **extra}, source="ours.json")
+
+
 def test_config_json_round_trip(tmp_path):
     cfg = tiny_config(morph_analyzer="kiwi", do_lower_case=True, num_labels=1)
     cfg.to_json_file(tmp_path / "c.json")
@@ -97,6 +126,19 @@ def test_config_json_round_trip(tmp_path):
     ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
     ({"dropout_prob": 0.2}, "conflicts with"),
     ({"vocab_size": None}, "vocab_size must be a positive integer"),
+    # a string "false" is truthy: the Python and fast tokenizers would disagree on lower-casing
+    ({"do_lower_case": "false"}, "do_lower_case must be true or false, got 'false'"),
+    ({"layer_norm_eps": -1}, "layer_norm_eps must be a positive number, got -1"),
+    ({"initializer_range": "0.02"}, "initializer_range must be a positive number, got '0.02'"),
+    ({"hidden_dropout_prob": "0.1"}, "hidden_dropout_prob must be a number in [0, 1), got '0.1'"),
+    ({"attention_probs_dropout_prob": True}, "attention_probs_dropout_prob must be a number in [0, 1), got True"),
+    # problem types our classifier does not implement (it regresses with 1 label, classifies with more)
+    ({"model_type": "bert", "problem_type": "regression", "num_labels": 3},
+     "problem_type='regression' with num_labels=3 is not supported"),
+    ({"model_type": "bert", "problem_type": "single_label_classification", "num_labels": 1},
+     "problem_type='single_label_classification' with num_labels=1 is not supported"),
+    ({"model_type": "bert", "problem_type": "multi_label_classification"},
+     "problem_type='multi_label_classification' is not supported"),
 ])
 def test_config_errors_name_the_file_and_key(tmp_path, change, message):
     d = {**tiny_config().to_dict(), **change}
@@ -134,6 +176,8 @@ def test_shapes_and_init():
     assert qa["start_logits"].shape == qa["end_logits"].shape == (B, T)
     assert BertForSequenceClassification(cfg, num_labels=3)(ids, types, mask)["logits"].shape == (B, 3)
     assert BertForSequenceClassification(cfg, num_labels=1).config.num_labels == 1
+    # a QA model fine-tuned from a 3-label (KorNLI) checkpoint records its 2 outputs, not the 3 it came with
+    assert BertForQuestionAnswering(tiny_config(num_labels=3)).config.num_labels == 2
 
 
 def test_padding_invariance():
@@ -244,6 +288,8 @@ def test_parity_hf_to_ours(tmp_path, impl):
                 out = ours(ids, types, mask, labels=labels)
                 close(out["logits"], ref.logits)
                 close(out["loss"], ref.loss)
+                if num_labels == 1:  # [B,1] scores as labels: no broadcast to [B,B]
+                    close(ours(ids, types, mask, labels=labels[:, None])["loss"], hf(**kw, labels=labels[:, None]).loss)
 
 
 def test_pretraining_step_is_one_graph_for_torch_compile():

@@ -382,3 +382,24 @@ def test_bad_vocab_files(work):
             build(str(work / "missing_vocab.txt"))
     with pytest.raises(ValueError, match=r"\(given as a dict\) lacks special token\(s\): \[MASK\]"):
         T.special_token_ids({"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3})
+
+
+def test_vocab_file_is_readable_by_others_and_synced(work, monkeypatch):
+    """vocab.txt gets the mode any file the user writes gets (not mkstemp's 0600), and reaches the disk before
+    the rename makes it the vocab."""
+    corpus = _write(work / "tiny_corpus.txt", "서울에서 만나요\n부산으로 가요\n")
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_ino)), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda src, dst: (events.append(("replace", os.stat(src).st_ino)),
+                                                         real_replace(src, dst)))
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        out = work / f"umask{umask:o}" / "vocab.txt"
+        old = os.umask(umask)
+        try:
+            V.build_vocab([corpus], 50, str(out))
+        finally:
+            os.umask(old)
+        assert os.stat(out).st_mode & 0o777 == mode
+    inode = os.stat(out).st_ino
+    assert [e for e in events if e[1] == inode] == [("fsync", inode), ("replace", inode)]
