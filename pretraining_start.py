@@ -6,10 +6,11 @@ with. Every function takes explicit arguments and raises ValueError with the one
 
     ckpt_dir, source = resolve_start(output_dir, resume="auto", init_checkpoint=None)
     config = model_config(config_file, ckpt_dir, source, shard_meta, input_dir)
-    state, changed = load_train_state(ckpt_dir, vars(args), must_match=("optimizer", "scheduler"))
+    state, changed = load_train_state(ckpt_dir, vars(args), ("optimizer", "scheduler"), shards_fingerprint(meta))
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -21,7 +22,8 @@ from train_utils import resolve_checkpoint_dir
 RESUME = "--resume"
 INIT = "--init_checkpoint"
 # changing one of these on resume is allowed, but then the continuation is not the uninterrupted run
-WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed")
+WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed", "short_seq_prob",
+                   "masked_lm_prob", "max_predictions_per_seq", "max_ngram", "no_whole_word", "no_sop")
 
 
 def resolve_start(output_dir: str, resume: str | None, init_checkpoint: str | None) -> tuple[str | None, str | None]:
@@ -51,8 +53,9 @@ def resolve_start(output_dir: str, resume: str | None, init_checkpoint: str | No
 
 def check_vocab(vocab_file: str | None, ckpt_dir: str | None, source: str | None, shard_meta: dict,
                 input_dir: str, shard_vocab_file: str) -> None:
-    """The vocab given on the command line and the checkpoint's own must both be the shards' vocab."""
-    stored = checkpoint_vocab(ckpt_dir) if ckpt_dir and os.path.isdir(ckpt_dir) else None
+    """The vocab given on the command line and the checkpoint's own (beside it, for a weights file) must both be the
+    shards' vocab."""
+    stored = checkpoint_vocab(ckpt_dir) if ckpt_dir else None
     for label, vocab in (("--vocab_file", vocab_file), (source, stored)):
         if vocab and vocab_sha256(vocab) != shard_meta["vocab_sha256"]:
             raise ValueError(f"{label}: {vocab} is not the vocabulary the shards in {input_dir} were built with "
@@ -70,7 +73,7 @@ def model_config(config_file: str | None, ckpt_dir: str | None, source: str | No
     if config is None and stored is None:
         raise ValueError("no model config: pass --config_file"
                          + (f" ({ckpt_dir} carries no config.json)" if ckpt_dir else ""))
-    config = config or stored
+    config = config or dataclasses.replace(stored)  # a copy: `stored` is what the resumed run really used
     # A model whose vocab was built on morpheme-split text must never see plain-split shards (or the reverse):
     # a config that names an analyser must agree with the shards; one that names none takes the shards' setting.
     shard_morph = shard_meta.get("morph_analyzer")
@@ -80,11 +83,12 @@ def model_config(config_file: str | None, ckpt_dir: str | None, source: str | No
                          "as the vocab")
     config.do_lower_case = bool(shard_meta.get("do_lower_case", False))
     config.morph_analyzer = shard_morph
-    if source == RESUME and config_file and stored is not None:
+    if source == RESUME and stored is not None:
         a, b = config.to_dict(), stored.to_dict()
         diff = [k for k in a if a[k] != b.get(k)]
         if diff:
-            raise ValueError(f"--resume {ckpt_dir}: its config differs from --config_file {config_file} "
+            theirs = f"--config_file {config_file}" if config_file else f"the shards in {input_dir}"
+            raise ValueError(f"--resume {ckpt_dir}: its config differs from {theirs} "
                              f"in {diff[0]} ({b.get(diff[0])!r} vs {a[diff[0]]!r})")
     if config.vocab_size != shard_meta["vocab_size"]:
         raise ValueError(f"vocab size mismatch: the config ({config_file or ckpt_dir}) says vocab_size="
@@ -96,9 +100,11 @@ def model_config(config_file: str | None, ckpt_dir: str | None, source: str | No
     return config
 
 
-def load_train_state(ckpt_dir: str, run_args: dict, must_match: tuple[str, ...]) -> tuple[dict, list[str]]:
-    """The saved train_state.pt, and which WARN_IF_CHANGED settings differ from run_args (a `must_match` one
-    that differs is an error)."""
+def load_train_state(ckpt_dir: str, run_args: dict, must_match: tuple[str, ...],
+                     shards_fingerprint: str | None = None) -> tuple[dict, list[str]]:
+    """The saved train_state.pt, and what differs from the saved run: WARN_IF_CHANGED settings in run_args, and the
+    shards (pretraining_data.shards_fingerprint) when the state recorded them. A `must_match` setting that differs
+    is an error."""
     try:
         state = torch.load(os.path.join(ckpt_dir, "train_state.pt"), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign file: say which, not a traceback from the unpickler
@@ -107,4 +113,7 @@ def load_train_state(ckpt_dir: str, run_args: dict, must_match: tuple[str, ...])
         if state["args"][key] != run_args[key]:
             raise ValueError(f"--{key} {run_args[key]} differs from {state['args'][key]} used by the run in "
                              f"{ckpt_dir}")
-    return state, [k for k in WARN_IF_CHANGED if state["args"].get(k) != run_args[k]]
+    changed = [k for k in WARN_IF_CHANGED if state["args"].get(k) != run_args[k]]
+    if shards_fingerprint and state.get("shards_fingerprint") not in (None, shards_fingerprint):
+        changed.append("shards (the data position now points at other examples)")
+    return state, changed

@@ -71,7 +71,7 @@ from tqdm import tqdm
 
 from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
-from pretraining_data import PretrainingDataset, collate_pretraining
+from pretraining_data import PretrainingDataset, collate_pretraining, shards_fingerprint
 from pretraining_start import RESUME, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
                          atomic_torch_save, atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime,
@@ -156,6 +156,13 @@ def main(argv=None):
                  "keep_last"):
         if getattr(args, flag) < 1:
             fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    for flag, ok, need in (("seed", args.seed >= 0, ">= 0"),
+                           ("short_seq_prob", 0 <= args.short_seq_prob <= 1, "in [0, 1]"),
+                           ("masked_lm_prob", 0 < args.masked_lm_prob < 1, "in (0, 1)"),
+                           ("max_predictions_per_seq", args.max_predictions_per_seq >= 1, ">= 1"),
+                           ("max_ngram", args.max_ngram >= 1, ">= 1")):
+        if not ok:
+            fail(f"--{flag} must be {need}, got {getattr(args, flag)}")
     if not args.output_dir:
         fail("--output_dir is required")
     if args.schedule_by_time and not args.max_time_minutes:
@@ -191,7 +198,7 @@ def main(argv=None):
         check_vocab(args.vocab_file, ckpt_dir, source, ds.meta, args.input_dir, ds.vocab_file)
         config = model_config(args.config_file, ckpt_dir, source, ds.meta, args.input_dir, args.max_seq_length)
         if source == RESUME:
-            state, changed = load_train_state(ckpt_dir, vars(args), RESUME_MUST_MATCH)
+            state, changed = load_train_state(ckpt_dir, vars(args), RESUME_MUST_MATCH, shards_fingerprint(ds.meta))
             if changed and rt.is_main:
                 warn(f"resuming {ckpt_dir} with changed {', '.join(changed)}: the continuation is not exact")
     except ValueError as e:
@@ -398,7 +405,8 @@ def main(argv=None):
                         "step": step, "epoch": epoch, "epoch_position": epoch_pos, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
                         "elapsed_s": elapsed0 + time.time() - t_start, "skipped_steps": int(skipped),
-                        "world_size": rt.world_size, "args": vars(args)}
+                        "world_size": rt.world_size, "shards_fingerprint": shards_fingerprint(ds.meta),
+                        "args": vars(args)}
                     def write(tmp_dir):
                         save_checkpoint(raw_model, tmp_dir, vocab_file=ds.vocab_file)
                         atomic_torch_save(train_state, os.path.join(tmp_dir, "train_state.pt"))

@@ -31,6 +31,22 @@ def warn(msg: str):
 # ----------------------------------------------------------------------------------------------------------------
 # argument groups: the same flag names in every script
 
+def parse_bool(value: str) -> bool:
+    """absl's spellings of a boolean flag value, so google-research/bert command lines (--do_train=True,
+    --do_lower_case=False) work."""
+    v = str(value).strip().lower()
+    if v in ("true", "t", "1", "yes", "y"):
+        return True
+    if v in ("false", "f", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def add_bool_flag(group, name: str, help: str):
+    """--name alone means true; --name=false / --name true take a value, as absl flags do. Default None: not given."""
+    return group.add_argument(name, nargs="?", const=True, default=None, type=parse_bool, metavar="BOOL", help=help)
+
+
 def add_model_args(parser: argparse.ArgumentParser):
     g = parser.add_argument_group("model")
     g.add_argument("--checkpoint", default=None,
@@ -39,8 +55,8 @@ def add_model_args(parser: argparse.ArgumentParser):
                    help="model config JSON (release or Hugging Face keys); optional when the checkpoint carries one")
     g.add_argument("--vocab_file", default=None,
                    help="WordPiece vocab.txt; optional when the checkpoint carries one")
-    g.add_argument("--do_lower_case", action="store_true",
-                   help="lower-case input (the Korean release models are cased)")
+    add_bool_flag(g, "--do_lower_case", help="lower-case input (the Korean release models are cased); "
+                                             "--do_lower_case=False as in google-research/bert is the default")
     return g
 
 
@@ -276,12 +292,16 @@ def resolve_config_and_vocab(args):
         except (ValueError, OSError, json.JSONDecodeError) as e:
             fail(f"--config_file {args.config_file}: {e}")
     elif ckpt:
-        config = checkpoint_config(ckpt)
+        try:
+            config = checkpoint_config(ckpt)
+        except (ValueError, OSError) as e:
+            fail(f"--checkpoint {ckpt}: {e}")
     if config is None:
         fail("no model config: pass --config_file (the checkpoint does not carry a config.json)")
     vocab_file = args.vocab_file or (checkpoint_vocab(ckpt) if ckpt else None)
     if vocab_file is None:
-        fail("no vocabulary: pass --vocab_file (the checkpoint does not carry a vocab.txt)")
+        fail("no vocabulary: pass --vocab_file (the checkpoint does not carry a vocab.txt; for a transformers 5 "
+             "directory, which has only tokenizer.json, run convert_checkpoint.py --to ours first)")
     if not os.path.isfile(vocab_file):
         fail(f"--vocab_file {vocab_file}: no such file")
     with open(vocab_file, encoding="utf-8") as f:

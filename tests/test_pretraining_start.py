@@ -17,7 +17,8 @@ from pretraining_data import vocab_sha256  # noqa: E402
 TINY = os.path.join(ROOT, "models", "configs", "tiny.json")
 META = {"vocab_size": 1000, "vocab_sha256": "0" * 64, "do_lower_case": False, "morph_analyzer": None}
 ARGS = {"optimizer": "adam", "scheduler": "linear", "train_batch_size": 32, "learning_rate": 1e-3,
-        "max_steps": 100, "max_seq_length": 128, "seed": 42}
+        "max_steps": 100, "max_seq_length": 128, "seed": 42, "short_seq_prob": 0.1, "masked_lm_prob": 0.15,
+        "max_predictions_per_seq": 20, "max_ngram": 3, "no_whole_word": False, "no_sop": False}
 
 
 def make_checkpoint(run_dir, step, args=ARGS, config=TINY):
@@ -77,6 +78,11 @@ def test_model_config(tmp_path):
     assert "hidden_size (64 vs 128)" in msg and str(ckpt) in msg
     # a new config for weights that only initialise the run is the point of --init_checkpoint
     assert S.model_config(str(wide), str(ckpt), S.INIT, META, "shards", 128).hidden_size == 128
+    # resumed without --config_file, the run keeps its own tokenizer settings: shards prepared otherwise stop it
+    msg = error(S.model_config, None, str(ckpt), S.RESUME, META | {"do_lower_case": True}, "shards", 128)
+    assert "the shards in shards" in msg and "do_lower_case (False vs True)" in msg
+    assert "morph_analyzer" in error(S.model_config, None, str(ckpt), S.RESUME, META | {"morph_analyzer": "kiwi"},
+                                     "shards", 128)
 
 
 def test_check_vocab(tmp_path):
@@ -90,6 +96,9 @@ def test_check_vocab(tmp_path):
     (ckpt / "vocab.txt").write_text("[UNK]\n")
     assert error(S.check_vocab, None, str(ckpt), S.INIT, meta, "shards", "v").startswith("--init_checkpoint: ")
     assert error(S.check_vocab, str(ckpt / "vocab.txt"), None, None, meta, "shards", "v").startswith("--vocab_file")
+    # a weights file is checked against the vocab.txt beside it
+    assert "is not the vocabulary" in error(S.check_vocab, None, str(ckpt / "model.safetensors"), S.INIT, meta,
+                                            "shards", "v")
 
 
 def test_load_train_state(tmp_path):
@@ -100,5 +109,11 @@ def test_load_train_state(tmp_path):
     assert changed == ["learning_rate", "seed"]
     assert "--optimizer lamb differs from adam" in error(S.load_train_state, str(ckpt), ARGS | {"optimizer": "lamb"},
                                                          ("optimizer",))
+    _, changed = S.load_train_state(str(ckpt), ARGS | {"max_ngram": 1, "no_sop": True}, ())
+    assert changed == ["max_ngram", "no_sop"]
+    torch.save({"step": 7, "args": dict(ARGS), "shards_fingerprint": "a" * 64}, ckpt / "train_state.pt")
+    assert S.load_train_state(str(ckpt), ARGS, (), shards_fingerprint="a" * 64)[1] == []
+    _, changed = S.load_train_state(str(ckpt), ARGS, (), shards_fingerprint="b" * 64)
+    assert len(changed) == 1 and changed[0].startswith("shards")
     (ckpt / "train_state.pt").write_bytes((ckpt / "train_state.pt").read_bytes()[:50])
     assert "unreadable" in error(S.load_train_state, str(ckpt), ARGS, ())
