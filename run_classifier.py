@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -85,33 +86,6 @@ def parse_seeds(text: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r}: a seed appears twice")
     return seeds
-
-
-def micro_batch_sizes(loader) -> list[int]:
-    """Rows in each of this rank's micro-batches, in loader order, known before the epoch runs.
-
-    They are the same on every rank: DistributedSampler gives each rank ceil(N / W) rows (repeating a few to even
-    them out) cut in order, so only the last micro-batch can be short; LengthGroupedBatchSampler fills every batch.
-    """
-    if isinstance(loader.batch_sampler, tu.LengthGroupedBatchSampler):
-        return [loader.batch_sampler.batch_size] * len(loader)
-    n, b = len(loader.sampler), loader.batch_size
-    return [min(b, n - i * b) for i in range(len(loader))]
-
-
-def window_weights(sizes: list[int], accum: int) -> list[float]:
-    """Weight of each micro-batch's mean loss: its share of its accumulation window's rows.
-
-    Every row of a window then counts as in one unaccumulated batch of those rows, also in the epoch's last window,
-    which may have fewer micro-batches and a short last one (a plain 1/window_size would over-weight the rows of a
-    short micro-batch). Under DDP the ranks' sizes are equal (micro_batch_sizes), so with DDP's mean over ranks
-    every row of the global window weighs 1 / its row count.
-    """
-    weights = []
-    for start in range(0, len(sizes), accum):
-        window = sizes[start:start + accum]
-        weights += [n / sum(window) for n in window]
-    return weights
 
 
 def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
@@ -199,8 +173,6 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     train_loader, sampler = make_train_loader(data["train"], micro_batch, data["pad_id"], task, rt, args, seed)
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(train_loader) / accum)
-    sizes = micro_batch_sizes(train_loader)
-    weights = window_weights(sizes, accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay), args.learning_rate,
                                 eps=args.adam_epsilon)
@@ -222,22 +194,27 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
         # the logged loss is the per-row mean whatever the micro-batch sizes
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"seed {seed} epoch {epoch}", disable=not rt.is_main, leave=False)
-        for i, batch in enumerate(bar):
-            n = len(batch["labels"])
-            if n != sizes[i]:  # the weights assume micro_batch_sizes; a new sampler must keep them true
-                raise RuntimeError(f"micro-batch {i} has {n} rows, expected {sizes[i]}")
-            batch = tu.batch_to_device(batch, rt.device)
-            sync = (i + 1) % accum == 0 or i + 1 == len(train_loader)
-            # under DDP, all-reduce gradients only on the micro-batch that ends an accumulation window
-            ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
-            with ctx:
-                with rt.autocast():
-                    loss = model(**batch)["loss"]
-                scaler.scale(loss * weights[i]).backward()
-            loss_sum, loss_n = loss_sum + loss.detach().float() * n, loss_n + n
-            window_loss, window_n = window_loss + loss.detach().float() * n, window_n + n
-            if not sync:
-                continue
+        batches, i = iter(bar), 0
+        while True:
+            # A window's micro-batches are drawn before its first backward, so each one's mean loss is weighted by
+            # its share of the window's rows: a short last micro-batch counts as its rows, as in one batch of them
+            # all. Under DDP every rank holds as many rows (the samplers pad), so DDP's mean over ranks keeps that.
+            window = list(itertools.islice(batches, accum))
+            if not window:
+                break
+            window_rows = sum(len(b["labels"]) for b in window)
+            for j, batch in enumerate(window):
+                n = len(batch["labels"])
+                batch = tu.batch_to_device(batch, rt.device)
+                # under DDP, all-reduce gradients only on the micro-batch that ends an accumulation window
+                ctx = model.no_sync() if rt.distributed and j < len(window) - 1 else contextlib.nullcontext()
+                with ctx:
+                    with rt.autocast():
+                        loss = model(**batch)["loss"]
+                    scaler.scale(loss * (n / window_rows)).backward()
+                loss_sum, loss_n = loss_sum + loss.detach().float() * n, loss_n + n
+                window_loss, window_n = window_loss + loss.detach().float() * n, window_n + n
+            i += len(window)
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             scaler.step(optimizer)
@@ -252,7 +229,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
                     tu.fail(f"training loss is {window_mean} at step {step}; lower --learning_rate "
                             f"(or use --amp bf16 instead of fp16)")
                 if rt.is_main:
-                    row = {"step": step, "epoch": round(epoch - 1 + (i + 1) / len(train_loader), 4),
+                    row = {"step": step, "epoch": round(epoch - 1 + i / len(train_loader), 4),
                            "loss": window_mean, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                            "elapsed_s": round(time.time() - t0, 1)}
                     logger.log(row)

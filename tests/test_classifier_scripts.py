@@ -336,23 +336,25 @@ def test_same_global_batch_same_run_with_accumulation_and_two_ranks(env, tmp_pat
     assert losses[1] == pytest.approx(losses[0], rel=1e-4) and losses[2] == pytest.approx(losses[0], rel=1e-4)
 
 
-def test_micro_batch_sizes_match_the_loaders():
-    """The accumulation weights rest on sizes known before the epoch: they must be what the loaders yield, on
-    every rank (DistributedSampler evens the ranks out; the length-grouped sampler fills every batch)."""
+def test_ranks_get_the_same_micro_batch_sizes():
+    """The accumulation weights (rows / window rows) survive DDP's mean over ranks only if every rank's loader
+    yields batches of the same sizes (DistributedSampler evens the ranks out; the length-grouped sampler fills every
+    batch)."""
     from types import SimpleNamespace
     feats = [{"input_ids": [2] + [5] * (i % 7) + [3], "token_type_ids": [0] * (i % 7 + 2), "label": 1.0}
              for i in range(58)]
     task = run_classifier.cls_data.TASKS["korsts"]
-    for world in (1, 2, 4):
+    for world in (2, 4):
         for grouped in (False, True):
+            sizes = []
             for rank in range(world):
                 rt = SimpleNamespace(rank=rank, world_size=world, device=torch.device("cpu"))
                 args = SimpleNamespace(group_by_length=grouped, num_workers=0)
                 loader, sampler = run_classifier.make_train_loader(feats, 4, 0, task, rt, args, seed=3)
                 sampler.set_epoch(1)
-                assert run_classifier.micro_batch_sizes(loader) == [len(b["labels"]) for b in loader]
-    assert run_classifier.window_weights([4, 4, 4, 4, 4, 4, 2], 4) == [0.25] * 4 + [0.4, 0.4, 0.2]
-    assert run_classifier.window_weights([8, 8, 8, 4], 2) == [0.5, 0.5, 8 / 12, 4 / 12]
+                sizes.append([len(b["labels"]) for b in loader])
+            assert all(s == sizes[0] for s in sizes), (world, grouped, sizes)
+            assert grouped or sizes[0][-1] < 4  # 58 rows leave a short last batch to weigh
 
 
 def test_parse_seeds():
