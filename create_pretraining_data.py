@@ -9,7 +9,10 @@
 
 Input: UTF-8 text, one sentence or paragraph per line, a blank line between documents (each file also starts a new
 document). Paragraph lines are split into sentences (a punctuation regex by default; kiwipiepy's splitter with
---sentence_splitter kiwi).
+--sentence_splitter kiwi). A line longer than MAX_LINE_BYTES (256 KiB, e.g. a file with CR-only line ends) is cut
+after the last CR, else ASCII whitespace, in the second half of the cap (else before the character the cap falls in),
+and the pieces go on as lines of the same document: memory does not grow with the longest line (cuts counted in the
+summary).
 
 Output directory (np.load(..., mmap_mode="r") works on every array):
   shard_NNNNN.ids.npy         uint16 token ids (uint32 when the vocab has more than 65536 entries), [num_tokens]
@@ -19,34 +22,39 @@ Output directory (np.load(..., mmap_mode="r") works on every array):
   shard_NNNNN.documents.npy   int64 [num_documents + 1]: document d is sentences documents[d]..documents[d+1]-1
   vocab.txt                   copy of --vocab_file
   meta.json                   settings, counts, shard list and the run summary; written last
-Everything is written into OUTPUT_DIR.tmp-* and renamed at the end, so a directory with meta.json is complete.
+Everything is written into OUTPUT_DIR.tmp-HOST-PID-* and renamed at the end, so a directory with meta.json is complete;
+an error, Ctrl-C (exit 130) or SIGTERM (exit 143) removes it, and one left by a killed run (its PID gone on this HOST)
+is removed at the next start. --overwrite replaces only a directory holding this script's output (meta.json, vocab.txt
+and shard files, nothing else): any other non-empty directory is refused, with or without it.
 A shard is closed at the first sentence end past --shard_size_tokens; a document still open there goes on as a
 new document in the next shard (counted in the summary). The output is identical for any --num_workers.
 """
 from __future__ import annotations
 
 import argparse
-import collections
+import contextlib
 import importlib.util
-import itertools
-import multiprocessing as mp
+import json
 import os
 import re
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
-import unicodedata
 
 import numpy as np
 from tqdm import tqdm
 
+import corpus_tasks
+from corpus_tasks import WorkerDied, read_tasks, run_tasks
 from pretraining_data import FORMAT, FORMAT_VERSION, shard_path, vocab_sha256
-from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
+from tokenization import load_vocab, special_token_ids
 from train_utils import atomic_write_json, fail, warn
 
-MIN_SPLIT_CHARS = 20  # shorter lines are kept whole: two Korean sentences rarely fit, and kiwi is the slow part
-_SENT_END = re.compile(r"(?<![0-9])[.!?。…]+[\"'”’」』)\]]*\s+")  # no split after digits: "2010. 11. 12.", "1. 총칙"
+_OUR_FILE = re.compile(r"shard_\d{5,}\.(ids|word_start|sentences|documents)\.npy|meta\.json|vocab\.txt")
 
 
 def add_data_args(parser):
@@ -68,136 +76,6 @@ def add_data_args(parser):
                    else os.cpu_count() or 1, help="tokeniser processes (default: the usable CPUs)")
     g.add_argument("--task_chars", type=int, default=1 << 20, help="characters of text per worker task")
     return g
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# sentence splitting and tokenisation (runs in the worker processes)
-
-def split_regex(line: str) -> list[str]:
-    out, last = [], 0
-    for m in _SENT_END.finditer(line):
-        out.append(line[last:m.end()].strip())
-        last = m.end()
-    out.append(line[last:].strip())
-    return [s for s in out if s]
-
-
-def cut_at(line: str, pieces: list[str]) -> list[str]:
-    """Cut `line` where the pieces start, so the sentences always partition the line exactly.
-
-    kiwi's sentences can overlap (it sometimes repeats a trailing syllable as an extra sentence): a piece that is
-    not found from the end of the previous one is ignored rather than duplicating text.
-    """
-    cuts, cur = [0], 0
-    for piece in pieces:
-        at = line.find(piece, cur)
-        if at < 0 or not piece:
-            continue
-        if at > cuts[-1]:
-            cuts.append(at)
-        cur = at + len(piece)
-    return [s for s in (line[a:b].strip() for a, b in zip(cuts, cuts[1:] + [len(line)])) if s]
-
-
-def make_splitter(name: str):
-    if name == "none":
-        return lambda line: [line]
-    if name == "regex":
-        return lambda line: split_regex(line) if len(line) >= MIN_SPLIT_CHARS else [line]
-    from morphology import load_analyzer
-    kiwi = load_analyzer("kiwi")
-    return lambda line: cut_at(line, kiwi.split_sentences(line)) if len(line) >= MIN_SPLIT_CHARS else [line]
-
-
-_W = {}  # per-process tokenizer state: a tokenizer with a Python pre-tokenizer cannot be pickled, so build it here
-
-
-def init_worker(cfg: dict):
-    if cfg["pooled"]:  # one process per core already; the tokenizer's own thread pool would oversubscribe
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _W.clear()
-    _W.update(cfg, tok=build_fast_tokenizer(cfg["vocab_file"], do_lower_case=cfg["do_lower_case"],
-                                            morph_analyzer=cfg["morph_analyzer"]),
-              split=make_splitter(cfg["sentence_splitter"]))
-
-
-def process_task(lines: list) -> dict:
-    """Sentence-split and tokenise a list of lines (None = document break) into flat arrays."""
-    sents, breaks = [], []
-    for line in lines:
-        if line is None:
-            breaks.append(len(sents))
-            continue
-        if not unicodedata.is_normalized("NFC", line):
-            line = unicodedata.normalize("NFC", line)
-        sents.extend(_W["split"](line))
-    encs = _W["tok"].encode_batch(sents, add_special_tokens=False) if sents else []
-    lens = np.fromiter((len(e.ids) for e in encs), np.int64, count=len(encs))
-    n = int(lens.sum())
-    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), np.int64, count=n)
-    word_start = ~_W["is_continuation"][ids]
-    first = np.cumsum(lens) - lens  # first token of each sentence
-    if _W["morph_analyzer"] and n:
-        # morphemes of one eojeol come out as separate words; only a gap in the text really starts a new word
-        off = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encs)),
-                          np.int64, count=2 * n).reshape(n, 2)
-        word_start[1:] &= off[1:, 0] > off[:-1, 1]
-    word_start[first[lens > 0]] = True
-    kept_before = np.concatenate([[0], np.cumsum(lens > 0)])  # sentences that tokenised to nothing are dropped
-    return {"ids": ids.astype(_W["dtype"]), "word_start": word_start, "sent_lens": lens[lens > 0],
-            "breaks": kept_before[np.asarray(breaks, np.int64)], "sentences_in": len(sents),
-            "unk": int((ids == _W["unk_id"]).sum())}
-
-
-def run_tasks(tasks, cfg: dict, num_workers: int):
-    """Results in task order (deterministic for any worker count); at most 2 tasks per worker in flight so
-    memory does not grow with the corpus (Pool.imap would read the whole input ahead)."""
-    if num_workers == 1:
-        init_worker(dict(cfg, pooled=False))
-        yield from map(process_task, tasks)
-        return
-    with mp.get_context().Pool(num_workers, initializer=init_worker, initargs=(dict(cfg, pooled=True),)) as pool:
-        pending = collections.deque()
-        for task in tasks:
-            pending.append(pool.apply_async(process_task, (task,)))
-            if len(pending) >= 2 * num_workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# reading (main process)
-
-def read_tasks(paths: list[str], task_chars: int, progress):
-    """Lines of all files in tasks of ~task_chars characters; None marks a document break."""
-    task, size, at_break = [], 0, False
-    for path in paths:
-        if not at_break:
-            task.append(None)
-            at_break = True
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                progress(len(raw))
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                                     f"{e.start + 1})") from None
-                line = line.lstrip("\ufeff").strip() if lineno == 1 else line.strip()
-                if not line:
-                    if not at_break:
-                        task.append(None)
-                        at_break = True
-                    continue
-                task.append(line)
-                at_break = False
-                size += len(line)
-                if size >= task_chars:
-                    yield task
-                    task, size = [], 0
-    if task:
-        yield task
 
 
 class ShardWriter:
@@ -272,14 +150,39 @@ def check_args(args):
     for flag in ("shard_size_tokens", "num_workers", "task_chars"):
         if getattr(args, flag) < 1:
             fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    out = args.output_dir
-    if os.path.exists(out) and not args.overwrite:
-        if os.path.isfile(os.path.join(out, "meta.json")):
-            fail(f"--output_dir {out} already holds prepared shards; pass --overwrite to replace them")
-        if not os.path.isdir(out) or os.listdir(out):
-            fail(f"--output_dir {out} exists and is not an empty directory; pass --overwrite or choose another")
+    problem = output_problem(args.output_dir, args.overwrite)
+    if problem:
+        fail(f"--output_dir {problem}")
     if args.morph_analyzer and importlib.util.find_spec("kiwipiepy") is None:
         fail("--morph_analyzer kiwi needs kiwipiepy: run `pip install kiwipiepy`")
+
+
+def output_problem(out: str, overwrite: bool) -> str | None:
+    """Why `out` must not be replaced by new shards, or None (it is missing, an empty directory, or this script's
+    output and overwrite is set). Anything else is refused even with --overwrite: a mistyped --output_dir (say,
+    a checkpoints folder) must not be wiped."""
+    if not os.path.lexists(out) or os.path.isdir(out) and not os.path.islink(out) and not os.listdir(out):
+        return None
+    if not os.path.isdir(out):
+        return f"{out} exists and is not a directory; choose another --output_dir"
+    foreign = None
+    with os.scandir(out) as it:
+        for e in it:
+            if not (_OUR_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False)):
+                foreign = e.name
+                break
+    try:
+        with open(os.path.join(out, "meta.json"), encoding="utf-8") as f:
+            ours = json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if foreign is not None or not ours:
+        what = f"it holds {foreign}" if foreign is not None else "no meta.json of this script there"
+        return (f"{out} is not an empty directory or shards written by this script ({what}); it is not replaced "
+                "even with --overwrite: choose another --output_dir")
+    if not overwrite:
+        return f"{out} already holds prepared shards; pass --overwrite to replace them"
+    return None
 
 
 def prepare(args, tmp_dir: str) -> dict:
@@ -303,13 +206,16 @@ def prepare(args, tmp_dir: str) -> dict:
     total_bytes = sum(os.path.getsize(p) for p in args.input_files)
     writer = ShardWriter(tmp_dir, dtype, args.shard_size_tokens)
     sentences_in = unk = 0
+    counts = {}
     # disable=None: no bar when stderr is not a terminal, so logs and error output stay one line per event
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenising", mininterval=1.0, disable=None) as bar:
-        tasks = read_tasks(args.input_files, args.task_chars, bar.update)
-        for res in run_tasks(tasks, cfg, args.num_workers):
-            writer.add(res)
-            sentences_in += res["sentences_in"]
-            unk += res["unk"]
+        tasks = read_tasks(args.input_files, args.task_chars, bar.update, counts)
+        # closing(): on an error here the workers stop now, not once the traceback holding this frame is freed
+        with contextlib.closing(run_tasks(tasks, cfg, args.num_workers)) as results:
+            for res in results:
+                writer.add(res)
+                sentences_in += res["sentences_in"]
+                unk += res["unk"]
     writer.flush()
     n_tok = sum(s["num_tokens"] for s in writer.shards)
     if n_tok == 0:
@@ -322,7 +228,8 @@ def prepare(args, tmp_dir: str) -> dict:
                "unk_tokens": unk, "unk_rate": unk / n_tok, "empty_sentences_dropped": sentences_in - sum(
                    s["num_sentences"] for s in writer.shards),
                "single_sentence_documents": writer.single_sentence_docs,
-               "documents_cut_at_shard_end": writer.cut_docs, "input_bytes": total_bytes,
+               "documents_cut_at_shard_end": writer.cut_docs, "long_line_cuts": counts["long_line_cuts"],
+               "input_bytes": total_bytes,
                "seconds": round(seconds, 2), "mb_per_s": round(total_bytes / 1e6 / max(seconds, 1e-9), 3),
                "num_workers": args.num_workers}
     shutil.copyfile(args.vocab_file, os.path.join(tmp_dir, "vocab.txt"))
@@ -341,17 +248,66 @@ def prepare(args, tmp_dir: str) -> dict:
     return meta
 
 
-def publish(tmp_dir: str, out: str):
+def publish(tmp_dir: str, out: str, overwrite: bool):
     """Move the finished tmp dir into place; an old output is removed only after the new one is there."""
+    problem = output_problem(out, overwrite)  # again: the directory may have changed during the run
+    if problem:
+        raise ValueError(problem)
     old = None
-    if os.path.isdir(out) and not os.listdir(out):
+    if os.path.isdir(out) and not os.path.islink(out) and not os.listdir(out):
         os.rmdir(out)
     elif os.path.lexists(out):
         old = tempfile.mkdtemp(prefix=os.path.basename(out) + ".old-", dir=os.path.dirname(out))
         os.replace(out, os.path.join(old, "data"))
-    os.replace(tmp_dir, out)
+    try:
+        os.replace(tmp_dir, out)
+    except BaseException:
+        if old:
+            os.replace(os.path.join(old, "data"), out)
+            os.rmdir(old)
+        raise
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def tmp_prefix(out: str) -> str:
+    """OUTPUT_DIR.tmp-HOST-PID-: who wrote a temp dir, so a later run can tell a dead run's from a live one's."""
+    return f"{os.path.basename(out)}.tmp-{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale_tmp_dirs(out: str):
+    """Remove OUTPUT_DIR.tmp-HOST-PID-* dirs of runs on this host whose process is gone (killed by SIGKILL or the
+    machine going down: nothing of theirs could clean up). Others' (another host; a live PID) are left alone."""
+    base, parent = os.path.basename(out), os.path.dirname(out)
+    pattern = re.compile(re.escape(base) + r"\.tmp-(.+)-(\d+)-[a-z0-9_]{8}")  # tempfile.mkdtemp's 8 characters
+    for name in sorted(os.listdir(parent)):
+        m = pattern.fullmatch(name)
+        path = os.path.join(parent, name)
+        if not m or m[1] != socket.gethostname() or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        try:
+            os.kill(int(m[2]), 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):  # another user's live process; a PID past the OS's range
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        print(f"note: removed {path}, left by an interrupted run", file=sys.stderr)
+
+
+def remove_tmp(tmp_dir: str | None):
+    if tmp_dir:  # None: stopped before mkdtemp returned
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+class Terminated(BaseException):
+    """SIGTERM as an exception, so the temp dir is removed on the way out (the default action leaves it)."""
+
+
+def on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
+    raise Terminated
 
 
 def print_summary(meta: dict, out: str):
@@ -364,6 +320,9 @@ def print_summary(meta: dict, out: str):
              "inside the sentence at load time")
     if s["documents_cut_at_shard_end"]:
         print(f"note: {s['documents_cut_at_shard_end']} documents were cut at a shard end", file=sys.stderr)
+    if s["long_line_cuts"]:
+        warn(f"{s['long_line_cuts']} cuts in lines longer than {corpus_tasks.MAX_LINE_BYTES} bytes (line ends other than \\n?); "
+             "a sentence may be split at a cut")
 
 
 def main(argv=None):
@@ -374,16 +333,30 @@ def main(argv=None):
     check_args(args)
     out = os.path.abspath(args.output_dir)
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=os.path.basename(out) + ".tmp-", dir=os.path.dirname(out))
+    remove_stale_tmp_dirs(out)
+    # signal.signal works only in the main thread; main() called from another thread keeps the default action
+    catch = threading.current_thread() is threading.main_thread()
+    old_sigterm = signal.signal(signal.SIGTERM, on_sigterm) if catch else None
+    tmp_dir = None
     try:
+        tmp_dir = tempfile.mkdtemp(prefix=tmp_prefix(out), dir=os.path.dirname(out))
         meta = prepare(args, tmp_dir)
-        publish(tmp_dir, out)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if catch:  # the work is done: a SIGTERM now must not stop publish() between its two renames
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        publish(tmp_dir, out, args.overwrite)
+    except (ValueError, OSError, WorkerDied) as e:
+        remove_tmp(tmp_dir)
         fail(str(e))
+    except (Terminated, KeyboardInterrupt) as e:
+        remove_tmp(tmp_dir)
+        sig = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        fail(f"stopped by {sig.name}; partial output removed, {args.output_dir} untouched", 128 + sig)
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        remove_tmp(tmp_dir)
         raise
+    finally:
+        if catch:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if old_sigterm is None else old_sigterm)
     print_summary(meta, args.output_dir)
     return meta
 

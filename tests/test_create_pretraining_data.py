@@ -1,15 +1,25 @@
 """create_pretraining_data.py on real Korean text: shard contents against the fast tokenizer, offsets, determinism
-across worker counts, meta/summary counts, sentence splitting, and the one-line errors for bad input."""
+across worker counts, meta/summary counts, sentence splitting, overlong lines, the one-line errors for bad input, and
+what is left behind (nothing) when a worker dies or SIGTERM comes, or --overwrite points at someone else's folder."""
 import hashlib
 import json
+import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
 import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+import corpus_tasks
 import create_pretraining_data as cpd
 import tokenization
+from helpers import file_digests
 from pretraining_data import read_meta, shard_path, unpack_bits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,9 +151,9 @@ def test_output_independent_of_worker_count_and_sharding(files):
 
 def test_regex_splitter():
     text = "2010. 11. 12. 국회에 제출되었다. 정말 그럴까? 그렇다고 한다!  “좋다.” 끝"
-    assert cpd.split_regex(text) == ["2010. 11. 12. 국회에 제출되었다.", "정말 그럴까?", "그렇다고 한다!",
+    assert corpus_tasks.split_regex(text) == ["2010. 11. 12. 국회에 제출되었다.", "정말 그럴까?", "그렇다고 한다!",
                                      "“좋다.”", "끝"]
-    assert cpd.split_regex("1. 총칙 제1조 목적") == ["1. 총칙 제1조 목적"]
+    assert corpus_tasks.split_regex("1. 총칙 제1조 목적") == ["1. 총칙 제1조 목적"]
 
 
 def test_kiwi_sentence_splitting_and_morph_word_starts(files, tmp_path):
@@ -246,3 +256,166 @@ def test_existing_output_is_not_clobbered(files, plain, tmp_path, capsys):
     assert json.load(open(out / "meta.json", encoding="utf-8")) == meta
     assert meta["num_tokens"] < json.loads(before["meta.json"])["num_tokens"]
     assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n or ".old-" in n]
+
+
+def test_overwrite_replaces_only_this_scripts_output(files, plain, tmp_path, monkeypatch, capsys):
+    def args(o):
+        return ["--input_files", files["inputs"][1], "--vocab_file", files["vocab"], "--output_dir", o,
+                "--sentence_splitter", "none", "--num_workers", 1, "--overwrite"]
+    mixed = tmp_path / "checkpoints"  # shards copied next to a user's own files
+    shutil.copytree(plain[0], mixed)
+    (mixed / "model.safetensors").write_bytes(b"weights")
+    foreign = tmp_path / "other_format"  # only shard-like names, but a meta.json of something else
+    foreign.mkdir()
+    (foreign / "meta.json").write_text('{"format": "something-else"}', encoding="utf-8")
+    (foreign / "shard_00000.ids.npy").write_bytes(b"x")
+    no_meta = tmp_path / "no_meta"
+    no_meta.mkdir()
+    (no_meta / "vocab.txt").write_text("[PAD]\n", encoding="utf-8")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine", encoding="utf-8")
+    for path, why in ((mixed, "model.safetensors"), (foreign, "meta.json"), (no_meta, "meta.json"),
+                      (a_file, "not a directory")):
+        before = file_digests(path) if path.is_dir() else path.read_bytes()
+        expect_error(capsys, args(path), path, why)
+        assert (file_digests(path) if path.is_dir() else path.read_bytes()) == before
+    # the directory is checked again before the rename: something put there during the run is not wiped
+    out = tmp_path / "shards"
+    shutil.copytree(plain[0], out)
+    before = file_digests(out)
+    prepare = cpd.prepare
+
+    def prepare_then_add_a_file(a, tmp_dir):
+        meta = prepare(a, tmp_dir)
+        (out / "notes.txt").write_text("written during the run", encoding="utf-8")
+        return meta
+    monkeypatch.setattr(cpd, "prepare", prepare_then_add_a_file)
+    expect_error(capsys, args(out), out, "notes.txt")
+    assert (out / "notes.txt").exists() and {k: v for k, v in file_digests(out).items() if k != "notes.txt"} == before
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n or ".old-" in n]
+
+
+def test_long_line_is_read_in_bounded_pieces(files, tmp_path, monkeypatch, capsys):
+    cap = 100  # not a multiple of 3: the cuts of a run of Hangul fall inside characters unless moved
+    monkeypatch.setattr(corpus_tasks, "MAX_LINE_BYTES", cap)
+    words = " ".join(" ".join(corpus_lines("konlpy/kolaw/constitution.txt", 0, 60)).split())
+    assert max(len(w.encode()) for w in words.split()) < cap // 2  # so every cut can be at a space
+    run_ = "가나다라마바사" * 40  # no whitespace: cut between characters
+    src = tmp_path / "long.txt"
+    src.write_bytes(("\ufeff" + words + "\n짧은 줄.\n\n" + run_ + "\n" + " " * 300 + "\n끝.\n").encode())
+    tasks = list(corpus_tasks.read_tasks([str(src)], 100, lambda n: None))
+    lines = [x for t in tasks for x in t]
+    assert all(len(x.encode()) <= cap for x in lines if x is not None)
+    assert all(sum(len(x) for x in t if x is not None) < 100 + cap for t in tasks)  # task size stays bounded
+    breaks = [i for i, x in enumerate(lines) if x is None]
+    assert breaks[0] == 0 and len(breaks) == 3  # file start, the blank line, the all-space line: nothing else
+    first, second, third = lines[1:breaks[1]], lines[breaks[1] + 1:breaks[2]], lines[breaks[2] + 1:]
+    assert len(first) > 10 and " ".join(first[:-1]) == words and first[-1] == "짧은 줄."  # cut at spaces only
+    assert "".join(second) == run_ and third == ["끝."]
+    cr_only = tmp_path / "mac.txt"  # CR-only line ends: one "line" to readline, cut at its CRs
+    short_lines = [f"{i}번째 줄입니다." for i in range(30)]
+    cr_only.write_bytes("\r".join(short_lines).encode())
+    pieces = [x for t in corpus_tasks.read_tasks([str(cr_only)], 100, lambda n: None) for x in t if x is not None]
+    assert len(pieces) > 3 and [y for x in pieces for y in x.split("\r")] == short_lines
+    # the pieces are tokenised as if the file had been split there: same shards, and the same ids as the whole line
+    common = ["--vocab_file", files["vocab"], "--sentence_splitter", "none", "--num_workers", 1]
+    meta = run(["--input_files", src, "--output_dir", tmp_path / "long", *common])
+    split = tmp_path / "split.txt"
+    split.write_text("\n".join("" if x is None else x for x in lines[1:]) + "\n", encoding="utf-8")
+    run(["--input_files", split, "--output_dir", tmp_path / "split", *common])
+    (_, a), (_, b) = load_shards(str(tmp_path / "long")), load_shards(str(tmp_path / "split"))
+    for part in a:
+        assert np.array_equal(a[part][0], b[part][0]), part
+    tok = tokenization.build_fast_tokenizer(files["vocab"])
+    n = sum(len(tok.encode(x, add_special_tokens=False).ids) for x in first[:-1])
+    assert a["ids"][0][:n].tolist() == tok.encode(words, add_special_tokens=False).ids
+    cuts = (len(first) - 2) + (len(second) - 1) + 300 // cap  # the all-space line: 3 pieces and its line end
+    assert meta["num_documents"] == 3 and meta["summary"]["long_line_cuts"] == cuts
+    assert f"longer than {cap} bytes" in capsys.readouterr().err
+    # a bad byte past the cap is still reported at its line and column
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n" + words[:600].encode() + b" \xff tail\n")
+    at = len(words[:600].encode()) + 1
+    expect_error(capsys, ["--input_files", bad, "--output_dir", tmp_path / "bad", *common], f"{bad}:2",
+                 f"column {at + 1}", "UTF-8")
+
+
+@pytest.fixture
+def watchdog():
+    """The old code hung for good here: fail the test instead of the run."""
+    def on_alarm(signum, frame):
+        raise TimeoutError("still running after 30 s")
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 30, 5)  # again every 5 s, should the first land in a cleanup
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("when", ["tokenising", "sending its result"])
+def test_dead_worker_fails_the_run(files, tmp_path, monkeypatch, capsys, watchdog, when):
+    if mp.get_start_method() != "fork":
+        pytest.skip("the patches reach the workers through fork")
+    parent = os.getpid()
+    if when == "tokenising":  # as the out-of-memory killer would
+        make_splitter = corpus_tasks.make_splitter
+
+        def dying_splitter(name):
+            split = make_splitter(name)
+            return lambda line: os.kill(os.getpid(), signal.SIGKILL) if "제40조" in line else split(line)
+        monkeypatch.setattr(corpus_tasks, "make_splitter", dying_splitter)
+    else:  # killed with half a message in the pipe
+        send = mp_connection.Connection._send_bytes
+
+        def dying_send(self, buf):
+            if os.getpid() == parent:
+                return send(self, buf)
+            self._send(struct.pack("!i", len(buf)) + bytes(buf[:10]))
+            os.kill(os.getpid(), signal.SIGKILL)
+        monkeypatch.setattr(mp_connection.Connection, "_send_bytes", dying_send)
+    out = tmp_path / "out"
+    expect_error(capsys, ["--input_files", *files["inputs"], "--vocab_file", files["vocab"], "--output_dir", out,
+                          "--num_workers", 2, "--task_chars", 2000], "worker", "died", "SIGKILL")
+    assert os.listdir(tmp_path) == [] and mp.active_children() == []
+
+
+def test_sigterm_removes_the_partial_output(files, tmp_path, monkeypatch, capsys):
+    def unhandled(signum, frame):  # what the old code got: no handler of its own
+        raise RuntimeError("SIGTERM not handled")
+    old = signal.signal(signal.SIGTERM, unhandled)
+    add = cpd.ShardWriter.add
+
+    def add_then_sigterm(self, res):
+        add(self, res)
+        assert [n for n in os.listdir(tmp_path) if ".tmp-" in n]  # mid-run: there is something to clean up
+        os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(cpd.ShardWriter, "add", add_then_sigterm)
+    try:
+        with pytest.raises(SystemExit) as e:
+            run(["--input_files", *files["inputs"], "--vocab_file", files["vocab"], "--output_dir", tmp_path / "out",
+                 "--num_workers", 2, "--task_chars", 2000])
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # main() puts the caller's handler back
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert e.value.code == 143
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "SIGTERM" in err, err
+    assert os.listdir(tmp_path) == [] and mp.active_children() == []
+
+
+def test_stale_tmp_dirs_of_dead_runs_are_removed(files, tmp_path, capsys):
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    host = socket.gethostname()
+    names = {"dead": f"out.tmp-{host}-{gone.pid}-abc_1234", "live": f"out.tmp-{host}-{os.getpid()}-abc_1234",
+             "other_host": f"out.tmp-{host}x-{gone.pid}-abc_1234",
+             "other_output": f"out2.tmp-{host}-{gone.pid}-abc_1234",
+             "older_version": "out.tmp-abc_1234",  # no PID to tell whether its run is alive
+             "not_ours": f"out.tmp-{host}-{gone.pid}-notes"}
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shard_00000.ids.npy").write_bytes(b"x")
+    run(["--input_files", files["inputs"][1], "--vocab_file", files["vocab"], "--output_dir", tmp_path / "out",
+         "--sentence_splitter", "none", "--num_workers", 1])
+    assert sorted(os.listdir(tmp_path)) == sorted(["out"] + [n for k, n in names.items() if k != "dead"])
+    assert names["dead"] in capsys.readouterr().err

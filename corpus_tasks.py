@@ -1,0 +1,308 @@
+"""The corpus side of create_pretraining_data.py: text read in bounded tasks, split into sentences and tokenised in
+worker processes, results back in task order.
+
+    for result in run_tasks(read_tasks(paths, task_chars=1 << 20, progress=lambda n: None), cfg, num_workers=4):
+        ...  # {"ids", "word_start", "sent_lens", "breaks", "sentences_in", "unk"} per task
+
+Memory is bounded: a task holds about task_chars characters (a line longer than MAX_LINE_BYTES comes in pieces),
+and at most two tasks per worker are in flight. cfg: vocab_file, do_lower_case, morph_analyzer, sentence_splitter,
+dtype, unk_id, is_continuation (a bool array over the vocab).
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import os
+import re
+import signal
+import traceback
+import unicodedata
+from multiprocessing.connection import wait as wait_any
+from multiprocessing.pool import RemoteTraceback
+
+import numpy as np
+
+from tokenization import build_fast_tokenizer
+
+MIN_SPLIT_CHARS = 20  # shorter lines are kept whole: two Korean sentences rarely fit, and kiwi is the slow part
+_SENT_END = re.compile(r"(?<![0-9])[.!?。…]+[\"'”’」』)\]]*\s+")  # no split after digits: "2010. 11. 12.", "1. 총칙"
+# A line is tokenised as one unit in one task (~30 bytes of worker memory per input byte), so a file without line
+# ends would need memory in proportion to the file. Real paragraphs are far shorter than this.
+MAX_LINE_BYTES = 1 << 18
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# sentence splitting and tokenisation (runs in the worker processes)
+
+def split_regex(line: str) -> list[str]:
+    out, last = [], 0
+    for m in _SENT_END.finditer(line):
+        out.append(line[last:m.end()].strip())
+        last = m.end()
+    out.append(line[last:].strip())
+    return [s for s in out if s]
+
+
+def cut_at(line: str, pieces: list[str]) -> list[str]:
+    """Cut `line` where the pieces start, so the sentences always partition the line exactly.
+
+    kiwi's sentences can overlap (it sometimes repeats a trailing syllable as an extra sentence): a piece that is
+    not found from the end of the previous one is ignored rather than duplicating text.
+    """
+    cuts, cur = [0], 0
+    for piece in pieces:
+        at = line.find(piece, cur)
+        if at < 0 or not piece:
+            continue
+        if at > cuts[-1]:
+            cuts.append(at)
+        cur = at + len(piece)
+    return [s for s in (line[a:b].strip() for a, b in zip(cuts, cuts[1:] + [len(line)])) if s]
+
+
+def make_splitter(name: str):
+    if name == "none":
+        return lambda line: [line]
+    if name == "regex":
+        return lambda line: split_regex(line) if len(line) >= MIN_SPLIT_CHARS else [line]
+    from morphology import load_analyzer
+    kiwi = load_analyzer("kiwi")
+    return lambda line: cut_at(line, kiwi.split_sentences(line)) if len(line) >= MIN_SPLIT_CHARS else [line]
+
+
+_W = {}  # per-process tokenizer state: a tokenizer with a Python pre-tokenizer cannot be pickled, so build it here
+
+
+def init_worker(cfg: dict):
+    if cfg["pooled"]:  # one process per core already; the tokenizer's own thread pool would oversubscribe
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _W.clear()
+    _W.update(cfg, tok=build_fast_tokenizer(cfg["vocab_file"], do_lower_case=cfg["do_lower_case"],
+                                            morph_analyzer=cfg["morph_analyzer"]),
+              split=make_splitter(cfg["sentence_splitter"]))
+
+
+def process_task(lines: list) -> dict:
+    """Sentence-split and tokenise a list of lines (None = document break) into flat arrays."""
+    sents, breaks = [], []
+    for line in lines:
+        if line is None:
+            breaks.append(len(sents))
+            continue
+        if not unicodedata.is_normalized("NFC", line):
+            line = unicodedata.normalize("NFC", line)
+        sents.extend(_W["split"](line))
+    encs = _W["tok"].encode_batch(sents, add_special_tokens=False) if sents else []
+    lens = np.fromiter((len(e.ids) for e in encs), np.int64, count=len(encs))
+    n = int(lens.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), np.int64, count=n)
+    word_start = ~_W["is_continuation"][ids]
+    first = np.cumsum(lens) - lens  # first token of each sentence
+    if _W["morph_analyzer"] and n:
+        # morphemes of one eojeol come out as separate words; only a gap in the text really starts a new word
+        off = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encs)),
+                          np.int64, count=2 * n).reshape(n, 2)
+        word_start[1:] &= off[1:, 0] > off[:-1, 1]
+    word_start[first[lens > 0]] = True
+    kept_before = np.concatenate([[0], np.cumsum(lens > 0)])  # sentences that tokenised to nothing are dropped
+    return {"ids": ids.astype(_W["dtype"]), "word_start": word_start, "sent_lens": lens[lens > 0],
+            "breaks": kept_before[np.asarray(breaks, np.int64)], "sentences_in": len(sents),
+            "unk": int((ids == _W["unk_id"]).sum())}
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended without its result: killed (the out-of-memory killer) or crashed."""
+
+
+def worker_main(conn, cfg: dict, inherited: list):
+    """A tokeniser process: a task in, ("ok", result) or ("error", exception, traceback) out, until EOF."""
+    # The parent's SIGTERM handler came along with fork, and a worker that turned SIGTERM into an exception would
+    # outlive terminate(). Ctrl-C is the parent's to handle (it stops the workers); left on, every worker would
+    # print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for c in inherited:  # the parent's ends, copied by fork: the parent's death must be an EOF here too
+        c.close()
+    try:
+        init_worker(cfg)
+        broken = None
+    except Exception as e:  # reported with the first task, like an error in it
+        broken = e
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if broken:
+                raise broken
+            msg = ("ok", process_task(task))
+        except Exception as e:
+            msg = ("error", e, traceback.format_exc())
+        try:
+            conn.send(msg)  # pickled whole before the first byte goes out
+        except OSError:  # the parent is gone
+            return
+        except Exception:
+            if msg[0] != "error":
+                raise
+            conn.send(("error", RuntimeError(f"{type(msg[1]).__name__}: {msg[1]}"), msg[2]))  # it does not pickle
+
+
+def run_tasks(tasks, cfg: dict, num_workers: int):
+    """Results in task order (deterministic for any worker count); at most 2 tasks per worker in flight or
+    waiting, so memory does not grow with the corpus.
+
+    One pipe per worker, not multiprocessing.Pool or ProcessPoolExecutor: Pool silently replaces a worker killed by
+    e.g. the out-of-memory killer and waits forever for its task, and both hang for good when a worker dies while
+    sending a result (the parent holds a write end of the shared result pipe, so the rest never comes and EOF
+    never does). Here only the worker holds the write end of its pipe: its death is an EOF, and WorkerDied.
+    """
+    if num_workers == 1:
+        init_worker(dict(cfg, pooled=False))
+        yield from map(process_task, tasks)
+        return
+    ctx = mp.get_context()
+    workers, ends = [], []
+    try:
+        for _ in range(num_workers):
+            here, there = ctx.Pipe()
+            ends.append(here)
+            p = ctx.Process(target=worker_main, daemon=True, args=(
+                there, dict(cfg, pooled=True), list(ends) if ctx.get_start_method() == "fork" else []))
+            p.start()
+            there.close()  # before the next fork, so no other process holds this worker's end
+            workers.append((p, here))
+        idle, busy, done = list(range(num_workers)), {}, {}  # busy: worker -> task number; done: number -> result
+        tasks, submitted, yielded, more = iter(tasks), 0, 0, True
+        while True:
+            while more and idle and submitted - yielded < 2 * num_workers:
+                task = next(tasks, None)
+                if task is None:
+                    more = False
+                    break
+                w = idle.pop()
+                try:
+                    workers[w][1].send(task)
+                except OSError:  # broken pipe: it is dead; wait_any reports how
+                    pass
+                busy[w] = submitted
+                submitted += 1
+            while yielded in done:
+                yield done.pop(yielded)
+                yielded += 1
+            if not busy:
+                if more:
+                    continue
+                return
+            ready = wait_any([workers[w][1] for w in busy] + [workers[w][0].sentinel for w in busy])
+            for w in list(busy):
+                p, conn = workers[w]
+                if conn not in ready and p.sentinel not in ready:
+                    continue
+                try:
+                    msg = conn.recv()  # a worker that died mid-message: EOF, not a hang
+                except (EOFError, OSError):
+                    raise WorkerDied(f"a tokeniser worker process died{death(p)}: try fewer --num_workers or a "
+                                     "smaller --task_chars") from None
+                if msg[0] == "error":
+                    raise msg[1] from RemoteTraceback(msg[2])  # the worker's traceback, shown with the parent's
+                done[busy.pop(w)] = msg[1]
+                idle.append(w)
+    finally:
+        # also on an error, Ctrl-C, SIGTERM or the consumer giving up (GeneratorExit): a busy worker must not go on
+        # with a task nobody will read, minutes with kiwi
+        for p, conn in workers:
+            conn.close()
+            p.terminate()
+        for p, _ in workers:
+            p.join()
+
+
+def death(p) -> str:
+    """' (killed by SIGKILL ...)': how a worker ended."""
+    p.join(timeout=5)
+    c = p.exitcode
+    if c is None or c == 0:
+        return ""
+    if c < 0 and -c in signal.valid_signals():
+        oom = "; SIGKILL is usually the out-of-memory killer" if -c == signal.SIGKILL else ""
+        return f" (killed by {signal.Signals(-c).name}{oom})"
+    return f" (exit status {c})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading (main process)
+
+def read_lines(f, max_bytes: int):
+    """(line number, byte offset in the line, bytes, ends the line) for the lines of a binary file.
+
+    A line longer than max_bytes comes in pieces of at most max_bytes: cut after the last CR (a file with CR-only
+    line ends), else ASCII whitespace, in the second half of the piece (a character boundary in UTF-8, and where the
+    tokenizer splits words anyway), else before a character that the cap would split, so every piece decodes alone.
+    """
+    lineno, col, carry = 1, 0, b""
+    while True:
+        raw = f.readline(max_bytes - len(carry))
+        if carry:
+            raw = carry + raw
+        if not raw:
+            return
+        if raw.endswith(b"\n") or len(raw) < max_bytes:  # readline stops short only at a line end or EOF
+            yield lineno, col, raw, True
+            lineno, col, carry = lineno + 1, 0, b""
+            continue
+        cut = raw.rfind(b"\r", max_bytes // 2) + 1  # a CR-only line end first
+        if cut == 0:
+            cut = max(raw.rfind(c, max_bytes // 2) for c in b" \t\x0b\x0c") + 1
+        if cut == 0:
+            cut = len(raw)
+            for k in range(1, 4):  # a lead byte among the last three whose character does not fit
+                b = raw[-k]
+                if b < 0x80 or b >= 0xC0:
+                    if b >= 0xC0 and (2 if b < 0xE0 else 3 if b < 0xF0 else 4) > k:
+                        cut -= k
+                    break
+        yield lineno, col, raw[:cut], False
+        col, carry = col + cut, raw[cut:]
+
+
+def read_tasks(paths: list[str], task_chars: int, progress, counts: dict | None = None):
+    """Lines of all files in tasks of ~task_chars characters; None marks a document break.
+
+    Lines longer than MAX_LINE_BYTES come in pieces (read_lines), so a task holds at most task_chars + MAX_LINE_BYTES
+    characters; counts["long_line_cuts"] counts the cuts.
+    """
+    counts = {} if counts is None else counts
+    counts.setdefault("long_line_cuts", 0)
+    task, size, at_break = [], 0, False
+    for path in paths:
+        if not at_break:
+            task.append(None)
+            at_break = True
+        with open(path, "rb") as f:
+            has_text = False  # in the line so far: only a line that is blank as a whole ends a document
+            for lineno, col, raw, line_end in read_lines(f, MAX_LINE_BYTES):
+                progress(len(raw))
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                                     f"{col + e.start + 1})") from None
+                line = line.lstrip("\ufeff").strip() if lineno == 1 and col == 0 else line.strip()
+                counts["long_line_cuts"] += not line_end
+                if not line:
+                    if line_end and not has_text and not at_break:
+                        task.append(None)
+                        at_break = True
+                    has_text = has_text and not line_end
+                    continue
+                task.append(line)
+                at_break = False
+                has_text = not line_end
+                size += len(line)
+                if size >= task_chars:
+                    yield task
+                    task, size = [], 0
+    if task:
+        yield task
