@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 
 # first: importing bench_pretraining puts the repository root on sys.path for the imports below it
-from bench_pretraining import (ROOT, check_losses, copy_weights_to_hf, forward_flops, make_step,
-                               measure_peak_tflops, mfu_fields, runtime, time_interleaved, write_json)
+from bench_pretraining import (ROOT, add_run_args, check_losses, copy_weights_to_hf, forward_flops, keep_rows,
+                               make_step, measure_peak_tflops, mfu_fields, runtime, setup_device, time_interleaved,
+                               write_json)
 from bench_qa_features import DEV, default_vocab
 
 import cls_data
@@ -272,7 +273,7 @@ def report(row, rate):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_run_args(p)
     p.add_argument("--fixed", nargs="*", default=None, metavar="HEAD:CONFIG:SEQ:BATCH",
                    help=f"fixed-length rows, head qa or cls (default: GPU {' '.join(GPU_FIXED)}; "
                         f"CPU {' '.join(CPU_FIXED)})")
@@ -285,9 +286,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="timed steps of the fixed rows")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions (fixed rows)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0, help="order of the real batches")
-    p.add_argument("--json", default=None, help="write the result rows to this file")
     args = p.parse_args(argv)
     for spec in args.fixed or []:
         parts = spec.split(":")
@@ -296,13 +295,7 @@ def main(argv=None):
 
     import transformers
 
-    device = torch.device(args.device)
-    gpu = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device, gpu = setup_device(args)
     amp = args.amp or ("bf16" if gpu else "no")
     args.real_config = args.real_config or ("large_v1" if gpu else "tiny")
     args.batches = args.batches or (40 if gpu else 3)
@@ -318,13 +311,10 @@ def main(argv=None):
     jobs = [(run_fixed, spec) for spec in fixed] + [(run_real, which) for which in args.real]
     for fn, what in jobs:
         rows.append(fn(what, args, env))
-        if args.json:
-            write_json(rows, args.json, announce=False)
         if args.compile:
             torch._dynamo.reset()  # compiled graphs hold their model's buffers; let each row start clean
         gc.collect()
-        if gpu:
-            torch.cuda.empty_cache()
+        keep_rows(rows, args, gpu)
     if args.json:
         write_json(rows, args.json)
     return rows

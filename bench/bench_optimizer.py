@@ -23,7 +23,7 @@ import time
 import torch
 
 # first: importing bench_pretraining puts the repository root on sys.path for the imports below it
-from bench_pretraining import ROOT, runtime, write_json
+from bench_pretraining import ROOT, add_run_args, keep_rows, runtime, setup_device, write_json
 from models.modeling import BertConfig, BertForPreTraining  # noqa: E402
 from optimization import Lamb, param_groups  # noqa: E402
 
@@ -71,20 +71,15 @@ def time_steps(opts, rounds, steps, sync):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_run_args(p)
     p.add_argument("--configs", nargs="+", default=None, help="names in models/configs (default: CPU small, GPU "
                    "small large_v1)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=None, help="steps per round (default: 10 on GPU, 2 on CPU)")
     p.add_argument("--no_compile", action="store_true", help="leave out the compiled LAMB (compiling takes a while)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", default=None, help="write the result rows to this file")
     args = p.parse_args(argv)
 
-    device = torch.device(args.device)
-    gpu = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, gpu = setup_device(args)
     card, sync, _ = runtime(device, "no")
     steps = args.steps or (10 if gpu else 2)
     print(f"{card} | torch {torch.__version__}", flush=True)
@@ -102,21 +97,17 @@ def main(argv=None):
         rows.append(row)
         print(f"{name} ({n_params / 1e6:.1f}M params): fused AdamW {ms['adamw_fused']:.2f} ms | LAMB "
               f"{ms['lamb']:.2f} ms ({row['lamb_ratio']:.2f}x)", flush=True)
-        if args.json:
-            write_json(rows, args.json, announce=False)
+        keep_rows(rows, args, gpu)
         if "lamb_compiled" in opts:
             ms, first = time_steps({k: opts[k] for k in ("lamb_compiled", "adamw_fused")}, args.rounds, steps, sync)
             row.update(lamb_compiled_ms=round(ms["lamb_compiled"], 3), adamw_fused_ms_2=round(ms["adamw_fused"], 3),
                        lamb_compiled_ratio=round(ms["lamb_compiled"] / ms["adamw_fused"], 3),
                        lamb_compile_s=round(first["lamb_compiled"], 1))
             print(f"{name}: fused AdamW {ms['adamw_fused']:.2f} ms | LAMB compiled {ms['lamb_compiled']:.2f} ms "
-                  f"({row['lamb_compiled_ratio']:.2f}x; its first step, compiling, took {first['lamb_compiled']:.0f} s)",
-                  flush=True)
-            if args.json:
-                write_json(rows, args.json, announce=False)
+                  f"({row['lamb_compiled_ratio']:.2f}x; its first step, compiling, took "
+                  f"{first['lamb_compiled']:.0f} s)", flush=True)
         del opts
-        if gpu:
-            torch.cuda.empty_cache()
+        keep_rows(rows, args, gpu)
     if args.json:
         write_json(rows, args.json)
     return rows

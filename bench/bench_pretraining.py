@@ -229,10 +229,38 @@ def write_json(rows, path, announce=True):
         print(f"wrote {path}")
 
 
+def add_run_args(p: argparse.ArgumentParser):
+    """--device, --threads and --json: the same in every benchmark here."""
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="write the result rows to this file")
+
+
+def setup_device(args) -> tuple[torch.device, bool]:
+    """(device, is it a GPU); TF32 matmuls on a GPU, as the Hugging Face figures were measured."""
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device, gpu
+
+
+def keep_rows(rows, args, gpu):
+    """After each row: rewrite the JSON (a run stopped by a time limit keeps what it finished) and free cached GPU
+    memory for the next row's models."""
+    if args.json:
+        write_json(rows, args.json, announce=False)
+    if gpu:
+        torch.cuda.empty_cache()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_run_args(p)
     p.add_argument("--configs", nargs="+", default=None, help="names in models/configs (default: CPU tiny small, "
                    "GPU small large_v1)")
     p.add_argument("--seq_lens", nargs="+", type=int, default=None, help="default: CPU 128, GPU 128 512")
@@ -241,19 +269,11 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both models")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", default=None, help="write the result rows to this file")
     args = p.parse_args(argv)
 
     import transformers
 
-    device = torch.device(args.device)
-    gpu = device.type == "cuda"
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    device, gpu = setup_device(args)
     configs = args.configs or (["small", "large_v1"] if gpu else ["tiny", "small"])
     seq_lens = args.seq_lens or ([128, 512] if gpu else [128])
     amp = args.amp or ("bf16" if gpu else "no")
@@ -295,8 +315,6 @@ def main(argv=None):
                    "card": card, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
                    "transformers": transformers.__version__}
             rows.append(row)
-            if args.json:
-                write_json(rows, args.json, announce=False)
             extra = (f" | compiled: ours {rate['ours_compiled']:.1f} hf {rate['hf_compiled']:.1f}"
                      if args.compile else "")
             by_cpu = "" if gpu else f" (by CPU time {row['ratio_cpu_time']:.2f}x)"
@@ -306,8 +324,7 @@ def main(argv=None):
                 f" | compiled: ours {row['ours_compiled_mfu']:.1%} hf {row['hf_compiled_mfu']:.1%}"
                 if args.compile else "") + f"  ({flops / 1e9:.1f} GFLOP per sequence)", flush=True)
             del ours, hf, steps
-            if gpu:
-                torch.cuda.empty_cache()
+            keep_rows(rows, args, gpu)
     if args.json:
         write_json(rows, args.json)
     return rows
