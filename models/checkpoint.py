@@ -172,7 +172,9 @@ def atomic_write(path: str, write_fn):
     os.close(fd)
     try:
         write_fn(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a checkpoint is meant to be shared
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o644 & ~umask)  # mkstemp makes the file private; a checkpoint is meant to be shared
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

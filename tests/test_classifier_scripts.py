@@ -6,7 +6,6 @@ couple dozen KorSTS pairs must rank them almost perfectly (Spearman > 90 on its 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -300,12 +299,6 @@ def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path
     assert trained == [2]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_same_global_batch_same_run_with_accumulation_and_two_ranks(env, tmp_path):
     """--train_batch_size is per optimizer step: 1 process x 16, 1 process x 4 x 4 accumulated and 2 CPU ranks
     (gloo) x 2 x 4 accumulated see the same examples per step and end with the same weights (dropout off).
@@ -318,8 +311,8 @@ def test_same_global_batch_same_run_with_accumulation_and_two_ranks(env, tmp_pat
 
     run_classifier.main(argv(tmp_path / "one", "1"))
     run_classifier.main(argv(tmp_path / "accum", "4"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "run_classifier.py", *argv(tmp_path / "ddp", "2")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "run_classifier.py", *argv(tmp_path / "ddp", "2")]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

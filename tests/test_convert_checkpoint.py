@@ -461,3 +461,14 @@ def test_hf_tokenizer_json_with_holes_and_no_vocab_at_all(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("warning: ") and "has no vocab" in err and "\n" not in err
     assert sorted(os.listdir(tmp_path / "o2")) == ["config.json", "model.safetensors"]
+
+
+def test_checkpoint_files_take_the_users_umask(tmp_path):
+    """Written through a private temp file, a checkpoint still gets the mode the user's files get."""
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            save_checkpoint(BertModel(tiny_config()), str(tmp_path / f"u{umask:o}"))
+        finally:
+            os.umask(old)
+        assert os.stat(tmp_path / f"u{umask:o}" / "model.safetensors").st_mode & 0o777 == mode

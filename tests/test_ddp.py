@@ -5,7 +5,6 @@ the loss is normalised by the global masked-token count, so per-step losses, gra
 must match the single-process run up to float summation order.
 """
 import os
-import socket
 import subprocess
 import sys
 
@@ -23,17 +22,11 @@ def data(tmp_path_factory):
     return prepare_pretraining_data(tmp_path_factory.getbasetemp())
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch built without torch.distributed")
 def test_two_ranks_match_one_process(data, tmp_path):
     flags = dict(config="tiny_nodrop.json", max_steps=3, save_steps=3, warmup_proportion=0.0, train_batch_size=8)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), os.path.join(ROOT, "run_pretraining.py"),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(ROOT, "run_pretraining.py"),
            *argv(data, tmp_path / "ddp", gradient_accumulation_steps=2, **flags)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
