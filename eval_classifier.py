@@ -75,10 +75,10 @@ def has_classifier_head(ckpt: str) -> bool:
                 keys = list(f.keys())
         except Exception as e:  # safetensors raises its own error types for a damaged file
             raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-        keys = [k.removeprefix("module.").removeprefix("_orig_mod.") for k in keys]
+        keys = dict.fromkeys(keys)
     else:
-        keys = canonical_state_dict(read_state_dict(ckpt))
-    return any(k.startswith("classifier.") for k in keys)
+        keys = read_state_dict(ckpt)
+    return any(k.startswith("classifier.") for k in canonical_state_dict(keys))
 
 
 def check_task(ckpt: str, task, config_from_ckpt: bool, config, saved: dict):
@@ -133,14 +133,9 @@ def main(argv=None):
         if os.path.exists(f):
             tu.fail(f"{f} already exists; choose another --output_dir")
     config_from_ckpt = args.config_file is None
-    if not os.path.isdir(args.checkpoint) and args.vocab_file is None:
-        # a weights file saved by run_classifier sits beside its vocab.txt (the config rides in its metadata)
-        sibling = os.path.join(checkpoint_folder(args.checkpoint), "vocab.txt")
-        if os.path.isfile(sibling):
-            args.vocab_file = sibling
     try:
         cls_data.check_task_args(args)
-        # inside the try: a truncated config.json in the checkpoint raises ValueError here
+        # a weights file's vocab.txt is found beside it, and its config rides in its metadata
         config, vocab_file = tu.resolve_config_and_vocab(args)
         saved = read_task_json(args.checkpoint)
         check_task(args.checkpoint, task, config_from_ckpt, config, saved)

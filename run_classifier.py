@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import itertools
 import json
 import math
 import os
@@ -194,14 +193,10 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
         # the logged loss is the per-row mean whatever the micro-batch sizes
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"seed {seed} epoch {epoch}", disable=not rt.is_main, leave=False)
-        batches, i = iter(bar), 0
-        while True:
-            # A window's micro-batches are drawn before its first backward, so each one's mean loss is weighted by
-            # its share of the window's rows: a short last micro-batch counts as its rows, as in one batch of them
-            # all. Under DDP every rank holds as many rows (the samplers pad), so DDP's mean over ranks keeps that.
-            window = list(itertools.islice(batches, accum))
-            if not window:
-                break
+        i = 0
+        # each micro-batch's mean loss weighs its share of the window's rows; under DDP every rank holds as many
+        # rows (the samplers pad), so DDP's mean over ranks keeps that weighting
+        for window in tu.accumulation_windows(bar, accum):
             window_rows = sum(len(b["labels"]) for b in window)
             for j, batch in enumerate(window):
                 n = len(batch["labels"])

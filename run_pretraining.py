@@ -193,12 +193,12 @@ def main(argv=None):
         fail(f"--input_dir {args.input_dir}: {e}")
     if args.do_lower_case and not ds.meta.get("do_lower_case"):
         fail(f"--do_lower_case: the shards in {args.input_dir} were prepared cased")
-    state = None
+    state, fingerprint = None, shards_fingerprint(ds.meta)
     try:
         check_vocab(args.vocab_file, ckpt_dir, source, ds.meta, args.input_dir, ds.vocab_file)
         config = model_config(args.config_file, ckpt_dir, source, ds.meta, args.input_dir, args.max_seq_length)
         if source == RESUME:
-            state, changed = load_train_state(ckpt_dir, vars(args), RESUME_MUST_MATCH, shards_fingerprint(ds.meta))
+            state, changed = load_train_state(ckpt_dir, vars(args), RESUME_MUST_MATCH, fingerprint)
             if changed and rt.is_main:
                 warn(f"resuming {ckpt_dir} with changed {', '.join(changed)}: the continuation is not exact")
     except ValueError as e:
@@ -405,7 +405,7 @@ def main(argv=None):
                         "step": step, "epoch": epoch, "epoch_position": epoch_pos, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
                         "elapsed_s": elapsed0 + time.time() - t_start, "skipped_steps": int(skipped),
-                        "world_size": rt.world_size, "shards_fingerprint": shards_fingerprint(ds.meta),
+                        "world_size": rt.world_size, "shards_fingerprint": fingerprint,
                         "args": vars(args)}
                     def write(tmp_dir):
                         save_checkpoint(raw_model, tmp_dir, vocab_file=ds.vocab_file)

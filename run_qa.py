@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
-import itertools
 import math
 import os
 import shutil
@@ -208,15 +207,10 @@ def main(argv=None):
         model.train()
         loss_sum, loss_rows, log_loss, log_rows = 0.0, 0, 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not rt.is_main, leave=False)
-        batches, i = iter(bar), 0
-        while True:
-            # A window's micro-batches are drawn (CPU tensors) before its first backward, so each one's mean loss can
-            # be weighted by its share of the window's rows: a short last micro-batch then counts as its rows, as
-            # in one batch of them all, not as a full micro-batch. Under DDP every rank holds as many rows (the
-            # samplers pad), so DDP's mean over ranks keeps that weighting.
-            window = list(itertools.islice(batches, accum))
-            if not window:
-                break
+        i = 0
+        # each micro-batch's mean loss weighs its share of the window's rows; under DDP every rank holds as many
+        # rows (the samplers pad), so DDP's mean over ranks keeps that weighting
+        for window in tu.accumulation_windows(bar, accum):
             window_rows = sum(len(b[0]) for b in window)
             for j, (ids, types, mask, start_pos, end_pos) in enumerate(window):
                 width = int(mask.sum(1).max())  # cut the batch to its longest window (on the CPU: no device sync)

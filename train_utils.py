@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -153,6 +154,15 @@ def default_num_workers(cap: int = 8) -> int:
         return 2
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     return max(1, min(cap, len(os.sched_getaffinity(0)) // local_ranks - 1))
+
+
+def accumulation_windows(batches, accum: int):
+    """Lists of `accum` consecutive micro-batches (the epoch's last list may be shorter), each list drawn whole
+    before any of it trains: a script can then weigh every micro-batch by its share of its window's rows, so a short
+    last micro-batch counts as its rows, as in one batch of them all."""
+    batches = iter(batches)
+    while window := list(itertools.islice(batches, accum)):
+        yield window
 
 
 def batch_to_device(batch: dict, device, dtype=None) -> dict:

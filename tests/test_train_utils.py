@@ -8,6 +8,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import train_utils  # noqa: E402
 from train_utils import LengthGroupedBatchSampler  # noqa: E402
 
 
@@ -81,3 +82,17 @@ def test_default_num_workers_shares_the_node_cpus_between_local_ranks(monkeypatc
     assert default_num_workers() == 3  # 16 / 4 ranks, one CPU left for each rank
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert default_num_workers() == 1  # never zero: masking must not run in the training process
+
+
+def test_accumulation_windows_draw_whole_windows():
+    drawn = []
+
+    def batches():
+        for b in range(7):
+            drawn.append(b)
+            yield b
+
+    windows = train_utils.accumulation_windows(batches(), 3)
+    assert next(windows) == [0, 1, 2] and drawn == [0, 1, 2]  # the window is complete before it trains
+    assert list(windows) == [[3, 4, 5], [6]]  # the epoch's last window is shorter
+    assert list(train_utils.accumulation_windows([], 2)) == []
