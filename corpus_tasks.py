@@ -2,8 +2,10 @@
 worker processes, results back in task order.
 
     for result in run_tasks(read_tasks(paths, task_chars=1 << 20, progress=lambda n: None), cfg, num_workers=4):
-        ...  # {"ids", "word_start", "sent_lens", "breaks", "sentences_in", "unk"} per task
+        ...  # {"ids", "word_start", "sent_lens", "breaks", "source", "sentences_in", "unk"} per task
 
+A task is (file index, lines) and never spans two files, so every result knows which input file its sentences came
+from ("source"; create_pretraining_data.py records it per document for run_pretraining.py --source_weights).
 Memory is bounded: a task holds about task_chars characters (a line longer than MAX_LINE_BYTES comes in pieces),
 and at most two tasks per worker are in flight. cfg: vocab_file, do_lower_case, morph_analyzer, sentence_splitter,
 dtype, unk_id, is_continuation (a bool array over the vocab).
@@ -82,8 +84,9 @@ def init_worker(cfg: dict):
               split=make_splitter(cfg["sentence_splitter"]))
 
 
-def process_task(lines: list) -> dict:
-    """Sentence-split and tokenise a list of lines (None = document break) into flat arrays."""
+def process_task(task: tuple[int, list]) -> dict:
+    """Sentence-split and tokenise a task, (file index, lines with None = document break), into flat arrays."""
+    source, lines = task
     sents, breaks = [], []
     for line in lines:
         if line is None:
@@ -106,7 +109,7 @@ def process_task(lines: list) -> dict:
     word_start[first[lens > 0]] = True
     kept_before = np.concatenate([[0], np.cumsum(lens > 0)])  # sentences that tokenised to nothing are dropped
     return {"ids": ids.astype(_W["dtype"]), "word_start": word_start, "sent_lens": lens[lens > 0],
-            "breaks": kept_before[np.asarray(breaks, np.int64)], "sentences_in": len(sents),
+            "breaks": kept_before[np.asarray(breaks, np.int64)], "source": source, "sentences_in": len(sents),
             "unk": int((ids == _W["unk_id"]).sum())}
 
 
@@ -268,7 +271,8 @@ def read_lines(f, max_bytes: int):
 
 
 def read_tasks(paths: list[str], task_chars: int, progress, counts: dict | None = None):
-    """Lines of all files in tasks of ~task_chars characters; None marks a document break.
+    """(file index, lines) tasks of ~task_chars characters, none spanning two files; None marks a document break
+    (each file starts with one, unless the file before ended with a blank line).
 
     Lines longer than MAX_LINE_BYTES come in pieces (read_lines), so a task holds at most task_chars + MAX_LINE_BYTES
     characters; counts["long_line_cuts"] counts the cuts.
@@ -276,7 +280,7 @@ def read_tasks(paths: list[str], task_chars: int, progress, counts: dict | None 
     counts = {} if counts is None else counts
     counts.setdefault("long_line_cuts", 0)
     task, size, at_break = [], 0, False
-    for path in paths:
+    for k, path in enumerate(paths):
         if not at_break:
             task.append(None)
             at_break = True
@@ -302,7 +306,8 @@ def read_tasks(paths: list[str], task_chars: int, progress, counts: dict | None 
                 has_text = not line_end
                 size += len(line)
                 if size >= task_chars:
-                    yield task
+                    yield k, task
                     task, size = [], 0
-    if task:
-        yield task
+        if task:
+            yield k, task
+            task, size = [], 0

@@ -20,6 +20,8 @@ Output directory (np.load(..., mmap_mode="r") works on every array):
                               --morph_analyzer also not glued to the previous piece in the text), [ceil(num_tokens/8)]
   shard_NNNNN.sentences.npy   int64 [num_sentences + 1]: sentence s is ids[sentences[s]:sentences[s+1]]
   shard_NNNNN.documents.npy   int64 [num_documents + 1]: document d is sentences documents[d]..documents[d+1]-1
+  shard_NNNNN.sources.npy     int32 [num_documents]: the index in meta.json's input_files of document d's file
+                              (run_pretraining.py --source_weights; shards written before it existed lack it)
   vocab.txt                   copy of --vocab_file
   meta.json                   settings, counts, shard list and the run summary; written last
 Everything is written into OUTPUT_DIR.tmp-HOST-PID-* and renamed at the end, so a directory with meta.json is complete;
@@ -54,7 +56,7 @@ from pretraining_data import FORMAT, FORMAT_VERSION, shard_path, vocab_sha256
 from tokenization import load_vocab, special_token_ids
 from train_utils import atomic_write_json, fail, warn
 
-_OUR_FILE = re.compile(r"shard_\d{5,}\.(ids|word_start|sentences|documents)\.npy|meta\.json|vocab\.txt")
+_OUR_FILE = re.compile(r"shard_\d{5,}\.(ids|word_start|sentences|documents|sources)\.npy|meta\.json|vocab\.txt")
 
 
 def add_data_args(parser):
@@ -79,20 +81,23 @@ def add_data_args(parser):
 
 
 class ShardWriter:
-    """Accumulates tokens of at most one shard, then writes its four arrays."""
+    """Accumulates tokens of at most one shard, then writes its five arrays."""
 
     def __init__(self, out_dir: str, dtype, shard_size_tokens: int):
         self.out_dir, self.dtype, self.limit = out_dir, dtype, shard_size_tokens
         self.shards, self.single_sentence_docs, self.cut_docs = [], 0, 0
         self._continues = False  # the open document was cut by the last flush
+        self.open_source = -1  # input file of the open document
         self._reset()
 
     def _reset(self):
         self.id_parts, self.ws_parts, self.sent_lens, self.doc_sents, self.tokens, self.open = [], [], [], [], 0, 0
+        self.doc_sources = []
 
     def end_document(self):
         if self.open:
             self.doc_sents.append(self.open)
+            self.doc_sources.append(self.open_source)
             self.single_sentence_docs += self.open == 1
         self.open, self._continues = 0, False
 
@@ -106,6 +111,8 @@ class ShardWriter:
             if self._continues:
                 self.cut_docs += 1
                 self._continues = False
+            if not self.open:  # a task never spans two files, so a document's first sentence names its file
+                self.open_source = res["source"]
             self.sent_lens.append(n)
             self.open += 1
             self.tokens += n
@@ -131,7 +138,8 @@ class ShardWriter:
         arrays = {"ids": np.concatenate(self.id_parts).astype(self.dtype, copy=False),
                   "word_start": np.packbits(np.concatenate(self.ws_parts), bitorder="little"),
                   "sentences": np.concatenate([[0], np.cumsum(self.sent_lens)]).astype(np.int64),
-                  "documents": np.concatenate([[0], np.cumsum(self.doc_sents)]).astype(np.int64)}
+                  "documents": np.concatenate([[0], np.cumsum(self.doc_sents)]).astype(np.int64),
+                  "sources": np.asarray(self.doc_sources, np.int32)}
         for part, arr in arrays.items():
             np.save(shard_path(self.out_dir, name, part), arr)
         self.shards.append({"name": name, "num_tokens": int(self.tokens), "num_sentences": len(self.sent_lens),

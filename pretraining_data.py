@@ -25,6 +25,7 @@ and do not use persistent_workers=True (a persistent worker would keep the old e
 from __future__ import annotations
 
 import bisect
+import fnmatch
 import functools
 import hashlib
 import json
@@ -40,6 +41,7 @@ from tokenization import load_vocab, special_token_ids
 FORMAT = "korean-bert-pretraining-shards"
 FORMAT_VERSION = 1
 IGNORE_INDEX = -100
+_COPIES_STREAM = 1 << 63  # set_epoch's draw of document copies (--source_weights): apart from every example's [seed, e, g]
 _BRACKETED = re.compile(r"^\[[^\]\s]+\]$")  # [PAD], [UNK], [unused12], ...
 
 
@@ -222,6 +224,43 @@ def mask_tokens(input_ids: np.ndarray, word_start: np.ndarray, maskable: np.ndar
 
 # ----------------------------------------------------------------------------------------------------------------
 
+def parse_source_weights(specs: list[str]) -> dict[str, float]:
+    """["court_*=0.25", "statutes_*=0"] -> {"court_*": 0.25, "statutes_*": 0.0} (run_pretraining.py --source_weights)."""
+    out = {}
+    for spec in specs:
+        pattern, _, w = spec.rpartition("=")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = None
+        if not pattern or weight is None:
+            raise ValueError(f"{spec}: not PATTERN=WEIGHT (e.g. court_*=0.25)")
+        if pattern in out:
+            raise ValueError(f"{pattern} is given twice")
+        out[pattern] = weight
+    return out
+
+
+def resolve_source_weights(input_files: list[str], weights: dict[str, float]) -> np.ndarray:
+    """One weight per input file from {pattern: weight}: a pattern is matched (fnmatch) against each file's base name,
+    files no pattern matches keep weight 1. Every pattern must match a file and no file two patterns."""
+    names = [os.path.basename(p) for p in input_files]
+    out = np.ones(len(names))
+    matched_by = {}
+    for pattern, w in weights.items():
+        if not (w >= 0 and np.isfinite(w)):
+            raise ValueError(f"{pattern}={w}: a weight must be a finite number >= 0")
+        hits = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise ValueError(f"{pattern} matches none of the shards' input files ({', '.join(sorted(set(names)))})")
+        for i in hits:
+            if i in matched_by:
+                raise ValueError(f"{names[i]} is matched by both {matched_by[i]} and {pattern}")
+            matched_by[i] = pattern
+            out[i] = w
+    return out
+
+
 class PretrainingDataset(Dataset):
     """SOP pairs with n-gram whole-word masking, rebuilt every epoch from create_pretraining_data.py shards.
 
@@ -237,6 +276,11 @@ class PretrainingDataset(Dataset):
     on that alone scored 83% SOP accuracy. The price: tokens past the fill of each chunk are left out of that
     epoch (about a tenth; other ones in the next epoch). A one-unit document is split at a random token.
 
+    Corpus mix: source_weights {file-name pattern: w} (resolve_source_weights) makes each epoch take every document
+    of a matching input file floor(w) times, plus once more with probability w - floor(w): 0.25 reads a different
+    quarter of a file's documents every epoch, 2 reads each twice (chunked differently), 0 leaves the file out.
+    source_shares gives the expected fraction of each file's tokens in an epoch.
+
     Items: input_ids, token_type_ids, attention_mask, mlm_labels (int64 [max_seq_length], padded; -100 where not
     predicted), mlm_positions (int64 [max_predictions_per_seq]: the predicted positions in order, then 0s) and
     sop_label (int64 scalar). See the module docstring for determinism and the rank split.
@@ -245,7 +289,7 @@ class PretrainingDataset(Dataset):
     def __init__(self, input_dir: str, max_seq_length: int = 128, max_predictions_per_seq: int = 20,
                  masked_lm_prob: float = 0.15, max_ngram: int = 3, whole_word: bool = True,
                  short_seq_prob: float = 0.1, seed: int = 42, rank: int = 0, world_size: int = 1,
-                 sop: bool = True):
+                 sop: bool = True, source_weights: dict[str, float] | None = None):
         if max_seq_length < 5:
             raise ValueError(f"max_seq_length={max_seq_length}: need at least 5 ([CLS] a [SEP] b [SEP])")
         if max_ngram < 1 or max_predictions_per_seq < 1 or not 0 < masked_lm_prob < 1:
@@ -287,6 +331,31 @@ class PretrainingDataset(Dataset):
                                  f"{len(packed)} word-start bytes, but its sentence offsets end at {int(so[-1])}: "
                                  "a damaged shard (prepare the data again)")
         self._mm = {}  # opened again lazily in each process
+        self._doc_weight = None  # per shard, every document's weight; None: each document once
+        files = self.meta["input_files"]
+        doc_tokens = [np.diff(so[do]) for so, do in zip(self._sent_off, self._doc_off)]
+        if source_weights:
+            file_weight = resolve_source_weights(files, source_weights)
+            sources = []
+            for name, do in zip(self._shards, self._doc_off):
+                path = shard_path(input_dir, name, "sources")
+                if not os.path.isfile(path):
+                    raise ValueError(f"{path} is missing: these shards predate per-document sources, which a "
+                                     "corpus mix needs (prepare them again with create_pretraining_data.py)")
+                src = np.load(path)
+                if src.shape != (len(do) - 1,) or len(src) and not 0 <= src.min() <= src.max() < len(files):
+                    raise ValueError(f"{path}: does not match the shard's documents and meta.json's input_files "
+                                     "(a damaged shard: prepare the data again)")
+                sources.append(src)
+            self._doc_weight = [file_weight[src] for src in sources]
+            per_file = np.zeros(len(files))
+            for src, n, w in zip(sources, doc_tokens, self._doc_weight):
+                np.add.at(per_file, src, n * w)
+            if per_file.sum() == 0:
+                raise ValueError(f"source weights {source_weights} leave no documents to train on")
+            self.source_shares = dict(zip(files, (per_file / per_file.sum()).tolist()))
+        else:
+            self.source_shares = None
         self.set_epoch(0)
 
     def __getstate__(self):
@@ -304,14 +373,20 @@ class PretrainingDataset(Dataset):
         """Re-chunk the corpus and re-permute the example order for `epoch` (cheap: one pass over documents)."""
         self.epoch = epoch
         rng = np.random.default_rng([self.seed, epoch])
+        copies_rng = np.random.default_rng([self.seed, epoch, _COPIES_STREAM])
         max_tokens = self.max_seq_length - 3
         block, targets, ptr = 1 << 16, [], 0
         shard_of, starts, ends = [], [], []
         for k, (units, sent_off, doc_off) in enumerate(zip(self._units, self._sent_off, self._doc_off)):
-            doc_units = np.searchsorted(units, sent_off[doc_off]).tolist()  # unit index of each document start (+ end)
+            doc_units = np.searchsorted(units, sent_off[doc_off])  # unit index of each document start (+ end)
+            docs = zip(doc_units[:-1].tolist(), doc_units[1:].tolist())
+            if self._doc_weight is not None:
+                w = self._doc_weight[k]
+                d = np.repeat(np.arange(len(w)), np.floor(w).astype(np.int64) + (copies_rng.random(len(w)) < w % 1))
+                docs = zip(doc_units[d].tolist(), doc_units[d + 1].tolist())
             bounds = units.tolist()  # bisect on a list: one C call per chunk
             cs, ce = [], []
-            for i, u1 in zip(doc_units[:-1], doc_units[1:]):
+            for i, u1 in docs:
                 if u1 - i == 1 and bounds[u1] - bounds[i] >= 2:  # a one-unit document: one chunk
                     cs.append(bounds[i])
                     ce.append(bounds[u1])

@@ -23,7 +23,8 @@ RESUME = "--resume"
 INIT = "--init_checkpoint"
 # changing one of these on resume is allowed, but then the continuation is not the uninterrupted run
 WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed", "short_seq_prob",
-                   "masked_lm_prob", "max_predictions_per_seq", "max_ngram", "no_whole_word", "no_sop")
+                   "masked_lm_prob", "max_predictions_per_seq", "max_ngram", "no_whole_word", "no_sop",
+                   "source_weights", "amp")
 
 
 def resolve_start(output_dir: str, resume: str | None, init_checkpoint: str | None) -> tuple[str | None, str | None]:
@@ -113,7 +114,7 @@ def load_train_state(ckpt_dir: str, run_args: dict, must_match: tuple[str, ...],
         if state["args"][key] != run_args[key]:
             raise ValueError(f"--{key} {run_args[key]} differs from {state['args'][key]} used by the run in "
                              f"{ckpt_dir}")
-    changed = [k for k in WARN_IF_CHANGED if state["args"].get(k) != run_args[k]]
+    changed = [k for k in WARN_IF_CHANGED if state["args"].get(k) != run_args.get(k)]
     if shards_fingerprint and state.get("shards_fingerprint") not in (None, shards_fingerprint):
         changed.append("shards (the data position now points at other examples)")
     return state, changed

@@ -71,7 +71,8 @@ from tqdm import tqdm
 
 from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
-from pretraining_data import PretrainingDataset, collate_pretraining, shards_fingerprint
+from pretraining_data import (PretrainingDataset, collate_pretraining, parse_source_weights, read_meta,
+                              resolve_source_weights, shards_fingerprint)
 from pretraining_start import RESUME, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
                          atomic_torch_save, atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime,
@@ -105,6 +106,10 @@ def build_parser():
     d.add_argument("--no_sop", action="store_true",
                    help="ablation: no sentence-order prediction (segments stay in order, no SOP loss; the SOP head "
                         "stays in the model, untrained)")
+    d.add_argument("--source_weights", nargs="+", default=None, metavar="PATTERN=WEIGHT",
+                   help="corpus mix: each epoch reads the documents of input files whose name matches PATTERN "
+                        "(fnmatch, e.g. 'court_*') WEIGHT times on average (0.25: a different quarter every "
+                        "epoch; 2: twice; 0: never); other files once")
     t = p.add_argument_group("training")
     t.add_argument("--train_batch_size", type=int, default=256, help="GLOBAL batch of one optimizer step")
     t.add_argument("--optimizer", choices=["adam", "lamb"], default="adam")
@@ -183,12 +188,19 @@ def main(argv=None):
         ckpt_dir, source = resolve_start(args.output_dir, args.resume, args.checkpoint)
     except ValueError as e:
         fail(str(e))
+    try:  # checked here to name the flag; the dataset resolves them again
+        source_weights = parse_source_weights(args.source_weights) if args.source_weights else None
+        if source_weights:
+            resolve_source_weights(read_meta(args.input_dir)["input_files"], source_weights)
+    except ValueError as e:
+        fail(f"--source_weights {' '.join(args.source_weights)}: {e}")
     try:
         ds = PretrainingDataset(args.input_dir, max_seq_length=args.max_seq_length,
                                 max_predictions_per_seq=args.max_predictions_per_seq,
                                 masked_lm_prob=args.masked_lm_prob, max_ngram=args.max_ngram,
                                 whole_word=not args.no_whole_word, short_seq_prob=args.short_seq_prob,
-                                seed=args.seed, rank=rt.rank, world_size=rt.world_size, sop=not args.no_sop)
+                                seed=args.seed, rank=rt.rank, world_size=rt.world_size, sop=not args.no_sop,
+                                source_weights=source_weights)
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(f"--input_dir {args.input_dir}: {e}")
     if args.do_lower_case and not ds.meta.get("do_lower_case"):
@@ -256,6 +268,9 @@ def main(argv=None):
         print(f"{n_params / 1e6:.1f}M parameters | global batch {B} = {micro} x {accum} accumulation x "
               f"{rt.world_size} ranks | {args.optimizer}/{args.scheduler} lr {args.learning_rate} | amp {rt.amp} | "
               + (f"{source} {ckpt_dir} at step {step}" if ckpt_dir else "fresh start"), flush=True)
+        if ds.source_shares:
+            print("corpus mix (expected share of an epoch's tokens): " + ", ".join(
+                f"{os.path.basename(f)} {share:.1%}" for f, share in ds.source_shares.items()), flush=True)
         if step >= args.max_steps:
             print(f"already at step {step} >= --max_steps {args.max_steps}: nothing to train", flush=True)
 

@@ -20,10 +20,12 @@ FILES=("$CORPUS_DIR"/*.txt)
 t0=$(date +%s)
 [ -f "$OUT/vocab.txt" ] || "$PY" tokenization.py build-vocab --corpus "${FILES[@]}" --vocab_size 32000 --output "$OUT/vocab.txt"
 t1=$(date +%s)
-[ -f "$OUT/shards/meta.json" ] || "$PY" create_pretraining_data.py --input_files "${FILES[@]}" --vocab_file "$OUT/vocab.txt" \
-    --output_dir "$OUT/shards"
+# shards from before per-document sources (needed by --source_weights) are made again
+[ -f "$OUT/shards/meta.json" ] && [ -f "$OUT/shards/shard_00000.sources.npy" ] || "$PY" create_pretraining_data.py \
+    --input_files "${FILES[@]}" --vocab_file "$OUT/vocab.txt" --output_dir "$OUT/shards" --overwrite
 t2=$(date +%s)
-tar -cJf "$OUT/cram_shards.tar.xz" -C "$OUT" shards
+tar -cJf "$OUT/cram_shards.tar.xz.tmp" -C "$OUT" shards  # renamed when complete: never a half-written archive
+mv "$OUT/cram_shards.tar.xz.tmp" "$OUT/cram_shards.tar.xz"
 t3=$(date +%s)
 echo "vocab $((t1 - t0)) s, shards $((t2 - t1)) s, xz $((t3 - t2)) s"
 du -sh "$OUT/shards" "$OUT/cram_shards.tar.xz"

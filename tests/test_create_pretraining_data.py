@@ -52,14 +52,21 @@ def run(argv):
 def load_shards(out):
     meta = read_meta(out)
     arrays = {part: [np.load(shard_path(out, s["name"], part)) for s in meta["shards"]]
-              for part in ("ids", "word_start", "sentences", "documents")}
+              for part in ("ids", "word_start", "sentences", "documents", "sources")}
     return meta, arrays
 
 
-def expected_documents(paths):
-    """Documents as lists of stripped non-blank lines, read independently of the script (universal newlines)."""
+def token_sources(arrays, k):
+    """The input-file index of every token of shard k."""
+    sent_off, doc_off = arrays["sentences"][k], arrays["documents"][k]
+    return np.repeat(arrays["sources"][k], np.diff(sent_off[doc_off]))
+
+
+def expected_documents(paths, sources=None):
+    """Documents as lists of stripped non-blank lines, read independently of the script (universal newlines);
+    `sources`, a list, gets each document's file index."""
     docs = []
-    for path in paths:
+    for k, path in enumerate(paths):
         cur = []
         with open(path, encoding="utf-8") as f:
             for line in f:
@@ -71,6 +78,8 @@ def expected_documents(paths):
                     cur = []
         if cur:
             docs.append(cur)
+        if sources is not None:
+            sources.extend([k] * (len(docs) - len(sources)))
     return docs
 
 
@@ -88,10 +97,13 @@ def test_round_trip_ids_sentences_documents(files, plain):
     assert len(meta["shards"]) == 1 and meta["dtype"] == "uint16" and arr["ids"][0].dtype == np.uint16
     ids, sent_off, doc_off = arr["ids"][0], arr["sentences"][0], arr["documents"][0]
     tok = tokenization.build_fast_tokenizer(files["vocab"])
+    sources = []
     docs = [[ln for ln in d if tok.encode(ln, add_special_tokens=False).ids]  # lines of only e.g. control chars
-            for d in expected_documents(files["inputs"])]
+            for d in expected_documents(files["inputs"], sources)]
+    sources = [k for k, d in zip(sources, docs) if d]
     docs = [d for d in docs if d]
     assert len(doc_off) - 1 == len(docs) == meta["num_documents"]
+    assert arr["sources"][0].tolist() == sources and set(sources) == {0, 1}
     sentences = [s for d in docs for s in d]
     assert len(sent_off) - 1 == len(sentences) == meta["num_sentences"]
     assert sent_off[-1] == len(ids) == meta["num_tokens"]
@@ -141,6 +153,7 @@ def test_output_independent_of_worker_count_and_sharding(files):
            {k: v for k, v in m2["summary"].items() if k not in drop}
     # smaller shards: same token stream and sentences; a document open at a shard end continues in the next shard
     assert np.array_equal(np.concatenate(a3["ids"]), a1["ids"][0])
+    assert np.array_equal(np.concatenate([token_sources(a3, k) for k in range(len(a3["ids"]))]), token_sources(a1, 0))
     assert np.array_equal(np.concatenate([np.diff(o) for o in a3["sentences"]]), np.diff(a1["sentences"][0]))
     assert all(20000 <= s["num_tokens"] for s in m3["shards"][:-1])
     cut = m3["summary"]["documents_cut_at_shard_end"]
@@ -304,9 +317,9 @@ def test_long_line_is_read_in_bounded_pieces(files, tmp_path, monkeypatch, capsy
     src = tmp_path / "long.txt"
     src.write_bytes(("\ufeff" + words + "\n짧은 줄.\n\n" + run_ + "\n" + " " * 300 + "\n끝.\n").encode())
     tasks = list(corpus_tasks.read_tasks([str(src)], 100, lambda n: None))
-    lines = [x for t in tasks for x in t]
-    assert all(len(x.encode()) <= cap for x in lines if x is not None)
-    assert all(sum(len(x) for x in t if x is not None) < 100 + cap for t in tasks)  # task size stays bounded
+    lines = [x for _, t in tasks for x in t]
+    assert all(len(x.encode()) <= cap for x in lines if x is not None) and {k for k, _ in tasks} == {0}
+    assert all(sum(len(x) for x in t if x is not None) < 100 + cap for _, t in tasks)  # task size stays bounded
     breaks = [i for i, x in enumerate(lines) if x is None]
     assert breaks[0] == 0 and len(breaks) == 3  # file start, the blank line, the all-space line: nothing else
     first, second, third = lines[1:breaks[1]], lines[breaks[1] + 1:breaks[2]], lines[breaks[2] + 1:]
@@ -315,7 +328,7 @@ def test_long_line_is_read_in_bounded_pieces(files, tmp_path, monkeypatch, capsy
     cr_only = tmp_path / "mac.txt"  # CR-only line ends: one "line" to readline, cut at its CRs
     short_lines = [f"{i}번째 줄입니다." for i in range(30)]
     cr_only.write_bytes("\r".join(short_lines).encode())
-    pieces = [x for t in corpus_tasks.read_tasks([str(cr_only)], 100, lambda n: None) for x in t if x is not None]
+    pieces = [x for _, t in corpus_tasks.read_tasks([str(cr_only)], 100, lambda n: None) for x in t if x is not None]
     assert len(pieces) > 3 and [y for x in pieces for y in x.split("\r")] == short_lines
     # the pieces are tokenised as if the file had been split there: same shards, and the same ids as the whole line
     common = ["--vocab_file", files["vocab"], "--sentence_splitter", "none", "--num_workers", 1]

@@ -109,8 +109,9 @@ def test_load_train_state(tmp_path):
     assert changed == ["learning_rate", "seed"]
     assert "--optimizer lamb differs from adam" in error(S.load_train_state, str(ckpt), ARGS | {"optimizer": "lamb"},
                                                          ("optimizer",))
-    _, changed = S.load_train_state(str(ckpt), ARGS | {"max_ngram": 1, "no_sop": True}, ())
-    assert changed == ["max_ngram", "no_sop"]
+    _, changed = S.load_train_state(str(ckpt), ARGS | {"max_ngram": 1, "no_sop": True,
+                                                       "source_weights": ["court_*=0.25"]}, ())
+    assert changed == ["max_ngram", "no_sop", "source_weights"]
     torch.save({"step": 7, "args": dict(ARGS), "shards_fingerprint": "a" * 64}, ckpt / "train_state.pt")
     assert S.load_train_state(str(ckpt), ARGS, (), shards_fingerprint="a" * 64)[1] == []
     _, changed = S.load_train_state(str(ckpt), ARGS, (), shards_fingerprint="b" * 64)
