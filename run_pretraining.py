@@ -237,7 +237,8 @@ def main(argv=None):
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"] or not scaler.is_enabled():  # empty: saved without fp16; this fp16 run starts a scaler
+            scaler.load_state_dict(state["scaler"])
         step, epoch, epoch_pos = state["step"], state["epoch"], state["epoch_position"]
         elapsed0, skipped = state["elapsed_s"], state["skipped_steps"]
         if len(state["rng"]) == rt.world_size:
@@ -261,9 +262,13 @@ def main(argv=None):
                                                 for r in read_jsonl(log_path) if r.get("step", 0) <= step))
         logger = JsonlLogger(log_path, append=True)
         tb = None
-        with contextlib.suppress(ImportError):
+        try:
             from torch.utils.tensorboard import SummaryWriter
             tb = SummaryWriter(os.path.join(args.output_dir, "tensorboard"))
+        except ImportError:
+            pass
+        except Exception as e:  # e.g. a tensorboard/protobuf version clash: the run goes on with log.jsonl
+            warn(f"TensorBoard logging is off ({type(e).__name__}: {str(e)[:200]})")
         n_params = sum(p.numel() for p in raw_model.parameters())
         print(f"{n_params / 1e6:.1f}M parameters | global batch {B} = {micro} x {accum} accumulation x "
               f"{rt.world_size} ranks | {args.optimizer}/{args.scheduler} lr {args.learning_rate} | amp {rt.amp} | "
@@ -322,13 +327,14 @@ def main(argv=None):
                 epoch, epoch_pos, batches = epoch + 1, 0, None
                 continue
 
-            # the step's masked tokens over all micro-batches and ranks: the MLM normaliser
-            n_masked = sum((mb["mlm_labels"] != -100).sum() for mb in micro_batches).to(rt.device, torch.float32)
+            # the step's masked tokens over all micro-batches and ranks: the MLM normaliser, counted on the device
+            # (a pageable host-to-GPU copy of a CPU count would wait for the GPU every step)
+            micro_batches = [batch_to_device(mb, rt.device) for mb in micro_batches]
+            n_masked = sum((mb["mlm_labels"] != -100).sum() for mb in micro_batches).float()
             if rt.distributed:
                 dist.all_reduce(n_masked)
             step_loss = torch.zeros((), device=rt.device)
             for i, mb in enumerate(micro_batches):
-                mb = batch_to_device(mb, rt.device)
                 sync = i == accum - 1 or not rt.distributed
                 with contextlib.nullcontext() if sync else model.no_sync():
                     with rt.autocast():

@@ -237,9 +237,11 @@ def set_seed(seed: int):
 
 
 def rng_state() -> dict:
+    """The generators this process draws from: its own GPU's only (each rank saves its own), so a checkpoint
+    resumes on a machine that shows a different number of GPUs."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -247,8 +249,12 @@ def set_rng_state(state: dict):
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # saved by earlier versions: every visible GPU's state
+            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -398,8 +404,6 @@ def rng_state_portable() -> dict:
     version, internal, gauss = s["python"]
     s["numpy"] = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
     s["python"] = [version, list(internal), gauss]
-    if "cuda" in s:
-        s["cuda"] = list(s["cuda"])
     return s
 
 

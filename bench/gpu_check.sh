@@ -26,6 +26,7 @@
 #   bash bench/gpu_check.sh                # on the GPU machine
 #   QUICK=1 bash bench/gpu_check.sh        # the comparison tables only
 #   DEVICE=cpu bash bench/gpu_check.sh     # dry run of the same steps on the CPU (tiny shapes, a few minutes)
+#   RESULTS_DIR=/some/dir bash bench/gpu_check.sh   # write the results there instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -34,14 +35,15 @@ DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
 STAMP=$(date +%Y%m%d)
 WORK=bench/_work/gpu_check
-RES=bench/results
-[ "$DEVICE" = cuda ] || RES=$WORK/results  # a dry run's rows are not results to keep
+RES=${RESULTS_DIR:-bench/results}
+[ "$DEVICE" = cuda ] || RES=${RESULTS_DIR:-$WORK/results}  # a dry run's rows are not results to keep
 mkdir -p "$RES" "$WORK"
-CARD=$(timeout 20 $PY -c "
+# a cold first import of torch + CUDA can be slow; a failure here must not end the script before step 1
+CARD=$(timeout 90 $PY -c "
 import torch, transformers, sys
 card = torch.cuda.get_device_name(0).replace(' ', '_') if torch.cuda.is_available() else 'cpu'
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'card', card, file=sys.stderr)
-print(card)")
+print(card)") || CARD=unknown
 SMOKE_LOG=$RES/gpu_smoke_${CARD}_${STAMP}.log
 
 if [ "$DEVICE" = cuda ]; then

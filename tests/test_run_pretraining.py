@@ -418,3 +418,36 @@ def test_morph_config_must_match_the_shards(data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "morph_analyzer=None" in err and "'kiwi'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_tensorboard_gets_the_log_rows_and_a_broken_one_is_skipped(data, tmp_path, monkeypatch, capsys):
+    """TensorBoard is optional: with a writer every log row reaches it; a writer that fails to start (e.g. a
+    protobuf clash) gives one warning and the run trains on. (Stand-in writers: tensorboard is not a dependency.)"""
+    import types
+
+    scalars = []
+
+    class Writer:
+        def __init__(self, logdir):
+            self.logdir = logdir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def close(self):
+            scalars.append("closed")
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    run_pretraining.main(argv(data, tmp_path / "tb", max_steps=3))
+    assert {t for t, _, s in scalars[:-1] if s == 3} >= {"train/loss", "train/mlm_loss", "train/lr", "train/seq_per_s"}
+    assert scalars[-1] == "closed" and [r["loss"] for r in rows(tmp_path / "tb")] == [
+        v for t, v, _ in scalars[:-1] if t == "train/loss"]
+
+    def broken(logdir):
+        raise TypeError("Descriptors cannot be created directly")
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=broken))
+    capsys.readouterr()
+    run_pretraining.main(argv(data, tmp_path / "broken", max_steps=2))
+    err = capsys.readouterr().err
+    assert "warning: TensorBoard logging is off (TypeError: Descriptors" in err and len(rows(tmp_path / "broken")) == 2

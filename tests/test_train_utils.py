@@ -1,9 +1,11 @@
-"""train_utils' length-grouped batch sampler: every row once per epoch, ranks in step, less padding than random."""
+"""train_utils: the length-grouped batch sampler (every row once per epoch, ranks in step, less padding than
+random), accumulation windows, and the RNG state a checkpoint keeps."""
 import os
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -96,3 +98,24 @@ def test_accumulation_windows_draw_whole_windows():
     assert next(windows) == [0, 1, 2] and drawn == [0, 1, 2]  # the window is complete before it trains
     assert list(windows) == [[3, 4, 5], [6]]  # the epoch's last window is shorter
     assert list(train_utils.accumulation_windows([], 2)) == []
+
+
+def test_rng_state_keeps_this_gpus_generator_only(monkeypatch):
+    """Each rank saves its own GPU's generator (not every visible GPU's), so a checkpoint resumes where fewer GPUs
+    are visible; a list saved by earlier versions still restores this GPU's entry. (No GPU here: torch.cuda's
+    generator functions are stood in for.)"""
+    gpus = {0: torch.tensor([5], dtype=torch.uint8), 1: torch.tensor([7], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": gpus[1].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device="cuda": gpus.__setitem__(1, s.clone()))
+    state = train_utils.rng_state_portable()
+    assert torch.equal(state["cuda"], torch.tensor([7], dtype=torch.uint8))
+    gpus[1] = torch.tensor([9], dtype=torch.uint8)
+    train_utils.set_rng_state_portable(state)
+    assert int(gpus[1][0]) == 7
+    train_utils.set_rng_state_portable(state | {"cuda": [torch.tensor([1], dtype=torch.uint8),
+                                                          torch.tensor([3], dtype=torch.uint8)]})
+    assert int(gpus[1][0]) == 3  # an earlier version's list: this GPU's entry
+    train_utils.set_rng_state_portable(state | {"cuda": [torch.tensor([1], dtype=torch.uint8)]})
+    assert int(gpus[1][0]) == 3  # saved where fewer GPUs were visible: left as it is, no IndexError
