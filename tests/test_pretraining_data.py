@@ -10,8 +10,9 @@ from torch.utils.data import DataLoader
 
 import create_pretraining_data as cpd
 import tokenization
-from pretraining_data import (IGNORE_INDEX, PretrainingDataset, choose_spans, collate_pretraining, mask_tokens,
-                              read_meta, shard_path, truncate_pair, unit_bounds)
+from masking import IGNORE_INDEX, choose_spans, mask_tokens
+from pretraining_data import (PretrainingDataset, collate_pretraining, read_meta, shard_path, truncate_pair,
+                              unit_bounds)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KT = os.path.join(ROOT, "data", "korean_text")
