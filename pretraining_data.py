@@ -40,7 +40,7 @@ from tokenization import load_vocab, special_token_ids
 
 FORMAT = "korean-bert-pretraining-shards"
 FORMAT_VERSION = 1
-_COPIES_STREAM = 1 << 63  # set_epoch's draw of document copies (--source_weights): apart from every example's [seed, e, g]
+_PHASE_STREAM = 1 << 63  # the documents' phases (--source_weights): a stream apart from every [seed, e] and [seed, e, g]
 _BRACKETED = re.compile(r"^\[[^\]\s]+\]$")  # [PAD], [UNK], [unused12], ...
 
 
@@ -165,10 +165,12 @@ class PretrainingDataset(Dataset):
     on that alone scored 83% SOP accuracy. The price: tokens past the fill of each chunk are left out of that
     epoch (about a tenth; other ones in the next epoch). A one-unit document is split at a random token.
 
-    Corpus mix: source_weights {file-name pattern: w} (resolve_source_weights) makes each epoch take every document
-    of a matching input file floor(w) times, plus once more with probability w - floor(w): 0.25 reads a different
-    quarter of a file's documents every epoch, 2 reads each twice (chunked differently), 0 leaves the file out.
-    source_shares gives the expected fraction of each file's tokens in an epoch.
+    Corpus mix: source_weights {pattern on the file's base name: w} (resolve_source_weights) gives each document of
+    a matching input file floor(w (e + 1) + u) - floor(w e + u) copies in epoch e, u a fixed uniform phase per
+    document: w on average and every epoch within one of it, and a fractional w rotates through the documents
+    (0.25: each document exactly once in every 4 epochs, a different quarter each epoch; 1.5: once and twice in
+    turn; 2: twice, chunked differently; 0: never). source_shares: (input file, expected share of an epoch's
+    tokens) in meta.json's input_files order.
 
     Items: input_ids, token_type_ids, attention_mask, mlm_labels (int64 [max_seq_length], padded; -100 where not
     predicted), mlm_positions (int64 [max_predictions_per_seq]: the predicted positions in order, then 0s) and
@@ -237,12 +239,14 @@ class PretrainingDataset(Dataset):
                                      "(a damaged shard: prepare the data again)")
                 sources.append(src)
             self._doc_weight = [file_weight[src] for src in sources]
+            phase_rng = np.random.default_rng([seed, _PHASE_STREAM])  # not the epoch: a phase holds for the run
+            self._doc_phase = [phase_rng.random(len(src)) for src in sources]
             per_file = np.zeros(len(files))
             for src, n, w in zip(sources, doc_tokens, self._doc_weight):
                 np.add.at(per_file, src, n * w)
             if per_file.sum() == 0:
                 raise ValueError(f"source weights {source_weights} leave no documents to train on")
-            self.source_shares = dict(zip(files, (per_file / per_file.sum()).tolist()))
+            self.source_shares = list(zip(files, (per_file / per_file.sum()).tolist()))
         else:
             self.source_shares = None
         self.set_epoch(0)
@@ -262,7 +266,6 @@ class PretrainingDataset(Dataset):
         """Re-chunk the corpus and re-permute the example order for `epoch` (cheap: one pass over documents)."""
         self.epoch = epoch
         rng = np.random.default_rng([self.seed, epoch])
-        copies_rng = np.random.default_rng([self.seed, epoch, _COPIES_STREAM])
         max_tokens = self.max_seq_length - 3
         block, targets, ptr = 1 << 16, [], 0
         shard_of, starts, ends = [], [], []
@@ -270,8 +273,9 @@ class PretrainingDataset(Dataset):
             doc_units = np.searchsorted(units, sent_off[doc_off])  # unit index of each document start (+ end)
             docs = zip(doc_units[:-1].tolist(), doc_units[1:].tolist())
             if self._doc_weight is not None:
-                w = self._doc_weight[k]
-                d = np.repeat(np.arange(len(w)), np.floor(w).astype(np.int64) + (copies_rng.random(len(w)) < w % 1))
+                w, u = self._doc_weight[k], self._doc_phase[k]
+                copies = np.floor(w * (epoch + 1) + u) - np.floor(w * epoch + u)
+                d = np.repeat(np.arange(len(w)), copies.astype(np.int64))
                 docs = zip(doc_units[d].tolist(), doc_units[d + 1].tolist())
             bounds = units.tolist()  # bisect on a list: one C call per chunk
             cs, ce = [], []

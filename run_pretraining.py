@@ -107,9 +107,9 @@ def build_parser():
                    help="ablation: no sentence-order prediction (segments stay in order, no SOP loss; the SOP head "
                         "stays in the model, untrained)")
     d.add_argument("--source_weights", nargs="+", default=None, metavar="PATTERN=WEIGHT",
-                   help="corpus mix: each epoch reads the documents of input files whose name matches PATTERN "
-                        "(fnmatch, e.g. 'court_*') WEIGHT times on average (0.25: a different quarter every "
-                        "epoch; 2: twice; 0: never); other files once")
+                   help="corpus mix: each epoch reads the documents of input files whose base name matches PATTERN "
+                        "(fnmatch, e.g. 'court_*') WEIGHT times on average (0.25: each document once in 4 epochs, "
+                        "a different quarter every epoch; 2: twice; 0: never); other files once")
     t = p.add_argument_group("training")
     t.add_argument("--train_batch_size", type=int, default=256, help="GLOBAL batch of one optimizer step")
     t.add_argument("--optimizer", choices=["adam", "lamb"], default="adam")
@@ -188,10 +188,16 @@ def main(argv=None):
         ckpt_dir, source = resolve_start(args.output_dir, args.resume, args.checkpoint)
     except ValueError as e:
         fail(str(e))
+    try:
+        meta = read_meta(args.input_dir)
+    except ValueError as e:
+        fail(f"--input_dir {args.input_dir}: {e}")
     try:  # checked here to name the flag; the dataset resolves them again
         source_weights = parse_source_weights(args.source_weights) if args.source_weights else None
         if source_weights:
-            resolve_source_weights(read_meta(args.input_dir)["input_files"], source_weights)
+            resolve_source_weights(meta["input_files"], source_weights)
+            # one spelling per mix, so a resume compares meanings ("b=2 a=1" is "a=1.0 b=2.0")
+            args.source_weights = [f"{p}={w!r}" for p, w in sorted(source_weights.items())]
     except ValueError as e:
         fail(f"--source_weights {' '.join(args.source_weights)}: {e}")
     try:
@@ -275,7 +281,7 @@ def main(argv=None):
               + (f"{source} {ckpt_dir} at step {step}" if ckpt_dir else "fresh start"), flush=True)
         if ds.source_shares:
             print("corpus mix (expected share of an epoch's tokens): " + ", ".join(
-                f"{os.path.basename(f)} {share:.1%}" for f, share in ds.source_shares.items()), flush=True)
+                f"{os.path.basename(f)} {share:.1%}" for f, share in ds.source_shares), flush=True)
         if step >= args.max_steps:
             print(f"already at step {step} >= --max_steps {args.max_steps}: nothing to train", flush=True)
 
@@ -318,7 +324,8 @@ def main(argv=None):
                     if epoch_pos == 0:
                         pbar.close()
                         fail(f"--input_dir {args.input_dir}: epoch {epoch} has {ds.num_global_examples} examples, "
-                             f"fewer than one batch of --train_batch_size {B}")
+                             f"fewer than one batch of --train_batch_size {B}"
+                             + (" (with --source_weights)" if source_weights else ""))
                     epoch, epoch_pos = epoch + 1, 0
                     continue
                 batches = epoch_batches(ds, epoch, epoch_pos // rt.world_size, micro, accum, steps_left, args, rt)

@@ -1,15 +1,16 @@
-"""How close each source of a pretraining corpus is to the fine-tuning tasks' text, and a corpus mix fitted to it.
+"""How close each source of a pretraining corpus is to the fine-tuning tasks' text, and what candidate mixes change.
 
-    bash bench/cram_prepare.sh && python bench/bench_corpus_mix.py      # the cram corpus's 7 files
-    python bench/bench_corpus_mix.py --input_dir runs/shards --max_weight 3 --results_json /tmp/mix.json
+    bash bench/cram_prepare.sh && python bench/bench_corpus_mix.py      # the cram corpus: 5 sources in 7 files
+    python bench/bench_corpus_mix.py --input_dir runs/shards --mixes "" "news*=2" --results_json /tmp/mix.json
 
-A unigram measure, CPU only, about a minute: each input file's token distribution (the shards' per-document sources,
-add-0.5 smoothing) scores the tokens of the tasks' TRAINING text (KorSTS sts-train.tsv, KorNLI xnli.dev.ko.tsv, the
-set #8 trains KorNLI on; no dev or test text) in bits per token: lower is closer. Then EM fits the mixture of the
-files' distributions that scores that text best (the classic fit of mixture weights to held-in text), and turns
-it into run_pretraining.py --source_weights: weight = fitted share / share as the corpus stands, scaled so the
-largest is --max_weight (repeating a small file many times per epoch over-fits it, which a unigram fit cannot see).
-It ranks sources; it does not predict fine-tuning scores: that needs the GPU run (bench/cram.py --pretrain_args).
+A unigram measure, CPU only, seconds. The shards' per-document sources give each source's token counts (the
+.partN files of one source pooled; add-0.5 smoothing), which score the tokens of the tasks' TRAINING text (KorSTS
+sts-train.tsv, KorNLI xnli.dev.ko.tsv, the set #8 trains KorNLI on; no dev or test text) in bits per token: lower
+is closer. Each --mixes entry (run_pretraining.py --source_weights values) is scored the same way, with the
+tokens an epoch would hold. EM fits the mixture of the sources that scores the two tasks' text (pooled) best:
+a lower bound for any mix, which it reaches only by repeating small sources many times per epoch, and which it
+cannot tell apart from redundant ones (two parts of one source), so it ranks sources and proposes no weights.
+It does not predict fine-tuning scores: that needs the GPU run (bench/cram.py --pretrain_args).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from pretraining_data import parse_source_weights, read_meta, resolve_source_wei
 from tokenization import build_fast_tokenizer  # noqa: E402
 from train_utils import atomic_write_json, fail  # noqa: E402
 
-# the corpus as is; the legal text (52% of it, formulaic) down to a quarter; and that plus the closest sources twice
+# the corpus as is; the legal text (48% of its tokens, formulaic) down to a quarter; that plus the closest sources twice
 CANDIDATES = ["", "court_*=0.25 statutes_*=0.25", "court_*=0.25 statutes_*=0.25 petitions_*=2 koconovel_*=2"]
 TASK_TEXT = {"korsts_train": ("korsts/sts-train.tsv", ("sentence1", "sentence2")),
              "kornli_train": ("kornli/xnli.dev.ko.tsv", ("sentence1", "sentence2"))}

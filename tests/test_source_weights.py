@@ -87,39 +87,56 @@ def test_unit_weights_leave_the_epoch_unchanged(shards):
         for g in (0, 17, len(plain) - 1):
             a, b = plain.example(g), ones.example(g)
             assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert plain.source_shares is None and sum(ones.source_shares.values()) == pytest.approx(1)
+    assert plain.source_shares is None and sum(x for _, x in ones.source_shares) == pytest.approx(1)
 
 
 def test_weights_subsample_repeat_and_drop_documents(shards):
     ds = PretrainingDataset(shards, max_seq_length=L, seed=5,
                             source_weights={"news*": 0.25, "reports.txt": 2, "constitution.txt": 0})
     docs = documents(ds)
-    n_news = sum(int((src == 0).sum()) for _, src in docs)
+    chunked = {(k, d) for k, (starts, _) in enumerate(docs) for d in np.flatnonzero(np.diff(starts) >= 2)}
+    news_docs = {(k, d) for k, d in chunked if docs[k][1][d] == 0}
+    report_docs = {(k, d) for k, d in chunked if docs[k][1][d] == 1}
+    assert len(news_docs) > 200 and report_docs
     picked = []
-    for epoch in range(4):
+    for epoch in range(8):
         counts, files = copies_per_document(ds, epoch)
         assert files == {0, 1}  # the constitution's weight is 0: none of its tokens
-        news = {key for key, n in counts.items() if docs[key[0]][1][key[1]] == 0}
-        reports = [n for key, n in counts.items() if docs[key[0]][1][key[1]] == 1]
-        assert all(counts[key] == 1 for key in news) and set(reports) == {2}  # 0.25: at most once; 2: twice
-        assert len(reports) == sum(int((src == 1).sum()) for _, src in docs)  # every report document, twice
-        assert 0.17 < len(news) / n_news < 0.33  # binomial(n_news > 200, 0.25)
+        news = {key for key in counts if key in news_docs}
+        assert all(counts[key] == 1 for key in news)
+        assert {key: n for key, n in counts.items() if key in report_docs} == dict.fromkeys(report_docs, 2)
+        assert 0.15 < len(news) / len(news_docs) < 0.35
         picked.append(news)
-    assert len(set.union(*picked)) > 1.7 * len(picked[0])  # a different quarter each epoch, not a fixed subset
+    # 0.25: every news document exactly once in epochs 0-3, and again once in 4-7 (the same rotation)
+    for block in (picked[:4], picked[4:]):
+        assert set.union(*block) == news_docs and sum(map(len, block)) == len(news_docs)
+    assert picked[4:] == picked[:4]
     tokens = np.zeros(3)
     for starts, src in docs:
         np.add.at(tokens, src, np.diff(starts))
     share = tokens * [0.25, 2, 0]
-    assert list(ds.source_shares.values()) == pytest.approx((share / share.sum()).tolist())
+    assert [x for _, x in ds.source_shares] == pytest.approx((share / share.sum()).tolist())
+    # a weight of 1.5 alternates one and two copies, 1.5 on average over two epochs
+    ds = PretrainingDataset(shards, max_seq_length=L, seed=5, source_weights={"reports.txt": 1.5})
+    two = [copies_per_document(ds, e)[0] for e in (0, 1)]
+    assert all({two[0].get(key, 0), two[1].get(key, 0)} == {1, 2} for key in report_docs)
 
 
 def test_same_epoch_on_every_rank(shards):
     weights = {"news*": 0.5, "reports.txt": 1.5}
     ranks = [PretrainingDataset(shards, max_seq_length=L, seed=9, rank=r, world_size=2, source_weights=weights)
              for r in (0, 1)]
-    for ds in ranks:
+    one = PretrainingDataset(shards, max_seq_length=L, seed=9, source_weights=weights)
+    for ds in ranks + [one]:
         ds.set_epoch(1)
-    assert np.array_equal(ranks[0]._chunk_start, ranks[1]._chunk_start) and len(ranks[0]) == len(ranks[1])
+    for name in ("_chunk_shard", "_chunk_start", "_chunk_end", "_order"):
+        assert np.array_equal(getattr(ranks[0], name), getattr(ranks[1], name))
+        assert np.array_equal(getattr(ranks[0], name), getattr(one, name))
+    assert len(ranks[0]) == len(ranks[1]) == len(one) // 2
+    for i in (0, 5, len(ranks[1]) - 1):  # rank r's item i is the one-rank run's item r + 2i
+        for r in (0, 1):
+            a, b = ranks[r][i], one[r + 2 * i]
+            assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_bad_weights_are_named(shards, tmp_path):
@@ -164,7 +181,24 @@ def test_run_pretraining_flag(shards, tmp_path, capsys):
     assert "corpus mix (expected share of an epoch's tokens): news.txt" in out and "constitution.txt 0.0%" in out
     state = run_pretraining.torch.load(tmp_path / "c" / "checkpoints" / "step-2" / "train_state.pt",
                                        weights_only=True)
-    assert state["args"]["source_weights"] == ["news*=0.25", "constitution*=0"]
+    assert state["args"]["source_weights"] == ["constitution*=0.0", "news*=0.25"]  # one spelling per mix
+    old = tmp_path / "old"  # shards written before per-document sources still train without the flag
+    shutil.copytree(shards, old)
+    for f in old.glob("*.sources.npy"):
+        f.unlink()
+    run_pretraining.main(run_argv(str(old), tmp_path / "d", cfg))
+    assert (tmp_path / "d" / "checkpoints" / "step-2" / "model.safetensors").is_file()
+
+
+def test_a_file_given_twice_keeps_both_shares(shards, tmp_path):
+    d = os.path.dirname(shards)
+    news, reports = os.path.join(d, "news.txt"), os.path.join(d, "reports.txt")
+    cpd.main(["--input_files", news, reports, news, "--vocab_file", os.path.join(shards, "vocab.txt"),
+              "--output_dir", str(tmp_path / "dup"), "--num_workers", "1"])
+    ds = PretrainingDataset(str(tmp_path / "dup"), max_seq_length=L, source_weights={"reports.txt": 0.5})
+    shares = ds.source_shares
+    assert [os.path.basename(f) for f, _ in shares] == ["news.txt", "reports.txt", "news.txt"]
+    assert sum(x for _, x in shares) == pytest.approx(1) and shares[0][1] == pytest.approx(shares[2][1])
 
 
 def test_mixture_fit_recovers_known_weights():
