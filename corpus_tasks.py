@@ -31,6 +31,7 @@ _SENT_END = re.compile(r"(?<![0-9])[.!?。…]+[\"'”’」』)\]]*\s+")  # no 
 # A line is tokenised as one unit in one task (~30 bytes of worker memory per input byte), so a file without line
 # ends would need memory in proportion to the file. Real paragraphs are far shorter than this.
 MAX_LINE_BYTES = 1 << 18
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,6 +125,7 @@ def worker_main(conn, cfg: dict, inherited: list):
     # print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked by run_tasks across the fork
     for c in inherited:  # the parent's ends, copied by fork: the parent's death must be an EOF here too
         c.close()
     try:
@@ -173,7 +175,15 @@ def run_tasks(tasks, cfg: dict, num_workers: int):
             ends.append(here)
             p = ctx.Process(target=worker_main, daemon=True, args=(
                 there, dict(cfg, pooled=True), list(ends) if ctx.get_start_method() == "fork" else []))
-            p.start()
+            # Blocked across the fork: a worker that took a SIGTERM or Ctrl-C before worker_main installs its own
+            # handlers would run the parent's, raise in its copy of the parent's stack and carry on as a second
+            # parent (seen when an error right after start terminated the workers). Blocked, the signal waits
+            # for the worker's handlers.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                p.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             there.close()  # before the next fork, so no other process holds this worker's end
             workers.append((p, here))
         idle, busy, done = list(range(num_workers)), {}, {}  # busy: worker -> task number; done: number -> result

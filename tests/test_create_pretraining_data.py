@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -19,28 +20,24 @@ import pytest
 import corpus_tasks
 import create_pretraining_data as cpd
 import tokenization
-from helpers import file_digests
+from helpers import file_digests, text_lines
 from pretraining_data import read_meta, shard_path, unpack_bits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KT = os.path.join(ROOT, "data", "korean_text")
 
 
-def corpus_lines(rel, start=0, stop=None):
-    with open(os.path.join(KT, rel), encoding="utf-8") as f:
-        return f.read().splitlines()[start:stop]
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("cpd")
     vocab_src = d / "vocab_corpus.txt"
-    vocab_src.write_text("\n".join(corpus_lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
+    vocab_src.write_text("\n".join(text_lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
     vocab = str(d / "vocab.txt")
     tokenization.main(["build-vocab", "--corpus", str(vocab_src), "--vocab_size", "4000", "--output", vocab])
     # held-out lines of another register (blank lines separate documents) + the CRLF constitution
     news = d / "news.txt"
-    news.write_text("\n".join(corpus_lines("boddari/wikinews.txt", 3000, 3700)) + "\n", encoding="utf-8")
+    news.write_text("\n".join(text_lines("boddari/wikinews.txt", 3000, 3700)) + "\n", encoding="utf-8")
     return {"dir": d, "vocab": vocab,
             "inputs": [str(news), os.path.join(KT, "konlpy/kolaw/constitution.txt")]}
 
@@ -311,7 +308,7 @@ def test_overwrite_replaces_only_this_scripts_output(files, plain, tmp_path, mon
 def test_long_line_is_read_in_bounded_pieces(files, tmp_path, monkeypatch, capsys):
     cap = 100  # not a multiple of 3: the cuts of a run of Hangul fall inside characters unless moved
     monkeypatch.setattr(corpus_tasks, "MAX_LINE_BYTES", cap)
-    words = " ".join(" ".join(corpus_lines("konlpy/kolaw/constitution.txt", 0, 60)).split())
+    words = " ".join(" ".join(text_lines("konlpy/kolaw/constitution.txt", 0, 60)).split())
     assert max(len(w.encode()) for w in words.split()) < cap // 2  # so every cut can be at a space
     run_ = "가나다라마바사" * 40  # no whitespace: cut between characters
     src = tmp_path / "long.txt"
@@ -390,6 +387,49 @@ def test_dead_worker_fails_the_run(files, tmp_path, monkeypatch, capsys, watchdo
     expect_error(capsys, ["--input_files", *files["inputs"], "--vocab_file", files["vocab"], "--output_dir", out,
                           "--num_workers", 2, "--task_chars", 2000], "worker", "died", "SIGKILL")
     assert os.listdir(tmp_path) == [] and mp.active_children() == []
+
+
+def test_worker_stopped_right_after_fork_does_not_become_a_second_parent(files, tmp_path, monkeypatch, watchdog):
+    """An error just after the workers start terminates them at once. A worker still between fork and its own
+    signal handlers used to run the parent's SIGTERM handler, raise in its copy of the parent's stack and go on
+    running the caller's code (here: the rest of the test session) as a second parent. The window is widened to
+    make the race certain."""
+    if mp.get_start_method() != "fork":
+        pytest.skip("the patch reaches the workers through fork")
+    parent, escaped = os.getpid(), tmp_path / "escaped"
+    fork = os.fork
+
+    def slow_fork():
+        pid = fork()
+        if pid == 0:
+            time.sleep(0.5)  # the parent's terminate() lands here
+        return pid
+    monkeypatch.setattr(os, "fork", slow_fork)
+
+    def tasks():
+        raise ValueError("bad input found right after the workers started")
+        yield
+
+    def on_sigterm(signum, frame):  # what create_pretraining_data installs
+        raise cpd.Terminated
+    old = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with pytest.raises(ValueError, match="right after"):
+            for _ in corpus_tasks.run_tasks(tasks(), {"vocab_file": files["vocab"]}, num_workers=2):
+                pass
+    except BaseException:
+        if os.getpid() != parent:  # a worker that escaped: record it and vanish
+            escaped.write_text(str(os.getpid()))
+            os._exit(0)
+        raise
+    finally:
+        if os.getpid() == parent:
+            signal.signal(signal.SIGTERM, old)
+    if os.getpid() != parent:
+        escaped.write_text(str(os.getpid()))
+        os._exit(0)
+    time.sleep(1)  # time for an escaped worker to write its file
+    assert not escaped.exists() and mp.active_children() == []
 
 
 def test_sigterm_removes_the_partial_output(files, tmp_path, monkeypatch, capsys):
