@@ -9,6 +9,15 @@ import sys
 import pytest
 
 
+KOREAN_TEXT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "korean_text")
+
+
+def text_lines(rel, start=0, stop=None):
+    """Lines [start, stop) of a bundled Korean text file (path relative to data/korean_text)."""
+    with open(os.path.join(KOREAN_TEXT, rel), encoding="utf-8") as f:
+        return f.read().splitlines()[start:stop]
+
+
 # torch.compile's CPU backend generates C++ and builds it with the system compiler
 needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++")),
                                reason="torch.compile on the CPU needs a C++ compiler (g++)")

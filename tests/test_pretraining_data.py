@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 import create_pretraining_data as cpd
 import tokenization
+from helpers import text_lines
 from masking import IGNORE_INDEX, choose_spans, mask_tokens
 from pretraining_data import (PretrainingDataset, collate_pretraining, read_meta, shard_path, truncate_pair,
                               unit_bounds)
@@ -20,18 +21,14 @@ P_NGRAM = np.array([6, 3, 2]) / 11
 L = 128
 
 
-def lines(rel, start, stop):
-    with open(os.path.join(KT, rel), encoding="utf-8") as f:
-        return f.read().splitlines()[start:stop]
-
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     d = tmp_path_factory.mktemp("pd")
-    (d / "v.txt").write_text("\n".join(lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
+    (d / "v.txt").write_text("\n".join(text_lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
     vocab = str(d / "vocab.txt")
     tokenization.main(["build-vocab", "--corpus", str(d / "v.txt"), "--vocab_size", "4000", "--output", vocab])
-    text = lines("boddari/wikinews.txt", 3000, 4187) + [""] + lines("boddari/unesco_report.txt", 0, 700)
+    text = text_lines("boddari/wikinews.txt", 3000, 4187) + [""] + text_lines("boddari/unesco_report.txt", 0, 700)
     (d / "c.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
     out = str(d / "shards")
     cpd.main(["--input_files", str(d / "c.txt"), os.path.join(KT, "konlpy/kolaw/constitution.txt"),

@@ -11,7 +11,7 @@ import pytest
 import create_pretraining_data as cpd
 import run_pretraining
 import tokenization
-from helpers import expect_fail
+from helpers import expect_fail, text_lines
 from pretraining_data import (PretrainingDataset, parse_source_weights, read_meta, resolve_source_weights,
                               shard_path)
 
@@ -22,20 +22,16 @@ import bench_corpus_mix  # noqa: E402
 L = 64
 
 
-def lines(rel, start, stop):
-    with open(os.path.join(KT, rel), encoding="utf-8") as f:
-        return f.read().splitlines()[start:stop]
-
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """Three files (news: hundreds of short documents; reports; the constitution), in several shards."""
     d = tmp_path_factory.mktemp("mix")
-    (d / "v.txt").write_text("\n".join(lines("boddari/wikinews.txt", 0, 1500)) + "\n", encoding="utf-8")
+    (d / "v.txt").write_text("\n".join(text_lines("boddari/wikinews.txt", 0, 1500)) + "\n", encoding="utf-8")
     vocab = str(d / "vocab.txt")
     tokenization.main(["build-vocab", "--corpus", str(d / "v.txt"), "--vocab_size", "2000", "--output", vocab])
-    (d / "news.txt").write_text("\n".join(lines("boddari/wikinews.txt", 1500, 4187)) + "\n", encoding="utf-8")
-    (d / "reports.txt").write_text("\n".join(lines("boddari/unesco_report.txt", 0, 600)) + "\n", encoding="utf-8")
+    (d / "news.txt").write_text("\n".join(text_lines("boddari/wikinews.txt", 1500, 4187)) + "\n", encoding="utf-8")
+    (d / "reports.txt").write_text("\n".join(text_lines("boddari/unesco_report.txt", 0, 600)) + "\n", encoding="utf-8")
     out = str(d / "shards")
     cpd.main(["--input_files", str(d / "news.txt"), str(d / "reports.txt"),
               os.path.join(KT, "konlpy/kolaw/constitution.txt"), "--vocab_file", vocab, "--output_dir", out,
