@@ -30,7 +30,7 @@ import tempfile
 import time
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset, default_collate
 from tqdm import tqdm
 
 import qa_data
@@ -138,6 +138,15 @@ def evaluate_epoch(model, dev, args, rt, ckpt_dir):
     return metrics
 
 
+def collate_trimmed(rows):
+    """Training rows stacked and cut to the batch's longest window. Cut here, in the loader, the batch is contiguous
+    when pinned, so its copy to the GPU does not wait for the GPU (a slice of a pinned batch is copied through
+    pageable memory)."""
+    ids, types, mask, start_pos, end_pos = default_collate(rows)
+    width = int(mask.sum(1).max())
+    return ids[:, :width].contiguous(), types[:, :width].contiguous(), mask[:, :width].contiguous(), start_pos, end_pos
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.output_dir is None:
@@ -181,12 +190,12 @@ def main(argv=None):
         sampler = tu.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
                                                rt.world_size)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
-                            pin_memory=rt.device.type == "cuda")
+                            collate_fn=collate_trimmed, pin_memory=rt.device.type == "cuda")
     else:
         sampler = (DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=args.seed)
                    if rt.distributed else RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed)))
         loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=args.num_workers,
-                            pin_memory=rt.device.type == "cuda")
+                            collate_fn=collate_trimmed, pin_memory=rt.device.type == "cuda")
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
@@ -213,9 +222,8 @@ def main(argv=None):
         for window in tu.accumulation_windows(bar, accum):
             window_rows = sum(len(b[0]) for b in window)
             for j, (ids, types, mask, start_pos, end_pos) in enumerate(window):
-                width = int(mask.sum(1).max())  # cut the batch to its longest window (on the CPU: no device sync)
-                batch = {"input_ids": ids[:, :width], "token_type_ids": types[:, :width],
-                         "attention_mask": mask[:, :width], "start_positions": start_pos, "end_positions": end_pos}
+                batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+                         "start_positions": start_pos, "end_positions": end_pos}
                 batch = tu.batch_to_device(batch, rt.device, torch.long)
                 # under DDP, all-reduce gradients only on the micro-batch that closes an accumulation window
                 sync = j == len(window) - 1

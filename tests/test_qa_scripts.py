@@ -434,3 +434,21 @@ def test_answer_postprocess_morph_with_kiwi_strips_particles(env, tmp_path, caps
     result = eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(preds),
                            "--answer_postprocess", "morph"])
     assert result["without_postprocess"]["exact_match"] == 0.0 and result["exact_match"] >= 80.0
+
+
+def test_training_batches_are_cut_to_their_longest_window_in_the_loader():
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    mask = np.zeros((6, 16), np.int8)
+    for row, n in enumerate([5, 9, 3, 12, 7, 4]):
+        mask[row, :n] = 1
+    ids = np.arange(6 * 16, dtype=np.int32).reshape(6, 16) * mask
+    data = TensorDataset(*(torch.from_numpy(a) for a in (ids, ids % 2, mask, np.arange(6), np.arange(6) + 1)))
+    batches = list(DataLoader(data, batch_size=3, collate_fn=run_qa.collate_trimmed))
+    assert [b[0].shape for b in batches] == [(3, 9), (3, 12)]  # each batch's own longest window
+    for k, (i, t, m, s, e) in enumerate(batches):
+        assert all(x.is_contiguous() and x.dtype == y.dtype for x, y in zip((i, t, m), (data.tensors[:3])))
+        assert torch.equal(i, data.tensors[0][3 * k:3 * k + 3, :i.shape[1]]) and m.sum() == mask[3 * k:3 * k + 3].sum()
+        assert s.tolist() == [3 * k, 3 * k + 1, 3 * k + 2] and e.tolist() == [3 * k + 1, 3 * k + 2, 3 * k + 3]
