@@ -1,4 +1,4 @@
-"""Pretraining examples built at load time from token shards: SOP pairs + n-gram whole-word dynamic masking.
+"""Pretraining examples built at load time from token shards: SOP pairs, masked by masking.mask_tokens each time.
 
     ds = PretrainingDataset("runs/shards", max_seq_length=128, max_predictions_per_seq=20, seed=42)
     loader = DataLoader(ds, batch_size=32, shuffle=False, collate_fn=collate_pretraining, num_workers=2)
@@ -9,7 +9,8 @@ epoch (set_epoch); examples are made on access, so each epoch re-chunks the docu
 shifts every later chunk of its document), re-draws the A|B split, the SOP swap and the masks.
 
 Reproducibility. Epoch e's chunking and its global example order come from np.random.default_rng([seed, e]);
-every random choice of the example at global position g comes from np.random.default_rng([seed, e, g]). So an
+every random choice of the example at global position g comes from np.random.default_rng([seed, e, g]); with
+source_weights, each document's copies per epoch follow a phase drawn once per run from [seed, 2**63]. So an
 example depends only on (seed, epoch, g): not on worker count, batch size, rank count or access order.
 
 Sharding across ranks. The epoch's chunks are put in a deterministic permuted order (global positions 0..N-1).
@@ -112,6 +113,7 @@ def truncate_pair(pair, max_tokens: int, rng: np.random.Generator):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# corpus mix (--source_weights): a weight per input file, from patterns on the files' base names
 
 def parse_source_weights(specs: list[str]) -> dict[str, float]:
     """["court_*=0.25", "statutes_*=0"] -> {"court_*": 0.25, "statutes_*": 0.0} (run_pretraining.py --source_weights)."""
