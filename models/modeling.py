@@ -236,7 +236,10 @@ class BertForQuestionAnswering(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, start_positions=None, end_positions=None):
         seq, _ = self.bert(input_ids, token_type_ids, attention_mask)
-        start_logits, end_logits = self.qa_outputs(seq).unbind(-1)  # [B,T,2] -> 2 x [B,T]
+        # logits in fp32 even under autocast: bf16 keeps 8 mantissa bits, and ties between start/end scores would
+        # reorder the n-best answers (classifier evaluation runs in fp32 for the same reason); the head is tiny
+        with torch.autocast(seq.device.type, enabled=False):
+            start_logits, end_logits = self.qa_outputs(seq.float()).unbind(-1)  # [B,T,2] -> 2 x [B,T]
         out = {"start_logits": start_logits, "end_logits": end_logits}
         if start_positions is not None and end_positions is not None:
             # as in BERT: a position outside the window (answer truncated away) is ignored, not clamped onto it

@@ -192,6 +192,20 @@ def test_padding_invariance():
     torch.testing.assert_close(pooled_p, pooled, atol=1e-5, rtol=0)
 
 
+def test_qa_logits_are_fp32_under_autocast():
+    """Under bf16 autocast the start/end logits still come from an fp32 head (autocast would run it in bf16):
+    no bf16 rounding of the logits, so no ties to reorder the n-best answers."""
+    model = randomize(BertForQuestionAnswering(tiny_config())).eval()
+    ids, types, mask = padded_batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(ids, types, mask)
+        seq, _ = model.bert(ids, types, mask)
+    assert out["start_logits"].dtype == out["end_logits"].dtype == torch.float32
+    with torch.no_grad():
+        start, end = model.qa_outputs(seq.float()).unbind(-1)
+    assert torch.equal(out["start_logits"], start) and torch.equal(out["end_logits"], end)
+
+
 def test_mlm_scores_only_masked_positions():
     model = randomize(BertForPreTraining(tiny_config()))
     ids, types, mask = padded_batch()
