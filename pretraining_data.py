@@ -61,9 +61,11 @@ def vocab_sha256(vocab_file: str) -> str:
 
 
 def shards_fingerprint(meta: dict) -> str:
-    """A digest of meta.json's content (every shard's name and counts, the vocab's sha256): a resumed run's data
-    position means the same examples only while this is unchanged."""
-    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    """A digest of meta.json's content (every shard's name and counts, the input files, the vocab's sha256) but not
+    its run summary (seconds, MB/s, worker count): a resumed run's data position means the same examples only while
+    this is unchanged, and the same shards prepared again must not look like other data."""
+    data = {k: v for k, v in meta.items() if k != "summary"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def read_meta(input_dir: str) -> dict:

@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import pretraining_start as S  # noqa: E402
-from pretraining_data import vocab_sha256  # noqa: E402
+from pretraining_data import shards_fingerprint, vocab_sha256  # noqa: E402
 
 TINY = os.path.join(ROOT, "models", "configs", "tiny.json")
 META = {"vocab_size": 1000, "vocab_sha256": "0" * 64, "do_lower_case": False, "morph_analyzer": None}
@@ -118,3 +118,13 @@ def test_load_train_state(tmp_path):
     assert len(changed) == 1 and changed[0].startswith("shards")
     (ckpt / "train_state.pt").write_bytes((ckpt / "train_state.pt").read_bytes()[:50])
     assert "unreadable" in error(S.load_train_state, str(ckpt), ARGS, ())
+
+
+def test_shards_fingerprint_ignores_the_preparation_timing():
+    """The same shards prepared again (other timing, other worker count) keep their fingerprint; other counts do not."""
+    meta = {"vocab_sha256": "a" * 64, "num_tokens": 100, "shards": [{"name": "shard_00000", "num_tokens": 100}],
+            "summary": {"seconds": 41.2, "mb_per_s": 3.9, "num_workers": 2}}
+    again = meta | {"summary": {"seconds": 39.8, "mb_per_s": 4.1, "num_workers": 8}}
+    assert shards_fingerprint(again) == shards_fingerprint(meta)
+    other = meta | {"shards": [{"name": "shard_00000", "num_tokens": 99}]}
+    assert shards_fingerprint(other) != shards_fingerprint(meta)
