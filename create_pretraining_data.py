@@ -52,6 +52,7 @@ from tqdm import tqdm
 
 import corpus_tasks
 from corpus_tasks import WorkerDied, read_tasks, run_tasks
+from fileio import umask
 from pretraining_data import FORMAT, FORMAT_VERSION, shard_path, vocab_sha256
 from tokenization import load_vocab, special_token_ids
 from train_utils import atomic_write_json, fail, warn
@@ -249,10 +250,9 @@ def prepare(args, tmp_dir: str) -> dict:
             "num_sentences": summary["sentences"], "num_tokens": n_tok, "shards": writer.shards,
             "summary": summary}
     atomic_write_json(os.path.join(tmp_dir, "meta.json"), meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(os.path.join(tmp_dir, "meta.json"), 0o666 & ~umask)  # both temp helpers create owner-only modes
-    os.chmod(tmp_dir, 0o777 & ~umask)
+    mask = umask()
+    os.chmod(os.path.join(tmp_dir, "meta.json"), 0o666 & ~mask)  # as np.save made the shards, not 0644
+    os.chmod(tmp_dir, 0o777 & ~mask)  # mkdtemp's private 0700 would outlive the rename
     return meta
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fileio import file_sha256
 from masking import IGNORE_INDEX, mask_tokens
 from tokenization import load_vocab, special_token_ids
 
@@ -53,11 +54,7 @@ def shard_path(input_dir: str, shard: str, part: str) -> str:
 def vocab_sha256(vocab_file: str) -> str:
     """meta.json's "vocab_sha256": what ties shards to the vocab they were built with (recorded by
     create_pretraining_data.py, checked by run_pretraining.py)."""
-    h = hashlib.sha256()
-    with open(vocab_file, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(vocab_file)
 
 
 def shards_fingerprint(meta: dict) -> str:

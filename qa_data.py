@@ -16,11 +16,12 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, fields
 
 import numpy as np
+
+from fileio import atomic_write, file_sha256
 
 # Bump when the feature layout or the windowing/labelling logic changes, so stale caches are not reused.
 FEATURES_VERSION = "korquad-features-v1"
@@ -290,14 +291,6 @@ def convert_examples_to_features(examples, tokenizer, special_ids: dict, max_seq
 # ----------------------------------------------------------------------------------------------------------------
 # cache
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def feature_cache_key(data_file, vocab_file, do_lower_case, morph_analyzer, max_seq_length, doc_stride,
                       max_query_length, is_training, max_examples) -> str:
     """Hash of everything the features depend on, the tokenizer's code and library version included, and with a
@@ -331,21 +324,12 @@ def _package_version(name: str) -> str | None:
 def save_features(feats: QAFeatures, path: str, key: str, extra: dict):
     """np.savez to a temporary file in the same directory, then rename: readers never see a partial cache."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".features.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def fill(tmp):
+        with open(tmp, "wb") as f:  # a file object: given a name, np.savez would append .npz to it
             np.savez(f, cache_key=np.array(key), **{k: np.array(v) for k, v in extra.items()}, **feats.arrays())
-            f.flush()
-            # data on disk before the rename, or a crash can leave a complete-looking name over an empty file
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o644 & ~umask)  # mkstemp's private 0600 would lock other users out of a shared cache
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, fill)
 
 
 def load_features(path: str, key: str):

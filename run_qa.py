@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 import qa_data
 import train_utils as tu
+from fileio import umask
 from eval_qa import check_labelled, load_qa_features, predict_logits, score, write_predictions
 from models.modeling import BertForQuestionAnswering, save_checkpoint
 from optimization import build_optimizer, get_scheduler, param_groups
@@ -104,9 +105,7 @@ def validate_args(args):
 def save_dir_atomically(model, out_dir: str, name: str, vocab_file: str, meta: dict):
     """Write the checkpoint into a temporary sibling and rename it into place: name/ is complete or absent."""
     tmp = tempfile.mkdtemp(dir=out_dir, prefix=f".{name}.tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's private 0700 would outlive the rename
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's private 0700 would outlive the rename
     try:
         save_checkpoint(model, tmp, vocab_file=vocab_file)
         tu.atomic_write_json(os.path.join(tmp, "qa_train.json"), meta)

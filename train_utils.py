@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fileio import atomic_write
+
 
 def fail(msg: str, code: int = 2):
     """One-line error for the user, no traceback."""
@@ -262,8 +264,6 @@ def set_rng_state(state: dict):
 
 def _atomic_write(path: str, write_fn, mode: str):
     """write_fn(file_object) fills a temp file beside `path`, which replaces `path` only once complete."""
-    from models.checkpoint import atomic_write
-
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
 
     def fill(tmp):

@@ -19,10 +19,10 @@ import io
 import itertools
 import os
 import sys
-import tempfile
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+from fileio import atomic_write
 from tokenization import SPECIAL_TOKENS, UNK_TOKEN, fast_normalizer, fast_pre_tokenizer, is_punct
 
 SPM_MAX_SENTENCES = 5_000_000  # sentencepiece holds its input in memory; beyond this it samples
@@ -138,30 +138,6 @@ def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alph
     return [t for t in tokens if t not in ("", "##")]
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def _write_lines_atomic(path: str, lines: list[str]) -> None:
-    """Like models.checkpoint.atomic_write, which this module cannot import: it would pull in torch."""
-    out_dir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".vocab.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(t + "\n" for t in lines)
-            f.flush()
-            # mkstemp makes the file private; a vocab is shared like any file the user writes
-            os.fchmod(f.fileno(), 0o644 & ~_umask())
-            os.fsync(f.fileno())  # on disk before the rename makes it the vocab, or a crash can leave it empty
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: int = 2,
                 do_lower_case: bool = False, morph: str | None = None, algorithm: str = "wordpiece",
                 model_type: str = "unigram", limit_alphabet: int | None = None) -> list[str]:
@@ -195,7 +171,13 @@ def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: 
         raise ValueError(f"--limit_alphabet {limit_alphabet} leaves no room: the alphabet alone needs "
                          f"{len(tokens)} tokens > --vocab_size {vocab_size}")
     tokens = tokens[:vocab_size]
-    _write_lines_atomic(output, tokens)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+
+    def fill(tmp):
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(t + "\n" for t in tokens)
+
+    atomic_write(output, fill)
     print(f"wrote {len(tokens)} tokens to {output} ({algorithm}, {counter[0]} corpus lines)")
     if len(tokens) < vocab_size:
         print(f"note: the corpus is too small for {vocab_size} tokens; the vocab has only {len(tokens)}")

@@ -20,12 +20,12 @@ import datetime
 import json
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import morphology  # noqa: E402
+from fileio import atomic_write  # noqa: E402
 from korquad_metric import evaluate, exact_match_score, gold_answers  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +74,7 @@ def score_run(examples, gold, analyzer, field: str, mode: str, context_words: in
             "wrong_examples": wrong[:20]}  # [id, first gold, raw span, post-processed], EM 0 against every gold
 
 
-# Local copies of two train_utils helpers: importing train_utils pulls in torch, which this bench does not need.
+# A local copy of train_utils.fail: importing train_utils pulls in torch, which this bench does not need.
 def fail(msg: str):
     print(f"error: {msg}", file=sys.stderr, flush=True)
     sys.exit(2)
@@ -82,11 +82,13 @@ def fail(msg: str):
 
 def atomic_write_json(path: str, obj) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+
+    def fill(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+
+    atomic_write(path, fill)
 
 
 def main(argv=None):

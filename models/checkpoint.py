@@ -10,13 +10,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 
 import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from fileio import atomic_write
 from models.config import BertConfig, read_json_object
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -164,24 +164,6 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, fresh_ok=(
 def write_text(path: str, text: str):
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-
-
-def atomic_write(path: str, write_fn):
-    """write_fn(tmp_path) fills a temp file beside `path`; it replaces `path` only once complete."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.tmp")
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o644 & ~umask)  # mkstemp makes the file private; a checkpoint is meant to be shared
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _pad_id(vocab_file: str | None) -> int:

@@ -157,7 +157,8 @@ class BertConfig:
         return dataclasses.asdict(self)
 
     def to_json_file(self, path: str):
-        from models.checkpoint import atomic_write, write_text  # checkpoint imports this module
+        from fileio import atomic_write
+        from models.checkpoint import write_text  # checkpoint imports this module
         atomic_write(path, lambda tmp: write_text(tmp, json.dumps(self.to_dict(), indent=2) + "\n"))
 
     def to_hf_dict(self, architectures: list[str] | None = None, pad_token_id: int = 0) -> dict:
