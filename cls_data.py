@@ -58,7 +58,10 @@ TASKS = {
 }
 
 
-def add_task_args(parser, max_seq_length=128):
+DEFAULT_MAX_SEQ_LENGTH = 128
+
+
+def add_task_args(parser, max_seq_length=DEFAULT_MAX_SEQ_LENGTH):
     """Data/task flags shared by run_classifier.py and eval_classifier.py (max_seq_length: that flag's default)."""
     g = parser.add_argument_group("task")
     # case-insensitive: the release's scripts took KorNLI / KorSTS
@@ -76,7 +79,8 @@ def add_task_args(parser, max_seq_length=128):
     g.add_argument("--max_seq_length", type=int, default=max_seq_length,
                    help="[CLS] a [SEP] b [SEP] truncated longest-first to this many tokens"
                         + (f" (default {max_seq_length})" if max_seq_length is not None else
-                           " (default: the length the checkpoint was fine-tuned with, from its task.json, else 128)"))
+                           " (default: the length the checkpoint was fine-tuned with, from its task.json, else "
+                           f"{DEFAULT_MAX_SEQ_LENGTH})"))
     g.add_argument("--eval_batch_size", type=int, default=32)
     g.add_argument("--max_train_examples", type=int, default=None,
                    help="use only the first N training rows (quick runs)")

@@ -30,11 +30,9 @@ import numpy as np
 import cls_data
 import tokenization
 import train_utils as tu
-from models.checkpoint import canonical_state_dict, read_state_dict
+from models.checkpoint import canonical_state_dict, checkpoint_folder, read_state_dict
+from models.config import read_json_object
 from models.modeling import BertForSequenceClassification, load_checkpoint
-
-DEFAULT_MAX_SEQ_LENGTH = 128  # when neither the flag nor the checkpoint's task.json gives one
-
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,24 +43,10 @@ def build_parser():
     return p
 
 
-def checkpoint_folder(ckpt: str) -> str:
-    """The folder holding the checkpoint's vocab.txt and task.json: itself, or a weights file's folder."""
-    return ckpt if os.path.isdir(ckpt) else os.path.dirname(os.path.abspath(ckpt))
-
-
 def read_task_json(ckpt: str) -> dict:
     """run_classifier's task.json beside the weights ({} when there is none, e.g. a release .bin)."""
     meta = os.path.join(checkpoint_folder(ckpt), "task.json")
-    if not os.path.isfile(meta):
-        return {}
-    try:
-        with open(meta, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{meta}: not readable JSON ({e})") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{meta}: expected a JSON object")
-    return saved
+    return read_json_object(meta) if os.path.isfile(meta) else {}
 
 
 def has_classifier_head(ckpt: str) -> bool:
@@ -98,7 +82,7 @@ def resolve_max_seq_length(args, saved: dict, ckpt: str) -> int:
     """--max_seq_length, else the checkpoint's: inputs cut shorter or longer than in fine-tuning score lower."""
     trained = saved.get("max_seq_length")
     if args.max_seq_length is None:
-        return trained or DEFAULT_MAX_SEQ_LENGTH
+        return trained or cls_data.DEFAULT_MAX_SEQ_LENGTH  # neither the flag nor task.json gives one
     if trained and args.max_seq_length != trained:
         tu.warn(f"--max_seq_length {args.max_seq_length}, but {ckpt} was fine-tuned with {trained} (its task.json)")
     return args.max_seq_length

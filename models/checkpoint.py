@@ -243,10 +243,14 @@ def checkpoint_config(path: str) -> BertConfig | None:
     return None
 
 
+def checkpoint_folder(path: str) -> str:
+    """The folder holding a checkpoint's vocab.txt (and run_classifier's task.json): itself, or a weights file's."""
+    return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+
+
 def checkpoint_vocab(path: str) -> str | None:
     """The vocab.txt stored in a checkpoint directory (or beside a weights file), if any."""
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    vocab = os.path.join(folder, "vocab.txt")
+    vocab = os.path.join(checkpoint_folder(path), "vocab.txt")
     return vocab if os.path.isfile(vocab) else None
 
 
