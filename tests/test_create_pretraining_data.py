@@ -20,11 +20,9 @@ import pytest
 import corpus_tasks
 import create_pretraining_data as cpd
 import tokenization
-from helpers import file_digests, text_lines
+from helpers import KOREAN_TEXT, file_digests, text_lines
 from pretraining_data import read_meta, shard_path, unpack_bits
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KT = os.path.join(ROOT, "data", "korean_text")
 
 
 
@@ -39,7 +37,7 @@ def files(tmp_path_factory):
     news = d / "news.txt"
     news.write_text("\n".join(text_lines("boddari/wikinews.txt", 3000, 3700)) + "\n", encoding="utf-8")
     return {"dir": d, "vocab": vocab,
-            "inputs": [str(news), os.path.join(KT, "konlpy/kolaw/constitution.txt")]}
+            "inputs": [str(news), os.path.join(KOREAN_TEXT, "konlpy/kolaw/constitution.txt")]}
 
 
 def run(argv):

@@ -10,13 +10,11 @@ from torch.utils.data import DataLoader
 
 import create_pretraining_data as cpd
 import tokenization
-from helpers import text_lines
+from helpers import KOREAN_TEXT, text_lines
 from masking import IGNORE_INDEX, choose_spans, mask_tokens
 from pretraining_data import (PretrainingDataset, collate_pretraining, read_meta, shard_path, truncate_pair,
                               unit_bounds)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KT = os.path.join(ROOT, "data", "korean_text")
 P_NGRAM = np.array([6, 3, 2]) / 11
 L = 128
 
@@ -31,7 +29,7 @@ def shards(tmp_path_factory):
     text = text_lines("boddari/wikinews.txt", 3000, 4187) + [""] + text_lines("boddari/unesco_report.txt", 0, 700)
     (d / "c.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
     out = str(d / "shards")
-    cpd.main(["--input_files", str(d / "c.txt"), os.path.join(KT, "konlpy/kolaw/constitution.txt"),
+    cpd.main(["--input_files", str(d / "c.txt"), os.path.join(KOREAN_TEXT, "konlpy/kolaw/constitution.txt"),
               "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "regex", "--num_workers", "1",
               "--shard_size_tokens", "40000"])
     return out

@@ -11,12 +11,11 @@ import pytest
 import create_pretraining_data as cpd
 import run_pretraining
 import tokenization
-from helpers import expect_fail, text_lines
+from helpers import KOREAN_TEXT, expect_fail, text_lines
 from pretraining_data import (PretrainingDataset, parse_source_weights, read_meta, resolve_source_weights,
                               shard_path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KT = os.path.join(ROOT, "data", "korean_text")
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench_corpus_mix  # noqa: E402
 L = 64
@@ -34,7 +33,7 @@ def shards(tmp_path_factory):
     (d / "reports.txt").write_text("\n".join(text_lines("boddari/unesco_report.txt", 0, 600)) + "\n", encoding="utf-8")
     out = str(d / "shards")
     cpd.main(["--input_files", str(d / "news.txt"), str(d / "reports.txt"),
-              os.path.join(KT, "konlpy/kolaw/constitution.txt"), "--vocab_file", vocab, "--output_dir", out,
+              os.path.join(KOREAN_TEXT, "konlpy/kolaw/constitution.txt"), "--vocab_file", vocab, "--output_dir", out,
               "--sentence_splitter", "regex", "--num_workers", "2", "--task_chars", "20000",
               "--shard_size_tokens", "30000"])
     return out
