@@ -53,7 +53,7 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _lamb_update(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers, max_grad_norm):
-    """One LAMB step over all groups, in place; every argument but the last two is a list with one entry per group.
+    """One LAMB step over all groups, in place; every argument but the last is a list with one entry per group.
 
     Steps and learning rates are device tensors, so nothing waits on the host and a compiled version of this
     function (Lamb(compile=True)) serves every step without recompiling as the lr schedule moves.
