@@ -40,8 +40,9 @@ def file_digests(root):
             for dp, _, files in os.walk(root) for f in files}
 
 
-def expect_fail(capsys, fn, argv, *needles):
-    """The script exits 2 with one 'error:' line naming what is wrong, and no traceback; returns that line."""
+def expect_fail(capsys, fn, argv, *needles, alone=False):
+    """The script exits 2 with one 'error:' line naming what is wrong, and no traceback; returns that line.
+    alone=True: that line is all it wrote to stderr."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         fn(argv)
@@ -49,9 +50,25 @@ def expect_fail(capsys, fn, argv, *needles):
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err
+    if alone:
+        assert err.strip() == errors[0], err
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def corpus_prep_files(d):
+    """For create_pretraining_data's tests, in folder d: a 4000-piece vocab from 3000 Wikinews lines, and two inputs,
+    held-out Wikinews lines (blank lines between documents) and the CRLF constitution."""
+    import tokenization
+
+    vocab_src = d / "vocab_corpus.txt"
+    vocab_src.write_text("\n".join(text_lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
+    vocab = str(d / "vocab.txt")
+    tokenization.main(["build-vocab", "--corpus", str(vocab_src), "--vocab_size", "4000", "--output", vocab])
+    news = d / "news.txt"
+    news.write_text("\n".join(text_lines("boddari/wikinews.txt", 3000, 3700)) + "\n", encoding="utf-8")
+    return {"dir": d, "vocab": vocab, "inputs": [str(news), os.path.join(KOREAN_TEXT, "konlpy/kolaw/constitution.txt")]}
 
 
 def tiny_model_files(d, corpus_text, vocab_size):
