@@ -173,7 +173,6 @@ def report(metrics: dict):
 def score_only(args) -> dict:
     if not args.predict_file or not args.prediction_json:
         raise ValueError("--score_only needs --predict_file (the dataset) and --prediction_json")
-    qa_data.check_qa_args(args)
     examples, _ = qa_data.read_korquad(args.predict_file, is_training=False)
     predictions = korquad_metric.load_predictions(args.prediction_json)
     if args.max_eval_examples is not None:
@@ -192,13 +191,13 @@ def main(argv=None):
     try:
         if args.do_predict is False:
             raise ValueError("--do_predict false: eval_qa.py only predicts (and scores); leave the flag out")
+        qa_data.check_qa_args(args)
         if args.score_only:
             return score_only(args)
         if not args.checkpoint:
             raise ValueError("--checkpoint is required (or --score_only with --prediction_json)")
         if not args.predict_file:
             raise ValueError("--predict_file is required")
-        qa_data.check_qa_args(args)
         if args.answer_postprocess == "morph":
             load_morph_analyzer()
     except (ValueError, FileNotFoundError, OSError, morphology.MissingAnalyzerError) as e:
