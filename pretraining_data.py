@@ -225,7 +225,6 @@ class PretrainingDataset(Dataset):
         self._mm = {}  # opened again lazily in each process
         self._doc_weight = None  # per shard, every document's weight; None: each document once
         files = self.meta["input_files"]
-        doc_tokens = [np.diff(so[do]) for so, do in zip(self._sent_off, self._doc_off)]
         if source_weights:
             file_weight = resolve_source_weights(files, source_weights)
             sources = []
@@ -243,8 +242,8 @@ class PretrainingDataset(Dataset):
             phase_rng = np.random.default_rng([seed, _PHASE_STREAM])  # not the epoch: a phase holds for the run
             self._doc_phase = [phase_rng.random(len(src)) for src in sources]
             per_file = np.zeros(len(files))
-            for src, n, w in zip(sources, doc_tokens, self._doc_weight):
-                np.add.at(per_file, src, n * w)
+            for src, so, do, w in zip(sources, self._sent_off, self._doc_off, self._doc_weight):
+                np.add.at(per_file, src, np.diff(so[do]) * w)  # each document's tokens, weighted
             if per_file.sum() == 0:
                 raise ValueError(f"source weights {source_weights} leave no documents to train on")
             self.source_shares = list(zip(files, (per_file / per_file.sum()).tolist()))

@@ -36,9 +36,9 @@ TASK_TEXT = {"korsts_train": ("korsts/sts-train.tsv", ("sentence1", "sentence2")
              "kornli_train": ("kornli/xnli.dev.ko.tsv", ("sentence1", "sentence2"))}
 
 
-def source_counts(input_dir: str) -> tuple[list[str], np.ndarray]:
-    """(input files, token counts [files, vocab]) from the shards' ids and per-document sources."""
-    meta = read_meta(input_dir)
+def source_counts(input_dir: str, meta: dict) -> tuple[list[str], np.ndarray]:
+    """(input files, token counts [files, vocab]) from the shards' ids and per-document sources (meta: its
+    meta.json)."""
     files, vocab_size = meta["input_files"], meta["vocab_size"]
     counts = np.zeros((len(files), vocab_size), np.int64)
     for s in meta["shards"]:
@@ -99,7 +99,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         meta = read_meta(args.input_dir)
-        files, counts = source_counts(args.input_dir)
+        files, counts = source_counts(args.input_dir, meta)
         tasks = task_counts(args.data_dir, os.path.join(args.input_dir, "vocab.txt"), meta["do_lower_case"],
                             meta["vocab_size"])
         mixes = {m: resolve_source_weights(files, parse_source_weights(m.split())) for m in args.mixes}
