@@ -52,55 +52,69 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
 
 
-def _lamb_update(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers, max_grad_norm):
-    """One LAMB step over all groups, in place; every argument but the last is a list with one entry per group.
+def _clip_coef(grads: list[torch.Tensor], max_grad_norm: float | None) -> torch.Tensor | None:
+    """max_grad_norm / global L2 norm of all gradients, at most 1 (a 0-d device tensor); None when not clipping."""
+    if not max_grad_norm:
+        return None
+    global_norm = torch.linalg.vector_norm(_norms(grads))
+    # global_norm == 0 gives inf here, which the clamp turns into 1
+    return torch.clamp(max_grad_norm / global_norm, max=1.0)
 
-    Steps and learning rates are device tensors, so nothing waits on the host and a compiled version of this
-    function (Lamb(compile=True)) serves every step without recompiling as the lr schedule moves.
-    hypers: per group (beta1, beta2, eps, weight_decay, apply_trust).
+
+def _lamb_apply(ps, gs, ms, vs, bias1, bias2, lr, hyper, clip_coef):
+    """One LAMB step over a list of parameters, in place.
+
+    bias1, bias2: the bias corrections 1 - beta^step, either Python floats (one step count for the whole list) or
+    one 0-d tensor per parameter; lr: a float or a 0-d tensor. hyper: (beta1, beta2, eps, weight_decay, apply_trust).
     """
-    clip_coef = None
-    if max_grad_norm:
-        global_norm = torch.linalg.vector_norm(_norms([g for gs in grads for g in gs]))
-        # global_norm == 0 gives inf here, which the clamp turns into 1
-        clip_coef = torch.clamp(max_grad_norm / global_norm, max=1.0)
+    beta1, beta2, eps, wd, apply_trust = hyper
+    if clip_coef is not None:
+        gs = torch._foreach_mul(gs, clip_coef)
+    # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
+    torch._foreach_mul_(ms, beta1)
+    torch._foreach_add_(ms, gs, alpha=1.0 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, gs, gs, value=1.0 - beta2)
+    del gs
 
-    for ps, gs, ms, vs, ss, lr, (beta1, beta2, eps, wd, apply_trust) in zip(
-            params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers):
-        if clip_coef is not None:
-            gs = torch._foreach_mul(gs, clip_coef)
+    # u = m_hat / (sqrt(v_hat) + eps) + wd * w, with m_hat = m / bias1, v_hat = v / bias2
+    denom = torch._foreach_div(vs, bias2)
+    torch._foreach_sqrt_(denom)
+    torch._foreach_add_(denom, eps)
+    update = torch._foreach_div(ms, bias1)
+    torch._foreach_div_(update, denom)
+    del denom
+    if wd != 0.0:
+        torch._foreach_add_(update, ps, alpha=wd)
+
+    # w -= lr * trust * u, trust = ||w|| / ||u|| when both are non-zero, else 1 (not clamped)
+    if apply_trust:
+        w_norm, u_norm = _norms(ps), _norms(update)
+        trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+        torch._foreach_mul_(update, list((trust * -lr).unbind()))
+    else:
+        torch._foreach_mul_(update, -lr)
+    torch._foreach_add_(ps, update)
+
+
+def _lamb_update(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers, max_grad_norm):
+    """One LAMB step over all groups with every number on the device: the update that Lamb(compile=True) compiles.
+
+    Every argument but the last is a list with one entry per group. Steps (one float64 0-d tensor per parameter)
+    and learning rates are device tensors, so nothing waits on the host and one compiled graph serves every step
+    as the lr schedule moves. hypers: per group (beta1, beta2, eps, weight_decay, apply_trust).
+    """
+    clip_coef = _clip_coef([g for gs in grads for g in gs], max_grad_norm)
+    for ps, gs, ms, vs, ss, lr, hyper in zip(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers):
+        beta1, beta2 = hyper[:2]
         torch._foreach_add_(ss, 1)
-        # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
-        torch._foreach_mul_(ms, beta1)
-        torch._foreach_add_(ms, gs, alpha=1.0 - beta1)
-        torch._foreach_mul_(vs, beta2)
-        torch._foreach_addcmul_(vs, gs, gs, value=1.0 - beta2)
-        del gs
-
-        # u = m_hat / (sqrt(v_hat) + eps) + wd * w, with m_hat = m / (1 - b1^step), v_hat = v / (1 - b2^step)
         bias1 = torch._foreach_pow(beta1, ss)
         torch._foreach_neg_(bias1)
         torch._foreach_add_(bias1, 1)
         bias2 = torch._foreach_pow(beta2, ss)
         torch._foreach_neg_(bias2)
         torch._foreach_add_(bias2, 1)
-        denom = torch._foreach_div(vs, bias2)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, eps)
-        update = torch._foreach_div(ms, bias1)
-        torch._foreach_div_(update, denom)
-        del denom
-        if wd != 0.0:
-            torch._foreach_add_(update, ps, alpha=wd)
-
-        # w -= lr * trust * u, trust = ||w|| / ||u|| when both are non-zero, else 1 (not clamped)
-        if apply_trust:
-            w_norm, u_norm = _norms(ps), _norms(update)
-            trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-            torch._foreach_mul_(update, list((trust * -lr).unbind()))
-        else:
-            torch._foreach_mul_(update, -lr)
-        torch._foreach_add_(ps, update)
+        _lamb_apply(ps, gs, ms, vs, bias1, bias2, lr, hyper, clip_coef)
 
 
 class Lamb(torch.optim.Optimizer):
@@ -114,13 +128,16 @@ class Lamb(torch.optim.Optimizer):
     As in apex, the trust ratio is applied only in groups with weight_decay != 0 (biases and LayerNorm weights take
     a plain Adam step); use_nvlamb=True applies it to every group.
 
-    The step count is kept per parameter (state["step"], a float64 tensor on the parameter's device), so a parameter
-    whose gradient is None at some steps (an unused head) gets the same bias correction as in torch.optim.Adam.
-    Apex counts steps per group; the two agree whenever every parameter has a gradient at every step.
+    The step count is kept per parameter (state["step"], a float64 0-d tensor), so a parameter whose gradient is
+    None at some steps (an unused head) gets the same bias correction as in torch.optim.Adam. Apex counts steps
+    per group; the two agree whenever every parameter has a gradient at every step.
 
     compile=True runs the update through torch.compile: the eager update is a few dozen foreach passes over the
     weights, where a compiled one fuses them into a few kernels. The first step compiles (tens of seconds); the
-    step count and the lr reach it as device tensors, so later steps reuse it whatever the schedule does.
+    step counts and the lr reach it as device tensors, so later steps reuse it whatever the schedule does.
+    The eager update keeps them on the host instead, as torch's own optimizers do when not capturable: the bias
+    corrections and the lr are then plain numbers, which keeps every foreach call on its fused path (a 0-d device
+    tensor per parameter would make each division a launch per tensor). State dicts move between the two.
     """
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,
@@ -139,8 +156,8 @@ class Lamb(torch.optim.Optimizer):
         self.max_grad_norm = max_grad_norm
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       use_nvlamb=use_nvlamb))
-        self._update = torch.compile(_lamb_update) if compile else _lamb_update
-        self._lr_tensors: dict[int, torch.Tensor] = {}  # per group: its lr on its device (refilled every step)
+        self._compiled = torch.compile(_lamb_update) if compile else None
+        self._lr_tensors: dict[int, torch.Tensor] = {}  # compiled only, per group: its lr on its device
 
     def _params_with_grad(self, group) -> list[torch.Tensor]:
         params = []
@@ -154,13 +171,15 @@ class Lamb(torch.optim.Optimizer):
 
     def _state(self, p: torch.Tensor) -> dict:
         state = self.state[p]
+        # compiled: the step lives beside the parameter; eager: on the host, where reading it costs no sync
+        device = p.device if self._compiled is not None else torch.device("cpu")
         if not state:
-            state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+            state["step"] = torch.zeros((), dtype=torch.float64, device=device)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        elif not torch.is_tensor(state["step"]) or state["step"].device != p.device:
-            # an int from an older checkpoint, or a tensor that torch.load left on the CPU
-            state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(p.device)
+        elif not torch.is_tensor(state["step"]) or state["step"].device != device:
+            # an int from an older checkpoint, or a state dict saved by the other kind of update
+            state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(device)
         return state
 
     @torch.no_grad()
@@ -170,28 +189,53 @@ class Lamb(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers = ([] for _ in range(7))
+        groups = []  # (group index, group, its parameters that have a gradient, their states)
         for i, group in enumerate(self.param_groups):
             ps = self._params_with_grad(group)
-            if not ps:
-                continue
-            states = [self._state(p) for p in ps]
+            if ps:
+                groups.append((i, group, ps, [self._state(p) for p in ps]))
+        if groups and self._compiled is not None:
+            self._step_compiled(groups)
+        elif groups:
+            self._step_eager(groups)
+        return loss
+
+    @staticmethod
+    def _hyper(group) -> tuple:
+        # as in apex, the trust ratio is applied only where weight decay is (unless use_nvlamb)
+        return (*group["betas"], group["eps"], group["weight_decay"],
+                group["weight_decay"] != 0.0 or group["use_nvlamb"])
+
+    def _step_compiled(self, groups):
+        lrs = []
+        for i, group, ps, _ in groups:
             lr = self._lr_tensors.get(i)
             if lr is None or lr.device != ps[0].device:
                 lr = self._lr_tensors[i] = torch.zeros((), dtype=torch.float64, device=ps[0].device)
-            lr.fill_(group["lr"])  # a device-side fill: no host sync, and no recompile of a compiled update
-            params.append(ps)
-            grads.append([p.grad for p in ps])
-            exp_avgs.append([s["exp_avg"] for s in states])
-            exp_avg_sqs.append([s["exp_avg_sq"] for s in states])
-            steps.append([s["step"] for s in states])
+            lr.fill_(group["lr"])  # a device-side fill: no host sync, and no recompile
             lrs.append(lr)
-            beta1, beta2 = group["betas"]
-            wd = group["weight_decay"]
-            hypers.append((beta1, beta2, group["eps"], wd, wd != 0.0 or group["use_nvlamb"]))
-        if params:
-            self._update(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers, self.max_grad_norm)
-        return loss
+        self._compiled([ps for _, _, ps, _ in groups],
+                       [[p.grad for p in ps] for _, _, ps, _ in groups],
+                       [[s["exp_avg"] for s in states] for *_, states in groups],
+                       [[s["exp_avg_sq"] for s in states] for *_, states in groups],
+                       [[s["step"] for s in states] for *_, states in groups],
+                       lrs, [self._hyper(group) for _, group, _, _ in groups], self.max_grad_norm)
+
+    def _step_eager(self, groups):
+        clip_coef = _clip_coef([p.grad for _, _, ps, _ in groups for p in ps], self.max_grad_norm)
+        for _, group, ps, states in groups:
+            steps = [s["step"] for s in states]
+            torch._foreach_add_(steps, 1)  # host tensors: no launches, and .item() below does not wait
+            # a parameter that skipped steps (a head without a gradient) has its own count: one call per count
+            by_step: dict[float, list[int]] = {}
+            for j, step in enumerate(steps):
+                by_step.setdefault(step.item(), []).append(j)
+            hyper = self._hyper(group)
+            beta1, beta2 = hyper[:2]
+            for step, idx in by_step.items():
+                _lamb_apply([ps[j] for j in idx], [ps[j].grad for j in idx],
+                            [states[j]["exp_avg"] for j in idx], [states[j]["exp_avg_sq"] for j in idx],
+                            1.0 - beta1 ** step, 1.0 - beta2 ** step, group["lr"], hyper, clip_coef)
 
 
 def build_optimizer(name: str, groups, lr: float, eps: float = 1e-6, betas=(0.9, 0.999),

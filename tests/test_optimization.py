@@ -378,3 +378,28 @@ def test_build_optimizer_lamb_and_unknown_name():
     assert isinstance(opt, Lamb) and opt.max_grad_norm == 0.5 and opt.defaults["eps"] == 1e-6
     with pytest.raises(ValueError, match="sgd"):
         build_optimizer("sgd", param_groups(model, 0.01), lr=1e-3)
+
+
+@needs_cxx
+@pytest.mark.parametrize("first_compiled", [False, True])
+def test_lamb_state_dict_moves_between_eager_and_compiled(first_compiled):
+    # the eager update keeps step counts on the host, the compiled one beside the parameters: a resume that
+    # switches --compile on or off must continue the same run
+    def fresh(compiled):
+        model = _three_layer()
+        opt = Lamb(param_groups(model, 0.01), lr=0.05, max_grad_norm=0.05, compile=compiled)
+        return model, opt, get_scheduler("poly", opt, 0.25, 6)
+
+    full, opt, sched = fresh(False)
+    _train(full, opt, sched, range(6))
+    first, opt_a, sched_a = fresh(first_compiled)
+    _train(first, opt_a, sched_a, range(3))
+    resumed, opt_b, sched_b = fresh(not first_compiled)
+    resumed.load_state_dict(first.state_dict())
+    opt_b.load_state_dict(opt_a.state_dict())
+    sched_b.load_state_dict(sched_a.state_dict())
+    _train(resumed, opt_b, sched_b, range(3, 6))
+    for p, q in zip(full.parameters(), resumed.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-6)
+    assert not torch.equal(resumed[0].weight, first[0].weight)
+    assert all(s["step"].dtype == torch.float64 and s["step"].item() == 6 for s in opt_b.state.values())
