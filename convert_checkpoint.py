@@ -153,7 +153,7 @@ def convert(args):
         kind = model_kind(sd, stored_architectures(args.input), args.input)
         model = model_for_weights(sd, config, kind)
         fresh = [k for k in MLM_FRESH if k not in sd] if kind == "masked_lm" else []
-        load_checkpoint(model, args.input, strict=True, fresh_ok=fresh)
+        load_checkpoint(model, args.input, strict=True, fresh_ok=fresh, sd=sd)
         notes = []
         if fresh:
             notes.append(f"from a masked-LM checkpoint: {', '.join(fresh)} freshly initialised")

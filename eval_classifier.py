@@ -49,28 +49,12 @@ def read_task_json(ckpt: str) -> dict:
     return read_json_object(meta) if os.path.isfile(meta) else {}
 
 
-def has_classifier_head(ckpt: str) -> bool:
-    """Whether the checkpoint holds classifier weights (a pretraining checkpoint has only its MLM/SOP heads)."""
-    if ckpt.endswith(".safetensors") or os.path.isfile(os.path.join(ckpt, "model.safetensors")):
-        from safetensors import safe_open
-        path = ckpt if ckpt.endswith(".safetensors") else os.path.join(ckpt, "model.safetensors")
-        try:
-            with safe_open(path, framework="pt") as f:  # names only: no tensor is read
-                keys = list(f.keys())
-        except Exception as e:  # safetensors raises its own error types for a damaged file
-            raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-        keys = dict.fromkeys(keys)
-    else:
-        keys = read_state_dict(ckpt)
-    return any(k.startswith("classifier.") for k in canonical_state_dict(keys))
-
-
-def check_task(ckpt: str, task, config_from_ckpt: bool, config, saved: dict):
+def check_task(ckpt: str, task, config_from_ckpt: bool, config, saved: dict, sd: dict):
     """A checkpoint fine-tuned for another task (or not fine-tuned at all) fails here with what it is, not later
-    as a missing-key or shape mismatch."""
+    as a missing-key or shape mismatch. sd: the checkpoint's tensors (read_state_dict)."""
     if saved.get("task_name") and saved["task_name"] != task.name:
         raise ValueError(f"--checkpoint {ckpt} was fine-tuned for {saved['task_name']}, not --task_name {task.name}")
-    if not has_classifier_head(ckpt):
+    if not any(k.startswith("classifier.") for k in canonical_state_dict(sd)):
         raise ValueError(f"--checkpoint {ckpt} has no classifier head (a pretraining checkpoint?); fine-tune it "
                          f"with run_classifier.py first")
     if config_from_ckpt and config.num_labels != task.num_labels:
@@ -122,7 +106,8 @@ def main(argv=None):
         # a weights file's vocab.txt is found beside it, and its config rides in its metadata
         config, vocab_file = tu.resolve_config_and_vocab(args)
         saved = read_task_json(args.checkpoint)
-        check_task(args.checkpoint, task, config_from_ckpt, config, saved)
+        sd = read_state_dict(args.checkpoint)  # once: a release .bin is one pickle, read whole
+        check_task(args.checkpoint, task, config_from_ckpt, config, saved, sd)
         max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint)
         if max_seq_length > config.max_position_embeddings:
             source = "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length"
@@ -131,7 +116,7 @@ def main(argv=None):
         path = args.eval_file or cls_data.resolve_files(args, task, "test")[0]
         examples = cls_data.read_examples(path, task, args.max_eval_examples, strict=True)
         model = BertForSequenceClassification(config, num_labels=task.num_labels)
-        load_checkpoint(model, args.checkpoint, strict=True)
+        load_checkpoint(model, args.checkpoint, strict=True, sd=sd)
         tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                       morph_analyzer=config.morph_analyzer)
         ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))

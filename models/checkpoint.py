@@ -119,7 +119,8 @@ def _listing(items: list[str], n: int = 10) -> str:
     return f"{len(items)} [{', '.join(items[:n])}{', ...' if len(items) > n else ''}]"
 
 
-def load_checkpoint(model: nn.Module, path: str, strict: bool = True, fresh_ok=()) -> nn.Module:
+def load_checkpoint(model: nn.Module, path: str, strict: bool = True, fresh_ok=(), sd: dict | None = None
+                    ) -> nn.Module:
     """Load any supported checkpoint into one of our models; see the module docstring for the layouts.
 
     Weights of another task's head in the file are ignored (so is a pooler the model does not have). Missing or
@@ -127,8 +128,10 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, fresh_ok=(
     keep their fresh initialisation with a one-line warning: fine-tuning starts from a pretrained encoder.
     fresh_ok: canonical head/pooler names that may be missing even when strict (same warning), e.g. the SOP head
     and pooler when a masked-LM-only checkpoint becomes a BertForPreTraining.
+    sd: the file's tensors when the caller has read them already (read_state_dict(path), in any layout); path then
+    only names the file in messages. A release .bin is a whole pickle: reading it twice costs seconds at Large.
     """
-    sd = canonical_state_dict(read_state_dict(path))
+    sd = canonical_state_dict(read_state_dict(path) if sd is None else sd)  # a new dict: the caller's is kept
     own = model.state_dict()
     # canonical name -> this model's parameter name
     names = {k if hasattr(model, "bert") else "bert." + k: k for k in own}

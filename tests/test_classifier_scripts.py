@@ -152,6 +152,20 @@ def test_eval_classifier_release_command_line(korsts_run):
     assert {k: metrics[k] for k in ("pearson", "spearman")} == results["test"]
 
 
+def test_eval_classifier_reads_a_release_bin_once(korsts_run, tmp_path, monkeypatch):
+    # a release .bin is one pickle read whole: the head check and the load share one read
+    import convert_checkpoint
+    out, results = korsts_run
+    convert_checkpoint.main(["--input", str(out / "best"), "--output", str(tmp_path / "sts.bin"), "--to", "release"])
+    loads, real_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: loads.append(str(f)) or real_load(f, *a, **k))
+    metrics = eval_classifier.main(eval_argv(tmp_path / "sts.bin", "korsts", "--config_file",
+                                             str(out / "best" / "config.json"), "--vocab_file",
+                                             str(out / "best" / "vocab.txt"), "--max_seq_length", "128"))
+    assert {k: metrics[k] for k in ("pearson", "spearman")} == results["test"]
+    assert loads == [str(tmp_path / "sts.bin")]
+
+
 def test_eval_takes_max_seq_length_from_task_json(korsts_run, capsys, tmp_path):
     """A checkpoint fine-tuned at 16 tokens is scored at 16 unless told otherwise (inputs longer than in training
     score differently); an explicit other length is used, with a warning."""
