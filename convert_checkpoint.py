@@ -1,6 +1,6 @@
 r"""Convert a BERT checkpoint between our format, the original release's .bin layout and Hugging Face's.
 
-    python convert_checkpoint.py --input runs/pretrain/checkpoint --output runs/small_hf --to hf
+    python convert_checkpoint.py --input runs/small/checkpoints/step-N --output runs/small_hf --to hf
     python convert_checkpoint.py --input release/bert_small.bin --config_file models/configs/small.json \
         --vocab_file release/vocab.txt --output runs/small_ours --to ours
     python convert_checkpoint.py --input runs/small_hf --output runs/small_release.bin --to release

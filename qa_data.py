@@ -40,7 +40,7 @@ def add_qa_args(parser):
     g.add_argument("--max_eval_examples", type=int, default=None,
                    help="use only the first N questions of --predict_file (debugging)")
     g.add_argument("--cache_dir", default=None,
-                   help="where tokenised features are cached (default: OUTPUT_DIR/cache)")
+                   help="where tokenised features are cached (default: a cache/ folder beside --output_dir)")
     return g
 
 

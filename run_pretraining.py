@@ -1,7 +1,8 @@
 """Pretrain BERT (masked LM at the masked positions + sentence-order prediction) on prepared shards.
 
-    # CPU quick start, after building runs/vocab.txt (8000 pieces) and runs/shards as in create_pretraining_data.py's
-    # docstring: a small model that stops cleanly with a checkpoint after 10 minutes
+    # CPU quick start, after an 8000-piece vocab (tokenization.py build-vocab --vocab_size 8000, into
+    # runs/vocab/vocab.txt) and runs/shards from it as in create_pretraining_data.py's docstring: a small model
+    # that stops cleanly with a checkpoint after 10 minutes
     python run_pretraining.py --config_file models/configs/quickstart.json --input_dir runs/shards \\
         --output_dir runs/pretrain_quick --train_batch_size 32 --learning_rate 5e-4 --max_steps 20000 \\
         --max_time_minutes 10 --num_workers 1

@@ -1,8 +1,8 @@
 """Fine-tune BERT for extractive QA on KorQuAD 1.0 (SQuAD 1.x format); checkpoint every epoch.
 
     python3 run_qa.py --checkpoint $MODEL_FILE --config_file $CONFIG_FILE --vocab_file $VOCAB_FILE --train_file data/korquad/KorQuAD_v1.0_train.json --max_seq_length 512 --doc_stride 128 --max_query_length 64 --max_answer_length 30 --per_gpu_train_batch_size 16 --learning_rate 5e-5 --num_train_epochs 4.0 --adam_epsilon 1e-6 --warmup_proportion 0.1
-    python3 run_qa.py --checkpoint runs/pre/ckpt --train_file KorQuAD_v1.0_train.json --predict_file data/korquad/KorQuAD_v1.0_dev.json --output_dir runs/korquad --amp bf16
-    torchrun --nproc_per_node 4 run_qa.py --checkpoint runs/pre/ckpt --train_file KorQuAD_v1.0_train.json --per_gpu_train_batch_size 8 --output_dir runs/korquad
+    python3 run_qa.py --checkpoint runs/small/checkpoints/step-N --train_file data/korquad/KorQuAD_v1.0_train.json --predict_file data/korquad/KorQuAD_v1.0_dev.json --output_dir runs/korquad --amp bf16
+    torchrun --nproc_per_node 4 run_qa.py --checkpoint runs/small/checkpoints/step-N --train_file data/korquad/KorQuAD_v1.0_train.json --per_gpu_train_batch_size 8 --output_dir runs/korquad
 
 Only the dev set is bundled (data/korquad); the 60,407-question train file comes from the KorQuAD site.
 --per_gpu_train_batch_size is the release's flag: windows per device per forward pass, so one optimizer step sees

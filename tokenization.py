@@ -2,7 +2,7 @@ r"""WordPiece tokenisation for Korean BERT vocabularies; `build-vocab` (code in 
 
     python tokenization.py build-vocab --corpus data/korean_text/boddari/*.txt \
         data/korean_text/unlabeled_comments_5.txt --vocab_size 32000 --output runs/vocab/vocab.txt
-    python tokenization.py build-vocab --corpus data/korean_text/unlabeled_comments_5.txt --morph kiwi \
+    python tokenization.py build-vocab --corpus data/korean_text/unlabeled_comments_5.txt --morph_analyzer kiwi \
         --vocab_size 16000 --output runs/vocab_kiwi/vocab.txt
     python tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt \
         --algorithm sentencepiece --model_type unigram --vocab_size 8000 --output runs/vocab_spm/vocab.txt

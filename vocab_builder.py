@@ -2,7 +2,7 @@
 
     python tokenization.py build-vocab --corpus data/korean_text/boddari/*.txt \
         data/korean_text/unlabeled_comments_5.txt --vocab_size 32000 --output runs/vocab/vocab.txt
-    python tokenization.py build-vocab --corpus data/korean_text/unlabeled_comments_5.txt --morph kiwi \
+    python tokenization.py build-vocab --corpus data/korean_text/unlabeled_comments_5.txt --morph_analyzer kiwi \
         --vocab_size 16000 --output runs/vocab_kiwi/vocab.txt
     python vocab_builder.py build-vocab ...   # the same command
 
@@ -195,7 +195,9 @@ def main(argv=None):
     g.add_argument("--corpus", nargs="+", required=True, help="UTF-8 text files")
     g.add_argument("--output", required=True, help="vocab.txt to write (atomically)")
     g.add_argument("--do_lower_case", action="store_true", help="lower-case (never strips accents)")
-    g.add_argument("--morph", choices=["kiwi"], default=None, help="pre-split words into morphemes first")
+    # --morph_analyzer as in create_pretraining_data.py and the model config; --morph is the older spelling
+    g.add_argument("--morph_analyzer", "--morph", dest="morph", choices=["kiwi"], default=None,
+                   help="pre-split words into morphemes first")
     g = p.add_argument_group("training")
     g.add_argument("--vocab_size", type=int, default=32000, help="lines in the vocab, specials included")
     g.add_argument("--algorithm", choices=["wordpiece", "sentencepiece"], default="wordpiece")

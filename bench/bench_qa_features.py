@@ -1,8 +1,8 @@
 """How long KorQuAD feature conversion and n-best post-processing take (target: the dev set in <= 10 s on 2 cores).
 
     python bench/bench_qa_features.py                                   # dev set, seq 512 / stride 64, 2 cores
-    python bench/bench_qa_features.py --vocab_file runs/vocab.txt --max_seq_length 384 --doc_stride 128 --training
-    python bench/bench_qa_features.py --morph kiwi --cores 0            # morpheme pre-splitting, all cores
+    python bench/bench_qa_features.py --vocab_file runs/vocab/vocab.txt --max_seq_length 384 --doc_stride 128 --training
+    python bench/bench_qa_features.py --morph_analyzer kiwi --cores 0   # morpheme pre-splitting, all cores
 
 Times, on the 5,774-question dev set: reading the JSON, building the tokenizer, converting every question to
 windows (tokenising each context once, encode_batch), writing and reading the feature cache, and post-processing
@@ -47,7 +47,8 @@ def main(argv=None):
     p.add_argument("--predict_file", default=DEV)
     p.add_argument("--vocab_file", default=None)
     p.add_argument("--vocab_size", type=int, default=32000, help="size of the vocab built when --vocab_file is absent")
-    p.add_argument("--morph", default=None, choices=["kiwi"], help="morpheme pre-splitting (a vocab built with it)")
+    p.add_argument("--morph_analyzer", "--morph", dest="morph", default=None, choices=["kiwi"],
+                   help="morpheme pre-splitting (a vocab built with it)")
     p.add_argument("--max_seq_length", type=int, default=512)
     p.add_argument("--doc_stride", type=int, default=64)
     p.add_argument("--max_query_length", type=int, default=64)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, one script, about 6.5 minutes on one H100 (estimated). Every step has a hard limit (timeout); with
-# data building they add up to 510 s, and most steps end well inside their limits:
-#   0. torch/transformers versions and the card's name                                                       20 s
+# data building they add up to 550 s, and most steps end well inside their limits:
+#   0. torch/transformers versions and the card's name (a cold first CUDA import can be slow)               60 s
 #   1. bench_pretraining: ours vs Hugging Face (sdpa) train steps, small and large_v1 at seq 128 (batch 256) and
 #      512 (batch 32), bf16, MFU against a bf16 matmul peak measured in the run                               90 s
 #   1b. the same with torch.compile, small then large_v1 at seq 128 (compiling takes most of it; the rows
@@ -25,7 +25,8 @@
 #
 #   bash bench/gpu_check.sh                # on the GPU machine
 #   QUICK=1 bash bench/gpu_check.sh        # the comparison tables only
-#   DEVICE=cpu bash bench/gpu_check.sh     # dry run of the same steps on the CPU (tiny shapes, a few minutes)
+#   DEVICE=cpu bash bench/gpu_check.sh     # dry run of the same steps on the CPU (tiny shapes, a few minutes;
+#                                          # step 1b runs eager there: compiling would take minutes)
 #   RESULTS_DIR=/some/dir bash bench/gpu_check.sh   # write the results there instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ RES=${RESULTS_DIR:-bench/results}
 [ "$DEVICE" = cuda ] || RES=${RESULTS_DIR:-$WORK/results}  # a dry run's rows are not results to keep
 mkdir -p "$RES" "$WORK"
 # a cold first import of torch + CUDA can be slow; a failure here must not end the script before step 1
-CARD=$(timeout 90 $PY -c "
+CARD=$(timeout 60 $PY -c "
 import torch, transformers, sys
 card = torch.cuda.get_device_name(0).replace(' ', '_') if torch.cuda.is_available() else 'cpu'
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'card', card, file=sys.stderr)

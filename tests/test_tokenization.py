@@ -254,7 +254,7 @@ def test_morph_presplit_vocab_parity_and_offsets(work, toy_vocab, capsys):
     pytest.importorskip("kiwipiepy")
     corpus = _write(work / "morph_train.txt", "".join(_head(COMMENTS, 0, 100)))
     out = str(work / "kiwi" / "vocab.txt")
-    T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", out, "--morph", "kiwi"])
+    T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", out, "--morph_analyzer", "kiwi"])
     assert '"morph_analyzer": "kiwi"' in capsys.readouterr().out
     with open(out, encoding="utf-8") as f:
         tokens = f.read().split("\n")[:-1]
