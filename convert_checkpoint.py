@@ -25,7 +25,7 @@ import tempfile
 
 import torch
 
-from models.checkpoint import checkpoint_tokenizer_vocab
+from models.checkpoint import write_tokenizer_vocab
 from models.config import read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
@@ -126,11 +126,7 @@ def resolve_vocab(args, config: BertConfig, tmp_dir: str) -> str | None:
     """A vocab.txt path for the output: --vocab_file, the input's vocab.txt, or one made from its tokenizer.json."""
     vocab = args.vocab_file or checkpoint_vocab(args.input)
     if vocab is None and args.to != "release":
-        tokens = checkpoint_tokenizer_vocab(args.input)
-        if tokens is not None:
-            vocab = os.path.join(tmp_dir, "vocab.txt")
-            with open(vocab, "w", encoding="utf-8", newline="\n") as f:
-                f.writelines(t + "\n" for t in tokens)
+        vocab = write_tokenizer_vocab(args.input, tmp_dir)
     if vocab:
         if not os.path.isfile(vocab):
             raise FileNotFoundError(f"--vocab_file {vocab}: no such file")

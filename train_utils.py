@@ -6,6 +6,7 @@ Everything takes explicit arguments; nothing here reads global flags or owns a t
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import itertools
 import json
@@ -13,6 +14,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -294,6 +296,7 @@ def resolve_config_and_vocab(args):
     Explicit flags win over what the checkpoint carries, so the release's command lines (which always pass
     --config_file and --vocab_file) behave as before.
     """
+    from models.checkpoint import write_tokenizer_vocab
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 
     ckpt = getattr(args, "checkpoint", None)
@@ -315,9 +318,16 @@ def resolve_config_and_vocab(args):
     if config is None:
         fail("no model config: pass --config_file (the checkpoint does not carry a config.json)")
     vocab_file = args.vocab_file or (checkpoint_vocab(ckpt) if ckpt else None)
+    if vocab_file is None and ckpt:
+        # a transformers 5 directory has only tokenizer.json: its vocab, as a vocab.txt for this process
+        tmp_dir = tempfile.mkdtemp(prefix="vocab-")
+        atexit.register(shutil.rmtree, tmp_dir, ignore_errors=True)
+        try:
+            vocab_file = write_tokenizer_vocab(ckpt, tmp_dir)
+        except (ValueError, OSError) as e:
+            fail(f"--checkpoint {ckpt}: {e}")
     if vocab_file is None:
-        fail("no vocabulary: pass --vocab_file (the checkpoint does not carry a vocab.txt; for a transformers 5 "
-             "directory, which has only tokenizer.json, run convert_checkpoint.py --to ours first)")
+        fail("no vocabulary: pass --vocab_file (the checkpoint carries neither a vocab.txt nor a tokenizer.json)")
     if not os.path.isfile(vocab_file):
         fail(f"--vocab_file {vocab_file}: no such file")
     with open(vocab_file, encoding="utf-8") as f:

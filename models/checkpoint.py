@@ -278,3 +278,14 @@ def checkpoint_tokenizer_vocab(path: str) -> list[str] | None:
     if bad:
         raise ValueError(f"{file}: token {bad[0]!r} has a line break; a vocab.txt cannot hold it")
     return tokens
+
+
+def write_tokenizer_vocab(path: str, out_dir: str) -> str | None:
+    """out_dir/vocab.txt made from the checkpoint directory's tokenizer.json; None when it has none."""
+    tokens = checkpoint_tokenizer_vocab(path)
+    if tokens is None:
+        return None
+    vocab = os.path.join(out_dir, "vocab.txt")
+    with open(vocab, "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(t + "\n" for t in tokens)
+    return vocab

@@ -449,6 +449,29 @@ def test_hf_dir_with_tokenizer_json_only(tmp_path, capsys):
     assert [ours[t] for t in tok.tokenize("HELLO 서울에서")] == tok("HELLO 서울에서", add_special_tokens=False)["input_ids"]
 
 
+def test_scripts_take_an_hf_dir_with_tokenizer_json_only(tmp_path):
+    """The fine-tuning and evaluation scripts read a transformers 5 directory as it is: its tokenizer.json gives
+    the vocab, and the scores equal those of the same model converted to ours first."""
+    import eval_classifier
+    from helpers import text_lines, tiny_model_files
+    vocab, _, _ = tiny_model_files(tmp_path, "\n".join(text_lines("unlabeled_comments_5.txt", 0, 3000)), 600)
+    with open(vocab, encoding="utf-8") as f:
+        n = len(f.read().splitlines())
+    _, path = hf_saved(tmp_path, "BertForSequenceClassification", "hf", num_labels=1, vocab_size=n)
+    transformers.BertTokenizer(vocab, do_lower_case=False).save_pretrained(path)
+    if os.path.exists(os.path.join(path, "vocab.txt")):
+        pytest.skip("this transformers writes vocab.txt itself")
+    argv = ["--task_name", "korsts", "--data_dir", "data/korsts", "--max_eval_examples", "40", "--no_cuda"]
+    direct = eval_classifier.main(argv + ["--checkpoint", path])
+    convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "ours"), "--to", "ours"])
+    converted = eval_classifier.main(argv + ["--checkpoint", str(tmp_path / "ours")])
+    assert direct["examples"] == 40 and direct["spearman"] == converted["spearman"]
+    assert direct["pearson"] == converted["pearson"]
+    tok = transformers.AutoTokenizer.from_pretrained(path)  # a vocab that covers the text: not all [UNK]
+    ids = tok("서울에서 열린 회의에 참석했다", add_special_tokens=False)["input_ids"]
+    assert len(set(ids) - {tok.unk_token_id}) >= 3
+
+
 def test_hf_tokenizer_json_with_holes_and_no_vocab_at_all(tmp_path, capsys):
     import json
     _, path = hf_saved(tmp_path, "BertModel", "hf")
