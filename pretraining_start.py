@@ -4,6 +4,7 @@ run_pretraining.py calls these before it writes anything: a resumed run must con
 the checkpoint, and an initialised one must feed the model the vocabulary and word splitting it was trained
 with. Every function takes explicit arguments and raises ValueError with the one-line message for the user.
 
+    check_args(args)  # flags alone
     ckpt_dir, source = resolve_start(output_dir, resume="auto", init_checkpoint=None)
     config = model_config(config_file, ckpt_dir, source, shard_meta, input_dir)
     state, changed = load_train_state(ckpt_dir, vars(args), ("optimizer", "scheduler"), shards_fingerprint(meta))
@@ -25,6 +26,28 @@ INIT = "--init_checkpoint"
 WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed", "short_seq_prob",
                    "masked_lm_prob", "max_predictions_per_seq", "max_ngram", "no_whole_word", "no_sop",
                    "source_weights", "amp")
+
+
+def check_args(args):
+    """The flags that need no file: a bad one raises ValueError naming it, before the run opens anything."""
+    for flag in ("train_batch_size", "gradient_accumulation_steps", "max_steps", "save_steps", "log_steps",
+                 "keep_last"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    for flag, ok, need in (("seed", args.seed >= 0, ">= 0"),
+                           ("short_seq_prob", 0 <= args.short_seq_prob <= 1, "in [0, 1]"),
+                           ("masked_lm_prob", 0 < args.masked_lm_prob < 1, "in (0, 1)"),
+                           ("max_predictions_per_seq", args.max_predictions_per_seq >= 1, ">= 1"),
+                           ("max_ngram", args.max_ngram >= 1, ">= 1")):
+        if not ok:
+            raise ValueError(f"--{flag} must be {need}, got {getattr(args, flag)}")
+    if not args.output_dir:
+        raise ValueError("--output_dir is required")
+    if args.schedule_by_time and not args.max_time_minutes:
+        raise ValueError("--schedule_by_time needs --max_time_minutes (the budget the schedule is stretched over)")
+    if not os.path.isfile(os.path.join(args.input_dir, "meta.json")):
+        raise ValueError(f"--input_dir {args.input_dir}: no meta.json there; prepare shards with "
+                         "create_pretraining_data.py")
 
 
 def resolve_start(output_dir: str, resume: str | None, init_checkpoint: str | None) -> tuple[str | None, str | None]:

@@ -74,7 +74,7 @@ from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import (PretrainingDataset, collate_pretraining, parse_source_weights, read_meta,
                               resolve_source_weights, shards_fingerprint)
-from pretraining_start import RESUME, check_vocab, load_train_state, model_config, resolve_start
+from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
                          atomic_torch_save, atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime,
                          default_num_workers, fail, make_grad_scaler, plot_jsonl, publish_checkpoint_dir, read_jsonl,
@@ -158,23 +158,10 @@ def main(argv=None):
     if args.amp is None:
         gpu = torch.cuda.is_available() and not args.no_cuda
         args.amp = "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
-    for flag in ("train_batch_size", "gradient_accumulation_steps", "max_steps", "save_steps", "log_steps",
-                 "keep_last"):
-        if getattr(args, flag) < 1:
-            fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    for flag, ok, need in (("seed", args.seed >= 0, ">= 0"),
-                           ("short_seq_prob", 0 <= args.short_seq_prob <= 1, "in [0, 1]"),
-                           ("masked_lm_prob", 0 < args.masked_lm_prob < 1, "in (0, 1)"),
-                           ("max_predictions_per_seq", args.max_predictions_per_seq >= 1, ">= 1"),
-                           ("max_ngram", args.max_ngram >= 1, ">= 1")):
-        if not ok:
-            fail(f"--{flag} must be {need}, got {getattr(args, flag)}")
-    if not args.output_dir:
-        fail("--output_dir is required")
-    if args.schedule_by_time and not args.max_time_minutes:
-        fail("--schedule_by_time needs --max_time_minutes (the budget the schedule is stretched over)")
-    if not os.path.isfile(os.path.join(args.input_dir, "meta.json")):
-        fail(f"--input_dir {args.input_dir}: no meta.json there; prepare shards with create_pretraining_data.py")
+    try:
+        check_args(args)
+    except ValueError as e:
+        fail(str(e))
     rt = setup_runtime(args)
     B, accum = args.train_batch_size, args.gradient_accumulation_steps
     if B % (accum * rt.world_size):
