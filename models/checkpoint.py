@@ -216,6 +216,9 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     atomic_write(os.path.join(out_dir, "model.safetensors"), lambda tmp: save_file(sd, tmp, metadata=meta))
 
 
+_WARNED: set[str] = set()  # tokenizer configs already warned about in this process
+
+
 def checkpoint_config(path: str) -> BertConfig | None:
     """The config stored with a checkpoint (our/HF dir, or our .safetensors metadata); None for a bare .bin.
 
@@ -227,13 +230,21 @@ def checkpoint_config(path: str) -> BertConfig | None:
             return None
         d = read_json_object(cfg)
         tok_cfg = os.path.join(path, "tokenizer_config.json")
-        lower = read_json_object(tok_cfg).get("do_lower_case") if os.path.isfile(tok_cfg) else None
+        tok = read_json_object(tok_cfg) if os.path.isfile(tok_cfg) else {}
+        lower = tok.get("do_lower_case")
         if lower is not None:
             if not isinstance(lower, bool):
                 raise ValueError(f"{tok_cfg}: do_lower_case must be true or false, got {lower!r}")
             if d.setdefault("do_lower_case", lower) != lower:
                 raise ValueError(f"{cfg}: do_lower_case={d['do_lower_case']!r} disagrees with {tok_cfg}: "
                                  f"do_lower_case={lower!r}")
+        if lower and tok.get("strip_accents", None) is not False and tok_cfg not in _WARNED:
+            # transformers then strips accents by NFD, which also splits every Hangul syllable into jamo
+            _WARNED.add(tok_cfg)
+            print(f"warning: {tok_cfg}: do_lower_case with strip_accents={tok.get('strip_accents')!r}: "
+                  "transformers' tokenizer splits Hangul syllables into jamo for this model and ours never does, "
+                  "so Korean text is tokenised differently from how the model was trained", file=sys.stderr,
+                  flush=True)
         return BertConfig.from_dict(d, source=cfg)
     if path.endswith(".safetensors") and os.path.isfile(path):
         try:
