@@ -49,17 +49,20 @@ def read_task_json(ckpt: str) -> dict:
     return read_json_object(meta) if os.path.isfile(meta) else {}
 
 
-def check_task(ckpt: str, task, config_from_ckpt: bool, config, saved: dict, sd: dict):
-    """A checkpoint fine-tuned for another task (or not fine-tuned at all) fails here with what it is, not later
-    as a missing-key or shape mismatch. sd: the checkpoint's tensors (read_state_dict)."""
+def read_task_weights(ckpt: str, task, config_from_ckpt: bool, config, saved: dict) -> dict:
+    """The checkpoint's tensors (read once: a release .bin is one pickle, read whole), after checking that it was
+    fine-tuned for `task`. One fine-tuned for another task (or not fine-tuned at all) fails here with what it is,
+    not later as a missing-key or shape mismatch."""
     if saved.get("task_name") and saved["task_name"] != task.name:
         raise ValueError(f"--checkpoint {ckpt} was fine-tuned for {saved['task_name']}, not --task_name {task.name}")
+    sd = read_state_dict(ckpt)
     if not any(k.startswith("classifier.") for k in canonical_state_dict(sd)):
         raise ValueError(f"--checkpoint {ckpt} has no classifier head (a pretraining checkpoint?); fine-tune it "
                          f"with run_classifier.py first")
     if config_from_ckpt and config.num_labels != task.num_labels:
         raise ValueError(f"--checkpoint {ckpt} has a {config.num_labels}-label head but {task.name} needs "
                          f"{task.num_labels}")
+    return sd
 
 
 def resolve_max_seq_length(args, saved: dict, ckpt: str) -> int:
@@ -106,8 +109,7 @@ def main(argv=None):
         # a weights file's vocab.txt is found beside it, and its config rides in its metadata
         config, vocab_file = tu.resolve_config_and_vocab(args)
         saved = read_task_json(args.checkpoint)
-        sd = read_state_dict(args.checkpoint)  # once: a release .bin is one pickle, read whole
-        check_task(args.checkpoint, task, config_from_ckpt, config, saved, sd)
+        sd = read_task_weights(args.checkpoint, task, config_from_ckpt, config, saved)
         max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint)
         if max_seq_length > config.max_position_embeddings:
             source = "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length"
@@ -117,6 +119,7 @@ def main(argv=None):
         examples = cls_data.read_examples(path, task, args.max_eval_examples, strict=True)
         model = BertForSequenceClassification(config, num_labels=task.num_labels)
         load_checkpoint(model, args.checkpoint, strict=True, sd=sd)
+        del sd  # the model holds its own copy: a Large file's tensors need not stay through prediction
         tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                       morph_analyzer=config.morph_analyzer)
         ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))

@@ -136,8 +136,9 @@ class Lamb(torch.optim.Optimizer):
     weights, where a compiled one fuses them into a few kernels. The first step compiles (tens of seconds); the
     step counts and the lr reach it as device tensors, so later steps reuse it whatever the schedule does.
     The eager update keeps them on the host instead, as torch's own optimizers do when not capturable: the bias
-    corrections and the lr are then plain numbers, which keeps every foreach call on its fused path (a 0-d device
-    tensor per parameter would make each division a launch per tensor). State dicts move between the two.
+    corrections and the lr are then plain numbers, which keeps every division on its fused foreach path (a 0-d
+    device tensor per parameter makes each one a launch per tensor; the trust ratio still is). State dicts move
+    between the two.
     """
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,

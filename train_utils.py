@@ -290,6 +290,9 @@ def atomic_torch_save(obj, path: str):
 # ----------------------------------------------------------------------------------------------------------------
 # model + vocab resolution shared by the fine-tuning and evaluation scripts
 
+_TOKENIZER_VOCABS: dict[str, str] = {}  # checkpoint dir -> the vocab.txt made from its tokenizer.json
+
+
 def resolve_config_and_vocab(args):
     """Config and vocab for a run: the checkpoint's own when it carries them, else the flags.
 
@@ -318,14 +321,17 @@ def resolve_config_and_vocab(args):
     if config is None:
         fail("no model config: pass --config_file (the checkpoint does not carry a config.json)")
     vocab_file = args.vocab_file or (checkpoint_vocab(ckpt) if ckpt else None)
-    if vocab_file is None and ckpt:
-        # a transformers 5 directory has only tokenizer.json: its vocab, as a vocab.txt for this process
-        tmp_dir = tempfile.mkdtemp(prefix="vocab-")
-        atexit.register(shutil.rmtree, tmp_dir, ignore_errors=True)
-        try:
-            vocab_file = write_tokenizer_vocab(ckpt, tmp_dir)
-        except (ValueError, OSError) as e:
-            fail(f"--checkpoint {ckpt}: {e}")
+    if vocab_file is None and ckpt and os.path.isfile(os.path.join(ckpt, "tokenizer.json")):
+        # a transformers 5 directory has only tokenizer.json: its vocab, as a vocab.txt for this process (once,
+        # however many seeds call this)
+        if ckpt not in _TOKENIZER_VOCABS:
+            tmp_dir = tempfile.mkdtemp(prefix="vocab-")
+            atexit.register(shutil.rmtree, tmp_dir, ignore_errors=True)
+            try:
+                _TOKENIZER_VOCABS[ckpt] = write_tokenizer_vocab(ckpt, tmp_dir)
+            except (ValueError, OSError) as e:
+                fail(f"--checkpoint {ckpt}: {e}")
+        vocab_file = _TOKENIZER_VOCABS[ckpt]
     if vocab_file is None:
         fail("no vocabulary: pass --vocab_file (the checkpoint carries neither a vocab.txt nor a tokenizer.json)")
     if not os.path.isfile(vocab_file):

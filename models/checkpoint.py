@@ -238,13 +238,13 @@ def checkpoint_config(path: str) -> BertConfig | None:
             if d.setdefault("do_lower_case", lower) != lower:
                 raise ValueError(f"{cfg}: do_lower_case={d['do_lower_case']!r} disagrees with {tok_cfg}: "
                                  f"do_lower_case={lower!r}")
-        if lower and tok.get("strip_accents", None) is not False and tok_cfg not in _WARNED:
-            # transformers then strips accents by NFD, which also splits every Hangul syllable into jamo
+        strip = tok.get("strip_accents")  # None: transformers strips exactly when it lower-cases
+        # transformers strips accents by NFD, which also splits every Hangul syllable into jamo; said by one rank
+        if (strip or (lower and strip is None)) and tok_cfg not in _WARNED and os.environ.get("RANK", "0") == "0":
             _WARNED.add(tok_cfg)
-            print(f"warning: {tok_cfg}: do_lower_case with strip_accents={tok.get('strip_accents')!r}: "
-                  "transformers' tokenizer splits Hangul syllables into jamo for this model and ours never does, "
-                  "so Korean text is tokenised differently from how the model was trained", file=sys.stderr,
-                  flush=True)
+            print(f"warning: {tok_cfg}: do_lower_case={lower!r} with strip_accents={strip!r}: transformers' "
+                  "tokenizer splits Hangul syllables into jamo for this model and ours never does, so Korean text "
+                  "is tokenised differently from how the model was trained", file=sys.stderr, flush=True)
         return BertConfig.from_dict(d, source=cfg)
     if path.endswith(".safetensors") and os.path.isfile(path):
         try:

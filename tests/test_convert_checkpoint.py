@@ -454,6 +454,10 @@ def test_hf_dir_with_tokenizer_json_only(tmp_path, capsys):
     transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=True, strip_accents=False).save_pretrained(kept)
     convert_checkpoint.main(["--input", str(kept), "--output", str(tmp_path / "kept"), "--to", "ours"])
     assert "warning" not in capsys.readouterr().err  # accents kept: the tokenisers agree
+    cased = shutil.copytree(path, tmp_path / "hf_cased_stripped")  # cased, but told to strip: jamo all the same
+    transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=False, strip_accents=True).save_pretrained(cased)
+    convert_checkpoint.main(["--input", str(cased), "--output", str(tmp_path / "cased"), "--to", "ours"])
+    assert capsys.readouterr().err.count("jamo") == 1
 
 
 def test_scripts_take_an_hf_dir_with_tokenizer_json_only(tmp_path):
