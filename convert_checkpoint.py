@@ -14,7 +14,12 @@ from --vocab_file, else the input's vocab.txt, else its tokenizer.json (transfor
 (BertForPreTraining, BertForQuestionAnswering, ...) loads with from_pretrained (with no tokenizer files for a
 morph_analyzer model: transformers' tokenizer cannot pre-split morphemes); --to release writes one torch.save'd
 state dict with the release's key names (a QA file gets the pooler the release's QA model loads but never uses);
---to ours writes our checkpoint directory.
+--to ours writes our checkpoint directory. For a file-size limit, --max_shard_mb splits the weights into shards
+with a model.safetensors.index.json (transformers' layout, which every script here reads) and --dtype float16
+halves them:
+
+    python convert_checkpoint.py --input runs/small/checkpoints/step-N --output runs/small_fp16 --to ours \
+        --max_shard_mb 16 --dtype float16
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ UNSUPPORTED = {"BertForTokenClassification": "token classification", "BertForMul
 MLM_FRESH = ("bert.pooler.dense.weight", "bert.pooler.dense.bias", "cls.seq_relationship.weight",
              "cls.seq_relationship.bias")
 POOLER = ("bert.pooler.dense.weight", "bert.pooler.dense.bias")
+DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}  # None: as the model holds them
 
 
 def stored_architectures(path: str) -> list[str] | None:
@@ -162,7 +168,9 @@ def convert(args):
                 notes.append(note)
             atomic_torch_save(out, args.output)
         else:
-            save_checkpoint(model, args.output, vocab_file=vocab, layout="hf" if args.to == "hf" else "ours")
+            save_checkpoint(model, args.output, vocab_file=vocab, layout="hf" if args.to == "hf" else "ours",
+                            max_shard_bytes=round(args.max_shard_mb * 2**20) if args.max_shard_mb else None,
+                            dtype=DTYPES[args.dtype])
     n_params = sum(p.numel() for p in model.parameters())
     print(f"wrote {type(model).__name__} ({n_params / 1e6:.1f}M parameters) in {args.to} layout to {args.output}"
           + "".join(f"; {n}" for n in notes))
@@ -179,7 +187,16 @@ def main(argv=None):
     parser.add_argument("--to", required=True, choices=["hf", "release", "ours"])
     parser.add_argument("--config_file", default=None, help="model config JSON when the input carries none")
     parser.add_argument("--vocab_file", default=None, help="vocab.txt to ship with the output (hf, ours)")
+    parser.add_argument("--max_shard_mb", type=float, default=None,
+                        help="hf, ours: split weights larger than this many MiB into shards with an index, as "
+                             "transformers does (e.g. for a file-size limit)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="hf, ours: the floating-point type the weights are stored in (float16: half the size)")
     args = parser.parse_args(argv)
+    if args.to == "release" and (args.max_shard_mb or args.dtype != "float32"):
+        fail("--to release writes one float32 .bin, as the release's scripts load it: no --max_shard_mb or --dtype")
+    if args.max_shard_mb is not None and not args.max_shard_mb > 0:
+        fail(f"--max_shard_mb must be > 0, got {args.max_shard_mb}")
     try:
         convert(args)
     except (ValueError, FileNotFoundError, OSError) as e:

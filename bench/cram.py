@@ -15,7 +15,9 @@ Stages (each an ordinary script run as a subprocess; its command is printed and 
   4. KorQuAD: the dev set split by article (80% train / 20% scored, seed 0); EM/F1 after the last epoch
      (windows batched by length, --group_by_length: about 1.45x fewer positions than random batches at seq 384)
 The results (recipe, pretraining steps/throughput/losses, scores, stage times, card, versions) are written to
---results_json after every stage, so a run cut short still reports what it finished. Scores are x100 as the
+--results_json after every stage, so a run cut short still reports what it finished. The pretrained weights go
+beside them (RESULTS_weights/: float16, shards of at most 16 MiB with a model.safetensors.index.json), loadable
+as --checkpoint by every script here. Scores are x100 as the
 fine-tuning scripts print them. The fine-tuning recipe is fixed in advance; nothing is tuned on test sets.
 """
 from __future__ import annotations
@@ -159,6 +161,17 @@ def main(argv=None):
     summary["pretraining"] = pretraining_summary(pre, recipe)
     save()
     ckpt = final_checkpoint(pre)
+    # the pretrained weights beside the results, as float16 shards of at most 16 MiB each (a size limit on the
+    # files a GPU machine may hand back), so the tasks can be rerun from them anywhere
+    weights = os.path.splitext(results_json)[0] + "_weights"
+    shutil.rmtree(weights + ".tmp", ignore_errors=True)  # a cut earlier try; the finished folder is renamed
+    if run_stage("weights", [py, "convert_checkpoint.py", "--input", ckpt, "--output", weights + ".tmp", "--to",
+                             "ours", "--max_shard_mb", "16", "--dtype", "float16"],
+                 weights, stages, logs, timeout_s=120, check=False) and os.path.isdir(weights + ".tmp"):
+        os.replace(weights + ".tmp", weights)
+    if os.path.isdir(weights):
+        summary["weights"] = {"dir": weights, "from": ckpt, "dtype": "float16",
+                              "files": sorted(os.listdir(weights))}
     common = ["--checkpoint", ckpt, "--config_file", config, "--seed", "42",
               *amp, *device_flags, "--num_workers", "0" if args.smoke else "2"]
 

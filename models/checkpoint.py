@@ -5,6 +5,7 @@ loads any of them. `.bin`/`.pt` files are read with torch.load(weights_only=True
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -85,33 +86,63 @@ def to_release_state_dict(sd: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoint files
 
-def _weights_file(path: str) -> str:
+SHARD_INDEX = "model.safetensors.index.json"  # Hugging Face's name for a checkpoint split into several files
+
+
+def _weights_files(path: str) -> tuple[list[str], str | None]:
+    """(the file(s) holding a checkpoint's tensors, the shard index or None): path itself, or in a directory its
+    model.safetensors, its pytorch_model.bin, or every shard its model.safetensors.index.json lists."""
     if os.path.isdir(path):
         for name in ("model.safetensors", "pytorch_model.bin"):
             if os.path.isfile(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin in this directory")
+                return [os.path.join(path, name)], None
+        index = os.path.join(path, SHARD_INDEX)
+        if os.path.isfile(index):
+            return _shard_files(index), index
+        raise FileNotFoundError(f"{path}: no model.safetensors, pytorch_model.bin or {SHARD_INDEX} in this directory")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file or directory")
-    return path
+    return [path], None
+
+
+def _shard_files(index: str) -> list[str]:
+    weight_map = read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(f, str) and f == os.path.basename(f) and f.endswith(".safetensors")
+            for f in weight_map.values()):
+        raise ValueError(f"{index}: weight_map must map tensor names to .safetensors files in its own folder")
+    files = [os.path.join(os.path.dirname(index), f) for f in dict.fromkeys(weight_map.values())]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"{index}: lists {os.path.basename(missing[0])}, which is not there")
+    return files
 
 
 def read_state_dict(path: str) -> dict:
-    """Tensors of a checkpoint file or directory, as stored (see canonical_state_dict for the names)."""
-    file = _weights_file(path)
-    try:
-        if file.endswith(".safetensors"):
-            obj = load_file(file)
-        else:
-            obj = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, not a checkpoint at all, pickle with non-tensor objects, ...
-        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise ValueError(f"{file}: not a readable checkpoint ({type(e).__name__}: {detail})") from None
-    for wrapper in ("state_dict", "model"):  # training checkpoints that bundle the optimizer too
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{file}: not a state dict (expected a mapping of parameter names to tensors)")
+    """Tensors of a checkpoint file or directory, as stored (see canonical_state_dict for the names); the shards
+    of a split checkpoint are read one by one and merged."""
+    files, index = _weights_files(path)
+    obj = {}
+    for file in files:
+        try:
+            if file.endswith(".safetensors"):
+                part = load_file(file)
+            else:
+                part = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated file, not a checkpoint at all, pickle with non-tensor objects, ...
+            detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ValueError(f"{file}: not a readable checkpoint ({type(e).__name__}: {detail})") from None
+        for wrapper in ("state_dict", "model"):  # training checkpoints that bundle the optimizer too
+            if isinstance(part, dict) and isinstance(part.get(wrapper), dict):
+                part = part[wrapper]
+        if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+            raise ValueError(f"{file}: not a state dict (expected a mapping of parameter names to tensors)")
+        obj.update(part)
+    if index is not None:
+        listed = set(read_json_object(index)["weight_map"])
+        if listed != set(obj):
+            odd = sorted(listed ^ set(obj))
+            raise ValueError(f"{index}: its weight_map and its shards disagree on {len(odd)} tensor(s), e.g. {odd[0]}")
     return obj
 
 
@@ -178,21 +209,44 @@ def _pad_id(vocab_file: str | None) -> int:
     return 0
 
 
-def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = None, layout: str = "ours"):
+def _shards(sd: dict, max_bytes: int, meta: dict) -> list[dict]:
+    """sd cut, in order, into dicts whose safetensors files (tensor data and header) stay within max_bytes."""
+    fixed = len(json.dumps(meta)) + 128  # the header's own fields and metadata, generously
+    shards, size = [{}], fixed
+    for k, v in sd.items():
+        n = v.numel() * v.element_size() + len(k) + 96  # the data and the tensor's header entry (name, shape)
+        if fixed + n > max_bytes:
+            raise ValueError(f"{k} takes {n / 2**20:.2f} MiB, more than a shard of {max_bytes / 2**20:g} MiB holds")
+        if shards[-1] and size + n > max_bytes:
+            shards.append({})
+            size = fixed
+        shards[-1][k], size = v, size + n
+    return shards
+
+
+def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = None, layout: str = "ours",
+                    max_shard_bytes: int | None = None, dtype: torch.dtype | None = None):
     """Write out_dir/{model.safetensors, config.json, vocab.txt}, each file replaced only once fully written.
 
     layout="hf" writes Hugging Face key names and a transformers.BertConfig config.json (save_pretrained form).
     Our config also rides in the safetensors metadata, so a bare .safetensors file still knows its shape.
+    max_shard_bytes: weights larger than this are split, as transformers splits them, into
+    model-0000i-of-0000n.safetensors files of at most this size and a model.safetensors.index.json naming each
+    tensor's file (every loader here reads them, and so does transformers). dtype: floating-point tensors are
+    stored in it (e.g. torch.float16, half the size; they load into an fp32 model as they are, rounded).
     """
     if layout not in ("ours", "hf"):
         raise ValueError(f"unknown checkpoint layout {layout!r}")
-    os.makedirs(out_dir, exist_ok=True)
     sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     config = model.config.to_dict()
     if layout == "hf":
         sd = to_hf_state_dict(sd)
         config = model.config.to_hf_dict([type(model).__name__], pad_token_id=_pad_id(vocab_file))
     meta = {"format": "pt", "bert_config": json.dumps(model.config.to_dict())}
+    shards = _shards(sd, max_shard_bytes, meta) if max_shard_bytes else [sd]  # raises before anything is written
+    os.makedirs(out_dir, exist_ok=True)
     atomic_write(os.path.join(out_dir, "config.json"),
                  lambda tmp: write_text(tmp, json.dumps(config, indent=2, ensure_ascii=False) + "\n"))
     if layout == "hf" and vocab_file and model.config.morph_analyzer:
@@ -213,7 +267,17 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
                    "strip_accents": False, "tokenize_chinese_chars": True}
         atomic_write(os.path.join(out_dir, "tokenizer_config.json"),
                      lambda tmp: write_text(tmp, json.dumps(tok_cfg, indent=2) + "\n"))
-    atomic_write(os.path.join(out_dir, "model.safetensors"), lambda tmp: save_file(sd, tmp, metadata=meta))
+    if len(shards) == 1:
+        atomic_write(os.path.join(out_dir, "model.safetensors"), lambda tmp: save_file(sd, tmp, metadata=meta))
+        return
+    names = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    for name, part in zip(names, shards):
+        atomic_write(os.path.join(out_dir, name), lambda tmp, part=part: save_file(part, tmp, metadata=meta))
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in sd.values())},
+             "weight_map": {k: name for name, part in zip(names, shards) for k in part}}
+    atomic_write(os.path.join(out_dir, SHARD_INDEX), lambda tmp: write_text(tmp, json.dumps(index, indent=2) + "\n"))
+    with contextlib.suppress(FileNotFoundError):  # an older single file would be read in the shards' place
+        os.remove(os.path.join(out_dir, "model.safetensors"))
 
 
 _WARNED: set[str] = set()  # tokenizer configs already warned about in this process

@@ -11,9 +11,11 @@ Checkpoint layouts read by load_checkpoint (told apart by key names, mapped to o
   - the release's encoder .bin: embeddings.*, encoder.layer.N.{attn.{query,key,value,o_proj}, attention_norm,
     ffn.{fc1,fc2}, ffn_norm}, pooler.dense; its LM/fine-tuned files add `bert.` and cls.* / qa_outputs.* /
     classifier.*. Our parameter names are these, so they load by name.
-  - Hugging Face (directory with config.json + model.safetensors or pytorch_model.bin): attention.self.*,
-    attention.output.*, intermediate.dense, output.* go through a key map; buffers and tied copies are dropped.
-  - ours: a directory from save_checkpoint, or its bare model.safetensors (the config rides in its metadata).
+  - Hugging Face (directory with config.json + model.safetensors, pytorch_model.bin, or shards listed in
+    model.safetensors.index.json): attention.self.*, attention.output.*, intermediate.dense, output.* go through
+    a key map; buffers and tied copies are dropped.
+  - ours: a directory from save_checkpoint (weights in model.safetensors or in shards with an index), or its bare
+    model.safetensors (the config rides in its metadata).
 """
 from __future__ import annotations
 

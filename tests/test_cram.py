@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,11 +32,20 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     titles = [{a["title"] for a in json.loads((work / f"korquad_dev_{s}.json").read_text(encoding="utf-8"))["data"]}
               for s in ("train", "eval")]
     assert titles[0] and titles[1] and not titles[0] & titles[1]
+    # the pretrained weights come back beside the results, float16, and load as the checkpoint they were
+    from models.modeling import BertForPreTraining, checkpoint_config, load_checkpoint
+    weights = tmp_path / "cram_weights"
+    assert first["weights"]["dir"] == str(weights) and {"config.json", "vocab.txt"} <= set(first["weights"]["files"])
+    ckpt = first["weights"]["from"]
+    full = load_checkpoint(BertForPreTraining(checkpoint_config(ckpt)), ckpt)
+    half = load_checkpoint(BertForPreTraining(checkpoint_config(str(weights))), str(weights))
+    for (name, p), q in zip(full.state_dict().items(), half.state_dict().values()):
+        assert torch.equal(p.half().float(), q), name
 
     proc = run(work, results)  # same work dir: finished stages are reused, the failed one runs now
     assert proc.returncode == 0, proc.stderr[-2000:]
     second = json.loads(results.read_text(encoding="utf-8"))
-    assert "[pretrain] cached" in proc.stdout and "[kornli] cached" in proc.stdout
+    assert "[pretrain] cached" in proc.stdout and "[kornli] cached" in proc.stdout and "[weights] cached" in proc.stdout
     assert second["pretraining"] == first["pretraining"] and second["kornli"] == first["kornli"]
     assert second["korsts"]["best_seed_on_dev"] in ("1", "2", 1, 2)
     assert -100 <= second["korsts"]["test"]["spearman"] <= 100

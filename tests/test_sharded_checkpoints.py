@@ -1,0 +1,81 @@
+"""Checkpoints split into shards (transformers' model.safetensors.index.json layout) and stored in float16:
+written by save_checkpoint / convert_checkpoint.py --max_shard_mb --dtype, read by every loader here and by
+transformers, and refused clearly when a shard or the index is wrong."""
+import json
+import os
+
+import pytest
+import torch
+
+import convert_checkpoint
+from helpers import expect_fail
+from models.modeling import BertConfig, BertForPreTraining, checkpoint_config, load_checkpoint, save_checkpoint
+
+transformers = pytest.importorskip("transformers")
+MIB = 2 ** 20
+
+
+@pytest.fixture
+def ours(tmp_path):
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig.from_json_file("models/configs/tiny.json")).eval()
+    save_checkpoint(model, str(tmp_path / "ours"))
+    return model, str(tmp_path / "ours")
+
+
+def test_float16_shards_round_trip(ours, tmp_path):
+    model, path = ours
+    out = tmp_path / "half"
+    convert_checkpoint.main(["--input", path, "--output", str(out), "--to", "ours", "--max_shard_mb", "0.3",
+                             "--dtype", "float16"])
+    files = sorted(os.listdir(out))
+    shards = [f for f in files if f.startswith("model-")]
+    assert "model.safetensors" not in files and "model.safetensors.index.json" in files and len(shards) >= 2
+    assert all(os.path.getsize(out / f) <= 0.3 * MIB for f in shards)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(shards)
+    assert checkpoint_config(str(out)) == model.config  # config.json beside the shards
+    back = load_checkpoint(BertForPreTraining(model.config), str(out))
+    for (name, p), q in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(p.half().float(), q), name
+
+
+def test_hf_shards_load_in_transformers(ours, tmp_path):
+    model, path = ours
+    convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "hf"), "--to", "hf", "--max_shard_mb", "0.3"])
+    assert len([f for f in os.listdir(tmp_path / "hf") if f.startswith("model-")]) >= 2
+    hf = transformers.BertForPreTraining.from_pretrained(str(tmp_path / "hf"), attn_implementation="eager").eval()
+    ids = torch.randint(5, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf(input_ids=ids)
+        out = model(ids)
+    torch.testing.assert_close(out["mlm_logits"], ref.prediction_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out["sop_logits"], ref.seq_relationship_logits, rtol=1e-5, atol=1e-5)
+    # and back: our loader reads transformers' index as well as ours
+    again = load_checkpoint(BertForPreTraining(model.config), str(tmp_path / "hf"))
+    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_bad_shards_fail_on_one_line(ours, tmp_path, capsys):
+    model, path = ours
+    convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "s"), "--to", "ours", "--max_shard_mb", "0.3"])
+    index = tmp_path / "s" / "model.safetensors.index.json"
+    good = json.loads(index.read_text())
+    argv = ["--input", str(tmp_path / "s"), "--to", "ours", "--output"]
+
+    first = next(iter(good["weight_map"].values()))
+    bad = dict(good, weight_map={**good["weight_map"], "bert.extra.weight": first})
+    index.write_text(json.dumps(bad))
+    expect_fail(capsys, convert_checkpoint.main, argv + [str(tmp_path / "o1")], "disagree on 1 tensor",
+                "bert.extra.weight")
+    index.write_text(json.dumps(dict(good, weight_map={k: "../x.safetensors" for k in good["weight_map"]})))
+    expect_fail(capsys, convert_checkpoint.main, argv + [str(tmp_path / "o2")], "weight_map must map")
+    index.write_text(json.dumps(good))
+    os.remove(tmp_path / "s" / sorted(set(good["weight_map"].values()))[-1])
+    expect_fail(capsys, convert_checkpoint.main, argv + [str(tmp_path / "o3")], "which is not there")
+    # the largest tensor (the word embeddings) cannot fit a smaller shard: refused before anything is written
+    expect_fail(capsys, convert_checkpoint.main, ["--input", path, "--to", "ours", "--max_shard_mb", "0.1",
+                                                  "--output", str(tmp_path / "o4")], "word_embeddings", "MiB")
+    assert not (tmp_path / "o4").exists()
+    expect_fail(capsys, convert_checkpoint.main, ["--input", path, "--to", "release", "--dtype", "float16",
+                                                  "--output", str(tmp_path / "r.bin")], "--to release")
