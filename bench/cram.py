@@ -3,6 +3,8 @@
     bash bench/cram_prepare.sh                                   # CPU, once: 32k vocab + shards, packed (~3 min)
     python bench/cram.py --results_json bench/results/cram.json  # GPU: 3.5 min pretraining + the three tasks
     python bench/cram.py --smoke --results_json /tmp/cram.json   # CPU: every stage on bundled text, tiny sizes
+    python bench/cram.py --results_json R/cram.json --tasks       # GPU: pretraining and its weights only, then
+    python bench/cram.py --from_weights R/cram_weights --work_dir bench/_work/cram/ft  # the tasks, e.g. on a CPU
 
 Stages (each an ordinary script run as a subprocess; its command is printed and logged in WORK/logs):
   0. shards: unpack bench/_work/cram/cram_shards.tar.xz (bench/cram_prepare.sh) into WORK, or --input_dir
@@ -17,7 +19,8 @@ Stages (each an ordinary script run as a subprocess; its command is printed and 
 The results (recipe, pretraining steps/throughput/losses, scores, stage times, card, versions) are written to
 --results_json after every stage, so a run cut short still reports what it finished. The pretrained weights go
 beside them (RESULTS_weights/: float16, shards of at most 16 MiB with a model.safetensors.index.json), loadable
-as --checkpoint by every script here. Scores are x100 as the
+as --checkpoint by every script here; --from_weights runs stages 2-4 from them on any machine (on the CPU in
+fp32, eager, with no stage time limit: about half an hour on 2 cores for the Small model). Scores are x100 as the
 fine-tuning scripts print them. The fine-tuning recipe is fixed in advance; nothing is tuned on test sets.
 """
 from __future__ import annotations
@@ -78,9 +81,12 @@ def build_parser():
     p.add_argument("--no_compile", action="store_true", help="pretrain eager (RECIPE compiles the model)")
     p.add_argument("--pretrain_args", default="", help="more run_pretraining.py flags, one quoted string")
     p.add_argument("--korsts_seeds", default=None, help=f"KorSTS seed grid (default {FINETUNE['korsts']['seeds']})")
-    p.add_argument("--tasks", nargs="+", default=["korsts", "kornli", "korquad"],
-                   choices=["korsts", "kornli", "korquad"])
-    p.add_argument("--stage_timeout_s", type=float, default=240, help="a fine-tuning stage running longer is stopped")
+    p.add_argument("--tasks", nargs="*", default=["korsts", "kornli", "korquad"],
+                   choices=["korsts", "kornli", "korquad"], help="none: pretraining (and its weights) only")
+    p.add_argument("--from_weights", default=None,
+                   help="no pretraining: fine-tune these weights (a run's RESULTS_weights/), on a GPU or the CPU")
+    p.add_argument("--stage_timeout_s", type=float, default=None,
+                   help="a fine-tuning stage running longer is stopped (default 240 on a GPU, none on the CPU)")
     p.add_argument("--smoke", action="store_true", help="CPU check of every stage: tiny model, bundled text")
     return p
 
@@ -88,9 +94,13 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     gpu = torch.cuda.is_available() and not args.smoke
-    if not gpu and not args.smoke:
-        fail("no GPU here: this run is sized for one; use --smoke for a CPU check of the pipeline")
+    if not gpu and not args.smoke and not args.from_weights:
+        fail("no GPU here: pretraining is sized for one; use --smoke for a CPU check of the pipeline, or "
+             "--from_weights to fine-tune a GPU run's weights here")
     recipe = dict(RECIPE, **({k: SMOKE[k] for k in RECIPE if k in SMOKE} if args.smoke else {}))
+    if not gpu:
+        recipe.update(amp="no", compile=False)  # the CPU has no bf16 speed to gain, and no time to compile
+    timeout_s = args.stage_timeout_s if args.stage_timeout_s is not None else (240 if gpu else None)
     for key, flag in (("lr", "learning_rate"), ("batch", "train_batch_size"), ("optimizer", "optimizer")):
         if getattr(args, flag) is not None:
             recipe[key] = getattr(args, flag)
@@ -115,63 +125,63 @@ def main(argv=None):
     def save():
         atomic_write_json(results_json, summary)
 
-    # ---- 0. shards
-    shards = args.input_dir or os.path.join(work, "shards")
-    if args.smoke and not args.input_dir:
-        text = os.path.join(DATA, "korean_text", "boddari", "wikinews.txt")
-        run_stage("vocab", [py, "tokenization.py", "build-vocab", "--corpus", text, "--vocab_size",
-                            str(SMOKE["vocab_size"]), "--output", os.path.join(work, "vocab.txt")],
-                  os.path.join(work, "vocab.txt"), stages, logs)
-        run_stage("shards", [py, "create_pretraining_data.py", "--input_files", text, "--vocab_file",
-                             os.path.join(work, "vocab.txt"), "--output_dir", shards, "--num_workers", "1"],
-                  os.path.join(shards, "meta.json"), stages, logs)
-    elif not args.input_dir and not os.path.isfile(os.path.join(shards, "meta.json")):
-        t0 = time.time()
-        unpack_shards(args.archive, work)
-        stages["unpack"] = {"seconds": round(time.time() - t0, 1)}
-    vocab = os.path.join(shards, "vocab.txt")
-    if not os.path.isfile(vocab):
-        fail(f"{shards}: no vocab.txt (not a directory written by create_pretraining_data.py)")
+    # ---- 0. shards (--from_weights: none; the weights carry their vocab)
+    config = os.path.join(work, "config.json")
+    if args.from_weights:
+        ckpt = os.path.abspath(args.from_weights)
+        vocab = os.path.join(ckpt, "vocab.txt")
+        if not (os.path.isdir(ckpt) and os.path.isfile(vocab)):
+            fail(f"--from_weights {args.from_weights}: not a checkpoint folder with a vocab.txt (e.g. RESULTS_weights/)")
+    else:
+        shards = prepare_shards(args, work, logs, stages, py)
+        vocab = os.path.join(shards, "vocab.txt")
+    write_config(os.path.join(ROOT, recipe["config"]), vocab, config)
 
     # ---- 1. pretraining
     pre = os.path.join(work, "pretrain")
-    config, pre_config = os.path.join(work, "config.json"), os.path.join(work, "config_pretrain.json")
-    write_config(os.path.join(ROOT, recipe["config"]), vocab, config)
-    write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config,
-                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    pre_config = os.path.join(work, "config_pretrain.json")
     workers = [] if recipe["num_workers"] is None else ["--num_workers", str(recipe["num_workers"])]
-    cmd = [py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
-           "--output_dir", pre, "--max_seq_length", str(recipe["seq"]),
-           "--max_predictions_per_seq", str(recipe["max_predictions"]),
-           "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
-           "--optimizer", recipe["optimizer"], "--scheduler", recipe["scheduler"],
-           "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
-           "--max_time_minutes", str(budget), "--schedule_by_time", "--save_steps", "10000000",
-           "--log_steps", "5" if args.smoke else "50", "--seed", "42", *amp, *device_flags,
-           *workers, *(["--compile"] if recipe["compile"] else []), *shlex.split(args.pretrain_args)]
+    cmd = None if args.from_weights else [
+        py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
+        "--output_dir", pre, "--max_seq_length", str(recipe["seq"]),
+        "--max_predictions_per_seq", str(recipe["max_predictions"]),
+        "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
+        "--optimizer", recipe["optimizer"], "--scheduler", recipe["scheduler"],
+        "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
+        "--max_time_minutes", str(budget), "--schedule_by_time", "--save_steps", "10000000",
+        "--log_steps", "5" if args.smoke else "50", "--seed", "42", *amp, *device_flags,
+        *workers, *(["--compile"] if recipe["compile"] else []), *shlex.split(args.pretrain_args)]
     korsts_seeds = args.korsts_seeds or (SMOKE["seeds"] if args.smoke else ft["korsts"]["seeds"])
     done = {"pretrain": os.path.join(pre, "DONE"), "korsts": os.path.join(work, "korsts", "seed_grid.json"),
             "kornli": os.path.join(work, "kornli", "eval_results.json"),
             "korquad": os.path.join(work, "korquad", "train_results.json")}
-    check_reuse(work, done, {"pretrain": cmd[1:], "korsts": dict(ft["korsts"], seeds=korsts_seeds),
-                             "kornli": ft["kornli"], "korquad": ft["korquad"]})
-    # the budget counts from the end of the first step, which compiles: 5 minutes on top for that (a fresh GPU
-    # machine compiles with a cold cache) and start-up. A SIGTERM lets the step it lands in finish and save.
-    run_stage("pretrain", cmd, done["pretrain"], stages, logs, timeout_s=budget * 60 + 300)
-    summary["pretraining"] = pretraining_summary(pre, recipe)
-    save()
-    ckpt = final_checkpoint(pre)
-    # the pretrained weights beside the results, as float16 shards of at most 16 MiB each (a size limit on the
-    # files a GPU machine may hand back), so the tasks can be rerun from them anywhere
-    weights = os.path.splitext(results_json)[0] + "_weights"
-    shutil.rmtree(weights + ".tmp", ignore_errors=True)  # a cut earlier try; the finished folder is renamed
-    if run_stage("weights", [py, "convert_checkpoint.py", "--input", ckpt, "--output", weights + ".tmp", "--to",
-                             "ours", "--max_shard_mb", "16", "--dtype", "float16"],
-                 weights, stages, logs, timeout_s=120, check=False) and os.path.isdir(weights + ".tmp"):
-        os.replace(weights + ".tmp", weights)
-    if os.path.isdir(weights):
-        summary["weights"] = {"dir": weights, "from": ckpt, "dtype": "float16",
-                              "files": sorted(os.listdir(weights))}
+    start = {"from_weights": ckpt} if args.from_weights else {}  # the tasks' results belong to their start
+    check_reuse(work, done, {"pretrain": cmd[1:] if cmd else start,
+                             "korsts": dict(ft["korsts"], seeds=korsts_seeds, **start),
+                             "kornli": dict(ft["kornli"], **start), "korquad": dict(ft["korquad"], **start)})
+    if args.from_weights:
+        summary["pretraining"] = start
+    else:
+        write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        # the budget counts from the end of the first step, which compiles: 5 minutes on top for that (a fresh GPU
+        # machine compiles with a cold cache) and start-up. A SIGTERM lets the step it lands in finish and save.
+        run_stage("pretrain", cmd, done["pretrain"], stages, logs, timeout_s=budget * 60 + 300)
+        summary["pretraining"] = pretraining_summary(pre, recipe)
+        save()
+        ckpt = final_checkpoint(pre)
+        # the pretrained weights beside the results, as float16 shards of at most 16 MiB each (a size limit on
+        # the files a GPU machine may hand back), so the tasks can be rerun from them anywhere (--from_weights)
+        weights = os.path.splitext(results_json)[0] + "_weights"
+        shutil.rmtree(weights + ".tmp", ignore_errors=True)  # a cut earlier try; the finished folder is renamed
+        if run_stage("weights", [py, "convert_checkpoint.py", "--input", ckpt, "--output", weights + ".tmp",
+                                 "--to", "ours", "--max_shard_mb", "16", "--dtype", "float16"],
+                     weights, stages, logs, timeout_s=120, check=False) and os.path.isdir(weights + ".tmp"):
+            os.replace(weights + ".tmp", weights)
+        if os.path.isdir(weights):
+            summary["weights"] = {"dir": weights, "from": ckpt, "dtype": "float16",
+                                  "files": sorted(os.listdir(weights))}
+        save()
     common = ["--checkpoint", ckpt, "--config_file", config, "--seed", "42",
               *amp, *device_flags, "--num_workers", "0" if args.smoke else "2"]
 
@@ -187,7 +197,7 @@ def main(argv=None):
                                   "--eval_batch_size", "128", "--learning_rate", str(f["lr"]),
                                   "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
                                   *caps_train, *caps_eval],
-                       done["korsts"], stages, logs, args.stage_timeout_s, check=False)
+                       done["korsts"], stages, logs, timeout_s, check=False)
         if ok:
             grid = load_json(os.path.join(out, "seed_grid.json"))
             summary["korsts"] = {"test": grid["test"], "best_seed_on_dev": grid["best_seed_on_dev"],
@@ -203,7 +213,7 @@ def main(argv=None):
                                   "--eval_batch_size", "128", "--learning_rate", str(f["lr"]),
                                   "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
                                   *caps_train, *caps_eval],
-                       done["kornli"], stages, logs, args.stage_timeout_s, check=False)
+                       done["kornli"], stages, logs, timeout_s, check=False)
         if ok:
             summary["kornli"] = {"test": load_json(os.path.join(out, "eval_results.json"))["test"],
                                  "train_file": "xnli.dev.ko.tsv", "epochs": f["epochs"]}
@@ -220,7 +230,7 @@ def main(argv=None):
                                    "--train_batch_size", str(f["batch"]), "--batch_size", "64",
                                    "--learning_rate", str(f["lr"]), "--num_train_epochs", str(f["epochs"]),
                                    "--group_by_length", "--output_dir", out, *caps_train, *caps_eval],
-                       done["korquad"], stages, logs, args.stage_timeout_s, check=False)
+                       done["korquad"], stages, logs, timeout_s, check=False)
         if ok:
             res = load_json(os.path.join(out, "train_results.json"))
             last = res["epochs"][-1]  # the last epoch, not the best: the scored articles are the test set here
@@ -231,6 +241,26 @@ def main(argv=None):
         save()
     print_summary(summary, results_json)
     return summary
+
+
+def prepare_shards(args, work, logs, stages, py) -> str:
+    """The shards to pretrain on: --input_dir, the packed archive unpacked into WORK, or (--smoke) made here."""
+    shards = args.input_dir or os.path.join(work, "shards")
+    if args.smoke and not args.input_dir:
+        text = os.path.join(DATA, "korean_text", "boddari", "wikinews.txt")
+        run_stage("vocab", [py, "tokenization.py", "build-vocab", "--corpus", text, "--vocab_size",
+                            str(SMOKE["vocab_size"]), "--output", os.path.join(work, "vocab.txt")],
+                  os.path.join(work, "vocab.txt"), stages, logs)
+        run_stage("shards", [py, "create_pretraining_data.py", "--input_files", text, "--vocab_file",
+                             os.path.join(work, "vocab.txt"), "--output_dir", shards, "--num_workers", "1"],
+                  os.path.join(shards, "meta.json"), stages, logs)
+    elif not args.input_dir and not os.path.isfile(os.path.join(shards, "meta.json")):
+        t0 = time.time()
+        unpack_shards(args.archive, work)
+        stages["unpack"] = {"seconds": round(time.time() - t0, 1)}
+    if not os.path.isfile(os.path.join(shards, "vocab.txt")):
+        fail(f"{shards}: no vocab.txt (not a directory written by create_pretraining_data.py)")
+    return shards
 
 
 def check_reuse(work, done, settings):

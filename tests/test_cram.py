@@ -42,6 +42,16 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     for (name, p), q in zip(full.state_dict().items(), half.state_dict().values()):
         assert torch.equal(p.half().float(), q), name
 
+    # the tasks again from those weights alone, in another work dir: no shards, no pretraining
+    proc = run(tmp_path / "ft", tmp_path / "ft.json", "--from_weights", str(weights), "--tasks", "kornli")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ft = json.loads((tmp_path / "ft.json").read_text(encoding="utf-8"))
+    assert ft["pretraining"] == {"from_weights": str(weights)} and "[pretrain]" not in proc.stdout
+    assert 0 <= ft["kornli"]["test"]["accuracy"] <= 100 and "korsts" not in ft
+    proc = run(tmp_path / "ft2", tmp_path / "ft2.json", "--from_weights", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --from_weights") and \
+        "\n" not in proc.stderr.strip(), proc.stderr
+
     proc = run(work, results)  # same work dir: finished stages are reused, the failed one runs now
     assert proc.returncode == 0, proc.stderr[-2000:]
     second = json.loads(results.read_text(encoding="utf-8"))
