@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shlex
@@ -43,6 +44,9 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 import qa_data  # noqa: E402
+from fileio import file_sha256  # noqa: E402
+from models.checkpoint import checkpoint_config  # noqa: E402
+from models.config import BertConfig  # noqa: E402
 from quickstart import final_checkpoint, run_stage, write_config  # noqa: E402
 from train_utils import atomic_write_json, fail, read_jsonl  # noqa: E402
 
@@ -101,7 +105,9 @@ def main(argv=None):
     recipe = dict(RECIPE, **({k: SMOKE[k] for k in RECIPE if k in SMOKE} if args.smoke else {}))
     if not gpu:
         recipe.update(amp="no", compile=False)  # the CPU has no bf16 speed to gain, and no time to compile
-    timeout_s = args.stage_timeout_s if args.stage_timeout_s is not None else (240 if gpu else None)
+    # a CPU fine-tunes the real sizes for hours; the smoke sizes take seconds anywhere
+    timeout_s = args.stage_timeout_s if args.stage_timeout_s is not None else (
+        240 if gpu or args.smoke else None)
     for key, flag in (("lr", "learning_rate"), ("batch", "train_batch_size"), ("optimizer", "optimizer")):
         if getattr(args, flag) is not None:
             recipe[key] = getattr(args, flag)
@@ -131,12 +137,27 @@ def main(argv=None):
     if args.from_weights:
         ckpt = os.path.abspath(args.from_weights)
         vocab = os.path.join(ckpt, "vocab.txt")
-        if not (os.path.isdir(ckpt) and os.path.isfile(vocab)):
-            fail(f"--from_weights {args.from_weights}: not a checkpoint folder with a vocab.txt (e.g. RESULTS_weights/)")
+        try:
+            stored = checkpoint_config(ckpt) if os.path.isdir(ckpt) else None
+            files = [os.path.join(ckpt, f) for f in sorted(os.listdir(ckpt))
+                     if f.endswith(".safetensors")] if stored else []
+        except (ValueError, OSError) as e:
+            fail(f"--from_weights {args.from_weights}: {e}")
+        if not (stored and files and os.path.isfile(vocab)):
+            fail(f"--from_weights {args.from_weights}: not a checkpoint folder with config.json, vocab.txt and "
+                 "safetensors weights (e.g. RESULTS_weights/)")
+        # fine-tune the weights' own shape, with the recipe's fine-tuning dropout
+        tpl = BertConfig.from_json_file(os.path.join(ROOT, recipe["config"]))
+        write_config(os.path.join(ckpt, "config.json"), vocab, config, hidden_dropout_prob=tpl.hidden_dropout_prob,
+                     attention_probs_dropout_prob=tpl.attention_probs_dropout_prob)
+        # the tasks' results belong to these weights: their content, not their folder's name, is compared on reuse
+        start = {"from_weights": ckpt, "weights_sha256": hashlib.sha256(
+            "".join(file_sha256(f) for f in files).encode()).hexdigest()}
     else:
         shards = prepare_shards(args, work, logs, stages, py)
         vocab = os.path.join(shards, "vocab.txt")
-    write_config(os.path.join(ROOT, recipe["config"]), vocab, config)
+        write_config(os.path.join(ROOT, recipe["config"]), vocab, config)
+        start = {}
 
     # ---- 1. pretraining
     pre = os.path.join(work, "pretrain")
@@ -156,12 +177,12 @@ def main(argv=None):
     done = {"pretrain": os.path.join(pre, "DONE"), "korsts": os.path.join(work, "korsts", "seed_grid.json"),
             "kornli": os.path.join(work, "kornli", "eval_results.json"),
             "korquad": os.path.join(work, "korquad", "train_results.json")}
-    start = {"from_weights": ckpt} if args.from_weights else {}  # the tasks' results belong to their start
+    start = dict(start, amp=recipe["amp"])  # also how the tasks ran: a CPU rerun is not a GPU result
     check_reuse(work, done, {"pretrain": cmd[1:] if cmd else start,
                              "korsts": dict(ft["korsts"], seeds=korsts_seeds, **start),
                              "kornli": dict(ft["kornli"], **start), "korquad": dict(ft["korquad"], **start)})
     if args.from_weights:
-        summary["pretraining"] = start
+        summary["pretraining"] = {k: v for k, v in start.items() if k != "amp"}
     else:
         write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config,
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -171,15 +192,18 @@ def main(argv=None):
         summary["pretraining"] = pretraining_summary(pre, recipe)
         save()
         ckpt = final_checkpoint(pre)
-        # the pretrained weights beside the results, as float16 shards of at most 16 MiB each (a size limit on
-        # the files a GPU machine may hand back), so the tasks can be rerun from them anywhere (--from_weights)
-        weights = os.path.splitext(results_json)[0] + "_weights"
-        shutil.rmtree(weights + ".tmp", ignore_errors=True)  # a cut earlier try; the finished folder is renamed
-        if run_stage("weights", [py, "convert_checkpoint.py", "--input", ckpt, "--output", weights + ".tmp",
+        # the pretrained weights as float16 shards of at most 16 MiB each (a size limit on the files a GPU machine
+        # may hand back), made in the work dir (they belong to its pretraining) and copied beside the results, so
+        # the tasks can be rerun from them anywhere (--from_weights)
+        made, weights = os.path.join(work, "weights"), os.path.splitext(results_json)[0] + "_weights"
+        shutil.rmtree(made + ".tmp", ignore_errors=True)  # a cut earlier try; a finished folder is renamed
+        if run_stage("weights", [py, "convert_checkpoint.py", "--input", ckpt, "--output", made + ".tmp",
                                  "--to", "ours", "--max_shard_mb", "16", "--dtype", "float16"],
-                     weights, stages, logs, timeout_s=120, check=False) and os.path.isdir(weights + ".tmp"):
-            os.replace(weights + ".tmp", weights)
-        if os.path.isdir(weights):
+                     made, stages, logs, timeout_s=120, check=False) and os.path.isdir(made + ".tmp"):
+            os.replace(made + ".tmp", made)
+        if os.path.isdir(made):
+            shutil.rmtree(weights, ignore_errors=True)  # this run's weights replace an older run's, as its JSON does
+            shutil.copytree(made, weights)
             summary["weights"] = {"dir": weights, "from": ckpt, "dtype": "float16",
                                   "files": sorted(os.listdir(weights))}
         save()

@@ -2,6 +2,7 @@
 and that a failed fine-tuning stage is recorded while the next ones still run and a rerun picks it up."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -46,8 +47,14 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     proc = run(tmp_path / "ft", tmp_path / "ft.json", "--from_weights", str(weights), "--tasks", "kornli")
     assert proc.returncode == 0, proc.stderr[-2000:]
     ft = json.loads((tmp_path / "ft.json").read_text(encoding="utf-8"))
-    assert ft["pretraining"] == {"from_weights": str(weights)} and "[pretrain]" not in proc.stdout
+    assert ft["pretraining"]["from_weights"] == str(weights) and "[pretrain]" not in proc.stdout
     assert 0 <= ft["kornli"]["test"]["accuracy"] <= 100 and "korsts" not in ft
+    # other weights under the same folder name: their content differs, so the finished task is not reused
+    other = tmp_path / "other" / "cram_weights"
+    shutil.copytree(weights, other)
+    shutil.copy(os.path.join(ckpt, "model.safetensors"), other / "model.safetensors")  # float32, other bytes
+    proc = run(tmp_path / "ft", tmp_path / "ft.json", "--from_weights", str(other), "--tasks", "kornli")
+    assert proc.returncode == 2 and "was made with other settings" in proc.stderr, proc.stderr
     proc = run(tmp_path / "ft2", tmp_path / "ft2.json", "--from_weights", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --from_weights") and \
         "\n" not in proc.stderr.strip(), proc.stderr
