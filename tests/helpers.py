@@ -57,15 +57,22 @@ def expect_fail(capsys, fn, argv, *needles, alone=False):
     return errors[0]
 
 
-def corpus_prep_files(d):
-    """For create_pretraining_data's tests, in folder d: a 4000-piece vocab from 3000 Wikinews lines, and two inputs,
-    held-out Wikinews lines (blank lines between documents) and the CRLF constitution."""
+def wikinews_vocab(d, n_lines, vocab_size):
+    """d/vocab.txt, a WordPiece vocab of vocab_size pieces built on the first n_lines Wikinews lines; its path.
+    Inputs for shards are then taken from the lines after n_lines, which the vocab never saw."""
     import tokenization
 
     vocab_src = d / "vocab_corpus.txt"
-    vocab_src.write_text("\n".join(text_lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
+    vocab_src.write_text("\n".join(text_lines("boddari/wikinews.txt", 0, n_lines)) + "\n", encoding="utf-8")
     vocab = str(d / "vocab.txt")
-    tokenization.main(["build-vocab", "--corpus", str(vocab_src), "--vocab_size", "4000", "--output", vocab])
+    tokenization.main(["build-vocab", "--corpus", str(vocab_src), "--vocab_size", str(vocab_size), "--output", vocab])
+    return vocab
+
+
+def corpus_prep_files(d):
+    """For create_pretraining_data's tests, in folder d: a 4000-piece vocab from 3000 Wikinews lines, and two inputs,
+    held-out Wikinews lines (blank lines between documents) and the CRLF constitution."""
+    vocab = wikinews_vocab(d, 3000, 4000)
     news = d / "news.txt"
     news.write_text("\n".join(text_lines("boddari/wikinews.txt", 3000, 3700)) + "\n", encoding="utf-8")
     return {"dir": d, "vocab": vocab, "inputs": [str(news), os.path.join(KOREAN_TEXT, "konlpy/kolaw/constitution.txt")]}

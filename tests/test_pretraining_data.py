@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 import create_pretraining_data as cpd
 import tokenization
-from helpers import KOREAN_TEXT, text_lines
+from helpers import KOREAN_TEXT, text_lines, wikinews_vocab
 from masking import IGNORE_INDEX, choose_spans, mask_tokens
 from pretraining_data import (PretrainingDataset, collate_pretraining, read_meta, shard_path, truncate_pair,
                               unit_bounds)
@@ -23,9 +23,7 @@ L = 128
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     d = tmp_path_factory.mktemp("pd")
-    (d / "v.txt").write_text("\n".join(text_lines("boddari/wikinews.txt", 0, 3000)) + "\n", encoding="utf-8")
-    vocab = str(d / "vocab.txt")
-    tokenization.main(["build-vocab", "--corpus", str(d / "v.txt"), "--vocab_size", "4000", "--output", vocab])
+    vocab = wikinews_vocab(d, 3000, 4000)
     text = text_lines("boddari/wikinews.txt", 3000, 4187) + [""] + text_lines("boddari/unesco_report.txt", 0, 700)
     (d / "c.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
     out = str(d / "shards")

@@ -10,8 +10,7 @@ import pytest
 
 import create_pretraining_data as cpd
 import run_pretraining
-import tokenization
-from helpers import KOREAN_TEXT, expect_fail, text_lines
+from helpers import KOREAN_TEXT, expect_fail, text_lines, wikinews_vocab
 from pretraining_data import (PretrainingDataset, parse_source_weights, read_meta, resolve_source_weights,
                               shard_path)
 
@@ -26,9 +25,7 @@ L = 64
 def shards(tmp_path_factory):
     """Three files (news: hundreds of short documents; reports; the constitution), in several shards."""
     d = tmp_path_factory.mktemp("mix")
-    (d / "v.txt").write_text("\n".join(text_lines("boddari/wikinews.txt", 0, 1500)) + "\n", encoding="utf-8")
-    vocab = str(d / "vocab.txt")
-    tokenization.main(["build-vocab", "--corpus", str(d / "v.txt"), "--vocab_size", "2000", "--output", vocab])
+    vocab = wikinews_vocab(d, 1500, 2000)
     (d / "news.txt").write_text("\n".join(text_lines("boddari/wikinews.txt", 1500, 4187)) + "\n", encoding="utf-8")
     (d / "reports.txt").write_text("\n".join(text_lines("boddari/unesco_report.txt", 0, 600)) + "\n", encoding="utf-8")
     out = str(d / "shards")
