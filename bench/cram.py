@@ -22,7 +22,8 @@ beside them (RESULTS_weights/: float16, shards of at most 16 MiB with a model.sa
 as --checkpoint by every script here; --from_weights runs stages 2-4 from them on any machine (on the CPU in
 fp32, eager, with no stage time limit). A CPU is slow for it: the Small model took 2.1 s per KorSTS step (32
 pairs) on 2 cores, so the whole KorSTS grid would take hours there; narrow it with --korsts_seeds and --tasks, or
-fine-tune on a GPU. Scores are x100 as the fine-tuning scripts print them. The fine-tuning recipe is fixed in advance; nothing is tuned on test sets.
+fine-tune on a GPU. Scores are x100 as the fine-tuning scripts print them. The fine-tuning recipe is fixed in
+advance; nothing is tuned on test sets.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ import torch  # noqa: E402
 
 import qa_data  # noqa: E402
 from fileio import file_sha256  # noqa: E402
-from models.checkpoint import checkpoint_config  # noqa: E402
+from models.checkpoint import checkpoint_config, weights_files  # noqa: E402
 from models.config import BertConfig  # noqa: E402
 from quickstart import final_checkpoint, run_stage, write_config  # noqa: E402
 from train_utils import atomic_write_json, fail, read_jsonl  # noqa: E402
@@ -137,15 +138,15 @@ def main(argv=None):
     if args.from_weights:
         ckpt = os.path.abspath(args.from_weights)
         vocab = os.path.join(ckpt, "vocab.txt")
+        if not (os.path.isdir(ckpt) and os.path.isfile(os.path.join(ckpt, "config.json"))
+                and os.path.isfile(vocab)):
+            fail(f"--from_weights {args.from_weights}: not a checkpoint folder with config.json, vocab.txt and "
+                 "weights (e.g. RESULTS_weights/)")
         try:
-            stored = checkpoint_config(ckpt) if os.path.isdir(ckpt) else None
-            files = [os.path.join(ckpt, f) for f in sorted(os.listdir(ckpt))
-                     if f.endswith(".safetensors")] if stored else []
+            checkpoint_config(ckpt)
+            files, _ = weights_files(ckpt)  # the files the fine-tuning scripts will read
         except (ValueError, OSError) as e:
             fail(f"--from_weights {args.from_weights}: {e}")
-        if not (stored and files and os.path.isfile(vocab)):
-            fail(f"--from_weights {args.from_weights}: not a checkpoint folder with config.json, vocab.txt and "
-                 "safetensors weights (e.g. RESULTS_weights/)")
         # fine-tune the weights' own shape, with the recipe's fine-tuning dropout
         tpl = BertConfig.from_json_file(os.path.join(ROOT, recipe["config"]))
         write_config(os.path.join(ckpt, "config.json"), vocab, config, hidden_dropout_prob=tpl.hidden_dropout_prob,
@@ -157,7 +158,7 @@ def main(argv=None):
         shards = prepare_shards(args, work, logs, stages, py)
         vocab = os.path.join(shards, "vocab.txt")
         write_config(os.path.join(ROOT, recipe["config"]), vocab, config)
-        start = {}
+        start = None
 
     # ---- 1. pretraining
     pre = os.path.join(work, "pretrain")
@@ -177,12 +178,13 @@ def main(argv=None):
     done = {"pretrain": os.path.join(pre, "DONE"), "korsts": os.path.join(work, "korsts", "seed_grid.json"),
             "kornli": os.path.join(work, "kornli", "eval_results.json"),
             "korquad": os.path.join(work, "korquad", "train_results.json")}
-    start = dict(start, amp=recipe["amp"])  # also how the tasks ran: a CPU rerun is not a GPU result
+    # a task's results belong to its start and to how it ran (a CPU rerun is not a GPU result)
+    task_key = dict(start or {}, amp=recipe["amp"])
     check_reuse(work, done, {"pretrain": cmd[1:] if cmd else start,
-                             "korsts": dict(ft["korsts"], seeds=korsts_seeds, **start),
-                             "kornli": dict(ft["kornli"], **start), "korquad": dict(ft["korquad"], **start)})
+                             "korsts": dict(ft["korsts"], seeds=korsts_seeds, **task_key),
+                             "kornli": dict(ft["kornli"], **task_key), "korquad": dict(ft["korquad"], **task_key)})
     if args.from_weights:
-        summary["pretraining"] = {k: v for k, v in start.items() if k != "amp"}
+        summary["pretraining"] = start
     else:
         write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config,
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

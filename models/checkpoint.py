@@ -89,7 +89,7 @@ def to_release_state_dict(sd: dict) -> dict:
 SHARD_INDEX = "model.safetensors.index.json"  # Hugging Face's name for a checkpoint split into several files
 
 
-def _weights_files(path: str) -> tuple[list[str], str | None]:
+def weights_files(path: str) -> tuple[list[str], str | None]:
     """(the file(s) holding a checkpoint's tensors, the shard index or None): path itself, or in a directory its
     model.safetensors, its pytorch_model.bin, or every shard its model.safetensors.index.json lists."""
     if os.path.isdir(path):
@@ -121,7 +121,7 @@ def _shard_files(index: str) -> list[str]:
 def read_state_dict(path: str) -> dict:
     """Tensors of a checkpoint file or directory, as stored (see canonical_state_dict for the names); the shards
     of a split checkpoint are read one by one and merged."""
-    files, index = _weights_files(path)
+    files, index = weights_files(path)
     obj = {}
     for file in files:
         try:
