@@ -78,6 +78,26 @@ def corpus_prep_files(d):
     return {"dir": d, "vocab": vocab, "inputs": [str(news), os.path.join(KOREAN_TEXT, "konlpy/kolaw/constitution.txt")]}
 
 
+def tiny_config(**kw):
+    """models/configs/tiny.json (2 layers x 64 hidden, vocab 1000) as a BertConfig, with kw replaced."""
+    import dataclasses
+
+    from models.config import BertConfig
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dataclasses.replace(BertConfig.from_json_file(os.path.join(root, "models", "configs", "tiny.json")), **kw)
+
+
+def tiny_batch():
+    """(input_ids, token_type_ids, attention_mask) [2, 10] for the tiny config, the second row padded after 6."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, tiny_config().vocab_size, (2, 10), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    return ids, torch.zeros_like(ids), mask
+
+
 def tiny_model_files(d, corpus_text, vocab_size):
     """A WordPiece vocab built (through the CLI) on corpus_text, and models/configs/tiny.json sized to it, with
     and without dropout, all under d. Returns (vocab, config, config_without_dropout) paths as strings."""

@@ -1,21 +1,17 @@
 """BERT model: config parsing, shapes, padding invariance, and parity with Hugging Face transformers."""
-import dataclasses
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import tiny_config
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, checkpoint_config, load_checkpoint)
 
 transformers = pytest.importorskip("transformers")
 
 CONFIGS = "models/configs"
-
-
-def tiny_config(**kw):
-    return dataclasses.replace(BertConfig.from_json_file(f"{CONFIGS}/tiny.json"), **kw)
 
 
 def randomize(model, seed=0):
