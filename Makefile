@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh clone:
 #   make quickstart   # install runtime deps, then vocab -> shards -> pretrain -> KorSTS fine-tune/eval, in runs/quickstart/
 #   make test         # install test deps, then run the whole test suite
-# Knobs: make quickstart BUDGET=8 OUT=runs/qs8   (BUDGET = minutes of pretraining; default 3 on CPU, 10 on GPU)
+# Knobs: make quickstart STEPS=3000 OUT=runs/qs3k   (pretraining steps; default 1400 on CPU)
+#        make quickstart BUDGET=8 OUT=runs/qs8      (minutes of pretraining instead; the default on GPU, 10)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,6 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 OUT ?= runs/quickstart
 BUDGET ?=
+STEPS ?=
 PYTEST_ARGS ?=
 
 .PHONY: quickstart test install install-dev clean
@@ -28,7 +30,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.dev-installed
 
 quickstart: $(VENV)/.installed
-	$(PY) quickstart.py --output_dir $(OUT) $(if $(BUDGET),--budget_minutes $(BUDGET))
+	$(PY) quickstart.py --output_dir $(OUT) $(if $(STEPS),--pretrain_steps $(STEPS)) $(if $(BUDGET),--budget_minutes $(BUDGET))
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)

@@ -2,16 +2,22 @@
 
     make quickstart                                  # same as the next line, after installing requirements
     python quickstart.py --output_dir runs/quickstart
-    python quickstart.py --output_dir runs/qs10 --budget_minutes 10   # longer pretraining
+    python quickstart.py --output_dir runs/qs10 --budget_minutes 10   # pretrain for 10 minutes of wall time
 
 Stages (each is an ordinary script run as a subprocess; its command line is printed so you can rerun it):
   1. build a WordPiece vocab from data/korean_text          (tokenization.py build-vocab)
   2. prepare pretraining shards                             (create_pretraining_data.py)
-  3. pretrain a small BERT, n-gram masking + SOP, for a fixed wall-time budget   (run_pretraining.py)
-  4. fine-tune it on KorSTS train, pick the epoch on dev     (run_classifier.py)
-  5. evaluate on KorSTS test                                 (eval_classifier.py)
+  3. pretrain a small BERT, n-gram masking + SOP, for a fixed number of steps   (run_pretraining.py)
+  4. fine-tune it on KorSTS train with seeds 1-3, each picking its epoch on dev   (run_classifier.py --seeds)
+  5. evaluate every seed's model on KorSTS test              (eval_classifier.py)
   6-7. the same fine-tuning and evaluation from random initialisation (the control)
 Then a results table is printed and written to OUTPUT_DIR/results.json, with plots in OUTPUT_DIR/*.png.
+
+On the CPU, pretraining runs a fixed 1,400 steps (about 3 minutes on 2 cores), so every run of the quickstart on
+the same kind of machine trains the same checkpoint and prints the same scores; --budget_minutes stops it by wall
+time instead (the default on a GPU, whose speed varies too much for one step count), which varies the checkpoint
+with the machine's load. Fine-tuning varies with the seed by more than three CPU minutes of pretraining add, so
+both rows fine-tune with the same seeds and the table compares them seed by seed.
 A stage whose output already exists is skipped, so a re-run after an interruption picks up where it stopped;
 delete a stage's folder to redo it.
 """
@@ -22,6 +28,7 @@ import glob
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import threading
@@ -29,18 +36,19 @@ import time
 
 import torch
 
+from run_classifier import parse_seeds
 from train_utils import atomic_write_json, fail, plot_jsonl, read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = sorted(glob.glob(os.path.join(HERE, "data/korean_text/**/*.txt"), recursive=True))
 KORSTS = os.path.join(HERE, "data/korsts")
 
-# Defaults chosen so the CPU run fits in about 10 minutes on 2 cores and the pretrained model still clearly
-# beats the from-scratch control; on a GPU the same pipeline trains the release's Small shape for longer.
-CPU = dict(config="models/configs/quickstart.json", vocab_size=8000, budget_minutes=3.0, seq=64, batch=32,
-           lr=2e-3, ft_epochs=3, ft_batch=32, ft_lr=1e-4, amp="no")
-GPU = dict(config="models/configs/small.json", vocab_size=32000, budget_minutes=10.0, seq=128, batch=256,
-           lr=5e-4, ft_epochs=5, ft_batch=32, ft_lr=1e-4, amp="bf16")
+# Defaults chosen so the CPU run fits in about 10 minutes on 2 cores; on a GPU the same pipeline trains the
+# release's Small shape for longer. Pretraining stops after pretrain_steps, or budget_minutes of wall time.
+CPU = dict(config="models/configs/quickstart.json", vocab_size=8000, pretrain_steps=1400, budget_minutes=None,
+           seq=64, batch=32, lr=2e-3, ft_epochs=3, ft_batch=32, ft_lr=1e-4, ft_seeds="1-3", amp="no")
+GPU = dict(config="models/configs/small.json", vocab_size=32000, pretrain_steps=None, budget_minutes=10.0,
+           seq=128, batch=256, lr=5e-4, ft_epochs=5, ft_batch=32, ft_lr=1e-4, ft_seeds="1-3", amp="bf16")
 
 
 def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=True):
@@ -90,25 +98,35 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="runs/quickstart")
-    p.add_argument("--budget_minutes", type=float, default=None,
-                   help="pretraining wall-time budget (default: 3 on CPU, 10 on GPU)")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--pretrain_steps", type=int, default=None,
+                      help="pretraining steps (default on the CPU: 1400, about 3 minutes on 2 cores)")
+    stop.add_argument("--budget_minutes", type=float, default=None,
+                      help="pretrain for this much wall time instead, the schedule fitted to it (default on a GPU: 10)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--max_corpus_mb", type=float, default=None, help="use only the first N MB of the corpus (smoke runs)")
     p.add_argument("--vocab_size", type=int, default=None, help="WordPiece vocab size (default: 8000 on CPU, 32000 on GPU)")
     p.add_argument("--ft_epochs", type=int, default=None, help="KorSTS fine-tuning epochs")
+    p.add_argument("--ft_seeds", default=None, help="KorSTS fine-tuning seeds, both rows (default 1-3)")
     p.add_argument("--max_train_examples", type=int, default=None, help="KorSTS train rows (smoke runs)")
     p.add_argument("--max_eval_examples", type=int, default=None, help="KorSTS dev/test rows (smoke runs)")
     args = p.parse_args(argv)
 
     on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     d = dict(GPU if on_gpu else CPU)
-    if args.budget_minutes is not None:
-        d["budget_minutes"] = args.budget_minutes
-    if args.ft_epochs is not None:
-        d["ft_epochs"] = args.ft_epochs
-    if args.vocab_size is not None:
-        d["vocab_size"] = args.vocab_size
+    if args.pretrain_steps is not None or args.budget_minutes is not None:
+        d["pretrain_steps"], d["budget_minutes"] = args.pretrain_steps, args.budget_minutes
+    if d["pretrain_steps"] is not None and d["pretrain_steps"] < 1 or d["budget_minutes"] is not None and \
+            not d["budget_minutes"] > 0:
+        fail("--pretrain_steps and --budget_minutes must be positive")
+    for key in ("ft_epochs", "ft_seeds", "vocab_size"):
+        if getattr(args, key) is not None:
+            d[key] = getattr(args, key)
+    try:
+        seeds = parse_seeds(d["ft_seeds"])
+    except ValueError as e:
+        fail(str(e).replace("--seeds", "--ft_seeds"))
     out = os.path.abspath(args.output_dir)
     logs = os.path.join(out, "logs")
     os.makedirs(logs, exist_ok=True)
@@ -143,8 +161,7 @@ def main(argv=None):
                            "--max_predictions_per_seq", str(max(1, round(0.15 * d["seq"]))),
                            "--train_batch_size", str(d["batch"]), "--learning_rate", str(d["lr"]),
                            "--optimizer", "adam", "--scheduler", "linear", "--warmup_proportion", "0.1",
-                           "--max_steps", "1000000", "--max_time_minutes", str(d["budget_minutes"]),
-                           "--schedule_by_time", "--num_workers", "1",
+                           *pretrain_stop_flags(d), "--num_workers", "1",
                            "--save_steps", "200", "--log_steps", "10", "--seed", str(args.seed),
                            "--amp", d["amp"], *cpu_flags],
               os.path.join(pre, "DONE"), stages, logs)
@@ -155,23 +172,29 @@ def main(argv=None):
         ft = os.path.join(out, f"korsts_{name}")
         train_slice = ["--max_train_examples", str(args.max_train_examples)] if args.max_train_examples else []
         eval_slice = ["--max_eval_examples", str(args.max_eval_examples)] if args.max_eval_examples else []
+        # batches of similar length: about half the time per epoch of random batches on KorSTS
         run_stage(f"finetune_{name}", [py, "run_classifier.py", "--task_name", "korsts", "--data_dir", KORSTS,
                                        *init, "--config_file", config, "--vocab_file", vocab, "--do_eval",
                                        "--output_dir", ft, "--max_seq_length", "128",
                                        "--train_batch_size", str(d["ft_batch"]), "--eval_batch_size", "64",
-                                       "--learning_rate", str(d["ft_lr"]),
-                                       "--num_train_epochs", str(d["ft_epochs"]), "--seed", str(args.seed),
+                                       "--learning_rate", str(d["ft_lr"]), "--num_train_epochs", str(d["ft_epochs"]),
+                                       "--seeds", d["ft_seeds"], "--group_by_length",
                                        "--amp", d["amp"], *cpu_flags, *train_slice, *eval_slice],
-                  os.path.join(ft, "eval_results.json"), stages, logs)
-        test_dir = os.path.join(ft, "test")
-        run_stage(f"test_{name}", [py, "eval_classifier.py", "--task_name", "korsts", "--data_dir", KORSTS,
-                                   "--checkpoint", os.path.join(ft, "best"), "--output_dir", test_dir,
-                                   "--eval_batch_size", "64", *cpu_flags, *eval_slice],
-                  os.path.join(test_dir, "eval_results.json"), stages, logs)
-        with open(os.path.join(test_dir, "eval_results.json"), encoding="utf-8") as f:
-            results[name] = json.load(f)
+                  os.path.join(ft, "seed_grid.json"), stages, logs)
+        with open(os.path.join(ft, "seed_grid.json"), encoding="utf-8") as f:
+            results[name] = {"grid": json.load(f), "test": {}}
+        # every seed on test, not only the one best on dev: the rows are compared seed by seed
+        for s in seeds:
+            test_dir = os.path.join(ft, f"seed-{s}", "test")
+            run_stage(f"test_{name}_seed{s}", [py, "eval_classifier.py", "--task_name", "korsts", "--data_dir",
+                                               KORSTS, "--checkpoint", os.path.join(ft, f"seed-{s}", "best"),
+                                               "--output_dir", test_dir, "--eval_batch_size", "64", *cpu_flags,
+                                               *eval_slice],
+                      os.path.join(test_dir, "eval_results.json"), stages, logs)
+            with open(os.path.join(test_dir, "eval_results.json"), encoding="utf-8") as f:
+                results[name]["test"][s] = json.load(f)
     atomic_write_json(stages_path, stages)
-    summary = _summarise(out, pre, results, stages, d, on_gpu)
+    summary = _summarise(out, pre, results, seeds, stages, d, on_gpu)
     atomic_write_json(os.path.join(out, "results.json"), summary)
     _print_table(summary)
     print(f"\nresults: {os.path.join(out, 'results.json')}  plots: {out}/*.png")
@@ -207,6 +230,14 @@ def write_config(template, vocab, path, **overrides):
     atomic_write_json(path, cfg)
 
 
+def pretrain_stop_flags(d):
+    """run_pretraining flags that end pretraining: d's step count, or its wall-time budget with the schedule fitted
+    to the budget (the step count then only bounds it)."""
+    if d["budget_minutes"] is not None:
+        return ["--max_steps", "1000000", "--max_time_minutes", str(d["budget_minutes"]), "--schedule_by_time"]
+    return ["--max_steps", str(d["pretrain_steps"])]
+
+
 def final_checkpoint(pre_dir):
     latest = os.path.join(pre_dir, "checkpoints", "latest")
     if not os.path.exists(latest):
@@ -215,34 +246,68 @@ def final_checkpoint(pre_dir):
         return os.path.join(pre_dir, "checkpoints", f.read().strip())
 
 
-def _summarise(out, pre, results, stages, d, on_gpu):
+def _summarise(out, pre, results, seeds, stages, d, on_gpu):
     rows = read_jsonl(os.path.join(pre, "log.jsonl"))
     losses = [r["loss"] for r in rows if "loss" in r]
     plot_jsonl(os.path.join(pre, "log.jsonl"), ["loss", "mlm_loss", "sop_loss"],
                os.path.join(out, "pretrain_loss.png"), "pretraining loss")
-    _plot_dev_curves(out, ["pretrained", "scratch"], os.path.join(out, "finetune_dev.png"))
-    summary = {name: {"spearman": r.get("spearman"), "pearson": r.get("pearson")} for name, r in results.items()}
+    _plot_dev_curves(out, ["pretrained", "scratch"], seeds, os.path.join(out, "finetune_dev.png"))
+    summary = {}
+    for name, r in results.items():
+        grid, test = r["grid"], r["test"]
+        per_seed = {str(s): {"dev_spearman": grid["seeds"][str(s)].get("spearman"),
+                             "best_epoch": grid["seeds"][str(s)].get("best_epoch"),
+                             "test_spearman": test[s].get("spearman"), "test_pearson": test[s].get("pearson")}
+                    for s in seeds}
+        summary[name] = {"spearman": _mean([v["test_spearman"] for v in per_seed.values()]),
+                         "spearman_std": _std([v["test_spearman"] for v in per_seed.values()]),
+                         "pearson": _mean([v["test_pearson"] for v in per_seed.values()]),
+                         "dev_spearman_mean": grid.get("dev_spearman_mean"),
+                         "dev_spearman_std": grid.get("dev_spearman_std"),
+                         "best_seed_on_dev": grid.get("best_seed_on_dev"),
+                         "test_spearman_of_best_seed_on_dev": test[grid["best_seed_on_dev"]].get("spearman"),
+                         "seeds": per_seed}
+    diffs = {s: _sub(summary["pretrained"]["seeds"][s]["test_spearman"], summary["scratch"]["seeds"][s]["test_spearman"])
+             for s in summary["pretrained"]["seeds"]}
+    summary["pretrained_minus_scratch"] = {"test_spearman_per_seed": diffs, "mean": _mean(list(diffs.values()))}
     summary["pretraining"] = {
         "loss_start": losses[0] if losses else None, "loss_end": losses[-1] if losses else None,
-        "steps": rows[-1].get("step") if rows else None, "budget_minutes": d["budget_minutes"],
-        "device": "cuda" if on_gpu else "cpu",
+        "steps": rows[-1].get("step") if rows else None, "max_steps": d["pretrain_steps"],
+        "budget_minutes": d["budget_minutes"], "device": "cuda" if on_gpu else "cpu",
     }
     summary["stages_seconds"] = {k: v.get("seconds") for k, v in stages.items()}
     summary["settings"] = d
     return summary
 
 
-def _plot_dev_curves(out, names, png):
+def _mean(xs):
+    xs = [x for x in xs if x is not None and x == x]  # an undefined correlation (NaN) is left out
+    return statistics.mean(xs) if xs else None
+
+
+def _std(xs):
+    xs = [x for x in xs if x is not None and x == x]
+    return statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def _sub(a, b):
+    return None if a is None or b is None else a - b
+
+
+def _plot_dev_curves(out, names, seeds, png):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for name in names:
-        path = os.path.join(out, f"korsts_{name}", "eval_results.json")
-        with open(path, encoding="utf-8") as f:
-            epochs = json.load(f).get("epochs", [])
-        ax.plot([e["epoch"] for e in epochs], [e["spearman"] for e in epochs], marker="o", label=name)
+    for color, name in zip(("C0", "C1"), names):
+        for i, s in enumerate(seeds):
+            path = os.path.join(out, f"korsts_{name}", f"seed-{s}", "eval_results.json")
+            with open(path, encoding="utf-8") as f:
+                epochs = json.load(f).get("epochs", [])
+            ax.plot([e["epoch"] for e in epochs], [e["spearman"] for e in epochs], marker="o", color=color,
+                    alpha=0.8, label=f"{name} (seeds {seeds[0]}-{seeds[-1]})" if len(seeds) > 1 and i == 0
+                    else name if i == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("KorSTS dev Spearman")
     ax.grid(alpha=0.3)
@@ -253,15 +318,26 @@ def _plot_dev_curves(out, names, png):
 
 
 def _print_table(s):
-    def f(x, nd=3):
-        return "-" if x is None else f"{x:.{nd}f}"
+    def f(x, nd=1, sign=False):
+        return "-" if x is None else f"{x:{'+' if sign else ''}.{nd}f}"
 
-    pt = s["pretraining"]
-    print("\n| model | KorSTS test Spearman | KorSTS test Pearson |")
-    print("|---|---|---|")
+    seeds = list(s["pretrained"]["seeds"])
+    print(f"\nKorSTS Spearman x100, fine-tuned with seeds {', '.join(seeds)} (epoch picked on dev for each seed)")
+    print("\n| model | test, mean +- sd | test per seed | dev, mean +- sd | test of the seed best on dev |")
+    print("|---|---|---|---|---|")
     for name in ("pretrained", "scratch"):
-        print(f"| {name} | {f(s[name]['spearman'])} | {f(s[name]['pearson'])} |")
-    print(f"\npretraining ({pt['device']}, {pt['budget_minutes']} min budget, {pt['steps']} steps): "
+        r = s[name]
+        print(f"| {name} | {f(r['spearman'])} +- {f(r['spearman_std'])} | "
+              f"{' / '.join(f(v['test_spearman']) for v in r['seeds'].values())} | "
+              f"{f(r['dev_spearman_mean'])} +- {f(r['dev_spearman_std'])} | "
+              f"{f(r['test_spearman_of_best_seed_on_dev'])} (seed {r['best_seed_on_dev']}) |")
+    diff = s["pretrained_minus_scratch"]
+    print(f"\npretrained - scratch, same seed (test): "
+          f"{' / '.join(f(v, sign=True) for v in diff['test_spearman_per_seed'].values())}; "
+          f"mean {f(diff['mean'], sign=True)}")
+    pt = s["pretraining"]
+    limit = f"{pt['budget_minutes']} min budget" if pt["budget_minutes"] is not None else f"{pt['max_steps']} steps"
+    print(f"pretraining ({pt['device']}, {limit}, {pt['steps']} steps done): "
           f"loss {f(pt['loss_start'], 2)} -> {f(pt['loss_end'], 2)}")
     print("stage wall time (s): " + ", ".join(f"{k} {'cached' if v is None else v}"
                                              for k, v in s["stages_seconds"].items()))

@@ -1,12 +1,17 @@
-"""The quickstart end to end at a tiny budget: every stage leaves its output, results.json has both rows, and a
-re-run reuses the finished stages instead of redoing them."""
+"""The quickstart end to end at a tiny budget: every stage leaves its output, results.json has both rows seed by
+seed, and a re-run reuses the finished stages instead of redoing them."""
 import json
 import os
+import statistics
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = ["--max_corpus_mb", "0.3", "--vocab_size", "2000", "--budget_minutes", "0.1", "--ft_epochs", "1",
+sys.path.insert(0, ROOT)
+import quickstart  # noqa: E402
+SMOKE = ["--max_corpus_mb", "0.3", "--vocab_size", "2000", "--pretrain_steps", "20", "--ft_epochs", "1", "--ft_seeds", "1-2",
          "--max_train_examples", "96", "--max_eval_examples", "64", "--device", "cpu"]
 
 
@@ -20,27 +25,62 @@ def test_quickstart_smoke_and_cache(tmp_path):
     out = tmp_path / "qs"
     proc = run_quickstart(out)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    for path in ["vocab.txt", "shards/meta.json", "pretrain/DONE", "pretrain/log.jsonl",
-                 "korsts_pretrained/best/model.safetensors", "korsts_pretrained/eval_results.json",
-                 "korsts_pretrained/test/eval_results.json", "korsts_scratch/best/model.safetensors",
-                 "korsts_scratch/test/eval_results.json", "pretrain_loss.png", "finetune_dev.png", "results.json"]:
+    paths = ["vocab.txt", "shards/meta.json", "pretrain/DONE", "pretrain/log.jsonl", "pretrain_loss.png",
+             "finetune_dev.png", "results.json"]
+    for name in ("pretrained", "scratch"):
+        paths += [f"korsts_{name}/seed_grid.json"] + [f"korsts_{name}/seed-{s}/{f}" for s in (1, 2) for f in
+                                                      ("best/model.safetensors", "test/eval_results.json")]
+    for path in paths:
         assert (out / path).exists(), path
     res = json.loads((out / "results.json").read_text())
     for name in ("pretrained", "scratch"):
-        assert -100 <= res[name]["spearman"] <= 100
-        test = json.loads((out / f"korsts_{name}" / "test" / "eval_results.json").read_text())
-        assert res[name]["spearman"] == test["spearman"] and test["examples"] == 64
-    assert res["pretraining"]["steps"] >= 1 and res["pretraining"]["loss_start"] > 0
+        tests = [json.loads((out / f"korsts_{name}" / f"seed-{s}" / "test" / "eval_results.json").read_text())
+                 for s in (1, 2)]
+        assert all(t["examples"] == 64 and t["checkpoint"].endswith(f"seed-{s}/best") for s, t in zip((1, 2), tests))
+        assert [v["test_spearman"] for v in res[name]["seeds"].values()] == [t["spearman"] for t in tests]
+        assert res[name]["spearman"] == pytest.approx(statistics.mean(t["spearman"] for t in tests))
+        assert res[name]["spearman_std"] == pytest.approx(statistics.stdev(t["spearman"] for t in tests))
+        grid = json.loads((out / f"korsts_{name}" / "seed_grid.json").read_text())
+        assert res[name]["dev_spearman_mean"] == grid["dev_spearman_mean"]
+        best = grid["best_seed_on_dev"]
+        assert res[name]["test_spearman_of_best_seed_on_dev"] == tests[best - 1]["spearman"]
+    diff = res["pretrained_minus_scratch"]["test_spearman_per_seed"]
+    assert diff == {s: res["pretrained"]["seeds"][s]["test_spearman"] - res["scratch"]["seeds"][s]["test_spearman"]
+                    for s in ("1", "2")}
+    # a step count, not a time budget, ended pretraining: exactly that many steps
+    assert res["pretraining"]["steps"] == 20 and res["pretraining"]["loss_start"] > 0
     # the "pretrained" row really started from the pretraining checkpoint, the control from nothing
-    pre_args = json.loads((out / "korsts_pretrained" / "eval_results.json").read_text())["args"]
-    scratch_args = json.loads((out / "korsts_scratch" / "eval_results.json").read_text())["args"]
-    assert "pretrain/checkpoints/step-" in pre_args["checkpoint"] and scratch_args["checkpoint"] is None
-    assert set(res["stages_seconds"]) == {"vocab", "shards", "pretrain", "finetune_pretrained", "test_pretrained",
-                                          "finetune_scratch", "test_scratch"}
+    pre_args = json.loads((out / "korsts_pretrained" / "seed_grid.json").read_text())["args"]
+    scratch_args = json.loads((out / "korsts_scratch" / "seed_grid.json").read_text())["args"]
+    assert pre_args["checkpoint"].endswith("pretrain/checkpoints/step-20") and scratch_args["checkpoint"] is None
+    assert pre_args["seeds"] == scratch_args["seeds"] == "1-2"
+    stages = {"vocab", "shards", "pretrain", "finetune_pretrained", "finetune_scratch"}
+    stages |= {f"test_{name}_seed{s}" for name in ("pretrained", "scratch") for s in (1, 2)}
+    assert set(res["stages_seconds"]) == stages
     shards_mtime = os.path.getmtime(out / "shards" / "meta.json")
 
     again = run_quickstart(out)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("cached") == 7
+    assert again.stdout.count("cached") == len(stages)
     assert os.path.getmtime(out / "shards" / "meta.json") == shards_mtime
     assert json.loads((out / "results.json").read_text())["pretrained"] == res["pretrained"]
+
+
+def test_pretraining_stops_by_steps_or_by_wall_time():
+    assert quickstart.pretrain_stop_flags(dict(quickstart.CPU)) == ["--max_steps", "1400"]
+    assert quickstart.pretrain_stop_flags(dict(quickstart.CPU, pretrain_steps=None, budget_minutes=2.5)) == [
+        "--max_steps", "1000000", "--max_time_minutes", "2.5", "--schedule_by_time"]
+    assert quickstart.pretrain_stop_flags(dict(quickstart.GPU))[2:4] == ["--max_time_minutes", "10.0"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pretrain_steps", "5", "--budget_minutes", "1"], "not allowed with argument"),
+    (["--pretrain_steps", "0"], "--pretrain_steps and --budget_minutes must be positive"),
+    (["--ft_seeds", "1-x"], "--ft_seeds '1-x': expected ranges and lists like 1-10 or 1,3,5"),
+])
+def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, argv, message):
+    out = tmp_path / "qs"
+    with pytest.raises(SystemExit) as e:
+        quickstart.main(["--output_dir", str(out), "--device", "cpu", *argv])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
