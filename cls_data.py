@@ -352,3 +352,10 @@ def score_for_selection(metrics: dict, task: Task) -> float:
 def json_safe(metrics: dict) -> dict:
     """NaN is not JSON: write undefined correlations as null."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def mean_std(values) -> tuple[float | None, float | None, int]:
+    """(mean, sample std, count) over seeds of the defined scores: an undefined correlation (NaN, or null once
+    written to JSON) is left out; None where there are too few to say."""
+    xs = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    return (float(xs.mean()) if len(xs) else None, float(xs.std(ddof=1)) if len(xs) > 1 else None, len(xs))

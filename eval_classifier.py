@@ -3,8 +3,8 @@ r"""Evaluate a fine-tuned KorNLI / KorSTS checkpoint on test (accuracy, or Pears
     python3 eval_classifier.py --data_dir data/korsts --task_name korsts --config_file CONFIG --vocab_file VOCAB \
         --checkpoint CKPT --max_seq_length 128 --eval_batch_size 32
     python3 eval_classifier.py --task_name korsts --data_dir data/korsts \
-        --checkpoint runs/quickstart/korsts_pretrained/best --output_dir runs/korsts_test
-    python3 eval_classifier.py --task_name korsts --checkpoint runs/quickstart/korsts_pretrained/best \
+        --checkpoint runs/quickstart/korsts_pretrained/seed-1/best --output_dir runs/korsts_test
+    python3 eval_classifier.py --task_name korsts --checkpoint runs/quickstart/korsts_pretrained/seed-1/best \
         --eval_file data/korsts/sts-dev.tsv
 
 A checkpoint written by run_classifier.py carries its config, vocab and task.json, so --config_file and

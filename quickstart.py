@@ -7,7 +7,7 @@
 Stages (each is an ordinary script run as a subprocess; its command line is printed so you can rerun it):
   1. build a WordPiece vocab from data/korean_text          (tokenization.py build-vocab)
   2. prepare pretraining shards                             (create_pretraining_data.py)
-  3. pretrain a small BERT, n-gram masking + SOP, for a fixed number of steps   (run_pretraining.py)
+  3. pretrain a small BERT, n-gram masking + SOP, for 1,400 steps (GPU: 10 minutes)   (run_pretraining.py)
   4. fine-tune it on KorSTS train with seeds 1-3, each picking its epoch on dev   (run_classifier.py --seeds)
   5. evaluate every seed's model on KorSTS test              (eval_classifier.py)
   6-7. the same fine-tuning and evaluation from random initialisation (the control)
@@ -16,8 +16,8 @@ Then a results table is printed and written to OUTPUT_DIR/results.json, with plo
 On the CPU, pretraining runs a fixed 1,400 steps (about 3 minutes on 2 cores), so every run of the quickstart on
 the same kind of machine trains the same checkpoint and prints the same scores; --budget_minutes stops it by wall
 time instead (the default on a GPU, whose speed varies too much for one step count), which varies the checkpoint
-with the machine's load. Fine-tuning varies with the seed by more than three CPU minutes of pretraining add, so
-both rows fine-tune with the same seeds and the table compares them seed by seed.
+with the machine's load. The fine-tuning seed moves the test score by more than three CPU minutes of pretraining
+gain, so both rows fine-tune with the same seeds and the table compares them seed by seed.
 A stage whose output already exists is skipped, so a re-run after an interruption picks up where it stopped;
 delete a stage's folder to redo it.
 """
@@ -28,7 +28,6 @@ import glob
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import threading
@@ -36,8 +35,9 @@ import time
 
 import torch
 
+from cls_data import mean_std
 from run_classifier import parse_seeds
-from train_utils import atomic_write_json, fail, plot_jsonl, read_jsonl
+from train_utils import atomic_write_json, fail, plot_jsonl, read_jsonl, warn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = sorted(glob.glob(os.path.join(HERE, "data/korean_text/**/*.txt"), recursive=True))
@@ -52,7 +52,8 @@ GPU = dict(config="models/configs/small.json", vocab_size=32000, pretrain_steps=
 
 
 def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=True):
-    """Run one stage as a subprocess unless its output exists; record its wall time. True when it succeeded.
+    """Run one stage as a subprocess unless its output exists; record its wall time and command line (a cached
+    stage whose recorded command differs is warned about). True when it succeeded.
 
     A stage still running after timeout_s is killed. A failed stage exits the pipeline, unless check=False:
     then the failure is recorded in `stages` and False returned, for pipelines that report what they have.
@@ -62,7 +63,11 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
                          for c in [os.path.basename(cmd[0])] + cmd[1:])
     if os.path.exists(done_marker):
         print(f"[{name}] cached ({os.path.relpath(done_marker)} exists)", flush=True)
-        stages.setdefault(name, {})["cached"] = True
+        ran = stages.setdefault(name, {}).get("command")
+        if ran is not None and ran != printable:
+            warn(f"stage '{name}' is cached from another command line (before: {ran}); delete "
+                 f"{os.path.relpath(done_marker)} to run it with the new one")
+        stages[name]["cached"] = True
         return True
     print(f"\n[{name}] $ {printable}", flush=True)
     t0 = time.time()
@@ -82,7 +87,7 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
         rc = proc.wait()
         if timer:
             timer.cancel()
-    stages[name] = {"seconds": round(time.time() - t0, 1), "cached": False}
+    stages[name] = {"seconds": round(time.time() - t0, 1), "cached": False, "command": printable}
     if rc != 0:
         why = f"stage '{name}' " + (f"ran past {timeout_s} s and was stopped" if timed_out
                                     else f"failed with exit code {rc}")
@@ -104,7 +109,7 @@ def main(argv=None):
     stop.add_argument("--budget_minutes", type=float, default=None,
                       help="pretrain for this much wall time instead, the schedule fitted to it (default on a GPU: 10)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="pretraining seed (fine-tuning: --ft_seeds)")
     p.add_argument("--max_corpus_mb", type=float, default=None, help="use only the first N MB of the corpus (smoke runs)")
     p.add_argument("--vocab_size", type=int, default=None, help="WordPiece vocab size (default: 8000 on CPU, 32000 on GPU)")
     p.add_argument("--ft_epochs", type=int, default=None, help="KorSTS fine-tuning epochs")
@@ -117,21 +122,30 @@ def main(argv=None):
     d = dict(GPU if on_gpu else CPU)
     if args.pretrain_steps is not None or args.budget_minutes is not None:
         d["pretrain_steps"], d["budget_minutes"] = args.pretrain_steps, args.budget_minutes
-    if d["pretrain_steps"] is not None and d["pretrain_steps"] < 1 or d["budget_minutes"] is not None and \
-            not d["budget_minutes"] > 0:
-        fail("--pretrain_steps and --budget_minutes must be positive")
+    if args.pretrain_steps is not None and args.pretrain_steps < 1:
+        fail(f"--pretrain_steps {args.pretrain_steps}: must be at least 1")
+    if args.budget_minutes is not None and not args.budget_minutes > 0:
+        fail(f"--budget_minutes {args.budget_minutes}: must be positive")
     for key in ("ft_epochs", "ft_seeds", "vocab_size"):
         if getattr(args, key) is not None:
             d[key] = getattr(args, key)
     try:
-        seeds = parse_seeds(d["ft_seeds"])
+        seeds = parse_seeds(d["ft_seeds"], flag="--ft_seeds")
     except ValueError as e:
-        fail(str(e).replace("--seeds", "--ft_seeds"))
+        fail(str(e))
     out = os.path.abspath(args.output_dir)
     logs = os.path.join(out, "logs")
     os.makedirs(logs, exist_ok=True)
     stages_path = os.path.join(out, "stages.json")
     stages = json.load(open(stages_path, encoding="utf-8")) if os.path.exists(stages_path) else {}
+    names = ["vocab", "shards", "pretrain"] + [f"{kind}_{row}{f'_seed{s}' if kind == 'test' else ''}"
+                                               for row in ("pretrained", "scratch") for kind in ("finetune", "test")
+                                               for s in (seeds if kind == "test" else [None])]
+    stages = {k: v for k, v in stages.items() if k in names}  # an earlier version's or seed list's stages
+
+    def stage(name, cmd, done_marker):
+        run_stage(name, cmd, done_marker, stages, logs)
+        atomic_write_json(stages_path, stages)  # after every stage: an interrupted run keeps the commands it ran
     py = sys.executable
     cpu_flags = [] if on_gpu else ["--no_cuda"]
 
@@ -146,26 +160,29 @@ def main(argv=None):
     config = os.path.join(out, "config.json")
     pre_config = os.path.join(out, "config_pretrain.json")
 
-    run_stage("vocab", [py, "tokenization.py", "build-vocab", "--corpus", *corpus,
-                        "--vocab_size", str(d["vocab_size"]), "--output", vocab], vocab, stages, logs)
+    stage("vocab", [py, "tokenization.py", "build-vocab", "--corpus", *corpus,
+                    "--vocab_size", str(d["vocab_size"]), "--output", vocab], vocab)
     write_config(os.path.join(HERE, d["config"]), vocab, config)
     # Same architecture without dropout for pretraining: a run of minutes sees each token about once, so there is
     # nothing to regularise yet; fine-tuning on 5.7k KorSTS pairs keeps the config's dropout.
     write_config(os.path.join(HERE, d["config"]), vocab, pre_config,
                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    run_stage("shards", [py, "create_pretraining_data.py", "--input_files", *corpus, "--vocab_file", vocab,
-                         "--output_dir", shards, "--sentence_splitter", "regex"],
-              os.path.join(shards, "meta.json"), stages, logs)
-    run_stage("pretrain", [py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
-                           "--output_dir", pre, "--max_seq_length", str(d["seq"]),
-                           "--max_predictions_per_seq", str(max(1, round(0.15 * d["seq"]))),
-                           "--train_batch_size", str(d["batch"]), "--learning_rate", str(d["lr"]),
-                           "--optimizer", "adam", "--scheduler", "linear", "--warmup_proportion", "0.1",
-                           *pretrain_stop_flags(d), "--num_workers", "1",
-                           "--save_steps", "200", "--log_steps", "10", "--seed", str(args.seed),
-                           "--amp", d["amp"], *cpu_flags],
-              os.path.join(pre, "DONE"), stages, logs)
+    stage("shards", [py, "create_pretraining_data.py", "--input_files", *corpus, "--vocab_file", vocab,
+                     "--output_dir", shards, "--sentence_splitter", "regex"], os.path.join(shards, "meta.json"))
+    stage("pretrain", [py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
+                       "--output_dir", pre, "--max_seq_length", str(d["seq"]),
+                       "--max_predictions_per_seq", str(max(1, round(0.15 * d["seq"]))),
+                       "--train_batch_size", str(d["batch"]), "--learning_rate", str(d["lr"]),
+                       "--optimizer", "adam", "--scheduler", "linear", "--warmup_proportion", "0.1",
+                       *pretrain_stop_flags(d), "--num_workers", "1",
+                       "--save_steps", "200", "--log_steps", "10", "--seed", str(args.seed),
+                       "--amp", d["amp"], *cpu_flags], os.path.join(pre, "DONE"))
     pretrained = final_checkpoint(pre)
+    # a folder from an older quickstart records no command lines: its step count is what can still be checked
+    if "command" not in stages["pretrain"] and d["pretrain_steps"] is not None and \
+            os.path.basename(pretrained) != f"step-{d['pretrain_steps']}":
+        warn(f"the pretraining found in {pre} ended at {os.path.basename(pretrained)}, not at step "
+             f"{d['pretrain_steps']} (another run's settings): delete it and the korsts_* folders to redo them")
 
     results = {}
     for name, init in (("pretrained", ["--checkpoint", pretrained]), ("scratch", [])):
@@ -173,27 +190,29 @@ def main(argv=None):
         train_slice = ["--max_train_examples", str(args.max_train_examples)] if args.max_train_examples else []
         eval_slice = ["--max_eval_examples", str(args.max_eval_examples)] if args.max_eval_examples else []
         # batches of similar length: about half the time per epoch of random batches on KorSTS
-        run_stage(f"finetune_{name}", [py, "run_classifier.py", "--task_name", "korsts", "--data_dir", KORSTS,
-                                       *init, "--config_file", config, "--vocab_file", vocab, "--do_eval",
-                                       "--output_dir", ft, "--max_seq_length", "128",
-                                       "--train_batch_size", str(d["ft_batch"]), "--eval_batch_size", "64",
-                                       "--learning_rate", str(d["ft_lr"]), "--num_train_epochs", str(d["ft_epochs"]),
-                                       "--seeds", d["ft_seeds"], "--group_by_length",
-                                       "--amp", d["amp"], *cpu_flags, *train_slice, *eval_slice],
-                  os.path.join(ft, "seed_grid.json"), stages, logs)
+        stage(f"finetune_{name}", [py, "run_classifier.py", "--task_name", "korsts", "--data_dir", KORSTS,
+                                   *init, "--config_file", config, "--vocab_file", vocab, "--do_eval",
+                                   "--output_dir", ft, "--max_seq_length", "128",
+                                   "--train_batch_size", str(d["ft_batch"]), "--eval_batch_size", "64",
+                                   "--learning_rate", str(d["ft_lr"]), "--num_train_epochs", str(d["ft_epochs"]),
+                                   "--seeds", d["ft_seeds"], "--group_by_length",
+                                   "--amp", d["amp"], *cpu_flags, *train_slice, *eval_slice],
+              os.path.join(ft, "seed_grid.json"))
         with open(os.path.join(ft, "seed_grid.json"), encoding="utf-8") as f:
             results[name] = {"grid": json.load(f), "test": {}}
+        if sorted(results[name]["grid"]["seeds"], key=int) != [str(s) for s in sorted(seeds)]:
+            fail(f"{ft} holds the fine-tuning of seeds {', '.join(results[name]['grid']['seeds'])} (another run's), "
+                 f"not --ft_seeds {d['ft_seeds']}: delete it to fine-tune again")
         # every seed on test, not only the one best on dev: the rows are compared seed by seed
         for s in seeds:
             test_dir = os.path.join(ft, f"seed-{s}", "test")
-            run_stage(f"test_{name}_seed{s}", [py, "eval_classifier.py", "--task_name", "korsts", "--data_dir",
-                                               KORSTS, "--checkpoint", os.path.join(ft, f"seed-{s}", "best"),
-                                               "--output_dir", test_dir, "--eval_batch_size", "64", *cpu_flags,
-                                               *eval_slice],
-                      os.path.join(test_dir, "eval_results.json"), stages, logs)
+            stage(f"test_{name}_seed{s}", [py, "eval_classifier.py", "--task_name", "korsts", "--data_dir", KORSTS,
+                                           "--checkpoint", os.path.join(ft, f"seed-{s}", "best"),
+                                           "--output_dir", test_dir, "--eval_batch_size", "64", *cpu_flags,
+                                           *eval_slice],
+                  os.path.join(test_dir, "eval_results.json"))
             with open(os.path.join(test_dir, "eval_results.json"), encoding="utf-8") as f:
                 results[name]["test"][s] = json.load(f)
-    atomic_write_json(stages_path, stages)
     summary = _summarise(out, pre, results, seeds, stages, d, on_gpu)
     atomic_write_json(os.path.join(out, "results.json"), summary)
     _print_table(summary)
@@ -251,7 +270,7 @@ def _summarise(out, pre, results, seeds, stages, d, on_gpu):
     losses = [r["loss"] for r in rows if "loss" in r]
     plot_jsonl(os.path.join(pre, "log.jsonl"), ["loss", "mlm_loss", "sop_loss"],
                os.path.join(out, "pretrain_loss.png"), "pretraining loss")
-    _plot_dev_curves(out, ["pretrained", "scratch"], seeds, os.path.join(out, "finetune_dev.png"))
+    _plot_dev_curves(out, ["pretrained", "scratch"], seeds, d["ft_seeds"], os.path.join(out, "finetune_dev.png"))
     summary = {}
     for name, r in results.items():
         grid, test = r["grid"], r["test"]
@@ -259,17 +278,18 @@ def _summarise(out, pre, results, seeds, stages, d, on_gpu):
                              "best_epoch": grid["seeds"][str(s)].get("best_epoch"),
                              "test_spearman": test[s].get("spearman"), "test_pearson": test[s].get("pearson")}
                     for s in seeds}
-        summary[name] = {"spearman": _mean([v["test_spearman"] for v in per_seed.values()]),
-                         "spearman_std": _std([v["test_spearman"] for v in per_seed.values()]),
-                         "pearson": _mean([v["test_pearson"] for v in per_seed.values()]),
+        mean, std, n = mean_std(v["test_spearman"] for v in per_seed.values())
+        summary[name] = {"spearman": mean, "spearman_std": std, "n_seeds_in_mean": n,  # undefined ones left out
+                         "pearson": mean_std(v["test_pearson"] for v in per_seed.values())[0],
                          "dev_spearman_mean": grid.get("dev_spearman_mean"),
                          "dev_spearman_std": grid.get("dev_spearman_std"),
                          "best_seed_on_dev": grid.get("best_seed_on_dev"),
                          "test_spearman_of_best_seed_on_dev": test[grid["best_seed_on_dev"]].get("spearman"),
                          "seeds": per_seed}
-    diffs = {s: _sub(summary["pretrained"]["seeds"][s]["test_spearman"], summary["scratch"]["seeds"][s]["test_spearman"])
-             for s in summary["pretrained"]["seeds"]}
-    summary["pretrained_minus_scratch"] = {"test_spearman_per_seed": diffs, "mean": _mean(list(diffs.values()))}
+    pre_rows, scratch_rows = summary["pretrained"]["seeds"], summary["scratch"]["seeds"]
+    diffs = {s: None if None in (pre_rows[s]["test_spearman"], scratch_rows[s]["test_spearman"])
+             else pre_rows[s]["test_spearman"] - scratch_rows[s]["test_spearman"] for s in pre_rows}
+    summary["pretrained_minus_scratch"] = {"test_spearman_per_seed": diffs, "mean": mean_std(diffs.values())[0]}
     summary["pretraining"] = {
         "loss_start": losses[0] if losses else None, "loss_end": losses[-1] if losses else None,
         "steps": rows[-1].get("step") if rows else None, "max_steps": d["pretrain_steps"],
@@ -280,21 +300,7 @@ def _summarise(out, pre, results, seeds, stages, d, on_gpu):
     return summary
 
 
-def _mean(xs):
-    xs = [x for x in xs if x is not None and x == x]  # an undefined correlation (NaN) is left out
-    return statistics.mean(xs) if xs else None
-
-
-def _std(xs):
-    xs = [x for x in xs if x is not None and x == x]
-    return statistics.stdev(xs) if len(xs) > 1 else None
-
-
-def _sub(a, b):
-    return None if a is None or b is None else a - b
-
-
-def _plot_dev_curves(out, names, seeds, png):
+def _plot_dev_curves(out, names, seeds, seeds_text, png):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -306,8 +312,8 @@ def _plot_dev_curves(out, names, seeds, png):
             with open(path, encoding="utf-8") as f:
                 epochs = json.load(f).get("epochs", [])
             ax.plot([e["epoch"] for e in epochs], [e["spearman"] for e in epochs], marker="o", color=color,
-                    alpha=0.8, label=f"{name} (seeds {seeds[0]}-{seeds[-1]})" if len(seeds) > 1 and i == 0
-                    else name if i == 0 else None)
+                    alpha=0.8, label=None if i else f"{name} (seeds {seeds_text})")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("KorSTS dev Spearman")
     ax.grid(alpha=0.3)

@@ -75,15 +75,15 @@ def build_parser():
     return p
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
     seeds = []
     for part in text.split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
         if not m or (m[2] and int(m[2]) < int(m[1])):
-            raise ValueError(f"--seeds {text!r}: expected ranges and lists like 1-10 or 1,3,5")
+            raise ValueError(f"{flag} {text!r}: expected ranges and lists like 1-10 or 1,3,5")
         seeds += range(int(m[1]), int(m[2] or m[1]) + 1)
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text!r}: a seed appears twice")
+        raise ValueError(f"{flag} {text!r}: a seed appears twice")
     return seeds
 
 
@@ -396,15 +396,13 @@ def summarise_grid(runs: dict, task) -> dict:
     """Every seed's best dev score, mean and std over seeds, and which seed was best on dev (ties: lowest seed)."""
     per_seed = {str(s): {"best_epoch": r["best_epoch"], **(r["best"] or {})} for s, r in runs.items()}
     scores = np.array([cls_data.score_for_selection(r["best"], task) for r in runs.values()])
-    finite = scores[np.isfinite(scores)]
+    mean, std, n = cls_data.mean_std(scores)
     best_seed = list(runs)[int(np.argmax(scores))]
     summary = {"task_name": task.name, "main_metric": task.main_metric, "metric_scale": "x100",
                "selection": f"seed with the highest best-epoch dev {task.main_metric}", "seeds": per_seed,
-               "n_seeds": len(runs), "n_seeds_in_mean": len(finite),  # an undefined correlation is left out
-               f"dev_{task.main_metric}_mean": float(finite.mean()) if len(finite) else None,
-               f"dev_{task.main_metric}_std": float(finite.std(ddof=1)) if len(finite) > 1 else None,
+               "n_seeds": len(runs), "n_seeds_in_mean": n,  # an undefined correlation is left out
+               f"dev_{task.main_metric}_mean": mean, f"dev_{task.main_metric}_std": std,
                "best_seed_on_dev": best_seed, "best_dev": runs[best_seed]["best"]}
-    mean, std = summary[f"dev_{task.main_metric}_mean"], summary[f"dev_{task.main_metric}_std"]
     print(f"seed grid: dev {task.main_metric} " + ", ".join(f"seed {s} {v:.2f}" for s, v in zip(runs, scores))
           + (f"; mean {mean:.2f} +- {std:.2f}" if std is not None else "") + f"; best on dev: seed {best_seed}",
           flush=True)

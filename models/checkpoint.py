@@ -340,7 +340,8 @@ def checkpoint_tokenizer_vocab(path: str) -> list[str] | None:
     file = os.path.join(path, "tokenizer.json")
     if not (os.path.isdir(path) and os.path.isfile(file)):
         return None
-    model = read_json_object(file).get("model")
+    tokenizer = read_json_object(file)
+    model = tokenizer.get("model")
     kind = model.get("type") if isinstance(model, dict) else None
     vocab = model.get("vocab") if isinstance(model, dict) else None
     if kind != "WordPiece" or not isinstance(vocab, dict):
@@ -349,6 +350,15 @@ def checkpoint_tokenizer_vocab(path: str) -> list[str] | None:
     if not all(type(i) is int for i in ids) or sorted(ids) != list(range(len(ids))):
         raise ValueError(f"{file}: model.vocab ids are not 0..{len(vocab) - 1}, each once")
     tokens = sorted(vocab, key=vocab.get)
+    # tokens added after training (tokenizer.add_tokens) live only in added_tokens; transformers cuts them out of
+    # the text before WordPiece, which a vocab.txt cannot say: ours would tokenise that text differently
+    added = [a for a in tokenizer.get("added_tokens") or [] if isinstance(a, dict)]
+    extra = [a for a in added if not (type(a.get("id")) is int and 0 <= a["id"] < len(tokens)
+                                      and tokens[a["id"]] == a.get("content"))]
+    if extra:
+        raise ValueError(f"{file}: {len(extra)} added token(s) outside model.vocab (first: {extra[0].get('content')!r}, "
+                         f"id {extra[0].get('id')}); tokens added after training are not supported (a vocab.txt "
+                         "cannot mark them to be matched before WordPiece)")
     bad = [t for t in tokens if "\n" in t or "\r" in t]
     if bad:
         raise ValueError(f"{file}: token {bad[0]!r} has a line break; a vocab.txt cannot hold it")

@@ -3,12 +3,14 @@ task classes, transformers 5's tokenizer.json without a vocab.txt, and its token
 read by the fine-tuning and evaluation scripts as they are."""
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 import convert_checkpoint
 from helpers import tiny_batch, tiny_config
+from models.checkpoint import checkpoint_tokenizer_vocab
 from models.modeling import BertForPreTraining, checkpoint_config, load_checkpoint
 
 transformers = pytest.importorskip("transformers")
@@ -153,3 +155,53 @@ def test_hf_tokenizer_json_with_holes_and_no_vocab_at_all(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("warning: ") and "has no vocab" in err and "\n" not in err
     assert sorted(os.listdir(tmp_path / "o2")) == ["config.json", "model.safetensors"]
+
+
+def test_hf_tokens_added_after_training_are_refused(tmp_path, capsys):
+    """tokenizer.add_tokens puts a token in tokenizer.json's added_tokens only, and transformers cuts it out of the
+    text before WordPiece: a vocab.txt cannot carry that, so such a directory is refused in one line, by the
+    converter and by the scripts that read it directly; the special tokens (also listed there) are not a reason."""
+    import eval_classifier
+    from helpers import text_lines, tiny_model_files
+    vocab, _, _ = tiny_model_files(tmp_path, "\n".join(text_lines("unlabeled_comments_5.txt", 0, 3000)), 600)
+    with open(vocab, encoding="utf-8") as f:
+        n = len(f.read().splitlines())
+    tok = transformers.BertTokenizer(vocab, do_lower_case=False)
+    plain = tmp_path / "plain"
+    tok.save_pretrained(plain)
+    if os.path.exists(plain / "vocab.txt"):
+        pytest.skip("this transformers writes vocab.txt itself")
+    assert checkpoint_tokenizer_vocab(str(plain)) == Path(vocab).read_text(encoding="utf-8").splitlines()
+    assert tok.add_tokens(["신조어"]) == 1
+    assert tok.tokenize("신조어가") == ["신조어", "가"]  # cut out first: "가" starts a word, not "##가"
+    _, path = hf_saved(tmp_path, "BertForSequenceClassification", "hf", num_labels=1, vocab_size=n + 1)
+    tok.save_pretrained(path)
+    capsys.readouterr()
+    want = f"tokenizer.json: 1 added token(s) outside model.vocab (first: '신조어', id {n})"
+    with pytest.raises(SystemExit):
+        convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "ours"), "--to", "ours"])
+    err = capsys.readouterr().err.strip()
+    assert want in err and "\n" not in err and not (tmp_path / "ours").exists()
+    with pytest.raises(SystemExit):
+        eval_classifier.main(["--task_name", "korsts", "--data_dir", "data/korsts", "--checkpoint", path,
+                              "--max_eval_examples", "8", "--no_cuda"])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --checkpoint {path}: ") and want in err and "\n" not in err
+
+
+def test_added_tokens_must_be_the_vocab_entries_they_name(tmp_path):
+    """added_tokens that repeat model.vocab's entries (the special tokens, as transformers writes them) are fine;
+    one whose id holds another token, or a negative id, is refused like a token past the end."""
+    import json
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "서울", "##에서"])}
+
+    def write(added):
+        (tmp_path / "tokenizer.json").write_text(json.dumps(
+            {"model": {"type": "WordPiece", "vocab": vocab}, "added_tokens": added}), encoding="utf-8")
+        return str(tmp_path)
+
+    special = [{"id": i, "content": t, "special": True} for t, i in vocab.items() if t.startswith("[")]
+    assert checkpoint_tokenizer_vocab(write(special)) == list(vocab)
+    for bad in ({"id": 5, "content": "부산"}, {"id": -1, "content": "##에서"}):
+        with pytest.raises(ValueError, match=f"1 added token\\(s\\) outside model.vocab \\(first: '{bad['content']}'"):
+            checkpoint_tokenizer_vocab(write(special + [bad]))

@@ -11,14 +11,15 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import quickstart  # noqa: E402
-SMOKE = ["--max_corpus_mb", "0.3", "--vocab_size", "2000", "--pretrain_steps", "20", "--ft_epochs", "1", "--ft_seeds", "1-2",
-         "--max_train_examples", "96", "--max_eval_examples", "64", "--device", "cpu"]
+SMOKE = ["--max_corpus_mb", "0.3", "--vocab_size", "2000", "--ft_epochs", "1", "--max_train_examples", "96",
+         "--max_eval_examples", "64", "--device", "cpu"]
 
 
-def run_quickstart(out):
+def run_quickstart(out, steps=20, seeds="1-2"):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "quickstart.py", "--output_dir", str(out), *SMOKE], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "quickstart.py", "--output_dir", str(out), *SMOKE, "--pretrain_steps",
+                           str(steps), "--ft_seeds", seeds], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
 
 
 def test_quickstart_smoke_and_cache(tmp_path):
@@ -33,9 +34,10 @@ def test_quickstart_smoke_and_cache(tmp_path):
     for path in paths:
         assert (out / path).exists(), path
     res = json.loads((out / "results.json").read_text())
+    tested = {}
     for name in ("pretrained", "scratch"):
-        tests = [json.loads((out / f"korsts_{name}" / f"seed-{s}" / "test" / "eval_results.json").read_text())
-                 for s in (1, 2)]
+        tests = tested[name] = [json.loads((out / f"korsts_{name}" / f"seed-{s}" / "test" / "eval_results.json")
+                                           .read_text()) for s in (1, 2)]
         assert all(t["examples"] == 64 and t["checkpoint"].endswith(f"seed-{s}/best") for s, t in zip((1, 2), tests))
         assert [v["test_spearman"] for v in res[name]["seeds"].values()] == [t["spearman"] for t in tests]
         assert res[name]["spearman"] == pytest.approx(statistics.mean(t["spearman"] for t in tests))
@@ -45,15 +47,15 @@ def test_quickstart_smoke_and_cache(tmp_path):
         best = grid["best_seed_on_dev"]
         assert res[name]["test_spearman_of_best_seed_on_dev"] == tests[best - 1]["spearman"]
     diff = res["pretrained_minus_scratch"]["test_spearman_per_seed"]
-    assert diff == {s: res["pretrained"]["seeds"][s]["test_spearman"] - res["scratch"]["seeds"][s]["test_spearman"]
-                    for s in ("1", "2")}
+    assert diff == {str(s): p["spearman"] - c["spearman"]
+                    for s, p, c in zip((1, 2), tested["pretrained"], tested["scratch"])}
     # a step count, not a time budget, ended pretraining: exactly that many steps
     assert res["pretraining"]["steps"] == 20 and res["pretraining"]["loss_start"] > 0
     # the "pretrained" row really started from the pretraining checkpoint, the control from nothing
     pre_args = json.loads((out / "korsts_pretrained" / "seed_grid.json").read_text())["args"]
     scratch_args = json.loads((out / "korsts_scratch" / "seed_grid.json").read_text())["args"]
     assert pre_args["checkpoint"].endswith("pretrain/checkpoints/step-20") and scratch_args["checkpoint"] is None
-    assert pre_args["seeds"] == scratch_args["seeds"] == "1-2"
+    assert pre_args["seeds"] == scratch_args["seeds"] == "1-2" and pre_args["group_by_length"]
     stages = {"vocab", "shards", "pretrain", "finetune_pretrained", "finetune_scratch"}
     stages |= {f"test_{name}_seed{s}" for name in ("pretrained", "scratch") for s in (1, 2)}
     assert set(res["stages_seconds"]) == stages
@@ -64,6 +66,24 @@ def test_quickstart_smoke_and_cache(tmp_path):
     assert again.stdout.count("cached") == len(stages)
     assert os.path.getmtime(out / "shards" / "meta.json") == shards_mtime
     assert json.loads((out / "results.json").read_text())["pretrained"] == res["pretrained"]
+    assert "warning" not in again.stderr
+
+    # a stage cached from another command line is used, but not silently
+    other = run_quickstart(out, steps=30)
+    assert other.returncode == 0 and other.stdout.count("cached") == len(stages)
+    assert "stage 'pretrain' is cached from another command line (before: python run_pretraining.py" in other.stderr
+    assert "--max_steps 20" in other.stderr and other.stderr.count("warning") == 1
+    # a folder of an older quickstart, which recorded no command lines: its step count is checked
+    stage_file = out / "stages.json"
+    stage_file.write_text(json.dumps({k: {"seconds": 1.0} for k in stages}))
+    older = run_quickstart(out, steps=30)
+    assert older.returncode == 0
+    assert "ended at step-20, not at step 30 (another run's settings)" in older.stderr
+    # other seeds than the cached fine-tuning holds: one line, not a crash in a later stage
+    proc = run_quickstart(out, seeds="1-3")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().endswith("holds the fine-tuning of seeds 1, 2 (another run's), not --ft_seeds 1-3: "
+                                        "delete it to fine-tune again")
 
 
 def test_pretraining_stops_by_steps_or_by_wall_time():
@@ -75,7 +95,8 @@ def test_pretraining_stops_by_steps_or_by_wall_time():
 
 @pytest.mark.parametrize("argv, message", [
     (["--pretrain_steps", "5", "--budget_minutes", "1"], "not allowed with argument"),
-    (["--pretrain_steps", "0"], "--pretrain_steps and --budget_minutes must be positive"),
+    (["--pretrain_steps", "0"], "--pretrain_steps 0: must be at least 1"),
+    (["--budget_minutes", "0"], "--budget_minutes 0.0: must be positive"),
     (["--ft_seeds", "1-x"], "--ft_seeds '1-x': expected ranges and lists like 1-10 or 1,3,5"),
 ])
 def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, argv, message):
