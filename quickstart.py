@@ -138,9 +138,9 @@ def main(argv=None):
     os.makedirs(logs, exist_ok=True)
     stages_path = os.path.join(out, "stages.json")
     stages = json.load(open(stages_path, encoding="utf-8")) if os.path.exists(stages_path) else {}
-    names = ["vocab", "shards", "pretrain"] + [f"{kind}_{row}{f'_seed{s}' if kind == 'test' else ''}"
-                                               for row in ("pretrained", "scratch") for kind in ("finetune", "test")
-                                               for s in (seeds if kind == "test" else [None])]
+    rows = ("pretrained", "scratch")
+    names = {"vocab", "shards", "pretrain"} | {f"finetune_{row}" for row in rows} | {
+        f"test_{row}_seed{s}" for row in rows for s in seeds}
     stages = {k: v for k, v in stages.items() if k in names}  # an earlier version's or seed list's stages
 
     def stage(name, cmd, done_marker):
@@ -185,7 +185,7 @@ def main(argv=None):
              f"{d['pretrain_steps']} (another run's settings): delete it and the korsts_* folders to redo them")
 
     results = {}
-    for name, init in (("pretrained", ["--checkpoint", pretrained]), ("scratch", [])):
+    for name, init in zip(rows, (["--checkpoint", pretrained], [])):
         ft = os.path.join(out, f"korsts_{name}")
         train_slice = ["--max_train_examples", str(args.max_train_examples)] if args.max_train_examples else []
         eval_slice = ["--max_eval_examples", str(args.max_eval_examples)] if args.max_eval_examples else []
@@ -286,9 +286,10 @@ def _summarise(out, pre, results, seeds, stages, d, on_gpu):
                          "best_seed_on_dev": grid.get("best_seed_on_dev"),
                          "test_spearman_of_best_seed_on_dev": test[grid["best_seed_on_dev"]].get("spearman"),
                          "seeds": per_seed}
-    pre_rows, scratch_rows = summary["pretrained"]["seeds"], summary["scratch"]["seeds"]
-    diffs = {s: None if None in (pre_rows[s]["test_spearman"], scratch_rows[s]["test_spearman"])
-             else pre_rows[s]["test_spearman"] - scratch_rows[s]["test_spearman"] for s in pre_rows}
+    diffs = {}
+    for s in map(str, seeds):
+        a, b = (summary[name]["seeds"][s]["test_spearman"] for name in ("pretrained", "scratch"))
+        diffs[s] = None if a is None or b is None else a - b
     summary["pretrained_minus_scratch"] = {"test_spearman_per_seed": diffs, "mean": mean_std(diffs.values())[0]}
     summary["pretraining"] = {
         "loss_start": losses[0] if losses else None, "loss_end": losses[-1] if losses else None,
