@@ -265,11 +265,13 @@ def convert_examples(examples: list[Example], tokenizer, cls_id: int, sep_id: in
     return features
 
 
-def collate(features: list[dict], pad_id: int, regression: bool) -> dict:
-    """Pad to the longest sequence in the batch (not max_seq_length): most pairs are far shorter than 128."""
+def collate(features: list[dict], pad_id: int, regression: bool, multiple: int = 1, limit: int = 0) -> dict:
+    """Pad to the longest sequence in the batch (not max_seq_length): most pairs are far shorter than 128.
+    multiple > 1 rounds that width up to a multiple, at most limit (train_utils.round_width)."""
     import torch  # see module docstring: keeps readers/metrics torch-free
+    from train_utils import round_width
 
-    width = max(len(f["input_ids"]) for f in features)
+    width = round_width(max(len(f["input_ids"]) for f in features), multiple, limit)
     input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
     token_type_ids = torch.zeros((len(features), width), dtype=torch.long)
     attention_mask = torch.zeros((len(features), width), dtype=torch.long)
@@ -288,13 +290,16 @@ def length_order(features: list[dict]) -> list[int]:
     return sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
 
 
-def eval_batches(features: list[dict], batch_size: int, pad_id: int, regression: bool) -> tuple[list[dict], list]:
+def eval_batches(features: list[dict], batch_size: int, pad_id: int, regression: bool, multiple: int = 1,
+                 limit: int = 0) -> tuple[list[dict], list]:
     """Padded evaluation batches sorted by length (length_order), and the labels in that order.
 
     Sorting keeps padding (and CPU time) small; the metrics only need each prediction paired with its label.
+    multiple, limit: as in collate.
     """
     feats = [features[i] for i in length_order(features)]
-    batches = [collate(feats[i:i + batch_size], pad_id, regression) for i in range(0, len(feats), batch_size)]
+    batches = [collate(feats[i:i + batch_size], pad_id, regression, multiple, limit)
+               for i in range(0, len(feats), batch_size)]
     return batches, [f["label"] for f in feats]
 
 

@@ -38,7 +38,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p, max_seq_length=None)  # None: from the checkpoint's task.json
     tu.add_model_args(p)
-    tu.add_runtime_args(p)
+    tu.add_pad_multiple_arg(tu.add_runtime_args(p))
     p.add_argument("--eval_file", default=None, help="TSV to evaluate instead of the task's test file")
     return p
 
@@ -127,7 +127,8 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))
 
-    batches, labels = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression)
+    batches, labels = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression,
+                                            tu.pad_multiple(args, rt.device), max_seq_length)
     logits = cls_data.predict(model.to(rt.device), batches, rt.device)
     metrics = cls_data.compute_metrics(task, logits, labels)
 

@@ -34,7 +34,7 @@ from models.modeling import BertForQuestionAnswering, load_checkpoint
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_model_args(p)
-    tu.add_runtime_args(p)
+    tu.add_pad_multiple_arg(tu.add_runtime_args(p))
     qa_data.add_qa_args(p)
     g = p.add_argument_group("evaluation")
     g.add_argument("--score_only", action="store_true",
@@ -75,11 +75,11 @@ def load_qa_features(path, is_training, max_examples, args, config, vocab_file, 
     return examples, feats
 
 
-def predict_logits(model, feats, batch_size, rt):
+def predict_logits(model, feats, batch_size, rt, multiple: int = 1):
     """Start/end logits [N, T] (float32) of every window; positions past a window's end hold -1e4.
 
     Each rank scores a contiguous shard; windows are batched by length and each batch is cut to its longest
-    window, so short contexts do not pay for max_seq_length.
+    window (rounded up to a multiple: train_utils.round_width), so short contexts do not pay for max_seq_length.
     """
     n, T = feats.input_ids.shape
     shard = np.array_split(np.arange(n), rt.world_size)[rt.rank]
@@ -91,7 +91,7 @@ def predict_logits(model, feats, batch_size, rt):
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             local = order[b:b + batch_size]
-            rows, width = shard[local], int(lengths[local].max())
+            rows, width = shard[local], tu.round_width(int(lengths[local].max()), multiple, T)
             batch = tu.batch_to_device({k: torch.from_numpy(getattr(feats, k)[rows, :width])
                                         for k in ("input_ids", "token_type_ids", "attention_mask")}, rt.device,
                                        torch.long)
@@ -224,7 +224,7 @@ def main(argv=None):
         tu.fail(str(e))
 
     t0 = time.time()
-    start, end = predict_logits(model.to(rt.device), feats, args.batch_size, rt)
+    start, end = predict_logits(model.to(rt.device), feats, args.batch_size, rt, tu.pad_multiple(args, rt.device))
     if not rt.is_main:
         tu.cleanup_runtime(rt)
         return {}

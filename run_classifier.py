@@ -67,6 +67,7 @@ def build_parser():
     g.add_argument("--seeds", default=None, help="seed grid, e.g. 1-10 or 1,3,5: one run per seed, best on dev wins")
     g.add_argument("--logging_steps", type=int, default=50)
     tu.add_group_by_length_arg(g)
+    tu.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
     # the release's apex flags, accepted so its command lines still run; native AMP has no opt levels and scales
     # the fp16 loss dynamically
@@ -94,7 +95,8 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
     DistributedSampler also with one process: the permutation then does not depend on the number of GPUs, so
     one optimizer step sees the same examples on 1 or N GPUs (given the same --train_batch_size).
     """
-    collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression)
+    collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression,
+                                multiple=tu.pad_multiple(args, rt.device), limit=args.max_seq_length)
     if args.group_by_length:
         sampler = tu.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
                                                rt.world_size)
@@ -306,7 +308,8 @@ def load_data(args, task, rt) -> dict:
             print(f"{split}: {len(feats)} examples from {', '.join(cls_data.resolve_files(args, task, split))}"
                   f" ({n_trunc} truncated to {args.max_seq_length} tokens)", flush=True)
         if split != "train":
-            data[f"{split}_eval"] = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression)
+            data[f"{split}_eval"] = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression,
+                                                          tu.pad_multiple(args, rt.device), args.max_seq_length)
     return data
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import glob
 import math
 import os
@@ -67,6 +68,7 @@ def build_parser():
                                              "epoch; that is the default whenever --predict_file is given "
                                              "(true then requires it), false skips it")
     tu.add_group_by_length_arg(g)
+    tu.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
     return p
 
@@ -126,7 +128,7 @@ def save_dir_atomically(model, out_dir: str, name: str, vocab_file: str, meta: d
 def evaluate_epoch(model, dev, args, rt, ckpt_dir):
     """Dev predictions and EM/F1 of the current model, written next to the epoch's checkpoint (rank 0)."""
     examples, feats = dev
-    start, end = predict_logits(model, feats, args.batch_size, rt)
+    start, end = predict_logits(model, feats, args.batch_size, rt, tu.pad_multiple(args, rt.device))
     if not rt.is_main:
         return None
     predictions, nbest, _ = qa_data.postprocess_predictions(examples, feats, start, end, args.n_best_size,
@@ -137,12 +139,12 @@ def evaluate_epoch(model, dev, args, rt, ckpt_dir):
     return metrics
 
 
-def collate_trimmed(rows):
-    """Training rows stacked and cut to the batch's longest window. Cut here, in the loader, the batch is contiguous
-    when pinned, so its copy to the GPU does not wait for the GPU (a slice of a pinned batch is copied through
-    pageable memory)."""
+def collate_trimmed(rows, multiple: int = 1):
+    """Training rows stacked and cut to the batch's longest window, rounded up to a multiple (train_utils.round_width).
+    Cut here, in the loader, the batch is contiguous when pinned, so its copy to the GPU does not wait for the GPU
+    (a slice of a pinned batch is copied through pageable memory)."""
     ids, types, mask, start_pos, end_pos = default_collate(rows)
-    width = int(mask.sum(1).max())
+    width = tu.round_width(int(mask.sum(1).max()), multiple, ids.size(1))
     return ids[:, :width].contiguous(), types[:, :width].contiguous(), mask[:, :width].contiguous(), start_pos, end_pos
 
 
@@ -185,16 +187,17 @@ def main(argv=None):
     dataset = TensorDataset(*(torch.from_numpy(a) for a in (train.input_ids, train.token_type_ids,
                                                             train.attention_mask, train.start_positions,
                                                             train.end_positions)))
+    collate = functools.partial(collate_trimmed, multiple=tu.pad_multiple(args, rt.device))
     if args.group_by_length:
         sampler = tu.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
                                                rt.world_size)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
-                            collate_fn=collate_trimmed, pin_memory=rt.device.type == "cuda")
+                            collate_fn=collate, pin_memory=rt.device.type == "cuda")
     else:
         sampler = (DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=args.seed)
                    if rt.distributed else RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed)))
         loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=args.num_workers,
-                            collate_fn=collate_trimmed, pin_memory=rt.device.type == "cuda")
+                            collate_fn=collate, pin_memory=rt.device.type == "cuda")
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))

@@ -196,6 +196,29 @@ def add_group_by_length_arg(group):
                             "padding, faster epochs; the batches still come in random order")
 
 
+def add_pad_multiple_arg(group):
+    group.add_argument("--pad_to_multiple_of", type=int, default=None, metavar="N",
+                       help="round each batch's width (its longest row) up to a multiple of N, at most "
+                            "max_seq_length; default 8 on a GPU, 1 on the CPU. On a GPU every new batch shape "
+                            "costs a new attention plan, so fewer widths are cheaper than less padding")
+
+
+def pad_multiple(args, device: torch.device) -> int:
+    """--pad_to_multiple_of, resolved: the CPU gains nothing from padding, a GPU gains from fewer shapes."""
+    n = getattr(args, "pad_to_multiple_of", None)
+    if n is None:
+        return 8 if device.type == "cuda" else 1
+    if n < 1:
+        fail(f"--pad_to_multiple_of {n}: must be a positive whole number")
+    return n
+
+
+def round_width(longest: int, multiple: int, limit: int) -> int:
+    """A batch's width: its longest row rounded up to a multiple, but never past limit (max_seq_length), and
+    never below the longest row."""
+    return max(longest, min(-(-longest // multiple) * multiple, limit))
+
+
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):
     """Batches of similar length, so a batch cut to its longest row carries little padding; random otherwise.
 

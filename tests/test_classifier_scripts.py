@@ -140,6 +140,19 @@ def test_eval_classifier_from_self_describing_checkpoint(korsts_run, capsys, tmp
     assert {k: dev[k] for k in ("pearson", "spearman")} == results["best"]
 
 
+def test_eval_widths_rounded_to_a_multiple_predict_the_same(korsts_run, tmp_path):
+    # every batch widened to a multiple of 48 (at most 128): the extra positions are masked keys. The scores agree
+    # to float rounding (2e-7 here; unmasked, the padding moves them by 7e-4), not the metrics: this model's
+    # scores lie within 1e-3 of each other, so rounding alone can swap ranks
+    out, _ = korsts_run
+    scores = {}
+    for n in ("1", "48"):
+        eval_classifier.main(eval_argv(out / "best", "korsts", "--pad_to_multiple_of", n, "--output_dir",
+                                       str(tmp_path / n)))
+        scores[n] = np.array([float(r[2]) for r in read_predictions(tmp_path / n / "predictions.tsv")])
+    assert len(scores["1"]) == 100 and np.abs(scores["48"] - scores["1"]).max() < 1e-5
+
+
 def test_eval_classifier_release_command_line(korsts_run):
     out, results = korsts_run
     argv = ["--data_dir", STS_DIR, "--task_name", "korsts", "--config_file", str(out / "best" / "config.json"),
@@ -258,18 +271,23 @@ def test_group_by_length_trains_on_less_padding(env, tmp_path, monkeypatch):
         if self.training:
             mask = k.get("attention_mask")  # a batch of full rows comes without one
             fed.setdefault(key[0], []).append((input_ids.numel(), input_ids.numel() if mask is None
-                                               else int(mask.sum())))
+                                               else int(mask.sum()), input_ids.shape[1]))
         return forward(self, input_ids, *a, **k)
     monkeypatch.setattr(run_classifier.BertForSequenceClassification, "forward", spy)
     key = ["random"]
     run_classifier.main(train_argv(env, tmp_path / "random", n_train=160, epochs=2))
     key[0] = "grouped"
     r = run_classifier.main(train_argv(env, tmp_path / "grouped", "--group_by_length", n_train=160, epochs=2))
-    real = {k: sum(n for _, n in v) for k, v in fed.items()}
-    padded = {k: sum(n for n, _ in v) for k, v in fed.items()}
-    assert real["grouped"] == real["random"]  # 160 = 10 full batches of 16: the same pairs, once per epoch
+    key[0] = "rounded"
+    run_classifier.main(train_argv(env, tmp_path / "rounded", "--group_by_length", "--pad_to_multiple_of", "8",
+                                   n_train=160, epochs=2))
+    real = {k: sum(n for _, n, _ in v) for k, v in fed.items()}
+    padded = {k: sum(n for n, _, _ in v) for k, v in fed.items()}
+    assert real["grouped"] == real["random"] == real["rounded"]  # 160 = 10 full batches of 16, once per epoch
     assert padded["grouped"] < 0.8 * padded["random"]
     assert len(fed["grouped"]) == r["total_steps"] == 20
+    # --pad_to_multiple_of reaches the training batches: each as wide as grouped's, rounded up to a multiple of 8
+    assert [w for *_, w in fed["rounded"]] == [-(-w // 8) * 8 for *_, w in fed["grouped"]]
 
 
 # ------------------------------------------------------------------------------------------- seeds, determinism
@@ -356,7 +374,7 @@ def test_ranks_get_the_same_micro_batch_sizes():
             sizes = []
             for rank in range(world):
                 rt = SimpleNamespace(rank=rank, world_size=world, device=torch.device("cpu"))
-                args = SimpleNamespace(group_by_length=grouped, num_workers=0)
+                args = SimpleNamespace(group_by_length=grouped, num_workers=0, max_seq_length=16)
                 loader, sampler = run_classifier.make_train_loader(feats, 4, 0, task, rt, args, seed=3)
                 sampler.set_epoch(1)
                 sizes.append([len(b["labels"]) for b in loader])

@@ -234,6 +234,17 @@ def test_collate_pads_to_longest_in_batch():
     assert cls_data.collate([dict(feats[0], label=2)], 0, regression=False)["labels"].dtype.is_floating_point is False
 
 
+def test_collate_rounds_the_width_up_to_a_multiple_within_the_limit():
+    feats = [{"input_ids": [2, 5, 3, 6, 3], "token_type_ids": [0, 0, 0, 1, 1], "label": 1.5},
+             {"input_ids": [2, 3, 7, 3], "token_type_ids": [0, 0, 1, 1], "label": 4.0}]
+    b = cls_data.collate(feats, pad_id=0, regression=True, multiple=4, limit=16)
+    assert b["input_ids"].tolist() == [[2, 5, 3, 6, 3, 0, 0, 0], [2, 3, 7, 3, 0, 0, 0, 0]]
+    assert b["attention_mask"].tolist() == [[1] * 5 + [0] * 3, [1] * 4 + [0] * 4]
+    assert cls_data.collate(feats, 0, True, multiple=4, limit=6)["input_ids"].shape == (2, 6)  # max_seq_length caps
+    batches, labels = cls_data.eval_batches(feats, 1, 0, True, multiple=4, limit=16)
+    assert [b["input_ids"].shape[1] for b in batches] == [4, 8] and labels == [4.0, 1.5]
+
+
 # ---------------------------------------------------------------------------------------------------------- metrics
 
 def test_accuracy_hand_computed():

@@ -3,6 +3,7 @@
 The overfit test is the functional proof: a model that memorises a handful of questions must get EM 100 through
 the whole path (features -> training labels -> logits -> n-best post-processing -> official metric).
 """
+import functools
 import json
 import os
 import sys
@@ -118,6 +119,27 @@ def test_eval_qa_reproduces_run_qa_predictions_and_score_only(env, trained, caps
     assert json.loads(last) == {"exact_match": results["exact_match"], "f1": results["f1"]}
 
 
+def test_widths_rounded_to_a_multiple_predict_the_same(env, trained, monkeypatch):
+    # padded positions are masked keys: widening every batch to a multiple of 48 (capped at 128) moves no logit of
+    # a real position beyond float rounding (with the padding unmasked they move by far more) and no answer
+    out, _ = trained
+    logits, predict = {}, eval_qa.predict_logits
+
+    def spy(model, feats, batch_size, rt, multiple=1):
+        logits[multiple] = predict(model, feats, batch_size, rt, multiple), feats.attention_mask.astype(bool)
+        return logits[multiple][0]
+    monkeypatch.setattr(eval_qa, "predict_logits", spy)
+    for n in ("1", "48"):
+        eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", env["eval"], "--max_seq_length", "128",
+                      "--doc_stride", "64", "--max_query_length", "32", "--batch_size", "16", "--output_dir",
+                      str(env["dir"] / f"eval_pad{n}"), "--no_cuda", "--pad_to_multiple_of", n])
+    (plain, real), (rounded, _) = logits[1], logits[48]
+    for a, b in zip(plain, rounded):  # start, then end logits
+        assert abs(a[real] - b[real]).max() < 1e-5
+    preds = json.load(open(env["dir"] / "eval_pad48" / "predictions.json", encoding="utf-8"))
+    assert preds == json.load(open(out / "epoch-1" / "predictions.json", encoding="utf-8"))
+
+
 def test_same_seed_gives_identical_run(env, trained):
     out_a, results_a = trained
     out_b = env["dir"] / "run_b"
@@ -190,6 +212,10 @@ def test_group_by_length_trains_on_less_padding(env, trained, monkeypatch):
     run_qa.main(train_argv(env, env["dir"] / "len_random"))
     key[0] = "grouped"
     results = run_qa.main(train_argv(env, env["dir"] / "len_grouped", "--group_by_length"))
+    key[0] = "rounded"
+    run_qa.main(train_argv(env, env["dir"] / "len_rounded", "--group_by_length", "--pad_to_multiple_of", "24"))
+    # --pad_to_multiple_of reaches the training batches: grouped's widths rounded up to 24s, at most 128
+    assert [s[1] for s, _ in widths.pop("rounded")] == [min(-(-s[1] // 24) * 24, 128) for s, _ in widths["grouped"]]
     real = {k: sum(n for _, n in v) for k, v in widths.items()}
     fed = {k: sum(s[0] * s[1] for s, _ in v) for k, v in widths.items()}
     # the same windows (grouping repeats a few to fill its last batch), in batches that carry less padding
@@ -448,6 +474,8 @@ def test_training_batches_are_cut_to_their_longest_window_in_the_loader():
     data = TensorDataset(*(torch.from_numpy(a) for a in (ids, ids % 2, mask, np.arange(6), np.arange(6) + 1)))
     batches = list(DataLoader(data, batch_size=3, collate_fn=run_qa.collate_trimmed))
     assert [b[0].shape for b in batches] == [(3, 9), (3, 12)]  # each batch's own longest window
+    rounded = DataLoader(data, batch_size=3, collate_fn=functools.partial(run_qa.collate_trimmed, multiple=8))
+    assert [b[0].shape for b in rounded] == [(3, 16), (3, 16)]  # 9 -> 16; 12 -> 16, the stored width caps it
     for k, (i, t, m, s, e) in enumerate(batches):
         assert all(x.is_contiguous() and x.dtype == y.dtype for x, y in zip((i, t, m), (data.tensors[:3])))
         assert torch.equal(i, data.tensors[0][3 * k:3 * k + 3, :i.shape[1]]) and m.sum() == mask[3 * k:3 * k + 3].sum()

@@ -119,3 +119,24 @@ def test_rng_state_keeps_this_gpus_generator_only(monkeypatch):
     assert int(gpus[1][0]) == 3  # an earlier version's list: this GPU's entry
     train_utils.set_rng_state_portable(state | {"cuda": [torch.tensor([1], dtype=torch.uint8)]})
     assert int(gpus[1][0]) == 3  # saved where fewer GPUs were visible: left as it is, no IndexError
+
+
+def test_round_width_rounds_up_within_max_seq_length():
+    assert [train_utils.round_width(n, 8, 128) for n in (1, 7, 8, 9, 70, 121, 128)] == [8, 8, 8, 16, 72, 128, 128]
+    assert train_utils.round_width(70, 1, 128) == 70  # 1: the longest row, as before
+    assert train_utils.round_width(126, 8, 126) == 126  # never past max_seq_length ...
+    assert train_utils.round_width(130, 8, 128) == 130  # ... and never below the longest row
+
+
+def test_pad_multiple_defaults_to_8_on_a_gpu_only(capsys):
+    class Args:
+        pad_to_multiple_of = None
+    args = Args()
+    assert train_utils.pad_multiple(args, torch.device("cpu")) == 1
+    assert train_utils.pad_multiple(args, torch.device("cuda")) == 8
+    args.pad_to_multiple_of = 64
+    assert train_utils.pad_multiple(args, torch.device("cpu")) == 64
+    args.pad_to_multiple_of = 0
+    with pytest.raises(SystemExit) as e:
+        train_utils.pad_multiple(args, torch.device("cpu"))
+    assert e.value.code == 2 and "--pad_to_multiple_of 0" in capsys.readouterr().err
