@@ -152,6 +152,30 @@ def time_interleaved(steps: dict, warmup: int, n: int, sync, stat=statistics.med
     return ({name: 1.0 / stat(t) for name, t in wall.items()}, {name: 1.0 / stat(t) for name, t in cpu.items()})
 
 
+def profile_steps(steps: dict, n: int, sync, gpu: bool, top: int = 12) -> dict:
+    """n more steps of each contender under torch.profiler: the top ops by self time on the device (the CPU when
+    there is no GPU) and, per step, the device's busy time against the wall time. Busy well below wall means the
+    GPU waits for the host (launch-bound): fusing or compiling helps there, faster kernels do not."""
+    from torch.profiler import ProfilerActivity, profile
+
+    key = "self_device_time_total" if gpu else "self_cpu_time_total"
+    out = {}
+    for name, fn in steps.items():
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            sync()
+            wall_ms = (time.perf_counter() - t0) / n * 1e3  # profiled: slower than the timed steps
+        events = prof.key_averages()
+        busy_ms = sum(getattr(e, key) for e in events) / n / 1e3
+        out[name] = {"wall_ms_per_step": round(wall_ms, 2), "busy_ms_per_step": round(busy_ms, 2)}
+        print(f"  profile {name}: {busy_ms:.2f} ms busy ({'device' if gpu else 'CPU'}) per {wall_ms:.2f} ms step "
+              f"(profiled); top ops by self time:", flush=True)
+        print(events.table(sort_by=key, row_limit=top, max_name_column_width=70), flush=True)
+    return out
+
+
 def encoder_flops(config, seq_len: int) -> int:
     """Forward matmul FLOPs (2 per multiply-add) of the encoder on one sequence of seq_len positions.
 
@@ -269,6 +293,8 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both models")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing, N more steps of each contender under torch.profiler (ops table, busy time)")
     args = p.parse_args(argv)
 
     import transformers
@@ -323,6 +349,8 @@ def main(argv=None):
             print(f"  MFU: ours {row['ours_mfu']:.1%}  hf {row['hf_mfu']:.1%}" + (
                 f" | compiled: ours {row['ours_compiled_mfu']:.1%} hf {row['hf_compiled_mfu']:.1%}"
                 if args.compile else "") + f"  ({flops / 1e9:.1f} GFLOP per sequence)", flush=True)
+            if args.profile:
+                row["profile"] = profile_steps(steps, args.profile, sync, gpu)
             del ours, hf, steps
             keep_rows(rows, args, gpu)
     if args.json:

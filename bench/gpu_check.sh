@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The GPU check, one script, about 6.5 minutes on one H100 (estimated). Every step has a hard limit (timeout); with
-# data building they add up to 550 s, and most steps end well inside their limits:
+# The GPU check, one script, about 7 minutes on one H100 or H200. Every step has a hard limit (timeout); with
+# data building they add up to 660 s, and most steps end well inside their limits (QUICK=1 on an H200, 2026-11-27:
+# 255 s with step 1c cut at its then 45 s limit):
 #   0. torch/transformers versions and the card's name (a cold first CUDA import can be slow)               60 s
 #   1. bench_pretraining: ours vs Hugging Face (sdpa) train steps, small and large_v1 at seq 128 (batch 256) and
 #      512 (batch 32), bf16, MFU against a bf16 matmul peak measured in the run                               90 s
 #   1b. the same with torch.compile, small then large_v1 at seq 128 (compiling takes most of it; the rows
 #      finished before the limit are kept)                                                                   130 s
 #   1c. bench_optimizer: one LAMB step, eager then compiled, vs one fused AdamW step, large_v1 (the eager row
-#      lands in seconds; the compiled one if compiling fits)                                                  45 s
+#      lands in seconds; compiling the LAMB update took over 40 s on a fresh H200)                            75 s
+#   1d. where the small model's step goes: small at seq 128, eager, 3 steps of each under torch.profiler (top
+#      ops by GPU time, GPU busy time per step against the step's wall time)                                 45 s
 #   2. bench_finetune (eager): QA large_v1 seq 384 and 512, classifier large_v1 seq 128, QA small seq 512 at
-#      fixed length; KorQuAD dev (seq 384) and KorSTS batches, ours trimmed / length-grouped vs HF padded,
-#      with projected epoch times; includes building its 32k vocab and the features                         85 s
+#      fixed length; KorQuAD dev (seq 384) and KorSTS batches, ours trimmed / rounded to 8s / length-grouped vs
+#      HF padded, each batch once and then again with every shape seen, with projected epoch times; includes
+#      building its 32k vocab and the features                                                              120 s
 #      (compiled fine-tuning rows need more large_v1 compiles and do not fit: run
 #      `python bench/bench_finetune.py --compile` on its own)
 #   3. run_pretraining smoke on the GPU: 8k vocab (10 s), shards (20 s) and config (5 s), then bf16 and fp16
@@ -20,8 +24,8 @@
 # finetune_<card>_<date>.json and gpu_smoke_<card>_<date>.log (a DEVICE=cpu dry run writes to
 # bench/_work/gpu_check/results instead).
 #
-# QUICK=1 keeps steps 0, 1, 1c, 2 and step 1b for the small config only (limit 100 s: two cold compilations,
-# ours and Hugging Face's, before any row is written), and skips the smoke runs: about 5 minutes (limits 380 s),
+# QUICK=1 keeps steps 0, 1, 1c, 1d, 2 and step 1b for the small config only (limit 100 s: two cold compilations,
+# ours and Hugging Face's, before any row is written), and skips the smoke runs: about 5 minutes (limits 490 s),
 # which leaves time for `bench/cram.py --tasks` (pretraining only) when both must fit in 15 minutes of GPU time.
 #
 #   bash bench/gpu_check.sh                # on the GPU machine
@@ -72,10 +76,15 @@ fi
 timeout $LIMIT_1B $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
 
 echo "== 1c. optimizer step: LAMB (eager, compiled) vs fused AdamW"
-timeout 45 $PY bench/bench_optimizer.py "${OPTIM[@]}" --json "$RES/optimizer_${CARD}_${STAMP}.json" || echo "optimizer bench failed or timed out: $?"
+timeout 75 $PY bench/bench_optimizer.py "${OPTIM[@]}" --json "$RES/optimizer_${CARD}_${STAMP}.json" || echo "optimizer bench failed or timed out: $?"
+
+echo "== 1d. profile: small, seq 128, eager"
+if [ "$DEVICE" = cuda ]; then PROFILE=(--device cuda --configs small --seq_lens 128 --steps 5 --warmup 3 --profile 3)
+else PROFILE=(--device cpu --configs tiny --seq_lens 64 --steps 1 --warmup 1 --batch 2 --profile 1); fi
+timeout 45 $PY bench/bench_pretraining.py "${PROFILE[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_profile.json" || echo "profile failed or timed out: $?"
 
 echo "== 2. fine-tuning bench (eager)"
-timeout 85 $PY bench/bench_finetune.py "${FINETUNE[@]}" --json "$RES/finetune_${CARD}_${STAMP}.json" || echo "fine-tuning bench failed or timed out: $?"
+timeout 120 $PY bench/bench_finetune.py "${FINETUNE[@]}" --json "$RES/finetune_${CARD}_${STAMP}.json" || echo "fine-tuning bench failed or timed out: $?"
 
 if [ "$QUICK" = 1 ]; then
   echo "QUICK=1: smoke runs skipped; results in $RES"

@@ -20,7 +20,12 @@ def run(work, results, *extra):
 
 def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     work, results = tmp_path / "work", tmp_path / "cram.json"
-    proc = run(work, results, "--korsts_seeds", "1-x")  # an unparsable grid: run_classifier exits with an error
+    proc = run(work, results, "--korsts_seeds", "1-x")  # an unparsable grid: one line, before anything runs
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --korsts_seeds '1-x'"), proc.stderr
+    assert "\n" not in proc.stderr.strip() and not results.exists() and not work.exists()
+    work.mkdir()
+    (work / "korsts").write_text("not a directory")  # run_classifier cannot write its output there: it fails
+    proc = run(work, results)
     assert proc.returncode == 0, proc.stderr[-2000:]
     first = json.loads(results.read_text(encoding="utf-8"))
     assert first["stages"]["korsts"]["failed"] and "korsts" not in first
@@ -59,6 +64,7 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --from_weights") and \
         "\n" not in proc.stderr.strip(), proc.stderr
 
+    (work / "korsts").unlink()
     proc = run(work, results)  # same work dir: finished stages are reused, the failed one runs now
     assert proc.returncode == 0, proc.stderr[-2000:]
     second = json.loads(results.read_text(encoding="utf-8"))
