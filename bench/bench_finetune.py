@@ -15,7 +15,9 @@ with dropout off before anything is timed.
     and KorSTS train pairs (regression) in batches of 32, in a fixed random order. Ours is fed each batch as
     run_qa / run_classifier feed it: cut to its longest row; Hugging Face's as its example scripts do: padded to
     max_seq_length. --batches batches are timed, each once, and the rate is the mean over them (widths differ,
-    so the total is the cost). The epoch time is projected from that rate: for KorQuAD 1.0 train (60,407
+    so the total is the cost); then all of them once more (warm_seq_per_s: every shape seen, as in the rest of an
+    epoch, where a GPU has built its per-shape attention plans). ours_pad8: ours with widths rounded up to 8s, as
+    the scripts feed a GPU (--pad_to_multiple_of). The epoch time is projected from that rate: for KorQuAD 1.0 train (60,407
     questions) the window count is an estimate, the dev set's windows per question times 60,407.
 MFU as in bench_pretraining: 3x the forward matmul FLOPs (encoder + span / classifier head) over the matmul peak
 measured in this run. Real rows charge both models the FLOPs of ours' trimmed batches (the useful work); the
