@@ -4,6 +4,7 @@
     python bench/bench_pretraining.py --configs small large_v1 --seq_lens 128 512 --compile \\
         --json bench/results/gpu.json                                  # GPU: bf16 by default
     python bench/bench_pretraining.py --configs small --steps 3 --warmup 1 --batch 4   # a quick look
+    python bench/bench_pretraining.py --configs small --seq_lens 128 --compile --compile_mode reduce-overhead
 
 One step = zero_grad + forward (MLM + SOP loss) + backward + AdamW step, for both models, with the same weights
 (copied through modeling's Hugging Face key map), the same precision, optimizer and batch: random token ids with
@@ -114,13 +115,16 @@ def check_losses(ours, hf, batch, autocast, amp, ours_fn=ours_loss, hf_fn=hf_los
         raise SystemExit("our loss differs from Hugging Face's on the same weights and batch")
 
 
-def make_step(model, loss_fn, batch, autocast, fused):
-    """One training step per call; `batch` is one batch used every time, or a list of batches taken in turn."""
+def make_step(model, loss_fn, batch, autocast, fused, graphs=False):
+    """One training step per call; `batch` is one batch used every time, or a list of batches taken in turn.
+    graphs: the model was compiled with CUDA graphs (mode reduce-overhead), so each step starts a new iteration."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.01,
                             **({"fused": True} if fused else {"foreach": True}))
     batches = itertools.cycle(batch if isinstance(batch, list) else [batch])
 
     def step():
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         opt.zero_grad(set_to_none=True)
         with autocast():
             loss = loss_fn(model, next(batches))
@@ -293,6 +297,9 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both models")
+    p.add_argument("--compile_mode", choices=["default", "reduce-overhead", "max-autotune"], default="default",
+                   help="torch.compile mode of both compiled models: reduce-overhead replays each step as CUDA "
+                        "graphs, which a host-bound (small) model may need")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after timing, N more steps of each contender under torch.profiler (ops table, busy time)")
     args = p.parse_args(argv)
@@ -325,14 +332,18 @@ def main(argv=None):
             steps = {"ours": make_step(ours, ours_loss, batch, autocast, gpu),
                      "hf": make_step(hf, hf_loss, batch, autocast, gpu)}
             if args.compile:
-                steps["ours_compiled"] = make_step(torch.compile(ours), ours_loss, batch, autocast, gpu)
-                steps["hf_compiled"] = make_step(torch.compile(hf), hf_loss, batch, autocast, gpu)
+                mode = None if args.compile_mode == "default" else args.compile_mode
+                graphs = args.compile_mode == "reduce-overhead"
+                steps["ours_compiled"] = make_step(torch.compile(ours, mode=mode), ours_loss, batch, autocast, gpu,
+                                                   graphs)
+                steps["hf_compiled"] = make_step(torch.compile(hf, mode=mode), hf_loss, batch, autocast, gpu, graphs)
             wall, cpu = time_interleaved(steps, warmup, n, sync)
             rate = {k: v * bsz for k, v in wall.items()}
             n_masked = int((batch["mlm_labels"] != -100).sum()) / bsz
             flops = round(3 * forward_flops(config, seq, "pretraining", n_masked))
             row = {"config": name, "kind": "train_step", "seq_len": seq, "batch": bsz, "amp": amp, "steps": n,
                    "ours_seq_per_s": round(rate["ours"], 2), "hf_seq_per_s": round(rate["hf"], 2),
+                   "compile_mode": args.compile_mode if args.compile else None,
                    "ours_compiled_seq_per_s": round(rate["ours_compiled"], 2) if args.compile else None,
                    "hf_compiled_seq_per_s": round(rate["hf_compiled"], 2) if args.compile else None,
                    "ratio": round(rate["ours"] / rate["hf"], 3),
