@@ -265,13 +265,15 @@ def convert_examples(examples: list[Example], tokenizer, cls_id: int, sep_id: in
     return features
 
 
-def collate(features: list[dict], pad_id: int, regression: bool, multiple: int = 1, limit: int = 0) -> dict:
+def collate(features: list[dict], pad_id: int, regression: bool, multiple: int = 1, limit: int | None = None) -> dict:
     """Pad to the longest sequence in the batch (not max_seq_length): most pairs are far shorter than 128.
-    multiple > 1 rounds that width up to a multiple, at most limit (train_utils.round_width)."""
+    multiple > 1 rounds that width up to a multiple, at most limit (max_seq_length; None: no cap), never below the
+    longest (train_utils.round_width)."""
     import torch  # see module docstring: keeps readers/metrics torch-free
     from train_utils import round_width
 
-    width = round_width(max(len(f["input_ids"]) for f in features), multiple, limit)
+    longest = max(len(f["input_ids"]) for f in features)
+    width = round_width(longest, multiple, longest + multiple if limit is None else limit)
     input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
     token_type_ids = torch.zeros((len(features), width), dtype=torch.long)
     attention_mask = torch.zeros((len(features), width), dtype=torch.long)
@@ -291,7 +293,7 @@ def length_order(features: list[dict]) -> list[int]:
 
 
 def eval_batches(features: list[dict], batch_size: int, pad_id: int, regression: bool, multiple: int = 1,
-                 limit: int = 0) -> tuple[list[dict], list]:
+                 limit: int | None = None) -> tuple[list[dict], list]:
     """Padded evaluation batches sorted by length (length_order), and the labels in that order.
 
     Sorting keeps padding (and CPU time) small; the metrics only need each prediction paired with its label.

@@ -93,6 +93,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     task = cls_data.TASKS[args.task_name]
     rt = tu.setup_runtime(args)
+    tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
     if not rt.is_main:  # a few thousand pairs: one process is enough, the others just leave
         tu.cleanup_runtime(rt)
         return {}

@@ -76,7 +76,8 @@ def load_qa_features(path, is_training, max_examples, args, config, vocab_file, 
 
 
 def predict_logits(model, feats, batch_size, rt, multiple: int = 1):
-    """Start/end logits [N, T] (float32) of every window; positions past a window's end hold -1e4.
+    """Start/end logits [N, T] (float32) of every window; positions past its batch's width hold -1e4 (those between
+    a window's end and that width hold the model's logits there; post-processing looks at context tokens only).
 
     Each rank scores a contiguous shard; windows are batched by length and each batch is cut to its longest
     window (rounded up to a multiple: train_utils.round_width), so short contexts do not pay for max_seq_length.
@@ -208,6 +209,7 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
+    tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
     try:
         for name in ("predictions.json", "eval_results.json"):
             if os.path.exists(os.path.join(args.output_dir, name)):

@@ -341,6 +341,7 @@ def main(argv=None):
     if args.output_dir is None:
         args.output_dir = os.path.join("runs", f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     rt = tu.setup_runtime(args)
+    tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
     if rt.is_main and (args.fp16_opt_level is not None or args.loss_scale is not None):
         tu.warn("--fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
                 "(--amp fp16 scales the loss dynamically)")

@@ -155,6 +155,7 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
+    tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
     try:
         validate_args(args)
         micro_batch = per_device_batch(args, rt.world_size)

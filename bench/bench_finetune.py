@@ -13,11 +13,11 @@ with dropout off before anything is timed.
     median step. --compile adds torch.compile'd versions of both.
   - real rows (--real): KorQuAD dev windows (32k vocab, seq 384 / stride 128, training features) in batches of 16,
     and KorSTS train pairs (regression) in batches of 32, in a fixed random order. Ours is fed each batch as
-    run_qa / run_classifier feed it: cut to its longest row; Hugging Face's as its example scripts do: padded to
-    max_seq_length. --batches batches are timed, each once, and the rate is the mean over them (widths differ,
+    run_qa / run_classifier feed it on the CPU: cut to its longest row (so is ours_grouped, the batches of
+    --group_by_length); Hugging Face's as its example scripts do: padded to max_seq_length. --batches batches are timed, each once, and the rate is the mean over them (widths differ,
     so the total is the cost); then all of them once more (warm_seq_per_s: every shape seen, as in the rest of an
     epoch, where a GPU has built its per-shape attention plans). ours_pad8: ours with widths rounded up to 8s, as
-    the scripts feed a GPU (--pad_to_multiple_of). The epoch time is projected from that rate: for KorQuAD 1.0 train (60,407
+    the scripts feed a GPU by default (--pad_to_multiple_of). The epoch time is projected from that rate: for KorQuAD 1.0 train (60,407
     questions) the window count is an estimate, the dev set's windows per question times 60,407.
 MFU as in bench_pretraining: 3x the forward matmul FLOPs (encoder + span / classifier head) over the matmul peak
 measured in this run. Real rows charge both models the FLOPs of ours' trimmed batches (the useful work); the

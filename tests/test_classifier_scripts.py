@@ -477,9 +477,12 @@ def test_flag_errors(env, capsys, tmp_path):
                           (["--max_grad_norm", "-1"], "--max_grad_norm -1.0 must be > 0"),
                           (["--max_train_examples", "0"], "--max_train_examples 0 must be >= 1"),
                           (["--max_eval_examples", "-2"], "--max_eval_examples -2 must be >= 1"),
-                          (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room")):
+                          (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room"),
+                          (["--pad_to_multiple_of", "0"], "--pad_to_multiple_of 0: must be a positive")):
         expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--do_eval", *flags), needle)
     assert not (tmp_path / "x").exists()
+    expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "nowhere", "korsts", "--pad_to_multiple_of", "-1"),
+                "--pad_to_multiple_of -1")
 
 
 def test_release_apex_flags_and_task_name_case(env, capsys, tmp_path):

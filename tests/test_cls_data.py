@@ -241,6 +241,7 @@ def test_collate_rounds_the_width_up_to_a_multiple_within_the_limit():
     assert b["input_ids"].tolist() == [[2, 5, 3, 6, 3, 0, 0, 0], [2, 3, 7, 3, 0, 0, 0, 0]]
     assert b["attention_mask"].tolist() == [[1] * 5 + [0] * 3, [1] * 4 + [0] * 4]
     assert cls_data.collate(feats, 0, True, multiple=4, limit=6)["input_ids"].shape == (2, 6)  # max_seq_length caps
+    assert cls_data.collate(feats, 0, True, multiple=4)["input_ids"].shape == (2, 8)  # no limit given: no cap
     batches, labels = cls_data.eval_batches(feats, 1, 0, True, multiple=4, limit=16)
     assert [b["input_ids"].shape[1] for b in batches] == [4, 8] and labels == [4.0, 1.5]
 

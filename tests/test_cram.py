@@ -81,12 +81,24 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
         assert json.loads(results.read_text(encoding="utf-8")) == second
 
 
-def test_unpack_shards_is_all_or_nothing(tmp_path):
+def load_cram():
     import importlib.util
-    import tarfile
     spec = importlib.util.spec_from_file_location("cram", os.path.join(ROOT, "bench", "cram.py"))
     cram = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cram)
+    return cram
+
+
+def test_stage_limits():
+    stage_limits = load_cram().stage_limits
+    assert stage_limits(None, True, 3) == (240.0, 270.0)  # GPU or --smoke: per stage, and per KorSTS seed
+    assert stage_limits(100.0, False, 2) == (100.0, 200.0)  # given: the same, also on the CPU
+    assert stage_limits(None, False, 5) == (None, None)  # a CPU fine-tuning the real sizes: no limit
+
+
+def test_unpack_shards_is_all_or_nothing(tmp_path):
+    import tarfile
+    cram = load_cram()
     src = tmp_path / "src" / "shards"
     src.mkdir(parents=True)
     (src / "meta.json").write_text("{}", encoding="utf-8")

@@ -341,6 +341,15 @@ def test_batch_sizes_below_one_are_refused(env, tmp_path, capsys, flag, value):
     expect_fail(capsys, run_qa.main, argv, f"{flag} {value} must be at least 1")
 
 
+def test_pad_multiple_below_one_is_refused_before_anything_is_read(env, tmp_path, capsys):
+    expect_fail(capsys, run_qa.main, train_argv(env, tmp_path / "r", "--pad_to_multiple_of", "0"),
+                "--pad_to_multiple_of 0")
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(tmp_path / "nowhere"), "--predict_file", env["eval"],
+                                       "--output_dir", str(tmp_path / "e"), "--pad_to_multiple_of", "-3"],
+                "--pad_to_multiple_of -3")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
+
+
 def test_vocab_size_mismatch_fails(env, trained, tmp_path, capsys):
     out, _ = trained
     other = tmp_path / "other_vocab.txt"
