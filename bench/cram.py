@@ -62,7 +62,7 @@ RECIPE = dict(config="models/configs/small.json", seq=128, max_predictions=20, b
               optimizer="adam", scheduler="linear", warmup=0.1, amp="bf16", num_workers=None, compile=True)
 # Fine-tuning: KorSTS as in the Hugging Face reference (5 epochs, lr 1e-4, batch 32, epoch chosen on dev) plus
 # a seed grid (the release's, shortened: on an H200 each seed took about 50 s, so with three the pretraining and
-# all three tasks take about 9 minutes, one 10-minute GPU call; the stage limits are a guard, not this budget);
+# all three tasks take about 9 minutes, within a 10-minute GPU slot; the stage limits are a guard, not this budget);
 # KorNLI and KorQuAD with settings usual for a small model, fixed before any run.
 FINETUNE = dict(korsts=dict(lr=1e-4, epochs=5, batch=32, seeds="1-3"),
                 kornli=dict(lr=1e-4, epochs=3, batch=32),
