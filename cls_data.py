@@ -272,8 +272,7 @@ def collate(features: list[dict], pad_id: int, regression: bool, multiple: int =
     import torch  # see module docstring: keeps readers/metrics torch-free
     from train_utils import round_width
 
-    longest = max(len(f["input_ids"]) for f in features)
-    width = round_width(longest, multiple, longest + multiple if limit is None else limit)
+    width = round_width(max(len(f["input_ids"]) for f in features), multiple, limit)
     input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
     token_type_ids = torch.zeros((len(features), width), dtype=torch.long)
     attention_mask = torch.zeros((len(features), width), dtype=torch.long)

@@ -93,7 +93,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     task = cls_data.TASKS[args.task_name]
     rt = tu.setup_runtime(args)
-    tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
+    multiple = tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
     if not rt.is_main:  # a few thousand pairs: one process is enough, the others just leave
         tu.cleanup_runtime(rt)
         return {}
@@ -129,7 +129,7 @@ def main(argv=None):
         tu.fail(str(e))
 
     batches, labels = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression,
-                                            tu.pad_multiple(args, rt.device), max_seq_length)
+                                            multiple, max_seq_length)
     logits = cls_data.predict(model.to(rt.device), batches, rt.device)
     metrics = cls_data.compute_metrics(task, logits, labels)
 

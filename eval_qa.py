@@ -209,7 +209,7 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
-    tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
+    multiple = tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
     try:
         for name in ("predictions.json", "eval_results.json"):
             if os.path.exists(os.path.join(args.output_dir, name)):
@@ -226,7 +226,7 @@ def main(argv=None):
         tu.fail(str(e))
 
     t0 = time.time()
-    start, end = predict_logits(model.to(rt.device), feats, args.batch_size, rt, tu.pad_multiple(args, rt.device))
+    start, end = predict_logits(model.to(rt.device), feats, args.batch_size, rt, multiple)
     if not rt.is_main:
         tu.cleanup_runtime(rt)
         return {}

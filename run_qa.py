@@ -155,7 +155,7 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
-    tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
+    multiple = tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
     try:
         validate_args(args)
         micro_batch = per_device_batch(args, rt.world_size)
@@ -188,7 +188,7 @@ def main(argv=None):
     dataset = TensorDataset(*(torch.from_numpy(a) for a in (train.input_ids, train.token_type_ids,
                                                             train.attention_mask, train.start_positions,
                                                             train.end_positions)))
-    collate = functools.partial(collate_trimmed, multiple=tu.pad_multiple(args, rt.device))
+    collate = functools.partial(collate_trimmed, multiple=multiple)
     if args.group_by_length:
         sampler = tu.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
                                                rt.world_size)

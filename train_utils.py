@@ -213,10 +213,11 @@ def pad_multiple(args, device: torch.device) -> int:
     return n
 
 
-def round_width(longest: int, multiple: int, limit: int) -> int:
-    """A batch's width: its longest row rounded up to a multiple, but never past limit (max_seq_length), and
-    never below the longest row."""
-    return max(longest, min(-(-longest // multiple) * multiple, limit))
+def round_width(longest: int, multiple: int, limit: int | None) -> int:
+    """A batch's width: its longest row rounded up to a multiple, but never past limit (max_seq_length; None: no
+    cap), and never below the longest row."""
+    rounded = -(-longest // multiple) * multiple
+    return rounded if limit is None else max(longest, min(rounded, limit))
 
 
 class LengthGroupedBatchSampler(torch.utils.data.Sampler):

@@ -126,6 +126,7 @@ def test_round_width_rounds_up_within_max_seq_length():
     assert train_utils.round_width(70, 1, 128) == 70  # 1: the longest row, as before
     assert train_utils.round_width(126, 8, 126) == 126  # never past max_seq_length ...
     assert train_utils.round_width(130, 8, 128) == 130  # ... and never below the longest row
+    assert train_utils.round_width(130, 8, None) == 136  # None: no cap
 
 
 def test_pad_multiple_defaults_to_8_on_a_gpu_only(capsys):
