@@ -58,9 +58,7 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
     A stage still running after timeout_s is killed. A failed stage exits the pipeline, unless check=False:
     then the failure is recorded in `stages` and False returned, for pipelines that report what they have.
     """
-    # printed relative to the repository, so it can be pasted from there as is
-    printable = " ".join(shlex.quote(os.path.relpath(c, HERE) if c.startswith(HERE + os.sep) else c)
-                         for c in [os.path.basename(cmd[0])] + cmd[1:])
+    printable = command_line(cmd)
     if os.path.exists(done_marker):
         print(f"[{name}] cached ({os.path.relpath(done_marker)} exists)", flush=True)
         ran = stages.setdefault(name, {}).get("command")
@@ -97,6 +95,60 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
         stages[name]["failed"] = rc
         return False
     return True
+
+
+def command_line(cmd) -> str:
+    """cmd as printed and recorded: relative to the repository, so it can be pasted from there as is."""
+    return " ".join(shlex.quote(os.path.relpath(c, HERE) if c.startswith(HERE + os.sep) else c)
+                    for c in [os.path.basename(cmd[0])] + cmd[1:])
+
+
+def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None) -> dict[str, bool]:
+    """run_stage for many independent stages, at most max_parallel at a time: jobs is a list of (name, cmd,
+    done_marker). Each one's output goes to LOG_DIR/NAME.log only (a line on screen when it starts and ends); a
+    job running past timeout_s is stopped. Returns name -> succeeded; failures are recorded in `stages`, not fatal.
+
+    For small models, whose fine-tuning keeps the GPU mostly idle while Python launches kernels: several runs at
+    once share one GPU with little slowdown each.
+    """
+    if max_parallel <= 1:
+        return {name: run_stage(name, cmd, done, stages, log_dir, timeout_s, check=False) for name, cmd, done in jobs}
+    ok, todo, running = {}, list(jobs), {}
+    while todo or running:
+        while todo and len(running) < max_parallel:
+            name, cmd, done = todo.pop(0)
+            if os.path.exists(done):
+                print(f"[{name}] cached ({os.path.relpath(done)} exists)", flush=True)
+                stages.setdefault(name, {})["cached"] = True
+                ok[name] = True
+                continue
+            log = open(os.path.join(log_dir, f"{name}.log"), "wb")
+            print(f"[{name}] started: {command_line(cmd)}", flush=True)
+            # one CPU thread each unless told otherwise: the cores are shared by the runs going at once
+            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+            proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running[name] = (proc, log, time.time(), cmd)
+        time.sleep(0.5)
+        for name, (proc, log, t0, cmd) in list(running.items()):
+            late = timeout_s is not None and time.time() - t0 > timeout_s
+            if late:
+                proc.terminate()
+            if proc.poll() is None and not late:
+                continue
+            rc = proc.wait()
+            log.close()
+            del running[name]
+            seconds = round(time.time() - t0, 1)
+            stages[name] = {"seconds": seconds, "cached": False, "command": command_line(cmd)}
+            ok[name] = rc == 0 and not late
+            if not ok[name]:
+                stages[name]["failed"] = rc or 1
+                why = f"ran past {timeout_s} s and was stopped" if late else f"failed with exit code {rc}"
+                print(f"error: stage '{name}' {why}; see {os.path.join(log_dir, name + '.log')}", file=sys.stderr,
+                      flush=True)
+            else:
+                print(f"[{name}] done in {seconds} s", flush=True)
+    return ok
 
 
 def main(argv=None):

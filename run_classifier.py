@@ -49,7 +49,8 @@ from tqdm import tqdm
 import cls_data
 import tokenization
 import train_utils as tu
-from models.modeling import BertForSequenceClassification, checkpoint_config, load_checkpoint, save_checkpoint
+from models.modeling import (BertForSequenceClassification, checkpoint_config, init_weights, load_checkpoint,
+                             save_checkpoint)
 from optimization import build_optimizer, get_scheduler, param_groups
 
 
@@ -66,6 +67,8 @@ def build_parser():
     g.add_argument("--do_test", action="store_true", help="evaluate the selected checkpoint (and only it) on test")
     g.add_argument("--seeds", default=None, help="seed grid, e.g. 1-10 or 1,3,5: one run per seed, best on dev wins")
     g.add_argument("--logging_steps", type=int, default=50)
+    g.add_argument("--reinit_pooler", action="store_true",
+                   help="start the pooler (the [CLS] dense layer) fresh instead of from the checkpoint")
     tu.add_group_by_length_arg(g)
     tu.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
@@ -160,7 +163,12 @@ def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True)
 def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     """Train one model with `seed` into out_dir; returns eval_results (per-epoch dev metrics, best epoch, ...)."""
     tu.set_seed(seed)  # before the model is built: the new head's initialisation depends on it
-    model, _, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification, num_labels=task.num_labels)
+    model, config, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification,
+                                                       num_labels=task.num_labels)
+    if args.reinit_pooler:
+        # after a short pretraining the pooler has learnt only sentence order (SOP); a plain masked-LM model
+        # fine-tunes from a random one
+        init_weights(model.bert.pooler.dense, config.initializer_range)
     model.to(rt.device)
     raw_model = model  # saved and evaluated as it is; the compiled wrapper only trains
     if args.compile:

@@ -242,6 +242,23 @@ def test_overfits_its_training_rows(env, tmp_path):
     assert m["examples"] == 24 and m["spearman"] > 90, m
 
 
+def test_reinit_pooler_starts_only_the_pooler_fresh(korsts_run, env, tmp_path):
+    """From a checkpoint at a vanishing lr: with --reinit_pooler the pooler is a new initialisation (std
+    initializer_range, zero bias) and every encoder weight is the checkpoint's; without it the pooler is kept."""
+    ckpt = korsts_run[0] / "best"
+    before = load_file(str(ckpt / "model.safetensors"))
+    std = read_json(env["config"])["initializer_range"]
+    for flag in ([], ["--reinit_pooler"]):
+        out = tmp_path / ("new" if flag else "kept")
+        run_classifier.main(train_argv(env, out, "--checkpoint", str(ckpt), "--learning_rate", "1e-12",
+                                       *flag, n_train=16))
+        after = load_file(str(out / "final" / "model.safetensors"))
+        moved = {k for k in after if not torch.allclose(after[k], before[k], atol=1e-6)}
+        assert moved == ({"bert.pooler.dense.weight", "bert.pooler.dense.bias"} if flag else set()), moved
+    w, b = after["bert.pooler.dense.weight"], after["bert.pooler.dense.bias"]
+    assert abs(w.std().item() - std) < 0.1 * std and b.abs().max() < 1e-6
+
+
 @needs_cxx
 def test_compile_trains_like_eager(env, tmp_path):
     """--compile: the same losses and weights as eager (dropout off), batches of varying width included (a

@@ -28,8 +28,9 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     proc = run(work, results)
     assert proc.returncode == 0, proc.stderr[-2000:]
     first = json.loads(results.read_text(encoding="utf-8"))
-    assert first["stages"]["korsts"]["failed"] and "korsts" not in first
-    assert "stage 'korsts' failed" in proc.stderr
+    korsts_stages = [k for k in first["stages"] if k.startswith("korsts_")]
+    assert len(korsts_stages) == 4 and all(first["stages"][k]["failed"] for k in korsts_stages), first["stages"]
+    assert "korsts" not in first and "stage 'korsts_lr0.0001_pooler-kept_seed1' failed" in proc.stderr
     pt = first["pretraining"]
     assert pt["steps"] > 0 and pt["tokens"] == pt["steps"] * first["recipe"]["batch"] * first["recipe"]["seq"]
     assert 0 <= first["kornli"]["test"]["accuracy"] <= 100
@@ -70,8 +71,15 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     second = json.loads(results.read_text(encoding="utf-8"))
     assert "[pretrain] cached" in proc.stdout and "[kornli] cached" in proc.stdout and "[weights] cached" in proc.stdout
     assert second["pretraining"] == first["pretraining"] and second["kornli"] == first["kornli"]
-    assert second["korsts"]["best_seed_on_dev"] in ("1", "2", 1, 2)
-    assert -100 <= second["korsts"]["test"]["spearman"] <= 100
+    # the grid: 2 learning rates x the pooler kept or new x seed 1, the run best on dev gives the test score
+    sts = second["korsts"]
+    assert sts["n_finished"] == 4 and set(sts["settings"]) == {f"lr{lr}_pooler-{p}" for lr in ("0.0001", "0.0003")
+                                                               for p in ("kept", "new")}
+    best = sts["runs"][sts["best_on_dev"]]
+    assert best["dev"] == max(r["dev"] for r in sts["runs"].values()) and sts["test"]["spearman"] == best["test"]
+    assert -100 <= best["test"] <= 100 and best["seed"] == 1
+    with open(work / "korsts" / sts["best_on_dev"] / "eval_results.json", encoding="utf-8") as f:
+        assert json.load(f)["args"]["reinit_pooler"] == (best["pooler"] == "new")
     assert "| KorSTS test Spearman |" in proc.stdout
 
     # other weights, or another fine-tuning, would be described by these results: refused before anything runs
@@ -89,11 +97,23 @@ def load_cram():
     return cram
 
 
-def test_stage_limits():
-    stage_limits = load_cram().stage_limits
-    assert stage_limits(None, True, 3) == (240.0, 270.0)  # GPU or --smoke: per stage, and per KorSTS seed
-    assert stage_limits(100.0, False, 2) == (100.0, 200.0)  # given: the same, also on the CPU
-    assert stage_limits(None, False, 5) == (None, None)  # a CPU fine-tuning the real sizes: no limit
+def test_stage_limit():
+    stage_limit = load_cram().stage_limit
+    assert stage_limit(None, True) == 300.0  # GPU or --smoke: per fine-tuning run
+    assert stage_limit(100.0, False) == 100.0  # given: also on the CPU
+    assert stage_limit(None, False) is None  # a CPU fine-tuning the real sizes: no limit
+
+
+def test_korsts_grid():
+    grid = load_cram().korsts_grid
+    runs = grid({"lrs": "1e-4,3e-4", "poolers": "kept,new", "seeds": "1-2"})
+    assert len(runs) == 8 and runs[0] == {"name": "lr0.0001_pooler-kept_seed1", "lr": 1e-4, "pooler": "kept",
+                                          "seed": 1}
+    assert [r["name"] for r in grid({"lrs": "2e-4", "poolers": "new", "seeds": "3"})] == ["lr0.0002_pooler-new_seed3"]
+    for bad, flag in (({"lrs": "1e-4,x"}, "--korsts_lrs"), ({"lrs": "2"}, "--korsts_lrs"),
+                      ({"poolers": "kept,old"}, "--korsts_poolers"), ({"seeds": "2-"}, "--korsts_seeds")):
+        with pytest.raises(ValueError, match=flag):
+            grid({"lrs": "1e-4", "poolers": "kept", "seeds": "1", **bad})
 
 
 def test_unpack_shards_is_all_or_nothing(tmp_path):
