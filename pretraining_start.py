@@ -43,6 +43,12 @@ def check_args(args):
             raise ValueError(f"--{flag} must be {need}, got {getattr(args, flag)}")
     if not args.output_dir:
         raise ValueError("--output_dir is required")
+    if args.compile_mode != "default" and not args.compile:
+        raise ValueError(f"--compile_mode {args.compile_mode} applies to a compiled model: add --compile")
+    if args.compile_mode == "reduce-overhead" and args.gradient_accumulation_steps > 1:
+        # a replay reuses its outputs' memory, gradients included: accumulating over replays is not checked yet
+        raise ValueError("--compile_mode reduce-overhead takes one micro-batch per step: drop "
+                         "--gradient_accumulation_steps or use --compile_mode default")
     if args.schedule_by_time and not args.max_time_minutes:
         raise ValueError("--schedule_by_time needs --max_time_minutes (the budget the schedule is stretched over)")
     if not os.path.isfile(os.path.join(args.input_dir, "meta.json")):

@@ -25,7 +25,9 @@ reads examples [kB, (k+1)B) of the epoch order; rank r takes every world-th of t
 per-token losses divided by the step's global masked-token count (the SOP loss likewise per sequence), so a run on
 any number of ranks or accumulation steps computes the same gradient as one process with the whole batch.
 --compile compiles the model and, with --optimizer lamb, LAMB's update (a few fused kernels instead of dozens of
-passes over the weights; bench/bench_optimizer.py times it).
+passes over the weights; bench/bench_optimizer.py times it). --compile_mode reduce-overhead also captures the
+model's forward and backward as CUDA graphs (on an H200 the Small model's compiled step went 1.37x faster so;
+bench/RESULTS.md).
 
 Checkpoints. OUTPUT_DIR/checkpoints/step-N/ holds model.safetensors + config.json + vocab.txt (modeling's format,
 loadable anywhere load_checkpoint is) and train_state.pt (optimizer, scheduler, grad scaler, step, epoch, position
@@ -128,6 +130,10 @@ def build_parser():
                         "budget), so warm-up and decay fit the time budget on any machine (time-budgeted "
                         "'cramming' runs); such a run is not bit-exact on resume")
     add_compile_arg(t)
+    t.add_argument("--compile_mode", choices=["default", "reduce-overhead"], default="default",
+                   help="with --compile: reduce-overhead replays each compiled forward and backward as a CUDA graph, "
+                        "one launch instead of hundreds (a small model's step is bound by its launches; every "
+                        "pretraining batch has the same shape, so one graph serves the run)")
     return p
 
 
@@ -241,7 +247,9 @@ def main(argv=None):
             warn(f"{ckpt_dir} was saved by {len(state['rng'])} ranks, not {rt.world_size}: dropout RNG reseeded")
         if epoch_pos % rt.world_size:
             fail(f"--resume {ckpt_dir}: position {epoch_pos} in the epoch is not divisible by {rt.world_size} ranks")
-    model = torch.compile(raw_model) if args.compile else raw_model
+    model = torch.compile(raw_model, mode=None if args.compile_mode == "default" else args.compile_mode) \
+        if args.compile else raw_model
+    graphs = args.compile and args.compile_mode == "reduce-overhead"  # graphs are made on CUDA only
     if rt.distributed:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
 
@@ -332,6 +340,8 @@ def main(argv=None):
             for i, mb in enumerate(micro_batches):
                 sync = i == accum - 1 or not rt.distributed
                 with contextlib.nullcontext() if sync else model.no_sync():
+                    if graphs:  # a new replay may overwrite the last one's outputs: all read by now
+                        torch.compiler.cudagraph_mark_step_begin()
                     with rt.autocast():
                         out = model(input_ids=mb["input_ids"], token_type_ids=mb["token_type_ids"],
                                     attention_mask=mb.get("attention_mask"), mlm_labels=mb["mlm_labels"],

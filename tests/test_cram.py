@@ -20,12 +20,16 @@ def run(work, results, *extra):
 
 def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     work, results = tmp_path / "work", tmp_path / "cram.json"
-    proc = run(work, results, "--korsts_seeds", "1-x")  # an unparsable grid: one line, before anything runs
-    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --korsts_seeds '1-x'"), proc.stderr
-    assert "\n" not in proc.stderr.strip() and not results.exists() and not work.exists()
+    # a bad grid or pool size: one line naming the flag, before anything runs
+    for flag, value in (("--korsts_seeds", "1-x"), ("--korsts_lrs", "1e-4,y"), ("--korsts_epochs", "0"),
+                        ("--parallel", "0")):
+        proc = run(work, results, flag, value)
+        assert proc.returncode == 2 and proc.stderr.strip().startswith(f"error: {flag} "), proc.stderr
+        assert "\n" not in proc.stderr.strip() and not results.exists() and not work.exists()
     work.mkdir()
     (work / "korsts").write_text("not a directory")  # run_classifier cannot write its output there: it fails
-    proc = run(work, results)
+    grid = ["--korsts_lrs", "1e-4,3e-4", "--korsts_poolers", "kept,new"]
+    proc = run(work, results, *grid)
     assert proc.returncode == 0, proc.stderr[-2000:]
     first = json.loads(results.read_text(encoding="utf-8"))
     korsts_stages = [k for k in first["stages"] if k.startswith("korsts_")]
@@ -66,7 +70,7 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
         "\n" not in proc.stderr.strip(), proc.stderr
 
     (work / "korsts").unlink()
-    proc = run(work, results)  # same work dir: finished stages are reused, the failed one runs now
+    proc = run(work, results, *grid)  # same work dir: finished stages are reused, the failed ones run now
     assert proc.returncode == 0, proc.stderr[-2000:]
     second = json.loads(results.read_text(encoding="utf-8"))
     assert "[pretrain] cached" in proc.stdout and "[kornli] cached" in proc.stdout and "[weights] cached" in proc.stdout
@@ -83,8 +87,9 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert "| KorSTS test Spearman |" in proc.stdout
 
     # other weights, or another fine-tuning, would be described by these results: refused before anything runs
-    for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_seeds", "3"], "korsts")):
-        proc = run(work, results, *flags)
+    for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_seeds", "3"], "korsts"),
+                         (["--korsts_epochs", "3"], "korsts")):
+        proc = run(work, results, *grid, *flags)
         assert proc.returncode == 2 and f"{work / stage} was made with other settings" in proc.stderr, proc.stderr
         assert json.loads(results.read_text(encoding="utf-8")) == second
 

@@ -241,6 +241,31 @@ def test_compile_trains_like_eager_and_resumes_eager(data, tmp_path, optimizer):
     assert rows(tmp_path / "compiled")[-1]["step"] == 6
 
 
+def test_compile_mode_reaches_torch_compile_and_marks_each_step(data, tmp_path, monkeypatch, capsys):
+    """--compile_mode reduce-overhead: torch.compile gets the mode and every step starts a new CUDA-graph replay
+    (the graphs themselves are made on a GPU only). Stand-ins for torch.compile (the model itself) and the step
+    mark (a counter) make the run an eager one, so its rows must equal the eager run's."""
+    flags = dict(config="tiny_nodrop.json", max_steps=3, save_steps=3, warmup_proportion=0.0)
+    run_pretraining.main(argv(data, tmp_path / "eager", **flags))
+    modes, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    run_pretraining.main(argv(data, tmp_path / "graphs", compile=True, compile_mode="reduce-overhead", **flags))
+    assert modes == ["reduce-overhead"] and len(marks) == 3
+    assert_same_run(rows(tmp_path / "eager"), rows(tmp_path / "graphs"), [1, 2, 3], tol=0)
+    run_pretraining.main(argv(data, tmp_path / "default", compile=True, **flags))
+    assert modes == ["reduce-overhead", None] and len(marks) == 3  # the default mode marks nothing
+    capsys.readouterr()
+    for bad, expect in (({"compile_mode": "reduce-overhead"}, "add --compile"),
+                        ({"compile": True, "compile_mode": "reduce-overhead", "gradient_accumulation_steps": 2},
+                         "--gradient_accumulation_steps")):
+        with pytest.raises(SystemExit) as e:
+            run_pretraining.main(argv(data, tmp_path / "bad", **(flags | bad)))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and expect in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_no_sop_trains_mlm_only(data, tmp_path):
     out = tmp_path / "no_sop"
     assert run_pretraining.main(argv(data, out, no_sop=True, weight_decay=0.0, max_steps=6, save_steps=6)) == 0
