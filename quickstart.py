@@ -103,52 +103,77 @@ def command_line(cmd) -> str:
                     for c in [os.path.basename(cmd[0])] + cmd[1:])
 
 
-def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None) -> dict[str, bool]:
+def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_done=None) -> dict[str, bool]:
     """run_stage for many independent stages, at most max_parallel at a time: jobs is a list of (name, cmd,
     done_marker). Each one's output goes to LOG_DIR/NAME.log only (a line on screen when it starts and ends); a
-    job running past timeout_s is stopped. Returns name -> succeeded; failures are recorded in `stages`, not fatal.
+    job running past timeout_s is stopped. on_done(name, succeeded) is called as each one ends (or is found
+    cached), so results can be recorded before the others finish. Returns name -> succeeded; failures are
+    recorded in `stages`, not fatal. Whatever stops this function early stops the jobs still running too.
 
     For small models, whose fine-tuning keeps the GPU mostly idle while Python launches kernels: several runs at
     once share one GPU with little slowdown each.
     """
+    ok = {}
+
+    def finish(name, succeeded):
+        ok[name] = succeeded
+        if on_done is not None:
+            on_done(name, succeeded)
+
     if max_parallel <= 1:
-        return {name: run_stage(name, cmd, done, stages, log_dir, timeout_s, check=False) for name, cmd, done in jobs}
-    ok, todo, running = {}, list(jobs), {}
-    while todo or running:
-        while todo and len(running) < max_parallel:
-            name, cmd, done = todo.pop(0)
-            if os.path.exists(done):
-                print(f"[{name}] cached ({os.path.relpath(done)} exists)", flush=True)
-                stages.setdefault(name, {})["cached"] = True
-                ok[name] = True
-                continue
-            log = open(os.path.join(log_dir, f"{name}.log"), "wb")
-            print(f"[{name}] started: {command_line(cmd)}", flush=True)
-            # one CPU thread each unless told otherwise: the cores are shared by the runs going at once
-            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-            proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running[name] = (proc, log, time.time(), cmd)
-        time.sleep(0.5)
-        for name, (proc, log, t0, cmd) in list(running.items()):
-            late = timeout_s is not None and time.time() - t0 > timeout_s
-            if late:
-                proc.terminate()
-            if proc.poll() is None and not late:
-                continue
-            rc = proc.wait()
-            log.close()
-            del running[name]
-            seconds = round(time.time() - t0, 1)
-            stages[name] = {"seconds": seconds, "cached": False, "command": command_line(cmd)}
-            ok[name] = rc == 0 and not late
-            if not ok[name]:
-                stages[name]["failed"] = rc or 1
-                why = f"ran past {timeout_s} s and was stopped" if late else f"failed with exit code {rc}"
-                print(f"error: stage '{name}' {why}; see {os.path.join(log_dir, name + '.log')}", file=sys.stderr,
-                      flush=True)
-            else:
-                print(f"[{name}] done in {seconds} s", flush=True)
+        for name, cmd, done in jobs:
+            finish(name, run_stage(name, cmd, done, stages, log_dir, timeout_s, check=False))
+        return ok
+    # the cores are shared by the runs going at once (unless OMP_NUM_THREADS says otherwise)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
+                                                           str(max(1, (os.cpu_count() or 1) // max_parallel)))}
+    todo, running = list(jobs), {}
+    try:
+        while todo or running:
+            while todo and len(running) < max_parallel:
+                name, cmd, done = todo.pop(0)
+                if os.path.exists(done):
+                    print(f"[{name}] cached ({os.path.relpath(done)} exists)", flush=True)
+                    stages.setdefault(name, {})["cached"] = True
+                    finish(name, True)
+                    continue
+                print(f"[{name}] started: {command_line(cmd)}", flush=True)
+                with open(os.path.join(log_dir, f"{name}.log"), "wb") as log:  # the child keeps its own copy
+                    proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[name] = (proc, time.time(), cmd)
+            time.sleep(0.5)
+            for name, (proc, t0, cmd) in list(running.items()):
+                rc = proc.poll()
+                late = rc is None and timeout_s is not None and time.time() - t0 > timeout_s
+                if rc is None and not late:
+                    continue
+                if late:
+                    rc = _stop(proc)
+                del running[name]
+                seconds = round(time.time() - t0, 1)
+                stages[name] = {"seconds": seconds, "cached": False, "command": command_line(cmd)}
+                if rc != 0:
+                    stages[name]["failed"] = rc or 1
+                    why = f"ran past {timeout_s} s and was stopped" if late else f"failed with exit code {rc}"
+                    print(f"error: stage '{name}' {why}; see {os.path.join(log_dir, name + '.log')}",
+                          file=sys.stderr, flush=True)
+                else:
+                    print(f"[{name}] done in {seconds} s", flush=True)
+                finish(name, rc == 0)
+    finally:
+        for proc, _, _ in running.values():
+            _stop(proc)
     return ok
+
+
+def _stop(proc) -> int:
+    """SIGTERM, and SIGKILL if that has not ended it within 30 s; the exit code."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def main(argv=None):

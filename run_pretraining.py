@@ -27,7 +27,7 @@ any number of ranks or accumulation steps computes the same gradient as one proc
 --compile compiles the model and, with --optimizer lamb, LAMB's update (a few fused kernels instead of dozens of
 passes over the weights; bench/bench_optimizer.py times it). --compile_mode reduce-overhead also captures the
 model's forward and backward as CUDA graphs (on an H200 the Small model's compiled step went 1.37x faster so;
-bench/RESULTS.md).
+bench/RESULTS.md); recording them takes the next step or two, inside the time budget.
 
 Checkpoints. OUTPUT_DIR/checkpoints/step-N/ holds model.safetensors + config.json + vocab.txt (modeling's format,
 loadable anywhere load_checkpoint is) and train_state.pt (optimizer, scheduler, grad scaler, step, epoch, position
@@ -249,7 +249,8 @@ def main(argv=None):
             fail(f"--resume {ckpt_dir}: position {epoch_pos} in the epoch is not divisible by {rt.world_size} ranks")
     model = torch.compile(raw_model, mode=None if args.compile_mode == "default" else args.compile_mode) \
         if args.compile else raw_model
-    graphs = args.compile and args.compile_mode == "reduce-overhead"  # graphs are made on CUDA only
+    # on the CPU inductor makes no graphs and the step marks below change nothing
+    graphs = args.compile and args.compile_mode == "reduce-overhead"
     if rt.distributed:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
 

@@ -18,7 +18,8 @@ Stages (each an ordinary script run as a subprocess; its command is printed and 
   3. KorNLI: fine-tune on xnli.dev.ko.tsv, accuracy on xnli.test.ko.tsv after the last epoch (no held-out dev)
   4. KorQuAD: the dev set split by article (80% train / 20% scored, seed 0); EM/F1 after the last epoch
      (windows batched by length, --group_by_length: about 1.45x fewer positions than random batches at seq 384)
-  Stages 2-4 are independent runs; on a GPU they all go at once (--parallel), each logged to WORK/logs/NAME.log.
+  Stages 2-4 are independent runs; on a GPU up to --parallel of them go at once, each logged to WORK/logs/NAME.log.
+  A finished KorSTS run is reused by a later grid that holds it (same epochs, batch, weights and precision).
 The results (recipe, pretraining steps/throughput/losses, scores, stage times, card, versions) are written to
 --results_json after every stage, so a run cut short still reports what it finished. The pretrained weights go
 beside them (RESULTS_weights/: float16, shards of at most 16 MiB with a model.safetensors.index.json), loadable
@@ -104,7 +105,8 @@ def build_parser():
                    help="KorSTS pooler: kept (from the checkpoint), new, or both as kept,new "
                         f"(default {FINETUNE['korsts']['poolers']})")
     p.add_argument("--parallel", type=int, default=None,
-                   help="fine-tuning runs at a time (default: on a GPU, one per CPU core but two; --smoke 2; else 1)")
+                   help="fine-tuning runs at a time (default: on a GPU, one per CPU core but two, at most 16; "
+                        "--smoke 2; else 1)")
     p.add_argument("--tasks", nargs="*", default=["korsts", "kornli", "korquad"],
                    choices=["korsts", "kornli", "korquad"], help="none: pretraining (and its weights) only")
     p.add_argument("--from_weights", default=None,
@@ -144,7 +146,9 @@ def main(argv=None):
         fail(str(e))
     if args.parallel is not None and args.parallel < 1:
         fail(f"--parallel {args.parallel}: must be at least 1")
-    parallel = args.parallel or (max(1, (os.cpu_count() or 1) - 2) if gpu else 2 if args.smoke else 1)
+    # on a GPU one run per core, less two for this process and the loaders, at most 16 (14 KorSTS runs at once
+    # took 1.7x as long each as alone on an H200; more would stretch each run further towards its time limit)
+    parallel = args.parallel or (min(16, max(1, (os.cpu_count() or 1) - 2)) if gpu else 2 if args.smoke else 1)
     timeout_s = stage_limit(args.stage_timeout_s, gpu or args.smoke)
     work = os.path.abspath(args.work_dir or os.path.join(ROOT, "bench", "_work", "cram", "smoke" if args.smoke
                                                          else "run"))
@@ -210,7 +214,10 @@ def main(argv=None):
             "korquad": os.path.join(work, "korquad", "train_results.json")}
     # a task's results belong to its start and to how it ran (a CPU rerun is not a GPU result)
     task_key = dict(start or {}, amp=recipe["amp"])
-    check_reuse(work, done, {"pretrain": cmd[1:] if cmd else start, "korsts": dict(ft["korsts"], **task_key),
+    # a KorSTS run's directory names its lr, pooler and seed, so a grid can grow or shrink over finished runs;
+    # what else shapes every run must be as it was
+    korsts_key = {k: v for k, v in ft["korsts"].items() if k not in ("lrs", "poolers", "seeds")}
+    check_reuse(work, done, {"pretrain": cmd[1:] if cmd else start, "korsts": dict(korsts_key, **task_key),
                              "kornli": dict(ft["kornli"], **task_key), "korquad": dict(ft["korquad"], **task_key)})
     if args.from_weights:
         summary["pretraining"] = start
@@ -276,19 +283,22 @@ def main(argv=None):
                 "--do_test", "--max_seq_length", "128", "--train_batch_size", str(f["batch"]), "--eval_batch_size",
                 "128", "--learning_rate", str(run["lr"]), "--num_train_epochs", str(f["epochs"]), "--output_dir",
                 out, *caps], os.path.join(out, "eval_results.json")))
-    ok = run_stages_parallel(jobs, stages, logs, parallel, timeout_s)
-    if any(ok.get(f"korsts_{run['name']}") for run in grid):
-        summary["korsts"] = korsts_summary(work, grid)
-    if ok.get("kornli"):
-        summary["kornli"] = {"test": load_json(os.path.join(work, "kornli", "eval_results.json"))["test"],
-                             "train_file": "xnli.dev.ko.tsv", "epochs": ft["kornli"]["epochs"]}
-    if ok.get("korquad"):
-        f, res = ft["korquad"], load_json(done["korquad"])
-        last = res["epochs"][-1]  # the last epoch, not the best: the scored articles are the test set here
-        summary["korquad"] = {"exact_match": last["dev_exact_match"], "f1": last["dev_f1"], "epoch": last["epoch"],
-                              "train_windows": res["train_windows"],
-                              "split": f"dev articles {1 - f['eval_fraction']:.0%} train / "
-                                       f"{f['eval_fraction']:.0%} scored, seed 0"}
+    def record(name, succeeded):  # as each run ends: a run cut short still reports the ones that finished
+        if succeeded and name.startswith("korsts_"):
+            summary["korsts"] = korsts_summary(work, grid)
+        elif succeeded and name == "kornli":
+            summary["kornli"] = {"test": load_json(done["kornli"])["test"], "train_file": "xnli.dev.ko.tsv",
+                                 "epochs": ft["kornli"]["epochs"]}
+        elif succeeded and name == "korquad":
+            f, res = ft["korquad"], load_json(done["korquad"])
+            last = res["epochs"][-1]  # the last epoch, not the best: the scored articles are the test set here
+            summary["korquad"] = {"exact_match": last["dev_exact_match"], "f1": last["dev_f1"],
+                                  "epoch": last["epoch"], "train_windows": res["train_windows"],
+                                  "split": f"dev articles {1 - f['eval_fraction']:.0%} train / "
+                                           f"{f['eval_fraction']:.0%} scored, seed 0"}
+        save()
+
+    run_stages_parallel(jobs, stages, logs, parallel, timeout_s, on_done=record)
     save()
     print_summary(summary, results_json)
     return summary
@@ -296,8 +306,8 @@ def main(argv=None):
 
 def stage_limit(stage_timeout_s, fixed_sizes: bool) -> float | None:
     """The time limit of one fine-tuning run, in seconds; None: no limit. By default 300 s where the sizes make
-    that ample (a GPU, even with every run at once: on an H200 one KorSTS seed of 5 epochs took about 50 s alone;
-    the --smoke sizes anywhere), and none otherwise: a CPU fine-tunes the real sizes for hours."""
+    that ample (a GPU: on an H200, 8-epoch KorSTS runs took 138-142 s each with 14 runs going at once, KorQuAD
+    110 s; the --smoke sizes anywhere), and none otherwise: a CPU fine-tunes the real sizes for hours."""
     if stage_timeout_s is not None:
         return stage_timeout_s
     return 300.0 if fixed_sizes else None
@@ -327,8 +337,8 @@ def korsts_summary(work, grid) -> dict:
         path = os.path.join(work, "korsts", run["name"], "eval_results.json")
         if os.path.isfile(path):
             r = load_json(path)
-            runs[run["name"]] = {**run, "best_epoch": r["best_epoch"], "dev": r["best"]["spearman"],
-                                 "test": r["test"]["spearman"]}
+            runs[run["name"]] = {**run, "best_epoch": r["best_epoch"], "dev": (r["best"] or {}).get("spearman"),
+                                 "test": r.get("test", {}).get("spearman")}
     out = {"runs": runs, "selection": "the run with the highest best-epoch dev Spearman", "n_runs": len(grid),
            "n_finished": len(runs)}
     defined = [r for r in runs.values() if r["dev"] is not None]
@@ -340,9 +350,9 @@ def korsts_summary(work, grid) -> dict:
         by_setting.setdefault(f"lr{r['lr']:g}_pooler-{r['pooler']}", []).append(r)
     out["settings"] = {}
     for key, rs in by_setting.items():
-        row = {"n": len(rs)}
-        for split in ("dev", "test"):
-            row[f"{split}_mean"], row[f"{split}_std"], _ = mean_std([r[split] for r in rs])
+        row = {}
+        for split in ("dev", "test"):  # an undefined score (a constant prediction) is left out of its mean
+            row[f"{split}_mean"], row[f"{split}_std"], row[f"n_{split}"] = mean_std([r[split] for r in rs])
         out["settings"][key] = row
     return out
 
@@ -409,8 +419,10 @@ def pretraining_summary(pre, recipe) -> dict:
         fail(f"{pre}/log.jsonl has no training rows: pretraining did not get to its first log step")
     steady = [r["seq_per_s"] for r in rows[1:]] or [rows[0]["seq_per_s"]]  # the first window holds start-up
     last = rows[-1]
-    return {"steps": last["step"], "elapsed_s": round(last["elapsed_s"], 1),
-            "sequences": last["step"] * recipe["batch"], "tokens": last["step"] * recipe["batch"] * recipe["seq"],
+    # the run's final step (DONE), which the log's last row (every --log_steps) may fall short of
+    steps = load_json(os.path.join(pre, "DONE"))["step"] if os.path.isfile(os.path.join(pre, "DONE")) else last["step"]
+    return {"steps": steps, "last_logged_step": last["step"], "elapsed_s": round(last["elapsed_s"], 1),
+            "sequences": steps * recipe["batch"], "tokens": steps * recipe["batch"] * recipe["seq"],
             "seq_per_s_median": round(statistics.median(steady), 1), "loss_first": rows[0]["loss"],
             "loss_last": last["loss"], "mlm_loss_last": last["mlm_loss"], "mlm_acc_last": last["mlm_acc"],
             "sop_acc_last": last["sop_acc"]}
@@ -432,7 +444,7 @@ def print_summary(s, path):
           f"{f(qa.get('exact_match'))} / {f(qa.get('f1'))} |")
     for key, row in sts.get("settings", {}).items():
         print(f"KorSTS {key}: dev {f(row['dev_mean'])} +- {f(row['dev_std'])}, test {f(row['test_mean'])} +- "
-              f"{f(row['test_std'])} over {row['n']} seed(s)")
+              f"{f(row['test_std'])} over {row['n_dev']} / {row['n_test']} seed(s)")
     if sts.get("best_on_dev"):
         print(f"KorSTS best on dev: {sts['best_on_dev']} (dev {f(sts['best_dev'])})")
     failed = [k for k, v in s["stages"].items() if v.get("failed")]

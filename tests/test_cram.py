@@ -37,6 +37,9 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert "korsts" not in first and "stage 'korsts_lr0.0001_pooler-kept_seed1' failed" in proc.stderr
     pt = first["pretraining"]
     assert pt["steps"] > 0 and pt["tokens"] == pt["steps"] * first["recipe"]["batch"] * first["recipe"]["seq"]
+    done = json.loads((work / "pretrain" / "DONE").read_text(encoding="utf-8"))
+    assert pt["steps"] == done["step"] and done["checkpoint"].endswith(f"step-{pt['steps']}")
+    assert pt["steps"] - 5 < pt["last_logged_step"] <= pt["steps"]  # logged every 5 steps
     assert 0 <= first["kornli"]["test"]["accuracy"] <= 100
     assert 0 <= first["korquad"]["exact_match"] <= first["korquad"]["f1"] <= 100
     # the held-out KorQuAD articles never appear in the fine-tuning file
@@ -54,8 +57,10 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
         assert torch.equal(p.half().float(), q), name
 
     # the tasks again from those weights alone, in another work dir: no shards, no pretraining
-    proc = run(tmp_path / "ft", tmp_path / "ft.json", "--from_weights", str(weights), "--tasks", "kornli")
+    proc = run(tmp_path / "ft", tmp_path / "ft.json", "--from_weights", str(weights), "--tasks", "kornli",
+               "--parallel", "1")  # one run at a time: each stage's output on screen
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[kornli] $ python run_classifier.py" in proc.stdout
     ft = json.loads((tmp_path / "ft.json").read_text(encoding="utf-8"))
     assert ft["pretraining"]["from_weights"] == str(weights) and "[pretrain]" not in proc.stdout
     assert 0 <= ft["kornli"]["test"]["accuracy"] <= 100 and "korsts" not in ft
@@ -87,11 +92,19 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert "| KorSTS test Spearman |" in proc.stdout
 
     # other weights, or another fine-tuning, would be described by these results: refused before anything runs
-    for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_seeds", "3"], "korsts"),
-                         (["--korsts_epochs", "3"], "korsts")):
+    for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_epochs", "3"], "korsts")):
         proc = run(work, results, *grid, *flags)
         assert proc.returncode == 2 and f"{work / stage} was made with other settings" in proc.stderr, proc.stderr
         assert json.loads(results.read_text(encoding="utf-8")) == second
+    # another grid over the same runs' settings: the finished runs it holds are reused, the new seed is trained
+    proc = run(work, results, "--korsts_lrs", "1e-4", "--korsts_poolers", "kept", "--korsts_seeds", "1-2",
+               "--tasks", "korsts")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[korsts_lr0.0001_pooler-kept_seed1] cached" in proc.stdout
+    assert "[korsts_lr0.0001_pooler-kept_seed2] started" in proc.stdout
+    third = json.loads(results.read_text(encoding="utf-8"))["korsts"]
+    assert set(third["runs"]) == {"lr0.0001_pooler-kept_seed1", "lr0.0001_pooler-kept_seed2"}
+    assert third["runs"]["lr0.0001_pooler-kept_seed1"] == sts["runs"]["lr0.0001_pooler-kept_seed1"]
 
 
 def load_cram():

@@ -105,3 +105,40 @@ def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, argv, messa
         quickstart.main(["--output_dir", str(out), "--device", "cpu", *argv])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_run_stages_parallel_times_out_fails_and_reuses(tmp_path):
+    """Jobs at once: one finishes, one fails, one outlives its limit and is stopped, one is cached (not run: its
+    command would fail); each is reported to on_done as it ends, the stopped one last."""
+    py = sys.executable
+    (tmp_path / "cached.done").write_text("")
+    quick = tmp_path / "quick.done"
+    jobs = [("quick", [py, "-c", "open(r'%s', 'w').write('x')" % quick], str(quick)),
+            ("fails", [py, "-c", "raise SystemExit(3)"], str(tmp_path / "fails.done")),
+            ("slow", [py, "-c", "import time; time.sleep(60)"], str(tmp_path / "slow.done")),
+            ("cached", [py, "-c", "raise SystemExit(1)"], str(tmp_path / "cached.done"))]
+    stages, ended = {}, []
+    ok = quickstart.run_stages_parallel(jobs, stages, str(tmp_path), max_parallel=3, timeout_s=3,
+                                        on_done=lambda name, good: ended.append((name, good)))
+    assert ok == {"quick": True, "fails": False, "slow": False, "cached": True}
+    assert sorted(ended) == sorted(ok.items()) and ended[-1] == ("slow", False)
+    assert stages["fails"]["failed"] == 3 and stages["slow"]["failed"] and stages["cached"]["cached"]
+    assert 3 <= stages["slow"]["seconds"] < 30 and "failed" not in stages["quick"]
+
+
+def test_run_stages_parallel_stops_its_jobs_when_interrupted(tmp_path):
+    """An error in the caller (here: in on_done) stops the jobs still running instead of leaving them behind."""
+    py = sys.executable
+    pid_file = tmp_path / "slow.pid"
+    jobs = [("slow", [py, "-c", "import os, time; open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)"
+                      % pid_file], str(tmp_path / "slow.done")),
+            ("quick", [py, "-c", "import time; time.sleep(1)"], str(tmp_path / "quick.done"))]
+
+    def on_done(name, good):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        quickstart.run_stages_parallel(jobs, {}, str(tmp_path), max_parallel=2, on_done=on_done)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone (and reaped)
