@@ -60,13 +60,7 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
     """
     printable = command_line(cmd)
     if os.path.exists(done_marker):
-        print(f"[{name}] cached ({os.path.relpath(done_marker)} exists)", flush=True)
-        ran = stages.setdefault(name, {}).get("command")
-        if ran is not None and ran != printable:
-            warn(f"stage '{name}' is cached from another command line (before: {ran}); delete "
-                 f"{os.path.relpath(done_marker)} to run it with the new one")
-        stages[name]["cached"] = True
-        return True
+        return _reuse(name, printable, done_marker, stages)
     print(f"\n[{name}] $ {printable}", flush=True)
     t0 = time.time()
     log_path = os.path.join(log_dir, f"{name}.log")
@@ -85,16 +79,33 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
         rc = proc.wait()
         if timer:
             timer.cancel()
-    stages[name] = {"seconds": round(time.time() - t0, 1), "cached": False, "command": printable}
-    if rc != 0:
-        why = f"stage '{name}' " + (f"ran past {timeout_s} s and was stopped" if timed_out
-                                    else f"failed with exit code {rc}")
+    why = _record(name, printable, t0, rc, bool(timed_out), timeout_s, log_path, stages)
+    if why is not None:
         if check:
-            fail(f"{why}; see {log_path}")
-        print(f"error: {why}; see {log_path}", file=sys.stderr, flush=True)
-        stages[name]["failed"] = rc
-        return False
+            fail(why)
+        print(f"error: {why}", file=sys.stderr, flush=True)
+    return why is None
+
+
+def _reuse(name, printable, done_marker, stages) -> bool:
+    """A stage whose output exists is not run again (and warned about if it was made by another command)."""
+    print(f"[{name}] cached ({os.path.relpath(done_marker)} exists)", flush=True)
+    ran = stages.setdefault(name, {}).get("command")
+    if ran is not None and ran != printable:
+        warn(f"stage '{name}' is cached from another command line (before: {ran}); delete "
+             f"{os.path.relpath(done_marker)} to run it with the new one")
+    stages[name]["cached"] = True
     return True
+
+
+def _record(name, printable, t0, rc, late, timeout_s, log_path, stages) -> str | None:
+    """Record a stage that ran in `stages`; None when it succeeded, else why it failed (one line)."""
+    stages[name] = {"seconds": round(time.time() - t0, 1), "cached": False, "command": printable}
+    if rc == 0:
+        return None
+    stages[name]["failed"] = rc
+    return (f"stage '{name}' " + (f"ran past {timeout_s} s and was stopped" if late
+                                  else f"failed with exit code {rc}") + f"; see {log_path}")
 
 
 def command_line(cmd) -> str:
@@ -133,9 +144,7 @@ def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_
             while todo and len(running) < max_parallel:
                 name, cmd, done = todo.pop(0)
                 if os.path.exists(done):
-                    print(f"[{name}] cached ({os.path.relpath(done)} exists)", flush=True)
-                    stages.setdefault(name, {})["cached"] = True
-                    finish(name, True)
+                    finish(name, _reuse(name, command_line(cmd), done, stages))
                     continue
                 print(f"[{name}] started: {command_line(cmd)}", flush=True)
                 with open(os.path.join(log_dir, f"{name}.log"), "wb") as log:  # the child keeps its own copy
@@ -150,16 +159,13 @@ def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_
                 if late:
                     rc = _stop(proc)
                 del running[name]
-                seconds = round(time.time() - t0, 1)
-                stages[name] = {"seconds": seconds, "cached": False, "command": command_line(cmd)}
-                if rc != 0:
-                    stages[name]["failed"] = rc or 1
-                    why = f"ran past {timeout_s} s and was stopped" if late else f"failed with exit code {rc}"
-                    print(f"error: stage '{name}' {why}; see {os.path.join(log_dir, name + '.log')}",
-                          file=sys.stderr, flush=True)
+                why = _record(name, command_line(cmd), t0, rc, late, timeout_s,
+                              os.path.join(log_dir, f"{name}.log"), stages)
+                if why is not None:
+                    print(f"error: {why}", file=sys.stderr, flush=True)
                 else:
-                    print(f"[{name}] done in {seconds} s", flush=True)
-                finish(name, rc == 0)
+                    print(f"[{name}] done in {stages[name]['seconds']} s", flush=True)
+                finish(name, why is None)
     finally:
         for proc, _, _ in running.values():
             _stop(proc)

@@ -138,8 +138,6 @@ def main(argv=None):
     for key in ("seeds", "lrs", "poolers", "epochs"):
         if getattr(args, f"korsts_{key}") is not None:
             ft["korsts"][key] = getattr(args, f"korsts_{key}")
-    if ft["korsts"]["epochs"] < 1:
-        fail(f"--korsts_epochs {args.korsts_epochs}: must be at least 1")
     try:
         grid = korsts_grid(ft["korsts"])
     except ValueError as e:
@@ -315,6 +313,8 @@ def stage_limit(stage_timeout_s, fixed_sizes: bool) -> float | None:
 
 def korsts_grid(f: dict) -> list[dict]:
     """The KorSTS runs: every learning rate x pooler x seed of the grid settings (ValueError names the flag)."""
+    if f["epochs"] < 1:
+        raise ValueError(f"--korsts_epochs {f['epochs']}: must be at least 1")
     seeds = parse_seeds(f["seeds"], "--korsts_seeds")
     try:
         lrs = [float(x) for x in f["lrs"].split(",")]

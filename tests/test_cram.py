@@ -124,14 +124,16 @@ def test_stage_limit():
 
 def test_korsts_grid():
     grid = load_cram().korsts_grid
-    runs = grid({"lrs": "1e-4,3e-4", "poolers": "kept,new", "seeds": "1-2"})
+    runs = grid({"lrs": "1e-4,3e-4", "poolers": "kept,new", "seeds": "1-2", "epochs": 8})
     assert len(runs) == 8 and runs[0] == {"name": "lr0.0001_pooler-kept_seed1", "lr": 1e-4, "pooler": "kept",
                                           "seed": 1}
-    assert [r["name"] for r in grid({"lrs": "2e-4", "poolers": "new", "seeds": "3"})] == ["lr0.0002_pooler-new_seed3"]
+    assert [r["name"] for r in grid({"lrs": "2e-4", "poolers": "new", "seeds": "3", "epochs": 1})] == \
+        ["lr0.0002_pooler-new_seed3"]
     for bad, flag in (({"lrs": "1e-4,x"}, "--korsts_lrs"), ({"lrs": "2"}, "--korsts_lrs"),
-                      ({"poolers": "kept,old"}, "--korsts_poolers"), ({"seeds": "2-"}, "--korsts_seeds")):
+                      ({"poolers": "kept,old"}, "--korsts_poolers"), ({"seeds": "2-"}, "--korsts_seeds"),
+                      ({"epochs": 0}, "--korsts_epochs")):
         with pytest.raises(ValueError, match=flag):
-            grid({"lrs": "1e-4", "poolers": "kept", "seeds": "1", **bad})
+            grid({"lrs": "1e-4", "poolers": "kept", "seeds": "1", "epochs": 1, **bad})
 
 
 def test_unpack_shards_is_all_or_nothing(tmp_path):
