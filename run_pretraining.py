@@ -52,8 +52,9 @@ with exit code 0, OUTPUT_DIR/DONE records the final step. The loss is checked fo
 counts them) stops with exit 2 and saves nothing, so `latest` stays on the last good checkpoint.
 
 Logs: a tqdm bar; OUTPUT_DIR/log.jsonl, one row per --log_steps with the interval's loss, mlm_loss, sop_loss,
-mlm_acc, sop_acc, lr, grad_norm (before clipping), seq_per_s, elapsed_s; OUTPUT_DIR/loss.png at the end; TensorBoard
-events in OUTPUT_DIR/tensorboard when tensorboard is installed.
+mlm_acc, sop_acc, lr, grad_norm (before clipping), seq_per_s, data_wait (the share of the interval's wall time spent
+waiting for the loader's batches: near 0 unless masking cannot keep up, when more --num_workers help), elapsed_s;
+OUTPUT_DIR/loss.png at the end; TensorBoard events in OUTPUT_DIR/tensorboard when tensorboard is installed.
 """
 from __future__ import annotations
 
@@ -303,6 +304,7 @@ def main(argv=None):
     nonfinite = torch.zeros((), device=rt.device)
     sop_weight = 0.0 if args.no_sop else 1.0
     checked_step, t_log, step_log = step, time.time(), step
+    wait_s = 0.0  # host time blocked on the loader since the last log row
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
     pbar = tqdm(total=None if args.max_time_minutes else args.max_steps, initial=step, disable=not rt.is_main,
@@ -326,7 +328,9 @@ def main(argv=None):
                     epoch, epoch_pos = epoch + 1, 0
                     continue
                 batches = epoch_batches(ds, epoch, epoch_pos // rt.world_size, micro, accum, steps_left, args, rt)
+            t_wait = time.perf_counter()
             micro_batches = next(batches, None)
+            wait_s += time.perf_counter() - t_wait
             if micro_batches is None:
                 epoch, epoch_pos, batches = epoch + 1, 0, None
                 continue
@@ -410,11 +414,12 @@ def main(argv=None):
                        "mlm_loss": mlm_total / n_tok, "sop_loss": sop_total / n_seq if sop_weight else None,
                        "mlm_acc": mlm_hits / n_tok, "sop_acc": sop_hits / n_seq if sop_weight else None, "lr": lr,
                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                       "seq_per_s": n_seq / (now - t_log), "elapsed_s": elapsed0 + now - t_start}
+                       "seq_per_s": n_seq / (now - t_log), "data_wait": wait_s / (now - t_log),
+                       "elapsed_s": elapsed0 + now - t_start}
                 if scaler.is_enabled():
                     row.update(loss_scale=scaler.get_scale(), skipped_steps=skipped)
                 stats.zero_()
-                t_log, step_log = now, step
+                t_log, step_log, wait_s = now, step, 0.0
                 if rt.is_main:
                     logger.log(row)
                     if tb is not None:

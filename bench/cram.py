@@ -418,12 +418,15 @@ def pretraining_summary(pre, recipe) -> dict:
     if not rows:
         fail(f"{pre}/log.jsonl has no training rows: pretraining did not get to its first log step")
     steady = [r["seq_per_s"] for r in rows[1:]] or [rows[0]["seq_per_s"]]  # the first window holds start-up
+    waits = [r["data_wait"] for r in rows[1:] if r.get("data_wait") is not None]
     last = rows[-1]
     # the run's final step (DONE), which the log's last row (every --log_steps) may fall short of
     steps = load_json(os.path.join(pre, "DONE"))["step"] if os.path.isfile(os.path.join(pre, "DONE")) else last["step"]
     return {"steps": steps, "last_logged_step": last["step"], "elapsed_s": round(last["elapsed_s"], 1),
             "sequences": steps * recipe["batch"], "tokens": steps * recipe["batch"] * recipe["seq"],
-            "seq_per_s_median": round(statistics.median(steady), 1), "loss_first": rows[0]["loss"],
+            "seq_per_s_median": round(statistics.median(steady), 1),
+            # the loader's share of the wall time (logs from before the field have none)
+            "data_wait_median": round(statistics.median(waits), 3) if waits else None, "loss_first": rows[0]["loss"],
             "loss_last": last["loss"], "mlm_loss_last": last["mlm_loss"], "mlm_acc_last": last["mlm_acc"],
             "sop_acc_last": last["sop_acc"]}
 
@@ -431,7 +434,7 @@ def pretraining_summary(pre, recipe) -> dict:
 def print_summary(s, path):
     pt = s.get("pretraining", {})
     print(f"\n{s['card']} | torch {s['torch']} | pretraining {s['budget_minutes']} min: {pt.get('steps')} steps, "
-          f"{pt.get('seq_per_s_median')} seq/s, loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
+          f"{pt.get('seq_per_s_median')} seq/s (loader wait {pt.get('data_wait_median')}), loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
           f"MLM acc {pt.get('mlm_acc_last', 0):.3f}")
     sts, nli, qa = s.get("korsts", {}), s.get("kornli", {}), s.get("korquad", {})
 

@@ -40,6 +40,7 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     done = json.loads((work / "pretrain" / "DONE").read_text(encoding="utf-8"))
     assert pt["steps"] == done["step"] and done["checkpoint"].endswith(f"step-{pt['steps']}")
     assert pt["steps"] - 5 < pt["last_logged_step"] <= pt["steps"]  # logged every 5 steps
+    assert 0 <= pt["data_wait_median"] < 1
     assert 0 <= first["kornli"]["test"]["accuracy"] <= 100
     assert 0 <= first["korquad"]["exact_match"] <= first["korquad"]["f1"] <= 100
     # the held-out KorQuAD articles never appear in the fine-tuning file

@@ -135,8 +135,9 @@ def test_loss_decreases_and_outputs(trained, data):
     log = rows(trained)
     assert [r["step"] for r in log] == list(range(1, 61))
     for key in ("step", "loss", "mlm_loss", "sop_loss", "sop_acc", "mlm_acc", "lr", "grad_norm", "seq_per_s",
-                "elapsed_s", "epoch"):
+                "data_wait", "elapsed_s", "epoch"):
         assert all(key in r and r[key] is not None for r in log), key
+    assert all(0 <= r["data_wait"] < 1 for r in log)  # a share of each interval's wall time
     first, last = [r["loss"] for r in log[:10]], [r["loss"] for r in log[-10:]]
     assert sum(last) / 10 < sum(first) / 10 - 0.5, (first, last)
     assert all(r["loss"] == pytest.approx(r["mlm_loss"] + r["sop_loss"]) for r in log)
