@@ -24,10 +24,13 @@ Batches. --train_batch_size is the GLOBAL batch of one optimizer step = micro-ba
 reads examples [kB, (k+1)B) of the epoch order; rank r takes every world-th of them. The MLM loss is the sum of
 per-token losses divided by the step's global masked-token count (the SOP loss likewise per sequence), so a run on
 any number of ranks or accumulation steps computes the same gradient as one process with the whole batch.
---compile compiles the model and, with --optimizer lamb, LAMB's update (a few fused kernels instead of dozens of
-passes over the weights; bench/bench_optimizer.py times it). --compile_mode reduce-overhead also captures the
-model's forward and backward as CUDA graphs (on an H200 the Small model's compiled step went 1.37x faster so;
-bench/RESULTS.md); recording them takes the next step or two, inside the time budget.
+Each epoch has a fresh loader (an explicit index range, for exact resume); with --num_workers > 0 it starts while
+the epoch before it ends, so its workers' first batches are ready when it begins.
+--compile compiles the model (LAMB's update stays eager: compiled, it took 94 s to compile and stepped 1.6x
+slower than eager on an H200, bench/bench_optimizer.py). --compile_mode reduce-overhead also captures the
+model's forward and backward as CUDA graphs (together with 14 loader workers instead of 8, they took the Small
+model's crammed run on an H200 from 7,539 to 17,282 seq/s; bench/RESULTS.md); recording them takes the next
+step or two, inside the time budget.
 
 Checkpoints. OUTPUT_DIR/checkpoints/step-N/ holds model.safetensors + config.json + vocab.txt (modeling's format,
 loadable anywhere load_checkpoint is) and train_state.pt (optimizer, scheduler, grad scaler, step, epoch, position
@@ -145,19 +148,29 @@ def _ignore_signals(worker_id):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def epoch_batches(ds, epoch, start, micro_batch, accum, num_steps, args, rt):
-    """num_steps lists of `accum` micro-batches of this rank, from its local example `start` of `epoch` on
-    (ds.set_epoch(epoch) already called: workers copy the dataset as it is now).
+def start_epoch(ds, epoch, epoch_pos, batch, micro_batch, accum, args, rt):
+    """(steps in the rest of `epoch` from its global example `epoch_pos`, an iterator of each step's list of
+    `accum` micro-batches for this rank); (0, None) when not one whole step is left. Raises ds.set_epoch's
+    ValueError.
 
     A fresh loader over an explicit index range, so a resumed run reads exactly the examples the stopped run
-    would have read next; its own generator keeps worker seeding off the global RNG (dropout stays in step).
+    would have read next; its own generator keeps worker seeding off the global RNG (dropout stays in step). Its
+    workers start here and copy the dataset as set for this epoch, so the caller may set up the next epoch while
+    they still run (not with --num_workers 0: the main process then reads `ds` itself, step by step).
     """
+    ds.set_epoch(epoch)
+    num_steps = (ds.num_global_examples - epoch_pos) // batch  # the same on every rank
+    if num_steps <= 0:
+        return 0, None
+    start = epoch_pos // rt.world_size
     loader = DataLoader(ds, batch_size=micro_batch, sampler=range(start, start + num_steps * accum * micro_batch),
                         num_workers=args.num_workers, collate_fn=collate_pretraining, worker_init_fn=_ignore_signals,
                         pin_memory=rt.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed + epoch))
-    it = iter(loader)
-    for _ in range(num_steps):
-        yield [next(it) for _ in range(accum)]
+
+    def step_batches(it):  # the iterator lives in the generator's frame: closing the generator frees the workers
+        for _ in range(num_steps):
+            yield [next(it) for _ in range(accum)]
+    return num_steps, step_batches(iter(loader))  # iter() starts the workers now
 
 
 def main(argv=None):
@@ -227,7 +240,7 @@ def main(argv=None):
             fail(f"{source} {ckpt_dir}: {e}")
     raw_model.to(rt.device)
     optimizer = build_optimizer(args.optimizer, param_groups(raw_model, args.weight_decay), lr=args.learning_rate,
-                                eps=args.adam_epsilon, max_grad_norm=args.max_grad_norm, compile=args.compile)
+                                eps=args.adam_epsilon, max_grad_norm=args.max_grad_norm)
     try:
         scheduler = get_scheduler(args.scheduler, optimizer, args.warmup_proportion, args.max_steps)
     except ValueError as e:
@@ -306,29 +319,45 @@ def main(argv=None):
     checked_step, t_log, step_log = step, time.time(), step
     wait_s = 0.0  # host time blocked on the loader since the last log row
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
+    upcoming = None  # (next epoch, start_epoch's result for it, or its error), started before this epoch ends
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
     pbar = tqdm(total=None if args.max_time_minutes else args.max_steps, initial=step, disable=not rt.is_main,
                 dynamic_ncols=True, desc="pretrain")
     model.train()
     try:
         while step < args.max_steps:
+            t_wait = time.perf_counter()  # the loader's set-up counts as waiting for it too
             if batches is None:
                 try:
-                    ds.set_epoch(epoch)
+                    if upcoming is not None and upcoming[0] == epoch and epoch_pos == 0:
+                        if isinstance(upcoming[1], ValueError):
+                            raise upcoming[1]
+                        steps_left, batches = upcoming[1]
+                    else:
+                        steps_left, batches = start_epoch(ds, epoch, epoch_pos, B, micro, accum, args, rt)
                 except ValueError as e:
                     pbar.close()
                     fail(f"--input_dir {args.input_dir}: {e}")
-                steps_left = (ds.num_global_examples - epoch_pos) // B  # the same on every rank
-                if steps_left <= 0:
+                upcoming = None
+                if batches is None:
                     if epoch_pos == 0:
                         pbar.close()
                         fail(f"--input_dir {args.input_dir}: epoch {epoch} has {ds.num_global_examples} examples, "
                              f"fewer than one batch of --train_batch_size {B}"
                              + (" (with --source_weights)" if source_weights else ""))
                     epoch, epoch_pos = epoch + 1, 0
+                    wait_s += time.perf_counter() - t_wait
                     continue
-                batches = epoch_batches(ds, epoch, epoch_pos // rt.world_size, micro, accum, steps_left, args, rt)
-            t_wait = time.perf_counter()
+                epoch_end = step + steps_left
+            # The next epoch's loader starts once this one's workers have masked all it has left (each keeps two
+            # batches ready), so its workers mask their first batches while this epoch's last ones train. The
+            # stall at an epoch's start was about 0.6 s with 14 workers on an H200 (an epoch of the Small model:
+            # 12 s); set_epoch (~0.25 s) and starting the workers still run here, on the training thread
+            if upcoming is None and args.num_workers > 0 and epoch_end - step <= max(1, 2 * args.num_workers // accum):
+                try:
+                    upcoming = (epoch + 1, start_epoch(ds, epoch + 1, 0, B, micro, accum, args, rt))
+                except ValueError as e:  # reported when that epoch is reached, as it would be without look-ahead
+                    upcoming = (epoch + 1, e)
             micro_batches = next(batches, None)
             wait_s += time.perf_counter() - t_wait
             if micro_batches is None:
@@ -423,7 +452,7 @@ def main(argv=None):
                 if rt.is_main:
                     logger.log(row)
                     if tb is not None:
-                        for k in LOG_KEYS + ("mlm_acc", "sop_acc", "lr", "grad_norm", "seq_per_s"):
+                        for k in LOG_KEYS + ("mlm_acc", "sop_acc", "lr", "grad_norm", "seq_per_s", "data_wait"):
                             if row[k] is not None:
                                 tb.add_scalar(f"train/{k}", row[k], step)
                     pbar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", seq_s=f"{row['seq_per_s']:.1f}")
@@ -455,8 +484,10 @@ def main(argv=None):
                     pbar.write(f"stopped at step {step} ({['', 'time budget', 'SIGINT', 'SIGTERM'][stop]}){hint}")
                 break
     finally:
-        if batches is not None:
-            batches.close()  # shuts the loader's workers down now, not at garbage collection
+        # shuts the loaders' workers down now, not at garbage collection (also a look-ahead never reached)
+        for gen in (batches, upcoming[1][1] if upcoming and not isinstance(upcoming[1], ValueError) else None):
+            if gen is not None:
+                gen.close()
         pbar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)

@@ -62,16 +62,22 @@ DATA = os.path.join(ROOT, "data")
 
 # Pretraining: the release's Small shape (12 x 256); MLM scored at the masked positions only, n-gram whole-word
 # masking + SOP. Dropout off: a run of minutes sees each token a few times, there is nothing to regularise yet.
-# Compiled: a small model is overhead-bound (the reference: 4,770 seq/s eager, 10,136 compiled, same card).
+# Compiled with CUDA graphs (a small model is overhead-bound: the reference ran 4,770 seq/s eager, 10,136
+# compiled, same card), and masked by one loader worker per CPU core less two (num_workers None), at most 14:
+# masking costs 0.3-0.5 ms per sequence on one core, so 17,000 seq/s keep 5-9 workers busy, near
+# run_pretraining's default of 8. Together the two took the H200's 210 s from 5,988 steps to 13,442
+# (bench/RESULTS.md, 2026-11-27, third run; which one did how much was not measured apart); the logged
+# data_wait says whether the loader holds a run back.
 RECIPE = dict(config="models/configs/small.json", seq=128, max_predictions=20, batch=256, lr=5e-4,
-              optimizer="adam", scheduler="linear", warmup=0.1, amp="bf16", num_workers=None, compile=True)
-# Fine-tuning: KorSTS as in the Hugging Face reference (lr 1e-4, batch 32, epoch chosen on dev) for 8 epochs (5
-# left the first H200 run's seeds still rising), with the release's seed grid, shortened. lr and pooler are the
-# setting chosen on dev from a grid of lr 1e-4/3e-4 x pooler kept/new (bench/RESULTS.md, 2026-11-27, second
-# run: 3e-4 lost 13-18 points of dev Spearman; a fresh pooler made no clear difference). On a GPU every
-# fine-tuning run goes at once: a small model's fine-tuning leaves the GPU mostly idle. KorNLI and KorQuAD with
-# settings usual for a small model, fixed before any run.
-FINETUNE = dict(korsts=dict(lrs="1e-4", poolers="kept", epochs=8, batch=32, seeds="1-3"),
+              optimizer="adam", scheduler="linear", warmup=0.1, amp="bf16", num_workers=None, compile=True,
+              compile_mode="reduce-overhead")
+# Fine-tuning: KorSTS as in the Hugging Face reference (lr 1e-4, batch 32, epoch chosen on dev) for 12 epochs,
+# with the release's grid of 10 seeds. lr and pooler are the setting chosen on dev from a grid of lr 1e-4/3e-4 x
+# pooler kept/new (bench/RESULTS.md, 2026-11-27, second run: 3e-4 lost 13-18 points of dev Spearman; a fresh
+# pooler made no clear difference). On a GPU every fine-tuning run goes at once: a small model's fine-tuning
+# leaves the GPU mostly idle, and 10 seeds take the wall time of one. KorNLI and KorQuAD with settings usual for
+# a small model, fixed before any run.
+FINETUNE = dict(korsts=dict(lrs="1e-4", poolers="kept", epochs=12, batch=32, seeds="1-10"),
                 kornli=dict(lr=1e-4, epochs=3, batch=32),
                 korquad=dict(lr=2e-4, epochs=3, batch=32, seq=384, stride=128, eval_fraction=0.2))
 # --smoke: the same stages at CPU sizes on bundled text, to check the pipeline end to end in about a minute
@@ -80,6 +86,10 @@ SMOKE = dict(config="models/configs/tiny.json", seq=64, max_predictions=10, batc
              seeds="1")
 SMOKE_FINETUNE = dict(korsts=dict(epochs=2), kornli=dict(epochs=1), korquad=dict(epochs=1, seq=128, stride=64))
 POOLERS = {"kept": [], "new": ["--reinit_pooler"]}
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def build_parser():
@@ -131,6 +141,8 @@ def main(argv=None):
         if getattr(args, flag) is not None:
             recipe[key] = getattr(args, flag)
     recipe["compile"] = recipe["compile"] and not args.no_compile
+    if recipe["num_workers"] is None:
+        recipe["num_workers"] = max(1, min(14, usable_cpus() - 2))
     budget = SMOKE["budget_minutes"] if args.smoke else args.budget_minutes
     ft = {task: dict(v, **(SMOKE_FINETUNE[task] if args.smoke else {})) for task, v in FINETUNE.items()}
     if args.smoke:
@@ -146,7 +158,7 @@ def main(argv=None):
         fail(f"--parallel {args.parallel}: must be at least 1")
     # on a GPU one run per core, less two for this process and the loaders, at most 16 (14 KorSTS runs at once
     # took 1.7x as long each as alone on an H200; more would stretch each run further towards its time limit)
-    parallel = args.parallel or (min(16, max(1, (os.cpu_count() or 1) - 2)) if gpu else 2 if args.smoke else 1)
+    parallel = args.parallel or (min(16, max(1, usable_cpus() - 2)) if gpu else 2 if args.smoke else 1)
     timeout_s = stage_limit(args.stage_timeout_s, gpu or args.smoke)
     work = os.path.abspath(args.work_dir or os.path.join(ROOT, "bench", "_work", "cram", "smoke" if args.smoke
                                                          else "run"))
@@ -196,17 +208,9 @@ def main(argv=None):
     # ---- 1. pretraining
     pre = os.path.join(work, "pretrain")
     pre_config = os.path.join(work, "config_pretrain.json")
-    workers = [] if recipe["num_workers"] is None else ["--num_workers", str(recipe["num_workers"])]
-    cmd = None if args.from_weights else [
-        py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
-        "--output_dir", pre, "--max_seq_length", str(recipe["seq"]),
-        "--max_predictions_per_seq", str(recipe["max_predictions"]),
-        "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
-        "--optimizer", recipe["optimizer"], "--scheduler", recipe["scheduler"],
-        "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
-        "--max_time_minutes", str(budget), "--schedule_by_time", "--save_steps", "10000000",
-        "--log_steps", "5" if args.smoke else "50", "--seed", "42", *amp, *device_flags,
-        *workers, *(["--compile"] if recipe["compile"] else []), *shlex.split(args.pretrain_args)]
+    cmd = None if args.from_weights else pretrain_command(
+        py, recipe, pre_config, shards, pre, budget, amp + device_flags + shlex.split(args.pretrain_args),
+        log_steps=5 if args.smoke else 50)
     done = {"pretrain": os.path.join(pre, "DONE"), "korsts": os.path.join(work, "korsts"),
             "kornli": os.path.join(work, "kornli", "eval_results.json"),
             "korquad": os.path.join(work, "korquad", "train_results.json")}
@@ -300,6 +304,19 @@ def main(argv=None):
     save()
     print_summary(summary, results_json)
     return summary
+
+
+def pretrain_command(py, recipe, config, shards, output_dir, budget_minutes, extra, log_steps=50) -> list[str]:
+    """run_pretraining.py's command line for `recipe` (its num_workers set): a wall-time budget with the lr schedule
+    fitted to it, no step limit, one checkpoint at the end. `extra` comes last, so its flags win."""
+    return [py, "run_pretraining.py", "--config_file", config, "--input_dir", shards, "--output_dir", output_dir,
+            "--max_seq_length", str(recipe["seq"]), "--max_predictions_per_seq", str(recipe["max_predictions"]),
+            "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
+            "--optimizer", recipe["optimizer"], "--scheduler", recipe["scheduler"],
+            "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
+            "--max_time_minutes", str(budget_minutes), "--schedule_by_time", "--save_steps", "10000000",
+            "--log_steps", str(log_steps), "--seed", "42", "--num_workers", str(recipe["num_workers"]),
+            *(["--compile", "--compile_mode", recipe["compile_mode"]] if recipe["compile"] else []), *extra]
 
 
 def stage_limit(stage_timeout_s, fixed_sizes: bool) -> float | None:
@@ -434,7 +451,8 @@ def pretraining_summary(pre, recipe) -> dict:
 def print_summary(s, path):
     pt = s.get("pretraining", {})
     print(f"\n{s['card']} | torch {s['torch']} | pretraining {s['budget_minutes']} min: {pt.get('steps')} steps, "
-          f"{pt.get('seq_per_s_median')} seq/s (loader wait {pt.get('data_wait_median')}), loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
+          f"{pt.get('seq_per_s_median')} seq/s (loader wait {pt.get('data_wait_median')}), "
+          f"loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
           f"MLM acc {pt.get('mlm_acc_last', 0):.3f}")
     sts, nli, qa = s.get("korsts", {}), s.get("kornli", {}), s.get("korquad", {})
 

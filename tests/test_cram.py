@@ -160,3 +160,27 @@ def test_unpack_shards_is_all_or_nothing(tmp_path):
     assert os.listdir(tmp_path / "w2") == []
     with pytest.raises(SystemExit):
         cram.unpack_shards(str(tmp_path / "missing.tar.xz"), str(tmp_path / "w2"))
+
+
+def test_pretrain_command_is_accepted_by_run_pretraining(tmp_path):
+    """The GPU recipe's command line (CUDA graphs, loader workers) and the smoke one pass run_pretraining's own
+    checks; flags given after the recipe's win, and a mode that needs --compile is not sent without it."""
+    sys.path.insert(0, ROOT)
+    from pretraining_start import check_args
+    from run_pretraining import build_parser
+    cram = load_cram()
+    (tmp_path / "meta.json").write_text("{}", encoding="utf-8")
+    gpu = dict(cram.RECIPE, num_workers=14)
+    smoke = dict(gpu, compile=False, num_workers=1)
+    for recipe, extra, mode, workers in ((gpu, [], "reduce-overhead", 14), (smoke, [], "default", 1),
+                                         (gpu, ["--compile_mode", "default", "--num_workers", "6"], "default", 6)):
+        cmd = cram.pretrain_command("python", recipe, "c.json", str(tmp_path), str(tmp_path / "out"), 3.5,
+                                    ["--amp", "bf16", *extra])
+        assert cmd[1] == "run_pretraining.py"
+        args = build_parser().parse_args(cmd[2:])
+        check_args(args)  # raises ValueError on a combination it refuses
+        assert (args.compile_mode, args.num_workers, args.compile) == (mode, workers, recipe["compile"])
+        assert args.max_time_minutes == 3.5 and args.schedule_by_time and args.train_batch_size == 256
+    with pytest.raises(ValueError, match="--compile_mode reduce-overhead"):  # the check this test relies on
+        check_args(build_parser().parse_args(cram.pretrain_command(
+            "python", smoke, "c.json", str(tmp_path), "out", 1, ["--compile_mode", "reduce-overhead"])[2:]))
