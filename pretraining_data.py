@@ -21,7 +21,8 @@ is exactly the positions [k*b*W, (k+1)*b*W), i.e. global batch k of a one-rank r
 run has all N positions; the W-rank run stops after the first n*W.)
 
 DataLoader workers get a copy of the dataset when the iterator is created, so call set_epoch before iterating
-and do not use persistent_workers=True (a persistent worker would keep the old epoch's index).
+and do not use persistent_workers=True (a persistent worker would keep the old epoch's index). epoch_loader does
+both for a training loop, from any position in an epoch.
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ import hashlib
 import json
 import os
 import re
+import signal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from fileio import file_sha256
 from masking import IGNORE_INDEX, mask_tokens
@@ -377,3 +379,36 @@ def collate_pretraining(items: list[dict]) -> dict:
     """Stack items into torch tensors [B, max_seq_length] (mlm_positions [B, max_predictions], sop_label [B]); rows
     keep their fixed padding so every batch has the same shape (no recompiles, identical shapes on every rank)."""
     return {key: torch.from_numpy(np.stack([it[key] for it in items])) for key in items[0]}
+
+
+def _ignore_signals(worker_id):
+    # A Ctrl-C or a scheduler's SIGTERM reaches the whole process group; the workers must outlive the step that is
+    # finishing for the checkpoint. The main process shuts them down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def epoch_loader(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int, accum: int, world_size: int,
+                 num_workers: int, seed: int, pin_memory: bool):
+    """(steps in the rest of `epoch` from its global example `epoch_pos`, an iterator of each step's list of
+    `accum` micro-batches for this rank); (0, None) when not one whole step of `batch` examples (all ranks) is
+    left. Raises ds.set_epoch's ValueError.
+
+    A fresh loader over an explicit index range, so a resumed run reads exactly the examples the stopped run
+    would have read next; its own generator (seed + epoch) keeps worker seeding off the global RNG (dropout stays
+    in step). Its workers start here and copy the dataset as set for this epoch, so the caller may set up the
+    next epoch while they still run (not with num_workers 0: the main process then reads `ds` itself).
+    """
+    ds.set_epoch(epoch)
+    num_steps = (ds.num_global_examples - epoch_pos) // batch  # the same on every rank
+    if num_steps <= 0:
+        return 0, None
+    start = epoch_pos // world_size
+    loader = DataLoader(ds, batch_size=micro_batch, sampler=range(start, start + num_steps * accum * micro_batch),
+                        num_workers=num_workers, collate_fn=collate_pretraining, worker_init_fn=_ignore_signals,
+                        pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed + epoch))
+
+    def step_batches(it):  # the iterator lives in the generator's frame: closing the generator frees the workers
+        for _ in range(num_steps):
+            yield [next(it) for _ in range(accum)]
+    return num_steps, step_batches(iter(loader))  # iter() starts the workers now

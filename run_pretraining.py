@@ -73,12 +73,11 @@ import time
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
-from pretraining_data import (PretrainingDataset, collate_pretraining, parse_source_weights, read_meta,
+from pretraining_data import (PretrainingDataset, epoch_loader, parse_source_weights, read_meta,
                               resolve_source_weights, shards_fingerprint)
 from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
@@ -139,38 +138,6 @@ def build_parser():
                         "one launch instead of hundreds (a small model's step is bound by its launches; every "
                         "pretraining batch has the same shape, so one graph serves the run)")
     return p
-
-
-def _ignore_signals(worker_id):
-    # A Ctrl-C or a scheduler's SIGTERM reaches the whole process group; the workers must outlive the step that is
-    # finishing for the checkpoint. The main process shuts them down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def start_epoch(ds, epoch, epoch_pos, batch, micro_batch, accum, args, rt):
-    """(steps in the rest of `epoch` from its global example `epoch_pos`, an iterator of each step's list of
-    `accum` micro-batches for this rank); (0, None) when not one whole step is left. Raises ds.set_epoch's
-    ValueError.
-
-    A fresh loader over an explicit index range, so a resumed run reads exactly the examples the stopped run
-    would have read next; its own generator keeps worker seeding off the global RNG (dropout stays in step). Its
-    workers start here and copy the dataset as set for this epoch, so the caller may set up the next epoch while
-    they still run (not with --num_workers 0: the main process then reads `ds` itself, step by step).
-    """
-    ds.set_epoch(epoch)
-    num_steps = (ds.num_global_examples - epoch_pos) // batch  # the same on every rank
-    if num_steps <= 0:
-        return 0, None
-    start = epoch_pos // rt.world_size
-    loader = DataLoader(ds, batch_size=micro_batch, sampler=range(start, start + num_steps * accum * micro_batch),
-                        num_workers=args.num_workers, collate_fn=collate_pretraining, worker_init_fn=_ignore_signals,
-                        pin_memory=rt.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed + epoch))
-
-    def step_batches(it):  # the iterator lives in the generator's frame: closing the generator frees the workers
-        for _ in range(num_steps):
-            yield [next(it) for _ in range(accum)]
-    return num_steps, step_batches(iter(loader))  # iter() starts the workers now
 
 
 def main(argv=None):
@@ -319,7 +286,9 @@ def main(argv=None):
     checked_step, t_log, step_log = step, time.time(), step
     wait_s = 0.0  # host time blocked on the loader since the last log row
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
-    upcoming = None  # (next epoch, start_epoch's result for it, or its error), started before this epoch ends
+    upcoming = None  # (next epoch, epoch_loader's result for it, or its error), started before this epoch ends
+    loader_args = dict(batch=B, micro_batch=micro, accum=accum, world_size=rt.world_size,
+                       num_workers=args.num_workers, seed=args.seed, pin_memory=rt.device.type == "cuda")
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
     pbar = tqdm(total=None if args.max_time_minutes else args.max_steps, initial=step, disable=not rt.is_main,
                 dynamic_ncols=True, desc="pretrain")
@@ -334,7 +303,7 @@ def main(argv=None):
                             raise upcoming[1]
                         steps_left, batches = upcoming[1]
                     else:
-                        steps_left, batches = start_epoch(ds, epoch, epoch_pos, B, micro, accum, args, rt)
+                        steps_left, batches = epoch_loader(ds, epoch, epoch_pos, **loader_args)
                 except ValueError as e:
                     pbar.close()
                     fail(f"--input_dir {args.input_dir}: {e}")
@@ -355,7 +324,7 @@ def main(argv=None):
             # 12 s); set_epoch (~0.25 s) and starting the workers still run here, on the training thread
             if upcoming is None and args.num_workers > 0 and epoch_end - step <= max(1, 2 * args.num_workers // accum):
                 try:
-                    upcoming = (epoch + 1, start_epoch(ds, epoch + 1, 0, B, micro, accum, args, rt))
+                    upcoming = (epoch + 1, epoch_loader(ds, epoch + 1, 0, **loader_args))
                 except ValueError as e:  # reported when that epoch is reached, as it would be without look-ahead
                     upcoming = (epoch + 1, e)
             micro_batches = next(batches, None)

@@ -12,8 +12,8 @@ import create_pretraining_data as cpd
 import tokenization
 from helpers import KOREAN_TEXT, text_lines, wikinews_vocab
 from masking import IGNORE_INDEX, choose_spans, mask_tokens
-from pretraining_data import (PretrainingDataset, collate_pretraining, read_meta, shard_path, truncate_pair,
-                              unit_bounds)
+from pretraining_data import (PretrainingDataset, collate_pretraining, epoch_loader, read_meta, shard_path,
+                              truncate_pair, unit_bounds)
 
 P_NGRAM = np.array([6, 3, 2]) / 11
 L = 128
@@ -389,6 +389,22 @@ def test_collate_and_worker_processes(ds):
     loader = DataLoader(ds, batch_size=4, shuffle=False, num_workers=1, collate_fn=collate_pretraining)
     from_worker = next(iter(loader))
     assert all(torch.equal(batch[k], from_worker[k]) for k in batch)
+
+
+def test_epoch_loader_reads_the_rest_of_an_epoch_in_order(shards):
+    """From a position inside an epoch: whole steps of `accum` micro-batches, the epoch's examples in order from
+    that position (rank 1 of 2: every second one); (0, None) once not one step is left."""
+    rank1 = PretrainingDataset(shards, max_seq_length=L, seed=7, rank=1, world_size=2)
+    kw = dict(batch=8, micro_batch=2, accum=2, world_size=2, num_workers=1, seed=7, pin_memory=False)
+    rank1.set_epoch(1)
+    total = rank1.num_global_examples
+    n, steps = epoch_loader(rank1, 1, total - 24, **kw)  # three steps of 8 left, 4 rows of them on this rank
+    assert n == 3
+    rows = [mb for step in steps for mb in step]
+    assert len(rows) == 6 and all(mb["input_ids"].shape == (2, L) for mb in rows)
+    want = collate_pretraining([rank1[i] for i in range((total - 24) // 2, total // 2)])
+    assert all(torch.equal(torch.cat([mb[k] for mb in rows]), want[k]) for k in want)
+    assert epoch_loader(rank1, 1, total - 7, **kw) == (0, None)
 
 
 def test_mask_tokens_synthetic():

@@ -192,13 +192,13 @@ def test_next_epoch_loader_starts_early_and_reads_the_same(data, tmp_path, monke
     flags = dict(shards="small_shards", max_steps=3 * (len(ds) // 8) + 1, save_steps=1000)
     ref = tmp_path / "main_process"
     assert run_pretraining.main(argv(data, ref, **flags)) == 0
-    events, start_epoch = [], run_pretraining.start_epoch
+    events, epoch_loader = [], run_pretraining.epoch_loader
 
-    def spy(ds, epoch, *rest):
+    def spy(ds, epoch, *rest, **kw):
         events.append(("start", epoch))
-        n, it = start_epoch(ds, epoch, *rest)
+        n, it = epoch_loader(ds, epoch, *rest, **kw)
         return n, (events.append(("step", epoch)) or b for b in it) if it is not None else None
-    monkeypatch.setattr(run_pretraining, "start_epoch", spy)
+    monkeypatch.setattr(run_pretraining, "epoch_loader", spy)
     out = tmp_path / "workers"
     assert run_pretraining.main(argv(data, out, num_workers=2, **flags)) == 0
     assert [r["epoch"] for r in rows(out)][-1] == 3
