@@ -286,7 +286,7 @@ def main(argv=None):
     checked_step, t_log, step_log = step, time.time(), step
     wait_s = 0.0  # host time blocked on the loader since the last log row
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
-    upcoming = None  # (next epoch, epoch_loader's result for it, or its error), started before this epoch ends
+    upcoming = None  # (next epoch, epoch_loader's result for it, or None if that failed), before this epoch ends
     loader_args = dict(batch=B, micro_batch=micro, accum=accum, world_size=rt.world_size,
                        num_workers=args.num_workers, seed=args.seed, pin_memory=rt.device.type == "cuda")
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
@@ -298,9 +298,7 @@ def main(argv=None):
             t_wait = time.perf_counter()  # the loader's set-up counts as waiting for it too
             if batches is None:
                 try:
-                    if upcoming is not None and upcoming[0] == epoch and epoch_pos == 0:
-                        if isinstance(upcoming[1], ValueError):
-                            raise upcoming[1]
+                    if upcoming is not None and upcoming[0] == epoch and epoch_pos == 0 and upcoming[1]:
                         steps_left, batches = upcoming[1]
                     else:
                         steps_left, batches = epoch_loader(ds, epoch, epoch_pos, **loader_args)
@@ -325,8 +323,8 @@ def main(argv=None):
             if upcoming is None and args.num_workers > 0 and epoch_end - step <= max(1, 2 * args.num_workers // accum):
                 try:
                     upcoming = (epoch + 1, epoch_loader(ds, epoch + 1, 0, **loader_args))
-                except ValueError as e:  # reported when that epoch is reached, as it would be without look-ahead
-                    upcoming = (epoch + 1, e)
+                except ValueError:  # set up again when that epoch is reached, and reported then (set_epoch is
+                    upcoming = (epoch + 1, None)  # deterministic), as it would be without look-ahead
             micro_batches = next(batches, None)
             wait_s += time.perf_counter() - t_wait
             if micro_batches is None:
@@ -454,7 +452,7 @@ def main(argv=None):
                 break
     finally:
         # shuts the loaders' workers down now, not at garbage collection (also a look-ahead never reached)
-        for gen in (batches, upcoming[1][1] if upcoming and not isinstance(upcoming[1], ValueError) else None):
+        for gen in (batches, upcoming[1][1] if upcoming and upcoming[1] else None):
             if gen is not None:
                 gen.close()
         pbar.close()

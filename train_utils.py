@@ -151,13 +151,18 @@ def cleanup_runtime(rt: Runtime):
         torch.distributed.destroy_process_group()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_num_workers(cap: int = 8) -> int:
     """DataLoader workers per rank: the CPUs this process may use, shared by the ranks on this node, one left over
     for the rank itself, at most `cap`."""
     if not hasattr(os, "sched_getaffinity"):
         return 2
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, min(cap, len(os.sched_getaffinity(0)) // local_ranks - 1))
+    return max(1, min(cap, usable_cpus() // local_ranks - 1))
 
 
 def accumulation_windows(batches, accum: int):

@@ -41,8 +41,8 @@ import torch.nn.functional as F
 
 # first: importing bench_pretraining puts the repository root on sys.path for the imports below it
 from bench_pretraining import (ROOT, add_run_args, check_losses, copy_weights_to_hf, forward_flops, keep_rows,
-                               make_step, measure_peak_tflops, mfu_fields, runtime, setup_device, time_interleaved,
-                               time_pipelined, write_json)
+                               make_step, measure_peak_tflops, mfu_fields, pipelined_fields, print_pipelined, runtime,
+                               setup_device, time_interleaved, write_json)
 from bench_qa_features import DEV, default_vocab
 
 import cls_data
@@ -193,11 +193,11 @@ def run_fixed(spec, args, env):
         steps["hf_compiled"] = make_step(torch.compile(hf), step_loss, batch, env["autocast"], env["gpu"])
     wall, _ = time_interleaved(steps, env["warmup"], env["steps"], env["sync"])
     rate = {k: v * bsz for k, v in wall.items()}
-    piped = {k: round(v * bsz, 2) for k, v in time_pipelined(steps, env["steps"], env["sync"]).items()}
+    piped = pipelined_fields(steps, env["steps"], env["sync"], bsz)
     flops = 3 * forward_flops(config, seq, head, num_labels=num_labels)
     row = {"config": name, "kind": f"{head}_fixed", "seq_len": seq, "batch": bsz, "amp": env["amp"],
            "steps": env["steps"], **seq_rates(rate), "ratio": round(rate["ours"] / rate["hf"], 3),
-           **pipelined_fields(piped), "flops_per_seq": flops, "peak_tflops": round(env["peak"], 2),
+           **piped, "flops_per_seq": flops, "peak_tflops": round(env["peak"], 2),
            **mfu_fields(rate, flops, env["peak"]),
            **meta(env["card"])}
     report(row, rate)
@@ -243,7 +243,7 @@ def run_real(which, args, env):
     # what the rest of training runs at
     wall, _ = time_interleaved(steps, env["warmup"], len(ours_b), env["sync"], stat=statistics.fmean)
     warm, _ = time_interleaved(steps, 0, len(ours_b), env["sync"], stat=statistics.fmean)
-    piped = {k: round(v * bsz, 2) for k, v in time_pipelined(steps, len(ours_b), env["sync"]).items()}
+    piped = pipelined_fields(steps, len(ours_b), env["sync"], bsz)
     rate = {k: v * bsz for k, v in wall.items()}
     warm = {k: round(v * bsz, 2) for k, v in warm.items()}
     # the useful work: every batch at ours' trimmed width, charged to both models
@@ -263,7 +263,7 @@ def run_real(which, args, env):
            "ours_pad8_mean_width": round(statistics.fmean(int(b["input_ids"].size(1)) for b in pad8_b), 1),
            "timing": "the rates above: each batch once, shapes mostly new; warm_seq_per_s: a second pass, every "
                      "shape seen", "warm_seq_per_s": warm, "ratio_warm": round(warm["ours"] / warm["hf"], 3),
-           **pipelined_fields(piped), **meta(env["card"])}
+           **piped, **meta(env["card"])}
     if grouped_b:
         gw = statistics.fmean(int(b["input_ids"].size(1)) for b in grouped_b)
         row.update(ours_grouped_seq_per_s=round(rate["ours_grouped"], 2), ours_grouped_mean_width=round(gw, 1),
@@ -292,16 +292,11 @@ def seq_rates(rate):
             "hf_compiled_seq_per_s": round(rate["hf_compiled"], 2) if "hf_compiled" in rate else None}
 
 
-def pipelined_fields(piped):
-    return {"pipelined_seq_per_s": piped, "pipelined_ratio": round(piped["ours"] / piped["hf"], 3)}
-
-
 def report(row, rate):
     compiled = "ours_compiled" in rate
     extra = f" | compiled: ours {rate['ours_compiled']:.1f} hf {rate['hf_compiled']:.1f}" if compiled else ""
     print(f"  seq/s: ours {rate['ours']:.1f}  hf {rate['hf']:.1f}  ratio {row['ratio']:.2f}x{extra}", flush=True)
-    print("  pipelined (one sync per pass) seq/s: " + "  ".join(f"{k} {v:.1f}" for k, v in
-          row["pipelined_seq_per_s"].items()) + f"  ratio {row['pipelined_ratio']:.2f}x", flush=True)
+    print_pipelined(row, "pass")
     print(f"  MFU: ours {row['ours_mfu']:.1%}  hf {row['hf_mfu']:.1%}" + (
         f" | compiled: ours {row['ours_compiled_mfu']:.1%} hf {row['hf_compiled_mfu']:.1%}" if compiled else "")
         + f"  ({row['flops_per_seq'] / 1e9:.1f} GFLOP per sequence)", flush=True)

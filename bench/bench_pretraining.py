@@ -176,6 +176,18 @@ def time_pipelined(steps: dict, n: int, sync, rounds: int = 3) -> dict:
     return {name: 1.0 / statistics.median(t) for name, t in per_step.items()}
 
 
+def pipelined_fields(steps: dict, n: int, sync, batch: int) -> dict:
+    """A result row's pipelined rates (sequences/s of `batch`-row steps, time_pipelined) and ours / HF."""
+    piped = {name: round(rate * batch, 2) for name, rate in time_pipelined(steps, n, sync).items()}
+    return {"pipelined_seq_per_s": piped, "pipelined_ratio": round(piped["ours"] / piped["hf"], 3)}
+
+
+def print_pipelined(row: dict, per: str):
+    print(f"  pipelined (one sync per {per}) seq/s: " + "  ".join(
+        f"{k} {v:.1f}" for k, v in row["pipelined_seq_per_s"].items()) + f"  ratio {row['pipelined_ratio']:.2f}x",
+          flush=True)
+
+
 def profile_steps(steps: dict, n: int, sync, gpu: bool, top: int = 12) -> dict:
     """n more steps of each contender under torch.profiler: the top ops by self time on the device (the CPU when
     there is no GPU) and, per step, the device's busy time against the wall time. Busy well below wall means the
@@ -363,7 +375,6 @@ def main(argv=None):
                 steps["hf_compiled"] = make_step(torch.compile(hf, mode=mode), hf_loss, batch, autocast, gpu, graphs)
             wall, cpu = time_interleaved(steps, warmup, n, sync)
             rate = {k: v * bsz for k, v in wall.items()}
-            piped = {k: round(v * bsz, 2) for k, v in time_pipelined(steps, n, sync).items()}
             n_masked = int((batch["mlm_labels"] != -100).sum()) / bsz
             flops = round(3 * forward_flops(config, seq, "pretraining", n_masked))
             row = {"config": name, "kind": "train_step", "seq_len": seq, "batch": bsz, "amp": amp, "steps": n,
@@ -373,7 +384,7 @@ def main(argv=None):
                    "hf_compiled_seq_per_s": round(rate["hf_compiled"], 2) if args.compile else None,
                    "ratio": round(rate["ours"] / rate["hf"], 3),
                    "ratio_cpu_time": None if gpu else round(cpu["ours"] / cpu["hf"], 3),
-                   "pipelined_seq_per_s": piped, "pipelined_ratio": round(piped["ours"] / piped["hf"], 3),
+                   **pipelined_fields(steps, n, sync, bsz),
                    "flops_per_seq": flops, "peak_tflops": round(peak, 2), **mfu_fields(rate, flops, peak),
                    "card": card, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
                    "transformers": transformers.__version__}
@@ -383,8 +394,7 @@ def main(argv=None):
             by_cpu = "" if gpu else f" (by CPU time {row['ratio_cpu_time']:.2f}x)"
             print(f"  seq/s: ours {rate['ours']:.1f}  hf {rate['hf']:.1f}  ratio {row['ratio']:.2f}x{by_cpu}{extra}",
                   flush=True)
-            print("  pipelined (one sync per {} steps) seq/s: ".format(n) + "  ".join(
-                f"{k} {v:.1f}" for k, v in piped.items()) + f"  ratio {row['pipelined_ratio']:.2f}x", flush=True)
+            print_pipelined(row, f"{n} steps")
             print(f"  MFU: ours {row['ours_mfu']:.1%}  hf {row['hf_mfu']:.1%}" + (
                 f" | compiled: ours {row['ours_compiled_mfu']:.1%} hf {row['hf_compiled_mfu']:.1%}"
                 if args.compile else "") + f"  ({flops / 1e9:.1f} GFLOP per sequence)", flush=True)

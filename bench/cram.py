@@ -55,7 +55,7 @@ from models.config import BertConfig  # noqa: E402
 from cls_data import mean_std  # noqa: E402
 from quickstart import final_checkpoint, run_stage, run_stages_parallel, write_config  # noqa: E402
 from run_classifier import parse_seeds  # noqa: E402
-from train_utils import atomic_write_json, fail, read_jsonl  # noqa: E402
+from train_utils import atomic_write_json, fail, read_jsonl, usable_cpus  # noqa: E402
 
 ARCHIVE = os.path.join(ROOT, "bench", "_work", "cram", "cram_shards.tar.xz")
 DATA = os.path.join(ROOT, "data")
@@ -86,10 +86,6 @@ SMOKE = dict(config="models/configs/tiny.json", seq=64, max_predictions=10, batc
              seeds="1")
 SMOKE_FINETUNE = dict(korsts=dict(epochs=2), kornli=dict(epochs=1), korquad=dict(epochs=1, seq=128, stride=64))
 POOLERS = {"kept": [], "new": ["--reinit_pooler"]}
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def build_parser():
