@@ -24,8 +24,8 @@ Batches. --train_batch_size is the GLOBAL batch of one optimizer step = micro-ba
 reads examples [kB, (k+1)B) of the epoch order; rank r takes every world-th of them. The MLM loss is the sum of
 per-token losses divided by the step's global masked-token count (the SOP loss likewise per sequence), so a run on
 any number of ranks or accumulation steps computes the same gradient as one process with the whole batch.
-Each epoch has a fresh loader (an explicit index range, for exact resume); with --num_workers > 0 it starts while
-the epoch before it ends, so its workers' first batches are ready when it begins.
+One loader serves the whole run (pretraining_data.run_batches: explicit index ranges of (epoch, index) keys, for
+exact resume), so its --num_workers workers start once and mask straight across epoch boundaries.
 --compile compiles the model (LAMB's update stays eager: compiled, it took 94 s to compile and stepped 1.6x
 slower than eager on an H200, bench/bench_optimizer.py). --compile_mode reduce-overhead also captures the
 model's forward and backward as CUDA graphs (together with 14 loader workers instead of 8, they took the Small
@@ -77,8 +77,8 @@ from tqdm import tqdm
 
 from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
-from pretraining_data import (PretrainingDataset, epoch_loader, parse_source_weights, read_meta,
-                              resolve_source_weights, shards_fingerprint)
+from pretraining_data import (PretrainingDataset, SmallEpochError, parse_source_weights, read_meta,
+                              resolve_source_weights, run_batches, shards_fingerprint)
 from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
                          atomic_torch_save, atomic_write_json, atomic_write_text, batch_to_device, cleanup_runtime,
@@ -286,7 +286,6 @@ def main(argv=None):
     checked_step, t_log, step_log = step, time.time(), step
     wait_s = 0.0  # host time blocked on the loader since the last log row
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
-    upcoming = None  # (next epoch, epoch_loader's result for it, or None if that failed), before this epoch ends
     loader_args = dict(batch=B, micro_batch=micro, accum=accum, world_size=rt.world_size,
                        num_workers=args.num_workers, seed=args.seed, pin_memory=rt.device.type == "cuda")
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
@@ -296,40 +295,20 @@ def main(argv=None):
     try:
         while step < args.max_steps:
             t_wait = time.perf_counter()  # the loader's set-up counts as waiting for it too
-            if batches is None:
-                try:
-                    if upcoming is not None and upcoming[0] == epoch and epoch_pos == 0 and upcoming[1]:
-                        steps_left, batches = upcoming[1]
-                    else:
-                        steps_left, batches = epoch_loader(ds, epoch, epoch_pos, **loader_args)
-                except ValueError as e:
-                    pbar.close()
-                    fail(f"--input_dir {args.input_dir}: {e}")
-                upcoming = None
-                if batches is None:
-                    if epoch_pos == 0:
-                        pbar.close()
-                        fail(f"--input_dir {args.input_dir}: epoch {epoch} has {ds.num_global_examples} examples, "
-                             f"fewer than one batch of --train_batch_size {B}"
-                             + (" (with --source_weights)" if source_weights else ""))
-                    epoch, epoch_pos = epoch + 1, 0
-                    wait_s += time.perf_counter() - t_wait
-                    continue
-                epoch_end = step + steps_left
-            # The next epoch's loader starts once this one's workers have masked all it has left (each keeps two
-            # batches ready), so its workers mask their first batches while this epoch's last ones train. The
-            # stall at an epoch's start was about 0.6 s with 14 workers on an H200 (an epoch of the Small model:
-            # 12 s); set_epoch (~0.25 s) and starting the workers still run here, on the training thread
-            if upcoming is None and args.num_workers > 0 and epoch_end - step <= max(1, 2 * args.num_workers // accum):
-                try:
-                    upcoming = (epoch + 1, epoch_loader(ds, epoch + 1, 0, **loader_args))
-                except ValueError:  # set up again when that epoch is reached, and reported then (set_epoch is
-                    upcoming = (epoch + 1, None)  # deterministic), as it would be without look-ahead
-            micro_batches = next(batches, None)
+            try:
+                if batches is None:  # one loader for the whole run: its workers start once (run_batches)
+                    batches = run_batches(ds, epoch, epoch_pos, **loader_args)
+                batch_epoch, micro_batches = next(batches)
+            except SmallEpochError as e:
+                pbar.close()
+                fail(f"--input_dir {args.input_dir}: {e} (--train_batch_size"
+                     + (", with --source_weights)" if source_weights else ")"))
+            except ValueError as e:
+                pbar.close()
+                fail(f"--input_dir {args.input_dir}: {e}")
             wait_s += time.perf_counter() - t_wait
-            if micro_batches is None:
-                epoch, epoch_pos, batches = epoch + 1, 0, None
-                continue
+            if batch_epoch != epoch:
+                epoch, epoch_pos = batch_epoch, 0
 
             # the step's masked tokens over all micro-batches and ranks: the MLM normaliser, counted on the device
             # (a pageable host-to-GPU copy of a CPU count would wait for the GPU every step)
@@ -451,10 +430,8 @@ def main(argv=None):
                     pbar.write(f"stopped at step {step} ({['', 'time budget', 'SIGINT', 'SIGTERM'][stop]}){hint}")
                 break
     finally:
-        # shuts the loaders' workers down now, not at garbage collection (also a look-ahead never reached)
-        for gen in (batches, upcoming[1][1] if upcoming and upcoming[1] else None):
-            if gen is not None:
-                gen.close()
+        if batches is not None:  # shuts the loader's workers down now, not at garbage collection
+            batches.close()
         pbar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)

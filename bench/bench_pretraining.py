@@ -177,14 +177,19 @@ def time_pipelined(steps: dict, n: int, sync, rounds: int = 3) -> dict:
 
 
 def pipelined_fields(steps: dict, n: int, sync, batch: int) -> dict:
-    """A result row's pipelined rates (sequences/s of `batch`-row steps, time_pipelined) and ours / HF."""
+    """A result row's pipelined rates (sequences/s of `batch`-row steps, time_pipelined), ours / HF and, when both
+    were compiled, ours compiled / HF compiled."""
     piped = {name: round(rate * batch, 2) for name, rate in time_pipelined(steps, n, sync).items()}
-    return {"pipelined_seq_per_s": piped, "pipelined_ratio": round(piped["ours"] / piped["hf"], 3)}
+    row = {"pipelined_seq_per_s": piped, "pipelined_ratio": round(piped["ours"] / piped["hf"], 3)}
+    if "ours_compiled" in piped and "hf_compiled" in piped:
+        row["pipelined_compiled_ratio"] = round(piped["ours_compiled"] / piped["hf_compiled"], 3)
+    return row
 
 
 def print_pipelined(row: dict, per: str):
     print(f"  pipelined (one sync per {per}) seq/s: " + "  ".join(
-        f"{k} {v:.1f}" for k, v in row["pipelined_seq_per_s"].items()) + f"  ratio {row['pipelined_ratio']:.2f}x",
+        f"{k} {v:.1f}" for k, v in row["pipelined_seq_per_s"].items()) + f"  ratio {row['pipelined_ratio']:.2f}x"
+          + (f"  compiled {row['pipelined_compiled_ratio']:.2f}x" if "pipelined_compiled_ratio" in row else ""),
           flush=True)
 
 

@@ -28,3 +28,13 @@ def test_cpu_run_writes_both_rates(tmp_path):
     row = rows[0]
     assert set(row["pipelined_seq_per_s"]) == {"ours", "hf"} and row["ours_seq_per_s"] > 0
     assert row["pipelined_ratio"] == round(row["pipelined_seq_per_s"]["ours"] / row["pipelined_seq_per_s"]["hf"], 3)
+
+
+def test_pipelined_fields_compiled_ratio_only_with_both_compiled():
+    four = {name: (lambda: None) for name in ("ours", "hf", "ours_compiled", "hf_compiled")}
+    row = bench_pretraining.pipelined_fields(four, n=3, sync=lambda: None, batch=8)
+    piped = row["pipelined_seq_per_s"]
+    assert row["pipelined_compiled_ratio"] == round(piped["ours_compiled"] / piped["hf_compiled"], 3)
+    assert row["pipelined_ratio"] == round(piped["ours"] / piped["hf"], 3)
+    eager = bench_pretraining.pipelined_fields({k: four[k] for k in ("ours", "hf")}, n=3, sync=lambda: None, batch=8)
+    assert "pipelined_compiled_ratio" not in eager

@@ -12,7 +12,8 @@ import create_pretraining_data as cpd
 import tokenization
 from helpers import KOREAN_TEXT, text_lines, wikinews_vocab
 from masking import IGNORE_INDEX, choose_spans, mask_tokens
-from pretraining_data import (PretrainingDataset, collate_pretraining, epoch_loader, read_meta, shard_path,
+from pretraining_data import (PretrainingDataset, SmallEpochError, chunk_documents, collate_pretraining, read_meta,
+                              run_batches, shard_path,
                               truncate_pair, unit_bounds)
 
 P_NGRAM = np.array([6, 3, 2]) / 11
@@ -319,7 +320,7 @@ def test_sop_pairs_against_the_corpus_order(sample, corpus):
 
 def test_determinism_epochs_and_seeds(shards, ds):
     again = PretrainingDataset(shards, max_seq_length=L, seed=7)
-    idx = list(range(0, len(ds), 37))
+    idx = list(range(0, int(len(ds) * 0.9), 37))  # another epoch or seed chunks into a slightly different count
     first = {i: ds[i] for i in idx}
     for i in reversed(idx):  # access order does not matter
         assert all(np.array_equal(again[i][k], first[i][k]) for k in first[i])
@@ -391,20 +392,75 @@ def test_collate_and_worker_processes(ds):
     assert all(torch.equal(batch[k], from_worker[k]) for k in batch)
 
 
-def test_epoch_loader_reads_the_rest_of_an_epoch_in_order(shards):
+def test_run_batches_reads_on_across_epochs_with_one_loader(shards, monkeypatch):
     """From a position inside an epoch: whole steps of `accum` micro-batches, the epoch's examples in order from
-    that position (rank 1 of 2: every second one); (0, None) once not one step is left."""
+    that position (rank 1 of 2: every second one), then the next epoch's from its start, with one loader (its
+    workers started once); a position with less than one step left goes on at the next epoch."""
+    import pretraining_data
+    made, real = [], pretraining_data.DataLoader
+    monkeypatch.setattr(pretraining_data, "DataLoader", lambda *a, **k: made.append(1) or real(*a, **k))
     rank1 = PretrainingDataset(shards, max_seq_length=L, seed=7, rank=1, world_size=2)
     kw = dict(batch=8, micro_batch=2, accum=2, world_size=2, num_workers=1, seed=7, pin_memory=False)
     rank1.set_epoch(1)
     total = rank1.num_global_examples
-    n, steps = epoch_loader(rank1, 1, total - 24, **kw)  # three steps of 8 left, 4 rows of them on this rank
-    assert n == 3
-    rows = [mb for step in steps for mb in step]
-    assert len(rows) == 6 and all(mb["input_ids"].shape == (2, L) for mb in rows)
-    want = collate_pretraining([rank1[i] for i in range((total - 24) // 2, total // 2)])
-    assert all(torch.equal(torch.cat([mb[k] for mb in rows]), want[k]) for k in want)
-    assert epoch_loader(rank1, 1, total - 7, **kw) == (0, None)
+    steps = run_batches(rank1, 1, total - 24, **kw)  # three steps of 8 left in epoch 1, 4 rows of each here
+    got = [next(steps) for _ in range(5)]
+    steps.close()
+    assert [e for e, _ in got] == [1, 1, 1, 2, 2] and len(made) == 1
+    assert all(len(mbs) == 2 and mb["input_ids"].shape == (2, L) for _, mbs in got for mb in mbs)
+    ref = PretrainingDataset(shards, max_seq_length=L, seed=7, rank=1, world_size=2)
+    ref.set_epoch(1)
+    want1 = collate_pretraining([ref[i] for i in range((total - 24) // 2, total // 2)])
+    ref.set_epoch(2)
+    want2 = collate_pretraining([ref[i] for i in range(8)])
+    rows1 = [mb for _, mbs in got[:3] for mb in mbs]
+    rows2 = [mb for _, mbs in got[3:] for mb in mbs]
+    for rows, want in ((rows1, want1), (rows2, want2)):
+        assert all(torch.equal(torch.cat([mb[k] for mb in rows]), want[k]) for k in want)
+    late = run_batches(rank1, 1, total - 7, num_workers=0, **{k: v for k, v in kw.items() if k != "num_workers"})
+    epoch, mbs = next(late)
+    assert epoch == 2 and all(torch.equal(torch.cat([mb[k] for mb in mbs]), want2[k][:4]) for k in want2)
+
+
+def test_run_batches_reports_a_small_epoch_after_the_steps_before_it(shards, monkeypatch):
+    set_epoch = PretrainingDataset.set_epoch
+
+    def epoch_1_holds_two(self, epoch):
+        set_epoch(self, epoch)
+        if epoch == 1:
+            self._per_rank = 2
+    monkeypatch.setattr(PretrainingDataset, "set_epoch", epoch_1_holds_two)
+    ds = PretrainingDataset(shards, max_seq_length=L, seed=7)
+    n = ds.num_global_examples
+    steps = run_batches(ds, 0, n - n % 4 - 8, batch=4, micro_batch=4, accum=1, world_size=1, num_workers=0, seed=7,
+                        pin_memory=False)
+    assert [next(steps)[0], next(steps)[0]] == [0, 0]  # epoch 0's last two steps first
+    with pytest.raises(SmallEpochError, match="^epoch 1 has 2 examples, fewer than one batch of 4$"):
+        next(steps)
+
+
+def test_chunk_documents_follows_the_rule_document_by_document():
+    """With no short targets the chunking draws nothing: every document's chunks match a plain walk over it."""
+    rng = np.random.default_rng(0)
+    bounds = np.cumsum(np.concatenate([[0], rng.integers(1, 40, 3000)]))
+    cuts = np.sort(rng.choice(np.arange(1, 3000), 200, replace=False))
+    first, last = np.concatenate([[0], cuts]), np.concatenate([cuts, [3000]])
+    starts, ends = chunk_documents(bounds, first, last, 125, 0.0, np.random.default_rng(1))
+    want = []
+    for i, u1 in zip(first.tolist(), last.tolist()):
+        if u1 - i == 1:
+            want.append((bounds[i], bounds[u1]))
+        while u1 - i >= 2:
+            j = i + 2
+            while j < u1 and bounds[j] < bounds[i] + 125:
+                j += 1
+            j = u1 if u1 - j == 1 else j
+            want.append((bounds[i], bounds[j]))
+            i = j
+    assert list(zip(starts.tolist(), ends.tolist())) == [(int(a), int(b)) for a, b in want]
+    # short targets: the same tiling (chunks abut and cover each document), shorter chunks on average
+    s2, e2 = chunk_documents(bounds, first, last, 125, 0.5, np.random.default_rng(1))
+    assert s2[0] == 0 and (s2[1:] == e2[:-1]).all() and e2[-1] == bounds[-1] and len(s2) > len(starts)
 
 
 def test_mask_tokens_synthetic():
