@@ -27,6 +27,7 @@ the whole run from any position in an epoch.
 """
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import hashlib
 import json
@@ -114,31 +115,51 @@ def truncate_pair(pair, max_tokens: int, rng: np.random.Generator):
 
 
 def chunk_documents(bounds: np.ndarray, first: np.ndarray, last: np.ndarray, max_tokens: int,
-                    short_seq_prob: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                    short_seq_prob: float, rng: np.random.Generator, scalar_below: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) token offsets of the chunks of documents [first[d], last[d]) (unit indices into `bounds`,
     the unit offsets), document by document, each document's chunks in order (the rule: PretrainingDataset).
 
-    Every document takes its next chunk in the same round: one round per chunk of the longest document, each a few
-    array operations over the documents still open, instead of a Python step per chunk (0.27 s an epoch on the
-    159 MB corpus, which a training loop waited for at every epoch start)."""
+    Every document takes its next chunk in the same round, a few array operations over the documents still open,
+    instead of a Python step per chunk (0.27 s an epoch on the 159 MB corpus, which a training loop waited for at
+    every epoch start); once fewer than `scalar_below` are open, each of those few long ones (a file without
+    blank lines is one document) finishes in a plain loop, where a round per chunk would cost far more."""
     bounds, first, last = (np.asarray(a, np.int64) for a in (bounds, first, last))
+
+    def next_end(i, end, target):  # the first boundary at or past the target, two units at least, no one-unit tail
+        j = np.clip(np.searchsorted(bounds, bounds[i] + target, "left"), i + 2, end)
+        return np.where(end - j == 1, end, j)
+
+    def targets(n):
+        short = rng.random(n) < short_seq_prob
+        return np.where(short, 2 + np.floor(rng.random(n) * (max_tokens - 1)).astype(np.int64), max_tokens)
+
     one = (last - first == 1) & (bounds[last] - bounds[first] >= 2)  # a one-unit document: one chunk
     doc, cs, ce = [np.flatnonzero(one)], [bounds[first[one]]], [bounds[last[one]]]
     cur, open_ = first.copy(), np.flatnonzero(last - first >= 2)
-    while len(open_):
+    while len(open_) >= max(scalar_below, 1):
         i, end = cur[open_], last[open_]
-        short = rng.random(len(open_)) < short_seq_prob
-        length = 2 + np.floor(rng.random(len(open_)) * (max_tokens - 1)).astype(np.int64)
-        target = np.where(short, length, max_tokens)
-        # the first boundary at or past the target, two units at least, no one-unit tail left behind
-        j = np.clip(np.searchsorted(bounds, bounds[i] + target, "left"), i + 2, end)
-        j = np.where(end - j == 1, end, j)
+        j = next_end(i, end, targets(len(open_)))
         doc.append(open_)
         cs.append(bounds[i])
         ce.append(bounds[j])
         cur[open_] = j
         open_ = open_[end - j >= 2]
-    order = np.argsort(np.concatenate(doc), kind="stable")  # rounds were appended in order: by document, then round
+    for d in open_.tolist():
+        lo, end = int(cur[d]), int(last[d])
+        b, i, n, js = bounds[lo:end + 1].tolist(), 0, end - lo, []  # this document's offsets, from its open unit
+        t, p = [], 0
+        while n - i >= 2:
+            if p == len(t):  # drawn in blocks: one generator call per chunk would dominate
+                t, p = targets(256).tolist(), 0
+            j = bisect.bisect_left(b, b[i] + t[p], i + 2, n)  # as next_end, on a list: one C call
+            p += 1
+            i = n if n - j == 1 else j
+            js.append(i)
+        js = np.asarray(js, np.int64) + lo
+        doc.append(np.full(len(js), d))
+        cs.append(bounds[np.concatenate([[lo], js[:-1]])])
+        ce.append(bounds[js])
+    order = np.argsort(np.concatenate(doc), kind="stable")  # appended round by round: by document, then in order
     return np.concatenate(cs)[order], np.concatenate(ce)[order]
 
 
@@ -409,7 +430,8 @@ def run_batches(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int,
     """Every training step's (epoch, list of `accum` micro-batches for this rank), from global example `epoch_pos`
     of `epoch` on, epoch after epoch without end; an epoch whose rest holds less than one whole step of `batch`
     examples (all ranks) is skipped. Raises ValueError when an epoch cannot be set up (ds.set_epoch), or
-    SmallEpochError when it holds less than one step from its start, once every step before it has been yielded.
+    SmallEpochError when it holds less than one step from its start: here for the first epoch, and for a later
+    one once every step before it has been yielded.
 
     One loader for the whole run, so its workers start once and mask across epoch boundaries: a loader per epoch
     stalled the GPU at every epoch start (0.55 s with 14 workers on an H200, where an epoch of the Small model
@@ -450,10 +472,16 @@ def run_batches(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int,
                 for _ in range(max(n, 0)):
                     yield e, [next(it) for _ in range(accum)]
                 e, pos = e + 1, 0
-        finally:  # an error's traceback keeps this frame alive, and with it the workers, which then hang the exit
+        finally:
+            # now, whatever ended the run: an error's traceback keeps this frame (and a worker's error, torch's
+            # re-raise, a reference cycle) alive, and workers left to garbage collection at exit hang it, since
+            # they ignore SIGTERM (_ignore_signals)
+            if hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
             del it
 
-    steps(epoch, epoch_pos)  # the workers copy `ds` set up for the first epoch
+    if steps(epoch, epoch_pos) <= 0 and epoch_pos == 0:  # the workers copy `ds` set up for the first epoch
+        raise SmallEpochError(f"epoch {epoch} has {sizes[epoch]} examples, fewer than one batch of {batch}")
     loader = DataLoader(ds, batch_size=micro_batch, sampler=keys(), num_workers=num_workers,
                         collate_fn=collate_pretraining, worker_init_fn=_ignore_signals, pin_memory=pin_memory,
                         generator=torch.Generator().manual_seed(seed + epoch))

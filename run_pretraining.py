@@ -274,7 +274,7 @@ def main(argv=None):
     # ---- training loop
     t_start = time.time()  # wall clock, for elapsed_s
     # The budget (and --schedule_by_time) counts from the end of this run's first step: that step also compiles
-    # (--compile) and starts the loader's workers, and a compiled run would otherwise skip its lr warm-up.
+    # (--compile) and waits for the loader's first batches, and a compiled run would otherwise skip its lr warm-up.
     t_budget, budget_s = None, args.max_time_minutes * 60 if args.max_time_minutes else math.inf
     # interval sums on the device (read at log steps only): mlm loss sum, masked tokens, mlm correct, sop loss sum,
     # sop correct; the sequence count is B per step
@@ -288,24 +288,27 @@ def main(argv=None):
     grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
     loader_args = dict(batch=B, micro_batch=micro, accum=accum, world_size=rt.world_size,
                        num_workers=args.num_workers, seed=args.seed, pin_memory=rt.device.type == "cuda")
+
+    def data_error(e: ValueError) -> str:  # one line, naming the flag that can fix a too small epoch
+        hint = ((" (--train_batch_size, with --source_weights)" if source_weights else " (--train_batch_size)")
+                if isinstance(e, SmallEpochError) else "")
+        return f"--input_dir {args.input_dir}: {e}{hint}"
+    try:  # one loader for the whole run: its workers start here, once
+        batches = run_batches(ds, epoch, epoch_pos, **loader_args)
+    except ValueError as e:
+        fail(data_error(e))
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
     pbar = tqdm(total=None if args.max_time_minutes else args.max_steps, initial=step, disable=not rt.is_main,
                 dynamic_ncols=True, desc="pretrain")
     model.train()
     try:
         while step < args.max_steps:
-            t_wait = time.perf_counter()  # the loader's set-up counts as waiting for it too
+            t_wait = time.perf_counter()
             try:
-                if batches is None:  # one loader for the whole run: its workers start once (run_batches)
-                    batches = run_batches(ds, epoch, epoch_pos, **loader_args)
                 batch_epoch, micro_batches = next(batches)
-            except SmallEpochError as e:
+            except ValueError as e:  # a later epoch that cannot be set up, or a worker's ValueError
                 pbar.close()
-                fail(f"--input_dir {args.input_dir}: {e} (--train_batch_size"
-                     + (", with --source_weights)" if source_weights else ")"))
-            except ValueError as e:
-                pbar.close()
-                fail(f"--input_dir {args.input_dir}: {e}")
+                fail(data_error(e))
             wait_s += time.perf_counter() - t_wait
             if batch_epoch != epoch:
                 epoch, epoch_pos = batch_epoch, 0

@@ -440,15 +440,18 @@ def test_run_batches_reports_a_small_epoch_after_the_steps_before_it(shards, mon
 
 
 def test_chunk_documents_follows_the_rule_document_by_document():
-    """With no short targets the chunking draws nothing: every document's chunks match a plain walk over it."""
+    """With no short targets the chunking draws nothing: every document's chunks match a plain walk over it, in
+    rounds over all documents and in the per-document loop that finishes the last long ones alike."""
     rng = np.random.default_rng(0)
-    bounds = np.cumsum(np.concatenate([[0], rng.integers(1, 40, 3000)]))
-    cuts = np.sort(rng.choice(np.arange(1, 3000), 200, replace=False))
-    first, last = np.concatenate([[0], cuts]), np.concatenate([cuts, [3000]])
-    starts, ends = chunk_documents(bounds, first, last, 125, 0.0, np.random.default_rng(1))
+    gaps = rng.integers(1, 40, 3000)
+    gaps[rng.choice(3000, 300, replace=False)] = rng.integers(126, 250, 300)  # units past the target: two at least
+    gaps[rng.choice(3000, 100, replace=False)] = 1  # one-token units: some one-unit documents too short to keep
+    bounds = np.cumsum(np.concatenate([[0], gaps]))
+    cuts = np.sort(np.concatenate([rng.choice(np.arange(1, 2000), 400, replace=False), [2001]]))
+    first, last = np.concatenate([[0], cuts]), np.concatenate([cuts, [3000]])  # the last document: 999 units
     want = []
     for i, u1 in zip(first.tolist(), last.tolist()):
-        if u1 - i == 1:
+        if u1 - i == 1 and bounds[u1] - bounds[i] >= 2:
             want.append((bounds[i], bounds[u1]))
         while u1 - i >= 2:
             j = i + 2
@@ -457,10 +460,21 @@ def test_chunk_documents_follows_the_rule_document_by_document():
             j = u1 if u1 - j == 1 else j
             want.append((bounds[i], bounds[j]))
             i = j
-    assert list(zip(starts.tolist(), ends.tolist())) == [(int(a), int(b)) for a, b in want]
-    # short targets: the same tiling (chunks abut and cover each document), shorter chunks on average
-    s2, e2 = chunk_documents(bounds, first, last, 125, 0.5, np.random.default_rng(1))
-    assert s2[0] == 0 and (s2[1:] == e2[:-1]).all() and e2[-1] == bounds[-1] and len(s2) > len(starts)
+    want = [(int(a), int(b)) for a, b in want]
+    assert any(b - a == 1 for a, b in zip(first, last) if bounds[b] - bounds[a] < 2)  # dropped ones exist
+    for scalar_below in (0, 16, 10**9):  # rounds only, the default, the per-document loop only
+        starts, ends = chunk_documents(bounds, first, last, 125, 0.0, np.random.default_rng(1), scalar_below)
+        assert list(zip(starts.tolist(), ends.tolist())) == want, scalar_below
+    # short targets: the same tiling (each kept document covered by abutting chunks), more and shorter chunks
+    kept = sorted({int(np.searchsorted(bounds[first], a, "right")) - 1 for a, _ in want})
+    for scalar_below in (0, 10**9):
+        s2, e2 = chunk_documents(bounds, first, last, 125, 0.5, np.random.default_rng(1), scalar_below)
+        doc = np.searchsorted(bounds[first], s2, "right") - 1
+        same = doc[1:] == doc[:-1]
+        assert len(s2) > len(want) and sorted(set(doc.tolist())) == kept
+        assert (s2[1:][same] == e2[:-1][same]).all()
+        assert (s2[np.r_[True, ~same]] == bounds[first[kept]]).all()
+        assert (e2[np.r_[~same, True]] == bounds[last[kept]]).all()
 
 
 def test_mask_tokens_synthetic():

@@ -178,6 +178,10 @@ def test_resume_is_exact(uninterrupted, data, tmp_path, num_workers):
     ref, n, flags = uninterrupted
     st = train_state(ref, n)
     assert st["step"] == n and st["epoch"] == 0 and st["epoch_position"] == n * 8
+    run_ds = PretrainingDataset(str(data / "small_shards"), max_seq_length=64, max_predictions_per_seq=10, seed=1)
+    first_epoch = len(run_ds) // 8  # steps of epoch 0 in these runs (--seed 1)
+    st = train_state(ref, 2 * n)  # past the epoch boundary: the position counts from that epoch's start
+    assert st["epoch"] == 1 and st["epoch_position"] == (2 * n - first_epoch) * 8
     out = tmp_path / "resumed"
     assert run_pretraining.main(argv(data, out, resume=ref / "checkpoints" / f"step-{n}", num_workers=num_workers,
                                      **flags)) == 0
@@ -226,6 +230,34 @@ def test_next_epoch_error_is_reported_when_that_epoch_is_reached(data, tmp_path,
         assert not multiprocessing.active_children()  # the error's traceback (held in e) keeps no workers alive
         assert capsys.readouterr().err.strip().endswith("small_shards: epoch 1 cannot be built")
         assert [r["step"] for r in rows(out)] == list(range(1, per_epoch + 1))  # epoch 0 trained to its end
+
+
+def test_a_worker_error_leaves_no_workers(data, tmp_path, monkeypatch, capsys):
+    """An error inside a loader worker ends the run (a ValueError as a one-line exit 2, anything else raised) and
+    shuts the workers down at once: left to garbage collection they would hang the process's exit."""
+    example = PretrainingDataset.example
+
+    def broken(self, g, *a, **k):
+        if self.epoch == 1:
+            raise exc("cannot mask this one")
+        return example(self, g, *a, **k)
+    monkeypatch.setattr(PretrainingDataset, "example", broken)
+    for exc in (ValueError, RuntimeError):
+        with pytest.raises(SystemExit if exc is ValueError else RuntimeError) as e:
+            run_pretraining.main(argv(data, tmp_path / exc.__name__, shards="small_shards", num_workers=2,
+                                      max_steps=100, save_steps=1000))
+        assert not multiprocessing.active_children()
+        assert exc is not ValueError or e.value.code == 2 and "cannot mask this one" in capsys.readouterr().err
+
+
+def test_an_epoch_smaller_than_one_batch_is_one_line_exit_2(data, tmp_path, capsys):
+    for flags, tail in (({}, "(--train_batch_size)"), ({"source_weights": "*=1"}, "with --source_weights)")):
+        with pytest.raises(SystemExit) as e:
+            run_pretraining.main(argv(data, tmp_path / str(len(flags)), shards="small_shards", train_batch_size=4096,
+                                      **flags))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and "fewer than one batch of 4096" in err[0], err
+        assert err[0].endswith(tail), err
 
 
 def test_crash_before_rename_keeps_latest(uninterrupted, data, tmp_path, monkeypatch):
