@@ -443,11 +443,14 @@ def run_batches(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int,
     """
     sizes = {}  # epoch -> examples over all ranks; an epoch that cannot be set up is not stored
 
-    def steps(e: int, pos: int) -> int:
+    def steps(e: int, pos: int) -> int:  # whole steps left in epoch e from global example pos (every rank's count)
         if e not in sizes:
             ds.set_epoch(e)
             sizes[e] = ds.num_global_examples
-        return (sizes[e] - pos) // batch  # the same on every rank
+        n = (sizes[e] - pos) // batch
+        if n <= 0 and pos == 0:
+            raise SmallEpochError(f"epoch {e} has {sizes[e]} examples, fewer than one batch of {batch}")
+        return max(n, 0)
 
     def keys():  # stops at an epoch that fails: its error is raised to the consumer when the run reaches it
         e, pos = epoch, epoch_pos
@@ -456,20 +459,15 @@ def run_batches(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int,
                 n = steps(e, pos)
             except ValueError:
                 return
-            if n <= 0 and pos == 0:
-                return
             start = pos // world_size
-            yield from ((e, i) for i in range(start, start + max(n, 0) * accum * micro_batch))
+            yield from ((e, i) for i in range(start, start + n * accum * micro_batch))
             e, pos = e + 1, 0
 
     def step_batches(it):  # the iterator lives in the generator's frame: closing the generator frees the workers
         try:
             e, pos = epoch, epoch_pos
             while True:
-                n = steps(e, pos)  # set up again (deterministic) if the keys stopped here: raises the same error
-                if n <= 0 and pos == 0:
-                    raise SmallEpochError(f"epoch {e} has {sizes[e]} examples, fewer than one batch of {batch}")
-                for _ in range(max(n, 0)):
+                for _ in range(steps(e, pos)):  # set up again (deterministic) where the keys stopped: the same error
                     yield e, [next(it) for _ in range(accum)]
                 e, pos = e + 1, 0
         finally:
@@ -478,10 +476,8 @@ def run_batches(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int,
             # they ignore SIGTERM (_ignore_signals)
             if hasattr(it, "_shutdown_workers"):
                 it._shutdown_workers()
-            del it
 
-    if steps(epoch, epoch_pos) <= 0 and epoch_pos == 0:  # the workers copy `ds` set up for the first epoch
-        raise SmallEpochError(f"epoch {epoch} has {sizes[epoch]} examples, fewer than one batch of {batch}")
+    steps(epoch, epoch_pos)  # the first epoch's errors raise here, before any worker starts; they copy `ds` set up
     loader = DataLoader(ds, batch_size=micro_batch, sampler=keys(), num_workers=num_workers,
                         collate_fn=collate_pretraining, worker_init_fn=_ignore_signals, pin_memory=pin_memory,
                         generator=torch.Generator().manual_seed(seed + epoch))

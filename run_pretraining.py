@@ -285,7 +285,7 @@ def main(argv=None):
     sop_weight = 0.0 if args.no_sop else 1.0
     checked_step, t_log, step_log = step, time.time(), step
     wait_s = 0.0  # host time blocked on the loader since the last log row
-    grad_norm, batches, exit_code, last_saved = None, None, 0, ckpt_dir if source == RESUME else None
+    grad_norm, exit_code, last_saved = None, 0, ckpt_dir if source == RESUME else None
     loader_args = dict(batch=B, micro_batch=micro, accum=accum, world_size=rt.world_size,
                        num_workers=args.num_workers, seed=args.seed, pin_memory=rt.device.type == "cuda")
 
@@ -433,8 +433,7 @@ def main(argv=None):
                     pbar.write(f"stopped at step {step} ({['', 'time budget', 'SIGINT', 'SIGTERM'][stop]}){hint}")
                 break
     finally:
-        if batches is not None:  # shuts the loader's workers down now, not at garbage collection
-            batches.close()
+        batches.close()  # shuts the loader's workers down now, not at garbage collection
         pbar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)

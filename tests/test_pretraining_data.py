@@ -13,8 +13,7 @@ import tokenization
 from helpers import KOREAN_TEXT, text_lines, wikinews_vocab
 from masking import IGNORE_INDEX, choose_spans, mask_tokens
 from pretraining_data import (PretrainingDataset, SmallEpochError, chunk_documents, collate_pretraining, read_meta,
-                              run_batches, shard_path,
-                              truncate_pair, unit_bounds)
+                              run_batches, shard_path, truncate_pair, unit_bounds)
 
 P_NGRAM = np.array([6, 3, 2]) / 11
 L = 128
