@@ -296,25 +296,40 @@ def read_tasks(paths: list[str], task_chars: int, progress, counts: dict | None 
             at_break = True
         with open(path, "rb") as f:
             has_text = False  # in the line so far: only a line that is blank as a whole ends a document
+            after_cr = False  # the piece before ended in a CR: a LF starting this one ends no second line
             for lineno, col, raw, line_end in read_lines(f, MAX_LINE_BYTES):
                 progress(len(raw))
                 try:
-                    line = raw.decode("utf-8")
+                    text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
                                      f"{col + e.start + 1})") from None
-                line = line.lstrip("\ufeff").strip() if lineno == 1 and col == 0 else line.strip()
                 counts["long_line_cuts"] += not line_end
-                if not line:
-                    if line_end and not has_text and not at_break:
-                        task.append(None)
-                        at_break = True
-                    has_text = has_text and not line_end
-                    continue
-                task.append(line)
-                at_break = False
-                has_text = not line_end
-                size += len(line)
+                if lineno == 1 and col == 0:
+                    text = text.lstrip("\ufeff")
+                if after_cr and text.startswith("\n"):
+                    text = text[1:]
+                    if not text:
+                        after_cr = False
+                        continue
+                after_cr = text.endswith("\r")
+                # a CR alone ends a line too (CR-only files), so their blank lines end documents as LF's do
+                parts = text.replace("\r\n", "\n").split("\r")
+                if after_cr:
+                    parts.pop()  # what follows the last CR is not a line of its own
+                for i, part in enumerate(parts):
+                    ends = line_end or after_cr or i < len(parts) - 1
+                    line = part.strip()
+                    if not line:
+                        if ends and not has_text and not at_break:
+                            task.append(None)
+                            at_break = True
+                        has_text = has_text and not ends
+                        continue
+                    task.append(line)
+                    at_break = False
+                    has_text = not ends
+                    size += len(line)
                 if size >= task_chars:
                     yield k, task
                     task, size = [], 0

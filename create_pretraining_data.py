@@ -55,7 +55,7 @@ from corpus_tasks import WorkerDied, read_tasks, run_tasks
 from fileio import umask
 from pretraining_data import FORMAT, FORMAT_VERSION, shard_path, vocab_sha256
 from tokenization import load_vocab, special_token_ids
-from train_utils import atomic_write_json, fail, warn
+from train_utils import atomic_write_json, fail, usable_cpus, warn
 
 _OUR_FILE = re.compile(r"shard_\d{5,}\.(ids|word_start|sentences|documents|sources)\.npy|meta\.json|vocab\.txt")
 
@@ -75,8 +75,8 @@ def add_data_args(parser):
                         "better on paragraph text; falls back to regex when not installed)")
     g.add_argument("--shard_size_tokens", type=int, default=1 << 25,
                    help="tokens per shard (peak memory: about 6 bytes per token of one shard)")
-    g.add_argument("--num_workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                   else os.cpu_count() or 1, help="tokeniser processes (default: the usable CPUs)")
+    g.add_argument("--num_workers", type=int, default=usable_cpus(),
+                   help="tokeniser processes (default: the usable CPUs)")
     g.add_argument("--task_chars", type=int, default=1 << 20, help="characters of text per worker task")
     return g
 

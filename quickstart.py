@@ -37,7 +37,7 @@ import torch
 
 from cls_data import mean_std
 from run_classifier import parse_seeds
-from train_utils import atomic_write_json, fail, plot_jsonl, read_jsonl, warn
+from train_utils import atomic_write_json, fail, plot_jsonl, read_jsonl, usable_cpus, warn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = sorted(glob.glob(os.path.join(HERE, "data/korean_text/**/*.txt"), recursive=True))
@@ -137,7 +137,7 @@ def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_
         return ok
     # the cores are shared by the runs going at once (unless OMP_NUM_THREADS says otherwise)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
-                                                           str(max(1, (os.cpu_count() or 1) // max_parallel)))}
+                                                           str(max(1, usable_cpus() // max_parallel)))}
     todo, running = list(jobs), {}
     try:
         while todo or running:

@@ -292,7 +292,10 @@ def main(argv=None):
     def data_error(e: ValueError) -> str:  # one line, naming the flag that can fix a too small epoch
         hint = ((" (--train_batch_size, with --source_weights)" if source_weights else " (--train_batch_size)")
                 if isinstance(e, SmallEpochError) else "")
-        return f"--input_dir {args.input_dir}: {e}{hint}"
+        msg = str(e).strip()
+        if "Original Traceback" in msg:  # re-raised from a loader worker: its own message is the last line
+            msg = msg.splitlines()[-1].split(": ", 1)[-1] + " (in a loader worker)"
+        return f"--input_dir {args.input_dir}: {msg}{hint}"
     try:  # one loader for the whole run: its workers start here, once
         batches = run_batches(ds, epoch, epoch_pos, **loader_args)
     except ValueError as e:

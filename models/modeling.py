@@ -246,8 +246,13 @@ class BertForQuestionAnswering(nn.Module):
         if start_positions is not None and end_positions is not None:
             # as in BERT: a position outside the window (answer truncated away) is ignored, not clamped onto it
             T = seq.size(1)
-            start = F.cross_entropy(start_logits.float(), start_positions.clamp(0, T), ignore_index=T)
-            end = F.cross_entropy(end_logits.float(), end_positions.clamp(0, T), ignore_index=T)
+            if attention_mask is not None:
+                # padding takes no share of the softmax, so the loss does not depend on how wide the batch was cut
+                # (BERT and Hugging Face let it; trimmed, rounded or length-grouped widths would then differ)
+                pad = attention_mask == 0
+                start_logits, end_logits = start_logits.masked_fill(pad, -1e4), end_logits.masked_fill(pad, -1e4)
+            start = F.cross_entropy(start_logits, start_positions.clamp(0, T), ignore_index=T)
+            end = F.cross_entropy(end_logits, end_positions.clamp(0, T), ignore_index=T)
             out["loss"] = (start + end) / 2
         return out
 

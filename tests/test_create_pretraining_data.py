@@ -295,11 +295,21 @@ def test_long_line_is_read_in_bounded_pieces(files, tmp_path, monkeypatch, capsy
     first, second, third = lines[1:breaks[1]], lines[breaks[1] + 1:breaks[2]], lines[breaks[2] + 1:]
     assert len(first) > 10 and " ".join(first[:-1]) == words and first[-1] == "짧은 줄."  # cut at spaces only
     assert "".join(second) == run_ and third == ["끝."]
-    cr_only = tmp_path / "mac.txt"  # CR-only line ends: one "line" to readline, cut at its CRs
+    # CR-only line ends (one "line" to readline, cut at its CRs) and CRLF ones read as LF's do: every line its
+    # own, a blank line ends a document; a CRLF cut between its CR and LF ends one line, not two
     short_lines = [f"{i}번째 줄입니다." for i in range(30)]
-    cr_only.write_bytes("\r".join(short_lines).encode())
-    pieces = [x for _, t in corpus_tasks.read_tasks([str(cr_only)], 100, lambda n: None) for x in t if x is not None]
-    assert len(pieces) > 3 and [y for x in pieces for y in x.split("\r")] == short_lines
+    lf_text = "\n".join(short_lines[:12]) + "\n\n" + "\n".join(short_lines[12:]) + "\n"
+    expected = [None, *short_lines[:12], None, *short_lines[12:]]
+    for name, text in (("mac", lf_text.replace("\n", "\r")), ("dos", lf_text.replace("\n", "\r\n")),
+                       ("mac_no_end", lf_text.replace("\n", "\r")[:-1])):
+        (tmp_path / f"{name}.txt").write_bytes(text.encode())
+        tasks = corpus_tasks.read_tasks([str(tmp_path / f"{name}.txt")], 100, lambda n: None)
+        assert [x for _, t in tasks for x in t] == expected, name
+    monkeypatch.setattr(corpus_tasks, "MAX_LINE_BYTES", len("가나다\r".encode()))  # the cap falls between CR, LF
+    (tmp_path / "cut.txt").write_bytes("가나다\r\n라\r\n\r\n마\n".encode())
+    tasks = corpus_tasks.read_tasks([str(tmp_path / "cut.txt")], 100, lambda n: None)
+    assert [x for _, t in tasks for x in t] == [None, "가나다", "라", None, "마"]
+    monkeypatch.setattr(corpus_tasks, "MAX_LINE_BYTES", cap)
     # the pieces are tokenised as if the file had been split there: same shards, and the same ids as the whole line
     common = ["--vocab_file", files["vocab"], "--sentence_splitter", "none", "--num_workers", 1]
     meta = run(["--input_files", src, "--output_dir", tmp_path / "long", *common])

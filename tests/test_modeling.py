@@ -202,6 +202,21 @@ def test_qa_logits_are_fp32_under_autocast():
     assert torch.equal(out["start_logits"], start) and torch.equal(out["end_logits"], end)
 
 
+def test_qa_loss_does_not_depend_on_padding():
+    """Extra padding columns (a wider batch, widths rounded up) change neither the logits of real positions nor
+    the loss: padding takes no share of the start/end softmax."""
+    model = randomize(BertForQuestionAnswering(tiny_config())).eval()
+    ids, types, mask = padded_batch()
+    start, end = torch.tensor([1, 4, 2]), torch.tensor([2, 7, 3])
+    pad = torch.zeros(3, 5, dtype=ids.dtype)
+    with torch.no_grad():
+        out = model(ids, types, mask, start_positions=start, end_positions=end)
+        wide = model(torch.cat([ids, pad], 1), torch.cat([types, pad], 1), torch.cat([mask, pad], 1),
+                     start_positions=start, end_positions=end)
+    torch.testing.assert_close(wide["start_logits"][:, :12][mask == 1], out["start_logits"][mask == 1])
+    torch.testing.assert_close(wide["loss"], out["loss"], atol=1e-6, rtol=0)
+
+
 def test_mlm_scores_only_masked_positions():
     model = randomize(BertForPreTraining(tiny_config()))
     ids, types, mask = padded_batch()
@@ -291,7 +306,15 @@ def test_parity_hf_to_ours(tmp_path, impl):
                 out = ours(ids, types, mask, start_positions=start, end_positions=end)
                 close(out["start_logits"], ref.start_logits)
                 close(out["end_logits"], ref.end_logits)
-                close(out["loss"], ref.loss)
+                # our loss leaves padding out of the softmax, HF's spans it: the same on row 0 (no padding), and
+                # on the padded rows the same as HF's logits scored with the padding masked
+                row0 = hf(**{k: v[:1] for k, v in kw.items()}, start_positions=start[:1], end_positions=end[:1])
+                close(ours(ids[:1], types[:1], mask[:1], start_positions=start[:1], end_positions=end[:1])["loss"],
+                      row0.loss)
+                masked = [F.cross_entropy(logits.masked_fill(mask == 0, -1e4), pos.clamp(0, T), ignore_index=T)
+                          for logits, pos in ((ref.start_logits, start), (ref.end_logits, end))]
+                close(out["loss"], sum(masked) / 2)
+                assert not torch.allclose(out["loss"], ref.loss)  # the padded rows did make a difference
             else:
                 labels = torch.tensor([0.5, 3.0, 1.2]) if num_labels == 1 else torch.tensor([2, 0, 1])
                 ref = hf(**kw, labels=labels)
