@@ -21,13 +21,20 @@ from torch import nn
 _NORM_TYPES = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float = 1.0) -> list[dict]:
     """[decay group, no-decay group] over the trainable parameters of `model`.
 
     No decay on biases and on the weights of normalisation layers; decay on everything else. A parameter shared
     by several modules (the MLM decoder weight tied to the word embeddings) is listed once. Both groups are always
     returned, even if one is empty, so that optimiser state dicts line up between runs.
+
+    layer_lr_decay < 1: layer-wise learning-rate decay for fine-tuning (as in ELECTRA's): the pair of groups per
+    depth, each with lr_scale = layer_lr_decay ** (L + 1 - depth), where the embeddings are depth 0, encoder layer
+    i is depth i + 1 and all above the encoder (pooler, task head) is depth L + 1 at the full rate; build_optimizer
+    turns lr_scale into the group's lr. The model must be ours (model.bert.embeddings, model.bert.encoder.layer).
     """
+    if not 0.0 < layer_lr_decay <= 1.0:
+        raise ValueError(f"layer_lr_decay {layer_lr_decay}: must be in (0, 1]")
     decay: dict[int, nn.Parameter] = {}
     no_decay: dict[int, nn.Parameter] = {}
     for module in model.modules():
@@ -39,11 +46,23 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             else:
                 decay[id(p)] = p
     # A tensor reached both as a norm/bias and as something else (not the case in BERT) gets no decay.
-    decay_params = [p for key, p in decay.items() if key not in no_decay]
-    return [
-        {"params": decay_params, "weight_decay": weight_decay},
-        {"params": list(no_decay.values()), "weight_decay": 0.0},
-    ]
+    decay = {key: p for key, p in decay.items() if key not in no_decay}
+    if layer_lr_decay == 1.0:
+        return [
+            {"params": list(decay.values()), "weight_decay": weight_decay},
+            {"params": list(no_decay.values()), "weight_decay": 0.0},
+        ]
+    bert = getattr(model, "bert", None)
+    if bert is None or not hasattr(bert, "embeddings") or not hasattr(getattr(bert, "encoder", None), "layer"):
+        raise ValueError(f"layer_lr_decay needs a BERT model with bert.embeddings and bert.encoder.layer, "
+                         f"not {type(model).__name__}")
+    top = len(bert.encoder.layer) + 1
+    depth = {id(p): 0 for p in bert.embeddings.parameters()}
+    for i, layer in enumerate(bert.encoder.layer):
+        depth.update({id(p): i + 1 for p in layer.parameters()})
+    return [{"params": [p for key, p in params.items() if depth.get(key, top) == d], "weight_decay": wd,
+             "lr_scale": layer_lr_decay ** (top - d)}
+            for d in range(top + 1) for params, wd in ((decay, weight_decay), (no_decay, 0.0))]
 
 
 def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -248,7 +267,8 @@ def build_optimizer(name: str, groups, lr: float, eps: float = 1e-6, betas=(0.9,
     max_grad_norm is used only by "lamb", which clips inside its step; with "adam" the training loop clips.
     compile is used only by "lamb" (Lamb(compile=True)); AdamW is fused on CUDA already.
     """
-    groups = list(groups)
+    # a group's lr_scale (layer-wise decay, param_groups) sets its own rate; the schedule then scales every group
+    groups = [dict(g, lr=lr * g["lr_scale"]) if isinstance(g, dict) and "lr_scale" in g else g for g in groups]
     if name == "adam":
         params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
         if params and all(p.is_cuda for p in params):

@@ -58,7 +58,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p)
     tu.add_model_args(p)
-    tu.add_optim_args(p, learning_rate=3e-5)
+    tu.add_layer_lr_decay_arg(tu.add_optim_args(p, learning_rate=3e-5))
     tu.add_runtime_args(p)
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--train_batch_size", type=int, default=32, help="examples per optimizer step, all GPUs together")
@@ -183,8 +183,8 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(train_loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay), args.learning_rate,
-                                eps=args.adam_epsilon)
+    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay, args.layer_lr_decay),
+                                args.learning_rate, eps=args.adam_epsilon)
     scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
     scaler = tu.make_grad_scaler(rt)
 
@@ -235,7 +235,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
                             f"(or use --amp bf16 instead of fp16)")
                 if rt.is_main:
                     row = {"step": step, "epoch": round(epoch - 1 + i / len(train_loader), 4),
-                           "loss": window_mean, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                           "loss": window_mean, "lr": max(scheduler.get_last_lr()), "grad_norm": float(grad_norm),
                            "elapsed_s": round(time.time() - t0, 1)}
                     logger.log(row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
@@ -350,6 +350,7 @@ def main(argv=None):
         args.output_dir = os.path.join("runs", f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     rt = tu.setup_runtime(args)
     tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
+    tu.check_layer_lr_decay(args)
     if rt.is_main and (args.fp16_opt_level is not None or args.loss_scale is not None):
         tu.warn("--fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
                 "(--amp fp16 scales the loss dynamically)")

@@ -48,7 +48,7 @@ RUN_MARKERS = ("run_args.json", "train_log.jsonl", "train_results.json", "final"
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_model_args(p)
-    tu.add_optim_args(p, learning_rate=5e-5)
+    tu.add_layer_lr_decay_arg(tu.add_optim_args(p, learning_rate=5e-5))
     tu.add_runtime_args(p)
     qa_data.add_qa_args(p)
     g = p.add_argument_group("fine-tuning")
@@ -156,6 +156,7 @@ def main(argv=None):
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
     multiple = tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
+    tu.check_layer_lr_decay(args)
     try:
         validate_args(args)
         micro_batch = per_device_batch(args, rt.world_size)
@@ -202,8 +203,8 @@ def main(argv=None):
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay), args.learning_rate,
-                                eps=args.adam_epsilon)
+    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay, args.layer_lr_decay),
+                                args.learning_rate, eps=args.adam_epsilon)
     scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
     scaler = tu.make_grad_scaler(rt)
     logger = tu.JsonlLogger(os.path.join(args.output_dir, "train_log.jsonl")) if rt.is_main else None
@@ -249,7 +250,7 @@ def main(argv=None):
             step += 1
             if rt.is_main and (step % args.logging_steps == 0 or step == total_steps):
                 row = {"step": step, "epoch": round(epoch - 1 + i / len(loader), 4),
-                       "loss": float(log_loss) / log_rows, "lr": scheduler.get_last_lr()[0],
+                       "loss": float(log_loss) / log_rows, "lr": max(scheduler.get_last_lr()),
                        "grad_norm": float(grad_norm), "elapsed_s": round(time.time() - t0, 1)}
                 logger.log(row)
                 bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")

@@ -76,6 +76,18 @@ def add_optim_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5)
     return g
 
 
+def add_layer_lr_decay_arg(group):
+    """Fine-tuning only: pretraining trains every layer at one rate."""
+    group.add_argument("--layer_lr_decay", type=float, default=1.0, metavar="D",
+                       help="layer-wise lr decay: encoder layer i (of L) trains at lr * D ** (L - i), the embeddings "
+                            "at lr * D ** (L + 1), the pooler and head at lr (default 1: one rate for all)")
+
+
+def check_layer_lr_decay(args):
+    if not 0.0 < args.layer_lr_decay <= 1.0:
+        fail(f"--layer_lr_decay {args.layer_lr_decay}: must be in (0, 1]")
+
+
 def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = None,
                      num_workers: int | None = 2, num_workers_help: str = "DataLoader worker processes"):
     g = parser.add_argument_group("runtime")

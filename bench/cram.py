@@ -77,7 +77,7 @@ RECIPE = dict(config="models/configs/small.json", seq=128, max_predictions=20, b
 # pooler made no clear difference). On a GPU every fine-tuning run goes at once: a small model's fine-tuning
 # leaves the GPU mostly idle, and 10 seeds take the wall time of one. KorNLI and KorQuAD with settings usual for
 # a small model, fixed before any run.
-FINETUNE = dict(korsts=dict(lrs="1e-4", poolers="kept", epochs=12, batch=32, seeds="1-10"),
+FINETUNE = dict(korsts=dict(lrs="1e-4", poolers="kept", epochs=12, batch=32, seeds="1-10", layer_lr_decay=1.0),
                 kornli=dict(lr=1e-4, epochs=3, batch=32),
                 korquad=dict(lr=2e-4, epochs=3, batch=32, seq=384, stride=128, eval_fraction=0.2))
 # --smoke: the same stages at CPU sizes on bundled text, to check the pipeline end to end in about a minute
@@ -98,6 +98,9 @@ def build_parser():
     p.add_argument("--archive", default=ARCHIVE, help="shards packed by bench/cram_prepare.sh")
     p.add_argument("--budget_minutes", type=float, default=3.5,
                    help="pretraining wall time (3.5 = the Hugging Face reference's 210 s)")
+    p.add_argument("--config", default=None,
+                   help=f"model shape, a config JSON (default {RECIPE['config']}, the release's Small; --smoke: "
+                        f"{SMOKE['config']}); vocab_size comes from the shards")
     p.add_argument("--learning_rate", type=float, default=None, help=f"pretraining peak lr (default {RECIPE['lr']})")
     p.add_argument("--train_batch_size", type=int, default=None, help=f"default {RECIPE['batch']}")
     p.add_argument("--optimizer", choices=["adam", "lamb"], default=None)
@@ -110,6 +113,9 @@ def build_parser():
     p.add_argument("--korsts_poolers", default=None,
                    help="KorSTS pooler: kept (from the checkpoint), new, or both as kept,new "
                         f"(default {FINETUNE['korsts']['poolers']})")
+    p.add_argument("--korsts_layer_lr_decay", type=float, default=None, metavar="D",
+                   help="KorSTS layer-wise lr decay, every run of the grid (run_classifier.py --layer_lr_decay; "
+                        f"default {FINETUNE['korsts']['layer_lr_decay']}: off)")
     p.add_argument("--parallel", type=int, default=None,
                    help="fine-tuning runs at a time (default: on a GPU, one per CPU core but two, at most 16; "
                         "--smoke 2; else 1)")
@@ -137,13 +143,22 @@ def main(argv=None):
         if getattr(args, flag) is not None:
             recipe[key] = getattr(args, flag)
     recipe["compile"] = recipe["compile"] and not args.no_compile
+    if args.config is not None:
+        if args.from_weights:
+            fail("--config: not with --from_weights (the weights carry their own shape)")
+        recipe["config"] = os.path.abspath(args.config)
+    try:  # the shape is part of what the results describe (and of when a finished pretraining is reused)
+        shape = BertConfig.from_json_file(os.path.join(ROOT, recipe["config"])).to_dict()
+    except (ValueError, OSError) as e:
+        fail(f"--config {args.config or recipe['config']}: {e}")
+    shape.pop("vocab_size")
     if recipe["num_workers"] is None:
         recipe["num_workers"] = max(1, min(14, usable_cpus() - 2))
     budget = SMOKE["budget_minutes"] if args.smoke else args.budget_minutes
     ft = {task: dict(v, **(SMOKE_FINETUNE[task] if args.smoke else {})) for task, v in FINETUNE.items()}
     if args.smoke:
         ft["korsts"]["seeds"] = SMOKE["seeds"]
-    for key in ("seeds", "lrs", "poolers", "epochs"):
+    for key in ("seeds", "lrs", "poolers", "epochs", "layer_lr_decay"):
         if getattr(args, f"korsts_{key}") is not None:
             ft["korsts"][key] = getattr(args, f"korsts_{key}")
     try:
@@ -168,8 +183,8 @@ def main(argv=None):
     amp = ["--amp", recipe["amp"]]
     stages = {}
     summary = {"card": card, "date": stamp.date().isoformat(), "torch": torch.__version__, "smoke": args.smoke,
-               "budget_minutes": budget, "recipe": recipe, "pretrain_args": args.pretrain_args,
-               "finetune": ft, "stages": stages}
+               "budget_minutes": budget, "recipe": recipe, "model_config": shape,
+               "pretrain_args": args.pretrain_args, "finetune": ft, "stages": stages}
 
     def save():
         atomic_write_json(results_json, summary)
@@ -184,7 +199,8 @@ def main(argv=None):
             fail(f"--from_weights {args.from_weights}: not a checkpoint folder with config.json, vocab.txt and "
                  "weights (e.g. RESULTS_weights/)")
         try:
-            checkpoint_config(ckpt)
+            shape = {k: v for k, v in checkpoint_config(ckpt).to_dict().items() if k != "vocab_size"}
+            summary["model_config"] = shape
             files, _ = weights_files(ckpt)  # the files the fine-tuning scripts will read
         except (ValueError, OSError) as e:
             fail(f"--from_weights {args.from_weights}: {e}")
@@ -215,7 +231,8 @@ def main(argv=None):
     # a KorSTS run's directory names its lr, pooler and seed, so a grid can grow or shrink over finished runs;
     # what else shapes every run must be as it was
     korsts_key = {k: v for k, v in ft["korsts"].items() if k not in ("lrs", "poolers", "seeds")}
-    check_reuse(work, done, {"pretrain": cmd[1:] if cmd else start, "korsts": dict(korsts_key, **task_key),
+    pretrain_key = {"command": cmd[1:], "model_config": shape} if cmd else start
+    check_reuse(work, done, {"pretrain": pretrain_key, "korsts": dict(korsts_key, **task_key),
                              "kornli": dict(ft["kornli"], **task_key), "korquad": dict(ft["korquad"], **task_key)})
     if args.from_weights:
         summary["pretraining"] = start
@@ -279,8 +296,9 @@ def main(argv=None):
                 py, "run_classifier.py", "--task_name", "korsts", "--data_dir", os.path.join(DATA, "korsts"),
                 *common, "--seed", str(run["seed"]), "--num_workers", "0", *POOLERS[run["pooler"]], "--do_eval",
                 "--do_test", "--max_seq_length", "128", "--train_batch_size", str(f["batch"]), "--eval_batch_size",
-                "128", "--learning_rate", str(run["lr"]), "--num_train_epochs", str(f["epochs"]), "--output_dir",
-                out, *caps], os.path.join(out, "eval_results.json")))
+                "128", "--learning_rate", str(run["lr"]), "--layer_lr_decay", str(f["layer_lr_decay"]),
+                "--num_train_epochs", str(f["epochs"]), "--output_dir", out, *caps],
+                os.path.join(out, "eval_results.json")))
     def record(name, succeeded):  # as each run ends: a run cut short still reports the ones that finished
         if succeeded and name.startswith("korsts_"):
             summary["korsts"] = korsts_summary(work, grid)
@@ -328,6 +346,8 @@ def korsts_grid(f: dict) -> list[dict]:
     """The KorSTS runs: every learning rate x pooler x seed of the grid settings (ValueError names the flag)."""
     if f["epochs"] < 1:
         raise ValueError(f"--korsts_epochs {f['epochs']}: must be at least 1")
+    if not 0 < f["layer_lr_decay"] <= 1:
+        raise ValueError(f"--korsts_layer_lr_decay {f['layer_lr_decay']}: must be in (0, 1]")
     seeds = parse_seeds(f["seeds"], "--korsts_seeds")
     try:
         lrs = [float(x) for x in f["lrs"].split(",")]
@@ -445,8 +465,9 @@ def pretraining_summary(pre, recipe) -> dict:
 
 
 def print_summary(s, path):
-    pt = s.get("pretraining", {})
-    print(f"\n{s['card']} | torch {s['torch']} | pretraining {s['budget_minutes']} min: {pt.get('steps')} steps, "
+    pt, shape = s.get("pretraining", {}), s.get("model_config", {})
+    print(f"\n{s['card']} | torch {s['torch']} | {shape.get('num_hidden_layers')}x{shape.get('hidden_size')} | "
+          f"pretraining {s['budget_minutes']} min: {pt.get('steps')} steps, "
           f"{pt.get('seq_per_s_median')} seq/s (loader wait {pt.get('data_wait_median')}), "
           f"loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
           f"MLM acc {pt.get('mlm_acc_last', 0):.3f}")

@@ -17,8 +17,10 @@ from scipy import stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(1, os.path.join(ROOT, "bench"))
 
 import eval_classifier  # noqa: E402
+import korsts_genres  # noqa: E402
 import run_classifier  # noqa: E402
 from helpers import expect_fail, file_digests, needs_cxx, one_thread, tiny_model_files  # noqa: E402,F401
 
@@ -138,6 +140,28 @@ def test_eval_classifier_from_self_describing_checkpoint(korsts_run, capsys, tmp
     # best/ really is the best epoch: re-scoring it on the dev slice gives the recorded best dev metrics
     dev = eval_classifier.main(eval_argv(out / "best", "korsts", "--eval_file", os.path.join(STS_DIR, "sts-dev.tsv")))
     assert {k: dev[k] for k in ("pearson", "spearman")} == results["best"]
+    # bench/korsts_genres.py scores predictions per genre: here on every 15th dev row (all three genres), against
+    # the genre column and the predictions read here
+    with open(os.path.join(STS_DIR, "sts-dev.tsv"), encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / "sts-mix.tsv").write_text("\n".join([lines[0], *lines[1:-1:15]]) + "\n", encoding="utf-8")
+    mix = eval_classifier.main(eval_argv(out / "best", "korsts", "--eval_file", str(tmp_path / "mix" / "sts-mix.tsv"),
+                                         "--output_dir", str(tmp_path / "mix" / "eval")))
+    genres = korsts_genres.by_genre(str(tmp_path / "mix" / "eval" / "predictions.tsv"), str(tmp_path / "mix"))
+    genre_of = [line.split("\t")[0] for line in lines[1:-1:15]]
+    rows = read_predictions(tmp_path / "mix" / "eval" / "predictions.tsv")
+    pred, gold = np.array([float(r[2]) for r in rows]), np.array([float(r[1]) for r in rows])
+    assert genres["all"] == {"n": len(rows), "spearman": round(mix["spearman"], 2)} and len(set(genre_of)) == 3
+    for g in set(genre_of):
+        idx = [i for i, x in enumerate(genre_of) if x == g]
+        assert genres[g] == {"n": len(idx), "spearman": round(100 * stats.spearmanr(pred[idx], gold[idx])[0], 2)}
+    assert set(genres) == set(genre_of) | {"all", "within_genres"}
+    centred = np.concatenate([np.stack([v - v.mean() for v in (gold[m], pred[m])])
+                              for m in (np.array(genre_of) == g for g in set(genre_of))], axis=1)
+    assert genres["within_genres"] == {"n": len(rows), "spearman": round(100 * stats.spearmanr(*centred)[0], 2)}
+    with pytest.raises(SystemExit):  # not a predictions file
+        korsts_genres.by_genre(str(tmp_path / "mix" / "sts-mix.tsv"), str(tmp_path / "mix"))
 
 
 def test_eval_widths_rounded_to_a_multiple_predict_the_same(korsts_run, tmp_path):
@@ -479,6 +503,25 @@ def test_vocab_size_mismatch_is_one_line_exit_2(korsts_run, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_layer_lr_decay_moves_lower_layers_less(korsts_run, env, tmp_path):
+    """One Adam step (no warm-up) moves each weight by about its group's lr: the head by lr, encoder layer i of L
+    by lr * D ** (L - i), the embeddings by lr * D ** (L + 1)."""
+    ckpt = korsts_run[0] / "best"
+    before = load_file(str(ckpt / "model.safetensors"))
+    out = tmp_path / "llrd"
+    run_classifier.main(train_argv(env, out, "--checkpoint", str(ckpt), "--layer_lr_decay", "0.5",
+                                   "--warmup_proportion", "0", n_train=16))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    L = read_json(env["config"])["num_hidden_layers"]
+    step = {k: (after[k] - before[k]).abs().max().item() for k in after}
+    for name, rate in (("classifier.weight", 1.0), ("bert.pooler.dense.weight", 1.0),
+                       (f"bert.encoder.layer.{L - 1}.ffn.fc1.weight", 0.5),
+                       ("bert.encoder.layer.0.ffn.fc1.weight", 0.5 ** L),
+                       ("bert.embeddings.word_embeddings.weight", 0.5 ** (L + 1))):
+        assert step[name] == pytest.approx(1e-3 * rate, rel=0.05), (name, step[name])
+    assert read_json(out / "eval_results.json")["args"]["layer_lr_decay"] == 0.5
+
+
 def test_flag_errors(env, capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         run_classifier.main(train_argv(env, tmp_path / "x", task="korsts")[2:] + ["--task_name", "kornsts"])
@@ -495,7 +538,8 @@ def test_flag_errors(env, capsys, tmp_path):
                           (["--max_train_examples", "0"], "--max_train_examples 0 must be >= 1"),
                           (["--max_eval_examples", "-2"], "--max_eval_examples -2 must be >= 1"),
                           (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room"),
-                          (["--pad_to_multiple_of", "0"], "--pad_to_multiple_of 0: must be a positive")):
+                          (["--pad_to_multiple_of", "0"], "--pad_to_multiple_of 0: must be a positive"),
+                          (["--layer_lr_decay", "0"], "--layer_lr_decay 0.0: must be in (0, 1]")):
         expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--do_eval", *flags), needle)
     assert not (tmp_path / "x").exists()
     expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "nowhere", "korsts", "--pad_to_multiple_of", "-1"),

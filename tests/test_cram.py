@@ -22,13 +22,17 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     work, results = tmp_path / "work", tmp_path / "cram.json"
     # a bad grid or pool size: one line naming the flag, before anything runs
     for flag, value in (("--korsts_seeds", "1-x"), ("--korsts_lrs", "1e-4,y"), ("--korsts_epochs", "0"),
-                        ("--parallel", "0")):
+                        ("--parallel", "0"), ("--config", str(tmp_path / "nowhere.json"))):
         proc = run(work, results, flag, value)
         assert proc.returncode == 2 and proc.stderr.strip().startswith(f"error: {flag} "), proc.stderr
         assert "\n" not in proc.stderr.strip() and not results.exists() and not work.exists()
     work.mkdir()
     (work / "korsts").write_text("not a directory")  # run_classifier cannot write its output there: it fails
-    grid = ["--korsts_lrs", "1e-4,3e-4", "--korsts_poolers", "kept,new"]
+    # a model shape of one's own (--config): here the smoke's tiny model with one layer more
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        shape = dict(json.load(f), num_hidden_layers=3)
+    (tmp_path / "shape.json").write_text(json.dumps(shape), encoding="utf-8")
+    grid = ["--korsts_lrs", "1e-4,3e-4", "--korsts_poolers", "kept,new", "--config", str(tmp_path / "shape.json")]
     proc = run(work, results, *grid)
     assert proc.returncode == 0, proc.stderr[-2000:]
     first = json.loads(results.read_text(encoding="utf-8"))
@@ -52,6 +56,7 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     weights = tmp_path / "cram_weights"
     assert first["weights"]["dir"] == str(weights) and {"config.json", "vocab.txt"} <= set(first["weights"]["files"])
     ckpt = first["weights"]["from"]
+    assert checkpoint_config(str(weights)).num_hidden_layers == first["model_config"]["num_hidden_layers"] == 3
     full = load_checkpoint(BertForPreTraining(checkpoint_config(ckpt)), ckpt)
     half = load_checkpoint(BertForPreTraining(checkpoint_config(str(weights))), str(weights))
     for (name, p), q in zip(full.state_dict().items(), half.state_dict().values()):
@@ -64,6 +69,8 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert "[kornli] $ python run_classifier.py" in proc.stdout
     ft = json.loads((tmp_path / "ft.json").read_text(encoding="utf-8"))
     assert ft["pretraining"]["from_weights"] == str(weights) and "[pretrain]" not in proc.stdout
+    shape_keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    assert [ft["model_config"][k] for k in shape_keys] == [first["model_config"][k] for k in shape_keys]
     assert 0 <= ft["kornli"]["test"]["accuracy"] <= 100 and "korsts" not in ft
     # other weights under the same folder name: their content differs, so the finished task is not reused
     other = tmp_path / "other" / "cram_weights"
@@ -89,17 +96,20 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert best["dev"] == max(r["dev"] for r in sts["runs"].values()) and sts["test"]["spearman"] == best["test"]
     assert -100 <= best["test"] <= 100 and best["seed"] == 1
     with open(work / "korsts" / sts["best_on_dev"] / "eval_results.json", encoding="utf-8") as f:
-        assert json.load(f)["args"]["reinit_pooler"] == (best["pooler"] == "new")
+        args = json.load(f)["args"]
+        assert args["reinit_pooler"] == (best["pooler"] == "new") and args["layer_lr_decay"] == 1.0
     assert "| KorSTS test Spearman |" in proc.stdout
 
     # other weights, or another fine-tuning, would be described by these results: refused before anything runs
-    for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_epochs", "3"], "korsts")):
+    for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_epochs", "3"], "korsts"),
+                         (["--korsts_layer_lr_decay", "0.9"], "korsts"),
+                         (["--config", os.path.join(ROOT, "models", "configs", "tiny.json")], "pretrain")):
         proc = run(work, results, *grid, *flags)
         assert proc.returncode == 2 and f"{work / stage} was made with other settings" in proc.stderr, proc.stderr
         assert json.loads(results.read_text(encoding="utf-8")) == second
     # another grid over the same runs' settings: the finished runs it holds are reused, the new seed is trained
     proc = run(work, results, "--korsts_lrs", "1e-4", "--korsts_poolers", "kept", "--korsts_seeds", "1-2",
-               "--tasks", "korsts")
+               "--tasks", "korsts", "--config", str(tmp_path / "shape.json"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[korsts_lr0.0001_pooler-kept_seed1] cached" in proc.stdout
     assert "[korsts_lr0.0001_pooler-kept_seed2] started" in proc.stdout
@@ -125,16 +135,17 @@ def test_stage_limit():
 
 def test_korsts_grid():
     grid = load_cram().korsts_grid
-    runs = grid({"lrs": "1e-4,3e-4", "poolers": "kept,new", "seeds": "1-2", "epochs": 8})
+    runs = grid({"lrs": "1e-4,3e-4", "poolers": "kept,new", "seeds": "1-2", "epochs": 8, "layer_lr_decay": 1.0})
     assert len(runs) == 8 and runs[0] == {"name": "lr0.0001_pooler-kept_seed1", "lr": 1e-4, "pooler": "kept",
                                           "seed": 1}
-    assert [r["name"] for r in grid({"lrs": "2e-4", "poolers": "new", "seeds": "3", "epochs": 1})] == \
+    assert [r["name"] for r in grid({"lrs": "2e-4", "poolers": "new", "seeds": "3", "epochs": 1,
+                                     "layer_lr_decay": 0.8})] == \
         ["lr0.0002_pooler-new_seed3"]
     for bad, flag in (({"lrs": "1e-4,x"}, "--korsts_lrs"), ({"lrs": "2"}, "--korsts_lrs"),
                       ({"poolers": "kept,old"}, "--korsts_poolers"), ({"seeds": "2-"}, "--korsts_seeds"),
-                      ({"epochs": 0}, "--korsts_epochs")):
+                      ({"epochs": 0}, "--korsts_epochs"), ({"layer_lr_decay": 0}, "--korsts_layer_lr_decay")):
         with pytest.raises(ValueError, match=flag):
-            grid({"lrs": "1e-4", "poolers": "kept", "seeds": "1", "epochs": 1, **bad})
+            grid({"lrs": "1e-4", "poolers": "kept", "seeds": "1", "epochs": 1, "layer_lr_decay": 1.0, **bad})
 
 
 def test_unpack_shards_is_all_or_nothing(tmp_path):

@@ -308,6 +308,41 @@ def test_param_groups_no_decay_on_biases_and_every_layernorm():
     assert id(model.embeddings.token_type.weight) not in all_ids  # frozen parameters are left out
 
 
+def test_layer_lr_decay_sets_each_depths_rate():
+    """Layer-wise decay: lr * D ** (L + 1 - depth), with the embeddings at depth 0, encoder layer i at i + 1 and
+    the pooler and head at L + 1 (the full rate); the weight-decay split is the one without it, D = 1 gives the two
+    plain groups, and the schedule scales every group alike."""
+    from helpers import tiny_config
+    from models.modeling import BertForSequenceClassification
+    model = BertForSequenceClassification(tiny_config(), num_labels=1)
+    L = len(model.bert.encoder.layer)
+    plain, groups = param_groups(model, 0.01), param_groups(model, 0.01, layer_lr_decay=0.5)
+    assert len(plain) == 2 and "lr_scale" not in plain[0] and len(groups) == 2 * (L + 2)
+    for wd, ref in ((0.01, plain[0]), (0.0, plain[1])):
+        assert [id(p) for g in groups if g["weight_decay"] == wd for p in g["params"]] != []
+        assert {id(p) for g in groups if g["weight_decay"] == wd for p in g["params"]} == {id(p) for p in ref["params"]}
+    opt = build_optimizer("adam", groups, lr=1e-3)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+
+    def expected(name):
+        if name.startswith("bert.embeddings."):
+            return 1e-3 * 0.5 ** (L + 1)
+        if name.startswith("bert.encoder.layer."):
+            return 1e-3 * 0.5 ** (L - int(name.split(".")[3]))
+        return 1e-3  # pooler, classifier
+    for name, p in model.named_parameters():
+        assert lr_of[id(p)] == pytest.approx(expected(name)), name
+    sched = get_scheduler("linear", opt, 0.0, 10)
+    opt.step()
+    sched.step()
+    assert all(g["lr"] == pytest.approx(0.9e-3 * g["lr_scale"]) for g in opt.param_groups)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="layer_lr_decay"):
+            param_groups(model, 0.01, layer_lr_decay=bad)
+    with pytest.raises(ValueError, match="needs a BERT model"):
+        param_groups(_model(), 0.01, layer_lr_decay=0.9)
+
+
 def _lrs(name, warmup, total, until, degree=0.5):
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
     sched = get_scheduler(name, opt, warmup, total, degree=degree)

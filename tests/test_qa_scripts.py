@@ -344,6 +344,8 @@ def test_batch_sizes_below_one_are_refused(env, tmp_path, capsys, flag, value):
 def test_pad_multiple_below_one_is_refused_before_anything_is_read(env, tmp_path, capsys):
     expect_fail(capsys, run_qa.main, train_argv(env, tmp_path / "r", "--pad_to_multiple_of", "0"),
                 "--pad_to_multiple_of 0")
+    expect_fail(capsys, run_qa.main, train_argv(env, tmp_path / "r", "--layer_lr_decay", "1.2"),
+                "--layer_lr_decay 1.2: must be in (0, 1]")
     expect_fail(capsys, eval_qa.main, ["--checkpoint", str(tmp_path / "nowhere"), "--predict_file", env["eval"],
                                        "--output_dir", str(tmp_path / "e"), "--pad_to_multiple_of", "-3"],
                 "--pad_to_multiple_of -3")
