@@ -31,6 +31,7 @@ _SENT_END = re.compile(r"(?<![0-9])[.!?。…]+[\"'”’」』)\]]*\s+")  # no 
 # A line is tokenised as one unit in one task (~30 bytes of worker memory per input byte), so a file without line
 # ends would need memory in proportion to the file. Real paragraphs are far shorter than this.
 MAX_LINE_BYTES = 1 << 18
+CR_LF = re.compile(r"\r*\n")  # one line end: LF, CRLF, or the CRCRLF of CRLF text written through a text mode
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -304,17 +305,20 @@ def read_tasks(paths: list[str], task_chars: int, progress, counts: dict | None 
                 except UnicodeDecodeError as e:
                     raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column "
                                      f"{col + e.start + 1})") from None
-                counts["long_line_cuts"] += not line_end
+                # a piece cut just after a CR ends at a line end (CR-only files): no line was cut there
+                counts["long_line_cuts"] += not (line_end or text.endswith("\r"))
                 if lineno == 1 and col == 0:
                     text = text.lstrip("\ufeff")
-                if after_cr and text.startswith("\n"):
-                    text = text[1:]
+                lead = CR_LF.match(text) if after_cr else None
+                if lead:  # this piece's first CRs and LF finish the line end that the last piece's CR began
+                    text = text[lead.end():]
                     if not text:
                         after_cr = False
                         continue
                 after_cr = text.endswith("\r")
-                # a CR alone ends a line too (CR-only files), so their blank lines end documents as LF's do
-                parts = text.replace("\r\n", "\n").split("\r")
+                # A CR alone ends a line too (CR-only files), so their blank lines end documents as LF's do. CRs
+                # before a LF are one line end with it: CRLF, and the CRCRLF of CRLF text written in text mode.
+                parts = CR_LF.sub("\n", text).split("\r")
                 if after_cr:
                     parts.pop()  # what follows the last CR is not a line of its own
                 for i, part in enumerate(parts):

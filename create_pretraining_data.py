@@ -329,8 +329,8 @@ def print_summary(meta: dict, out: str):
     if s["documents_cut_at_shard_end"]:
         print(f"note: {s['documents_cut_at_shard_end']} documents were cut at a shard end", file=sys.stderr)
     if s["long_line_cuts"]:
-        warn(f"{s['long_line_cuts']} cuts in lines longer than {corpus_tasks.MAX_LINE_BYTES} bytes (line ends other "
-             "than \\n?); a sentence may be split at a cut")
+        warn(f"{s['long_line_cuts']} cuts in lines longer than {corpus_tasks.MAX_LINE_BYTES} bytes; a sentence may "
+             "be split at a cut")
 
 
 def main(argv=None):

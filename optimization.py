@@ -28,7 +28,8 @@ def param_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float = 
     by several modules (the MLM decoder weight tied to the word embeddings) is listed once. Both groups are always
     returned, even if one is empty, so that optimiser state dicts line up between runs.
 
-    layer_lr_decay < 1: layer-wise learning-rate decay for fine-tuning (as in ELECTRA's): the pair of groups per
+    layer_lr_decay < 1: layer-wise learning-rate decay for fine-tuning (ELECTRA's, one step less: its top
+    layer trains at D ** 2, its embeddings at D ** (L + 2)): the pair of groups per
     depth, each with lr_scale = layer_lr_decay ** (L + 1 - depth), where the embeddings are depth 0, encoder layer
     i is depth i + 1 and all above the encoder (pooler, task head) is depth L + 1 at the full rate; build_optimizer
     turns lr_scale into the group's lr. The model must be ours (model.bert.embeddings, model.bert.encoder.layer).

@@ -120,6 +120,8 @@ def evaluate(model, split, task, rt) -> dict:
 # its training nor its dev scores (seeds: so a grid can also be extended; seed: a grid ignores it)
 RERUN_FREE_ARGS = ("seeds", "seed", "do_test", "output_dir", "num_workers", "local_rank", "fp16_opt_level",
                    "loss_scale")
+# arguments newer than some saved seeds, at the value that trains as those seeds were trained
+ADDED_ARGS = {"layer_lr_decay": 1.0}
 
 
 def finished_seed(out_dir: str, args) -> dict | None:
@@ -134,7 +136,7 @@ def finished_seed(out_dir: str, args) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-        old = saved["args"]
+        old = {**ADDED_ARGS, **saved["args"]}
         checkpoint = saved["checkpoint"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a seed's results ({type(e).__name__}: {e}); delete it to train that seed "

@@ -365,10 +365,19 @@ def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path
     assert run_classifier.main(argv) == saved and trained == [2]
     assert read_json(tmp_path / "grid" / "seed_grid.json") == saved
     assert file_digests(tmp_path / "grid" / "seed-1") == seed1
-    # ... but not seeds trained with another recipe
+    # a seed saved before --layer_lr_decay existed trained at one rate, as the default does: still reused
+    seed1_results = tmp_path / "grid" / "seed-1" / "eval_results.json"
+    older = read_json(seed1_results)
+    del older["args"]["layer_lr_decay"]
+    seed1_results.write_text(json.dumps(older), encoding="utf-8")
     os.remove(tmp_path / "grid" / "seed_grid.json")
-    expect_fail(capsys, run_classifier.main, argv + ["--learning_rate", "2e-3"],
-                "seed-1/eval_results.json: this seed finished with other arguments: --learning_rate 0.001 (now 0.002)")
+    assert run_classifier.main(argv) == saved and trained == [2]
+    # ... but not seeds trained with another recipe
+    for flags, shown in ((["--learning_rate", "2e-3"], "--learning_rate 0.001 (now 0.002)"),
+                         (["--layer_lr_decay", "0.5"], "--layer_lr_decay 1.0 (now 0.5)")):
+        (tmp_path / "grid" / "seed_grid.json").unlink(missing_ok=True)
+        expect_fail(capsys, run_classifier.main, argv + flags,
+                    f"seed-1/eval_results.json: this seed finished with other arguments: {shown}")
     assert trained == [2]
 
 

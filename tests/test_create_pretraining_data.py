@@ -301,14 +301,19 @@ def test_long_line_is_read_in_bounded_pieces(files, tmp_path, monkeypatch, capsy
     lf_text = "\n".join(short_lines[:12]) + "\n\n" + "\n".join(short_lines[12:]) + "\n"
     expected = [None, *short_lines[:12], None, *short_lines[12:]]
     for name, text in (("mac", lf_text.replace("\n", "\r")), ("dos", lf_text.replace("\n", "\r\n")),
-                       ("mac_no_end", lf_text.replace("\n", "\r")[:-1])):
+                       ("mac_no_end", lf_text.replace("\n", "\r")[:-1]),
+                       ("dos_via_text_mode", lf_text.replace("\n", "\r\r\n"))):  # CRLF text written as text
         (tmp_path / f"{name}.txt").write_bytes(text.encode())
-        tasks = corpus_tasks.read_tasks([str(tmp_path / f"{name}.txt")], 100, lambda n: None)
+        counts = {}
+        tasks = corpus_tasks.read_tasks([str(tmp_path / f"{name}.txt")], 100, lambda n: None, counts)
         assert [x for _, t in tasks for x in t] == expected, name
-    monkeypatch.setattr(corpus_tasks, "MAX_LINE_BYTES", len("가나다\r".encode()))  # the cap falls between CR, LF
-    (tmp_path / "cut.txt").write_bytes("가나다\r\n라\r\n\r\n마\n".encode())
-    tasks = corpus_tasks.read_tasks([str(tmp_path / "cut.txt")], 100, lambda n: None)
-    assert [x for _, t in tasks for x in t] == [None, "가나다", "라", None, "마"]
+        assert counts["long_line_cuts"] == 0, name  # the CR-only files come in pieces, cut at line ends only
+    assert len(lf_text.encode()) > 3 * cap
+    for end in ("\r\n", "\r\r\n"):  # the cap falls between the line end's first CR and the rest
+        monkeypatch.setattr(corpus_tasks, "MAX_LINE_BYTES", len("가나다\r".encode()))
+        (tmp_path / "cut.txt").write_bytes(f"가나다{end}라{end}{end}마\n".encode())
+        tasks = corpus_tasks.read_tasks([str(tmp_path / "cut.txt")], 100, lambda n: None)
+        assert [x for _, t in tasks for x in t] == [None, "가나다", "라", None, "마"], end
     monkeypatch.setattr(corpus_tasks, "MAX_LINE_BYTES", cap)
     # the pieces are tokenised as if the file had been split there: same shards, and the same ids as the whole line
     common = ["--vocab_file", files["vocab"], "--sentence_splitter", "none", "--num_workers", 1]
