@@ -21,6 +21,12 @@ from torch import nn
 _NORM_TYPES = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
 
 
+def check_layer_lr_decay(value: float, name: str = "layer_lr_decay"):
+    """ValueError naming `name` (a flag, for the scripts) unless 0 < value <= 1."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} {value}: must be in (0, 1]")
+
+
 def param_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float = 1.0) -> list[dict]:
     """[decay group, no-decay group] over the trainable parameters of `model`.
 
@@ -34,8 +40,7 @@ def param_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float = 
     i is depth i + 1 and all above the encoder (pooler, task head) is depth L + 1 at the full rate; build_optimizer
     turns lr_scale into the group's lr. The model must be ours (model.bert.embeddings, model.bert.encoder.layer).
     """
-    if not 0.0 < layer_lr_decay <= 1.0:
-        raise ValueError(f"layer_lr_decay {layer_lr_decay}: must be in (0, 1]")
+    check_layer_lr_decay(layer_lr_decay)
     decay: dict[int, nn.Parameter] = {}
     no_decay: dict[int, nn.Parameter] = {}
     for module in model.modules():

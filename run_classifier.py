@@ -51,7 +51,7 @@ import tokenization
 import train_utils as tu
 from models.modeling import (BertForSequenceClassification, checkpoint_config, init_weights, load_checkpoint,
                              save_checkpoint)
-from optimization import build_optimizer, get_scheduler, param_groups
+from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
 
 
 def build_parser():
@@ -339,6 +339,7 @@ def validate_args(args):
         raise ValueError(f"--max_grad_norm {args.max_grad_norm} must be > 0")
     if args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
+    check_layer_lr_decay(args.layer_lr_decay, "--layer_lr_decay")
     if args.logging_steps < 1:
         raise ValueError(f"--logging_steps {args.logging_steps} must be >= 1")
     if args.seeds and not args.do_eval:
@@ -352,7 +353,6 @@ def main(argv=None):
         args.output_dir = os.path.join("runs", f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     rt = tu.setup_runtime(args)
     tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
-    tu.check_layer_lr_decay(args)
     if rt.is_main and (args.fp16_opt_level is not None or args.loss_scale is not None):
         tu.warn("--fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
                 "(--amp fp16 scales the loss dynamically)")

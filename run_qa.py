@@ -39,7 +39,7 @@ import train_utils as tu
 from fileio import umask
 from eval_qa import check_labelled, load_qa_features, predict_logits, score, write_predictions
 from models.modeling import BertForQuestionAnswering, save_checkpoint
-from optimization import build_optimizer, get_scheduler, param_groups
+from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
 
 # any of these means the directory holds (part of) an earlier run, which must not be overwritten
 RUN_MARKERS = ("run_args.json", "train_log.jsonl", "train_results.json", "final", "best", "epoch-*")
@@ -98,6 +98,7 @@ def validate_args(args):
             raise ValueError(f"--{flag} {value} must be at least 1")
     if args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
+    check_layer_lr_decay(args.layer_lr_decay, "--layer_lr_decay")
     found = [p for m in RUN_MARKERS for p in glob.glob(os.path.join(glob.escape(args.output_dir), m))]
     if found:
         raise ValueError(f"--output_dir {args.output_dir} already holds a run ({os.path.basename(found[0])}); "
@@ -156,7 +157,6 @@ def main(argv=None):
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
     multiple = tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
-    tu.check_layer_lr_decay(args)
     try:
         validate_args(args)
         micro_batch = per_device_batch(args, rt.world_size)

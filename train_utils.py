@@ -83,11 +83,6 @@ def add_layer_lr_decay_arg(group):
                             "at lr * D ** (L + 1), the pooler and head at lr (default 1: one rate for all)")
 
 
-def check_layer_lr_decay(args):
-    if not 0.0 < args.layer_lr_decay <= 1.0:
-        fail(f"--layer_lr_decay {args.layer_lr_decay}: must be in (0, 1]")
-
-
 def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = None,
                      num_workers: int | None = 2, num_workers_help: str = "DataLoader worker processes"):
     g = parser.add_argument_group("runtime")

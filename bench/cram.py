@@ -52,6 +52,7 @@ import qa_data  # noqa: E402
 from fileio import file_sha256  # noqa: E402
 from models.checkpoint import checkpoint_config, weights_files  # noqa: E402
 from models.config import BertConfig  # noqa: E402
+from optimization import check_layer_lr_decay  # noqa: E402
 from cls_data import mean_std  # noqa: E402
 from quickstart import final_checkpoint, run_stage, run_stages_parallel, write_config  # noqa: E402
 from run_classifier import parse_seeds  # noqa: E402
@@ -147,11 +148,15 @@ def main(argv=None):
         if args.from_weights:
             fail("--config: not with --from_weights (the weights carry their own shape)")
         recipe["config"] = os.path.abspath(args.config)
-    try:  # the shape is part of what the results describe (and of when a finished pretraining is reused)
-        shape = BertConfig.from_json_file(os.path.join(ROOT, recipe["config"])).to_dict()
-    except (ValueError, OSError) as e:
-        fail(f"--config {args.config or recipe['config']}: {e}")
-    shape.pop("vocab_size")
+    # the shape is part of what the results describe (and of when a finished pretraining is reused): the config's,
+    # or with --from_weights the weights' own (read with them below)
+    shape = None
+    if not args.from_weights:
+        try:
+            shape = BertConfig.from_json_file(os.path.join(ROOT, recipe["config"])).to_dict()
+        except (ValueError, OSError) as e:
+            fail(f"--config {args.config or recipe['config']}: {e}")
+        shape.pop("vocab_size")
     if recipe["num_workers"] is None:
         recipe["num_workers"] = max(1, min(14, usable_cpus() - 2))
     budget = SMOKE["budget_minutes"] if args.smoke else args.budget_minutes
@@ -346,8 +351,7 @@ def korsts_grid(f: dict) -> list[dict]:
     """The KorSTS runs: every learning rate x pooler x seed of the grid settings (ValueError names the flag)."""
     if f["epochs"] < 1:
         raise ValueError(f"--korsts_epochs {f['epochs']}: must be at least 1")
-    if not 0 < f["layer_lr_decay"] <= 1:
-        raise ValueError(f"--korsts_layer_lr_decay {f['layer_lr_decay']}: must be in (0, 1]")
+    check_layer_lr_decay(f["layer_lr_decay"], "--korsts_layer_lr_decay")
     seeds = parse_seeds(f["seeds"], "--korsts_seeds")
     try:
         lrs = [float(x) for x in f["lrs"].split(",")]

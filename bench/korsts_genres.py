@@ -55,9 +55,9 @@ def by_genre(predictions: str, data_dir: str) -> dict:
     # the pooled score also rewards telling the genres apart (their mean gold scores differ: dev's forums 1.7, its
     # captions 2.4, its news 2.9); with each genre's mean gold and mean prediction taken out, only the ranking within
     # genres is left
-    centred = [np.asarray(v) - np.mean(v) for k, pair in scores.items() if k != "all" for v in pair]
-    out["within_genres"] = {"n": out["all"]["n"], "spearman": round(100 * float(spearmanr(
-        np.concatenate(centred[0::2]), np.concatenate(centred[1::2])).statistic), 2)}
+    genres = [k for k in scores if k != "all"]
+    gold, pred = (np.concatenate([np.asarray(scores[k][j]) - np.mean(scores[k][j]) for k in genres]) for j in (0, 1))
+    out["within_genres"] = {"n": out["all"]["n"], "spearman": round(100 * float(spearmanr(gold, pred).statistic), 2)}
     return out
 
 
