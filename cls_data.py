@@ -38,6 +38,7 @@ class Task:
     test_file: str
     main_metric: str            # what picks the best epoch / seed
     score_range: tuple | None = None  # regression: gold scores outside it are data errors, not extreme labels
+    symmetric: bool = False     # the label does not depend on the pairs' order, so both orders may be used
 
     @property
     def num_labels(self) -> int:
@@ -54,7 +55,7 @@ TASKS = {
                    ("multinli.train.ko.tsv", "snli_1.0_train.ko.tsv"), "xnli.dev.ko.tsv", "xnli.test.ko.tsv",
                    "accuracy"),
     "korsts": Task("korsts", "sentence1", "sentence2", "score", None,
-                   ("sts-train.tsv",), "sts-dev.tsv", "sts-test.tsv", "spearman", (0.0, 5.0)),
+                   ("sts-train.tsv",), "sts-dev.tsv", "sts-test.tsv", "spearman", (0.0, 5.0), symmetric=True),
 }
 
 
@@ -87,6 +88,29 @@ def add_task_args(parser, max_seq_length=DEFAULT_MAX_SEQ_LENGTH):
     g.add_argument("--max_eval_examples", type=int, default=None,
                    help="use only the first N dev/test rows (quick runs)")
     return g
+
+
+PAIR_ORDERS = ("one", "both")
+
+
+def add_pair_orders_arg(group, default: str | None = "one"):
+    """--pair_orders: run_classifier.py trains and scores with it (default one); eval_classifier.py scores with it
+    (default None: as the checkpoint was fine-tuned)."""
+    scoring = "score each pair as the mean of its (a, b) and (b, a) predictions"
+    if default is None:
+        help_text = (f"both (KorSTS): {scoring} (default: as the checkpoint was fine-tuned, from its task.json, "
+                     f"else one)")
+    else:
+        help_text = (f"both (KorSTS): train on every pair in both orders and {scoring}; a BERT pair model is not "
+                     f"symmetric by itself (default {default})")
+    group.add_argument("--pair_orders", choices=PAIR_ORDERS, default=default, help=help_text)
+
+
+def check_pair_orders(pair_orders: str, task: Task, flag: str = "--pair_orders"):
+    if pair_orders not in PAIR_ORDERS:  # a hand-edited task.json; the flag itself is checked by argparse
+        raise ValueError(f"{flag} {pair_orders!r}: expected one of {', '.join(PAIR_ORDERS)}")
+    if pair_orders == "both" and not task.symmetric:
+        raise ValueError(f"{flag} both: {task.name}'s label depends on the pair's order (premise, hypothesis)")
 
 
 def check_task_args(args):
@@ -232,6 +256,11 @@ def read_split(args, task: Task, split: str) -> list[Example]:
     return examples
 
 
+def swap_pairs(examples: list[Example]) -> list[Example]:
+    """The same rows as (text_b, text_a), guid and label unchanged."""
+    return [Example(e.guid, e.text_b, e.text_a, e.label) for e in examples]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Features
 
@@ -292,16 +321,33 @@ def length_order(features: list[dict]) -> list[int]:
 
 
 def eval_batches(features: list[dict], batch_size: int, pad_id: int, regression: bool, multiple: int = 1,
-                 limit: int | None = None) -> tuple[list[dict], list]:
-    """Padded evaluation batches sorted by length (length_order), and the labels in that order.
+                 limit: int | None = None, order: list[int] | None = None) -> tuple[list[dict], list]:
+    """Padded evaluation batches sorted by length (length_order, or the given order), and the labels in that order.
 
     Sorting keeps padding (and CPU time) small; the metrics only need each prediction paired with its label.
     multiple, limit: as in collate.
     """
-    feats = [features[i] for i in length_order(features)]
+    feats = [features[i] for i in (length_order(features) if order is None else order)]
     batches = [collate(feats[i:i + batch_size], pad_id, regression, multiple, limit)
                for i in range(0, len(feats), batch_size)]
     return batches, [f["label"] for f in feats]
+
+
+def eval_views(features_by_order: list[list[dict]], batch_size: int, pad_id: int, regression: bool,
+               multiple: int = 1, limit: int | None = None) -> tuple[list[list[dict]], list]:
+    """(views, labels): eval_batches of the same rows in each pair order (features_by_order[k][i] is row i in
+    order k), every view in the first order's length order, so the views' predictions line up row by row.
+    One order gives one view: then this is eval_batches."""
+    order = length_order(features_by_order[0])
+    views = [eval_batches(feats, batch_size, pad_id, regression, multiple, limit, order)[0]
+             for feats in features_by_order]
+    return views, [features_by_order[0][i]["label"] for i in order]
+
+
+def predict_views(model, views, device) -> np.ndarray:
+    """predict over each view (eval_views), averaged: with both pair orders, each pair's score is the mean of
+    (a, b)'s and (b, a)'s."""
+    return np.mean([predict(model, batches, device) for batches in views], axis=0)
 
 
 def predict(model, batches, device) -> np.ndarray:

@@ -10,8 +10,9 @@ r"""Evaluate a fine-tuned KorNLI / KorSTS checkpoint on test (accuracy, or Pears
 A checkpoint written by run_classifier.py carries its config, vocab and task.json, so --config_file and
 --vocab_file are only needed for other checkpoints (e.g. a release .bin); --checkpoint may also name the
 model.safetensors file inside such a folder. --max_seq_length defaults to the length the checkpoint was fine-tuned
-with (task.json), else 128. The checkpoint must contain a head for the task (loaded strictly): evaluating a
-pretrained-only encoder would score a random head.
+with (task.json), else 128, and --pair_orders to the checkpoint's (both: each pair scored as the mean of its two
+orders), else one. The checkpoint must contain a head for the task (loaded strictly): evaluating a pretrained-only
+encoder would score a random head.
 Every row of the evaluated file must parse: a row with a wrong field count or a bad label is an error naming its
 line, never skipped (the score would silently be on a subset).
 The last printed line is the metrics as JSON; with --output_dir they are also written to eval_results.json there,
@@ -40,6 +41,7 @@ def build_parser():
     tu.add_model_args(p)
     tu.add_pad_multiple_arg(tu.add_runtime_args(p))
     p.add_argument("--eval_file", default=None, help="TSV to evaluate instead of the task's test file")
+    cls_data.add_pair_orders_arg(p, default=None)  # None: from the checkpoint's task.json
     return p
 
 
@@ -112,6 +114,9 @@ def main(argv=None):
         saved = read_task_json(args.checkpoint)
         sd = read_task_weights(args.checkpoint, task, config_from_ckpt, config, saved)
         max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint)
+        pair_orders = args.pair_orders or saved.get("pair_orders") or "one"
+        cls_data.check_pair_orders(pair_orders, task, "--pair_orders" if args.pair_orders else
+                                   f"{args.checkpoint}'s task.json pair_orders")
         if max_seq_length > config.max_position_embeddings:
             source = "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length"
             raise ValueError(f"{source} {max_seq_length} exceeds the model's max_position_embeddings "
@@ -124,17 +129,19 @@ def main(argv=None):
         tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                       morph_analyzer=config.morph_analyzer)
         ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
-        feats = cls_data.convert_examples(examples, tokenizer, ids["cls"], ids["sep"], max_seq_length)
+        orders = [examples] + ([cls_data.swap_pairs(examples)] if pair_orders == "both" else [])
+        per_order = [cls_data.convert_examples(ex, tokenizer, ids["cls"], ids["sep"], max_seq_length) for ex in orders]
+        feats = per_order[0]
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))
 
-    batches, labels = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression,
-                                            multiple, max_seq_length)
-    logits = cls_data.predict(model.to(rt.device), batches, rt.device)
+    views, labels = cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression, multiple,
+                                        max_seq_length)
+    logits = cls_data.predict_views(model.to(rt.device), views, rt.device)
     metrics = cls_data.compute_metrics(task, logits, labels)
 
     results = {**cls_data.json_safe(metrics), "task_name": task.name, "eval_file": path, "examples": len(feats),
-               "checkpoint": args.checkpoint, "max_seq_length": max_seq_length,
+               "checkpoint": args.checkpoint, "max_seq_length": max_seq_length, "pair_orders": pair_orders,
                "labels": list(task.labels) if task.labels else None, "metric_scale": "x100"}
     for k, v in metrics.items():
         print(f"{task.name} {os.path.basename(path)} {k}: {v:.2f}")

@@ -69,6 +69,7 @@ def build_parser():
     g.add_argument("--logging_steps", type=int, default=50)
     g.add_argument("--reinit_pooler", action="store_true",
                    help="start the pooler (the [CLS] dense layer) fresh instead of from the checkpoint")
+    cls_data.add_pair_orders_arg(g)
     tu.add_group_by_length_arg(g)
     tu.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
@@ -111,9 +112,9 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
 
 
 def evaluate(model, split, task, rt) -> dict:
-    """Metrics of model on split = (length-sorted batches, labels) from cls_data.eval_batches."""
-    batches, labels = split
-    return cls_data.compute_metrics(task, cls_data.predict(model, batches, rt.device), labels)
+    """Metrics of model on split = (views, labels) from cls_data.eval_views (one view per pair order)."""
+    views, labels = split
+    return cls_data.compute_metrics(task, cls_data.predict_views(model, views, rt.device), labels)
 
 
 # arguments a finished grid seed may have been trained with differently and still be reused: they change neither
@@ -121,7 +122,7 @@ def evaluate(model, split, task, rt) -> dict:
 RERUN_FREE_ARGS = ("seeds", "seed", "do_test", "output_dir", "num_workers", "local_rank", "fp16_opt_level",
                    "loss_scale")
 # arguments newer than some saved seeds, at the value that trains as those seeds were trained
-ADDED_ARGS = {"layer_lr_decay": 1.0}
+ADDED_ARGS = {"layer_lr_decay": 1.0, "pair_orders": "one"}
 
 
 def finished_seed(out_dir: str, args) -> dict | None:
@@ -193,7 +194,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     logger = tu.JsonlLogger(os.path.join(out_dir, "log.jsonl")) if rt.is_main else None
     best_dir = os.path.join(out_dir, "best" if args.do_eval else "final")
     results = {"task_name": task.name, "labels": list(task.labels) if task.labels else None, "metric_scale": "x100",
-               "main_metric": task.main_metric, "seed": seed, "train_examples": len(data["train"]),
+               "main_metric": task.main_metric, "seed": seed, "train_examples": data["train_examples"],
                "dev_examples": len(data["dev"]) if args.do_eval else 0, "total_steps": total_steps, "epochs": [],
                "best_epoch": None, "best": None, "checkpoint": best_dir}
     best_score = -math.inf
@@ -288,7 +289,8 @@ def save_best(model, ckpt_dir, vocab_file, task, args, epoch):
     save_checkpoint(model, ckpt_dir, vocab_file=vocab_file)
     tu.atomic_write_json(os.path.join(ckpt_dir, "task.json"), {
         "task_name": task.name, "labels": list(task.labels) if task.labels else None,
-        "num_labels": task.num_labels, "max_seq_length": args.max_seq_length, "epoch": epoch})
+        "num_labels": task.num_labels, "max_seq_length": args.max_seq_length, "pair_orders": args.pair_orders,
+        "epoch": epoch})
 
 
 def score_checkpoint(ckpt_dir, task, rt, split) -> dict:
@@ -311,15 +313,22 @@ def load_data(args, task, rt) -> dict:
     splits = ["train"] + (["dev"] if args.do_eval else []) + (["test"] if args.do_test else [])
     for split in splits:
         examples = cls_data.read_split(args, task, split)
-        feats = cls_data.convert_examples(examples, tokenizer, ids["cls"], ids["sep"], args.max_seq_length)
-        data[split] = feats
+        orders = [examples] + ([cls_data.swap_pairs(examples)] if args.pair_orders == "both" else [])
+        per_order = [cls_data.convert_examples(ex, tokenizer, ids["cls"], ids["sep"], args.max_seq_length)
+                     for ex in orders]
+        feats = per_order[0]
         if rt.is_main:
             n_trunc = sum(f["truncated"] for f in feats)
             print(f"{split}: {len(feats)} examples from {', '.join(cls_data.resolve_files(args, task, split))}"
-                  f" ({n_trunc} truncated to {args.max_seq_length} tokens)", flush=True)
-        if split != "train":
-            data[f"{split}_eval"] = cls_data.eval_batches(feats, args.eval_batch_size, ids["pad"], task.is_regression,
-                                                          tu.pad_multiple(args, rt.device), args.max_seq_length)
+                  f" ({n_trunc} truncated to {args.max_seq_length} tokens)"
+                  + (", each in both orders" if len(per_order) > 1 else ""), flush=True)
+        if split == "train":
+            data[split] = [f for feats in per_order for f in feats]  # one epoch: every pair in both orders, shuffled
+            data["train_examples"] = len(feats)
+        else:
+            data[split] = feats
+            data[f"{split}_eval"] = cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression,
+                                                        tu.pad_multiple(args, rt.device), args.max_seq_length)
     return data
 
 
@@ -340,6 +349,7 @@ def validate_args(args):
     if args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
     check_layer_lr_decay(args.layer_lr_decay, "--layer_lr_decay")
+    cls_data.check_pair_orders(args.pair_orders, cls_data.TASKS[args.task_name])
     if args.logging_steps < 1:
         raise ValueError(f"--logging_steps {args.logging_steps} must be >= 1")
     if args.seeds and not args.do_eval:

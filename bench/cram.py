@@ -78,7 +78,8 @@ RECIPE = dict(config="models/configs/small.json", seq=128, max_predictions=20, b
 # pooler made no clear difference). On a GPU every fine-tuning run goes at once: a small model's fine-tuning
 # leaves the GPU mostly idle, and 10 seeds take the wall time of one. KorNLI and KorQuAD with settings usual for
 # a small model, fixed before any run.
-FINETUNE = dict(korsts=dict(lrs="1e-4", poolers="kept", epochs=12, batch=32, seeds="1-10", layer_lr_decay=1.0),
+FINETUNE = dict(korsts=dict(lrs="1e-4", poolers="kept", epochs=12, batch=32, seeds="1-10", layer_lr_decay=1.0,
+                            pair_orders="one"),
                 kornli=dict(lr=1e-4, epochs=3, batch=32),
                 korquad=dict(lr=2e-4, epochs=3, batch=32, seq=384, stride=128, eval_fraction=0.2))
 # --smoke: the same stages at CPU sizes on bundled text, to check the pipeline end to end in about a minute
@@ -117,6 +118,9 @@ def build_parser():
     p.add_argument("--korsts_layer_lr_decay", type=float, default=None, metavar="D",
                    help="KorSTS layer-wise lr decay, every run of the grid (run_classifier.py --layer_lr_decay; "
                         f"default {FINETUNE['korsts']['layer_lr_decay']}: off)")
+    p.add_argument("--korsts_pair_orders", choices=["one", "both"], default=None,
+                   help="KorSTS: both trains on and scores each pair in both orders, every run of the grid "
+                        f"(run_classifier.py --pair_orders; default {FINETUNE['korsts']['pair_orders']})")
     p.add_argument("--parallel", type=int, default=None,
                    help="fine-tuning runs at a time (default: on a GPU, one per CPU core but two, at most 16; "
                         "--smoke 2; else 1)")
@@ -163,7 +167,7 @@ def main(argv=None):
     ft = {task: dict(v, **(SMOKE_FINETUNE[task] if args.smoke else {})) for task, v in FINETUNE.items()}
     if args.smoke:
         ft["korsts"]["seeds"] = SMOKE["seeds"]
-    for key in ("seeds", "lrs", "poolers", "epochs", "layer_lr_decay"):
+    for key in ("seeds", "lrs", "poolers", "epochs", "layer_lr_decay", "pair_orders"):
         if getattr(args, f"korsts_{key}") is not None:
             ft["korsts"][key] = getattr(args, f"korsts_{key}")
     try:
@@ -302,7 +306,7 @@ def main(argv=None):
                 *common, "--seed", str(run["seed"]), "--num_workers", "0", *POOLERS[run["pooler"]], "--do_eval",
                 "--do_test", "--max_seq_length", "128", "--train_batch_size", str(f["batch"]), "--eval_batch_size",
                 "128", "--learning_rate", str(run["lr"]), "--layer_lr_decay", str(f["layer_lr_decay"]),
-                "--num_train_epochs", str(f["epochs"]), "--output_dir", out, *caps],
+                "--pair_orders", f["pair_orders"], "--num_train_epochs", str(f["epochs"]), "--output_dir", out, *caps],
                 os.path.join(out, "eval_results.json")))
     def record(name, succeeded):  # as each run ends: a run cut short still reports the ones that finished
         if succeeded and name.startswith("korsts_"):

@@ -365,16 +365,17 @@ def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(env, tmp_path
     assert run_classifier.main(argv) == saved and trained == [2]
     assert read_json(tmp_path / "grid" / "seed_grid.json") == saved
     assert file_digests(tmp_path / "grid" / "seed-1") == seed1
-    # a seed saved before --layer_lr_decay existed trained at one rate, as the default does: still reused
+    # a seed saved before --layer_lr_decay and --pair_orders existed trained as their defaults do: still reused
     seed1_results = tmp_path / "grid" / "seed-1" / "eval_results.json"
     older = read_json(seed1_results)
-    del older["args"]["layer_lr_decay"]
+    del older["args"]["layer_lr_decay"], older["args"]["pair_orders"]
     seed1_results.write_text(json.dumps(older), encoding="utf-8")
     os.remove(tmp_path / "grid" / "seed_grid.json")
     assert run_classifier.main(argv) == saved and trained == [2]
     # ... but not seeds trained with another recipe
     for flags, shown in ((["--learning_rate", "2e-3"], "--learning_rate 0.001 (now 0.002)"),
-                         (["--layer_lr_decay", "0.5"], "--layer_lr_decay 1.0 (now 0.5)")):
+                         (["--layer_lr_decay", "0.5"], "--layer_lr_decay 1.0 (now 0.5)"),
+                         (["--pair_orders", "both"], "--pair_orders one (now both)")):
         (tmp_path / "grid" / "seed_grid.json").unlink(missing_ok=True)
         expect_fail(capsys, run_classifier.main, argv + flags,
                     f"seed-1/eval_results.json: this seed finished with other arguments: {shown}")
@@ -529,6 +530,55 @@ def test_layer_lr_decay_moves_lower_layers_less(korsts_run, env, tmp_path):
                        ("bert.embeddings.word_embeddings.weight", 0.5 ** (L + 1))):
         assert step[name] == pytest.approx(1e-3 * rate, rel=0.05), (name, step[name])
     assert read_json(out / "eval_results.json")["args"]["layer_lr_decay"] == 0.5
+
+
+def swap_columns(src, dst, n_rows):
+    """The first n_rows of a KorSTS TSV with sentence1 and sentence2 exchanged under the same header."""
+    lines = open(src, encoding="utf-8").read().split("\n")
+    header = lines[0].split("\t")
+    a, b = header.index("sentence1"), header.index("sentence2")
+    out = [lines[0]]
+    for line in lines[1:n_rows + 1]:
+        f = line.split("\t")
+        f[a], f[b] = f[b], f[a]
+        out.append("\t".join(f))
+    dst.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return dst
+
+
+def test_both_pair_orders_train_on_each_pair_twice_and_score_the_mean(korsts_run, env, capsys, tmp_path):
+    out = tmp_path / "both"
+    results = run_classifier.main(train_argv(env, out, "--checkpoint", str(korsts_run[0] / "best"), "--do_eval",
+                                             "--do_test", "--pair_orders", "both", n_train=32))
+    # an epoch holds every pair in both orders: 64 rows, 4 steps of 16; still 32 examples
+    assert results["train_examples"] == 32 and results["total_steps"] == 4
+    assert [r["step"] for r in read_jsonl(out / "log.jsonl") if "loss" in r] == [2, 4]
+    assert read_json(out / "best" / "task.json")["pair_orders"] == "both"
+    # eval_classifier scores as the checkpoint was fine-tuned: what training reported for test
+    test = eval_classifier.main(eval_argv(out / "best", "korsts", "--output_dir", str(tmp_path / "mean")))
+    assert {k: test[k] for k in ("pearson", "spearman")} == results["test"] and test["pair_orders"] == "both"
+    # ... which is each row's mean over the file and the same file with its sentences exchanged, one order each
+    swapped = swap_columns(os.path.join(STS_DIR, "sts-test.tsv"), tmp_path / "swapped.tsv", 100)
+    one = {}
+    for name, path in (("ab", os.path.join(STS_DIR, "sts-test.tsv")), ("ba", str(swapped))):
+        m = eval_classifier.main(eval_argv(out / "best", "korsts", "--eval_file", path, "--pair_orders", "one",
+                                           "--output_dir", str(tmp_path / name)))
+        assert m["pair_orders"] == "one"
+        one[name] = np.array([float(r[2]) for r in read_predictions(tmp_path / name / "predictions.tsv")])
+    mean = np.array([float(r[2]) for r in read_predictions(tmp_path / "mean" / "predictions.tsv")])
+    assert not np.allclose(one["ab"], one["ba"], atol=1e-4)  # the model itself is not symmetric
+    np.testing.assert_allclose(mean, (one["ab"] + one["ba"]) / 2, rtol=1e-5, atol=1e-6)
+    gold = [float(r[1]) for r in read_predictions(tmp_path / "mean" / "predictions.tsv")]
+    assert test["spearman"] == pytest.approx(stats.spearmanr(mean, gold)[0] * 100, abs=1e-3)
+    # a model fine-tuned on one order can be scored on both
+    both = eval_classifier.main(eval_argv(korsts_run[0] / "best", "korsts", "--pair_orders", "both"))
+    assert both["pair_orders"] == "both" and both["spearman"] != korsts_run[1]["test"]["spearman"]
+    # NLI's label depends on the order: refused, as is a task.json value no run writes
+    expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--pair_orders", "both", task="kornli"),
+                "--pair_orders both: kornli's label depends on the pair's order")
+    assert not (tmp_path / "x").exists()
+    odd = copy_checkpoint(out / "best", tmp_path / "odd", pair_orders="three")
+    expect_fail(capsys, eval_classifier.main, eval_argv(odd, "korsts"), "task.json pair_orders 'three': expected")
 
 
 def test_flag_errors(env, capsys, tmp_path):

@@ -246,6 +246,47 @@ def test_collate_rounds_the_width_up_to_a_multiple_within_the_limit():
     assert [b["input_ids"].shape[1] for b in batches] == [4, 8] and labels == [4.0, 1.5]
 
 
+def test_both_orders_views_line_up_row_by_row_and_average(toy_tokenizer):
+    import torch
+    tok, v = toy_tokenizer
+    examples = [Example("1", "한국어 문장 가 나 한국어", "가", 1.0), Example("2", "가", "나", 2.0),
+                Example("3", "문장 가", "한국어 나 나", 3.0), Example("4", "한국어 한국어 문장", "가 나 가 나", 4.0)]
+    swapped = cls_data.swap_pairs(examples)
+    assert [(e.guid, e.text_a, e.text_b, e.label) for e in swapped][2] == ("3", "한국어 나 나", "문장 가", 3.0)
+    # seq 10 truncates rows 1 and 4 (a different side in each order), yet each row keeps its length in both
+    per_order = [convert_examples(ex, tok, v["[CLS]"], v["[SEP]"], 10) for ex in (examples, swapped)]
+    assert per_order[0][0]["truncated"] and per_order[1][0]["input_ids"] != per_order[0][0]["input_ids"]
+    views, labels = cls_data.eval_views(per_order, 3, v["[PAD]"], True)
+    order = cls_data.length_order(per_order[0])
+    assert labels == [examples[i].label for i in order] and len(views) == 2
+    for view, feats in zip(views, per_order):
+        rows = [r[r != v["[PAD]"]].tolist() for b in view for r in b["input_ids"]]
+        assert rows == [feats[i]["input_ids"] for i in order]
+
+    class Positional(torch.nn.Module):  # position-weighted, so a pair and its swap score differently
+        def forward(self, input_ids, **unused):
+            return {"logits": (input_ids.float() * torch.arange(1, input_ids.shape[1] + 1)).sum(-1, keepdim=True)}
+
+    model = Positional()
+    one = [cls_data.predict(model, view, "cpu")[:, 0] for view in views]
+    assert not np.allclose(one[0], one[1])
+    np.testing.assert_allclose(cls_data.predict_views(model, views, "cpu")[:, 0], (one[0] + one[1]) / 2)
+    # one order: one view, eval_batches' own
+    (single,), single_labels = cls_data.eval_views(per_order[:1], 3, v["[PAD]"], True)
+    batches, batch_labels = cls_data.eval_batches(per_order[0], 3, v["[PAD]"], True)
+    assert single_labels == batch_labels and len(single) == len(batches)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(single, batches) for k in x)
+
+
+def test_pair_orders_only_for_symmetric_tasks():
+    cls_data.check_pair_orders("both", STS)
+    cls_data.check_pair_orders("one", NLI)
+    with pytest.raises(ValueError, match="--pair_orders both: kornli's label depends on the pair's order"):
+        cls_data.check_pair_orders("both", NLI)
+    with pytest.raises(ValueError, match="x.json pair_orders 'two': expected one of one, both"):
+        cls_data.check_pair_orders("two", STS, "x.json pair_orders")
+
+
 # ---------------------------------------------------------------------------------------------------------- metrics
 
 def test_accuracy_hand_computed():

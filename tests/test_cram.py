@@ -98,11 +98,13 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     with open(work / "korsts" / sts["best_on_dev"] / "eval_results.json", encoding="utf-8") as f:
         args = json.load(f)["args"]
         assert args["reinit_pooler"] == (best["pooler"] == "new") and args["layer_lr_decay"] == 1.0
+        assert args["pair_orders"] == "one"
     assert "| KorSTS test Spearman |" in proc.stdout
 
     # other weights, or another fine-tuning, would be described by these results: refused before anything runs
     for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_epochs", "3"], "korsts"),
                          (["--korsts_layer_lr_decay", "0.9"], "korsts"),
+                         (["--korsts_pair_orders", "both"], "korsts"),
                          (["--config", os.path.join(ROOT, "models", "configs", "tiny.json")], "pretrain")):
         proc = run(work, results, *grid, *flags)
         assert proc.returncode == 2 and f"{work / stage} was made with other settings" in proc.stderr, proc.stderr
