@@ -297,9 +297,9 @@ def convert_examples(examples: list[Example], tokenizer, cls_id: int, sep_id: in
 def collate(features: list[dict], pad_id: int, regression: bool, multiple: int = 1, limit: int | None = None) -> dict:
     """Pad to the longest sequence in the batch (not max_seq_length): most pairs are far shorter than 128.
     multiple > 1 rounds that width up to a multiple, at most limit (max_seq_length; None: no cap), never below the
-    longest (train_utils.round_width)."""
+    longest (batching.round_width)."""
     import torch  # see module docstring: keeps readers/metrics torch-free
-    from train_utils import round_width
+    from batching import round_width
 
     width = round_width(max(len(f["input_ids"]) for f in features), multiple, limit)
     input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
@@ -358,7 +358,7 @@ def predict(model, batches, device) -> np.ndarray:
     """
     import torch
 
-    from train_utils import batch_to_device
+    from batching import batch_to_device
 
     model.eval()
     out = []

@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+import batching
 import cls_data
 import tokenization
 import train_utils as tu
@@ -39,7 +40,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p, max_seq_length=None)  # None: from the checkpoint's task.json
     tu.add_model_args(p)
-    tu.add_pad_multiple_arg(tu.add_runtime_args(p))
+    batching.add_pad_multiple_arg(tu.add_runtime_args(p))
     p.add_argument("--eval_file", default=None, help="TSV to evaluate instead of the task's test file")
     cls_data.add_pair_orders_arg(p, default=None)  # None: from the checkpoint's task.json
     return p
@@ -95,7 +96,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     task = cls_data.TASKS[args.task_name]
     rt = tu.setup_runtime(args)
-    multiple = tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
+    multiple = batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
     if not rt.is_main:  # a few thousand pairs: one process is enough, the others just leave
         tu.cleanup_runtime(rt)
         return {}

@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+import batching
 import korquad_metric
 import morphology
 import qa_data
@@ -34,7 +35,7 @@ from models.modeling import BertForQuestionAnswering, load_checkpoint
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_model_args(p)
-    tu.add_pad_multiple_arg(tu.add_runtime_args(p))
+    batching.add_pad_multiple_arg(tu.add_runtime_args(p))
     qa_data.add_qa_args(p)
     g = p.add_argument_group("evaluation")
     g.add_argument("--score_only", action="store_true",
@@ -80,7 +81,7 @@ def predict_logits(model, feats, batch_size, rt, multiple: int = 1):
     a window's end and that width hold the model's logits there; post-processing looks at context tokens only).
 
     Each rank scores a contiguous shard; windows are batched by length and each batch is cut to its longest
-    window (rounded up to a multiple: train_utils.round_width), so short contexts do not pay for max_seq_length.
+    window (rounded up to a multiple: batching.round_width), so short contexts do not pay for max_seq_length.
     """
     n, T = feats.input_ids.shape
     shard = np.array_split(np.arange(n), rt.world_size)[rt.rank]
@@ -92,8 +93,8 @@ def predict_logits(model, feats, batch_size, rt, multiple: int = 1):
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
             local = order[b:b + batch_size]
-            rows, width = shard[local], tu.round_width(int(lengths[local].max()), multiple, T)
-            batch = tu.batch_to_device({k: torch.from_numpy(getattr(feats, k)[rows, :width])
+            rows, width = shard[local], batching.round_width(int(lengths[local].max()), multiple, T)
+            batch = batching.batch_to_device({k: torch.from_numpy(getattr(feats, k)[rows, :width])
                                         for k in ("input_ids", "token_type_ids", "attention_mask")}, rt.device,
                                        torch.long)
             with rt.autocast():
@@ -209,7 +210,7 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
-    multiple = tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
+    multiple = batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
     try:
         for name in ("predictions.json", "eval_results.json"):
             if os.path.exists(os.path.join(args.output_dir, name)):

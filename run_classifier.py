@@ -46,6 +46,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+import batching
 import cls_data
 import tokenization
 import train_utils as tu
@@ -70,8 +71,8 @@ def build_parser():
     g.add_argument("--reinit_pooler", action="store_true",
                    help="start the pooler (the [CLS] dense layer) fresh instead of from the checkpoint")
     cls_data.add_pair_orders_arg(g)
-    tu.add_group_by_length_arg(g)
-    tu.add_pad_multiple_arg(g)
+    batching.add_group_by_length_arg(g)
+    batching.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
     # the release's apex flags, accepted so its command lines still run; native AMP has no opt levels and scales
     # the fp16 loss dynamically
@@ -100,9 +101,9 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
     one optimizer step sees the same examples on 1 or N GPUs (given the same --train_batch_size).
     """
     collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression,
-                                multiple=tu.pad_multiple(args, rt.device), limit=args.max_seq_length)
+                                multiple=batching.pad_multiple(args, rt.device), limit=args.max_seq_length)
     if args.group_by_length:
-        sampler = tu.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
+        sampler = batching.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
                                                rt.world_size)
         return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
                           pin_memory=rt.device.type == "cuda"), sampler
@@ -209,11 +210,11 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
         i = 0
         # each micro-batch's mean loss weighs its share of the window's rows; under DDP every rank holds as many
         # rows (the samplers pad), so DDP's mean over ranks keeps that weighting
-        for window in tu.accumulation_windows(bar, accum):
+        for window in batching.accumulation_windows(bar, accum):
             window_rows = sum(len(b["labels"]) for b in window)
             for j, batch in enumerate(window):
                 n = len(batch["labels"])
-                batch = tu.batch_to_device(batch, rt.device)
+                batch = batching.batch_to_device(batch, rt.device)
                 # under DDP, all-reduce gradients only on the micro-batch that ends an accumulation window
                 ctx = model.no_sync() if rt.distributed and j < len(window) - 1 else contextlib.nullcontext()
                 with ctx:
@@ -328,7 +329,7 @@ def load_data(args, task, rt) -> dict:
         else:
             data[split] = feats
             data[f"{split}_eval"] = cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression,
-                                                        tu.pad_multiple(args, rt.device), args.max_seq_length)
+                                                        batching.pad_multiple(args, rt.device), args.max_seq_length)
     return data
 
 
@@ -362,7 +363,7 @@ def main(argv=None):
     if args.output_dir is None:
         args.output_dir = os.path.join("runs", f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     rt = tu.setup_runtime(args)
-    tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
+    batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
     if rt.is_main and (args.fp16_opt_level is not None or args.loss_scale is not None):
         tu.warn("--fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
                 "(--amp fp16 scales the loss dynamically)")

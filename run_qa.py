@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset, default_collate
 from tqdm import tqdm
 
+import batching
 import qa_data
 import train_utils as tu
 from fileio import umask
@@ -67,8 +68,8 @@ def build_parser():
     tu.add_bool_flag(g, "--do_predict", help="predict on --predict_file and score it (EM/F1) after every "
                                              "epoch; that is the default whenever --predict_file is given "
                                              "(true then requires it), false skips it")
-    tu.add_group_by_length_arg(g)
-    tu.add_pad_multiple_arg(g)
+    batching.add_group_by_length_arg(g)
+    batching.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
     return p
 
@@ -129,7 +130,7 @@ def save_dir_atomically(model, out_dir: str, name: str, vocab_file: str, meta: d
 def evaluate_epoch(model, dev, args, rt, ckpt_dir):
     """Dev predictions and EM/F1 of the current model, written next to the epoch's checkpoint (rank 0)."""
     examples, feats = dev
-    start, end = predict_logits(model, feats, args.batch_size, rt, tu.pad_multiple(args, rt.device))
+    start, end = predict_logits(model, feats, args.batch_size, rt, batching.pad_multiple(args, rt.device))
     if not rt.is_main:
         return None
     predictions, nbest, _ = qa_data.postprocess_predictions(examples, feats, start, end, args.n_best_size,
@@ -141,11 +142,11 @@ def evaluate_epoch(model, dev, args, rt, ckpt_dir):
 
 
 def collate_trimmed(rows, multiple: int = 1):
-    """Training rows stacked and cut to the batch's longest window, rounded up to a multiple (train_utils.round_width).
+    """Training rows stacked and cut to the batch's longest window, rounded up to a multiple (batching.round_width).
     Cut here, in the loader, the batch is contiguous when pinned, so its copy to the GPU does not wait for the GPU
     (a slice of a pinned batch is copied through pageable memory)."""
     ids, types, mask, start_pos, end_pos = default_collate(rows)
-    width = tu.round_width(int(mask.sum(1).max()), multiple, ids.size(1))
+    width = batching.round_width(int(mask.sum(1).max()), multiple, ids.size(1))
     return ids[:, :width].contiguous(), types[:, :width].contiguous(), mask[:, :width].contiguous(), start_pos, end_pos
 
 
@@ -156,7 +157,7 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
-    multiple = tu.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
+    multiple = batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
     try:
         validate_args(args)
         micro_batch = per_device_batch(args, rt.world_size)
@@ -191,7 +192,7 @@ def main(argv=None):
                                                             train.end_positions)))
     collate = functools.partial(collate_trimmed, multiple=multiple)
     if args.group_by_length:
-        sampler = tu.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
+        sampler = batching.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
                                                rt.world_size)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
                             collate_fn=collate, pin_memory=rt.device.type == "cuda")
@@ -223,12 +224,12 @@ def main(argv=None):
         i = 0
         # each micro-batch's mean loss weighs its share of the window's rows; under DDP every rank holds as many
         # rows (the samplers pad), so DDP's mean over ranks keeps that weighting
-        for window in tu.accumulation_windows(bar, accum):
+        for window in batching.accumulation_windows(bar, accum):
             window_rows = sum(len(b[0]) for b in window)
             for j, (ids, types, mask, start_pos, end_pos) in enumerate(window):
                 batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
                          "start_positions": start_pos, "end_positions": end_pos}
-                batch = tu.batch_to_device(batch, rt.device, torch.long)
+                batch = batching.batch_to_device(batch, rt.device, torch.long)
                 # under DDP, all-reduce gradients only on the micro-batch that closes an accumulation window
                 sync = j == len(window) - 1
                 ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()

@@ -1,5 +1,5 @@
 """Leaf helpers shared by the run_*/eval_* scripts: argument groups, device/AMP/distributed setup, seeding,
-atomic file writes, model+vocab resolution, logging and plots.
+atomic file writes, model+vocab resolution, logging and plots (batching: batching.py).
 
 Everything takes explicit arguments; nothing here reads global flags or owns a training loop.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import itertools
 import json
 import os
 import random
@@ -172,99 +171,9 @@ def default_num_workers(cap: int = 8) -> int:
     return max(1, min(cap, usable_cpus() // local_ranks - 1))
 
 
-def accumulation_windows(batches, accum: int):
-    """Lists of `accum` consecutive micro-batches (the epoch's last list may be shorter), each list drawn whole
-    before any of it trains: a script can then weigh every micro-batch by its share of its window's rows, so a short
-    last micro-batch counts as its rows, as in one batch of them all."""
-    batches = iter(batches)
-    while window := list(itertools.islice(batches, accum)):
-        yield window
-
-
-def batch_to_device(batch: dict, device, dtype=None) -> dict:
-    """A CPU batch copied to device (non-blocking: loaders pin memory), optionally cast, without an attention_mask
-    that masks nothing.
-
-    Without a mask SDPA may run its flash kernel, which takes none. The check is made here on the CPU, before the
-    copy, so it costs no GPU sync (Hugging Face makes the same check on the GPU).
-    """
-    mask = batch.get("attention_mask")
-    drop = mask is not None and bool(mask.all())
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if not (drop and k == "attention_mask")}
-    return {k: v.to(dtype) for k, v in out.items()} if dtype is not None else out
-
-
 def make_grad_scaler(rt: Runtime):
     # bf16 has fp32's exponent range, so only fp16 needs loss scaling.
     return torch.amp.GradScaler(rt.device.type, enabled=(rt.amp == "fp16"))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# batching
-
-def add_group_by_length_arg(group):
-    group.add_argument("--group_by_length", action="store_true",
-                       help="batch examples of similar length (each batch is cut to its longest): much less "
-                            "padding, faster epochs; the batches still come in random order")
-
-
-def add_pad_multiple_arg(group):
-    group.add_argument("--pad_to_multiple_of", type=int, default=None, metavar="N",
-                       help="round each batch's width (its longest row) up to a multiple of N, at most "
-                            "max_seq_length; default 8 on a GPU, 1 on the CPU. On a GPU every new batch shape "
-                            "costs a new attention plan, so fewer widths are cheaper than less padding")
-
-
-def pad_multiple(args, device: torch.device) -> int:
-    """--pad_to_multiple_of, resolved: the CPU gains nothing from padding, a GPU gains from fewer shapes."""
-    n = getattr(args, "pad_to_multiple_of", None)
-    if n is None:
-        return 8 if device.type == "cuda" else 1
-    if n < 1:
-        fail(f"--pad_to_multiple_of {n}: must be a positive whole number")
-    return n
-
-
-def round_width(longest: int, multiple: int, limit: int | None) -> int:
-    """A batch's width: its longest row rounded up to a multiple, but never past limit (max_seq_length; None: no
-    cap), and never below the longest row."""
-    rounded = -(-longest // multiple) * multiple
-    return rounded if limit is None else max(longest, min(rounded, limit))
-
-
-class LengthGroupedBatchSampler(torch.utils.data.Sampler):
-    """Batches of similar length, so a batch cut to its longest row carries little padding; random otherwise.
-
-    Each epoch: shuffle all rows, cut the order into groups of `group` global batches, sort each group by length
-    (longest first), cut it into global batches of batch_size x world_size rows, and shuffle the batch order.
-    Rank r takes rows r, r + W, ... of every global batch, so the ranks' batches are about equally long. Rows are
-    repeated from the epoch's start to fill the last global batch (as DistributedSampler pads), so every rank
-    runs the same number of steps. The order depends only on (seed, epoch).
-    """
-
-    def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, group: int = 50):
-        self.lengths = np.asarray(lengths)
-        self.batch_size, self.seed, self.rank, self.world_size, self.group = batch_size, seed, rank, world_size, group
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // (self.batch_size * self.world_size))
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        step = self.batch_size * self.world_size
-        order = rng.permutation(len(self.lengths))
-        order = np.resize(order, len(self) * step)  # cycles through the order again to fill the last batch
-        batches = []
-        for g in range(0, len(order), step * self.group):
-            chunk = order[g:g + step * self.group]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[b:b + step] for b in range(0, len(chunk), step)]
-        for k in rng.permutation(len(batches)):
-            yield batches[k][self.rank::self.world_size].tolist()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ import cls_data
 import qa_data
 from models.modeling import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
-from train_utils import LengthGroupedBatchSampler, batch_to_device, round_width
+from batching import LengthGroupedBatchSampler, batch_to_device, round_width
 
 KORQUAD_TRAIN_QUESTIONS = 60407
 KORSTS_TRAIN = os.path.join(ROOT, "data", "korsts", "sts-train.tsv")

@@ -1,77 +1,13 @@
-"""train_utils: the length-grouped batch sampler (every row once per epoch, ranks in step, less padding than
-random), accumulation windows, and the RNG state a checkpoint keeps."""
+"""train_utils: the loader workers' default share of the CPUs, and the RNG state a checkpoint keeps."""
 import os
 import sys
 
-import numpy as np
-import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import train_utils  # noqa: E402
-from train_utils import LengthGroupedBatchSampler  # noqa: E402
-
-
-def padded_tokens(batches, lengths):
-    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
-
-
-def test_each_row_once_per_epoch_and_less_padding_than_random():
-    lengths = np.random.default_rng(0).integers(20, 385, size=1000)
-    s = LengthGroupedBatchSampler(lengths, batch_size=16, seed=3, group=10)
-    batches = list(s)
-    assert len(batches) == len(s) == 63
-    flat = sorted(i for b in batches for i in b)
-    assert flat[:1000] == list(range(1000)) or sorted(set(flat)) == list(range(1000))
-    assert len(flat) == 63 * 16 and len(set(flat)) == 1000  # 8 rows repeated to fill the last batch
-    order = np.random.default_rng(0).permutation(1000)
-    random_batches = [order[i:i + 16] for i in range(0, 1000, 16)]
-    assert padded_tokens(batches, lengths) < 0.8 * padded_tokens(random_batches, lengths)
-    assert list(s) == batches  # (seed, epoch) fixes the order
-    s.set_epoch(1)
-    assert list(s) != batches
-    sizes = [max(lengths[i] for i in b) for b in batches]
-    assert sizes != sorted(sizes, reverse=True)  # batches are not served longest-first
-
-
-@pytest.mark.parametrize("n", [5, 97, 256])
-def test_ranks_split_each_global_batch(n):
-    lengths = np.arange(n) % 50 + 1
-    per_rank = [list(LengthGroupedBatchSampler(lengths, 4, seed=1, rank=r, world_size=3)) for r in range(3)]
-    whole = list(LengthGroupedBatchSampler(lengths, 12, seed=1))
-    assert all(len(b) == len(whole) for b in per_rank)  # every rank runs the same number of steps
-    for k, global_batch in enumerate(whole):
-        assert sorted(i for r in range(3) for i in per_rank[r][k]) == sorted(global_batch)
-        assert all(len(per_rank[r][k]) == 4 for r in range(3))
-    assert set(i for b in whole for i in b) == set(range(n))
-
-
-def test_batch_to_device_drops_only_a_mask_that_masks_nothing():
-    import torch
-
-    from models.modeling import BertConfig, BertForQuestionAnswering
-    from train_utils import batch_to_device
-
-    full = {"input_ids": torch.randint(5, 1000, (2, 16), dtype=torch.int32), "attention_mask": torch.ones(2, 16)}
-    padded = {k: v.clone() for k, v in full.items()}
-    padded["attention_mask"][1, 10:] = 0
-    out = batch_to_device(full, torch.device("cpu"), torch.long)
-    assert set(out) == {"input_ids"} and out["input_ids"].dtype == torch.long
-    assert "attention_mask" in full  # the caller's batch is left as it was
-    out = batch_to_device(padded, torch.device("cpu"))
-    assert torch.equal(out["attention_mask"], padded["attention_mask"])
-    assert set(batch_to_device({"input_ids": full["input_ids"]}, torch.device("cpu"))) == {"input_ids"}
-
-    # without the mask the model computes the same thing (it is what lets SDPA pick its flash kernel on a GPU)
-    torch.manual_seed(0)
-    model = BertForQuestionAnswering(BertConfig.from_json_file(os.path.join(ROOT, "models/configs/tiny.json"))).eval()
-    ids = full["input_ids"].long()
-    with torch.no_grad():
-        a = model(ids, attention_mask=torch.ones_like(ids))["start_logits"]
-        b = model(ids)["start_logits"]
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_default_num_workers_shares_the_node_cpus_between_local_ranks(monkeypatch):
@@ -84,20 +20,6 @@ def test_default_num_workers_shares_the_node_cpus_between_local_ranks(monkeypatc
     assert default_num_workers() == 3  # 16 / 4 ranks, one CPU left for each rank
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert default_num_workers() == 1  # never zero: masking must not run in the training process
-
-
-def test_accumulation_windows_draw_whole_windows():
-    drawn = []
-
-    def batches():
-        for b in range(7):
-            drawn.append(b)
-            yield b
-
-    windows = train_utils.accumulation_windows(batches(), 3)
-    assert next(windows) == [0, 1, 2] and drawn == [0, 1, 2]  # the window is complete before it trains
-    assert list(windows) == [[3, 4, 5], [6]]  # the epoch's last window is shorter
-    assert list(train_utils.accumulation_windows([], 2)) == []
 
 
 def test_rng_state_keeps_this_gpus_generator_only(monkeypatch):
@@ -119,25 +41,3 @@ def test_rng_state_keeps_this_gpus_generator_only(monkeypatch):
     assert int(gpus[1][0]) == 3  # an earlier version's list: this GPU's entry
     train_utils.set_rng_state_portable(state | {"cuda": [torch.tensor([1], dtype=torch.uint8)]})
     assert int(gpus[1][0]) == 3  # saved where fewer GPUs were visible: left as it is, no IndexError
-
-
-def test_round_width_rounds_up_within_max_seq_length():
-    assert [train_utils.round_width(n, 8, 128) for n in (1, 7, 8, 9, 70, 121, 128)] == [8, 8, 8, 16, 72, 128, 128]
-    assert train_utils.round_width(70, 1, 128) == 70  # 1: the longest row, as before
-    assert train_utils.round_width(126, 8, 126) == 126  # never past max_seq_length ...
-    assert train_utils.round_width(130, 8, 128) == 130  # ... and never below the longest row
-    assert train_utils.round_width(130, 8, None) == 136  # None: no cap
-
-
-def test_pad_multiple_defaults_to_8_on_a_gpu_only(capsys):
-    class Args:
-        pad_to_multiple_of = None
-    args = Args()
-    assert train_utils.pad_multiple(args, torch.device("cpu")) == 1
-    assert train_utils.pad_multiple(args, torch.device("cuda")) == 8
-    args.pad_to_multiple_of = 64
-    assert train_utils.pad_multiple(args, torch.device("cpu")) == 64
-    args.pad_to_multiple_of = 0
-    with pytest.raises(SystemExit) as e:
-        train_utils.pad_multiple(args, torch.device("cpu"))
-    assert e.value.code == 2 and "--pad_to_multiple_of 0" in capsys.readouterr().err
