@@ -101,8 +101,8 @@ def add_pair_orders_arg(group, default: str | None = "one"):
         help_text = (f"both (KorSTS): {scoring} (default: as the checkpoint was fine-tuned, from its task.json, "
                      f"else one)")
     else:
-        help_text = (f"both (KorSTS): train on every pair in both orders and {scoring}; a BERT pair model is not "
-                     f"symmetric by itself (default {default})")
+        help_text = (f"both (KorSTS): train on every pair in both orders (an epoch takes twice the steps) and "
+                     f"{scoring}; a BERT pair model is not symmetric by itself (default {default})")
     group.add_argument("--pair_orders", choices=PAIR_ORDERS, default=default, help=help_text)
 
 

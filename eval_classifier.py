@@ -78,6 +78,20 @@ def resolve_max_seq_length(args, saved: dict, ckpt: str) -> int:
     return args.max_seq_length
 
 
+def resolve_pair_orders(args, saved: dict, ckpt: str, task) -> str:
+    """--pair_orders, else the checkpoint's (task.json), else one: a model fine-tuned on both orders scores lower
+    on one, and the other way round."""
+    if args.pair_orders is None:
+        # only a missing key means an older task.json; any value written there must be a valid one
+        trained = saved.get("pair_orders", "one")
+        cls_data.check_pair_orders(trained, task, f"{os.path.join(checkpoint_folder(ckpt), 'task.json')} pair_orders")
+        return trained
+    if "pair_orders" in saved and saved["pair_orders"] != args.pair_orders:
+        tu.warn(f"--pair_orders {args.pair_orders}, but {ckpt} was fine-tuned with {saved['pair_orders']} "
+                f"(its task.json)")
+    return args.pair_orders
+
+
 def write_predictions(path: str, task, examples, logits):
     """guid, gold and prediction of every row, in the file's order (logits are in that order too)."""
     logits = np.asarray(logits)
@@ -110,14 +124,14 @@ def main(argv=None):
     config_from_ckpt = args.config_file is None
     try:
         cls_data.check_task_args(args)
+        if args.pair_orders:
+            cls_data.check_pair_orders(args.pair_orders, task)
         # a weights file's vocab.txt is found beside it, and its config rides in its metadata
         config, vocab_file = tu.resolve_config_and_vocab(args)
         saved = read_task_json(args.checkpoint)
         sd = read_task_weights(args.checkpoint, task, config_from_ckpt, config, saved)
         max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint)
-        pair_orders = args.pair_orders or saved.get("pair_orders") or "one"
-        cls_data.check_pair_orders(pair_orders, task, "--pair_orders" if args.pair_orders else
-                                   f"{args.checkpoint}'s task.json pair_orders")
+        pair_orders = resolve_pair_orders(args, saved, args.checkpoint, task)
         if max_seq_length > config.max_position_embeddings:
             source = "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length"
             raise ValueError(f"{source} {max_seq_length} exceeds the model's max_position_embeddings "

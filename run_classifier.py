@@ -24,6 +24,9 @@ mean and std, and only the seed best on dev is evaluated on test. Metrics are x1
 by running the same command again: seeds that finished (seed-N/eval_results.json, trained with the same arguments)
 are reused, the others are trained.
 
+--pair_orders both (KorSTS) trains on every pair in both orders (twice the steps per epoch) and scores each
+dev/test pair as the mean of its two orders' predictions; task.json records it for eval_classifier.py.
+
 Training files skip rows with a wrong field count or a bad label (with a warning naming their lines); in the dev
 and test files such a row is an error, so a reported score is always on the whole file.
 

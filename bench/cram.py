@@ -119,8 +119,9 @@ def build_parser():
                    help="KorSTS layer-wise lr decay, every run of the grid (run_classifier.py --layer_lr_decay; "
                         f"default {FINETUNE['korsts']['layer_lr_decay']}: off)")
     p.add_argument("--korsts_pair_orders", choices=["one", "both"], default=None,
-                   help="KorSTS: both trains on and scores each pair in both orders, every run of the grid "
-                        f"(run_classifier.py --pair_orders; default {FINETUNE['korsts']['pair_orders']})")
+                   help="KorSTS: both trains on and scores each pair in both orders (twice the steps per epoch), "
+                        f"every run of the grid (run_classifier.py --pair_orders; default "
+                        f"{FINETUNE['korsts']['pair_orders']})")
     p.add_argument("--parallel", type=int, default=None,
                    help="fine-tuning runs at a time (default: on a GPU, one per CPU core but two, at most 16; "
                         "--smoke 2; else 1)")
@@ -418,13 +419,18 @@ def prepare_shards(args, work, logs, stages, py) -> str:
     return shards
 
 
+# settings newer than some recorded stages, at the value those stages ran with
+ADDED_SETTINGS = {"korsts": {"layer_lr_decay": 1.0, "pair_orders": "one"}}
+
+
 def check_reuse(work, done, settings):
     """A finished stage (its `done` file exists) is reused only with the settings it ran with: the results must
     describe what produced them. Checked for every stage before anything runs; then the settings are recorded."""
     path = os.path.join(work, "stage_settings.json")
     recorded = load_json(path) if os.path.isfile(path) else {}
     for name, now in settings.items():
-        if os.path.exists(done[name]) and name in recorded and recorded[name] != now:
+        then = {**ADDED_SETTINGS.get(name, {}), **recorded.get(name, {})}
+        if os.path.exists(done[name]) and name in recorded and then != now:
             made = done[name] if os.path.isdir(done[name]) else os.path.dirname(done[name])  # a marker file's dir
             fail(f"{made} was made with other settings (see '{name}' in {path}); "
                  f"pass a new --work_dir")

@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(1, os.path.join(ROOT, "bench"))
 
+import cls_data  # noqa: E402
 import eval_classifier  # noqa: E402
 import korsts_genres  # noqa: E402
 import run_classifier  # noqa: E402
@@ -552,6 +553,15 @@ def test_both_pair_orders_train_on_each_pair_twice_and_score_the_mean(korsts_run
                                              "--do_test", "--pair_orders", "both", n_train=32))
     # an epoch holds every pair in both orders: 64 rows, 4 steps of 16; still 32 examples
     assert results["train_examples"] == 32 and results["total_steps"] == 4
+    args = run_classifier.build_parser().parse_args(train_argv(env, out, "--pair_orders", "both", n_train=32))
+    train = run_classifier.load_data(args, cls_data.TASKS["korsts"], run_classifier.tu.setup_runtime(args))["train"]
+    assert len(train) == 64
+    for ab, ba in zip(train[:32], train[32:]):  # row i of the second half is row i as [CLS] b [SEP] a [SEP]
+        n_a = ab["token_type_ids"].count(0) - 2
+        a, b = ab["input_ids"][1:1 + n_a], ab["input_ids"][2 + n_a:-1]
+        assert ba["input_ids"] == [ab["input_ids"][0], *b, ab["input_ids"][1 + n_a], *a, ab["input_ids"][-1]]
+        assert ba["token_type_ids"] == [0] * (len(b) + 2) + [1] * (len(a) + 1) and ba["label"] == ab["label"]
+    assert any(ab["input_ids"] != ba["input_ids"] for ab, ba in zip(train[:32], train[32:]))
     assert [r["step"] for r in read_jsonl(out / "log.jsonl") if "loss" in r] == [2, 4]
     assert read_json(out / "best" / "task.json")["pair_orders"] == "both"
     # eval_classifier scores as the checkpoint was fine-tuned: what training reported for test
@@ -570,15 +580,21 @@ def test_both_pair_orders_train_on_each_pair_twice_and_score_the_mean(korsts_run
     np.testing.assert_allclose(mean, (one["ab"] + one["ba"]) / 2, rtol=1e-5, atol=1e-6)
     gold = [float(r[1]) for r in read_predictions(tmp_path / "mean" / "predictions.tsv")]
     assert test["spearman"] == pytest.approx(stats.spearmanr(mean, gold)[0] * 100, abs=1e-3)
-    # a model fine-tuned on one order can be scored on both
+    # a model fine-tuned on one order can be scored on both, with a warning
+    capsys.readouterr()
     both = eval_classifier.main(eval_argv(korsts_run[0] / "best", "korsts", "--pair_orders", "both"))
     assert both["pair_orders"] == "both" and both["spearman"] != korsts_run[1]["test"]["spearman"]
+    assert "warning: --pair_orders both, but" in capsys.readouterr().err
     # NLI's label depends on the order: refused, as is a task.json value no run writes
     expect_fail(capsys, run_classifier.main, train_argv(env, tmp_path / "x", "--pair_orders", "both", task="kornli"),
                 "--pair_orders both: kornli's label depends on the pair's order")
     assert not (tmp_path / "x").exists()
-    odd = copy_checkpoint(out / "best", tmp_path / "odd", pair_orders="three")
-    expect_fail(capsys, eval_classifier.main, eval_argv(odd, "korsts"), "task.json pair_orders 'three': expected")
+    expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "nowhere", "kornli", "--pair_orders", "both"),
+                "--pair_orders both: kornli's label")  # before the checkpoint is looked for
+    for value in ("three", None):
+        odd = copy_checkpoint(out / "best", tmp_path / f"odd{value}", pair_orders=value)
+        expect_fail(capsys, eval_classifier.main, eval_argv(odd, "korsts"),
+                    f"odd{value}/task.json pair_orders {value!r}: expected one of one, both")
 
 
 def test_flag_errors(env, capsys, tmp_path):

@@ -135,6 +135,22 @@ def test_stage_limit():
     assert stage_limit(None, False) is None  # a CPU fine-tuning the real sizes: no limit
 
 
+def test_a_stage_recorded_before_a_setting_existed_is_reused_at_its_old_value(tmp_path, capsys):
+    cram = load_cram()
+    (tmp_path / "korsts").mkdir()
+    done = {"korsts": str(tmp_path / "korsts")}
+    now = {"epochs": 8, "batch": 32, "layer_lr_decay": 1.0, "pair_orders": "one", "amp": "bf16"}
+    older = {k: v for k, v in now.items() if k not in ("layer_lr_decay", "pair_orders")}
+    (tmp_path / "stage_settings.json").write_text(json.dumps({"korsts": older}), encoding="utf-8")
+    cram.check_reuse(str(tmp_path), done, {"korsts": now})
+    assert json.loads((tmp_path / "stage_settings.json").read_text(encoding="utf-8")) == {"korsts": now}
+    (tmp_path / "stage_settings.json").write_text(json.dumps({"korsts": older}), encoding="utf-8")
+    for changed in ({"pair_orders": "both"}, {"layer_lr_decay": 0.9}, {"epochs": 4}):
+        with pytest.raises(SystemExit) as e:
+            cram.check_reuse(str(tmp_path), done, {"korsts": {**now, **changed}})
+        assert e.value.code == 2 and "korsts was made with other settings" in capsys.readouterr().err
+
+
 def test_korsts_grid():
     grid = load_cram().korsts_grid
     runs = grid({"lrs": "1e-4,3e-4", "poolers": "kept,new", "seeds": "1-2", "epochs": 8, "layer_lr_decay": 1.0})
