@@ -90,7 +90,9 @@ def add_task_args(parser, max_seq_length=DEFAULT_MAX_SEQ_LENGTH):
     return g
 
 
-PAIR_ORDERS = ("one", "both")
+# one: train and score (a, b) as given; both: train on both orders and score their mean; score_both: train as
+# given, score the mean of both orders
+PAIR_ORDERS = ("one", "both", "score_both")
 
 
 def add_pair_orders_arg(group, default: str | None = "one"):
@@ -100,17 +102,24 @@ def add_pair_orders_arg(group, default: str | None = "one"):
     if default is None:
         help_text = (f"both (KorSTS): {scoring} (default: as the checkpoint was fine-tuned, from its task.json, "
                      f"else one)")
+        choices = ("one", "both")
     else:
-        help_text = (f"both (KorSTS): train on every pair in both orders (an epoch takes twice the steps) and "
-                     f"{scoring}; a BERT pair model is not symmetric by itself (default {default})")
-    group.add_argument("--pair_orders", choices=PAIR_ORDERS, default=default, help=help_text)
+        help_text = (f"KorSTS: score_both: {scoring}, training as given; both: also train on every pair in both "
+                     f"orders (an epoch takes twice the steps). A BERT pair model is not symmetric by itself "
+                     f"(default {default})")
+        choices = PAIR_ORDERS
+    group.add_argument("--pair_orders", choices=choices, default=default, help=help_text)
+
+
+def scores_both_orders(pair_orders: str) -> bool:
+    return pair_orders in ("both", "score_both")
 
 
 def check_pair_orders(pair_orders: str, task: Task, flag: str = "--pair_orders"):
     if pair_orders not in PAIR_ORDERS:  # a hand-edited task.json; the flag itself is checked by argparse
         raise ValueError(f"{flag} {pair_orders!r}: expected one of {', '.join(PAIR_ORDERS)}")
-    if pair_orders == "both" and not task.symmetric:
-        raise ValueError(f"{flag} both: {task.name}'s label depends on the pair's order (premise, hypothesis)")
+    if pair_orders != "one" and not task.symmetric:
+        raise ValueError(f"{flag} {pair_orders}: {task.name}'s label depends on the pair's order (premise, hypothesis)")
 
 
 def check_task_args(args):

@@ -10,8 +10,8 @@ r"""Evaluate a fine-tuned KorNLI / KorSTS checkpoint on test (accuracy, or Pears
 A checkpoint written by run_classifier.py carries its config, vocab and task.json, so --config_file and
 --vocab_file are only needed for other checkpoints (e.g. a release .bin); --checkpoint may also name the
 model.safetensors file inside such a folder. --max_seq_length defaults to the length the checkpoint was fine-tuned
-with (task.json), else 128, and --pair_orders to the checkpoint's (both: each pair scored as the mean of its two
-orders), else one. The checkpoint must contain a head for the task (loaded strictly): evaluating a pretrained-only
+with (task.json), else 128, and --pair_orders to the checkpoint's (both or score_both: each pair scored as the
+mean of its two orders), else one. The checkpoint must contain a head for the task (loaded strictly): evaluating a pretrained-only
 encoder would score a random head.
 Every row of the evaluated file must parse: a row with a wrong field count or a bad label is an error naming its
 line, never skipped (the score would silently be on a subset).
@@ -86,7 +86,7 @@ def resolve_pair_orders(args, saved: dict, ckpt: str, task) -> str:
         trained = saved.get("pair_orders", "one")
         cls_data.check_pair_orders(trained, task, f"{os.path.join(checkpoint_folder(ckpt), 'task.json')} pair_orders")
         return trained
-    if "pair_orders" in saved and saved["pair_orders"] != args.pair_orders:
+    if "pair_orders" in saved and cls_data.scores_both_orders(saved["pair_orders"]) != (args.pair_orders == "both"):
         tu.warn(f"--pair_orders {args.pair_orders}, but {ckpt} was fine-tuned with {saved['pair_orders']} "
                 f"(its task.json)")
     return args.pair_orders
@@ -144,7 +144,7 @@ def main(argv=None):
         tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                       morph_analyzer=config.morph_analyzer)
         ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
-        orders = [examples] + ([cls_data.swap_pairs(examples)] if pair_orders == "both" else [])
+        orders = [examples] + ([cls_data.swap_pairs(examples)] if cls_data.scores_both_orders(pair_orders) else [])
         per_order = [cls_data.convert_examples(ex, tokenizer, ids["cls"], ids["sep"], max_seq_length) for ex in orders]
         feats = per_order[0]
     except (ValueError, FileNotFoundError, OSError) as e:

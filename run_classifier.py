@@ -24,8 +24,8 @@ mean and std, and only the seed best on dev is evaluated on test. Metrics are x1
 by running the same command again: seeds that finished (seed-N/eval_results.json, trained with the same arguments)
 are reused, the others are trained.
 
---pair_orders both (KorSTS) trains on every pair in both orders (twice the steps per epoch) and scores each
-dev/test pair as the mean of its two orders' predictions; task.json records it for eval_classifier.py.
+--pair_orders score_both (KorSTS) scores each dev/test pair as the mean of its two orders' predictions; both also
+trains on every pair in both orders (twice the steps per epoch); task.json records it for eval_classifier.py.
 
 Training files skip rows with a wrong field count or a bad label (with a warning naming their lines); in the dev
 and test files such a row is an error, so a reported score is always on the whole file.
@@ -317,7 +317,8 @@ def load_data(args, task, rt) -> dict:
     splits = ["train"] + (["dev"] if args.do_eval else []) + (["test"] if args.do_test else [])
     for split in splits:
         examples = cls_data.read_split(args, task, split)
-        orders = [examples] + ([cls_data.swap_pairs(examples)] if args.pair_orders == "both" else [])
+        both = args.pair_orders == "both" if split == "train" else cls_data.scores_both_orders(args.pair_orders)
+        orders = [examples] + ([cls_data.swap_pairs(examples)] if both else [])
         per_order = [cls_data.convert_examples(ex, tokenizer, ids["cls"], ids["sep"], args.max_seq_length)
                      for ex in orders]
         feats = per_order[0]

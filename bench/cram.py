@@ -118,8 +118,9 @@ def build_parser():
     p.add_argument("--korsts_layer_lr_decay", type=float, default=None, metavar="D",
                    help="KorSTS layer-wise lr decay, every run of the grid (run_classifier.py --layer_lr_decay; "
                         f"default {FINETUNE['korsts']['layer_lr_decay']}: off)")
-    p.add_argument("--korsts_pair_orders", choices=["one", "both"], default=None,
-                   help="KorSTS: both trains on and scores each pair in both orders (twice the steps per epoch), "
+    p.add_argument("--korsts_pair_orders", choices=["one", "both", "score_both"], default=None,
+                   help="KorSTS: score_both scores each pair in both orders, both also trains on them (twice the "
+                        "steps per epoch), "
                         f"every run of the grid (run_classifier.py --pair_orders; default "
                         f"{FINETUNE['korsts']['pair_orders']})")
     p.add_argument("--parallel", type=int, default=None,

@@ -580,6 +580,16 @@ def test_both_pair_orders_train_on_each_pair_twice_and_score_the_mean(korsts_run
     np.testing.assert_allclose(mean, (one["ab"] + one["ba"]) / 2, rtol=1e-5, atol=1e-6)
     gold = [float(r[1]) for r in read_predictions(tmp_path / "mean" / "predictions.tsv")]
     assert test["spearman"] == pytest.approx(stats.spearmanr(mean, gold)[0] * 100, abs=1e-3)
+    # score_both: trained on the pairs as given (2 steps), scored as the mean of both orders, by eval_classifier too
+    out_s = tmp_path / "score_both"
+    res_s = run_classifier.main(train_argv(env, out_s, "--checkpoint", str(korsts_run[0] / "best"), "--do_eval",
+                                           "--do_test", "--pair_orders", "score_both", n_train=32))
+    assert res_s["total_steps"] == 2 and read_json(out_s / "best" / "task.json")["pair_orders"] == "score_both"
+    capsys.readouterr()
+    for flags in ([], ["--pair_orders", "both"]):
+        m = eval_classifier.main(eval_argv(out_s / "best", "korsts", *flags))
+        assert {k: m[k] for k in ("pearson", "spearman")} == res_s["test"]
+    assert "warning" not in capsys.readouterr().err
     # a model fine-tuned on one order can be scored on both, with a warning
     capsys.readouterr()
     both = eval_classifier.main(eval_argv(korsts_run[0] / "best", "korsts", "--pair_orders", "both"))
