@@ -303,6 +303,14 @@ def convert_examples(examples: list[Example], tokenizer, cls_id: int, sep_id: in
     return features
 
 
+def convert_pair_orders(examples: list[Example], tokenizer, cls_id: int, sep_id: int, max_seq_length: int,
+                        both: bool) -> list[list[dict]]:
+    """convert_examples of the rows as given, and with both=True also of the rows with their sentences exchanged
+    (swap_pairs): one feature list per order, row i at index i in each."""
+    orders = [examples, swap_pairs(examples)] if both else [examples]
+    return [convert_examples(ex, tokenizer, cls_id, sep_id, max_seq_length) for ex in orders]
+
+
 def collate(features: list[dict], pad_id: int, regression: bool, multiple: int = 1, limit: int | None = None) -> dict:
     """Pad to the longest sequence in the batch (not max_seq_length): most pairs are far shorter than 128.
     multiple > 1 rounds that width up to a multiple, at most limit (max_seq_length; None: no cap), never below the

@@ -11,8 +11,8 @@ A checkpoint written by run_classifier.py carries its config, vocab and task.jso
 --vocab_file are only needed for other checkpoints (e.g. a release .bin); --checkpoint may also name the
 model.safetensors file inside such a folder. --max_seq_length defaults to the length the checkpoint was fine-tuned
 with (task.json), else 128, and --pair_orders to the checkpoint's (both or score_both: each pair scored as the
-mean of its two orders), else one. The checkpoint must contain a head for the task (loaded strictly): evaluating a pretrained-only
-encoder would score a random head.
+mean of its two orders), else one. The checkpoint must contain a head for the task (loaded strictly): evaluating a
+pretrained-only encoder would score a random head.
 Every row of the evaluated file must parse: a row with a wrong field count or a bad label is an error naming its
 line, never skipped (the score would silently be on a subset).
 The last printed line is the metrics as JSON; with --output_dir they are also written to eval_results.json there,
@@ -144,8 +144,8 @@ def main(argv=None):
         tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                       morph_analyzer=config.morph_analyzer)
         ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
-        orders = [examples] + ([cls_data.swap_pairs(examples)] if cls_data.scores_both_orders(pair_orders) else [])
-        per_order = [cls_data.convert_examples(ex, tokenizer, ids["cls"], ids["sep"], max_seq_length) for ex in orders]
+        per_order = cls_data.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], max_seq_length,
+                                                 cls_data.scores_both_orders(pair_orders))
         feats = per_order[0]
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))

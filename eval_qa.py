@@ -95,8 +95,8 @@ def predict_logits(model, feats, batch_size, rt, multiple: int = 1):
             local = order[b:b + batch_size]
             rows, width = shard[local], batching.round_width(int(lengths[local].max()), multiple, T)
             batch = batching.batch_to_device({k: torch.from_numpy(getattr(feats, k)[rows, :width])
-                                        for k in ("input_ids", "token_type_ids", "attention_mask")}, rt.device,
-                                       torch.long)
+                                              for k in ("input_ids", "token_type_ids", "attention_mask")}, rt.device,
+                                             torch.long)
             with rt.autocast():
                 out = model(**batch)
             start[local, :width] = out["start_logits"].float().cpu().numpy()

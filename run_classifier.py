@@ -106,8 +106,8 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
     collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression,
                                 multiple=batching.pad_multiple(args, rt.device), limit=args.max_seq_length)
     if args.group_by_length:
-        sampler = batching.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
-                                               rt.world_size)
+        sampler = batching.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed,
+                                                     rt.rank, rt.world_size)
         return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
                           pin_memory=rt.device.type == "cuda"), sampler
     sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
@@ -318,9 +318,7 @@ def load_data(args, task, rt) -> dict:
     for split in splits:
         examples = cls_data.read_split(args, task, split)
         both = args.pair_orders == "both" if split == "train" else cls_data.scores_both_orders(args.pair_orders)
-        orders = [examples] + ([cls_data.swap_pairs(examples)] if both else [])
-        per_order = [cls_data.convert_examples(ex, tokenizer, ids["cls"], ids["sep"], args.max_seq_length)
-                     for ex in orders]
+        per_order = cls_data.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], args.max_seq_length, both)
         feats = per_order[0]
         if rt.is_main:
             n_trunc = sum(f["truncated"] for f in feats)

@@ -193,7 +193,7 @@ def main(argv=None):
     collate = functools.partial(collate_trimmed, multiple=multiple)
     if args.group_by_length:
         sampler = batching.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
-                                               rt.world_size)
+                                                     rt.world_size)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
                             collate_fn=collate, pin_memory=rt.device.type == "cuda")
     else:
