@@ -2,11 +2,11 @@
 
     from optimization import param_groups, build_optimizer, get_scheduler
     optimizer = build_optimizer("lamb", param_groups(model, weight_decay=0.01), lr=6e-3, max_grad_norm=1.0)
-    # or compile=True: the same update through torch.compile (measured slower than eager on a GPU: see Lamb)
     scheduler = get_scheduler("poly", optimizer, warmup_proportion=0.2843, total_steps=7038)  # step once per update
 
 `Lamb` reproduces the update of NVIDIA apex's FusedLAMB (the optimiser of NVIDIA's BERT pre-training recipe)
-in plain PyTorch foreach ops, so the recipe's hyperparameters carry over without apex.
+in plain PyTorch (torch's fused AdamW kernel and foreach ops), so the recipe's hyperparameters carry over
+without apex.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numbers
 
 import torch
 from torch import nn
+from torch.optim.adamw import adamw
 
 # Normalisation weights are scales around 1; decaying them towards 0 fights the normalisation. They are found by
 # module type because parameter names differ between our modules, release checkpoints and Hugging Face.
@@ -77,69 +78,13 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(tensors, 2, dtype=dtype))
 
 
-def _clip_coef(grads: list[torch.Tensor], max_grad_norm: float | None) -> torch.Tensor | None:
-    """max_grad_norm / global L2 norm of all gradients, at most 1 (a 0-d device tensor); None when not clipping."""
-    if not max_grad_norm:
-        return None
-    global_norm = torch.linalg.vector_norm(_norms(grads))
-    # global_norm == 0 gives inf here, which the clamp turns into 1
-    return torch.clamp(max_grad_norm / global_norm, max=1.0)
-
-
-def _lamb_apply(ps, gs, ms, vs, bias1, bias2, lr, hyper, clip_coef):
-    """One LAMB step over a list of parameters, in place.
-
-    bias1, bias2: the bias corrections 1 - beta^step, either Python floats (one step count for the whole list) or
-    one 0-d tensor per parameter; lr: a float or a 0-d tensor. hyper: (beta1, beta2, eps, weight_decay, apply_trust).
-    """
-    beta1, beta2, eps, wd, apply_trust = hyper
-    if clip_coef is not None:
-        gs = torch._foreach_mul(gs, clip_coef)
-    # m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
-    torch._foreach_mul_(ms, beta1)
-    torch._foreach_add_(ms, gs, alpha=1.0 - beta1)
-    torch._foreach_mul_(vs, beta2)
-    torch._foreach_addcmul_(vs, gs, gs, value=1.0 - beta2)
-    del gs
-
-    # u = m_hat / (sqrt(v_hat) + eps) + wd * w, with m_hat = m / bias1, v_hat = v / bias2
-    denom = torch._foreach_div(vs, bias2)
-    torch._foreach_sqrt_(denom)
-    torch._foreach_add_(denom, eps)
-    update = torch._foreach_div(ms, bias1)
-    torch._foreach_div_(update, denom)
-    del denom
-    if wd != 0.0:
-        torch._foreach_add_(update, ps, alpha=wd)
-
-    # w -= lr * trust * u, trust = ||w|| / ||u|| when both are non-zero, else 1 (not clamped)
-    if apply_trust:
-        w_norm, u_norm = _norms(ps), _norms(update)
-        trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-        torch._foreach_mul_(update, list((trust * -lr).unbind()))
-    else:
-        torch._foreach_mul_(update, -lr)
-    torch._foreach_add_(ps, update)
-
-
-def _lamb_update(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers, max_grad_norm):
-    """One LAMB step over all groups with every number on the device: the update that Lamb(compile=True) compiles.
-
-    Every argument but the last is a list with one entry per group. Steps (one float64 0-d tensor per parameter)
-    and learning rates are device tensors, so nothing waits on the host and one compiled graph serves every step
-    as the lr schedule moves. hypers: per group (beta1, beta2, eps, weight_decay, apply_trust).
-    """
-    clip_coef = _clip_coef([g for gs in grads for g in gs], max_grad_norm)
-    for ps, gs, ms, vs, ss, lr, hyper in zip(params, grads, exp_avgs, exp_avg_sqs, steps, lrs, hypers):
-        beta1, beta2 = hyper[:2]
-        torch._foreach_add_(ss, 1)
-        bias1 = torch._foreach_pow(beta1, ss)
-        torch._foreach_neg_(bias1)
-        torch._foreach_add_(bias1, 1)
-        bias2 = torch._foreach_pow(beta2, ss)
-        torch._foreach_neg_(bias2)
-        torch._foreach_add_(bias2, 1)
-        _lamb_apply(ps, gs, ms, vs, bias1, bias2, lr, hyper, clip_coef)
+def _adam(targets, grads, states, lr: float, weight_decay: float, betas, eps: float, grad_scale):
+    """torch's fused AdamW kernel: targets *= 1 - lr * weight_decay, then targets -= lr * m_hat / (sqrt(v_hat) + eps);
+    it also advances each parameter's step and moments in `states` and divides the gradients, in place, by
+    grad_scale."""
+    adamw(targets, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+          [s["step"] for s in states], fused=True, grad_scale=grad_scale, amsgrad=False, beta1=betas[0],
+          beta2=betas[1], lr=lr, weight_decay=weight_decay, eps=eps, maximize=False)
 
 
 class Lamb(torch.optim.Optimizer):
@@ -147,29 +92,24 @@ class Lamb(torch.optim.Optimizer):
 
     Each step:
       1. all gradients of all groups are scaled by max_grad_norm / global_norm when their global L2 norm exceeds
-         max_grad_norm (0 or None disables this); .grad itself is left untouched;
+         max_grad_norm (0 or None disables this); like clip_grad_norm_, this scales .grad in place;
       2. Adam moments with bias correction, u = m_hat / (sqrt(v_hat) + eps) + weight_decay * w (decoupled decay);
       3. per tensor, trust = ||w|| / ||u|| when both norms are non-zero, else 1 (not clamped), and w -= lr * trust * u.
     As in apex, the trust ratio is applied only in groups with weight_decay != 0 (biases and LayerNorm weights take
     a plain Adam step); use_nvlamb=True applies it to every group.
 
-    The step count is kept per parameter (state["step"], a float64 0-d tensor), so a parameter whose gradient is
-    None at some steps (an unused head) gets the same bias correction as in torch.optim.Adam. Apex counts steps
-    per group; the two agree whenever every parameter has a gradient at every step.
-
-    compile=True runs the update through torch.compile, meant to fuse the eager update's few dozen foreach passes
-    over the weights into a few kernels. Measured on an H200 with the large model (bench/bench_optimizer.py), it
-    is not worth it yet: 94 s to compile, then 27.0 ms a step against the eager update's 16.6 ms, so
-    run_pretraining.py keeps LAMB eager. The first step compiles; the step counts and the lr reach it as device
-    tensors, so later steps reuse it whatever the schedule does.
-    The eager update keeps them on the host instead, as torch's own optimizers do when not capturable: the bias
-    corrections and the lr are then plain numbers, which keeps every division on its fused foreach path (a 0-d
-    device tensor per parameter makes each one a launch per tensor; the trust ratio still is). State dicts move
-    between the two.
+    Step 2 is torch's fused AdamW kernel, run on a scratch copy of the weights so that it leaves -u there: one pass
+    over w, g, m and v, where the same update in foreach ops made about 30 passes over parameter-sized tensors
+    (bench/bench_optimizer.py). The scratch copies stay allocated between steps (one more copy of the decayed
+    weights, outside the state dict). Clipping rides along as the kernel's grad_scale, a device tensor, so
+    nothing waits on the host. The step count is kept per parameter (state["step"], a float32 0-d tensor
+    beside the parameter, as in torch's fused AdamW), so a parameter whose gradient is None at some steps (an
+    unused head) gets the same bias correction as in torch.optim.Adam. Apex counts steps per group; the two agree
+    whenever every parameter has a gradient at every step.
     """
 
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.01,
-                 max_grad_norm: float | None = 1.0, use_nvlamb: bool = False, compile: bool = False):
+                 max_grad_norm: float | None = 1.0, use_nvlamb: bool = False):
         if not lr >= 0.0:
             raise ValueError(f"Lamb: invalid lr {lr}")
         if not eps >= 0.0:
@@ -184,8 +124,7 @@ class Lamb(torch.optim.Optimizer):
         self.max_grad_norm = max_grad_norm
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       use_nvlamb=use_nvlamb))
-        self._compiled = torch.compile(_lamb_update) if compile else None
-        self._lr_tensors: dict[int, torch.Tensor] = {}  # compiled only, per group: its lr on its device
+        self._scratch: dict[torch.Tensor, torch.Tensor] = {}  # per parameter: where the kernel writes -u
 
     def _params_with_grad(self, group) -> list[torch.Tensor]:
         params = []
@@ -199,16 +138,21 @@ class Lamb(torch.optim.Optimizer):
 
     def _state(self, p: torch.Tensor) -> dict:
         state = self.state[p]
-        # compiled: the step lives beside the parameter; eager: on the host, where reading it costs no sync
-        device = p.device if self._compiled is not None else torch.device("cpu")
         if not state:
-            state["step"] = torch.zeros((), dtype=torch.float64, device=device)
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        elif not torch.is_tensor(state["step"]) or state["step"].device != device:
-            # an int from an older checkpoint, or a state dict saved by the other kind of update
-            state["step"] = torch.as_tensor(state["step"], dtype=torch.float64).to(device)
+        elif not torch.is_tensor(state["step"]) or state["step"].device != p.device \
+                or state["step"].dtype != torch.float32:
+            # an int or a float64 host tensor, as earlier versions of this class saved it
+            state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device)
         return state
+
+    def _scratch_for(self, p: torch.Tensor) -> torch.Tensor:
+        t = self._scratch.get(p)
+        if t is None or t.shape != p.shape or t.dtype != p.dtype or t.device != p.device:  # new, or p was moved
+            t = self._scratch[p] = torch.empty_like(p)
+        return t
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -217,61 +161,36 @@ class Lamb(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
-        groups = []  # (group index, group, its parameters that have a gradient, their states)
-        for i, group in enumerate(self.param_groups):
-            ps = self._params_with_grad(group)
-            if ps:
-                groups.append((i, group, ps, [self._state(p) for p in ps]))
-        if groups and self._compiled is not None:
-            self._step_compiled(groups)
-        elif groups:
-            self._step_eager(groups)
+        groups = [(group, ps) for group in self.param_groups if (ps := self._params_with_grad(group))]
+        grad_scale = None  # the kernel divides by it: global_norm / max_grad_norm, at least 1
+        if self.max_grad_norm and groups:
+            global_norm = torch.linalg.vector_norm(_norms([p.grad for _, ps in groups for p in ps]))
+            # a zero norm gives 0 here, which the clamp turns into 1
+            grad_scale = torch.clamp(global_norm / self.max_grad_norm, min=1.0).float()
+        for group, ps in groups:
+            states = [self._state(p) for p in ps]
+            grads = [p.grad for p in ps]
+            wd = group["weight_decay"]
+            if wd == 0.0 and not group["use_nvlamb"]:  # as in apex: no decay, no trust ratio, a plain Adam step
+                _adam(ps, grads, states, group["lr"], 0.0, group["betas"], group["eps"], grad_scale)
+                continue
+            neg_u = [self._scratch_for(p) for p in ps]
+            torch._foreach_copy_(neg_u, ps)
+            # lr 1 and decay 1 + wd: the kernel first multiplies the copy by 1 - (1 + wd), which leaves -wd * w,
+            # then subtracts m_hat / (sqrt(v_hat) + eps) from it: -u, with w itself untouched
+            _adam(neg_u, grads, states, 1.0, 1.0 + wd, group["betas"], group["eps"], grad_scale)
+            w_norm, u_norm = _norms(ps), _norms(neg_u)
+            trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+            # w += lr * trust * (-u): one small launch per tensor for its own factor, and no wait on the host
+            torch._foreach_addcmul_(ps, neg_u, list((trust * group["lr"]).unbind()))
         return loss
-
-    @staticmethod
-    def _hyper(group) -> tuple:
-        # as in apex, the trust ratio is applied only where weight decay is (unless use_nvlamb)
-        return (*group["betas"], group["eps"], group["weight_decay"],
-                group["weight_decay"] != 0.0 or group["use_nvlamb"])
-
-    def _step_compiled(self, groups):
-        lrs = []
-        for i, group, ps, _ in groups:
-            lr = self._lr_tensors.get(i)
-            if lr is None or lr.device != ps[0].device:
-                lr = self._lr_tensors[i] = torch.zeros((), dtype=torch.float64, device=ps[0].device)
-            lr.fill_(group["lr"])  # a device-side fill: no host sync, and no recompile
-            lrs.append(lr)
-        self._compiled([ps for _, _, ps, _ in groups],
-                       [[p.grad for p in ps] for _, _, ps, _ in groups],
-                       [[s["exp_avg"] for s in states] for *_, states in groups],
-                       [[s["exp_avg_sq"] for s in states] for *_, states in groups],
-                       [[s["step"] for s in states] for *_, states in groups],
-                       lrs, [self._hyper(group) for _, group, _, _ in groups], self.max_grad_norm)
-
-    def _step_eager(self, groups):
-        clip_coef = _clip_coef([p.grad for _, _, ps, _ in groups for p in ps], self.max_grad_norm)
-        for _, group, ps, states in groups:
-            steps = [s["step"] for s in states]
-            torch._foreach_add_(steps, 1)  # host tensors: no launches, and .item() below does not wait
-            # a parameter that skipped steps (a head without a gradient) has its own count: one call per count
-            by_step: dict[float, list[int]] = {}
-            for j, step in enumerate(steps):
-                by_step.setdefault(step.item(), []).append(j)
-            hyper = self._hyper(group)
-            beta1, beta2 = hyper[:2]
-            for step, idx in by_step.items():
-                _lamb_apply([ps[j] for j in idx], [ps[j].grad for j in idx],
-                            [states[j]["exp_avg"] for j in idx], [states[j]["exp_avg_sq"] for j in idx],
-                            1.0 - beta1 ** step, 1.0 - beta2 ** step, group["lr"], hyper, clip_coef)
 
 
 def build_optimizer(name: str, groups, lr: float, eps: float = 1e-6, betas=(0.9, 0.999),
-                    max_grad_norm: float | None = 1.0, compile: bool = False) -> torch.optim.Optimizer:
+                    max_grad_norm: float | None = 1.0) -> torch.optim.Optimizer:
     """"adam" -> torch AdamW (decoupled decay from the groups), "lamb" -> Lamb.
 
     max_grad_norm is used only by "lamb", which clips inside its step; with "adam" the training loop clips.
-    compile is used only by "lamb" (Lamb(compile=True)); AdamW is fused on CUDA already.
     """
     # a group's lr_scale (layer-wise decay, param_groups) sets its own rate; the schedule then scales every group
     groups = [dict(g, lr=lr * g["lr_scale"]) if isinstance(g, dict) and "lr_scale" in g else g for g in groups]
@@ -281,7 +200,7 @@ def build_optimizer(name: str, groups, lr: float, eps: float = 1e-6, betas=(0.9,
             return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True)
     if name == "lamb":
-        return Lamb(groups, lr=lr, betas=betas, eps=eps, max_grad_norm=max_grad_norm, compile=compile)
+        return Lamb(groups, lr=lr, betas=betas, eps=eps, max_grad_norm=max_grad_norm)
     raise ValueError(f"unknown optimizer {name!r}: expected 'adam' or 'lamb'")
 
 

@@ -26,8 +26,8 @@ per-token losses divided by the step's global masked-token count (the SOP loss l
 any number of ranks or accumulation steps computes the same gradient as one process with the whole batch.
 One loader serves the whole run (pretraining_data.run_batches: explicit index ranges of (epoch, index) keys, for
 exact resume), so its --num_workers workers start once and mask straight across epoch boundaries.
---compile compiles the model (LAMB's update stays eager: compiled, it took 94 s to compile and stepped 1.6x
-slower than eager on an H200, bench/bench_optimizer.py). --compile_mode reduce-overhead also captures the
+--compile compiles the model only (LAMB's update runs in torch's fused AdamW kernel; a compiled version took 94 s
+to compile and stepped 1.6x slower on an H200, bench/RESULTS.md). --compile_mode reduce-overhead also captures the
 model's forward and backward as CUDA graphs (together with 14 loader workers instead of 8, they took the Small
 model's crammed run on an H200 from 7,539 to 17,282 seq/s; bench/RESULTS.md); recording them takes the next
 step or two, inside the time budget.

@@ -7,8 +7,8 @@
 #      512 (batch 32), bf16, MFU against a bf16 matmul peak measured in the run                               90 s
 #   1b. the same with torch.compile, small then large_v1 at seq 128 (compiling takes most of it; the rows
 #      finished before the limit are kept)                                                                   130 s
-#   1c. bench_optimizer: one eager LAMB step vs one fused AdamW step, large_v1 (the compiled update is left
-#      out: on an H200 it took 94 s to compile and then ran slower than eager; run it on its own if needed)  75 s
+#   1c. bench_optimizer: one LAMB step vs one fused AdamW step, alone and after clip_grad_norm_ (what the
+#      Adam path of run_pretraining.py does), large_v1                                                      75 s
 #   1d. where the small model's step goes: small at seq 128, eager, 3 steps of each under torch.profiler (top
 #      ops by GPU time, GPU busy time per step against the step's wall time)                                 45 s
 #   2. bench_finetune (eager): QA large_v1 seq 384 and 512, classifier large_v1 seq 128, QA small seq 512 at
@@ -56,13 +56,13 @@ if [ "$DEVICE" = cuda ]; then
   BENCH=(--device cuda --configs small large_v1 --seq_lens 128 512)
   COMPILED=(--device cuda --configs small large_v1 --seq_lens 128 --compile --steps 10)
   FINETUNE=(--device cuda)
-  OPTIM=(--device cuda --configs large_v1 --no_compile)
+  OPTIM=(--device cuda --configs large_v1)
   SMOKE_CFG=models/configs/small.json; SMOKE_FLAGS=(--train_batch_size 128 --amp bf16); VOCAB=8000
 else
   BENCH=(--device cpu --configs tiny --seq_lens 128 --steps 2 --warmup 1)
   COMPILED=(--device cpu --configs tiny --seq_lens 64 --steps 1 --warmup 1 --batch 2)
   FINETUNE=(--device cpu --steps 2 --warmup 1 --batches 2)
-  OPTIM=(--device cpu --configs tiny --rounds 2 --steps 1 --no_compile)
+  OPTIM=(--device cpu --configs tiny --rounds 2 --steps 1)
   SMOKE_CFG=models/configs/tiny.json; SMOKE_FLAGS=(--train_batch_size 16 --no_cuda --amp no); VOCAB=1000
 fi
 
@@ -75,7 +75,7 @@ if [ "$QUICK" = 1 ] && [ "$DEVICE" = cuda ]; then
 fi
 timeout $LIMIT_1B $PY bench/bench_pretraining.py "${COMPILED[@]}" --json "$RES/pretraining_${CARD}_${STAMP}_compiled.json" || echo "compiled bench failed or timed out: $?"
 
-echo "== 1c. optimizer step: LAMB (eager) vs fused AdamW"
+echo "== 1c. optimizer step: LAMB vs fused AdamW"
 timeout 75 $PY bench/bench_optimizer.py "${OPTIM[@]}" --json "$RES/optimizer_${CARD}_${STAMP}.json" || echo "optimizer bench failed or timed out: $?"
 
 echo "== 1d. profile: small, seq 128, eager"
