@@ -28,6 +28,7 @@ import glob
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -55,8 +56,9 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
     """Run one stage as a subprocess unless its output exists; record its wall time and command line (a cached
     stage whose recorded command differs is warned about). True when it succeeded.
 
-    A stage still running after timeout_s is killed. A failed stage exits the pipeline, unless check=False:
-    then the failure is recorded in `stages` and False returned, for pipelines that report what they have.
+    A stage still running after timeout_s is stopped (_stop). A failed stage exits the pipeline, unless
+    check=False: then the failure is recorded in `stages` and False returned, for pipelines that report what they
+    have. Whatever stops this function early (Ctrl-C included) stops the stage too.
     """
     printable = command_line(cmd)
     if os.path.exists(done_marker):
@@ -65,20 +67,24 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
     t0 = time.time()
     log_path = os.path.join(log_dir, f"{name}.log")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         timed_out = []
-        # SIGTERM: run_pretraining saves a checkpoint and stops; other scripts just end
-        timer = threading.Timer(timeout_s, lambda: (timed_out.append(1), proc.terminate())) if timeout_s else None
-        if timer:
-            timer.start()
-        # tee raw bytes: progress bars keep redrawing in place (\r) on screen; the stage log gets everything
-        for chunk in iter(lambda: proc.stdout.read1(1 << 16), b""):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-            log.write(chunk)
-        rc = proc.wait()
-        if timer:
-            timer.cancel()
+        timer = threading.Timer(timeout_s, lambda: (timed_out.append(1), _stop(proc))) if timeout_s else None
+        try:
+            if timer:
+                timer.start()
+            # tee raw bytes: progress bars keep redrawing in place (\r) on screen; the stage log gets everything
+            for chunk in iter(lambda: proc.stdout.read1(1 << 16), b""):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                log.write(chunk)
+            rc = proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+            if proc.poll() is None:
+                _stop(proc)
     why = _record(name, printable, t0, rc, bool(timed_out), timeout_s, log_path, stages)
     if why is not None:
         if check:
@@ -148,7 +154,8 @@ def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_
                     continue
                 print(f"[{name}] started: {command_line(cmd)}", flush=True)
                 with open(os.path.join(log_dir, f"{name}.log"), "wb") as log:  # the child keeps its own copy
-                    proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, env=env)
+                    proc = subprocess.Popen(cmd, cwd=HERE, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
                 running[name] = (proc, time.time(), cmd)
             time.sleep(0.5)
             for name, (proc, t0, cmd) in list(running.items()):
@@ -172,13 +179,24 @@ def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_
     return ok
 
 
+STOP_GRACE_S = 30
+
+
 def _stop(proc) -> int:
-    """SIGTERM, and SIGKILL if that has not ended it within 30 s; the exit code."""
+    """SIGTERM to the stage (run_pretraining then saves a checkpoint and stops; other scripts just end), and if it
+    has not ended within STOP_GRACE_S, SIGKILL to its whole process group: the stages start in their own session,
+    so this reaches what they started too, such as DataLoader workers, which ignore SIGTERM and would keep the
+    output pipe open. The exit code."""
+    if proc.poll() is not None:
+        return proc.returncode
     proc.terminate()
     try:
-        return proc.wait(timeout=30)
+        return proc.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # gone in between
+            pass
         return proc.wait()
 
 

@@ -5,6 +5,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -142,3 +143,44 @@ def test_run_stages_parallel_stops_its_jobs_when_interrupted(tmp_path):
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # gone (and reaped)
+
+
+def _gone(pid: int) -> bool:
+    """pid has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_stage_that_ignores_sigterm_is_killed_with_what_it_started(tmp_path, monkeypatch, parallel):
+    """A stage and a process it started (as DataLoader workers are) both ignore SIGTERM and share the stage's
+    output: past its limit the stage still ends, within the grace period, and neither process is left."""
+    monkeypatch.setattr(quickstart, "STOP_GRACE_S", 1)
+    py = sys.executable
+    stubborn = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    child = (stubborn + "import subprocess, sys; subprocess.Popen([sys.executable, '-c', %r]); "
+             "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)"
+             % (stubborn + "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)" % (tmp_path / "worker.pid"),
+                tmp_path / "stage.pid"))
+    job = ("stubborn", [py, "-c", child], str(tmp_path / "stubborn.done"))
+    stages = {}
+    t0 = time.time()
+    if parallel:
+        ok = quickstart.run_stages_parallel([job], stages, str(tmp_path), max_parallel=2, timeout_s=2)["stubborn"]
+    else:
+        ok = quickstart.run_stage(*job, stages, str(tmp_path), timeout_s=2, check=False)
+    assert not ok and stages["stubborn"]["failed"] and time.time() - t0 < 20
+    for name in ("stage.pid", "worker.pid"):
+        pid = int((tmp_path / name).read_text())
+        deadline = time.time() + 10
+        while not _gone(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _gone(pid), name
