@@ -101,8 +101,8 @@ class Lamb(torch.optim.Optimizer):
     Step 2 is torch's fused AdamW kernel, run on a scratch copy of the weights so that it leaves -u there: one pass
     over w, g, m and v, where the same update in foreach ops made about 30 passes over parameter-sized tensors
     (bench/bench_optimizer.py). The scratch copies stay allocated between steps (one more copy of the decayed
-    weights, outside the state dict). Clipping rides along as the kernel's grad_scale, a device tensor, so
-    nothing waits on the host. The step count is kept per parameter (state["step"], a float32 0-d tensor
+    weights, outside the state dict). Clipping rides along as the kernel's grad_scale, a float32 device tensor, so
+    nothing waits on the host (float64 parameters are clipped by a float32 factor: about 1e-8 relative). The step count is kept per parameter (state["step"], a float32 0-d tensor
     beside the parameter, as in torch's fused AdamW), so a parameter whose gradient is None at some steps (an
     unused head) gets the same bias correction as in torch.optim.Adam. Apex counts steps per group; the two agree
     whenever every parameter has a gradient at every step.

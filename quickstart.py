@@ -83,8 +83,7 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
         finally:
             if timer:
                 timer.cancel()
-            if proc.poll() is None:
-                _stop(proc)
+            _stop(proc)  # a stage that ended leaves nothing behind either
     why = _record(name, printable, t0, rc, bool(timed_out), timeout_s, log_path, stages)
     if why is not None:
         if check:
@@ -174,30 +173,50 @@ def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_
                     print(f"[{name}] done in {stages[name]['seconds']} s", flush=True)
                 finish(name, why is None)
     finally:
+        for proc, _, _ in running.values():  # all at once: one grace period, not one per job
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.time() + STOP_GRACE_S
         for proc, _, _ in running.values():
-            _stop(proc)
+            _stop(proc, deadline)
     return ok
 
 
 STOP_GRACE_S = 30
 
 
-def _stop(proc) -> int:
-    """SIGTERM to the stage (run_pretraining then saves a checkpoint and stops; other scripts just end), and if it
-    has not ended within STOP_GRACE_S, SIGKILL to its whole process group: the stages start in their own session,
-    so this reaches what they started too, such as DataLoader workers, which ignore SIGTERM and would keep the
-    output pipe open. The exit code."""
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.terminate()
+def _stop(proc, deadline: float | None = None) -> int:
+    """SIGTERM to the stage (run_pretraining then saves a checkpoint and stops; other scripts just end), then, once
+    it has ended or STOP_GRACE_S (or `deadline`, a time.time()) has passed, SIGKILL to its whole process group. The
+    stages start in their own session, so the group holds what they started too, such as DataLoader workers, which
+    ignore SIGTERM and would keep the stage's output pipe open after it ended. An interrupt while waiting (a second
+    Ctrl-C) kills the group at once. The exit code."""
+    if proc.poll() is None:
+        proc.terminate()
     try:
-        return proc.wait(timeout=STOP_GRACE_S)
+        proc.wait(timeout=max(0.0, (deadline or time.time() + STOP_GRACE_S) - time.time()))
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # gone in between
-            pass
-        return proc.wait()
+        pass
+    finally:  # a second Ctrl-C lands here too, and goes on up once the group is killed
+        _kill_group(proc)
+    return proc.wait()
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing left in it
+        pass
+
+
+def exit_on_termination():
+    """SIGTERM and SIGHUP end this process through SystemExit(128 + signal), so that run_stage's and
+    run_stages_parallel's clean-up stops the stages, which run in their own sessions and do not get the signal.
+    For the scripts' entry points (not for main(), which tests call in their own process)."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 def main(argv=None):
@@ -452,4 +471,5 @@ def _print_table(s):
 
 
 if __name__ == "__main__":
+    exit_on_termination()
     main()

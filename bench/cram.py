@@ -54,7 +54,7 @@ from models.checkpoint import checkpoint_config, weights_files  # noqa: E402
 from models.config import BertConfig  # noqa: E402
 from optimization import check_layer_lr_decay  # noqa: E402
 from cls_data import mean_std  # noqa: E402
-from quickstart import final_checkpoint, run_stage, run_stages_parallel, write_config  # noqa: E402
+from quickstart import exit_on_termination, final_checkpoint, run_stage, run_stages_parallel, write_config  # noqa: E402
 from run_classifier import parse_seeds  # noqa: E402
 from train_utils import atomic_write_json, fail, read_jsonl, usable_cpus  # noqa: E402
 
@@ -131,8 +131,8 @@ def build_parser():
     p.add_argument("--from_weights", default=None,
                    help="no pretraining: fine-tune these weights (a run's RESULTS_weights/), on a GPU or the CPU")
     p.add_argument("--stage_timeout_s", type=float, default=None,
-                   help="a fine-tuning run lasting longer is stopped (default 300 s on a GPU or with --smoke; none "
-                        "with --from_weights on the CPU)")
+                   help="a fine-tuning run lasting longer is stopped: SIGTERM, and SIGKILL to it and what it started "
+                        "30 s later (default 300 s on a GPU or with --smoke; none with --from_weights on the CPU)")
     p.add_argument("--smoke", action="store_true", help="CPU check of every stage: tiny model, bundled text")
     return p
 
@@ -507,4 +507,5 @@ def print_summary(s, path):
 
 
 if __name__ == "__main__":
+    exit_on_termination()
     main()

@@ -160,27 +160,58 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("parallel", [False, True])
-def test_a_stage_that_ignores_sigterm_is_killed_with_what_it_started(tmp_path, monkeypatch, parallel):
-    """A stage and a process it started (as DataLoader workers are) both ignore SIGTERM and share the stage's
-    output: past its limit the stage still ends, within the grace period, and neither process is left."""
+@pytest.mark.parametrize("stage_ends_on_sigterm", [False, True])
+def test_a_stage_past_its_limit_is_stopped_with_what_it_started(tmp_path, monkeypatch, parallel,
+                                                                stage_ends_on_sigterm):
+    """A process started by the stage (as DataLoader workers are) ignores SIGTERM and shares the stage's output;
+    the stage itself either ends on SIGTERM (as run_pretraining does) or ignores it too. Past its limit the stage
+    is over within the grace period either way, and neither process is left."""
     monkeypatch.setattr(quickstart, "STOP_GRACE_S", 1)
     py = sys.executable
     stubborn = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-    child = (stubborn + "import subprocess, sys; subprocess.Popen([sys.executable, '-c', %r]); "
-             "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)"
-             % (stubborn + "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)" % (tmp_path / "worker.pid"),
-                tmp_path / "stage.pid"))
-    job = ("stubborn", [py, "-c", child], str(tmp_path / "stubborn.done"))
+    worker = stubborn + "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)" % (tmp_path / "worker.pid")
+    child = (("import os, time; " if stage_ends_on_sigterm else stubborn)
+             + "import subprocess, sys; subprocess.Popen([sys.executable, '-c', %r]); "
+             "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)" % (worker, tmp_path / "stage.pid"))
+    job = ("stage", [py, "-c", child], str(tmp_path / "stage.done"))
     stages = {}
     t0 = time.time()
     if parallel:
-        ok = quickstart.run_stages_parallel([job], stages, str(tmp_path), max_parallel=2, timeout_s=2)["stubborn"]
+        ok = quickstart.run_stages_parallel([job], stages, str(tmp_path), max_parallel=2, timeout_s=2)["stage"]
     else:
         ok = quickstart.run_stage(*job, stages, str(tmp_path), timeout_s=2, check=False)
-    assert not ok and stages["stubborn"]["failed"] and time.time() - t0 < 20
+    assert not ok and stages["stage"]["failed"] and time.time() - t0 < 20
     for name in ("stage.pid", "worker.pid"):
         pid = int((tmp_path / name).read_text())
         deadline = time.time() + 10
         while not _gone(pid) and time.time() < deadline:
             time.sleep(0.1)
         assert _gone(pid), name
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_the_pipeline_stops_its_stage(tmp_path):
+    """The stages run in their own sessions, so a SIGTERM for the pipeline (a job scheduler's, say) does not reach
+    them: exit_on_termination turns it into SystemExit, whose clean-up stops the running stage."""
+    pid_file = tmp_path / "stage.pid"
+    script = tmp_path / "pipeline.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {quickstart.HERE!r})\n"
+        "import quickstart\n"
+        "quickstart.exit_on_termination()\n"
+        f"cmd = [sys.executable, '-c', \"import os, time; open(r'{pid_file}', 'w').write(str(os.getpid())); "
+        "time.sleep(60)\"]\n"
+        f"quickstart.run_stage('stage', cmd, r'{tmp_path / 'stage.done'}', {{}}, r'{tmp_path}', check=False)\n",
+        encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + 15, proc.stderr.read()
+    pid = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while not _gone(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
