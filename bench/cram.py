@@ -123,6 +123,9 @@ def build_parser():
                         "steps per epoch), "
                         f"every run of the grid (run_classifier.py --pair_orders; default "
                         f"{FINETUNE['korsts']['pair_orders']})")
+    p.add_argument("--korsts_soup", action="store_true",
+                   help="after the KorSTS grid, average its runs' weights (bench/soup.py: uniform and greedy soups, "
+                        "chosen on dev against the best single run) and score the choice on test")
     p.add_argument("--parallel", type=int, default=None,
                    help="fine-tuning runs at a time (default: on a GPU, one per CPU core but two, at most 16; "
                         "--smoke 2; else 1)")
@@ -327,6 +330,18 @@ def main(argv=None):
 
     run_stages_parallel(jobs, stages, logs, parallel, timeout_s, on_done=record)
     save()
+    finished = [os.path.join(work, "korsts", name, "best") for name in summary.get("korsts", {}).get("runs", {})]
+    if args.korsts_soup and len(finished) > 1:
+        soup_dir = os.path.join(work, "korsts_soup")
+        if run_stage("korsts_soup", [py, os.path.join(ROOT, "bench", "soup.py"), "--task_name", "korsts",
+                                     "--data_dir", os.path.join(DATA, "korsts"), "--checkpoints", *finished,
+                                     "--eval_batch_size", "128", "--do_test", "--output_dir", soup_dir,
+                                     *device_flags, *caps[2:]],
+                     os.path.join(soup_dir, "soup.json"), stages, logs, timeout_s, check=False):
+            s = load_json(os.path.join(soup_dir, "soup.json"))
+            summary["korsts_soup"] = {k: s[k] for k in ("dev", "chosen_on_dev", "greedy_ingredients", "test",
+                                                        "ensemble_dev_not_one_model")}
+        save()
     print_summary(summary, results_json)
     return summary
 
@@ -500,6 +515,10 @@ def print_summary(s, path):
               f"{f(row['test_std'])} over {row['n_dev']} / {row['n_test']} seed(s)")
     if sts.get("best_on_dev"):
         print(f"KorSTS best on dev: {sts['best_on_dev']} (dev {f(sts['best_dev'])})")
+    soup = s.get("korsts_soup")
+    if soup:
+        print("KorSTS soups, dev: " + ", ".join(f"{k} {f(v)}" for k, v in soup["dev"].items())
+              + f"; chosen on dev: {soup['chosen_on_dev']}, test {f(soup['test']['spearman'])}")
     failed = [k for k, v in s["stages"].items() if v.get("failed")]
     if failed:
         print(f"failed stages: {', '.join(failed)} (logs in the work dir's logs/)")

@@ -32,13 +32,15 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
         shape = dict(json.load(f), num_hidden_layers=3)
     (tmp_path / "shape.json").write_text(json.dumps(shape), encoding="utf-8")
-    grid = ["--korsts_lrs", "1e-4,3e-4", "--korsts_poolers", "kept,new", "--config", str(tmp_path / "shape.json")]
+    grid = ["--korsts_lrs", "1e-4,3e-4", "--korsts_poolers", "kept,new", "--config", str(tmp_path / "shape.json"),
+            "--korsts_soup"]
     proc = run(work, results, *grid)
     assert proc.returncode == 0, proc.stderr[-2000:]
     first = json.loads(results.read_text(encoding="utf-8"))
     korsts_stages = [k for k in first["stages"] if k.startswith("korsts_")]
     assert len(korsts_stages) == 4 and all(first["stages"][k]["failed"] for k in korsts_stages), first["stages"]
     assert "korsts" not in first and "stage 'korsts_lr0.0001_pooler-kept_seed1' failed" in proc.stderr
+    assert "korsts_soup" not in first and "korsts_soup" not in first["stages"]  # nothing to average
     pt = first["pretraining"]
     assert pt["steps"] > 0 and pt["tokens"] == pt["steps"] * first["recipe"]["batch"] * first["recipe"]["seq"]
     done = json.loads((work / "pretrain" / "DONE").read_text(encoding="utf-8"))
@@ -100,6 +102,13 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
         assert args["reinit_pooler"] == (best["pooler"] == "new") and args["layer_lr_decay"] == 1.0
         assert args["pair_orders"] == "one"
     assert "| KorSTS test Spearman |" in proc.stdout
+    # --korsts_soup: the four runs' weights averaged (bench/soup.py), the choice made on dev and scored on test
+    soup = second["korsts_soup"]
+    assert set(soup["dev"]) == {"best single", "greedy soup", "uniform soup"}
+    assert soup["dev"]["best single"] == pytest.approx(sts["best_dev"], abs=1e-3)
+    assert soup["chosen_on_dev"] == max(soup["dev"], key=soup["dev"].get) and -100 <= soup["test"]["spearman"] <= 100
+    assert len(json.loads((work / "korsts_soup" / "soup.json").read_text(encoding="utf-8"))["ingredients"]) == 4
+    assert "KorSTS soups, dev:" in proc.stdout
 
     # other weights, or another fine-tuning, would be described by these results: refused before anything runs
     for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_epochs", "3"], "korsts"),

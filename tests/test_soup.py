@@ -1,0 +1,100 @@
+"""bench/soup.py: averaging, the greedy rule, the chosen model written as a checkpoint eval_classifier.py scores the
+same, and one-line errors for ingredients that cannot be averaged."""
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(1, os.path.join(ROOT, "bench"))
+
+import eval_classifier  # noqa: E402
+import run_classifier  # noqa: E402
+import soup  # noqa: E402
+from cls_helpers import STS_DIR, eval_argv, train_argv  # noqa: E402
+from helpers import expect_fail, one_thread  # noqa: E402,F401 (one_thread: autouse)
+
+
+def soup_argv(paths, *extra):
+    return ["--task_name", "korsts", "--data_dir", STS_DIR, "--checkpoints", *map(str, paths),
+            "--max_eval_examples", "100", "--no_cuda", *extra]
+
+
+@pytest.fixture(scope="module")
+def seeds(cls_env, korsts_run, tmp_path_factory):
+    """Two seeds fine-tuned from the same fine-tuned checkpoint (head included): ingredients from one start."""
+    out = tmp_path_factory.mktemp("soup_seeds")
+    run_classifier.main(train_argv(cls_env, out, "--checkpoint", str(korsts_run[0] / "best"), "--do_eval",
+                                   "--seeds", "1,2", n_train=48))
+    return [out / "seed-1" / "best", out / "seed-2" / "best"]
+
+
+def test_average_means_floats_and_keeps_equal_integers():
+    a = {"w": torch.tensor([1.0, 2.0]), "ids": torch.tensor([0, 1])}
+    b = {"w": torch.tensor([3.0, 6.0]), "ids": torch.tensor([0, 1])}
+    out = soup.average([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and torch.equal(out["ids"], a["ids"])
+    with pytest.raises(ValueError, match="ids"):
+        soup.average([a, {**b, "ids": torch.tensor([1, 1])}])
+
+
+def test_soup_of_two_seeds(seeds, capsys, tmp_path):
+    out = tmp_path / "soup"
+    r = soup.main(soup_argv(seeds, "--output_dir", str(out), "--do_test"))
+    assert json.loads((out / "soup.json").read_text()) == r
+    dev = r["ingredients"]
+    assert set(dev) == {str(s) for s in seeds} and dev[str(seeds[0])] != dev[str(seeds[1])]
+    # each ingredient's dev score is what eval_classifier gives it
+    for s in seeds:
+        m = eval_classifier.main(eval_argv(s, "korsts", "--eval_file", os.path.join(STS_DIR, "sts-dev.tsv")))
+        assert dev[str(s)] == pytest.approx(m["spearman"], abs=1e-4)
+    # the uniform soup's dev score is that of the plain mean of the two weight files
+    mean = soup.average([load_file(str(s / "model.safetensors")) for s in seeds])
+    by_hand = tmp_path / "mean"
+    shutil.copytree(seeds[0], by_hand)
+    save_file(mean, str(by_hand / "model.safetensors"), metadata=load_metadata(seeds[0]))
+    m = eval_classifier.main(eval_argv(by_hand, "korsts", "--eval_file", os.path.join(STS_DIR, "sts-dev.tsv")))
+    assert r["dev"]["uniform soup"] == pytest.approx(m["spearman"], abs=1e-4)
+    # greedy: the better seed first, the other kept only if the pair scores at least as well on dev
+    first = max(dev, key=dev.get)
+    assert r["greedy_ingredients"][0] == first and r["dev"]["best single"] == dev[first]
+    assert (len(r["greedy_ingredients"]) == 2) == (r["dev"]["uniform soup"] >= dev[first])
+    assert r["chosen_on_dev"] == max(r["dev"], key=r["dev"].get)
+    # the chosen model is written as a checkpoint, and scoring it again gives the test score reported
+    test = eval_classifier.main(eval_argv(out / "best", "korsts"))
+    assert r["test"]["spearman"] == pytest.approx(test["spearman"], abs=1e-4)
+    assert json.loads((out / "best" / "task.json").read_text())["soup"] == r["chosen_ingredients"]
+    expect_fail(capsys, soup.main, soup_argv(seeds, "--output_dir", str(out)), "soup.json already exists")
+
+
+def load_metadata(ckpt):
+    from safetensors import safe_open
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
+        return f.metadata()
+
+
+def test_one_checkpoint_twice_is_itself(seeds, tmp_path):
+    twin = tmp_path / "twin"
+    shutil.copytree(seeds[0], twin)
+    r = soup.main(soup_argv([seeds[0], twin, seeds[0]]))
+    assert len(r["ingredients"]) == 2  # the repeated path counts once
+    assert len(set(r["dev"].values())) == 1 and r["chosen_on_dev"] == "best single"
+    assert r["ensemble_dev_not_one_model"] == pytest.approx(r["dev"]["best single"], abs=1e-6)
+
+
+def test_ingredients_that_cannot_be_averaged_fail_in_one_line(seeds, korsts_run, capsys, tmp_path):
+    expect_fail(capsys, soup.main, soup_argv([seeds[0], tmp_path]), "not a fine-tuned checkpoint")
+    nli = tmp_path / "nli"
+    shutil.copytree(seeds[0], nli)
+    meta = json.loads((nli / "task.json").read_text())
+    (nli / "task.json").write_text(json.dumps({**meta, "task_name": "kornli"}))
+    expect_fail(capsys, soup.main, soup_argv([seeds[0], nli]), "fine-tuned for kornli, not --task_name korsts")
+    longer = tmp_path / "longer"
+    shutil.copytree(seeds[0], longer)
+    (longer / "task.json").write_text(json.dumps({**meta, "max_seq_length": 64}))
+    expect_fail(capsys, soup.main, soup_argv([seeds[0], longer]), "differs from")
