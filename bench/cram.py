@@ -330,9 +330,13 @@ def main(argv=None):
 
     run_stages_parallel(jobs, stages, logs, parallel, timeout_s, on_done=record)
     save()
-    finished = [os.path.join(work, "korsts", name, "best") for name in summary.get("korsts", {}).get("runs", {})]
-    if args.korsts_soup and len(finished) > 1:
-        soup_dir = os.path.join(work, "korsts_soup")
+    finished = sorted(summary.get("korsts", {}).get("runs", {}))
+    if args.korsts_soup and len(finished) < 2:
+        print(f"--korsts_soup: {len(finished)} KorSTS run(s) finished, nothing to average", flush=True)
+    elif args.korsts_soup:
+        # one folder per set of runs: a grid grown or cut since is averaged afresh, not read from an older soup
+        soup_dir = os.path.join(work, "korsts_soup_" + hashlib.sha256("\n".join(finished).encode()).hexdigest()[:10])
+        finished = [os.path.join(work, "korsts", name, "best") for name in finished]
         if run_stage("korsts_soup", [py, os.path.join(ROOT, "bench", "soup.py"), "--task_name", "korsts",
                                      "--data_dir", os.path.join(DATA, "korsts"), "--checkpoints", *finished,
                                      "--eval_batch_size", "128", "--do_test", "--output_dir", soup_dir,

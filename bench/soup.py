@@ -71,97 +71,151 @@ def check_ingredients(paths: list[str], task) -> dict:
     return first
 
 
-def split_views(args, task, split: str, ing: dict, multiple: int):
+def split_views(args, task, split: str, ing: dict, multiple: int, max_len: int):
     """(views, labels) for a split, built once for every model scored, as eval_classifier.py builds them."""
     config = ing["config_obj"]
     examples = cls_data.read_split(args, task, split)
     tokenizer = tokenization.build_fast_tokenizer(ing["vocab_file"], do_lower_case=config.do_lower_case,
                                                   morph_analyzer=config.morph_analyzer)
     ids = tokenization.special_token_ids(tokenization.load_vocab(ing["vocab_file"]))
-    max_len = args.max_seq_length or ing["max_seq_length"] or cls_data.DEFAULT_MAX_SEQ_LENGTH
     per_order = cls_data.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], max_len,
                                              cls_data.scores_both_orders(ing["pair_orders"]))
     return cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression, multiple, max_len)
 
 
-def average(state_dicts: list[dict]) -> dict:
-    """The mean of floating-point tensors (in float32); other tensors must agree and are kept."""
-    out = {}
-    for k, v in state_dicts[0].items():
-        if v.is_floating_point():
-            out[k] = (torch.stack([sd[k].float() for sd in state_dicts]).mean(0)).to(v.dtype)
-        else:
-            if any(not torch.equal(sd[k], v) for sd in state_dicts[1:]):
+class Soup:
+    """A running sum of state dicts (floating-point tensors in float32; any other tensor must be equal in all), so
+    that memory holds one sum however many ingredients there are."""
+
+    def __init__(self):
+        self.total, self.n = None, 0
+
+    def add(self, sd: dict) -> "Soup":
+        out = Soup()
+        out.n = self.n + 1
+        if self.total is None:
+            out.total = {k: v.float().clone() if v.is_floating_point() else v for k, v in sd.items()}
+            return out
+        out.total = {}
+        for k, v in self.total.items():
+            if v.is_floating_point():
+                out.total[k] = v + sd[k].float()
+            elif not torch.equal(v, sd[k]):
                 raise ValueError(f"{k} is not a floating-point tensor and differs between ingredients")
-            out[k] = v
-    return out
+            else:
+                out.total[k] = v
+        return out
+
+    def mean(self) -> dict:
+        return {k: v / self.n if v.is_floating_point() else v for k, v in self.total.items()}
+
+
+def unfinished_soup(path: str) -> bool:
+    try:
+        return "soup" in read_task_json(path)
+    except (ValueError, OSError):
+        return False
+
+
+def greedy(order: list, first_score: float, score_with) -> tuple[list, float]:
+    """Wortsman et al.'s greedy soup: walk `order` (best first), keep each item whose addition scores at least as
+    well as the soup so far (score_with(kept + [item])); (kept, its score)."""
+    kept, best = [order[0]], first_score
+    for item in order[1:]:
+        value = score_with(kept + [item])
+        print(f"greedy: + {item}: dev {value:.2f} ({'kept' if value >= best else 'left out'})", flush=True)
+        if value >= best:
+            kept, best = kept + [item], value
+    return kept, best
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     task = cls_data.TASKS[args.task_name]
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
-    multiple = batching.pad_multiple(args, device)
-    paths = list(dict.fromkeys(args.checkpoints))  # a glob may name one twice
+    rt = tu.setup_runtime(args)  # as the other scripts: the same device choice and matmul precision
+    multiple = batching.pad_multiple(args, rt.device)
+    paths = [os.path.abspath(p) for p in dict.fromkeys(args.checkpoints)]  # a glob may name one twice
+    out_best = os.path.abspath(os.path.join(args.output_dir, "best")) if args.output_dir else None
     if args.output_dir and os.path.exists(os.path.join(args.output_dir, "soup.json")):
         tu.fail(f"{os.path.join(args.output_dir, 'soup.json')} already exists; choose another --output_dir")
+    # OUTPUT_DIR/best is replaced only when it is what an unfinished soup run left (its task.json says "soup")
+    if out_best and os.path.exists(out_best) and (
+            not unfinished_soup(out_best) or os.path.realpath(out_best) in map(os.path.realpath, paths)):
+        tu.fail(f"{out_best} already exists (a model this run would overwrite); choose another --output_dir")
     try:
-        ing = check_ingredients(paths, task)
         cls_data.check_task_args(args)
-        dev_views, dev_labels = split_views(args, task, "dev", ing, multiple)
+        ing = check_ingredients(paths, task)
+        cls_data.check_pair_orders(ing["pair_orders"], task, f"{ing['path']}'s task.json pair_orders")
+        max_len = args.max_seq_length or ing["max_seq_length"] or cls_data.DEFAULT_MAX_SEQ_LENGTH
+        if max_len > ing["config_obj"].max_position_embeddings:
+            raise ValueError(f"max_seq_length {max_len} exceeds the model's max_position_embeddings "
+                             f"{ing['config_obj'].max_position_embeddings}")
+        # every split read up front: a bad test file fails before any work
+        views = {split: split_views(args, task, split, ing, multiple, max_len)
+                 for split in (["dev", "test"] if args.do_test else ["dev"])}
+        model = BertForSequenceClassification(ing["config_obj"], num_labels=task.num_labels).to(rt.device)
+
+        def weights(path) -> dict:
+            load_checkpoint(model, path, strict=True)
+            return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+
+        def predict(split="dev") -> np.ndarray:
+            return cls_data.predict_views(model, views[split][0], rt.device)
+
+        def score(logits) -> float:
+            return cls_data.score_for_selection(cls_data.compute_metrics(task, logits, views["dev"][1]), task)
+
+        sums = {(): Soup()}  # members -> their sum; kept: the last soup and the one before it, which the
+        # greedy walk extends next whether it keeps the last addition or not
+
+        def score_soup(members) -> float:
+            members = tuple(members)
+            if members not in sums:
+                head = members[:-1] if members[:-1] in sums else ()
+                soup = sums[head]
+                for path in members[len(head):]:
+                    soup = soup.add(weights(path))
+                sums.update({members: soup})
+                for key in [k for k in sums if k not in ((), members, members[:-1])]:
+                    del sums[key]
+            model.load_state_dict(sums[members].mean())
+            return score(predict())
+
+        singles, logits = {}, {}  # path -> dev score, its dev predictions
+        for path in paths:
+            load_checkpoint(model, path, strict=True)
+            logits[path] = predict()
+            singles[path] = score(logits[path])
+            print(f"{path}: dev {task.main_metric} {singles[path]:.2f}", flush=True)
+        order = sorted(paths, key=lambda p: -singles[p])
+        kept, greedy_dev = greedy(order, singles[order[0]], score_soup)
+        uniform_dev = score_soup(paths)
     except (ValueError, OSError) as e:
         tu.fail(str(e))
-    model = BertForSequenceClassification(ing["config_obj"], num_labels=task.num_labels).to(device)
-
-    def predict(sd) -> np.ndarray:
-        model.load_state_dict(sd)
-        return cls_data.predict_views(model, dev_views, device)
-
-    def score(logits) -> float:
-        return cls_data.score_for_selection(cls_data.compute_metrics(task, logits, dev_labels), task)
-
-    singles = {}  # path -> (dev score, its state dict on the CPU, its dev logits)
-    for path in paths:
-        load_checkpoint(model, path, strict=True)
-        sd = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-        logits = predict(sd)
-        singles[path] = (score(logits), sd, logits)
-        print(f"{path}: dev {task.main_metric} {singles[path][0]:.2f}", flush=True)
-    order = sorted(paths, key=lambda p: -singles[p][0])
-
-    kept, greedy_dev = [order[0]], singles[order[0]][0]
-    for path in order[1:]:
-        dev = score(predict(average([singles[p][1] for p in kept + [path]])))
-        print(f"greedy: + {path}: dev {dev:.2f} ({'kept' if dev >= greedy_dev else 'left out'})", flush=True)
-        if dev >= greedy_dev:
-            kept, greedy_dev = kept + [path], dev
-    uniform_dev = score(predict(average([singles[p][1] for p in paths])))
-    ensemble_dev = score(np.mean([singles[p][2] for p in paths], axis=0))
-    candidates = {"best single": ([order[0]], singles[order[0]][0]), "greedy soup": (kept, greedy_dev),
+    ensemble_dev = score(np.mean([logits[p] for p in paths], axis=0))
+    candidates = {"best single": ([order[0]], singles[order[0]]), "greedy soup": (kept, greedy_dev),
                   "uniform soup": (paths, uniform_dev)}
     chosen = max(candidates, key=lambda name: candidates[name][1])  # ties: the first, the single model
+
+    def finite(x):  # an undefined correlation ranks as -inf; JSON gets null
+        return x if np.isfinite(x) else None
+
     results = {"task_name": task.name, "main_metric": task.main_metric, "metric_scale": "x100",
-               "ingredients": {p: singles[p][0] for p in order},
-               "dev": {name: dev for name, (_, dev) in candidates.items()},
-               "greedy_ingredients": kept, "ensemble_dev_not_one_model": ensemble_dev,
+               "ingredients": {p: finite(singles[p]) for p in order},
+               "dev": {name: finite(dev) for name, (_, dev) in candidates.items()},
+               "greedy_ingredients": kept, "ensemble_dev_not_one_model": finite(ensemble_dev),
                "chosen_on_dev": chosen, "chosen_ingredients": candidates[chosen][0]}
     print(f"dev {task.main_metric}: best single {candidates['best single'][1]:.2f}, greedy soup of {len(kept)} "
           f"{greedy_dev:.2f}, uniform soup of {len(paths)} {uniform_dev:.2f} (ensemble of {len(paths)}, not one "
           f"model: {ensemble_dev:.2f}); chosen on dev: {chosen}", flush=True)
-    model.load_state_dict(average([singles[p][1] for p in candidates[chosen][0]]))
+    score_soup(candidates[chosen][0])  # the chosen model, in `model`
     if args.do_test:
-        try:
-            views, labels = split_views(args, task, "test", ing, multiple)
-        except (ValueError, OSError) as e:
-            tu.fail(str(e))
-        results["test"] = cls_data.json_safe(cls_data.compute_metrics(task, cls_data.predict_views(model, views,
-                                                                                                   device), labels))
+        results["test"] = cls_data.json_safe(cls_data.compute_metrics(task, predict("test"), views["test"][1]))
         print(f"test ({chosen}): " + " ".join(f"{k} {v:.2f}" for k, v in results["test"].items()), flush=True)
     if args.output_dir:
-        best = os.path.join(args.output_dir, "best")
-        save_checkpoint(model, best, vocab_file=ing["vocab_file"])
-        tu.atomic_write_json(os.path.join(best, "task.json"), {**ing["task_json"], "epoch": None,
-                                                               "soup": candidates[chosen][0]})
+        save_checkpoint(model, out_best, vocab_file=ing["vocab_file"])
+        tu.atomic_write_json(os.path.join(out_best, "task.json"), {**ing["task_json"], "epoch": None,
+                                                                   "soup": candidates[chosen][0]})
         tu.atomic_write_json(os.path.join(args.output_dir, "soup.json"), results)  # last: marks the run complete
     return results
 

@@ -41,6 +41,7 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     assert len(korsts_stages) == 4 and all(first["stages"][k]["failed"] for k in korsts_stages), first["stages"]
     assert "korsts" not in first and "stage 'korsts_lr0.0001_pooler-kept_seed1' failed" in proc.stderr
     assert "korsts_soup" not in first and "korsts_soup" not in first["stages"]  # nothing to average
+    assert "--korsts_soup: 0 KorSTS run(s) finished, nothing to average" in proc.stdout
     pt = first["pretraining"]
     assert pt["steps"] > 0 and pt["tokens"] == pt["steps"] * first["recipe"]["batch"] * first["recipe"]["seq"]
     done = json.loads((work / "pretrain" / "DONE").read_text(encoding="utf-8"))
@@ -105,9 +106,11 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     # --korsts_soup: the four runs' weights averaged (bench/soup.py), the choice made on dev and scored on test
     soup = second["korsts_soup"]
     assert set(soup["dev"]) == {"best single", "greedy soup", "uniform soup"}
-    assert soup["dev"]["best single"] == pytest.approx(sts["best_dev"], abs=1e-3)
+    # (the runs and the soup may use different thread counts: last-bit differences can swap a near-tie or two)
+    assert soup["dev"]["best single"] == pytest.approx(sts["best_dev"], abs=0.05)
     assert soup["chosen_on_dev"] == max(soup["dev"], key=soup["dev"].get) and -100 <= soup["test"]["spearman"] <= 100
-    assert len(json.loads((work / "korsts_soup" / "soup.json").read_text(encoding="utf-8"))["ingredients"]) == 4
+    soups = list(work.glob("korsts_soup_*/soup.json"))  # one folder per set of runs averaged
+    assert len(soups) == 1 and len(json.loads(soups[0].read_text(encoding="utf-8"))["ingredients"]) == 4
     assert "KorSTS soups, dev:" in proc.stdout
 
     # other weights, or another fine-tuning, would be described by these results: refused before anything runs

@@ -34,13 +34,28 @@ def seeds(cls_env, korsts_run, tmp_path_factory):
     return [out / "seed-1" / "best", out / "seed-2" / "best"]
 
 
-def test_average_means_floats_and_keeps_equal_integers():
+def test_soup_sums_floats_and_keeps_equal_integers():
     a = {"w": torch.tensor([1.0, 2.0]), "ids": torch.tensor([0, 1])}
     b = {"w": torch.tensor([3.0, 6.0]), "ids": torch.tensor([0, 1])}
-    out = soup.average([a, b])
-    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and torch.equal(out["ids"], a["ids"])
+    c = {"w": torch.tensor([2.0, 1.0]), "ids": torch.tensor([0, 1])}
+    one, three = soup.Soup().add(a), soup.Soup().add(a).add(b).add(c)
+    assert torch.equal(one.mean()["w"], a["w"]) and torch.equal(three.mean()["w"], torch.tensor([2.0, 3.0]))
+    assert torch.equal(three.mean()["ids"], a["ids"]) and torch.equal(a["w"], torch.tensor([1.0, 2.0]))  # a intact
     with pytest.raises(ValueError, match="ids"):
-        soup.average([a, {**b, "ids": torch.tensor([1, 1])}])
+        one.add({**b, "ids": torch.tensor([1, 1])})
+
+
+def test_greedy_keeps_what_does_not_lower_the_running_score():
+    scores = {("a", "b"): 6.0, ("a", "b", "c"): 5.5, ("a", "b", "d"): 6.0, ("a", "b", "d", "e"): 5.9}
+    asked = []
+
+    def score_with(members):
+        asked.append(tuple(members))
+        return scores[tuple(members)]
+
+    # b raises a's 5.0 (kept); c is above a alone but below the soup so far (left out); d ties it (kept); e lowers it
+    assert soup.greedy(list("abcde"), 5.0, score_with) == (["a", "b", "d"], 6.0)
+    assert asked == [("a", "b"), ("a", "b", "c"), ("a", "b", "d"), ("a", "b", "d", "e")]
 
 
 def test_soup_of_two_seeds(seeds, capsys, tmp_path):
@@ -54,7 +69,8 @@ def test_soup_of_two_seeds(seeds, capsys, tmp_path):
         m = eval_classifier.main(eval_argv(s, "korsts", "--eval_file", os.path.join(STS_DIR, "sts-dev.tsv")))
         assert dev[str(s)] == pytest.approx(m["spearman"], abs=1e-4)
     # the uniform soup's dev score is that of the plain mean of the two weight files
-    mean = soup.average([load_file(str(s / "model.safetensors")) for s in seeds])
+    a, b = (load_file(str(s / "model.safetensors")) for s in seeds)
+    mean = {k: (a[k] + b[k]) / 2 if a[k].is_floating_point() else a[k] for k in a}
     by_hand = tmp_path / "mean"
     shutil.copytree(seeds[0], by_hand)
     save_file(mean, str(by_hand / "model.safetensors"), metadata=load_metadata(seeds[0]))
@@ -68,8 +84,15 @@ def test_soup_of_two_seeds(seeds, capsys, tmp_path):
     # the chosen model is written as a checkpoint, and scoring it again gives the test score reported
     test = eval_classifier.main(eval_argv(out / "best", "korsts"))
     assert r["test"]["spearman"] == pytest.approx(test["spearman"], abs=1e-4)
-    assert json.loads((out / "best" / "task.json").read_text())["soup"] == r["chosen_ingredients"]
+    meta = json.loads((out / "best" / "task.json").read_text())
+    assert meta["soup"] == r["chosen_ingredients"] == [str(s) for s in r["chosen_ingredients"]] and meta["epoch"] is None
+    assert all(os.path.isabs(p) for p in meta["soup"])
     expect_fail(capsys, soup.main, soup_argv(seeds, "--output_dir", str(out)), "soup.json already exists")
+    # a run stopped after writing best/ but before soup.json: the same command replaces its best/
+    (out / "soup.json").unlink()
+    assert soup.main(soup_argv(seeds, "--output_dir", str(out))) == {k: v for k, v in r.items() if k != "test"}
+    # ... but never a model that is not an unfinished soup: here one of the ingredients
+    expect_fail(capsys, soup.main, soup_argv(seeds, "--output_dir", str(seeds[0].parent)), "already exists")
 
 
 def load_metadata(ckpt):
