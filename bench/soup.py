@@ -1,8 +1,8 @@
 """Model soups of a seed grid: the fine-tuned weights of several seeds averaged into one model of the same size.
 
-    python bench/soup.py --task_name korsts --data_dir data/korsts \
+    python bench/soup.py --task_name korsts --data_dir data/korsts \\
         --checkpoints runs/quickstart/korsts_pretrained/seed-*/best --output_dir runs/quickstart/soup --do_test
-    python bench/soup.py --task_name korsts --data_dir data/korsts --checkpoints R/korsts/*/best  # dev only
+    python bench/soup.py --task_name korsts --data_dir data/korsts --checkpoints WORK/korsts/*/best  # dev only
 
 Every seed of a grid starts from the same pretrained weights, so the fine-tuned weights may lie in one basin,
 where their average scores above each of them (Wortsman et al., 2022, "Model soups"). The ingredients are the
