@@ -24,7 +24,7 @@ Batches. --train_batch_size is the GLOBAL batch of one optimizer step = micro-ba
 reads examples [kB, (k+1)B) of the epoch order; rank r takes every world-th of them. The MLM loss is the sum of
 per-token losses divided by the step's global masked-token count (the SOP loss likewise per sequence), so a run on
 any number of ranks or accumulation steps computes the same gradient as one process with the whole batch.
-One loader serves the whole run (pretraining_data.run_batches: explicit index ranges of (epoch, index) keys, for
+One loader serves the whole run (pretraining_loader.run_batches: explicit index ranges of (epoch, index) keys, for
 exact resume), so its --num_workers workers start once and mask straight across epoch boundaries.
 --compile compiles the model only (LAMB's update runs in torch's fused AdamW kernel; a compiled version took 94 s
 to compile and stepped 1.6x slower on an H200, bench/RESULTS.md). --compile_mode reduce-overhead also captures the
@@ -78,8 +78,9 @@ from tqdm import tqdm
 from batching import batch_to_device
 from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
-from pretraining_data import (PretrainingDataset, SmallEpochError, parse_source_weights, read_meta,
-                              resolve_source_weights, run_batches, shards_fingerprint)
+from pretraining_data import (PretrainingDataset, parse_source_weights, read_meta, resolve_source_weights,
+                              shards_fingerprint)
+from pretraining_loader import SmallEpochError, run_batches
 from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
                          atomic_torch_save, atomic_write_json, atomic_write_text, cleanup_runtime, default_num_workers,

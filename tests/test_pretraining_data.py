@@ -12,8 +12,8 @@ import create_pretraining_data as cpd
 import tokenization
 from helpers import KOREAN_TEXT, text_lines, wikinews_vocab
 from masking import IGNORE_INDEX, choose_spans, mask_tokens
-from pretraining_data import (PretrainingDataset, SmallEpochError, chunk_documents, collate_pretraining, read_meta,
-                              run_batches, shard_path, truncate_pair, unit_bounds)
+from pretraining_data import PretrainingDataset, chunk_documents, read_meta, shard_path, truncate_pair, unit_bounds
+from pretraining_loader import SmallEpochError, collate_pretraining, run_batches
 
 P_NGRAM = np.array([6, 3, 2]) / 11
 L = 128
@@ -395,9 +395,9 @@ def test_run_batches_reads_on_across_epochs_with_one_loader(shards, monkeypatch)
     """From a position inside an epoch: whole steps of `accum` micro-batches, the epoch's examples in order from
     that position (rank 1 of 2: every second one), then the next epoch's from its start, with one loader (its
     workers started once); a position with less than one step left goes on at the next epoch."""
-    import pretraining_data
-    made, real = [], pretraining_data.DataLoader
-    monkeypatch.setattr(pretraining_data, "DataLoader", lambda *a, **k: made.append(1) or real(*a, **k))
+    import pretraining_loader
+    made, real = [], pretraining_loader.DataLoader
+    monkeypatch.setattr(pretraining_loader, "DataLoader", lambda *a, **k: made.append(1) or real(*a, **k))
     rank1 = PretrainingDataset(shards, max_seq_length=L, seed=7, rank=1, world_size=2)
     kw = dict(batch=8, micro_batch=2, accum=2, world_size=2, num_workers=1, seed=7, pin_memory=False)
     rank1.set_epoch(1)

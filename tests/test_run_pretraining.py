@@ -193,13 +193,13 @@ def test_resume_is_exact(uninterrupted, data, tmp_path, num_workers):
 def test_one_loader_across_epochs_reads_the_same(data, tmp_path, monkeypatch):
     """With loader workers, one loader serves every epoch (its workers start once and set themselves up for each
     new epoch); the run is the same as one that reads every batch in the main process."""
-    import pretraining_data
+    import pretraining_loader
     ds = PretrainingDataset(str(data / "small_shards"), max_seq_length=64, max_predictions_per_seq=10)
     flags = dict(shards="small_shards", max_steps=3 * (len(ds) // 8) + 1, save_steps=1000)
     ref = tmp_path / "main_process"
     assert run_pretraining.main(argv(data, ref, **flags)) == 0
-    made, real = [], pretraining_data.DataLoader
-    monkeypatch.setattr(pretraining_data, "DataLoader", lambda *a, **k: made.append(k["num_workers"]) or real(*a, **k))
+    made, real = [], pretraining_loader.DataLoader
+    monkeypatch.setattr(pretraining_loader, "DataLoader", lambda *a, **k: made.append(k["num_workers"]) or real(*a, **k))
     out = tmp_path / "workers"
     assert run_pretraining.main(argv(data, out, num_workers=2, **flags)) == 0
     assert [r["epoch"] for r in rows(out)][-1] == 3 and made == [2]
