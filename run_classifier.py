@@ -73,6 +73,10 @@ def build_parser():
     g.add_argument("--logging_steps", type=int, default=50)
     g.add_argument("--reinit_pooler", action="store_true",
                    help="start the pooler (the [CLS] dense layer) fresh instead of from the checkpoint")
+    g.add_argument("--head_init_seed", type=int, default=None, metavar="N",
+                   help="start the classifier head (and the pooler, with --reinit_pooler) fresh from seed N, the "
+                        "same for every --seed, which then sets only data order and dropout: runs that can be "
+                        "averaged (bench/soup.py). Default: from the run's seed")
     cls_data.add_pair_orders_arg(g)
     batching.add_group_by_length_arg(g)
     batching.add_pad_multiple_arg(g)
@@ -126,7 +130,7 @@ def evaluate(model, split, task, rt) -> dict:
 RERUN_FREE_ARGS = ("seeds", "seed", "do_test", "output_dir", "num_workers", "local_rank", "fp16_opt_level",
                    "loss_scale")
 # arguments newer than some saved seeds, at the value that trains as those seeds were trained
-ADDED_ARGS = {"layer_lr_decay": 1.0, "pair_orders": "one"}
+ADDED_ARGS = {"layer_lr_decay": 1.0, "pair_orders": "one", "head_init_seed": None}
 
 
 def finished_seed(out_dir: str, args) -> dict | None:
@@ -176,6 +180,13 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
         # after a short pretraining the pooler has learnt only sentence order (SOP); a plain masked-LM model
         # fine-tunes from a random one
         init_weights(model.bert.pooler.dense, config.initializer_range)
+    if args.head_init_seed is not None:
+        # a stream of its own: the run's seed still draws the data order and dropout exactly as without the flag
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.head_init_seed)
+            if args.reinit_pooler:
+                init_weights(model.bert.pooler.dense, config.initializer_range)
+            init_weights(model.classifier, config.initializer_range)
     model.to(rt.device)
     raw_model = model  # saved and evaluated as it is; the compiled wrapper only trains
     if args.compile:

@@ -79,7 +79,7 @@ RECIPE = dict(config="models/configs/small.json", seq=128, max_predictions=20, b
 # leaves the GPU mostly idle, and 10 seeds take the wall time of one. KorNLI and KorQuAD with settings usual for
 # a small model, fixed before any run.
 FINETUNE = dict(korsts=dict(lrs="1e-4", poolers="kept", epochs=12, batch=32, seeds="1-10", layer_lr_decay=1.0,
-                            pair_orders="one"),
+                            pair_orders="one", head_init_seed=None),
                 kornli=dict(lr=1e-4, epochs=3, batch=32),
                 korquad=dict(lr=2e-4, epochs=3, batch=32, seq=384, stride=128, eval_fraction=0.2))
 # --smoke: the same stages at CPU sizes on bundled text, to check the pipeline end to end in about a minute
@@ -123,6 +123,9 @@ def build_parser():
                         "steps per epoch), "
                         f"every run of the grid (run_classifier.py --pair_orders; default "
                         f"{FINETUNE['korsts']['pair_orders']})")
+    p.add_argument("--korsts_head_init_seed", type=int, default=None, metavar="N",
+                   help="KorSTS: every run's classifier head starts from seed N (run_classifier.py --head_init_seed), "
+                        "so the seeds differ in data order and dropout only; default: each from its own seed")
     p.add_argument("--korsts_soup", action="store_true",
                    help="after the KorSTS grid, average its runs' weights (bench/soup.py: uniform and greedy soups, "
                         "chosen on dev against the best single run) and score the choice on test")
@@ -172,7 +175,7 @@ def main(argv=None):
     ft = {task: dict(v, **(SMOKE_FINETUNE[task] if args.smoke else {})) for task, v in FINETUNE.items()}
     if args.smoke:
         ft["korsts"]["seeds"] = SMOKE["seeds"]
-    for key in ("seeds", "lrs", "poolers", "epochs", "layer_lr_decay", "pair_orders"):
+    for key in ("seeds", "lrs", "poolers", "epochs", "layer_lr_decay", "pair_orders", "head_init_seed"):
         if getattr(args, f"korsts_{key}") is not None:
             ft["korsts"][key] = getattr(args, f"korsts_{key}")
     try:
@@ -311,7 +314,8 @@ def main(argv=None):
                 *common, "--seed", str(run["seed"]), "--num_workers", "0", *POOLERS[run["pooler"]], "--do_eval",
                 "--do_test", "--max_seq_length", "128", "--train_batch_size", str(f["batch"]), "--eval_batch_size",
                 "128", "--learning_rate", str(run["lr"]), "--layer_lr_decay", str(f["layer_lr_decay"]),
-                "--pair_orders", f["pair_orders"], "--num_train_epochs", str(f["epochs"]), "--output_dir", out, *caps],
+                "--pair_orders", f["pair_orders"], "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
+                *([] if f["head_init_seed"] is None else ["--head_init_seed", str(f["head_init_seed"])]), *caps],
                 os.path.join(out, "eval_results.json")))
     def record(name, succeeded):  # as each run ends: a run cut short still reports the ones that finished
         if succeeded and name.startswith("korsts_"):
@@ -440,7 +444,7 @@ def prepare_shards(args, work, logs, stages, py) -> str:
 
 
 # settings newer than some recorded stages, at the value those stages ran with
-ADDED_SETTINGS = {"korsts": {"layer_lr_decay": 1.0, "pair_orders": "one"}}
+ADDED_SETTINGS = {"korsts": {"layer_lr_decay": 1.0, "pair_orders": "one", "head_init_seed": None}}
 
 
 def check_reuse(work, done, settings):

@@ -21,6 +21,7 @@ import run_classifier  # noqa: E402
 from cls_helpers import (STS_DIR, copy_checkpoint, eval_argv, read_json, read_jsonl, read_predictions,  # noqa: E402
                          train_argv)
 from helpers import expect_fail, file_digests, needs_cxx, one_thread  # noqa: E402,F401 (one_thread: autouse)
+from models.modeling import init_weights  # noqa: E402
 
 
 def test_reinit_pooler_starts_only_the_pooler_fresh(korsts_run, cls_env, tmp_path):
@@ -38,6 +39,44 @@ def test_reinit_pooler_starts_only_the_pooler_fresh(korsts_run, cls_env, tmp_pat
         assert moved == ({"bert.pooler.dense.weight", "bert.pooler.dense.bias"} if flag else set()), moved
     w, b = after["bert.pooler.dense.weight"], after["bert.pooler.dense.bias"]
     assert abs(w.std().item() - std) < 0.1 * std and b.abs().max() < 1e-6
+
+
+def test_head_init_seed_starts_every_seed_from_one_head(korsts_run, cls_env, tmp_path, monkeypatch):
+    """--head_init_seed N: the classifier head starts as a fresh initialisation from seed N whatever --seed is
+    (here over a checkpoint that has a head of its own), and --seed alone still orders the batches."""
+    fed = {}
+    forward = run_classifier.BertForSequenceClassification.forward
+
+    def spy(self, input_ids, *a, **k):
+        if self.training:
+            fed.setdefault(key[0], []).append(input_ids.clone())
+        return forward(self, input_ids, *a, **k)
+    monkeypatch.setattr(run_classifier.BertForSequenceClassification, "forward", spy)
+    ckpt = korsts_run[0] / "best"
+    heads = {}
+    key = [None]
+    for seed, head_seed in ((1, 5), (2, 5), (1, 6)):
+        key[0] = (seed, head_seed)
+        out = tmp_path / f"seed{seed}_head{head_seed}"
+        run_classifier.main(train_argv(cls_env, out, "--checkpoint", str(ckpt), "--learning_rate", "1e-12",
+                                       "--seed", str(seed), "--head_init_seed", str(head_seed), n_train=32))
+        heads[key[0]] = load_file(str(out / "final" / "model.safetensors"))
+        assert read_json(out / "eval_results.json")["args"]["head_init_seed"] == head_seed
+    config = read_json(cls_env["config"])
+    fresh = torch.nn.Linear(config["hidden_size"], 1)
+    torch.manual_seed(5)
+    init_weights(fresh, config["initializer_range"])
+    for seed in (1, 2):
+        torch.testing.assert_close(heads[(seed, 5)]["classifier.weight"], fresh.weight.detach(), rtol=0, atol=1e-6)
+        assert heads[(seed, 5)]["classifier.bias"].abs().max() < 1e-6
+    assert not torch.allclose(heads[(1, 6)]["classifier.weight"], fresh.weight.detach(), atol=1e-3)
+    # the pooler is the checkpoint's (no --reinit_pooler)
+    before = load_file(str(ckpt / "model.safetensors"))
+    torch.testing.assert_close(heads[(1, 5)]["bert.pooler.dense.weight"], before["bert.pooler.dense.weight"])
+    # batches: the same for seed 1 under either head seed, another order for seed 2
+    same = [torch.equal(a, b) for a, b in zip(fed[(1, 5)], fed[(1, 6)])]
+    assert len(fed[(1, 5)]) == len(fed[(1, 6)]) == 2 and all(same)
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(fed[(1, 5)], fed[(2, 5)]))
 
 
 @needs_cxx
@@ -122,17 +161,19 @@ def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(cls_env, tmp_
     assert run_classifier.main(argv) == saved and trained == [2]
     assert read_json(tmp_path / "grid" / "seed_grid.json") == saved
     assert file_digests(tmp_path / "grid" / "seed-1") == seed1
-    # a seed saved before --layer_lr_decay and --pair_orders existed trained as their defaults do: still reused
+    # a seed saved before --layer_lr_decay, --pair_orders and --head_init_seed existed trained as their defaults
+    # do: still reused
     seed1_results = tmp_path / "grid" / "seed-1" / "eval_results.json"
     older = read_json(seed1_results)
-    del older["args"]["layer_lr_decay"], older["args"]["pair_orders"]
+    del older["args"]["layer_lr_decay"], older["args"]["pair_orders"], older["args"]["head_init_seed"]
     seed1_results.write_text(json.dumps(older), encoding="utf-8")
     os.remove(tmp_path / "grid" / "seed_grid.json")
     assert run_classifier.main(argv) == saved and trained == [2]
     # ... but not seeds trained with another recipe
     for flags, shown in ((["--learning_rate", "2e-3"], "--learning_rate 0.001 (now 0.002)"),
                          (["--layer_lr_decay", "0.5"], "--layer_lr_decay 1.0 (now 0.5)"),
-                         (["--pair_orders", "both"], "--pair_orders one (now both)")):
+                         (["--pair_orders", "both"], "--pair_orders one (now both)"),
+                         (["--head_init_seed", "3"], "--head_init_seed None (now 3)")):
         (tmp_path / "grid" / "seed_grid.json").unlink(missing_ok=True)
         expect_fail(capsys, run_classifier.main, argv + flags,
                     f"seed-1/eval_results.json: this seed finished with other arguments: {shown}")

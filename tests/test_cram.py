@@ -117,6 +117,7 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path):
     for flags, stage in ((["--learning_rate", "0.005"], "pretrain"), (["--korsts_epochs", "3"], "korsts"),
                          (["--korsts_layer_lr_decay", "0.9"], "korsts"),
                          (["--korsts_pair_orders", "both"], "korsts"),
+                         (["--korsts_head_init_seed", "0"], "korsts"),
                          (["--config", os.path.join(ROOT, "models", "configs", "tiny.json")], "pretrain")):
         proc = run(work, results, *grid, *flags)
         assert proc.returncode == 2 and f"{work / stage} was made with other settings" in proc.stderr, proc.stderr
@@ -151,13 +152,13 @@ def test_a_stage_recorded_before_a_setting_existed_is_reused_at_its_old_value(tm
     cram = load_cram()
     (tmp_path / "korsts").mkdir()
     done = {"korsts": str(tmp_path / "korsts")}
-    now = {"epochs": 8, "batch": 32, "layer_lr_decay": 1.0, "pair_orders": "one", "amp": "bf16"}
-    older = {k: v for k, v in now.items() if k not in ("layer_lr_decay", "pair_orders")}
+    now = {"epochs": 8, "batch": 32, "layer_lr_decay": 1.0, "pair_orders": "one", "head_init_seed": None, "amp": "bf16"}
+    older = {k: v for k, v in now.items() if k not in ("layer_lr_decay", "pair_orders", "head_init_seed")}
     (tmp_path / "stage_settings.json").write_text(json.dumps({"korsts": older}), encoding="utf-8")
     cram.check_reuse(str(tmp_path), done, {"korsts": now})
     assert json.loads((tmp_path / "stage_settings.json").read_text(encoding="utf-8")) == {"korsts": now}
     (tmp_path / "stage_settings.json").write_text(json.dumps({"korsts": older}), encoding="utf-8")
-    for changed in ({"pair_orders": "both"}, {"layer_lr_decay": 0.9}, {"epochs": 4}):
+    for changed in ({"pair_orders": "both"}, {"layer_lr_decay": 0.9}, {"head_init_seed": 0}, {"epochs": 4}):
         with pytest.raises(SystemExit) as e:
             cram.check_reuse(str(tmp_path), done, {"korsts": {**now, **changed}})
         assert e.value.code == 2 and "korsts was made with other settings" in capsys.readouterr().err
