@@ -68,14 +68,20 @@ def read_task_weights(ckpt: str, task, config_from_ckpt: bool, config, saved: di
     return sd
 
 
-def resolve_max_seq_length(args, saved: dict, ckpt: str) -> int:
-    """--max_seq_length, else the checkpoint's: inputs cut shorter or longer than in fine-tuning score lower."""
+def resolve_max_seq_length(args, saved: dict, ckpt: str, max_positions: int) -> int:
+    """--max_seq_length, else the checkpoint's: inputs cut shorter or longer than in fine-tuning score lower.
+    ValueError when it exceeds the model's max_position_embeddings (max_positions)."""
     trained = saved.get("max_seq_length")
     if args.max_seq_length is None:
-        return trained or cls_data.DEFAULT_MAX_SEQ_LENGTH  # neither the flag nor task.json gives one
-    if trained and args.max_seq_length != trained:
-        tu.warn(f"--max_seq_length {args.max_seq_length}, but {ckpt} was fine-tuned with {trained} (its task.json)")
-    return args.max_seq_length
+        length = trained or cls_data.DEFAULT_MAX_SEQ_LENGTH  # neither the flag nor task.json gives one
+    else:
+        length = args.max_seq_length
+        if trained and length != trained:
+            tu.warn(f"--max_seq_length {length}, but {ckpt} was fine-tuned with {trained} (its task.json)")
+    if length > max_positions:
+        source = "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length"
+        raise ValueError(f"{source} {length} exceeds the model's max_position_embeddings {max_positions}")
+    return length
 
 
 def resolve_pair_orders(args, saved: dict, ckpt: str, task) -> str:
@@ -130,12 +136,8 @@ def main(argv=None):
         config, vocab_file = tu.resolve_config_and_vocab(args)
         saved = read_task_json(args.checkpoint)
         sd = read_task_weights(args.checkpoint, task, config_from_ckpt, config, saved)
-        max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint)
+        max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint, config.max_position_embeddings)
         pair_orders = resolve_pair_orders(args, saved, args.checkpoint, task)
-        if max_seq_length > config.max_position_embeddings:
-            source = "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length"
-            raise ValueError(f"{source} {max_seq_length} exceeds the model's max_position_embeddings "
-                             f"{config.max_position_embeddings}")
         path = args.eval_file or cls_data.resolve_files(args, task, "test")[0]
         examples = cls_data.read_examples(path, task, args.max_eval_examples, strict=True)
         model = BertForSequenceClassification(config, num_labels=task.num_labels)

@@ -30,7 +30,7 @@ import batching  # noqa: E402
 import cls_data  # noqa: E402
 import tokenization  # noqa: E402
 import train_utils as tu  # noqa: E402
-from eval_classifier import read_task_json  # noqa: E402
+from eval_classifier import read_task_json, resolve_max_seq_length  # noqa: E402
 from models.checkpoint import checkpoint_config, checkpoint_vocab, load_checkpoint, save_checkpoint  # noqa: E402
 from models.modeling import BertForSequenceClassification  # noqa: E402
 from pretraining_data import vocab_sha256  # noqa: E402
@@ -71,16 +71,19 @@ def check_ingredients(paths: list[str], task) -> dict:
     return first
 
 
-def split_views(args, task, split: str, ing: dict, multiple: int, max_len: int):
-    """(views, labels) for a split, built once for every model scored, as eval_classifier.py builds them."""
+def split_views(args, task, splits: list[str], ing: dict, multiple: int, max_len: int) -> dict:
+    """{split: (views, labels)}, built once for every model scored, as eval_classifier.py builds them."""
     config = ing["config_obj"]
-    examples = cls_data.read_split(args, task, split)
     tokenizer = tokenization.build_fast_tokenizer(ing["vocab_file"], do_lower_case=config.do_lower_case,
                                                   morph_analyzer=config.morph_analyzer)
     ids = tokenization.special_token_ids(tokenization.load_vocab(ing["vocab_file"]))
-    per_order = cls_data.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], max_len,
-                                             cls_data.scores_both_orders(ing["pair_orders"]))
-    return cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression, multiple, max_len)
+    views = {}
+    for split in splits:
+        per_order = cls_data.convert_pair_orders(cls_data.read_split(args, task, split), tokenizer, ids["cls"],
+                                                 ids["sep"], max_len, cls_data.scores_both_orders(ing["pair_orders"]))
+        views[split] = cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression,
+                                           multiple, max_len)
+    return views
 
 
 class Soup:
@@ -146,13 +149,9 @@ def main(argv=None):
         cls_data.check_task_args(args)
         ing = check_ingredients(paths, task)
         cls_data.check_pair_orders(ing["pair_orders"], task, f"{ing['path']}'s task.json pair_orders")
-        max_len = args.max_seq_length or ing["max_seq_length"] or cls_data.DEFAULT_MAX_SEQ_LENGTH
-        if max_len > ing["config_obj"].max_position_embeddings:
-            raise ValueError(f"max_seq_length {max_len} exceeds the model's max_position_embeddings "
-                             f"{ing['config_obj'].max_position_embeddings}")
+        max_len = resolve_max_seq_length(args, ing["task_json"], ing["path"], ing["config_obj"].max_position_embeddings)
         # every split read up front: a bad test file fails before any work
-        views = {split: split_views(args, task, split, ing, multiple, max_len)
-                 for split in (["dev", "test"] if args.do_test else ["dev"])}
+        views = split_views(args, task, ["dev", "test"] if args.do_test else ["dev"], ing, multiple, max_len)
         model = BertForSequenceClassification(ing["config_obj"], num_labels=task.num_labels).to(rt.device)
 
         def weights(path) -> dict:
