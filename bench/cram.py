@@ -54,7 +54,8 @@ from models.checkpoint import checkpoint_config, weights_files  # noqa: E402
 from models.config import BertConfig  # noqa: E402
 from optimization import check_layer_lr_decay  # noqa: E402
 from cls_data import mean_std  # noqa: E402
-from quickstart import exit_on_termination, final_checkpoint, run_stage, run_stages_parallel, write_config  # noqa: E402
+from quickstart import final_checkpoint, write_config  # noqa: E402
+from stages import exit_on_termination, run_stage, run_stages_parallel  # noqa: E402
 from run_classifier import parse_seeds  # noqa: E402
 from train_utils import atomic_write_json, fail, read_jsonl, usable_cpus  # noqa: E402
 

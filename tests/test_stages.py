@@ -1,0 +1,122 @@
+"""stages.py: stages as subprocesses, one at a time or several at once; time limits, failures and cached stages
+recorded; a stage stopped with what it started, whether it ends on SIGTERM or ignores it, and when the pipeline
+itself is stopped."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import stages  # noqa: E402
+
+
+def test_run_stages_parallel_times_out_fails_and_reuses(tmp_path):
+    """Jobs at once: one finishes, one fails, one outlives its limit and is stopped, one is cached (not run: its
+    command would fail); each is reported to on_done as it ends, the stopped one last."""
+    py = sys.executable
+    (tmp_path / "cached.done").write_text("")
+    quick = tmp_path / "quick.done"
+    jobs = [("quick", [py, "-c", "open(r'%s', 'w').write('x')" % quick], str(quick)),
+            ("fails", [py, "-c", "raise SystemExit(3)"], str(tmp_path / "fails.done")),
+            ("slow", [py, "-c", "import time; time.sleep(60)"], str(tmp_path / "slow.done")),
+            ("cached", [py, "-c", "raise SystemExit(1)"], str(tmp_path / "cached.done"))]
+    recorded, ended = {}, []
+    ok = stages.run_stages_parallel(jobs, recorded, str(tmp_path), max_parallel=3, timeout_s=3,
+                                        on_done=lambda name, good: ended.append((name, good)))
+    assert ok == {"quick": True, "fails": False, "slow": False, "cached": True}
+    assert sorted(ended) == sorted(ok.items()) and ended[-1] == ("slow", False)
+    assert recorded["fails"]["failed"] == 3 and recorded["slow"]["failed"] and recorded["cached"]["cached"]
+    assert 3 <= recorded["slow"]["seconds"] < 30 and "failed" not in recorded["quick"]
+
+
+def test_run_stages_parallel_stops_its_jobs_when_interrupted(tmp_path):
+    """An error in the caller (here: in on_done) stops the jobs still running instead of leaving them behind."""
+    py = sys.executable
+    pid_file = tmp_path / "slow.pid"
+    jobs = [("slow", [py, "-c", "import os, time; open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)"
+                      % pid_file], str(tmp_path / "slow.done")),
+            ("quick", [py, "-c", "import time; time.sleep(1)"], str(tmp_path / "quick.done"))]
+
+    def on_done(name, good):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_stages_parallel(jobs, {}, str(tmp_path), max_parallel=2, on_done=on_done)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone (and reaped)
+
+
+def _gone(pid: int) -> bool:
+    """pid has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("stage_ends_on_sigterm", [False, True])
+def test_a_stage_past_its_limit_is_stopped_with_what_it_started(tmp_path, monkeypatch, parallel,
+                                                                stage_ends_on_sigterm):
+    """A process started by the stage (as DataLoader workers are) ignores SIGTERM and shares the stage's output;
+    the stage itself either ends on SIGTERM (as run_pretraining does) or ignores it too. Past its limit the stage
+    is over within the grace period either way, and neither process is left."""
+    monkeypatch.setattr(stages, "STOP_GRACE_S", 1)
+    py = sys.executable
+    stubborn = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    worker = stubborn + "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)" % (tmp_path / "worker.pid")
+    child = (("import os, time; " if stage_ends_on_sigterm else stubborn)
+             + "import subprocess, sys; subprocess.Popen([sys.executable, '-c', %r]); "
+             "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)" % (worker, tmp_path / "stage.pid"))
+    job = ("stage", [py, "-c", child], str(tmp_path / "stage.done"))
+    recorded = {}
+    t0 = time.time()
+    if parallel:
+        ok = stages.run_stages_parallel([job], recorded, str(tmp_path), max_parallel=2, timeout_s=2)["stage"]
+    else:
+        ok = stages.run_stage(*job, recorded, str(tmp_path), timeout_s=2, check=False)
+    assert not ok and recorded["stage"]["failed"] and time.time() - t0 < 20
+    for name in ("stage.pid", "worker.pid"):
+        pid = int((tmp_path / name).read_text())
+        deadline = time.time() + 10
+        while not _gone(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _gone(pid), name
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_to_the_pipeline_stops_its_stage(tmp_path):
+    """The stages run in their own sessions, so a SIGTERM for the pipeline (a job scheduler's, say) does not reach
+    them: exit_on_termination turns it into SystemExit, whose clean-up stops the running stage."""
+    pid_file = tmp_path / "stage.pid"
+    script = tmp_path / "pipeline.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {stages.ROOT!r})\n"
+        "import stages\n"
+        "stages.exit_on_termination()\n"
+        f"cmd = [sys.executable, '-c', \"import os, time; open(r'{pid_file}', 'w').write(str(os.getpid())); "
+        "time.sleep(60)\"]\n"
+        f"stages.run_stage('stage', cmd, r'{tmp_path / 'stage.done'}', {{}}, r'{tmp_path}', check=False)\n",
+        encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 128 + 15, proc.stderr.read()
+    pid = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while not _gone(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
