@@ -3,6 +3,7 @@
     bash bench/cram_prepare.sh                                   # CPU, once: 32k vocab + shards, packed (~3 min)
     python bench/cram.py --results_json bench/results/cram.json  # GPU: 3.5 min pretraining + the three tasks
     python bench/cram.py --smoke --results_json /tmp/cram.json   # CPU: every stage on bundled text, tiny sizes
+    python bench/cram.py --pretrainer hf                         # GPU: the same after plain Hugging Face pretraining
     python bench/cram.py --results_json R/cram.json --tasks       # GPU: pretraining and its weights only, then
     python bench/cram.py --from_weights R/cram_weights --work_dir bench/_work/cram/ft  # the tasks, e.g. on a CPU
 
@@ -11,7 +12,8 @@ Stages (each an ordinary script run as a subprocess; its command is printed and 
   1. pretrain: the release's Small shape for --budget_minutes of wall time, RECIPE below, dropout off
      (run_pretraining.py --max_time_minutes --schedule_by_time: warm-up and decay fit the budget, which counts
      from the end of the first step: torch.compile's compilation is not part of it, as in the reference's 210 s
-     = 7,762 steps at 9,457 seq/s)
+     = 7,762 steps at 9,457 seq/s); --pretrainer hf runs bench/hf_pretrain.py instead, the plain Hugging Face
+     baseline, under the same budget and schedule
   2. KorSTS: one run per learning rate x pooler (kept or new) x seed of the grid (--korsts_lrs, --korsts_poolers,
      --korsts_seeds), each picking its epoch on dev; the run best on dev gives the test Spearman (every run's
      test score is recorded too, so each setting's mean over seeds can be read, never chosen from)
@@ -108,7 +110,11 @@ def build_parser():
     p.add_argument("--train_batch_size", type=int, default=None, help=f"default {RECIPE['batch']}")
     p.add_argument("--optimizer", choices=["adam", "lamb"], default=None)
     p.add_argument("--no_compile", action="store_true", help="pretrain eager (RECIPE compiles the model)")
-    p.add_argument("--pretrain_args", default="", help="more run_pretraining.py flags, one quoted string")
+    p.add_argument("--pretrainer", choices=["ours", "hf"], default="ours",
+                   help="hf: the plain Hugging Face baseline instead of run_pretraining.py (bench/hf_pretrain.py: "
+                        "BertForMaskedLM with the config's dropout, 15%% token masking, AdamW; same shards, budget, "
+                        "batch, lr, warm-up, precision and compilation), then the same fine-tuning")
+    p.add_argument("--pretrain_args", default="", help="more flags for the pretraining script, one quoted string")
     p.add_argument("--korsts_seeds", default=None, help=f"KorSTS seed grid (default {FINETUNE['korsts']['seeds']})")
     p.add_argument("--korsts_lrs", default=None, help=f"KorSTS learning rates (default {FINETUNE['korsts']['lrs']})")
     p.add_argument("--korsts_epochs", type=int, default=None,
@@ -157,6 +163,9 @@ def main(argv=None):
         if getattr(args, flag) is not None:
             recipe[key] = getattr(args, flag)
     recipe["compile"] = recipe["compile"] and not args.no_compile
+    recipe["pretrainer"] = args.pretrainer
+    if args.pretrainer == "hf" and args.optimizer == "lamb":
+        fail("--optimizer lamb: the Hugging Face baseline (--pretrainer hf) trains with AdamW")
     if args.config is not None:
         if args.from_weights:
             fail("--config: not with --from_weights (the weights carry their own shape)")
@@ -238,7 +247,8 @@ def main(argv=None):
     # ---- 1. pretraining
     pre = os.path.join(work, "pretrain")
     pre_config = os.path.join(work, "config_pretrain.json")
-    cmd = None if args.from_weights else pretrain_command(
+    make_command = hf_pretrain_command if args.pretrainer == "hf" else pretrain_command
+    cmd = None if args.from_weights else make_command(
         py, recipe, pre_config, shards, pre, budget, amp + device_flags + shlex.split(args.pretrain_args),
         log_steps=5 if args.smoke else 50)
     done = {"pretrain": os.path.join(pre, "DONE"), "korsts": os.path.join(work, "korsts"),
@@ -255,8 +265,10 @@ def main(argv=None):
     if args.from_weights:
         summary["pretraining"] = start
     else:
+        # dropout off is ours; the Hugging Face baseline keeps the config's, as a transformers user would
         write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config,
-                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+                     **({} if args.pretrainer == "hf" else dict(hidden_dropout_prob=0.0,
+                                                                 attention_probs_dropout_prob=0.0)))
         # the budget counts from the end of the first step, which compiles: 5 minutes on top for that (a fresh GPU
         # machine compiles with a cold cache) and start-up. A SIGTERM lets the step it lands in finish and save.
         run_stage("pretrain", cmd, done["pretrain"], stages, logs, timeout_s=budget * 60 + 300)
@@ -365,6 +377,18 @@ def pretrain_command(py, recipe, config, shards, output_dir, budget_minutes, ext
             "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
             "--max_time_minutes", str(budget_minutes), "--schedule_by_time", "--save_steps", "10000000",
             "--log_steps", str(log_steps), "--seed", "42", "--num_workers", str(recipe["num_workers"]),
+            *(["--compile", "--compile_mode", recipe["compile_mode"]] if recipe["compile"] else []), *extra]
+
+
+def hf_pretrain_command(py, recipe, config, shards, output_dir, budget_minutes, extra, log_steps=50) -> list[str]:
+    """bench/hf_pretrain.py's command line: the plain Hugging Face baseline under the recipe's budget, batch, lr,
+    warm-up, workers and compilation (its masking is transformers' 15% of tokens; max_predictions does not apply)."""
+    return [py, os.path.join("bench", "hf_pretrain.py"), "--config_file", config, "--input_dir", shards,
+            "--output_dir", output_dir, "--max_seq_length", str(recipe["seq"]),
+            "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
+            "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
+            "--max_time_minutes", str(budget_minutes), "--schedule_by_time", "--log_steps", str(log_steps),
+            "--seed", "42", "--num_workers", str(recipe["num_workers"]),
             *(["--compile", "--compile_mode", recipe["compile_mode"]] if recipe["compile"] else []), *extra]
 
 
