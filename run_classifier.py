@@ -191,7 +191,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     raw_model = model  # saved and evaluated as it is; the compiled wrapper only trains
     if args.compile:
         torch._dynamo.reset()  # each seed's model compiles afresh (quickly: inductor's cache is on disk)
-        model = torch.compile(model)
+    model, graphs = tu.compile_for_training(model, args)
     if rt.distributed:
         device_ids = [rt.local_rank] if rt.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
@@ -232,6 +232,8 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
                 # under DDP, all-reduce gradients only on the micro-batch that ends an accumulation window
                 ctx = model.no_sync() if rt.distributed and j < len(window) - 1 else contextlib.nullcontext()
                 with ctx:
+                    if graphs:
+                        torch.compiler.cudagraph_mark_step_begin()
                     with rt.autocast():
                         loss = model(**batch)["loss"]
                     scaler.scale(loss * (n / window_rows)).backward()
@@ -363,6 +365,7 @@ def validate_args(args):
     if args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
     check_layer_lr_decay(args.layer_lr_decay, "--layer_lr_decay")
+    tu.check_compile_args(args)
     cls_data.check_pair_orders(args.pair_orders, cls_data.TASKS[args.task_name])
     if args.logging_steps < 1:
         raise ValueError(f"--logging_steps {args.logging_steps} must be >= 1")

@@ -83,7 +83,8 @@ from pretraining_data import (PretrainingDataset, parse_source_weights, read_met
 from pretraining_loader import SmallEpochError, run_batches
 from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
-                         atomic_torch_save, atomic_write_json, atomic_write_text, cleanup_runtime, default_num_workers,
+                         atomic_torch_save, atomic_write_json, atomic_write_text, cleanup_runtime, compile_for_training,
+                         default_num_workers,
                          fail, make_grad_scaler, plot_jsonl, publish_checkpoint_dir, read_jsonl, rng_state_portable,
                          set_rng_state_portable, set_seed, setup_runtime, warn)
 
@@ -134,11 +135,7 @@ def build_parser():
                    help="with --max_time_minutes: the lr schedule advances by max(step / max_steps, elapsed / "
                         "budget), so warm-up and decay fit the time budget on any machine (time-budgeted "
                         "'cramming' runs); such a run is not bit-exact on resume")
-    add_compile_arg(t)
-    t.add_argument("--compile_mode", choices=["default", "reduce-overhead"], default="default",
-                   help="with --compile: reduce-overhead replays each compiled forward and backward as a CUDA graph, "
-                        "one launch instead of hundreds (a small model's step is bound by its launches; every "
-                        "pretraining batch has the same shape, so one graph serves the run)")
+    add_compile_arg(t)  # --compile_mode reduce-overhead: every pretraining batch has one shape, so one graph
     return p
 
 
@@ -230,10 +227,7 @@ def main(argv=None):
             warn(f"{ckpt_dir} was saved by {len(state['rng'])} ranks, not {rt.world_size}: dropout RNG reseeded")
         if epoch_pos % rt.world_size:
             fail(f"--resume {ckpt_dir}: position {epoch_pos} in the epoch is not divisible by {rt.world_size} ranks")
-    model = torch.compile(raw_model, mode=None if args.compile_mode == "default" else args.compile_mode) \
-        if args.compile else raw_model
-    # on the CPU inductor makes no graphs and the step marks below change nothing
-    graphs = args.compile and args.compile_mode == "reduce-overhead"
+    model, graphs = compile_for_training(raw_model, args)
     if rt.distributed:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
 

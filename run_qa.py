@@ -100,6 +100,7 @@ def validate_args(args):
     if args.num_train_epochs <= 0:
         raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
     check_layer_lr_decay(args.layer_lr_decay, "--layer_lr_decay")
+    tu.check_compile_args(args)
     found = [p for m in RUN_MARKERS for p in glob.glob(os.path.join(glob.escape(args.output_dir), m))]
     if found:
         raise ValueError(f"--output_dir {args.output_dir} already holds a run ({os.path.basename(found[0])}); "
@@ -181,8 +182,7 @@ def main(argv=None):
 
     model.to(rt.device)
     raw_model = model  # saved and evaluated as it is; the compiled wrapper only trains
-    if args.compile:
-        model = torch.compile(model)
+    model, graphs = tu.compile_for_training(model, args)
     if rt.distributed:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
@@ -234,6 +234,8 @@ def main(argv=None):
                 sync = j == len(window) - 1
                 ctx = model.no_sync() if rt.distributed and not sync else contextlib.nullcontext()
                 with ctx:
+                    if graphs:
+                        torch.compiler.cudagraph_mark_step_begin()
                     with rt.autocast():
                         loss = model(**batch)["loss"]
                     scaler.scale(loss * (len(ids) / window_rows)).backward()

@@ -103,6 +103,31 @@ def add_compile_arg(group):
                        help="torch.compile the model for training: the first steps compile (inductor caches the "
                             "result on disk for the next run); a new batch width compiles once more, then dynamic "
                             "shapes serve all; evaluation stays eager")
+    group.add_argument("--compile_mode", choices=["default", "reduce-overhead"], default="default",
+                       help="with --compile: reduce-overhead replays the compiled forward and backward as CUDA "
+                            "graphs, one launch instead of hundreds (for a step bound by its launches: a small "
+                            "model, or any on small batches); a graph is recorded for each batch shape, so feed it "
+                            "few (fixed-length pretraining batches; --pad_to_multiple_of when fine-tuning)")
+
+
+def check_compile_args(args):
+    """ValueError for a --compile_mode that cannot apply."""
+    if args.compile_mode != "default" and not args.compile:
+        raise ValueError(f"--compile_mode {args.compile_mode} applies to a compiled model: add --compile")
+    if args.compile_mode == "reduce-overhead" and args.gradient_accumulation_steps > 1:
+        # a replay reuses its outputs' memory, gradients included: accumulating over replays is not checked yet
+        raise ValueError("--compile_mode reduce-overhead takes one micro-batch per step: drop "
+                         "--gradient_accumulation_steps or use --compile_mode default")
+
+
+def compile_for_training(model, args):
+    """(what to train, whether its steps replay CUDA graphs: then torch.compiler.cudagraph_mark_step_begin() before
+    each forward, so that a replay may reuse the memory of the last one's outputs). On the CPU inductor makes no
+    graphs and the marks change nothing."""
+    if not args.compile:
+        return model, False
+    mode = None if args.compile_mode == "default" else args.compile_mode
+    return torch.compile(model, mode=mode), args.compile_mode == "reduce-overhead"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ import torch.nn.functional as F
 
 # first: importing bench_pretraining puts the repository root on sys.path for the imports below it
 from bench_pretraining import (ROOT, add_run_args, check_losses, copy_weights_to_hf, forward_flops, keep_rows,
-                               make_step, measure_peak_tflops, mfu_fields, pipelined_fields, print_pipelined, runtime,
-                               setup_device, time_interleaved, write_json)
+                               make_step, measure_peak_tflops, mfu_fields, pipelined_fields, print_pipelined,
+                               profile_steps, runtime, setup_device, time_interleaved, write_json)
 from bench_qa_features import DEV, default_vocab
 
 import cls_data
@@ -199,18 +199,25 @@ def run_fixed(spec, args, env):
     steps = {"ours": make_step(ours, step_loss, ours_batch, env["autocast"], env["gpu"]),
              "hf": make_step(hf, step_loss, batch, env["autocast"], env["gpu"])}
     if args.compile:
-        steps["ours_compiled"] = make_step(torch.compile(ours), step_loss, ours_batch, env["autocast"], env["gpu"])
-        steps["hf_compiled"] = make_step(torch.compile(hf), step_loss, batch, env["autocast"], env["gpu"])
+        mode = None if args.compile_mode == "default" else args.compile_mode
+        graphs = args.compile_mode == "reduce-overhead"
+        steps["ours_compiled"] = make_step(torch.compile(ours, mode=mode), step_loss, ours_batch, env["autocast"],
+                                           env["gpu"], graphs)
+        steps["hf_compiled"] = make_step(torch.compile(hf, mode=mode), step_loss, batch, env["autocast"], env["gpu"],
+                                         graphs)
     wall, _ = time_interleaved(steps, env["warmup"], env["steps"], env["sync"])
     rate = {k: v * bsz for k, v in wall.items()}
     piped = pipelined_fields(steps, env["steps"], env["sync"], bsz)
     flops = 3 * forward_flops(config, seq, head, num_labels=num_labels)
     row = {"config": name, "kind": f"{head}_fixed", "seq_len": seq, "batch": bsz, "amp": env["amp"],
            "steps": env["steps"], **seq_rates(rate), "ratio": round(rate["ours"] / rate["hf"], 3),
+           "compile_mode": args.compile_mode if args.compile else None,
            **piped, "flops_per_seq": flops, "peak_tflops": round(env["peak"], 2),
            **mfu_fields(rate, flops, env["peak"]),
            **meta(env["card"])}
     report(row, rate)
+    if args.profile:  # where a step's time goes: the device busy or waiting for the host's launches
+        row["profile"] = profile_steps(steps, args.profile, env["sync"], env["gpu"])
     return row
 
 
@@ -328,6 +335,11 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="timed steps of the fixed rows")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions (fixed rows)")
+    p.add_argument("--compile_mode", choices=["default", "reduce-overhead"], default="default",
+                   help="reduce-overhead: both compiled models replay their steps as CUDA graphs")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after timing a fixed row, N more steps of each contender under torch.profiler (busy time "
+                        "against the step's wall time, top ops)")
     p.add_argument("--seed", type=int, default=0, help="order of the real batches")
     args = p.parse_args(argv)
     for spec in args.fixed or []:

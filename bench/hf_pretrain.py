@@ -103,7 +103,6 @@ def build_parser():
     p.add_argument("--schedule_by_time", action="store_true",
                    help="warm-up and decay follow the share of --max_time_minutes spent (or of --max_steps, if more)")
     p.add_argument("--log_steps", type=int, default=100)
-    p.add_argument("--compile_mode", choices=["default", "reduce-overhead"], default="default")
     tu.add_optim_args(p, learning_rate=5e-4)
     tu.add_compile_arg(p.add_argument_group("compile"))
     tu.add_runtime_args(p, num_workers=tu.default_num_workers(), num_workers_help="loader workers (masking)")
@@ -127,6 +126,10 @@ def main(argv=None):
                       "--schedule_by_time: needs --max_time_minutes")):
         if not ok:
             tu.fail(flag)
+    try:
+        tu.check_compile_args(args)
+    except ValueError as e:
+        tu.fail(str(e))
     rt = tu.setup_runtime(args)
     if rt.distributed:
         tu.fail("one process only: run without torchrun")
@@ -159,9 +162,7 @@ def main(argv=None):
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}], lr=args.learning_rate,
                                   eps=args.adam_epsilon, fused=rt.device.type == "cuda")
-    model = torch.compile(raw_model, mode=None if args.compile_mode == "default" else args.compile_mode) \
-        if args.compile else raw_model
-    graphs = args.compile and args.compile_mode == "reduce-overhead"
+    model, graphs = tu.compile_for_training(raw_model, args)
     loader = DataLoader(ds, batch_size=B, shuffle=False, drop_last=True, collate_fn=collator,
                         num_workers=args.num_workers, pin_memory=rt.device.type == "cuda",
                         prefetch_factor=4 if args.num_workers else None)

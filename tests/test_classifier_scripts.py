@@ -293,7 +293,11 @@ def test_flag_errors(cls_env, capsys, tmp_path):
                           (["--max_eval_examples", "-2"], "--max_eval_examples -2 must be >= 1"),
                           (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room"),
                           (["--pad_to_multiple_of", "0"], "--pad_to_multiple_of 0: must be a positive"),
-                          (["--layer_lr_decay", "0"], "--layer_lr_decay 0.0: must be in (0, 1]")):
+                          (["--layer_lr_decay", "0"], "--layer_lr_decay 0.0: must be in (0, 1]"),
+                          (["--compile_mode", "reduce-overhead"], "--compile_mode reduce-overhead applies to a "
+                           "compiled model: add --compile"),
+                          (["--compile", "--compile_mode", "reduce-overhead", "--train_batch_size", "4",
+                            "--gradient_accumulation_steps", "2"], "takes one micro-batch per step")):
         expect_fail(capsys, run_classifier.main, train_argv(cls_env, tmp_path / "x", "--do_eval", *flags), needle)
     assert not (tmp_path / "x").exists()
     expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "nowhere", "korsts", "--pad_to_multiple_of", "-1"),

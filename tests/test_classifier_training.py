@@ -100,6 +100,22 @@ def test_compile_trains_like_eager(cls_env, tmp_path):
         torch.testing.assert_close(got[k], ref[k], rtol=1e-3, atol=1e-4, msg=k)
 
 
+def test_compile_mode_reaches_torch_compile_and_marks_each_step(cls_env, tmp_path, monkeypatch):
+    """--compile_mode reduce-overhead: torch.compile gets the mode, and each training forward starts a new CUDA-graph
+    replay (the graphs themselves are made on a GPU only). With stand-ins for both the run is an eager one, so it
+    must train exactly as eager does; evaluation runs the plain model, unmarked."""
+    eager = run_classifier.main(train_argv(cls_env, tmp_path / "eager", "--do_eval", n_train=40, epochs=2))
+    modes, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    graphs = run_classifier.main(train_argv(cls_env, tmp_path / "graphs", "--do_eval", "--compile", "--compile_mode",
+                                            "reduce-overhead", n_train=40, epochs=2))
+    assert modes == ["reduce-overhead"] and len(marks) == graphs["total_steps"] == eager["total_steps"]
+    assert [e["train_loss"] for e in graphs["epochs"]] == [e["train_loss"] for e in eager["epochs"]]
+    run_classifier.main(train_argv(cls_env, tmp_path / "default", "--do_eval", "--compile", n_train=40, epochs=1))
+    assert modes == ["reduce-overhead", None] and len(marks) == graphs["total_steps"]  # default mode: no marks
+
+
 def test_group_by_length_trains_on_less_padding(cls_env, tmp_path, monkeypatch):
     fed = {}
     forward = run_classifier.BertForSequenceClassification.forward

@@ -9,6 +9,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -189,6 +190,18 @@ def test_compile_trains_like_eager(env):
     assert (b["dev_exact_match"], b["dev_f1"]) == pytest.approx((a["dev_exact_match"], a["dev_f1"]), abs=0.5)
 
 
+def test_compile_mode_reaches_torch_compile_and_marks_each_step(env, trained, monkeypatch):
+    """--compile_mode reduce-overhead with stand-ins for torch.compile and the CUDA-graph step mark (graphs are made
+    on a GPU only): the mode arrives, every training forward is marked, and the run is the eager one (`trained`,
+    the same command line without the flags)."""
+    modes, marks = [], []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    res = run_qa.main(train_argv(env, env["dir"] / "graphs", "--compile", "--compile_mode", "reduce-overhead"))
+    assert modes == ["reduce-overhead"] and len(marks) == res["total_steps"] == trained[1]["total_steps"]
+    assert res["epochs"][0]["train_loss"] == trained[1]["epochs"][0]["train_loss"]
+
+
 def test_group_by_length_trains_on_less_padding(env, trained, monkeypatch):
     widths = {}
     forward = run_qa.BertForQuestionAnswering.forward
@@ -338,6 +351,8 @@ def test_pad_multiple_below_one_is_refused_before_anything_is_read(env, tmp_path
                 "--pad_to_multiple_of 0")
     expect_fail(capsys, run_qa.main, train_argv(env, tmp_path / "r", "--layer_lr_decay", "1.2"),
                 "--layer_lr_decay 1.2: must be in (0, 1]")
+    expect_fail(capsys, run_qa.main, train_argv(env, tmp_path / "r", "--compile_mode", "reduce-overhead"),
+                "--compile_mode reduce-overhead applies to a compiled model")
     expect_fail(capsys, eval_qa.main, ["--checkpoint", str(tmp_path / "nowhere"), "--predict_file", env["eval"],
                                        "--output_dir", str(tmp_path / "e"), "--pad_to_multiple_of", "-3"],
                 "--pad_to_multiple_of -3")
