@@ -78,6 +78,15 @@ def read_meta(input_dir: str) -> dict:
     return meta
 
 
+def check_token_ids(path: str, ids: np.ndarray, vocab_size: int):
+    """ValueError naming the shard if an id is outside the vocab: on a GPU an out-of-range embedding index is an
+    asynchronous device assert that names nothing, hours into a run. One pass over the (memory-mapped) ids."""
+    top = int(ids.max()) if len(ids) else 0
+    if top >= vocab_size:
+        raise ValueError(f"{path}: token id {top} is outside the vocab ({vocab_size} entries): a damaged shard "
+                         "(prepare the data again)")
+
+
 def unpack_bits(packed: np.ndarray, start: int, end: int) -> np.ndarray:
     """Bits [start, end) of a little-bit-order np.packbits array, as bool."""
     lo = start // 8
@@ -272,6 +281,7 @@ class PretrainingDataset(Dataset):
                 raise ValueError(f"{shard_path(input_dir, self._shards[k], 'ids')}: {len(ids)} tokens and "
                                  f"{len(packed)} word-start bytes, but its sentence offsets end at {int(so[-1])}: "
                                  "a damaged shard (prepare the data again)")
+            check_token_ids(shard_path(input_dir, self._shards[k], "ids"), ids, vocab_size)
         self._mm = {}  # opened again lazily in each process
         self._doc_weight = None  # per shard, every document's weight; None: each document once
         files = self.meta["input_files"]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -429,7 +430,8 @@ def _snapshot(d):
 
 
 @pytest.mark.parametrize("case", ["missing_dir", "not_prepared", "config_vocab", "vocab_file", "batch",
-                                  "resume_config", "existing_run", "seed", "short_seq_prob", "damaged_shard"])
+                                  "resume_config", "existing_run", "seed", "short_seq_prob", "damaged_shard",
+                                  "out_of_vocab_shard"])
 def test_bad_input_is_one_line_exit_2(case, data, trained, tmp_path, capsys):
     out, flags, expect = tmp_path / "out", {}, None
     if case == "missing_dir":
@@ -459,6 +461,13 @@ def test_bad_input_is_one_line_exit_2(case, data, trained, tmp_path, capsys):
         ids = next((tmp_path / "shards").glob("*.ids.npy"))
         ids.write_bytes(ids.read_bytes()[:-64])
         flags, expect = {"input_dir": tmp_path / "shards"}, ids.name
+    elif case == "out_of_vocab_shard":  # one id past the vocab: on a GPU an embedding assert that names nothing
+        shutil.copytree(data / "shards", tmp_path / "shards")
+        ids = next((tmp_path / "shards").glob("*.ids.npy"))
+        arr = np.load(ids)
+        arr[len(arr) // 2] = len((data / "vocab.txt").read_text(encoding="utf-8").splitlines())
+        np.save(ids, arr)
+        flags, expect = {"input_dir": tmp_path / "shards"}, f"{ids.name}: token id {arr[len(arr) // 2]} is outside"
     before = _snapshot(trained)
     with pytest.raises(SystemExit) as e:
         run_pretraining.main(argv(data, out, **flags))
