@@ -9,24 +9,17 @@ How examples are made, and which rank reads which: pretraining_data.py.
 """
 from __future__ import annotations
 
-import signal
-
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+
+from train_utils import ignore_stop_signals, shutdown_workers
 
 
 def collate_pretraining(items: list[dict]) -> dict:
     """Stack items into torch tensors [B, max_seq_length] (mlm_positions [B, max_predictions], sop_label [B]); rows
     keep their fixed padding so every batch has the same shape (no recompiles, identical shapes on every rank)."""
     return {key: torch.from_numpy(np.stack([it[key] for it in items])) for key in items[0]}
-
-
-def _ignore_signals(worker_id):
-    # A Ctrl-C or a scheduler's SIGTERM reaches the whole process group; the workers must outlive the step that is
-    # finishing for the checkpoint. The main process shuts them down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class SmallEpochError(ValueError):
@@ -79,14 +72,11 @@ def run_batches(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int,
                     yield e, [next(it) for _ in range(accum)]
                 e, pos = e + 1, 0
         finally:
-            # now, whatever ended the run: an error's traceback keeps this frame (and a worker's error, torch's
-            # re-raise, a reference cycle) alive, and workers left to garbage collection at exit hang it, since
-            # they ignore SIGTERM (_ignore_signals)
-            if hasattr(it, "_shutdown_workers"):
-                it._shutdown_workers()
+            shutdown_workers(it)  # an error's traceback keeps this frame (and a worker's error, torch's re-raise, a
+            # reference cycle) alive
 
     steps(epoch, epoch_pos)  # the first epoch's errors raise here, before any worker starts; they copy `ds` set up
     loader = DataLoader(ds, batch_size=micro_batch, sampler=keys(), num_workers=num_workers,
-                        collate_fn=collate_pretraining, worker_init_fn=_ignore_signals, pin_memory=pin_memory,
+                        collate_fn=collate_pretraining, worker_init_fn=ignore_stop_signals, pin_memory=pin_memory,
                         generator=torch.Generator().manual_seed(seed + epoch))
     return step_batches(iter(loader))  # iter() starts the workers now

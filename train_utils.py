@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -194,6 +195,21 @@ def default_num_workers(cap: int = 8) -> int:
         return 2
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     return max(1, min(cap, usable_cpus() // local_ranks - 1))
+
+
+def ignore_stop_signals(worker_id=None):
+    """DataLoader worker_init_fn for a run that saves on SIGINT/SIGTERM: a Ctrl-C or a scheduler's SIGTERM reaches
+    the whole process group, and the workers must outlive the step that is finishing for the checkpoint. The main
+    process stops them (shutdown_workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def shutdown_workers(loader_iter):
+    """Stop a DataLoader iterator's workers now, whatever ended the run: an error's traceback can keep the iterator
+    alive, and workers left to garbage collection at exit hang it, since they ignore SIGTERM (ignore_stop_signals)."""
+    if hasattr(loader_iter, "_shutdown_workers"):
+        loader_iter._shutdown_workers()
 
 
 def make_grad_scaler(rt: Runtime):

@@ -3,6 +3,8 @@
     python bench/bench_finetune.py                                     # CPU dry run: tiny shapes, well under a minute
     python bench/bench_finetune.py --json bench/results/finetune_gpu.json --compile   # GPU: default rows, bf16
     python bench/bench_finetune.py --fixed qa:small:384:16 --real korquad --batches 20 --steps 10   # a quick look
+    python bench/bench_finetune.py --fixed qa:large_v1:512:16 --real --compile --compile_mode reduce-overhead \\
+        --profile 3      # GPU: both models replaying CUDA graphs, and where each contender's step time goes
 
 Ours BertForQuestionAnswering / BertForSequenceClassification against transformers' (sdpa attention), same weights
 (copied through modeling's Hugging Face key map), same batch, precision (bf16 autocast on a GPU, fp32 on a CPU)
@@ -342,6 +344,10 @@ def main(argv=None):
                         "against the step's wall time, top ops)")
     p.add_argument("--seed", type=int, default=0, help="order of the real batches")
     args = p.parse_args(argv)
+    if args.compile_mode != "default" and not args.compile:
+        p.error(f"--compile_mode {args.compile_mode} applies to the compiled contenders: add --compile")
+    if args.profile < 0:
+        p.error(f"--profile {args.profile}: a number of steps, at least 0")
     for spec in args.fixed or []:
         parts = spec.split(":")
         if len(parts) != 4 or parts[0] not in ("qa", "cls") or not (parts[2].isdigit() and parts[3].isdigit()):

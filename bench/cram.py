@@ -96,8 +96,8 @@ POOLERS = {"kept": [], "new": ["--reinit_pooler"]}
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work_dir", default=None, help="default: bench/_work/cram/run (--smoke: .../smoke); "
-                   "finished stages found there are reused")
+    p.add_argument("--work_dir", default=None, help="default: bench/_work/cram/run (--smoke: .../smoke; "
+                   "--pretrainer hf: run_hf, smoke_hf); finished stages found there are reused")
     p.add_argument("--results_json", default=None, help="default: bench/results/cram_<card>_<date>_<time>.json")
     p.add_argument("--input_dir", default=None, help="prepared shards (with vocab.txt); default: unpack ARCHIVE")
     p.add_argument("--archive", default=ARCHIVE, help="shards packed by bench/cram_prepare.sh")
@@ -164,8 +164,10 @@ def main(argv=None):
             recipe[key] = getattr(args, flag)
     recipe["compile"] = recipe["compile"] and not args.no_compile
     recipe["pretrainer"] = args.pretrainer
-    if args.pretrainer == "hf" and args.optimizer == "lamb":
-        fail("--optimizer lamb: the Hugging Face baseline (--pretrainer hf) trains with AdamW")
+    if args.pretrainer == "hf":
+        if args.optimizer == "lamb":
+            fail("--optimizer lamb: the Hugging Face baseline (--pretrainer hf) trains with AdamW")
+        recipe["max_predictions"] = None  # transformers' masking draws 15% of the tokens, with no cap
     if args.config is not None:
         if args.from_weights:
             fail("--config: not with --from_weights (the weights carry their own shape)")
@@ -198,8 +200,8 @@ def main(argv=None):
     # took 1.7x as long each as alone on an H200; more would stretch each run further towards its time limit)
     parallel = args.parallel or (min(16, max(1, usable_cpus() - 2)) if gpu else 2 if args.smoke else 1)
     timeout_s = stage_limit(args.stage_timeout_s, gpu or args.smoke)
-    work = os.path.abspath(args.work_dir or os.path.join(ROOT, "bench", "_work", "cram", "smoke" if args.smoke
-                                                         else "run"))
+    work = os.path.abspath(args.work_dir or os.path.join(ROOT, "bench", "_work", "cram", ("smoke" if args.smoke else
+                                                         "run") + ("_hf" if args.pretrainer == "hf" else "")))
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
     card = torch.cuda.get_device_name(0) if gpu else "cpu"

@@ -2,23 +2,27 @@
 
     python bench/cram.py --pretrainer hf --budget_minutes 3.5   # GPU: this for 210 s, then cram's fine-tuning grid
     python bench/cram.py --pretrainer hf --smoke                # CPU: the same pipeline at toy sizes (~1 min)
-    python bench/hf_pretrain.py --config_file models/configs/small.json --input_dir bench/_work/cram/run/shards \\
-        --output_dir bench/_work/hf/pretrain --max_time_minutes 3.5 --schedule_by_time --amp bf16 --compile
+    # GPU: the issue's reference as it was run, 7,762 steps (its 210 s on an H100), plain torch.compile
+    python bench/hf_pretrain.py --config_file models/configs/small.json --input_dir bench/_work/cram/shards \\
+        --output_dir bench/_work/hf/pretrain --max_steps 7762 --amp bf16 --compile
 
 What a transformers user would write: `BertForMaskedLM` (sdpa attention) in the config's shape with its dropout;
 windows of max_seq_length tokens at random offsets of the shards' token stream ([CLS] + tokens + [SEP], across
 sentence and document boundaries, like run_mlm.py's concatenated blocks); 15% of the tokens masked 80/10/10 by
-`DataCollatorForLanguageModeling` in the loader workers; the model's own loss over every position's logits; torch
-AdamW (betas 0.9/0.999, eps 1e-8), no weight decay on biases and LayerNorm as in transformers' Trainer, gradients
-clipped at 1.0, linear warm-up and decay; autocast; torch.compile. None of ours: no SOP, no whole-word or n-gram
-masking, no MLM head restricted to the masked positions, no model code of ours.
+`DataCollatorForLanguageModeling` in the loader workers; the model's own loss (over the masked tokens, from logits
+at every position); torch AdamW (betas 0.9/0.999, eps 1e-8) with weight decay 0.01 (BERT's; the Trainer's default
+is 0) except on biases and LayerNorm, as the Trainer leaves them out; gradients clipped at 1.0, linear warm-up and
+decay; autocast; torch.compile. None of ours: no SOP, no whole-word or n-gram masking, no MLM head restricted to the
+masked positions, no model code of ours. bench/cram.py passes its recipe's --compile_mode (CUDA graphs), a step
+beyond the reference's plain torch.compile, so the baseline gets every speed-up ours gets.
 
 Shared with run_pretraining.py, so that a comparison is of the pretraining alone: the time budget counts from the
 end of the first step (which compiles), --schedule_by_time fits warm-up and decay to it, and the outputs have
 run_pretraining's layout, which bench/cram.py reads: OUTPUT_DIR/log.jsonl (step, loss, mlm_loss, mlm_acc, lr,
 grad_norm, seq_per_s, data_wait, elapsed_s; sop_* are null; mlm_acc is that of the row's last batch),
 OUTPUT_DIR/checkpoints/step-N (a transformers folder with vocab.txt, loadable by every script here) + `latest`,
-and OUTPUT_DIR/DONE. SIGINT/SIGTERM finish the step and save (exit 130/143). No resume, one process.
+and OUTPUT_DIR/DONE. SIGINT/SIGTERM (to the process or its whole group) finish the step and save (exit 130/143);
+a second Ctrl-C stops at once. No resume: OUTPUT_DIR must hold no earlier run. One process.
 """
 from __future__ import annotations
 
@@ -41,13 +45,14 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 import train_utils as tu  # noqa: E402
 from models.config import BertConfig  # noqa: E402
 from optimization import lr_factor  # noqa: E402
-from pretraining_data import read_meta, shard_path  # noqa: E402
+from pretraining_data import check_token_ids, read_meta, shard_path  # noqa: E402
 from tokenization import load_vocab, special_token_ids  # noqa: E402
 
 
 class RandomWindows(Dataset):
-    """Item i: [CLS] + max_seq_length - 2 consecutive shard tokens from an offset drawn by rng([seed, i]) + [SEP]. Every
-    token of the corpus is equally likely to start a window (a window never crosses a shard's end)."""
+    """Item i: [CLS] + max_seq_length - 2 consecutive shard tokens from an offset drawn by rng([seed, i]) + [SEP]. A
+    window never crosses a shard's end; every possible start in the corpus is equally likely (so a shard's last
+    max_seq_length - 3 tokens are drawn less often)."""
 
     def __init__(self, input_dir: str, max_seq_length: int, seed: int, length: int):
         meta = read_meta(input_dir)
@@ -56,7 +61,18 @@ class RandomWindows(Dataset):
         sp = special_token_ids(load_vocab(vocab_file), vocab_file)
         self.cls_id, self.sep_id = sp["cls"], sp["sep"]
         self.shards = [s["name"] for s in meta["shards"]]
-        starts = [int(np.load(shard_path(input_dir, s, "sentences"))[-1]) - self.span + 1 for s in self.shards]
+        starts = []
+        for s in meta["shards"]:  # a damaged shard fails here, not in a loader worker (or a GPU assert) later
+            path = shard_path(input_dir, s["name"], "ids")
+            try:
+                ids = np.load(path, mmap_mode="r")
+            except (ValueError, OSError) as e:
+                raise ValueError(f"{path}: {e}") from None
+            if len(ids) != s["num_tokens"]:
+                raise ValueError(f"{path}: {len(ids)} tokens, but meta.json says {s['num_tokens']}: a damaged shard "
+                                 "(prepare the data again)")
+            check_token_ids(path, ids, meta["vocab_size"])
+            starts.append(len(ids) - self.span + 1)
         if max(starts) < 1:
             raise ValueError(f"no shard holds {self.span} tokens: lower --max_seq_length")
         self.cum_starts = np.cumsum(np.maximum(starts, 0)).tolist()  # window starts in shards 0..k
@@ -114,10 +130,18 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from transformers import BertConfig as HFBertConfig, BertForMaskedLM
 
+    # `not x > 0` also refuses NaN
     for ok, flag in ((args.max_seq_length >= 3, "--max_seq_length: at least 3"),
                      (0 < args.mlm_probability < 1, "--mlm_probability: in (0, 1)"),
                      (args.train_batch_size >= 1, "--train_batch_size: at least 1"),
                      (args.max_steps >= 1, "--max_steps: at least 1"), (args.log_steps >= 1, "--log_steps: at least 1"),
+                     (args.seed >= 0, "--seed: at least 0"), (args.num_workers >= 0, "--num_workers: at least 0"),
+                     (args.learning_rate > 0 and math.isfinite(args.learning_rate), "--learning_rate: positive"),
+                     (0 <= args.warmup_proportion < 1, "--warmup_proportion: in [0, 1)"),
+                     (args.weight_decay >= 0, "--weight_decay: at least 0"),
+                     (args.adam_epsilon > 0, "--adam_epsilon: positive"),
+                     (args.max_grad_norm > 0, "--max_grad_norm: positive"),
+                     (args.max_time_minutes is None or args.max_time_minutes > 0, "--max_time_minutes: positive"),
                      (args.gradient_accumulation_steps == 1, "--gradient_accumulation_steps: only 1 here"),
                      (args.dropout is None or 0 <= args.dropout < 1, "--dropout: in [0, 1)"),
                      (args.amp != "fp16", "--amp fp16: not here (no loss scaler); use --amp bf16"),
@@ -126,6 +150,10 @@ def main(argv=None):
                       "--schedule_by_time: needs --max_time_minutes")):
         if not ok:
             tu.fail(flag)
+    earlier = {"log.jsonl", "checkpoints", "DONE"}
+    if os.path.exists(args.output_dir) and (not os.path.isdir(args.output_dir)
+                                            or earlier & set(os.listdir(args.output_dir))):
+        tu.fail(f"--output_dir {args.output_dir}: not a folder, or holds an earlier run (no resume: use a new one)")
     try:
         tu.check_compile_args(args)
     except ValueError as e:
@@ -165,19 +193,22 @@ def main(argv=None):
     model, graphs = tu.compile_for_training(raw_model, args)
     loader = DataLoader(ds, batch_size=B, shuffle=False, drop_last=True, collate_fn=collator,
                         num_workers=args.num_workers, pin_memory=rt.device.type == "cuda",
-                        prefetch_factor=4 if args.num_workers else None)
+                        worker_init_fn=tu.ignore_stop_signals, prefetch_factor=4 if args.num_workers else None)
 
-    if os.path.isdir(os.path.join(args.output_dir, "checkpoints")):
-        tu.fail(f"--output_dir {args.output_dir}: holds checkpoints of an earlier run (no resume here: use a new one)")
     os.makedirs(args.output_dir, exist_ok=True)
     logger = tu.JsonlLogger(os.path.join(args.output_dir, "log.jsonl"))
     n_params = sum(p.numel() for p in raw_model.parameters())
     print(f"transformers BertForMaskedLM, {n_params / 1e6:.1f}M parameters | batch {B} x {T} | AdamW lr "
           f"{args.learning_rate} | amp {rt.amp} | compile {args.compile_mode if args.compile else 'off'}", flush=True)
 
+    # SIGINT/SIGTERM set a flag; the loop finishes its step and saves. A second SIGINT raises KeyboardInterrupt.
     stop_signal = []
-    old_handlers = {s: signal.signal(s, lambda signum, frame: stop_signal.append(signum))
-                    for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum, frame):
+        stop_signal.append(signum)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     budget_s = args.max_time_minutes * 60 if args.max_time_minutes else math.inf
     stats = torch.zeros(2, dtype=torch.float64, device=rt.device)  # loss x masked tokens, masked tokens
     step, t_start, t_budget, t_log, step_log, wait_s, stop = 0, time.time(), None, time.time(), 0, 0.0, 0
@@ -228,7 +259,7 @@ def main(argv=None):
             if stop:
                 break
     finally:
-        del batches  # stops the loader's workers now
+        tu.shutdown_workers(batches)
         for s, h in old_handlers.items():
             signal.signal(s, h)
 

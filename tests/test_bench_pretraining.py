@@ -38,3 +38,20 @@ def test_pipelined_fields_compiled_ratio_only_with_both_compiled():
     assert row["pipelined_ratio"] == round(piped["ours"] / piped["hf"], 3)
     eager = bench_pretraining.pipelined_fields({k: four[k] for k in ("ours", "hf")}, n=3, sync=lambda: None, batch=8)
     assert "pipelined_compiled_ratio" not in eager
+
+
+def test_bench_finetune_fixed_row_with_profile_and_its_flag_checks(tmp_path, capsys):
+    """bench_finetune.py's fixed rows (same step as above, for the task heads): a CPU row with --profile carries
+    both contenders' busy and wall times; a compile mode without --compile and a negative --profile are refused."""
+    import pytest
+
+    import bench_finetune
+    rows = bench_finetune.main(["--device", "cpu", "--fixed", "qa:tiny:32:2", "--real", "--steps", "2", "--warmup",
+                                "1", "--threads", "1", "--profile", "1", "--json", str(tmp_path / "rows.json")])
+    assert len(rows) == 1 and rows[0]["compile_mode"] is None and rows[0]["ours_seq_per_s"] > 0
+    assert set(rows[0]["profile"]) == {"ours", "hf"}
+    assert all(p["wall_ms_per_step"] > 0 and p["busy_ms_per_step"] > 0 for p in rows[0]["profile"].values())
+    for argv, needle in ((["--compile_mode", "reduce-overhead"], "add --compile"), (["--profile", "-1"], "--profile")):
+        with pytest.raises(SystemExit) as e:
+            bench_finetune.main(argv)
+        assert e.value.code == 2 and needle in capsys.readouterr().err

@@ -105,15 +105,24 @@ def test_compile_mode_reaches_torch_compile_and_marks_each_step(cls_env, tmp_pat
     replay (the graphs themselves are made on a GPU only). With stand-ins for both the run is an eager one, so it
     must train exactly as eager does; evaluation runs the plain model, unmarked."""
     eager = run_classifier.main(train_argv(cls_env, tmp_path / "eager", "--do_eval", n_train=40, epochs=2))
-    modes, marks = [], []
+    modes, events = [], []
+    forward = run_classifier.BertForSequenceClassification.forward
+
+    def spy(self, *a, **k):
+        events.append("forward" if self.training else "eval")
+        return forward(self, *a, **k)
+    monkeypatch.setattr(run_classifier.BertForSequenceClassification, "forward", spy)
     monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
-    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
     graphs = run_classifier.main(train_argv(cls_env, tmp_path / "graphs", "--do_eval", "--compile", "--compile_mode",
                                             "reduce-overhead", n_train=40, epochs=2))
-    assert modes == ["reduce-overhead"] and len(marks) == graphs["total_steps"] == eager["total_steps"]
+    train = [e for e in events if e != "eval"]
+    assert modes == ["reduce-overhead"] and train == ["mark", "forward"] * graphs["total_steps"]
+    assert graphs["total_steps"] == eager["total_steps"] and "eval" in events  # evaluation: no mark
     assert [e["train_loss"] for e in graphs["epochs"]] == [e["train_loss"] for e in eager["epochs"]]
+    events.clear()
     run_classifier.main(train_argv(cls_env, tmp_path / "default", "--do_eval", "--compile", n_train=40, epochs=1))
-    assert modes == ["reduce-overhead", None] and len(marks) == graphs["total_steps"]  # default mode: no marks
+    assert modes == ["reduce-overhead", None] and "mark" not in events  # the default mode marks nothing
 
 
 def test_group_by_length_trains_on_less_padding(cls_env, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ weights load into our model with the same logits as transformers', and it stops 
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -134,19 +135,56 @@ def test_bad_input_is_one_line_naming_the_flag(shards, tmp_path, capsys):
                 "--schedule_by_time")
     expect_fail(capsys, hf_pretrain.main, ["--config_file", shards["config"], *base, "--input_dir", str(tmp_path)],
                 "--input_dir")
+    for flags, needle in ((["--seed", "-1"], "--seed"), (["--warmup_proportion", "3"], "--warmup_proportion"),
+                          (["--learning_rate", "nan"], "--learning_rate"), (["--num_workers", "-1"], "--num_workers"),
+                          (["--max_time_minutes", "-1", "--schedule_by_time"], "--max_time_minutes"),
+                          (["--compile_mode", "reduce-overhead"], "--compile_mode")):
+        expect_fail(capsys, hf_pretrain.main, ["--config_file", shards["config"], *base, *flags], needle)
     assert not (tmp_path / "o").exists()
+    (tmp_path / "file").write_text("not a folder")
+    expect_fail(capsys, hf_pretrain.main, ["--config_file", shards["config"], *base, "--output_dir",
+                                           str(tmp_path / "file")], "--output_dir")
+    # a shard with an id past the vocab is named before anything runs
+    damaged = tmp_path / "damaged"
+    shutil.copytree(shards["dir"], damaged)
+    ids_file = sorted(damaged.glob("*.ids.npy"))[1]
+    ids = np.load(ids_file)
+    ids[5] = 60000
+    np.save(ids_file, ids)
+    expect_fail(capsys, hf_pretrain.main, ["--config_file", shards["config"], *base, "--input_dir", str(damaged)],
+                ids_file.name, "token id 60000")
 
 
-def test_sigterm_finishes_the_step_and_saves(shards, tmp_path):
+def test_schedule_by_time_fits_warm_up_and_decay_to_the_budget(shards, tmp_path):
+    """--max_time_minutes with --schedule_by_time: the lr follows the share of the budget spent, so a 4 s budget warms
+    up and decays within it, far from --max_steps, and the run ends as finished (DONE)."""
+    out = tmp_path / "timed"
+    assert hf_pretrain.main(["--config_file", shards["config"], "--input_dir", shards["dir"], "--output_dir", str(out),
+                             "--max_seq_length", "32", "--train_batch_size", "8", "--max_steps", "100000",
+                             "--max_time_minutes", str(4 / 60), "--schedule_by_time", "--warmup_proportion", "0.25",
+                             "--log_steps", "2", "--num_workers", "0", "--no_cuda"]) == 0
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text(encoding="utf-8").splitlines()]
+    lrs = [r["lr"] for r in rows]
+    done = json.loads((out / "DONE").read_text(encoding="utf-8"))
+    assert 10 < done["step"] < 100000 and rows[-1]["step"] == done["step"]
+    peak = lrs.index(max(lrs))
+    assert 0 < peak < len(lrs) - 1 and max(lrs) > 0.8 * 5e-4  # warmed up to near the peak lr within the budget
+    assert lrs[-1] < 0.2 * max(lrs)  # and decayed towards 0 as the budget ran out
+
+
+def test_sigterm_to_the_process_group_finishes_the_step_and_saves(shards, tmp_path):
+    """As a job scheduler sends it: to the whole group, loader workers included (they ignore it, so the step they
+    feed can finish)."""
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "hf_pretrain.py"), "--config_file",
                              shards["config"], "--input_dir", shards["dir"], "--output_dir", str(out),
                              "--max_seq_length", "32", "--train_batch_size", "8", "--max_steps", "100000",
                              "--log_steps", "5", "--num_workers", "1", "--no_cuda"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     for line in proc.stdout:
         if line.startswith("step 5:"):
-            proc.send_signal(signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM)
             break
     rest = proc.stdout.read()
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM, rest

@@ -194,11 +194,18 @@ def test_compile_mode_reaches_torch_compile_and_marks_each_step(env, trained, mo
     """--compile_mode reduce-overhead with stand-ins for torch.compile and the CUDA-graph step mark (graphs are made
     on a GPU only): the mode arrives, every training forward is marked, and the run is the eager one (`trained`,
     the same command line without the flags)."""
-    modes, marks = [], []
+    modes, events = [], []
+    forward = run_qa.BertForQuestionAnswering.forward
+
+    def spy(self, *a, **k):
+        events.append("forward" if self.training else "eval")
+        return forward(self, *a, **k)
+    monkeypatch.setattr(run_qa.BertForQuestionAnswering, "forward", spy)
     monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
-    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
     res = run_qa.main(train_argv(env, env["dir"] / "graphs", "--compile", "--compile_mode", "reduce-overhead"))
-    assert modes == ["reduce-overhead"] and len(marks) == res["total_steps"] == trained[1]["total_steps"]
+    assert modes == ["reduce-overhead"] and res["total_steps"] == trained[1]["total_steps"]
+    assert [e for e in events if e != "eval"] == ["mark", "forward"] * res["total_steps"]
     assert res["epochs"][0]["train_loss"] == trained[1]["epochs"][0]["train_loss"]
 
 
