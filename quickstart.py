@@ -187,13 +187,14 @@ def _write_corpus_slice(files, path, n_bytes):
 
 
 def write_config(template, vocab, path, **overrides):
-    """The model config with vocab_size set to the vocab just built."""
+    """The model config with vocab_size set to the vocab just built, and overrides (config keys) set."""
     with open(template, encoding="utf-8") as f:
         cfg = json.load(f)
     with open(vocab, encoding="utf-8") as f:
         cfg["vocab_size"] = sum(1 for _ in f)
-    for key in [k for k in overrides if k not in cfg]:  # the release's key names stand for the HF ones
-        cfg.pop({"hidden_dropout_prob": "dropout_prob", "attention_probs_dropout_prob": "dropout_prob"}[key], None)
+    release_names = {"hidden_dropout_prob": "dropout_prob", "attention_probs_dropout_prob": "dropout_prob"}
+    for key in [k for k in overrides if k not in cfg and k in release_names]:  # the HF name replaces the release's
+        cfg.pop(release_names[key], None)
     cfg.update(overrides)
     atomic_write_json(path, cfg)
 

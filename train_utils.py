@@ -306,6 +306,16 @@ def resolve_config_and_vocab(args):
             fail(f"--checkpoint {ckpt}: {e}")
     if config is None:
         fail("no model config: pass --config_file (the checkpoint does not carry a config.json)")
+    if args.config_file and ckpt:
+        # a model pretrained on morpheme-split text must be fed morpheme-split text, whichever config is passed
+        try:
+            own = checkpoint_config(ckpt)
+        except (ValueError, OSError) as e:
+            fail(f"--checkpoint {ckpt}: {e}")
+        if own is not None and own.morph_analyzer != config.morph_analyzer:
+            fail(f"--config_file {args.config_file} says morph_analyzer={config.morph_analyzer!r}, but --checkpoint "
+                 f"{ckpt} was trained on text split with morph_analyzer={own.morph_analyzer!r}; fix the config or "
+                 "drop --config_file (the checkpoint carries its own)")
     vocab_file = args.vocab_file or (checkpoint_vocab(ckpt) if ckpt else None)
     if vocab_file is None and ckpt and os.path.isfile(os.path.join(ckpt, "tokenizer.json")):
         # a transformers 5 directory has only tokenizer.json: its vocab, as a vocab.txt for this process (once,

@@ -243,7 +243,12 @@ def main(argv=None):
     else:
         shards = prepare_shards(args, work, logs, stages, py)
         vocab = os.path.join(shards, "vocab.txt")
-        write_config(os.path.join(ROOT, recipe["config"]), vocab, config)
+        # how the shards split text (e.g. morphemes first: cram_prepare.sh MORPH=kiwi) goes into both configs, so
+        # the fine-tuning tokenizer splits as pretraining did
+        shard_meta = load_json(os.path.join(shards, "meta.json"))
+        text_split = {"morph_analyzer": shard_meta.get("morph_analyzer"),
+                      "do_lower_case": bool(shard_meta.get("do_lower_case"))}
+        write_config(os.path.join(ROOT, recipe["config"]), vocab, config, **text_split)
         start = None
 
     # ---- 1. pretraining
@@ -268,7 +273,7 @@ def main(argv=None):
         summary["pretraining"] = start
     else:
         # dropout off is ours; the Hugging Face baseline keeps the config's, as a transformers user would
-        write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config,
+        write_config(os.path.join(ROOT, recipe["config"]), vocab, pre_config, **text_split,
                      **({} if args.pretrainer == "hf" else dict(hidden_dropout_prob=0.0,
                                                                  attention_probs_dropout_prob=0.0)))
         # the budget counts from the end of the first step, which compiles: 5 minutes on top for that (a fresh GPU
@@ -461,10 +466,22 @@ def prepare_shards(args, work, logs, stages, py) -> str:
         run_stage("shards", [py, "create_pretraining_data.py", "--input_files", text, "--vocab_file",
                              os.path.join(work, "vocab.txt"), "--output_dir", shards, "--num_workers", "1"],
                   os.path.join(shards, "meta.json"), stages, logs)
-    elif not args.input_dir and not os.path.isfile(os.path.join(shards, "meta.json")):
-        t0 = time.time()
-        unpack_shards(args.archive, work)
-        stages["unpack"] = {"seconds": round(time.time() - t0, 1)}
+    elif not args.input_dir:
+        # the shards belong to the archive they came from: another one (e.g. cram_prepare.sh MORPH=kiwi's) must not
+        # find them unpacked and be taken for it
+        record = os.path.join(work, "shards_archive.json")
+        if not os.path.isfile(args.archive):
+            fail(f"--archive {args.archive}: not found; run bash bench/cram_prepare.sh first (or pass --input_dir)")
+        digest = file_sha256(args.archive)
+        if os.path.isfile(os.path.join(shards, "meta.json")) and os.path.isfile(record) \
+                and load_json(record)["sha256"] != digest:
+            fail(f"{shards} was unpacked from another archive ({load_json(record)['archive']}); "
+                 f"pass a new --work_dir for --archive {args.archive}")
+        if not os.path.isfile(os.path.join(shards, "meta.json")):
+            t0 = time.time()
+            unpack_shards(args.archive, work)
+            stages["unpack"] = {"seconds": round(time.time() - t0, 1)}
+        atomic_write_json(record, {"archive": os.path.abspath(args.archive), "sha256": digest})
     if not os.path.isfile(os.path.join(shards, "vocab.txt")):
         fail(f"{shards}: no vocab.txt (not a directory written by create_pretraining_data.py)")
     return shards

@@ -226,3 +226,63 @@ def test_pretrain_command_is_accepted_by_run_pretraining(tmp_path):
     with pytest.raises(ValueError, match="--compile_mode reduce-overhead"):  # the check this test relies on
         check_args(build_parser().parse_args(cram.pretrain_command(
             "python", smoke, "c.json", str(tmp_path), "out", 1, ["--compile_mode", "reduce-overhead"])[2:]))
+
+
+def test_shards_belong_to_the_archive_they_were_unpacked_from(tmp_path, capsys):
+    """A work dir's unpacked shards are reused for the same archive only: another one (cram_prepare.sh MORPH=kiwi's,
+    say) is refused with one line, not silently served the shards of the first."""
+    import argparse
+    import tarfile
+    cram = load_cram()
+    archives = {}
+    for name in ("plain", "kiwi"):
+        src = tmp_path / name / "shards"
+        src.mkdir(parents=True)
+        (src / "meta.json").write_text(json.dumps({"name": name}), encoding="utf-8")
+        (src / "vocab.txt").write_text("[PAD]\n", encoding="utf-8")
+        archives[name] = tmp_path / f"{name}.tar.xz"
+        with tarfile.open(archives[name], "w:xz") as tar:
+            tar.add(src, arcname="shards")
+    work, stages = tmp_path / "work", {}
+
+    def prepare(archive):
+        args = argparse.Namespace(input_dir=None, smoke=False, archive=str(archive))
+        return cram.prepare_shards(args, str(work), str(work / "logs"), stages, sys.executable)
+    work.mkdir()
+    shards = prepare(archives["plain"])
+    assert "unpack" in stages and json.loads(open(os.path.join(shards, "meta.json")).read()) == {"name": "plain"}
+    stages.clear()
+    assert prepare(archives["plain"]) == shards and "unpack" not in stages  # the same archive: reused
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        prepare(archives["kiwi"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "unpacked from another archive" in err and "plain.tar.xz" in err
+    assert json.loads(open(os.path.join(shards, "meta.json")).read()) == {"name": "plain"}
+
+
+def test_morpheme_split_shards_reach_every_config_and_the_fine_tuning(tmp_path):
+    """Shards prepared with --morph_analyzer kiwi: cram writes it into the pretraining and fine-tuning configs, so
+    the KorSTS run tokenises as pretraining did (the fine-tuning scripts refuse a config that disagrees with the
+    checkpoint's), and the fine-tuned model records it."""
+    pytest.importorskip("kiwipiepy")
+    text = tmp_path / "news.txt"
+    with open(os.path.join(ROOT, "data", "korean_text", "boddari", "wikinews.txt"), encoding="utf-8") as f:
+        text.write_text("".join(f.readline() for _ in range(1500)), encoding="utf-8")
+    py = sys.executable
+    for cmd in ([py, "tokenization.py", "build-vocab", "--corpus", str(text), "--vocab_size", "2000",
+                 "--morph_analyzer", "kiwi", "--output", str(tmp_path / "vocab.txt")],
+                [py, "create_pretraining_data.py", "--input_files", str(text), "--vocab_file",
+                 str(tmp_path / "vocab.txt"), "--output_dir", str(tmp_path / "shards"), "--morph_analyzer", "kiwi",
+                 "--num_workers", "1"]):
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    work = tmp_path / "work"
+    proc = run(work, tmp_path / "kiwi.json", "--input_dir", str(tmp_path / "shards"), "--tasks", "korsts")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("config.json", "config_pretrain.json"):
+        assert json.loads((work / name).read_text(encoding="utf-8"))["morph_analyzer"] == "kiwi", name
+    best = work / "korsts" / "lr0.0001_pooler-kept_seed1" / "best"
+    assert json.loads((best / "config.json").read_text(encoding="utf-8"))["morph_analyzer"] == "kiwi"
+    res = json.loads((tmp_path / "kiwi.json").read_text(encoding="utf-8"))
+    assert res["korsts"]["n_finished"] == 1

@@ -1,4 +1,5 @@
-"""train_utils: the loader workers' default share of the CPUs, and the RNG state a checkpoint keeps."""
+"""train_utils: the loader workers' default share of the CPUs, the RNG state a checkpoint keeps, and a config that
+must split text as the checkpoint's own."""
 import os
 import sys
 
@@ -41,3 +42,33 @@ def test_rng_state_keeps_this_gpus_generator_only(monkeypatch):
     assert int(gpus[1][0]) == 3  # an earlier version's list: this GPU's entry
     train_utils.set_rng_state_portable(state | {"cuda": [torch.tensor([1], dtype=torch.uint8)]})
     assert int(gpus[1][0]) == 3  # saved where fewer GPUs were visible: left as it is, no IndexError
+
+
+def test_config_file_must_split_text_as_the_checkpoint_did(tmp_path, capsys):
+    """A checkpoint pretrained on morpheme-split text, fine-tuned with a --config_file that does not split (or the
+    reverse), would see text tokenised unlike anything it was trained on: one line naming both, exit 2."""
+    import argparse
+    import json
+
+    import pytest
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        plain = dict(json.load(f), vocab_size=6)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(dict(plain, morph_analyzer="kiwi")), encoding="utf-8")
+    (ckpt / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가"]) + "\n",
+                                    encoding="utf-8")
+    (tmp_path / "plain.json").write_text(json.dumps(plain), encoding="utf-8")
+    (tmp_path / "kiwi.json").write_text(json.dumps(dict(plain, morph_analyzer="kiwi")), encoding="utf-8")
+
+    def resolve(config_file):
+        return train_utils.resolve_config_and_vocab(argparse.Namespace(checkpoint=str(ckpt), vocab_file=None,
+                                                                       config_file=config_file))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        resolve(str(tmp_path / "plain.json"))
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert "morph_analyzer=None" in err and "morph_analyzer='kiwi'" in err and "plain.json" in err
+    assert resolve(str(tmp_path / "kiwi.json"))[0].morph_analyzer == "kiwi"  # agreeing: fine
+    assert resolve(None)[0].morph_analyzer == "kiwi"  # the checkpoint's own config
