@@ -83,10 +83,10 @@ from pretraining_data import (PretrainingDataset, parse_source_weights, read_met
 from pretraining_loader import SmallEpochError, run_batches
 from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (JsonlLogger, add_compile_arg, add_model_args, add_optim_args, add_runtime_args,
-                         atomic_torch_save, atomic_write_json, atomic_write_text, cleanup_runtime, compile_for_training,
-                         default_num_workers,
-                         fail, make_grad_scaler, plot_jsonl, publish_checkpoint_dir, read_jsonl, rng_state_portable,
-                         set_rng_state_portable, set_seed, setup_runtime, warn)
+                         atomic_torch_save, atomic_write_json, atomic_write_text, catch_stop_signals, cleanup_runtime,
+                         compile_for_training, default_num_workers, fail, make_grad_scaler, plot_jsonl,
+                         publish_checkpoint_dir, read_jsonl, rng_state_portable, set_rng_state_portable, set_seed,
+                         setup_runtime, warn)
 
 LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
 # resuming with another value of these would not continue the same run
@@ -260,12 +260,7 @@ def main(argv=None):
             print(f"already at step {step} >= --max_steps {args.max_steps}: nothing to train", flush=True)
 
     # SIGINT/SIGTERM set a flag; the loop finishes its step and saves. A second SIGINT raises KeyboardInterrupt.
-    stop_signal = []
-    def on_signal(signum, frame):
-        stop_signal.append(signum)
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop_signal, restore_signals = catch_stop_signals()
 
     # ---- training loop
     t_start = time.time()  # wall clock, for elapsed_s
@@ -434,8 +429,7 @@ def main(argv=None):
     finally:
         batches.close()  # shuts the loader's workers down now, not at garbage collection
         pbar.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+        restore_signals()
 
     if rt.is_main:
         if exit_code == 0:  # finished (max_steps or time budget): a marker for pipelines that skip done stages

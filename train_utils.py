@@ -205,6 +205,24 @@ def ignore_stop_signals(worker_id=None):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def catch_stop_signals():
+    """From now on SIGINT and SIGTERM append their number to the returned list, so that a training loop can finish its
+    step and save; a second SIGINT raises KeyboardInterrupt. Returns (that list, a function that puts the old
+    handlers back)."""
+    caught = []
+
+    def on_signal(signum, frame):
+        caught.append(signum)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for s, h in old.items():
+            signal.signal(s, h)
+    return caught, restore
+
+
 def shutdown_workers(loader_iter):
     """Stop a DataLoader iterator's workers now, whatever ended the run: an error's traceback can keep the iterator
     alive, and workers left to garbage collection at exit hang it, since they ignore SIGTERM (ignore_stop_signals)."""

@@ -202,13 +202,7 @@ def main(argv=None):
           f"{args.learning_rate} | amp {rt.amp} | compile {args.compile_mode if args.compile else 'off'}", flush=True)
 
     # SIGINT/SIGTERM set a flag; the loop finishes its step and saves. A second SIGINT raises KeyboardInterrupt.
-    stop_signal = []
-
-    def on_signal(signum, frame):
-        stop_signal.append(signum)
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop_signal, restore_signals = tu.catch_stop_signals()
     budget_s = args.max_time_minutes * 60 if args.max_time_minutes else math.inf
     stats = torch.zeros(2, dtype=torch.float64, device=rt.device)  # loss x masked tokens, masked tokens
     step, t_start, t_budget, t_log, step_log, wait_s, stop = 0, time.time(), None, time.time(), 0, 0.0, 0
@@ -260,8 +254,7 @@ def main(argv=None):
                 break
     finally:
         tu.shutdown_workers(batches)
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
+        restore_signals()
 
     def write(tmp_dir):
         raw_model.save_pretrained(tmp_dir)

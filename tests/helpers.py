@@ -114,3 +114,20 @@ def tiny_model_files(d, corpus_text, vocab_size):
     (d / "tiny_nodrop.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
                                                     "attention_probs_dropout_prob": 0.0}))
     return str(vocab), str(d / "tiny.json"), str(d / "tiny_nodrop.json")
+
+
+def record_graph_steps(monkeypatch, model_cls):
+    """Stand-ins for torch.compile (the model itself; the mode is recorded) and for the CUDA-graph step mark, and a
+    spy on model_cls.forward, so that --compile_mode reduce-overhead runs eagerly on the CPU and shows its marks.
+    Returns (modes, events): events in order, "mark", "forward" (training) or "eval"."""
+    import torch
+    modes, events = [], []
+    forward = model_cls.forward
+
+    def spy(self, *a, **k):
+        events.append("forward" if self.training else "eval")
+        return forward(self, *a, **k)
+    monkeypatch.setattr(model_cls, "forward", spy)
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
+    return modes, events

@@ -20,7 +20,8 @@ import eval_classifier  # noqa: E402
 import run_classifier  # noqa: E402
 from cls_helpers import (STS_DIR, copy_checkpoint, eval_argv, read_json, read_jsonl, read_predictions,  # noqa: E402
                          train_argv)
-from helpers import expect_fail, file_digests, needs_cxx, one_thread  # noqa: E402,F401 (one_thread: autouse)
+from helpers import (expect_fail, file_digests, needs_cxx, one_thread,  # noqa: E402,F401 (one_thread: autouse)
+                     record_graph_steps)
 from models.modeling import init_weights  # noqa: E402
 
 
@@ -105,15 +106,7 @@ def test_compile_mode_reaches_torch_compile_and_marks_each_step(cls_env, tmp_pat
     replay (the graphs themselves are made on a GPU only). With stand-ins for both the run is an eager one, so it
     must train exactly as eager does; evaluation runs the plain model, unmarked."""
     eager = run_classifier.main(train_argv(cls_env, tmp_path / "eager", "--do_eval", n_train=40, epochs=2))
-    modes, events = [], []
-    forward = run_classifier.BertForSequenceClassification.forward
-
-    def spy(self, *a, **k):
-        events.append("forward" if self.training else "eval")
-        return forward(self, *a, **k)
-    monkeypatch.setattr(run_classifier.BertForSequenceClassification, "forward", spy)
-    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
-    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
+    modes, events = record_graph_steps(monkeypatch, run_classifier.BertForSequenceClassification)
     graphs = run_classifier.main(train_argv(cls_env, tmp_path / "graphs", "--do_eval", "--compile", "--compile_mode",
                                             "reduce-overhead", n_train=40, epochs=2))
     train = [e for e in events if e != "eval"]

@@ -9,7 +9,6 @@ import os
 import sys
 
 import pytest
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -17,7 +16,8 @@ sys.path.insert(0, ROOT)
 import eval_qa  # noqa: E402
 import morphology  # noqa: E402
 import run_qa  # noqa: E402
-from helpers import expect_fail, file_digests, needs_cxx, one_thread, tiny_model_files  # noqa: E402,F401
+from helpers import (expect_fail, file_digests, needs_cxx, one_thread, record_graph_steps,  # noqa: E402,F401
+                     tiny_model_files)
 
 DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
 
@@ -194,15 +194,7 @@ def test_compile_mode_reaches_torch_compile_and_marks_each_step(env, trained, mo
     """--compile_mode reduce-overhead with stand-ins for torch.compile and the CUDA-graph step mark (graphs are made
     on a GPU only): the mode arrives, every training forward is marked, and the run is the eager one (`trained`,
     the same command line without the flags)."""
-    modes, events = [], []
-    forward = run_qa.BertForQuestionAnswering.forward
-
-    def spy(self, *a, **k):
-        events.append("forward" if self.training else "eval")
-        return forward(self, *a, **k)
-    monkeypatch.setattr(run_qa.BertForQuestionAnswering, "forward", spy)
-    monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
-    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
+    modes, events = record_graph_steps(monkeypatch, run_qa.BertForQuestionAnswering)
     res = run_qa.main(train_argv(env, env["dir"] / "graphs", "--compile", "--compile_mode", "reduce-overhead"))
     assert modes == ["reduce-overhead"] and res["total_steps"] == trained[1]["total_steps"]
     assert [e for e in events if e != "eval"] == ["mark", "forward"] * res["total_steps"]
