@@ -328,8 +328,8 @@ def resolve_config_and_vocab(args):
         # a model pretrained on morpheme-split text must be fed morpheme-split text, whichever config is passed
         try:
             own = checkpoint_config(ckpt)
-        except (ValueError, OSError) as e:
-            fail(f"--checkpoint {ckpt}: {e}")
+        except (ValueError, OSError):
+            own = None  # a config.json this code cannot read: nothing to compare, the flag's config serves as before
         if own is not None and own.morph_analyzer != config.morph_analyzer:
             fail(f"--config_file {args.config_file} says morph_analyzer={config.morph_analyzer!r}, but --checkpoint "
                  f"{ckpt} was trained on text split with morph_analyzer={own.morph_analyzer!r}; fix the config or "

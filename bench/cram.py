@@ -54,6 +54,7 @@ import qa_data  # noqa: E402
 from fileio import file_sha256  # noqa: E402
 from models.checkpoint import checkpoint_config, weights_files  # noqa: E402
 from models.config import BertConfig  # noqa: E402
+from pretraining_data import shards_fingerprint  # noqa: E402
 from optimization import check_layer_lr_decay  # noqa: E402
 from cls_data import mean_std  # noqa: E402
 from quickstart import final_checkpoint, write_config  # noqa: E402
@@ -266,7 +267,9 @@ def main(argv=None):
     # a KorSTS run's directory names its lr, pooler and seed, so a grid can grow or shrink over finished runs;
     # what else shapes every run must be as it was
     korsts_key = {k: v for k, v in ft["korsts"].items() if k not in ("lrs", "poolers", "seeds")}
-    pretrain_key = {"command": cmd[1:], "model_config": shape} if cmd else start
+    # the shards' content too: the command names their folder, whatever was unpacked there
+    pretrain_key = {"command": cmd[1:], "model_config": shape,
+                    "shards": shards_fingerprint(load_json(os.path.join(shards, "meta.json")))} if cmd else start
     check_reuse(work, done, {"pretrain": pretrain_key, "korsts": dict(korsts_key, **task_key),
                              "kornli": dict(ft["kornli"], **task_key), "korquad": dict(ft["korquad"], **task_key)})
     if args.from_weights:
@@ -473,10 +476,14 @@ def prepare_shards(args, work, logs, stages, py) -> str:
         if not os.path.isfile(args.archive):
             fail(f"--archive {args.archive}: not found; run bash bench/cram_prepare.sh first (or pass --input_dir)")
         digest = file_sha256(args.archive)
-        if os.path.isfile(os.path.join(shards, "meta.json")) and os.path.isfile(record) \
-                and load_json(record)["sha256"] != digest:
-            fail(f"{shards} was unpacked from another archive ({load_json(record)['archive']}); "
-                 f"pass a new --work_dir for --archive {args.archive}")
+        if os.path.isfile(os.path.join(shards, "meta.json")):
+            try:
+                before = load_json(record)
+            except (OSError, ValueError):
+                before = {}  # none (shards unpacked before archives were recorded) or unreadable: not known
+            if before.get("sha256") != digest:
+                fail(f"{shards} was unpacked from another archive ({before.get('archive', 'not recorded')}); "
+                     f"pass a new --work_dir for --archive {args.archive}")
         if not os.path.isfile(os.path.join(shards, "meta.json")):
             t0 = time.time()
             unpack_shards(args.archive, work)

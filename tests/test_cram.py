@@ -259,6 +259,16 @@ def test_shards_belong_to_the_archive_they_were_unpacked_from(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "unpacked from another archive" in err and "plain.tar.xz" in err
     assert json.loads(open(os.path.join(shards, "meta.json")).read()) == {"name": "plain"}
+    # shards with no record of their archive (or a damaged one) are not known to be any archive's
+    for damage in ("", "{not json"):
+        record = work / "shards_archive.json"
+        record.unlink()
+        if damage:
+            record.write_text(damage, encoding="utf-8")
+        with pytest.raises(SystemExit) as e:
+            prepare(archives["plain"])
+        assert e.value.code == 2 and "unpacked from another archive (not recorded)" in capsys.readouterr().err
+        record.write_text(json.dumps({"archive": str(archives["plain"]), "sha256": "x"}), encoding="utf-8")
 
 
 def test_morpheme_split_shards_reach_every_config_and_the_fine_tuning(tmp_path):

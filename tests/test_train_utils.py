@@ -72,3 +72,7 @@ def test_config_file_must_split_text_as_the_checkpoint_did(tmp_path, capsys):
     assert "morph_analyzer=None" in err and "morph_analyzer='kiwi'" in err and "plain.json" in err
     assert resolve(str(tmp_path / "kiwi.json"))[0].morph_analyzer == "kiwi"  # agreeing: fine
     assert resolve(None)[0].morph_analyzer == "kiwi"  # the checkpoint's own config
+    # a checkpoint config.json this code cannot read is not compared: the flag's config serves, as it always did
+    unreadable = dict(plain, hidden_act="no_such_activation", morph_analyzer="kiwi")  # read, it would disagree
+    (ckpt / "config.json").write_text(json.dumps(unreadable), encoding="utf-8")
+    assert resolve(str(tmp_path / "plain.json"))[0].morph_analyzer is None
