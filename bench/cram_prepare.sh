@@ -6,7 +6,7 @@
 #   bash bench/cram_prepare.sh                       # corpus from ../shared/data/korean_corpus
 #   CORPUS_DIR=/data/korean_corpus bash bench/cram_prepare.sh
 #   MORPH=kiwi bash bench/cram_prepare.sh            # words split into morphemes first (kiwipiepy), vocab and
-#                                                    # shards alike, in bench/_work/cram_kiwi/ (~30 min on 2 cores)
+#                                                    # shards alike, in bench/_work/cram_kiwi/ (~25 min on 2 cores)
 #
 # bench/cram.py unpacks the archive itself (--archive; the MORPH=kiwi one with --archive
 # bench/_work/cram_kiwi/cram_shards.tar.xz and a --work_dir of its own); by hand: tar -xJf ARCHIVE -C DIR, then

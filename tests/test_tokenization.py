@@ -276,6 +276,18 @@ def test_morph_presplit_vocab_parity_and_offsets(work, toy_vocab, capsys):
         pickle.dumps(fast)  # documented: build the tokenizer inside each worker process
 
 
+def test_morph_presplit_in_worker_processes_keeps_every_line_in_order():
+    """With a morpheme analyser the vocab builder splits the text in worker processes, a few chunks at a time: the
+    words must come back exactly as one process makes them, in order, whatever the worker and chunk counts (the
+    vocab depends on them)."""
+    pytest.importorskip("kiwipiepy")
+    lines = _head(COMMENTS, 0, 60) + ["   \n"] + _head(COMMENTS, 60, 75)  # a line that splits to nothing
+    one = list(V._pre_split(iter(lines), False, "kiwi", num_workers=1))
+    assert len(one) == 75 and any(w in ("에서", "은", "는", "이", "가") for words in one for w in words)
+    for workers, chunk in ((2, 7), (3, 1)):
+        assert list(V._pre_split(iter(lines), False, "kiwi", num_workers=workers, chunk_lines=chunk)) == one
+
+
 # ------------------------------------------------------------------------------------------- sentencepiece
 
 def test_build_vocab_sentencepiece(work, corpus, held_out):
