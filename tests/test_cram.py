@@ -273,26 +273,30 @@ def test_shards_belong_to_the_archive_they_were_unpacked_from(tmp_path, capsys):
 
 def test_morpheme_split_shards_reach_every_config_and_the_fine_tuning(tmp_path):
     """Shards prepared with --morph_analyzer kiwi: cram writes it into the pretraining and fine-tuning configs, so
-    the KorSTS run tokenises as pretraining did (the fine-tuning scripts refuse a config that disagrees with the
-    checkpoint's), and the fine-tuned model records it."""
+    the fine-tuning scripts, given that config and the pretrained checkpoint, tokenise as pretraining did (they
+    refuse a config that disagrees with the checkpoint's: tests/test_train_utils.py)."""
     pytest.importorskip("kiwipiepy")
+    import argparse
+
+    import train_utils
     text = tmp_path / "news.txt"
     with open(os.path.join(ROOT, "data", "korean_text", "boddari", "wikinews.txt"), encoding="utf-8") as f:
-        text.write_text("".join(f.readline() for _ in range(1500)), encoding="utf-8")
+        text.write_text("".join(f.readline() for _ in range(800)), encoding="utf-8")
     py = sys.executable
     for cmd in ([py, "tokenization.py", "build-vocab", "--corpus", str(text), "--vocab_size", "2000",
-                 "--morph_analyzer", "kiwi", "--output", str(tmp_path / "vocab.txt")],
+                 "--morph_analyzer", "kiwi", "--num_workers", "1", "--output", str(tmp_path / "vocab.txt")],
                 [py, "create_pretraining_data.py", "--input_files", str(text), "--vocab_file",
                  str(tmp_path / "vocab.txt"), "--output_dir", str(tmp_path / "shards"), "--morph_analyzer", "kiwi",
                  "--num_workers", "1"]):
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
     work = tmp_path / "work"
-    proc = run(work, tmp_path / "kiwi.json", "--input_dir", str(tmp_path / "shards"), "--tasks", "korsts")
+    proc = run(work, tmp_path / "kiwi.json", "--input_dir", str(tmp_path / "shards"), "--tasks")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("config.json", "config_pretrain.json"):
         assert json.loads((work / name).read_text(encoding="utf-8"))["morph_analyzer"] == "kiwi", name
-    best = work / "korsts" / "lr0.0001_pooler-kept_seed1" / "best"
-    assert json.loads((best / "config.json").read_text(encoding="utf-8"))["morph_analyzer"] == "kiwi"
-    res = json.loads((tmp_path / "kiwi.json").read_text(encoding="utf-8"))
-    assert res["korsts"]["n_finished"] == 1
+    ckpt = json.loads((tmp_path / "kiwi.json").read_text(encoding="utf-8"))["weights"]["from"]
+    # what every fine-tuning stage resolves: cram's config with the pretrained checkpoint, accepted, splitting
+    config, _ = train_utils.resolve_config_and_vocab(argparse.Namespace(
+        checkpoint=ckpt, config_file=str(work / "config.json"), vocab_file=None))
+    assert config.morph_analyzer == "kiwi"
