@@ -54,7 +54,7 @@ import qa_data  # noqa: E402
 from fileio import file_sha256  # noqa: E402
 from models.checkpoint import checkpoint_config, weights_files  # noqa: E402
 from models.config import BertConfig  # noqa: E402
-from pretraining_data import shards_fingerprint  # noqa: E402
+from pretraining_data import read_meta, shards_fingerprint  # noqa: E402
 from optimization import check_layer_lr_decay  # noqa: E402
 from cls_data import mean_std  # noqa: E402
 from quickstart import final_checkpoint, write_config  # noqa: E402
@@ -246,7 +246,10 @@ def main(argv=None):
         vocab = os.path.join(shards, "vocab.txt")
         # how the shards split text (e.g. morphemes first: cram_prepare.sh MORPH=kiwi) goes into both configs, so
         # the fine-tuning tokenizer splits as pretraining did
-        shard_meta = load_json(os.path.join(shards, "meta.json"))
+        try:
+            shard_meta = read_meta(shards)
+        except (ValueError, OSError) as e:
+            fail(str(e))
         text_split = {"morph_analyzer": shard_meta.get("morph_analyzer"),
                       "do_lower_case": bool(shard_meta.get("do_lower_case"))}
         write_config(os.path.join(ROOT, recipe["config"]), vocab, config, **text_split)
@@ -255,8 +258,7 @@ def main(argv=None):
     # ---- 1. pretraining
     pre = os.path.join(work, "pretrain")
     pre_config = os.path.join(work, "config_pretrain.json")
-    make_command = hf_pretrain_command if args.pretrainer == "hf" else pretrain_command
-    cmd = None if args.from_weights else make_command(
+    cmd = None if args.from_weights else pretrain_command(
         py, recipe, pre_config, shards, pre, budget, amp + device_flags + shlex.split(args.pretrain_args),
         log_steps=5 if args.smoke else 50)
     done = {"pretrain": os.path.join(pre, "DONE"), "korsts": os.path.join(work, "korsts"),
@@ -269,7 +271,7 @@ def main(argv=None):
     korsts_key = {k: v for k, v in ft["korsts"].items() if k not in ("lrs", "poolers", "seeds")}
     # the shards' content too: the command names their folder, whatever was unpacked there
     pretrain_key = {"command": cmd[1:], "model_config": shape,
-                    "shards": shards_fingerprint(load_json(os.path.join(shards, "meta.json")))} if cmd else start
+                    "shards": shards_fingerprint(shard_meta)} if cmd else start
     check_reuse(work, done, {"pretrain": pretrain_key, "korsts": dict(korsts_key, **task_key),
                              "kornli": dict(ft["kornli"], **task_key), "korquad": dict(ft["korquad"], **task_key)})
     if args.from_weights:
@@ -378,27 +380,22 @@ def main(argv=None):
 
 
 def pretrain_command(py, recipe, config, shards, output_dir, budget_minutes, extra, log_steps=50) -> list[str]:
-    """run_pretraining.py's command line for `recipe` (its num_workers set): a wall-time budget with the lr schedule
-    fitted to it, no step limit, one checkpoint at the end. `extra` comes last, so its flags win."""
-    return [py, "run_pretraining.py", "--config_file", config, "--input_dir", shards, "--output_dir", output_dir,
-            "--max_seq_length", str(recipe["seq"]), "--max_predictions_per_seq", str(recipe["max_predictions"]),
-            "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
-            "--optimizer", recipe["optimizer"], "--scheduler", recipe["scheduler"],
-            "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
-            "--max_time_minutes", str(budget_minutes), "--schedule_by_time", "--save_steps", "10000000",
-            "--log_steps", str(log_steps), "--seed", "42", "--num_workers", str(recipe["num_workers"]),
-            *(["--compile", "--compile_mode", recipe["compile_mode"]] if recipe["compile"] else []), *extra]
-
-
-def hf_pretrain_command(py, recipe, config, shards, output_dir, budget_minutes, extra, log_steps=50) -> list[str]:
-    """bench/hf_pretrain.py's command line: the plain Hugging Face baseline under the recipe's budget, batch, lr,
-    warm-up, workers and compilation (its masking is transformers' 15% of tokens; max_predictions does not apply)."""
-    return [py, os.path.join("bench", "hf_pretrain.py"), "--config_file", config, "--input_dir", shards,
-            "--output_dir", output_dir, "--max_seq_length", str(recipe["seq"]),
-            "--train_batch_size", str(recipe["batch"]), "--learning_rate", str(recipe["lr"]),
-            "--warmup_proportion", str(recipe["warmup"]), "--max_steps", "10000000",
-            "--max_time_minutes", str(budget_minutes), "--schedule_by_time", "--log_steps", str(log_steps),
-            "--seed", "42", "--num_workers", str(recipe["num_workers"]),
+    """The pretraining stage's command line for `recipe` (its num_workers set): a wall-time budget with the lr
+    schedule fitted to it, no step limit, one checkpoint at the end. `extra` comes last, so its flags win.
+    run_pretraining.py, or with recipe["pretrainer"] "hf" bench/hf_pretrain.py, the plain Hugging Face baseline,
+    under the same budget, batch, lr, warm-up, workers and compilation (its masking is transformers' 15% of tokens
+    and its optimizer AdamW: max_predictions, optimizer and scheduler do not apply)."""
+    if recipe.get("pretrainer") == "hf":
+        script, own = os.path.join("bench", "hf_pretrain.py"), []
+    else:
+        script = "run_pretraining.py"
+        own = ["--max_predictions_per_seq", str(recipe["max_predictions"]), "--optimizer", recipe["optimizer"],
+               "--scheduler", recipe["scheduler"], "--save_steps", "10000000"]
+    return [py, script, "--config_file", config, "--input_dir", shards, "--output_dir", output_dir,
+            "--max_seq_length", str(recipe["seq"]), "--train_batch_size", str(recipe["batch"]),
+            "--learning_rate", str(recipe["lr"]), "--warmup_proportion", str(recipe["warmup"]),
+            "--max_steps", "10000000", "--max_time_minutes", str(budget_minutes), "--schedule_by_time",
+            "--log_steps", str(log_steps), "--seed", "42", "--num_workers", str(recipe["num_workers"]), *own,
             *(["--compile", "--compile_mode", recipe["compile_mode"]] if recipe["compile"] else []), *extra]
 
 
@@ -484,7 +481,7 @@ def prepare_shards(args, work, logs, stages, py) -> str:
             if before.get("sha256") != digest:
                 fail(f"{shards} was unpacked from another archive ({before.get('archive', 'not recorded')}); "
                      f"pass a new --work_dir for --archive {args.archive}")
-        if not os.path.isfile(os.path.join(shards, "meta.json")):
+        else:
             t0 = time.time()
             unpack_shards(args.archive, work)
             stages["unpack"] = {"seconds": round(time.time() - t0, 1)}

@@ -55,7 +55,7 @@ class RandomWindows(Dataset):
     max_seq_length - 3 tokens are drawn less often)."""
 
     def __init__(self, input_dir: str, max_seq_length: int, seed: int, length: int):
-        meta = read_meta(input_dir)
+        self.meta = meta = read_meta(input_dir)
         self.input_dir, self.span, self.seed, self.length = input_dir, max_seq_length - 2, seed, length
         vocab_file = os.path.join(input_dir, "vocab.txt")
         sp = special_token_ids(load_vocab(vocab_file), vocab_file)
@@ -167,8 +167,8 @@ def main(argv=None):
         tu.fail(f"--config_file {args.config_file}: {e}")
     B, T = args.train_batch_size, args.max_seq_length
     try:
-        meta = read_meta(args.input_dir)
         ds = RandomWindows(args.input_dir, T, args.seed, length=args.max_steps * B)
+        meta = ds.meta
     except (ValueError, OSError) as e:
         tu.fail(f"--input_dir {args.input_dir}: {e}")
     if meta["vocab_size"] != config.vocab_size:

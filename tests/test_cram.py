@@ -1,5 +1,6 @@
 """bench/cram.py, the one-call GPU recipe, run end to end at CPU sizes (--smoke): every stage, the results file,
 and that a failed fine-tuning stage is recorded while the next ones still run and a rerun picks it up."""
+import importlib.util
 import json
 import os
 import shutil
@@ -226,6 +227,16 @@ def test_pretrain_command_is_accepted_by_run_pretraining(tmp_path):
     with pytest.raises(ValueError, match="--compile_mode reduce-overhead"):  # the check this test relies on
         check_args(build_parser().parse_args(cram.pretrain_command(
             "python", smoke, "c.json", str(tmp_path), "out", 1, ["--compile_mode", "reduce-overhead"])[2:]))
+    # the Hugging Face baseline's: the same budget, batch, lr, workers and compile mode in its own script's flags
+    spec = importlib.util.spec_from_file_location("hf_pretrain", os.path.join(ROOT, "bench", "hf_pretrain.py"))
+    hf_pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hf_pretrain)
+    cmd = cram.pretrain_command("python", dict(gpu, pretrainer="hf"), "c.json", str(tmp_path), "out", 3.5, [])
+    assert cmd[1] == os.path.join("bench", "hf_pretrain.py")
+    args = hf_pretrain.build_parser().parse_args(cmd[2:])
+    assert (args.max_time_minutes, args.schedule_by_time, args.train_batch_size, args.learning_rate,
+            args.warmup_proportion, args.num_workers, args.compile, args.compile_mode) == \
+        (3.5, True, 256, cram.RECIPE["lr"], cram.RECIPE["warmup"], 14, True, "reduce-overhead")
 
 
 def test_shards_belong_to_the_archive_they_were_unpacked_from(tmp_path, capsys):
