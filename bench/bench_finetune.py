@@ -52,6 +52,7 @@ import qa_data
 from models.modeling import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
 from batching import LengthGroupedBatchSampler, batch_to_device, round_width
+from train_utils import compile_for_training
 
 KORQUAD_TRAIN_QUESTIONS = 60407
 KORSTS_TRAIN = os.path.join(ROOT, "data", "korsts", "sts-train.tsv")
@@ -200,13 +201,10 @@ def run_fixed(spec, args, env):
     ours_batch = batch_to_device(batch, env["device"])
     steps = {"ours": make_step(ours, step_loss, ours_batch, env["autocast"], env["gpu"]),
              "hf": make_step(hf, step_loss, batch, env["autocast"], env["gpu"])}
-    if args.compile:
-        mode = None if args.compile_mode == "default" else args.compile_mode
-        graphs = args.compile_mode == "reduce-overhead"
-        steps["ours_compiled"] = make_step(torch.compile(ours, mode=mode), step_loss, ours_batch, env["autocast"],
-                                           env["gpu"], graphs)
-        steps["hf_compiled"] = make_step(torch.compile(hf, mode=mode), step_loss, batch, env["autocast"], env["gpu"],
-                                         graphs)
+    if args.compile:  # both compiled as the training scripts compile theirs
+        (ours_c, graphs), (hf_c, _) = compile_for_training(ours, args), compile_for_training(hf, args)
+        steps["ours_compiled"] = make_step(ours_c, step_loss, ours_batch, env["autocast"], env["gpu"], graphs)
+        steps["hf_compiled"] = make_step(hf_c, step_loss, batch, env["autocast"], env["gpu"], graphs)
     wall, _ = time_interleaved(steps, env["warmup"], env["steps"], env["sync"])
     rate = {k: v * bsz for k, v in wall.items()}
     piped = pipelined_fields(steps, env["steps"], env["sync"], bsz)
