@@ -36,17 +36,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import json
 import os
 import shlex
 import shutil
 import statistics
 import sys
-import tarfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))  # also when imported from elsewhere (the tests)
 
 import torch  # noqa: E402
 
@@ -57,6 +55,7 @@ from models.config import BertConfig  # noqa: E402
 from pretraining_data import read_meta, shards_fingerprint  # noqa: E402
 from optimization import check_layer_lr_decay  # noqa: E402
 from cls_data import mean_std  # noqa: E402
+from cram_work import check_reuse, load_json, prepare_shards  # noqa: E402
 from quickstart import final_checkpoint, write_config  # noqa: E402
 from stages import exit_on_termination, run_stage, run_stages_parallel  # noqa: E402
 from run_classifier import parse_seeds  # noqa: E402
@@ -89,7 +88,7 @@ FINETUNE = dict(korsts=dict(lrs="1e-4", poolers="kept", epochs=12, batch=32, see
 # --smoke: the same stages at CPU sizes on bundled text, to check the pipeline end to end in about a minute
 SMOKE = dict(config="models/configs/tiny.json", seq=64, max_predictions=10, batch=16, lr=1e-3, amp="no",
              num_workers=1, compile=False, vocab_size=2000, budget_minutes=0.15, max_train=64, max_eval=64,
-             seeds="1")
+             seeds="1", text=os.path.join(DATA, "korean_text", "boddari", "wikinews.txt"))
 SMOKE_FINETUNE = dict(korsts=dict(epochs=2), kornli=dict(epochs=1), korquad=dict(epochs=1, seq=128, stride=64))
 POOLERS = {"kept": [], "new": ["--reinit_pooler"]}
 
@@ -242,7 +241,9 @@ def main(argv=None):
         start = {"from_weights": ckpt, "weights_sha256": hashlib.sha256(
             "".join(file_sha256(f) for f in files).encode()).hexdigest()}
     else:
-        shards = prepare_shards(args, work, logs, stages, py)
+        shards = prepare_shards(work, logs, stages, py, input_dir=args.input_dir, archive=args.archive,
+                                smoke_text=SMOKE["text"] if args.smoke else None,
+                                smoke_vocab_size=SMOKE["vocab_size"])
         vocab = os.path.join(shards, "vocab.txt")
         # how the shards split text (e.g. morphemes first: cram_prepare.sh MORPH=kiwi) goes into both configs, so
         # the fine-tuning tokenizer splits as pretraining did
@@ -453,83 +454,6 @@ def korsts_summary(work, grid) -> dict:
             row[f"{split}_mean"], row[f"{split}_std"], row[f"n_{split}"] = mean_std([r[split] for r in rs])
         out["settings"][key] = row
     return out
-
-
-def prepare_shards(args, work, logs, stages, py) -> str:
-    """The shards to pretrain on: --input_dir, the packed archive unpacked into WORK, or (--smoke) made here."""
-    shards = args.input_dir or os.path.join(work, "shards")
-    if args.smoke and not args.input_dir:
-        text = os.path.join(DATA, "korean_text", "boddari", "wikinews.txt")
-        run_stage("vocab", [py, "tokenization.py", "build-vocab", "--corpus", text, "--vocab_size",
-                            str(SMOKE["vocab_size"]), "--output", os.path.join(work, "vocab.txt")],
-                  os.path.join(work, "vocab.txt"), stages, logs)
-        run_stage("shards", [py, "create_pretraining_data.py", "--input_files", text, "--vocab_file",
-                             os.path.join(work, "vocab.txt"), "--output_dir", shards, "--num_workers", "1"],
-                  os.path.join(shards, "meta.json"), stages, logs)
-    elif not args.input_dir:
-        # the shards belong to the archive they came from: another one (e.g. cram_prepare.sh MORPH=kiwi's) must not
-        # find them unpacked and be taken for it
-        record = os.path.join(work, "shards_archive.json")
-        if not os.path.isfile(args.archive):
-            fail(f"--archive {args.archive}: not found; run bash bench/cram_prepare.sh first (or pass --input_dir)")
-        digest = file_sha256(args.archive)
-        if os.path.isfile(os.path.join(shards, "meta.json")):
-            try:
-                before = load_json(record)
-            except (OSError, ValueError):
-                before = {}  # none (shards unpacked before archives were recorded) or unreadable: not known
-            if before.get("sha256") != digest:
-                fail(f"{shards} was unpacked from another archive ({before.get('archive', 'not recorded')}); "
-                     f"pass a new --work_dir for --archive {args.archive}")
-        else:
-            t0 = time.time()
-            unpack_shards(args.archive, work)
-            stages["unpack"] = {"seconds": round(time.time() - t0, 1)}
-        atomic_write_json(record, {"archive": os.path.abspath(args.archive), "sha256": digest})
-    if not os.path.isfile(os.path.join(shards, "vocab.txt")):
-        fail(f"{shards}: no vocab.txt (not a directory written by create_pretraining_data.py)")
-    return shards
-
-
-# settings newer than some recorded stages, at the value those stages ran with
-ADDED_SETTINGS = {"korsts": {"layer_lr_decay": 1.0, "pair_orders": "one", "head_init_seed": None}}
-
-
-def check_reuse(work, done, settings):
-    """A finished stage (its `done` file exists) is reused only with the settings it ran with: the results must
-    describe what produced them. Checked for every stage before anything runs; then the settings are recorded."""
-    path = os.path.join(work, "stage_settings.json")
-    recorded = load_json(path) if os.path.isfile(path) else {}
-    for name, now in settings.items():
-        then = {**ADDED_SETTINGS.get(name, {}), **recorded.get(name, {})}
-        if os.path.exists(done[name]) and name in recorded and then != now:
-            made = done[name] if os.path.isdir(done[name]) else os.path.dirname(done[name])  # a marker file's dir
-            fail(f"{made} was made with other settings (see '{name}' in {path}); "
-                 f"pass a new --work_dir")
-    atomic_write_json(path, {**recorded, **settings})
-
-
-def unpack_shards(archive, work):
-    """archive (shards/... as bench/cram_prepare.sh packs it) -> work/shards, complete or not at all."""
-    if not os.path.isfile(archive):
-        fail(f"--archive {archive}: not found; run bash bench/cram_prepare.sh first (or pass --input_dir)")
-    tmp = os.path.join(work, "shards.unpacking")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")  # refuses absolute paths, links out of tmp, device files
-    except (tarfile.TarError, OSError) as e:
-        fail(f"--archive {archive}: cannot unpack ({e})")
-    if not os.path.isfile(os.path.join(tmp, "shards", "meta.json")):
-        shutil.rmtree(tmp)
-        fail(f"--archive {archive}: no shards/meta.json inside (not packed by bench/cram_prepare.sh)")
-    os.replace(os.path.join(tmp, "shards"), os.path.join(work, "shards"))
-    shutil.rmtree(tmp)
-
-
-def load_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def pretraining_summary(pre, recipe) -> dict:

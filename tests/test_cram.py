@@ -142,6 +142,12 @@ def load_cram():
     return cram
 
 
+def load_cram_work():
+    load_cram()  # puts bench/ and the repository root on sys.path
+    import cram_work
+    return cram_work
+
+
 def test_stage_limit():
     stage_limit = load_cram().stage_limit
     assert stage_limit(None, True) == 300.0  # GPU or --smoke: per fine-tuning run
@@ -150,18 +156,18 @@ def test_stage_limit():
 
 
 def test_a_stage_recorded_before_a_setting_existed_is_reused_at_its_old_value(tmp_path, capsys):
-    cram = load_cram()
+    cram_work = load_cram_work()
     (tmp_path / "korsts").mkdir()
     done = {"korsts": str(tmp_path / "korsts")}
     now = {"epochs": 8, "batch": 32, "layer_lr_decay": 1.0, "pair_orders": "one", "head_init_seed": None, "amp": "bf16"}
     older = {k: v for k, v in now.items() if k not in ("layer_lr_decay", "pair_orders", "head_init_seed")}
     (tmp_path / "stage_settings.json").write_text(json.dumps({"korsts": older}), encoding="utf-8")
-    cram.check_reuse(str(tmp_path), done, {"korsts": now})
+    cram_work.check_reuse(str(tmp_path), done, {"korsts": now})
     assert json.loads((tmp_path / "stage_settings.json").read_text(encoding="utf-8")) == {"korsts": now}
     (tmp_path / "stage_settings.json").write_text(json.dumps({"korsts": older}), encoding="utf-8")
     for changed in ({"pair_orders": "both"}, {"layer_lr_decay": 0.9}, {"head_init_seed": 0}, {"epochs": 4}):
         with pytest.raises(SystemExit) as e:
-            cram.check_reuse(str(tmp_path), done, {"korsts": {**now, **changed}})
+            cram_work.check_reuse(str(tmp_path), done, {"korsts": {**now, **changed}})
         assert e.value.code == 2 and "korsts was made with other settings" in capsys.readouterr().err
 
 
@@ -182,7 +188,7 @@ def test_korsts_grid():
 
 def test_unpack_shards_is_all_or_nothing(tmp_path):
     import tarfile
-    cram = load_cram()
+    cram_work = load_cram_work()
     src = tmp_path / "src" / "shards"
     src.mkdir(parents=True)
     (src / "meta.json").write_text("{}", encoding="utf-8")
@@ -190,7 +196,7 @@ def test_unpack_shards_is_all_or_nothing(tmp_path):
     good = tmp_path / "good.tar.xz"
     with tarfile.open(good, "w:xz") as tar:
         tar.add(src, arcname="shards")
-    cram.unpack_shards(str(good), str(tmp_path / "w1"))
+    cram_work.unpack_shards(str(good), str(tmp_path / "w1"))
     assert sorted(os.listdir(tmp_path / "w1" / "shards")) == ["meta.json", "shard_00000.ids.npy"]
     assert os.listdir(tmp_path / "w1") == ["shards"]
 
@@ -199,10 +205,10 @@ def test_unpack_shards_is_all_or_nothing(tmp_path):
         tar.add(src / "shard_00000.ids.npy", arcname="shards/shard_00000.ids.npy")
     (tmp_path / "w2").mkdir()
     with pytest.raises(SystemExit):
-        cram.unpack_shards(str(bad), str(tmp_path / "w2"))
+        cram_work.unpack_shards(str(bad), str(tmp_path / "w2"))
     assert os.listdir(tmp_path / "w2") == []
     with pytest.raises(SystemExit):
-        cram.unpack_shards(str(tmp_path / "missing.tar.xz"), str(tmp_path / "w2"))
+        cram_work.unpack_shards(str(tmp_path / "missing.tar.xz"), str(tmp_path / "w2"))
 
 
 def test_pretrain_command_is_accepted_by_run_pretraining(tmp_path):
@@ -242,9 +248,8 @@ def test_pretrain_command_is_accepted_by_run_pretraining(tmp_path):
 def test_shards_belong_to_the_archive_they_were_unpacked_from(tmp_path, capsys):
     """A work dir's unpacked shards are reused for the same archive only: another one (cram_prepare.sh MORPH=kiwi's,
     say) is refused with one line, not silently served the shards of the first."""
-    import argparse
     import tarfile
-    cram = load_cram()
+    cram_work = load_cram_work()
     archives = {}
     for name in ("plain", "kiwi"):
         src = tmp_path / name / "shards"
@@ -257,8 +262,7 @@ def test_shards_belong_to_the_archive_they_were_unpacked_from(tmp_path, capsys):
     work, stages = tmp_path / "work", {}
 
     def prepare(archive):
-        args = argparse.Namespace(input_dir=None, smoke=False, archive=str(archive))
-        return cram.prepare_shards(args, str(work), str(work / "logs"), stages, sys.executable)
+        return cram_work.prepare_shards(str(work), str(work / "logs"), stages, sys.executable, archive=str(archive))
     work.mkdir()
     shards = prepare(archives["plain"])
     assert "unpack" in stages and json.loads(open(os.path.join(shards, "meta.json")).read()) == {"name": "plain"}
