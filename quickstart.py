@@ -42,10 +42,15 @@ KORSTS = os.path.join(HERE, "data/korsts")
 
 # Defaults chosen so the CPU run fits in about 10 minutes on 2 cores; on a GPU the same pipeline trains the
 # release's Small shape for longer. Pretraining stops after pretrain_steps, or budget_minutes of wall time.
+# On a GPU, pretraining runs as bench/cram.py's measured recipe does (bench/RESULTS.md, 2026-11-27, third run):
+# compiled with CUDA graphs, and run_pretraining.py's default loader workers (one per core, at most 8), since one
+# worker masking 0.3-0.5 ms per sequence would hold the Small model to about a fifth of its compiled rate.
 CPU = dict(config="models/configs/quickstart.json", vocab_size=8000, pretrain_steps=1400, budget_minutes=None,
-           seq=64, batch=32, lr=2e-3, ft_epochs=3, ft_batch=32, ft_lr=1e-4, ft_seeds="1-3", amp="no")
+           seq=64, batch=32, lr=2e-3, ft_epochs=3, ft_batch=32, ft_lr=1e-4, ft_seeds="1-3", amp="no",
+           num_workers=1, compile_mode=None)
 GPU = dict(config="models/configs/small.json", vocab_size=32000, pretrain_steps=None, budget_minutes=10.0,
-           seq=128, batch=256, lr=5e-4, ft_epochs=5, ft_batch=32, ft_lr=1e-4, ft_seeds="1-3", amp="bf16")
+           seq=128, batch=256, lr=5e-4, ft_epochs=5, ft_batch=32, ft_lr=1e-4, ft_seeds="1-3", amp="bf16",
+           num_workers=None, compile_mode="reduce-overhead")
 
 
 def main(argv=None):
@@ -112,20 +117,15 @@ def main(argv=None):
     stage("vocab", [py, "tokenization.py", "build-vocab", "--corpus", *corpus,
                     "--vocab_size", str(d["vocab_size"]), "--output", vocab], vocab)
     write_config(os.path.join(HERE, d["config"]), vocab, config)
-    # Same architecture without dropout for pretraining: a run of minutes sees each token about once, so there is
-    # nothing to regularise yet; fine-tuning on 5.7k KorSTS pairs keeps the config's dropout.
+    # Same architecture without dropout for pretraining: the CPU run sees each token about once, so there is
+    # nothing to regularise yet; fine-tuning on 5.7k KorSTS pairs keeps the config's dropout. (A GPU goes over the
+    # bundled 2M tokens many times in its budget: there the quickstart shows the pipeline, bench/cram.py the recipe.)
     write_config(os.path.join(HERE, d["config"]), vocab, pre_config,
                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     stage("shards", [py, "create_pretraining_data.py", "--input_files", *corpus, "--vocab_file", vocab,
                      "--output_dir", shards, "--sentence_splitter", "regex"], os.path.join(shards, "meta.json"))
-    stage("pretrain", [py, "run_pretraining.py", "--config_file", pre_config, "--input_dir", shards,
-                       "--output_dir", pre, "--max_seq_length", str(d["seq"]),
-                       "--max_predictions_per_seq", str(max(1, round(0.15 * d["seq"]))),
-                       "--train_batch_size", str(d["batch"]), "--learning_rate", str(d["lr"]),
-                       "--optimizer", "adam", "--scheduler", "linear", "--warmup_proportion", "0.1",
-                       *pretrain_stop_flags(d), "--num_workers", "1",
-                       "--save_steps", "200", "--log_steps", "10", "--seed", str(args.seed),
-                       "--amp", d["amp"], *cpu_flags], os.path.join(pre, "DONE"))
+    stage("pretrain", pretrain_command(py, d, pre_config, shards, pre, args.seed, cpu_flags),
+          os.path.join(pre, "DONE"))
     pretrained = final_checkpoint(pre)
     # a folder from an older quickstart records no command lines: its step count is what can still be checked
     if "command" not in stages["pretrain"] and d["pretrain_steps"] is not None and \
@@ -199,12 +199,28 @@ def write_config(template, vocab, path, **overrides):
     atomic_write_json(path, cfg)
 
 
+def pretrain_command(py, d, config, shards, output_dir, seed, device_flags):
+    """run_pretraining.py's command line for the settings d (CPU or GPU, with the run's overrides)."""
+    return [py, "run_pretraining.py", "--config_file", config, "--input_dir", shards, "--output_dir", output_dir,
+            "--max_seq_length", str(d["seq"]), "--max_predictions_per_seq", str(max(1, round(0.15 * d["seq"]))),
+            "--train_batch_size", str(d["batch"]), "--learning_rate", str(d["lr"]), "--optimizer", "adam",
+            "--scheduler", "linear", "--warmup_proportion", "0.1", *pretrain_stop_flags(d),
+            *pretrain_speed_flags(d), "--save_steps", "200", "--log_steps", "10", "--seed", str(seed),
+            "--amp", d["amp"], *device_flags]
+
+
 def pretrain_stop_flags(d):
     """run_pretraining flags that end pretraining: d's step count, or its wall-time budget with the schedule fitted
     to the budget (the step count then only bounds it)."""
     if d["budget_minutes"] is not None:
         return ["--max_steps", "1000000", "--max_time_minutes", str(d["budget_minutes"]), "--schedule_by_time"]
     return ["--max_steps", str(d["pretrain_steps"])]
+
+
+def pretrain_speed_flags(d):
+    """run_pretraining flags for d's loader workers (None: the script's default) and compilation."""
+    return ([] if d["num_workers"] is None else ["--num_workers", str(d["num_workers"])]) + \
+        ([] if d["compile_mode"] is None else ["--compile", "--compile_mode", d["compile_mode"]])
 
 
 def final_checkpoint(pre_dir):

@@ -93,6 +93,21 @@ def test_pretraining_stops_by_steps_or_by_wall_time():
     assert quickstart.pretrain_stop_flags(dict(quickstart.GPU))[2:4] == ["--max_time_minutes", "10.0"]
 
 
+def test_pretraining_command_on_each_device(tmp_path):
+    """The CPU command keeps its one loader worker, eager; the GPU one compiles with CUDA graphs and leaves the
+    workers to run_pretraining's default. Both pass run_pretraining's own checks."""
+    from pretraining_start import check_args
+    from run_pretraining import build_parser
+    (tmp_path / "meta.json").write_text("{}", encoding="utf-8")
+    for d, device_flags, want in ((quickstart.CPU, ["--no_cuda"], (1, False, "default")),
+                                  (quickstart.GPU, [], (None, True, "reduce-overhead"))):  # None: the default
+        cmd = quickstart.pretrain_command("python", dict(d), "c.json", str(tmp_path), "out", 42, device_flags)
+        args = build_parser().parse_args(cmd[2:])
+        check_args(args)  # raises ValueError on a combination it refuses
+        assert (args.num_workers, args.compile, args.compile_mode) == want
+        assert (args.train_batch_size, args.amp) == (d["batch"], d["amp"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--pretrain_steps", "5", "--budget_minutes", "1"], "not allowed with argument"),
     (["--pretrain_steps", "0"], "--pretrain_steps 0: must be at least 1"),
