@@ -190,13 +190,13 @@ def _parse_label(raw: str, task: Task, label_ids: dict):
 def read_examples(path: str, task: Task, max_examples: int | None = None, strict: bool = True) -> list[Example]:
     """Rows of one TSV as Examples (label index for classification, float score for regression).
 
-    A row with the wrong number of fields (a stray tab), an unknown label, a non-numeric score or a KorSTS score
-    outside [0, 5] is
+    A row with the wrong number of fields (a stray tab), an empty sentence, an unknown label, a non-numeric score or
+    a KorSTS score outside [0, 5] is
       strict=True (dev/test files, eval_classifier's --eval_file): an error, ValueError "FILE line N: ...",
           because a score computed on the rows that happened to parse would pass for the whole file's;
       strict=False (training files, which may be large crawled sets with a few broken rows): skipped, with one
           warning per kind of problem naming the lines.
-    Blank lines are not rows. A missing file, an empty file, a header without the needed columns, or no usable
+    Rows end at LF (CRLF too); a file without any LF, at CR. Blank lines are not rows. A missing file, an empty file, a header without the needed columns, or no usable
     rows raise ValueError / FileNotFoundError naming the file. With max_examples (>= 1) reading stops after that
     many rows, so rows past the cap are not checked.
     """
@@ -207,16 +207,19 @@ def read_examples(path: str, task: Task, max_examples: int | None = None, strict
     try:
         # split on '\n' only: no CSV quoting, and a stray '\r' inside a sentence does not end the row
         with open(path, encoding="utf-8-sig", newline="") as f:
-            lines = f.read().split("\n")
+            text = f.read()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
+    # a file with CR line ends only (classic Mac) has no LF at all: its rows end at each CR
+    lines = text.split("\r" if "\r" in text and "\n" not in text else "\n")
     header = lines[0].rstrip("\r").split("\t")
     if not lines[0].strip():
         raise ValueError(f"{path}: empty file (expected a header with {task.text_a}, {task.text_b}, {task.label_col})")
     cols = []
     for name in (task.text_a, task.text_b, task.label_col):
         if name not in header:
-            raise ValueError(f"{path}: header has no column '{name}' (found: {', '.join(header)})")
+            found = ", ".join(h[:40] for h in header[:12]) + (", ..." if len(header) > 12 else "")
+            raise ValueError(f"{path}: header has no column '{name}' (found: {found})")
         cols.append(header.index(name))
     ia, ib, il = cols
     label_ids = {name: i for i, name in enumerate(task.labels or ())}
@@ -234,6 +237,9 @@ def read_examples(path: str, task: Task, max_examples: int | None = None, strict
             label = None
         else:
             label, problem = _parse_label(fields[il].strip(), task, label_ids)
+            empty = [name for name, i in ((task.text_a, ia), (task.text_b, ib)) if not fields[i].strip()]
+            if empty and not problem:
+                problem = ("an empty sentence", f"empty {' and '.join(empty)}")
         if problem:
             if strict:
                 raise ValueError(f"{path} line {lineno}: {problem[1]}")

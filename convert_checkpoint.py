@@ -24,13 +24,16 @@ halves them:
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import shutil
 import sys
 import tempfile
 
 import torch
 
-from models.checkpoint import write_tokenizer_vocab
+from fileio import atomic_write
+from models.checkpoint import checkpoint_folder, write_tokenizer_vocab
 from models.config import read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
@@ -102,6 +105,14 @@ def model_for_weights(sd: dict, config: BertConfig, kind: str):
     return BertModel(config)
 
 
+def fine_tuning_sidecars(input_path: str) -> dict[str, str]:
+    """The files the fine-tuning scripts write beside a checkpoint's weights (run_classifier.py's task.json,
+    run_qa.py's qa_train.json), name -> path, for those the input has."""
+    folder = checkpoint_folder(input_path)
+    return {name: os.path.join(folder, name) for name in ("task.json", "qa_train.json")
+            if os.path.isfile(os.path.join(folder, name))}
+
+
 def release_qa_pooler(sd: dict, config: BertConfig) -> tuple[dict, str]:
     """Pooler weights for a release QA file: the release's QuestionAnswering model has a pooler (it never uses the
     pooled output) and its eval script loads strictly. The input's own when it has them, else zeros."""
@@ -168,9 +179,17 @@ def convert(args):
                 notes.append(note)
             atomic_torch_save(out, args.output)
         else:
+            sidecars = fine_tuning_sidecars(args.input)
+            task = read_json_object(sidecars["task.json"]) if "task.json" in sidecars else {}
             save_checkpoint(model, args.output, vocab_file=vocab, layout="hf" if args.to == "hf" else "ours",
                             max_shard_bytes=round(args.max_shard_mb * 2**20) if args.max_shard_mb else None,
-                            dtype=DTYPES[args.dtype])
+                            dtype=DTYPES[args.dtype], labels=task.get("labels") if kind == "classifier" else None)
+            # how the model was fine-tuned (inputs' length, pair orders, task) travels with it: the evaluation
+            # scripts read it, and would score a converted model another way without it
+            for name, path in sidecars.items():
+                atomic_write(os.path.join(args.output, name), lambda tmp, src=path: shutil.copyfile(src, tmp))
+            if sidecars:
+                notes.append(f"with {', '.join(sidecars)}")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"wrote {type(model).__name__} ({n_params / 1e6:.1f}M parameters) in {args.to} layout to {args.output}"
           + "".join(f"; {n}" for n in notes))
@@ -195,7 +214,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.to == "release" and (args.max_shard_mb or args.dtype != "float32"):
         fail("--to release writes one float32 .bin, as the release's scripts load it: no --max_shard_mb or --dtype")
-    if args.max_shard_mb is not None and not args.max_shard_mb > 0:
+    if args.max_shard_mb is not None and not 0 < args.max_shard_mb < math.inf:
         fail(f"--max_shard_mb must be > 0, got {args.max_shard_mb}")
     try:
         convert(args)

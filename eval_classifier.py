@@ -65,7 +65,36 @@ def read_task_weights(ckpt: str, task, config_from_ckpt: bool, config, saved: di
     if config_from_ckpt and config.num_labels != task.num_labels:
         raise ValueError(f"--checkpoint {ckpt} has a {config.num_labels}-label head but {task.name} needs "
                          f"{task.num_labels}")
+    order = head_label_order(ckpt, task)
+    if order is not None:
+        tu.warn(f"{ckpt}: its config's id2label lists the labels in another order; the head's rows are read in "
+                f"{task.name}'s order ({', '.join(task.labels)})")
+        sd = {k: v[order] if k in ("classifier.weight", "classifier.bias") else v for k, v in sd.items()}
     return sd
+
+
+def head_label_order(ckpt: str, task) -> list[int] | None:
+    """For a classification checkpoint whose config.json names its labels (id2label, as transformers saves them)
+    in another order than the task's: the head row of each task label, in the task's order. None when the names
+    are the task's in its order, or transformers' placeholders (LABEL_0, ...). ValueError for other names: scored
+    as they are, the classes would be silently mixed up."""
+    path = os.path.join(checkpoint_folder(ckpt), "config.json")
+    if task.is_regression or not os.path.isfile(path):
+        return None
+    id2label = read_json_object(path).get("id2label")
+    if not isinstance(id2label, dict) or len(id2label) != task.num_labels:
+        return None
+    try:
+        names = [str(id2label[str(i)]).lower() for i in range(task.num_labels)]
+    except KeyError:
+        raise ValueError(f"{path}: id2label keys are not 0..{task.num_labels - 1}") from None
+    wanted = [label.lower() for label in task.labels]
+    if names == wanted or all(n == f"label_{i}" for i, n in enumerate(names)):
+        return None
+    if sorted(names) != sorted(wanted):
+        raise ValueError(f"{path}: id2label names {', '.join(names)}, not {task.name}'s labels "
+                         f"({', '.join(wanted)}); fix id2label to say which row is which")
+    return [names.index(label) for label in wanted]
 
 
 def resolve_max_seq_length(args, saved: dict, ckpt: str, max_positions: int) -> int:
@@ -124,6 +153,11 @@ def main(argv=None):
         tu.fail("--checkpoint is required: evaluation needs fine-tuned weights")
     out_files = [os.path.join(args.output_dir, name) for name in ("eval_results.json", "predictions.tsv")
                  ] if args.output_dir else []
+    if args.output_dir:
+        try:
+            tu.check_output_dir_path(args.output_dir)
+        except ValueError as e:
+            tu.fail(str(e))
     for f in out_files:
         if os.path.exists(f):
             tu.fail(f"{f} already exists; choose another --output_dir")

@@ -212,6 +212,7 @@ def main(argv=None):
     rt = tu.setup_runtime(args)
     multiple = batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
     try:
+        tu.check_output_dir_path(args.output_dir)
         for name in ("predictions.json", "eval_results.json"):
             if os.path.exists(os.path.join(args.output_dir, name)):
                 raise ValueError(f"{os.path.join(args.output_dir, name)} already exists; choose another --output_dir")

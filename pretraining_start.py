@@ -18,7 +18,7 @@ import torch
 
 from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 from pretraining_data import vocab_sha256
-from train_utils import check_compile_args, resolve_checkpoint_dir
+from train_utils import check_training_args, resolve_checkpoint_dir
 
 RESUME = "--resume"
 INIT = "--init_checkpoint"
@@ -43,7 +43,7 @@ def check_args(args):
             raise ValueError(f"--{flag} must be {need}, got {getattr(args, flag)}")
     if not args.output_dir:
         raise ValueError("--output_dir is required")
-    check_compile_args(args)
+    check_training_args(args)  # the optimisation, loader and compile flags
     if args.schedule_by_time and not args.max_time_minutes:
         raise ValueError("--schedule_by_time needs --max_time_minutes (the budget the schedule is stretched over)")
     if not os.path.isfile(os.path.join(args.input_dir, "meta.json")):

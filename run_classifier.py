@@ -164,6 +164,7 @@ def finished_seed(out_dir: str, args) -> dict | None:
 def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True):
     """A finished run is never overwritten; an unfinished one (no eval_results.json) is, with a warning, so an
     interrupted run can simply be started again."""
+    tu.check_output_dir_path(out_dir)
     for m in markers:
         if os.path.exists(os.path.join(out_dir, m)):
             raise ValueError(f"--output_dir {out_dir} already holds a finished run ({m}); choose another --output_dir")
@@ -241,7 +242,8 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
                 window_loss, window_n = window_loss + loss.detach().float() * n, window_n + n
             i += len(window)
             scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            # --max_grad_norm 0: no clipping; the norm is still measured for the log
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -351,21 +353,10 @@ def load_data(args, task, rt) -> dict:
 def validate_args(args):
     """Refuse values that would crash (or silently misbehave) only after the data and model are loaded."""
     cls_data.check_task_args(args)
-    if args.gradient_accumulation_steps < 1 or args.train_batch_size < 1:
-        raise ValueError("--train_batch_size and --gradient_accumulation_steps must be >= 1")
-    # `not x > 0` also refuses NaN
-    if not args.learning_rate > 0 or math.isinf(args.learning_rate):
-        raise ValueError(f"--learning_rate {args.learning_rate} must be a positive number")
-    if not 0 <= args.warmup_proportion < 1:
-        raise ValueError(f"--warmup_proportion {args.warmup_proportion} must be in [0, 1)")
-    if not args.adam_epsilon > 0 or not args.weight_decay >= 0:
-        raise ValueError(f"--adam_epsilon {args.adam_epsilon} must be > 0 and --weight_decay {args.weight_decay} >= 0")
-    if not args.max_grad_norm > 0:  # a negative norm would flip the clipped gradients
-        raise ValueError(f"--max_grad_norm {args.max_grad_norm} must be > 0")
-    if args.num_train_epochs <= 0:
-        raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
+    if args.train_batch_size < 1:
+        raise ValueError(f"--train_batch_size {args.train_batch_size} must be >= 1")
+    tu.check_training_args(args)
     check_layer_lr_decay(args.layer_lr_decay, "--layer_lr_decay")
-    tu.check_compile_args(args)
     cls_data.check_pair_orders(args.pair_orders, cls_data.TASKS[args.task_name])
     if args.logging_steps < 1:
         raise ValueError(f"--logging_steps {args.logging_steps} must be >= 1")

@@ -97,10 +97,9 @@ def validate_args(args):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag} {value} must be at least 1")
-    if args.num_train_epochs <= 0:
-        raise ValueError(f"--num_train_epochs {args.num_train_epochs} must be > 0")
+    tu.check_training_args(args)
     check_layer_lr_decay(args.layer_lr_decay, "--layer_lr_decay")
-    tu.check_compile_args(args)
+    tu.check_output_dir_path(args.output_dir)
     found = [p for m in RUN_MARKERS for p in glob.glob(os.path.join(glob.escape(args.output_dir), m))]
     if found:
         raise ValueError(f"--output_dir {args.output_dir} already holds a run ({os.path.basename(found[0])}); "
@@ -245,7 +244,8 @@ def main(argv=None):
                 log_loss, log_rows = log_loss + rows_loss, log_rows + len(ids)
             i += len(window)
             scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            # --max_grad_norm 0: no clipping; the norm is still measured for the log
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

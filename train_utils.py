@@ -9,6 +9,7 @@ import argparse
 import atexit
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -70,10 +71,38 @@ def add_optim_args(parser: argparse.ArgumentParser, learning_rate: float = 5e-5)
     g.add_argument("--learning_rate", type=float, default=learning_rate)
     g.add_argument("--weight_decay", type=float, default=0.01)
     g.add_argument("--adam_epsilon", type=float, default=1e-6)
-    g.add_argument("--max_grad_norm", type=float, default=1.0)
+    g.add_argument("--max_grad_norm", type=float, default=1.0, help="clip gradients to this global L2 norm (0: no "
+                                                                      "clipping, as in Hugging Face's Trainer)")
     g.add_argument("--warmup_proportion", type=float, default=0.1)
     g.add_argument("--gradient_accumulation_steps", type=int, default=1)
     return g
+
+
+def check_training_args(args):
+    """ValueError naming the first flag of the shared groups (add_optim_args, add_runtime_args, add_compile_arg and
+    --num_train_epochs where a script has it) whose value would crash a training run only after it has started, or
+    train silently wrong (a negative --max_grad_norm flips the gradients)."""
+    workers, epochs = getattr(args, "num_workers", None), getattr(args, "num_train_epochs", None)
+    # `not lo <= x < hi` also refuses NaN
+    for flag, ok, need in (("learning_rate", 0 < args.learning_rate < math.inf, "a positive number"),
+                           ("warmup_proportion", 0 <= args.warmup_proportion < 1, "in [0, 1)"),
+                           ("adam_epsilon", 0 < args.adam_epsilon < math.inf, "a positive number"),
+                           ("weight_decay", 0 <= args.weight_decay < math.inf, ">= 0"),
+                           ("max_grad_norm", 0 <= args.max_grad_norm <= math.inf, ">= 0 (0: no clipping)"),
+                           ("gradient_accumulation_steps", args.gradient_accumulation_steps >= 1, ">= 1"),
+                           ("num_workers", workers is None or workers >= 0, ">= 0"),
+                           # numpy's generators (batching, masking) take no negative seed
+                           ("seed", getattr(args, "seed", 0) >= 0, ">= 0"),
+                           ("num_train_epochs", epochs is None or 0 < epochs < math.inf, "a positive number")):
+        if not ok:
+            raise ValueError(f"--{flag} {getattr(args, flag)}: must be {need}")
+    check_compile_args(args)
+
+
+def check_output_dir_path(path: str, flag: str = "--output_dir"):
+    """ValueError when `path` exists and is not a directory: checked before any work, not at the first write."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: exists and is not a directory")
 
 
 def add_layer_lr_decay_arg(group):
@@ -304,6 +333,7 @@ def resolve_config_and_vocab(args):
     --config_file and --vocab_file) behave as before.
     """
     from models.checkpoint import write_tokenizer_vocab
+    from models.config import read_json_object
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 
     ckpt = getattr(args, "checkpoint", None)
@@ -334,7 +364,23 @@ def resolve_config_and_vocab(args):
             fail(f"--config_file {args.config_file} says morph_analyzer={config.morph_analyzer!r}, but --checkpoint "
                  f"{ckpt} was trained on text split with morph_analyzer={own.morph_analyzer!r}; fix the config or "
                  "drop --config_file (the checkpoint carries its own)")
-    vocab_file = args.vocab_file or (checkpoint_vocab(ckpt) if ckpt else None)
+        # casing likewise, where both say: a config without the key (the release's) leaves it to the checkpoint,
+        # and a checkpoint config without it (the release's, or transformers') reads as cased and is not compared
+        if own is not None and own.do_lower_case and not config.do_lower_case:
+            if "do_lower_case" in read_json_object(args.config_file):
+                fail(f"--config_file {args.config_file} says do_lower_case=false, but --checkpoint {ckpt} was "
+                     "trained on lower-cased text; fix the config or drop --config_file (the checkpoint carries "
+                     "its own)")
+            config.do_lower_case = True
+    own_vocab = checkpoint_vocab(ckpt) if ckpt else None
+    if args.vocab_file and own_vocab and os.path.isfile(args.vocab_file):
+        # a same-size vocab in another order would give every token another id, with no error anywhere
+        theirs, ours = (read_vocab_lines(v) for v in (args.vocab_file, own_vocab))
+        if theirs != ours:
+            at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+            fail(f"--vocab_file {args.vocab_file} differs from the vocab.txt that --checkpoint {ckpt} carries (from "
+                 f"line {at + 1}); drop --vocab_file (the checkpoint carries its own)")
+    vocab_file = args.vocab_file or own_vocab
     if vocab_file is None and ckpt and os.path.isfile(os.path.join(ckpt, "tokenizer.json")):
         # a transformers 5 directory has only tokenizer.json: its vocab, as a vocab.txt for this process (once,
         # however many seeds call this)
@@ -359,6 +405,12 @@ def resolve_config_and_vocab(args):
     if getattr(args, "do_lower_case", False):
         config.do_lower_case = True
     return config, vocab_file
+
+
+def read_vocab_lines(path: str) -> list[str]:
+    """A vocab.txt's tokens, one per line, whatever its line ends."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\r\n") for line in f]
 
 
 def load_model_for_task(args, model_cls, **model_kwargs):

@@ -225,7 +225,8 @@ def _shards(sd: dict, max_bytes: int, meta: dict) -> list[dict]:
 
 
 def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = None, layout: str = "ours",
-                    max_shard_bytes: int | None = None, dtype: torch.dtype | None = None):
+                    max_shard_bytes: int | None = None, dtype: torch.dtype | None = None,
+                    labels: list[str] | None = None):
     """Write out_dir/{model.safetensors, config.json, vocab.txt}, each file replaced only once fully written.
 
     layout="hf" writes Hugging Face key names and a transformers.BertConfig config.json (save_pretrained form).
@@ -234,6 +235,7 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     model-0000i-of-0000n.safetensors files of at most this size and a model.safetensors.index.json naming each
     tensor's file (every loader here reads them, and so does transformers). dtype: floating-point tensors are
     stored in it (e.g. torch.float16, half the size; they load into an fp32 model as they are, rounded).
+    labels: a classifier's label names, row by row, for an hf config's id2label/label2id.
     """
     if layout not in ("ours", "hf"):
         raise ValueError(f"unknown checkpoint layout {layout!r}")
@@ -243,7 +245,7 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     config = model.config.to_dict()
     if layout == "hf":
         sd = to_hf_state_dict(sd)
-        config = model.config.to_hf_dict([type(model).__name__], pad_token_id=_pad_id(vocab_file))
+        config = model.config.to_hf_dict([type(model).__name__], pad_token_id=_pad_id(vocab_file), labels=labels)
     meta = {"format": "pt", "bert_config": json.dumps(model.config.to_dict())}
     shards = _shards(sd, max_shard_bytes, meta) if max_shard_bytes else [sd]  # raises before anything is written
     os.makedirs(out_dir, exist_ok=True)

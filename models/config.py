@@ -161,13 +161,17 @@ class BertConfig:
         from models.checkpoint import write_text  # checkpoint imports this module
         atomic_write(path, lambda tmp: write_text(tmp, json.dumps(self.to_dict(), indent=2) + "\n"))
 
-    def to_hf_dict(self, architectures: list[str] | None = None, pad_token_id: int = 0) -> dict:
-        """A transformers.BertConfig dict; our tokenizer fields ride along as extra keys that HF keeps."""
+    def to_hf_dict(self, architectures: list[str] | None = None, pad_token_id: int = 0,
+                   labels: list[str] | None = None) -> dict:
+        """A transformers.BertConfig dict; our tokenizer fields ride along as extra keys that HF keeps. labels: the
+        classifier's label names, row by row (default transformers' LABEL_0, LABEL_1, ...)."""
         d = self.to_dict()
         num_labels = d.pop("num_labels")
+        if labels is None or len(labels) != num_labels:
+            labels = [f"LABEL_{i}" for i in range(num_labels)]
         d.update(model_type="bert", position_embedding_type="absolute", pad_token_id=pad_token_id,
-                 tie_word_embeddings=True, id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
-                 label2id={f"LABEL_{i}": i for i in range(num_labels)})
+                 tie_word_embeddings=True, id2label={str(i): name for i, name in enumerate(labels)},
+                 label2id={name: i for i, name in enumerate(labels)})
         if architectures:
             d["architectures"] = list(architectures)
         return d

@@ -286,9 +286,15 @@ def test_flag_errors(cls_env, capsys, tmp_path):
     expect_fail(capsys, run_classifier.main, train_argv(cls_env, tmp_path / "x", "--max_seq_length", "1024"),
                 "max_position_embeddings")
     # refused up front, not with a traceback after the data and model are loaded
-    for flags, needle in ((["--warmup_proportion", "1.0"], "--warmup_proportion 1.0 must be in [0, 1)"),
-                          (["--learning_rate=-1e-4"], "--learning_rate -0.0001 must be a positive number"),
-                          (["--max_grad_norm", "-1"], "--max_grad_norm -1.0 must be > 0"),
+    (tmp_path / "a_file").write_text("")
+    for flags, needle in ((["--warmup_proportion", "1.0"], "--warmup_proportion 1.0: must be in [0, 1)"),
+                          (["--learning_rate=-1e-4"], "--learning_rate -0.0001: must be a positive number"),
+                          (["--learning_rate", "nan"], "--learning_rate nan: must be a positive number"),
+                          (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0 (0: no clipping)"),
+                          (["--adam_epsilon", "0"], "--adam_epsilon 0.0: must be a positive number"),
+                          (["--num_workers", "-1"], "--num_workers -1: must be >= 0"),
+                          (["--num_train_epochs", "inf"], "--num_train_epochs inf: must be a positive number"),
+                          (["--output_dir", str(tmp_path / "a_file")], "a_file: exists and is not a directory"),
                           (["--max_train_examples", "0"], "--max_train_examples 0 must be >= 1"),
                           (["--max_eval_examples", "-2"], "--max_eval_examples -2 must be >= 1"),
                           (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room"),
@@ -302,6 +308,22 @@ def test_flag_errors(cls_env, capsys, tmp_path):
     assert not (tmp_path / "x").exists()
     expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "nowhere", "korsts", "--pad_to_multiple_of", "-1"),
                 "--pad_to_multiple_of -1")
+    expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "nowhere", "korsts", "--output_dir",
+                                                        str(tmp_path / "a_file")), "a_file: exists and is not a dir")
+
+
+def test_max_grad_norm_zero_turns_clipping_off(cls_env, tmp_path):
+    """--max_grad_norm 0 trains as an unreachable norm does (no clipping, as in Hugging Face's Trainer), where torch's
+    clip_grad_norm_(0) would zero every gradient; the log still reports the gradients' norm."""
+    from safetensors.torch import load_file
+    weights = {}
+    for name, norm in (("off", "0"), ("huge", "1e9"), ("tight", "1e-3")):
+        run_classifier.main(train_argv(cls_env, tmp_path / name, "--max_grad_norm", norm))
+        weights[name] = load_file(str(tmp_path / name / "final" / "model.safetensors"))
+        log = read_jsonl(tmp_path / name / "log.jsonl")
+        assert all(row["grad_norm"] > 0.01 for row in log if "grad_norm" in row)
+    assert all(torch.equal(weights["off"][k], weights["huge"][k]) for k in weights["off"])
+    assert any(not torch.equal(weights["off"][k], weights["tight"][k]) for k in weights["off"])
 
 
 def test_release_apex_flags_and_task_name_case(cls_env, capsys, tmp_path):
@@ -321,3 +343,52 @@ def test_release_apex_flags_and_task_name_case(cls_env, capsys, tmp_path):
         ("warning: --fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
          "(--amp fp16 scales the loss dynamically)")]
     assert err[-1].startswith("error: --warmup_proportion 1.0")
+
+
+def test_a_converted_classifier_is_scored_as_it_was_fine_tuned(cls_env, tmp_path):
+    """convert_checkpoint carries task.json (pair orders, input length, task) to its hf and ours outputs, so the
+    converted model scores as the original does, and an hf export names its labels."""
+    import convert_checkpoint
+    run_classifier.main(train_argv(cls_env, tmp_path / "ft", "--do_eval", "--pair_orders", "score_both",
+                                   "--max_seq_length", "48"))
+    ckpt = tmp_path / "ft" / "best"
+    eval_classifier.main(eval_argv(ckpt, "korsts", "--output_dir", str(tmp_path / "e")))
+    for to in ("hf", "ours"):
+        convert_checkpoint.main(["--input", str(ckpt), "--output", str(tmp_path / to), "--to", to])
+        assert read_json(tmp_path / to / "task.json") == read_json(ckpt / "task.json")
+        eval_classifier.main(eval_argv(tmp_path / to, "korsts", "--output_dir", str(tmp_path / f"e_{to}")))
+        ours, theirs = (read_predictions(d / "predictions.tsv") for d in (tmp_path / "e", tmp_path / f"e_{to}"))
+        assert [r[:2] for r in theirs] == [r[:2] for r in ours]
+        assert np.allclose([float(r[2]) for r in theirs], [float(r[2]) for r in ours], atol=1e-5)
+
+
+def test_hf_label_names_decide_which_head_row_is_which(cls_env, tmp_path, capsys):
+    """A classification checkpoint whose config names its labels in another order (transformers' id2label) is
+    scored with its rows in the task's order; names that are not the task's are refused, not scored at random."""
+    import copy
+
+    import transformers
+    from models.modeling import BertConfig, BertForSequenceClassification, save_checkpoint
+    labels = ["contradiction", "entailment", "neutral"]  # kornli's order
+    torch.manual_seed(0)
+    # weights drawn wide, so that an untrained model's classes differ from pair to pair
+    config = BertConfig.from_json_file(cls_env["config"])
+    config.initializer_range = 1.0
+    model = BertForSequenceClassification(config, num_labels=3)
+    save_checkpoint(model, str(tmp_path / "a"), vocab_file=cls_env["vocab"], layout="hf", labels=labels)
+    assert transformers.AutoConfig.from_pretrained(str(tmp_path / "a")).id2label == dict(enumerate(labels))
+    perm = [2, 0, 1]  # row i of b is row perm[i] of a, and named so
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.classifier.weight.copy_(model.classifier.weight[perm])
+        other.classifier.bias.copy_(model.classifier.bias[perm])
+    save_checkpoint(other, str(tmp_path / "b"), vocab_file=cls_env["vocab"], layout="hf",
+                    labels=[labels[j] for j in perm])
+    preds = {}
+    for name in ("a", "b"):
+        eval_classifier.main(eval_argv(tmp_path / name, "kornli", "--output_dir", str(tmp_path / f"e_{name}")))
+        preds[name] = read_predictions(tmp_path / f"e_{name}" / "predictions.tsv")
+    assert preds["a"] == preds["b"] and len({r[2] for r in preds["a"]}) > 1
+    assert "in another order" in capsys.readouterr().err
+    save_checkpoint(model, str(tmp_path / "c"), vocab_file=cls_env["vocab"], layout="hf", labels=["yes", "no", "maybe"])
+    expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "c", "kornli"), "id2label names yes, no, maybe")

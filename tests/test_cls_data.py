@@ -123,6 +123,9 @@ def test_crlf_and_max_examples(tmp_path):
     assert [e.label for e in read_examples(p, STS)] == [1.0, 2.5, 3.0]
     assert [e.text_b for e in read_examples(p, STS, max_examples=2)] == ["b", "d"]
     assert [e.text_b for e in read_examples(p, STS, max_examples=1)] == ["b"]
+    # CR-only line ends (no LF anywhere) are rows too, not one long header
+    cr = write(tmp_path, "cr_only.tsv", "sentence1\tsentence2\tscore\ra\tb\t1.0\rc\td\t2.5\r")
+    assert [(e.text_b, e.label) for e in read_examples(cr, STS)] == [("b", 1.0), ("d", 2.5)]
     for bad in (0, -3):  # used to return one row: the cap was checked only after appending
         with pytest.raises(ValueError, match=f"max_examples {bad} must be >= 1"):
             read_examples(p, STS, max_examples=bad)
@@ -329,3 +332,20 @@ def test_not_utf8_and_stray_carriage_return(tmp_path):
     # a lone '\r' inside a sentence is text, not a row break (only '\n' and a trailing '\r' of CRLF end rows)
     p = write(tmp_path, "cr.tsv", "sentence1\tsentence2\tscore\na\rb\tc\t2.0\r\n")
     assert [(e.text_a, e.label) for e in read_examples(p, STS)] == [("a\rb", 2.0)]
+
+
+def test_empty_sentences_are_bad_rows(tmp_path, capsys):
+    """An empty sentence is an error in a dev/test file and a skipped row in a training file, as other bad rows."""
+    p = write(tmp_path, "nli.tsv", "sentence1\tsentence2\tgold_label\nx\ty\tneutral\n\tb\tentailment\n"
+                                   "a\t \tneutral\n")
+    with pytest.raises(ValueError, match=r"nli.tsv line 3: empty sentence1$"):
+        read_examples(p, NLI)
+    assert [e.text_a for e in read_examples(p, NLI, strict=False)] == ["x"]
+    assert "skipped 2 row(s) with an empty sentence (line 3, 4)" in capsys.readouterr().err
+
+
+def test_a_header_without_the_columns_is_named_briefly(tmp_path):
+    p = write(tmp_path, "wide.tsv", "\t".join(f"column_{i}_" + "x" * 60 for i in range(30)) + "\n")
+    with pytest.raises(ValueError, match="header has no column 'sentence1'") as e:
+        read_examples(p, STS)
+    assert len(str(e.value)) < 700 and str(e.value).endswith(", ...)")

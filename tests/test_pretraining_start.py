@@ -128,3 +128,18 @@ def test_shards_fingerprint_ignores_the_preparation_timing():
     assert shards_fingerprint(again) == shards_fingerprint(meta)
     other = meta | {"shards": [{"name": "shard_00000", "num_tokens": 99}]}
     assert shards_fingerprint(other) != shards_fingerprint(meta)
+
+
+def test_check_args_refuses_values_that_would_fail_late(tmp_path):
+    """The optimisation and loader flags run_pretraining shares with the fine-tuning scripts are checked before
+    anything opens; --max_grad_norm 0 (no clipping) is allowed, a negative one is not."""
+    from run_pretraining import build_parser
+    (tmp_path / "meta.json").write_text("{}")
+    base = ["--input_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--config_file", TINY]
+    S.check_args(build_parser().parse_args(base + ["--max_grad_norm", "0"]))
+    for flags, needle in ((["--learning_rate", "nan"], "--learning_rate nan: must be a positive number"),
+                          (["--num_workers", "-2"], "--num_workers -2: must be >= 0"),
+                          (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0"),
+                          (["--warmup_proportion", "1"], "--warmup_proportion 1.0: must be in [0, 1)"),
+                          (["--weight_decay", "-0.1"], "--weight_decay -0.1: must be >= 0")):
+        assert needle in error(S.check_args, build_parser().parse_args(base + flags))

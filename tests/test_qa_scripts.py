@@ -345,6 +345,24 @@ def test_batch_sizes_below_one_are_refused(env, tmp_path, capsys, flag, value):
     expect_fail(capsys, run_qa.main, argv, f"{flag} {value} must be at least 1")
 
 
+def test_bad_training_values_are_refused_before_anything_is_written(env, tmp_path, capsys):
+    """Values that would crash only in the optimizer, scheduler or loader (after run_args.json marks the folder as
+    a run, so that even the corrected command was refused) or train wrong are refused up front, in one line."""
+    (tmp_path / "a_file").write_text("")
+    for flags, needle in ((["--warmup_proportion", "2"], "--warmup_proportion 2.0: must be in [0, 1)"),
+                          (["--learning_rate", "-1"], "--learning_rate -1.0: must be a positive number"),
+                          (["--num_workers", "-1"], "--num_workers -1: must be >= 0"),
+                          (["--num_train_epochs", "nan"], "--num_train_epochs nan: must be a positive number"),
+                          (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0"),
+                          (["--seed", "-1"], "--seed -1: must be >= 0"),
+                          (["--output_dir", str(tmp_path / "a_file")], "a_file: exists and is not a directory")):
+        expect_fail(capsys, run_qa.main, train_argv(env, tmp_path / "r", *flags), needle)
+        assert not (tmp_path / "r").exists()
+    # eval_qa: before the model is loaded or anything predicted
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(tmp_path / "nowhere"), "--predict_file", env["eval"],
+                                       "--output_dir", str(tmp_path / "a_file")], "a_file: exists and is not a dir")
+
+
 def test_pad_multiple_below_one_is_refused_before_anything_is_read(env, tmp_path, capsys):
     expect_fail(capsys, run_qa.main, train_argv(env, tmp_path / "r", "--pad_to_multiple_of", "0"),
                 "--pad_to_multiple_of 0")

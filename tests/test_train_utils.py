@@ -76,3 +76,43 @@ def test_config_file_must_split_text_as_the_checkpoint_did(tmp_path, capsys):
     unreadable = dict(plain, hidden_act="no_such_activation", morph_analyzer="kiwi")  # read, it would disagree
     (ckpt / "config.json").write_text(json.dumps(unreadable), encoding="utf-8")
     assert resolve(str(tmp_path / "plain.json"))[0].morph_analyzer is None
+
+
+def test_config_file_and_vocab_file_must_agree_with_the_checkpoint(tmp_path, capsys):
+    """Casing: a --config_file silent about it takes the checkpoint's do_lower_case, one that contradicts it is
+    refused. Vocab: a --vocab_file with the checkpoint's size but other tokens (every id would change) is refused;
+    the same tokens with other line ends pass."""
+    import argparse
+    import json
+
+    import pytest
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        plain = dict(json.load(f), vocab_size=6)
+    assert "do_lower_case" not in plain
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가"]
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(dict(plain, do_lower_case=True)), encoding="utf-8")
+    (ckpt / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    (tmp_path / "silent.json").write_text(json.dumps(plain), encoding="utf-8")
+    (tmp_path / "cased.json").write_text(json.dumps(dict(plain, do_lower_case=False)), encoding="utf-8")
+    (tmp_path / "same.txt").write_text("\r\n".join(tokens) + "\r\n", encoding="utf-8")
+    (tmp_path / "other.txt").write_text("\n".join(tokens[:5] + ["나"]) + "\n", encoding="utf-8")
+
+    def resolve(config_file, vocab_file=None):
+        return train_utils.resolve_config_and_vocab(argparse.Namespace(checkpoint=str(ckpt), vocab_file=vocab_file,
+                                                                       config_file=config_file))
+    assert resolve(str(tmp_path / "silent.json"))[0].do_lower_case is True
+    assert resolve(str(tmp_path / "silent.json"), str(tmp_path / "same.txt"))[1] == str(tmp_path / "same.txt")
+    for config_file, vocab_file, needle in (("cased.json", None, "says do_lower_case=false"),
+                                            ("silent.json", "other.txt", "differs from the vocab.txt")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            resolve(str(tmp_path / config_file), vocab_file and str(tmp_path / vocab_file))
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert "from line 6" in err
+    # a checkpoint that does not record casing (the release's config) leaves the flag's config as it is
+    (ckpt / "config.json").write_text(json.dumps(plain), encoding="utf-8")
+    (tmp_path / "lower.json").write_text(json.dumps(dict(plain, do_lower_case=True)), encoding="utf-8")
+    assert resolve(str(tmp_path / "lower.json"))[0].do_lower_case is True
