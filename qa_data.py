@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import unicodedata
 import zipfile
 from dataclasses import dataclass, fields
 
@@ -222,6 +223,33 @@ def _best_window(n_tokens: int, spans) -> np.ndarray:
     return best
 
 
+def nfc_with_spans(text: str) -> tuple[str, np.ndarray | None]:
+    """(text in NFC, for each of its characters the (start, end) it came from in text); None for text already
+    in NFC. Characters that compose (a jamo sequence into a syllable, a letter and its accent) become one span."""
+    if unicodedata.is_normalized("NFC", text):
+        return text, None
+    pieces, spans, start = [], [], 0
+    for i in range(1, len(text) + 1):
+        # text[i] joins the open piece when composing them differs from composing each alone
+        if i < len(text) and unicodedata.normalize("NFC", text[start:i + 1]) != \
+                unicodedata.normalize("NFC", text[start:i]) + unicodedata.normalize("NFC", text[i]):
+            continue
+        piece = unicodedata.normalize("NFC", text[start:i])
+        pieces.append(piece)
+        spans += [(start, i)] * len(piece)
+        start = i
+    return "".join(pieces), np.asarray(spans, dtype=np.int32).reshape(-1, 2)
+
+
+def original_offsets(offsets: np.ndarray, spans: np.ndarray | None) -> np.ndarray:
+    """[T, 2] character offsets into the NFC text -> into the text it was made from (spans: nfc_with_spans')."""
+    if spans is None or len(offsets) == 0:
+        return offsets
+    start, end = offsets[:, 0], offsets[:, 1]
+    last = np.maximum(end - 1, start)  # the token's last character (a token is never empty)
+    return np.stack([spans[start, 0], spans[last, 1]], axis=1).astype(np.int32)
+
+
 def convert_examples_to_features(examples, tokenizer, special_ids: dict, max_seq_length: int, doc_stride: int,
                                  max_query_length: int, is_training: bool) -> tuple[QAFeatures, int]:
     """(features, n_unmappable). `tokenizer` is a `tokenizers.Tokenizer` adding no special tokens.
@@ -231,9 +259,13 @@ def convert_examples_to_features(examples, tokenizer, special_ids: dict, max_seq
     """
     contexts = list(dict.fromkeys(ex.context for ex in examples))
     ctx_index = {c: i for i, c in enumerate(contexts)}
-    ctx_enc = tokenizer.encode_batch(contexts, add_special_tokens=False)
+    # tokenised in NFC, offsets mapped back: `tokenizers` gives offsets that stop inside a syllable for decomposed
+    # (NFD) Hangul, e.g. text saved on macOS, which would cut answers short
+    composed = [nfc_with_spans(c) for c in contexts]
+    ctx_enc = tokenizer.encode_batch([nfc for nfc, _ in composed], add_special_tokens=False)
     ctx_ids = [np.asarray(e.ids, dtype=np.int32) for e in ctx_enc]
-    ctx_offs = [np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2) for e in ctx_enc]
+    ctx_offs = [original_offsets(np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2), spans)
+                for e, (_, spans) in zip(ctx_enc, composed)]
     q_enc = tokenizer.encode_batch([ex.question for ex in examples], add_special_tokens=False)
 
     plan = []  # (example index, question ids, context index, windows, answer token span)

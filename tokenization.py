@@ -19,7 +19,8 @@ Limiting it to Latin letters is possible in Python but not in the fast normalise
 
 Known limitation of the fast path: tokenizers aligns a character composed by NFC with only the first character
 it came from, so on decomposed (NFD) input an offset end can stop inside the last syllable's jamo. Starts are
-exact, and on NFC input (nearly all real text) so are ends.
+exact, and on NFC input (nearly all real text) so are ends. qa_data, the one user of the offsets, tokenises
+contexts in NFC and maps the offsets back (qa_data.nfc_with_spans).
 """
 from __future__ import annotations
 

@@ -361,3 +361,31 @@ def test_postprocess_length_limit_and_max_context(tok):
     assert preds[examples[0].qid] == examples[0].context[offs[flagged[0], 0]:offs[flagged[0] + 5, 1]]
     preds, _, _ = postprocess_predictions(examples, feats, start, end, n_best_size=20, max_answer_length=5)
     assert preds[examples[0].qid] == examples[0].context[offs[flagged[0], 0]:offs[flagged[0] + 1, 1]]
+
+
+def test_decomposed_hangul_maps_answers_to_whole_syllables(tok):
+    """Contexts in NFD (decomposed jamo, as text saved on macOS may be) tokenise as their NFC form does, and the
+    offsets point at whole syllables of the original text: predicted answers come back uncut, in the file's form."""
+    import unicodedata
+    tokenizer, special = tok
+    nfc, _ = read_korquad(DEV, is_training=True, max_examples=30)
+    nfd = copy.deepcopy(nfc)
+    for ex in nfd:
+        ex.answer_start = len(unicodedata.normalize("NFD", ex.context[:ex.answer_start]))
+        ex.context, ex.question, ex.answer_text = (unicodedata.normalize("NFD", t)
+                                                   for t in (ex.context, ex.question, ex.answer_text))
+        assert ex.context[ex.answer_start:].startswith(ex.answer_text)
+    (a, _), (b, _) = (convert_examples_to_features(e, tokenizer, special, 128, 48, 32, True) for e in (nfc, nfd))
+    for name in ("input_ids", "start_positions", "end_positions", "example_index"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    for f in range(len(a)):
+        for (s, e), (s2, e2) in zip(a.offsets[f], b.offsets[f]):
+            if s >= 0:
+                ctx_a, ctx_b = nfc[a.example_index[f]].context, nfd[b.example_index[f]].context
+                assert unicodedata.normalize("NFC", ctx_b[s2:e2]) == ctx_a[s:e]
+    n, T = b.input_ids.shape
+    start, end = np.zeros((n, T), np.float32), np.zeros((n, T), np.float32)
+    start[np.arange(n), b.start_positions] = end[np.arange(n), b.end_positions] = 50.0
+    preds, _, _ = postprocess_predictions(nfd, b, start, end, n_best_size=5, max_answer_length=64)
+    for ex in nfd:
+        assert ex.answer_text.strip() in preds[ex.qid], (preds[ex.qid], ex.answer_text)
