@@ -25,7 +25,7 @@ import numpy as np
 from fileio import atomic_write, file_sha256
 
 # Bump when the feature layout or the windowing/labelling logic changes, so stale caches are not reused.
-FEATURES_VERSION = "korquad-features-v1"
+FEATURES_VERSION = "korquad-features-v2"  # v2: NFD contexts offset in whole syllables
 
 
 def add_qa_args(parser):
