@@ -38,6 +38,7 @@ from models.config import read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              read_state_dict, save_checkpoint, to_release_state_dict)
+from tokenization import save_hf_tokenizer
 from train_utils import atomic_torch_save, fail
 
 # fields that decide tensor shapes or numerics; the tokenizer fields may legitimately differ between two sources
@@ -184,6 +185,11 @@ def convert(args):
             save_checkpoint(model, args.output, vocab_file=vocab, layout="hf" if args.to == "hf" else "ours",
                             max_shard_bytes=round(args.max_shard_mb * 2**20) if args.max_shard_mb else None,
                             dtype=DTYPES[args.dtype], labels=task.get("labels") if kind == "classifier" else None)
+            if args.to == "hf" and vocab and not config.morph_analyzer:  # a morpheme model: save_checkpoint warned
+                try:
+                    save_hf_tokenizer(vocab, args.output, config.do_lower_case, config.max_position_embeddings)
+                except ValueError as e:  # a vocab without BERT's special tokens: weights and vocab.txt still serve
+                    notes.append(f"no tokenizer files ({e})")
             # how the model was fine-tuned (inputs' length, pair orders, task) travels with it: the evaluation
             # scripts read it, and would score a converted model another way without it
             for name, path in sidecars.items():

@@ -24,13 +24,11 @@ from multiprocessing.pool import RemoteTraceback
 
 import numpy as np
 
+from fileio import MAX_LINE_BYTES, read_lines
 from tokenization import build_fast_tokenizer
 
 MIN_SPLIT_CHARS = 20  # shorter lines are kept whole: two Korean sentences rarely fit, and kiwi is the slow part
 _SENT_END = re.compile(r"(?<![0-9])[.!?。…]+[\"'”’」』)\]]*\s+")  # no split after digits: "2010. 11. 12.", "1. 총칙"
-# A line is tokenised as one unit in one task (~30 bytes of worker memory per input byte), so a file without line
-# ends would need memory in proportion to the file. Real paragraphs are far shorter than this.
-MAX_LINE_BYTES = 1 << 18
 CR_LF = re.compile(r"\r*\n")  # one line end: LF, CRLF, or the CRCRLF of CRLF text written through a text mode
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
@@ -247,39 +245,6 @@ def death(p) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------
 # reading (main process)
-
-def read_lines(f, max_bytes: int):
-    """(line number, byte offset in the line, bytes, ends the line) for the lines of a binary file.
-
-    A line longer than max_bytes comes in pieces of at most max_bytes: cut after the last CR (a file with CR-only
-    line ends), else ASCII whitespace, in the second half of the piece (a character boundary in UTF-8, and where the
-    tokenizer splits words anyway), else before a character that the cap would split, so every piece decodes alone.
-    """
-    lineno, col, carry = 1, 0, b""
-    while True:
-        raw = f.readline(max_bytes - len(carry))
-        if carry:
-            raw = carry + raw
-        if not raw:
-            return
-        if raw.endswith(b"\n") or len(raw) < max_bytes:  # readline stops short only at a line end or EOF
-            yield lineno, col, raw, True
-            lineno, col, carry = lineno + 1, 0, b""
-            continue
-        cut = raw.rfind(b"\r", max_bytes // 2) + 1  # a CR-only line end first
-        if cut == 0:
-            cut = max(raw.rfind(c, max_bytes // 2) for c in b" \t\x0b\x0c") + 1
-        if cut == 0:
-            cut = len(raw)
-            for k in range(1, 4):  # a lead byte among the last three whose character does not fit
-                b = raw[-k]
-                if b < 0x80 or b >= 0xC0:
-                    if b >= 0xC0 and (2 if b < 0xE0 else 3 if b < 0xF0 else 4) > k:
-                        cut -= k
-                    break
-        yield lineno, col, raw[:cut], False
-        col, carry = col + cut, raw[cut:]
-
 
 def read_tasks(paths: list[str], task_chars: int, progress, counts: dict | None = None):
     """(file index, lines) tasks of ~task_chars characters, none spanning two files; None marks a document break

@@ -205,7 +205,7 @@ def prepare(args, tmp_dir: str) -> dict:
         print("note: kiwipiepy is not installed; splitting sentences with a punctuation regex "
               "(pip install kiwipiepy for Korean sentence splitting)", file=sys.stderr)
         splitter = "regex"
-    vocab_size = max(vocab.values()) + 1  # = lines in the file (a duplicated token keeps its first id)
+    vocab_size = max(vocab.values()) + 1  # = lines in the file (the last line's token keeps its id)
     dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
     is_cont = np.zeros(vocab_size, bool)
     is_cont[[i for t, i in vocab.items() if t.startswith("##") and len(t) > 2]] = True

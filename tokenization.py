@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import os
 import unicodedata
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from fileio import atomic_write, atomic_write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # the release's order, ids 0-4
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")
@@ -154,7 +157,8 @@ def fast_pre_tokenizer(morph_analyzer: str | None):
 def load_vocab(vocab_file: str) -> collections.OrderedDict:
     """token -> id, id = line number (0-based). Tokens are NFC; only the line break is stripped.
 
-    A token listed twice keeps its first id.
+    A token listed twice keeps its last id, as in google-research/bert, the release and transformers, whose
+    checkpoints were trained with those ids.
     """
     if not os.path.isfile(vocab_file):
         raise FileNotFoundError(f"vocab file not found: {vocab_file}")
@@ -162,7 +166,7 @@ def load_vocab(vocab_file: str) -> collections.OrderedDict:
     try:
         with open(vocab_file, encoding="utf-8") as f:  # universal newlines: a CRLF vocab reads the same
             for i, line in enumerate(f):
-                vocab.setdefault(unicodedata.normalize("NFC", line.rstrip("\n")), i)
+                vocab[unicodedata.normalize("NFC", line.rstrip("\n"))] = i
     except UnicodeDecodeError as e:
         raise ValueError(f"vocab file {vocab_file} is not UTF-8 (byte offset {e.start})") from None
     if not vocab:
@@ -246,6 +250,29 @@ def build_fast_tokenizer(vocab_file: str, do_lower_case: bool = False, morph_ana
     tok.pre_tokenizer = fast_pre_tokenizer(morph_analyzer)
     tok.decoder = decoders.WordPiece(prefix="##")
     return tok
+
+
+def save_hf_tokenizer(vocab_file: str, out_dir: str, do_lower_case: bool, model_max_length: int):
+    """out_dir/tokenizer.json and tokenizer_config.json, for transformers' AutoTokenizer: the fast tokenizer above
+    (its NFC step included, which transformers' own BertTokenizer lacks: decomposed Hangul would become [UNK]) with
+    [CLS]/[SEP] added as BERT adds them, and inputs cut at the model's positions. Not for morph_analyzer vocabs: a
+    Python pre-tokenizer cannot be saved."""
+    vocab = load_vocab(vocab_file)
+    ids = special_token_ids(vocab, vocab_file)
+    tok = build_fast_tokenizer(vocab_file, do_lower_case=do_lower_case)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["cls"]), ("[SEP]", ids["sep"])])
+    for token in SPECIAL_TOKENS:  # matched whole in the text and never split, as transformers treats them
+        tok.add_special_tokens([token])
+    # generic fast class: transformers' BertTokenizer would rebuild the pipeline from vocab.txt, without the NFC
+    # step; the keys it reads are kept for tools that look for them (accent stripping stays off: it decomposes Hangul)
+    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": do_lower_case, "strip_accents": False,
+           "tokenize_chinese_chars": True, "model_max_length": model_max_length, "unk_token": UNK_TOKEN,
+           "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
+           "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}  # the generic class's lack segments
+    atomic_write(os.path.join(out_dir, "tokenizer.json"), lambda tmp: tok.save(tmp))
+    atomic_write_text(os.path.join(out_dir, "tokenizer_config.json"), json.dumps(cfg, indent=2) + "\n")
 
 
 def main(argv=None):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+import fileio
 from fileio import atomic_write
 
 
@@ -309,7 +310,8 @@ def _atomic_write(path: str, write_fn, mode: str):
 
 
 def atomic_write_text(path: str, text: str):
-    _atomic_write(path, lambda f: f.write(text), "w")
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    fileio.atomic_write_text(path, text)
 
 
 def atomic_write_json(path: str, obj):
@@ -373,13 +375,6 @@ def resolve_config_and_vocab(args):
                      "its own)")
             config.do_lower_case = True
     own_vocab = checkpoint_vocab(ckpt) if ckpt else None
-    if args.vocab_file and own_vocab and os.path.isfile(args.vocab_file):
-        # a same-size vocab in another order would give every token another id, with no error anywhere
-        theirs, ours = (read_vocab_lines(v) for v in (args.vocab_file, own_vocab))
-        if theirs != ours:
-            at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
-            fail(f"--vocab_file {args.vocab_file} differs from the vocab.txt that --checkpoint {ckpt} carries (from "
-                 f"line {at + 1}); drop --vocab_file (the checkpoint carries its own)")
     vocab_file = args.vocab_file or own_vocab
     if vocab_file is None and ckpt and os.path.isfile(os.path.join(ckpt, "tokenizer.json")):
         # a transformers 5 directory has only tokenizer.json: its vocab, as a vocab.txt for this process (once,
@@ -402,6 +397,13 @@ def resolve_config_and_vocab(args):
         src = args.config_file or ckpt
         fail(f"vocab size mismatch: {vocab_file} has {n_vocab} tokens but the config ({src}) says "
              f"vocab_size={config.vocab_size}")
+    if args.vocab_file and own_vocab:
+        # a same-size vocab in another order would give every token another id, with no error anywhere
+        theirs, ours = (read_vocab_lines(v) for v in (args.vocab_file, own_vocab))
+        if theirs != ours:
+            at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+            fail(f"--vocab_file {args.vocab_file} differs from the vocab.txt that --checkpoint {ckpt} carries (from "
+                 f"line {at + 1}); drop --vocab_file (the checkpoint carries its own)")
     if getattr(args, "do_lower_case", False):
         config.do_lower_case = True
     return config, vocab_file

@@ -23,7 +23,7 @@ import sys
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from fileio import atomic_write
+from fileio import MAX_LINE_BYTES, atomic_write, read_lines
 from tokenization import SPECIAL_TOKENS, UNK_TOKEN, fast_normalizer, fast_pre_tokenizer, is_punct
 
 SPM_MAX_SENTENCES = 5_000_000  # sentencepiece holds its input in memory; beyond this it samples
@@ -45,17 +45,20 @@ def _iter_lines(files: list[str], counter: list[int]):
             bar.set_description(os.path.basename(path))
             offset = 0
             with open(path, "rb") as f:
-                for lineno, raw in enumerate(f, 1):
+                # in pieces of at most MAX_LINE_BYTES, cut at a CR or a space: a file without LF line ends (CR-only,
+                # or one huge line) is not read whole
+                for lineno, _, raw, _ in read_lines(f, MAX_LINE_BYTES):
                     try:
-                        line = raw.decode("utf-8")
+                        text = raw.decode("utf-8")
                     except UnicodeDecodeError as e:
                         raise ValueError(f"corpus file {path} is not UTF-8: invalid byte at line {lineno}, "
                                          f"byte offset {offset + e.start}") from None
                     offset += len(raw)
                     bar.update(len(raw))
-                    if line.strip():
-                        counter[0] += 1
-                        yield line
+                    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):  # CR ends lines too
+                        if line.strip():
+                            counter[0] += 1
+                            yield line
 
 
 def _split_lines(lines: list[str], do_lower_case: bool, morph: str | None) -> list[list[str]]:

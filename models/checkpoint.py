@@ -17,7 +17,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from fileio import atomic_write
+from fileio import atomic_write, atomic_write_text
 from models.config import BertConfig, read_json_object
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -195,11 +195,6 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, fresh_ok=(
     return model
 
 
-def write_text(path: str, text: str):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def _pad_id(vocab_file: str | None) -> int:
     if vocab_file:
         with open(vocab_file, encoding="utf-8") as f:
@@ -249,8 +244,7 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     meta = {"format": "pt", "bert_config": json.dumps(model.config.to_dict())}
     shards = _shards(sd, max_shard_bytes, meta) if max_shard_bytes else [sd]  # raises before anything is written
     os.makedirs(out_dir, exist_ok=True)
-    atomic_write(os.path.join(out_dir, "config.json"),
-                 lambda tmp: write_text(tmp, json.dumps(config, indent=2, ensure_ascii=False) + "\n"))
+    atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     if layout == "hf" and vocab_file and model.config.morph_analyzer:
         # transformers' BertTokenizer cannot split morphemes first, and given this vocab it would load without
         # complaint and give other ids; weights and config are still right
@@ -262,13 +256,6 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     vocab_out = os.path.join(out_dir, "vocab.txt")
     if vocab_file and not (os.path.exists(vocab_out) and os.path.samefile(vocab_file, vocab_out)):
         atomic_write(vocab_out, lambda tmp: shutil.copyfile(vocab_file, tmp))
-    if layout == "hf" and vocab_file:
-        # transformers' BertTokenizer strips accents by default when lower-casing, which decomposes Hangul into
-        # jamo; spell out the settings these models were trained with.
-        tok_cfg = {"tokenizer_class": "BertTokenizer", "do_lower_case": model.config.do_lower_case,
-                   "strip_accents": False, "tokenize_chinese_chars": True}
-        atomic_write(os.path.join(out_dir, "tokenizer_config.json"),
-                     lambda tmp: write_text(tmp, json.dumps(tok_cfg, indent=2) + "\n"))
     if len(shards) == 1:
         atomic_write(os.path.join(out_dir, "model.safetensors"), lambda tmp: save_file(sd, tmp, metadata=meta))
         return
@@ -277,7 +264,7 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
         atomic_write(os.path.join(out_dir, name), lambda tmp, part=part: save_file(part, tmp, metadata=meta))
     index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in sd.values())},
              "weight_map": {k: name for name, part in zip(names, shards) for k in part}}
-    atomic_write(os.path.join(out_dir, SHARD_INDEX), lambda tmp: write_text(tmp, json.dumps(index, indent=2) + "\n"))
+    atomic_write_text(os.path.join(out_dir, SHARD_INDEX), json.dumps(index, indent=2) + "\n")
     with contextlib.suppress(FileNotFoundError):  # an older single file would be read in the shards' place
         os.remove(os.path.join(out_dir, "model.safetensors"))
 

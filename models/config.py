@@ -46,6 +46,8 @@ def read_json_object(path: str) -> dict:
             d = json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return d
@@ -157,9 +159,8 @@ class BertConfig:
         return dataclasses.asdict(self)
 
     def to_json_file(self, path: str):
-        from fileio import atomic_write
-        from models.checkpoint import write_text  # checkpoint imports this module
-        atomic_write(path, lambda tmp: write_text(tmp, json.dumps(self.to_dict(), indent=2) + "\n"))
+        from fileio import atomic_write_text
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def to_hf_dict(self, architectures: list[str] | None = None, pad_token_id: int = 0,
                    labels: list[str] | None = None) -> dict:

@@ -1,6 +1,7 @@
 """Checkpoint layouts: the original release's key names, Hugging Face state dicts, our own format, bad files,
 and convert_checkpoint.py in every direction (directories saved by transformers itself: test_hf_import.py)."""
 import os
+import unicodedata
 
 import pytest
 import torch
@@ -329,6 +330,12 @@ def test_hf_export_tokenizer_keeps_hangul(tmp_path):
     expected = ours.convert_tokens_to_ids(ours.tokenize(text))
     assert 1 not in expected  # the text is fully covered by the vocab, so an [UNK] would be a decomposition bug
     assert hf_tok(text, add_special_tokens=False)["input_ids"] == expected
+    # decomposed Hangul (text saved on macOS) too: the exported pipeline has our NFC step
+    assert hf_tok(unicodedata.normalize("NFD", text), add_special_tokens=False)["input_ids"] == expected
+    # pairs as BERT builds them, and inputs cut at the model's positions
+    enc = hf_tok("서울", "한국어")
+    assert enc["input_ids"] == [2, 5, 3, 10, 11, 3] and enc["token_type_ids"] == [0, 0, 0, 1, 1, 1]
+    assert len(hf_tok("서울 " * 600, truncation=True)["input_ids"]) == tiny_config().max_position_embeddings
 
 
 def test_hf_export_of_a_morpheme_model_writes_no_tokenizer(tmp_path, capsys):

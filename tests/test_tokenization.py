@@ -415,3 +415,38 @@ def test_vocab_file_is_readable_by_others_and_synced(work, monkeypatch):
         assert os.stat(out).st_mode & 0o777 == mode
     inode = os.stat(out).st_ino
     assert [e for e in events if e[1] == inode] == [("fsync", inode), ("replace", inode)]
+
+
+def test_build_vocab_reads_cr_line_ends_in_bounded_pieces(work, corpus, monkeypatch):
+    """A CR-only or CRLF corpus gives the vocab an LF one does, and a file without LF line ends is read in pieces
+    of at most MAX_LINE_BYTES (it used to be read whole: one 'line' the size of the file)."""
+    with open(corpus, encoding="utf-8") as f:
+        text = f.read()
+    built = {}
+    for name, end in (("lf", "\n"), ("cr", "\r"), ("crlf", "\r\n")):
+        src = _write(work / f"ends_{name}.txt", text.replace("\n", end), mode="w")
+        out = str(work / f"ends_{name}_vocab.txt")
+        T.main(["build-vocab", "--corpus", src, "--vocab_size", "1500", "--output", out])
+        with open(out, "rb") as f:
+            built[name] = f.read()
+    assert built["cr"] == built["lf"] == built["crlf"]
+    monkeypatch.setattr(V, "MAX_LINE_BYTES", 4096)
+    counter = [0]
+    pieces = list(V._iter_lines([str(work / "ends_cr.txt")], counter))
+    assert counter[0] == len(pieces) == sum(1 for line in text.split("\n") if line.strip())
+    assert max(len(p.encode()) for p in pieces) <= 4096
+
+
+def test_a_token_listed_twice_keeps_its_last_id_as_transformers_does(work):
+    """A release-style vocab may repeat a token: google-research/bert and transformers give it the id of its last
+    line, and a checkpoint trained with them learned that row. Both of our paths agree with transformers."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "서울", "##에서", "부산", "서울", "##으로"]
+    path = _write(work / "dup_vocab.txt", "".join(t + "\n" for t in tokens))
+    text = "서울에서 부산으로"
+    want = transformers.BertTokenizer(vocab=path, do_lower_case=False).encode(text, add_special_tokens=False)
+    assert want == BertTokenizerLegacy(path, do_lower_case=False).encode(text, add_special_tokens=False)
+    assert want == [8, 6, 7, 9]
+    assert T.FullTokenizer(path).convert_tokens_to_ids(T.FullTokenizer(path).tokenize(text)) == want
+    assert T.build_fast_tokenizer(path).encode(text, add_special_tokens=False).ids == want
