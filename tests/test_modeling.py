@@ -151,6 +151,9 @@ def test_missing_config_key_and_bad_json(tmp_path):
     (tmp_path / "c.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         BertConfig.from_json_file(str(tmp_path / "c.json"))
+    (tmp_path / "utf16.json").write_bytes(b"\xff\xfe{\x00}\x00")  # a UTF-16 file, as some editors save
+    with pytest.raises(ValueError, match=r"utf16.json: not UTF-8 \(byte offset 0\)"):
+        BertConfig.from_json_file(str(tmp_path / "utf16.json"))
 
 
 # ------------------------------------------------------------------------------------------------------------
