@@ -22,8 +22,10 @@ from train_utils import check_training_args, resolve_checkpoint_dir
 
 RESUME = "--resume"
 INIT = "--init_checkpoint"
-# changing one of these on resume is allowed, but then the continuation is not the uninterrupted run
-WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "max_steps", "max_seq_length", "seed", "short_seq_prob",
+# changing one of these on resume is allowed (the new value applies from the resumed step on), but then the
+# continuation is not the uninterrupted run
+WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "warmup_proportion", "weight_decay", "adam_epsilon",
+                   "max_grad_norm", "max_steps", "max_time_minutes", "max_seq_length", "seed", "short_seq_prob",
                    "masked_lm_prob", "max_predictions_per_seq", "max_ngram", "no_whole_word", "no_sop",
                    "source_weights", "amp")
 
@@ -81,6 +83,8 @@ def check_vocab(vocab_file: str | None, ckpt_dir: str | None, source: str | None
     """The vocab given on the command line and the checkpoint's own (beside it, for a weights file) must both be the
     shards' vocab."""
     stored = checkpoint_vocab(ckpt_dir) if ckpt_dir else None
+    if vocab_file and not os.path.isfile(vocab_file):
+        raise ValueError(f"--vocab_file {vocab_file}: no such file")
     for label, vocab in (("--vocab_file", vocab_file), (source, stored)):
         if vocab and vocab_sha256(vocab) != shard_meta["vocab_sha256"]:
             raise ValueError(f"{label}: {vocab} is not the vocabulary the shards in {input_dir} were built with "

@@ -212,21 +212,40 @@ def main(argv=None):
     except ValueError as e:
         fail(f"--scheduler {args.scheduler}: {e}")
     scaler = make_grad_scaler(rt)
-    step, epoch, epoch_pos, elapsed0, skipped = 0, 0, 0, 0.0, 0
+    step, epoch, epoch_pos, elapsed0, budget0, skipped = 0, 0, 0, 0.0, 0.0, 0
     torch.manual_seed(args.seed + rt.rank)  # different dropout masks on each rank
     if state is not None:
+        fresh = [{k: g[k] for k in ("initial_lr", "weight_decay", "eps") if k in g} for g in optimizer.param_groups]
+        fresh_base_lrs = list(scheduler.base_lrs)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # the flags win over the hyper-parameters saved in the state (a lower --learning_rate after a loss spike is
+        # why one resumes with a new one; the warning above names each change); unchanged flags leave every value
+        # as saved, so the continuation stays exact
+        for i, (g, f) in enumerate(zip(optimizer.param_groups, fresh)):
+            if f["initial_lr"] != g["initial_lr"]:  # the schedule's point at this step, at the new peak
+                at = g["lr"] / g["initial_lr"] if g["initial_lr"] else scheduler.lr_lambdas[i](scheduler.last_epoch)
+                g["lr"] = f["initial_lr"] * at
+            g.update(f)
+        scheduler.base_lrs = fresh_base_lrs
         if state["scaler"] or not scaler.is_enabled():  # empty: saved without fp16; this fp16 run starts a scaler
             scaler.load_state_dict(state["scaler"])
         step, epoch, epoch_pos = state["step"], state["epoch"], state["epoch_position"]
         elapsed0, skipped = state["elapsed_s"], state["skipped_steps"]
+        # the time budget spent so far, each run's counted from the end of its first step (older states: wall time)
+        budget0 = state.get("budget_elapsed_s", elapsed0)
         if len(state["rng"]) == rt.world_size:
             set_rng_state_portable(state["rng"][rt.rank])
         elif rt.is_main:
             warn(f"{ckpt_dir} was saved by {len(state['rng'])} ranks, not {rt.world_size}: dropout RNG reseeded")
         if epoch_pos % rt.world_size:
             fail(f"--resume {ckpt_dir}: position {epoch_pos} in the epoch is not divisible by {rt.world_size} ranks")
+    if args.schedule_by_time and budget0 >= args.max_time_minutes * 60:  # e.g. a finished run started again
+        if rt.is_main:
+            print(f"{ckpt_dir}: the --max_time_minutes {args.max_time_minutes:g} budget was spent by step {step}; "
+                  "nothing to train", flush=True)
+        cleanup_runtime(rt)
+        return 0
     model, graphs = compile_for_training(raw_model, args)
     if rt.distributed:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
@@ -357,7 +376,9 @@ def main(argv=None):
 
             t_budget = t_budget or time.time()
             run_s = time.time() - t_budget
-            stop = 1 if run_s > budget_s else 0
+            # with --schedule_by_time the budget is the whole run's, across resumes, as its lr schedule is;
+            # without, each invocation's (a requeued job that must save before its slot ends)
+            stop = 1 if run_s + (budget0 if args.schedule_by_time else 0.0) > budget_s else 0
             if stop_signal:
                 stop = 2 if stop_signal[0] == signal.SIGINT else 3
             if rt.distributed:  # every rank must stop at the same step (and use the same lr), whoever got the signal
@@ -365,7 +386,7 @@ def main(argv=None):
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=ctrl_group)
                 stop, run_s = int(flag[0]), float(flag[1])
             if args.schedule_by_time:  # overrides the step-based lr that scheduler.step() just set
-                progress = max(step / args.max_steps, (elapsed0 + run_s) / budget_s)
+                progress = max(step / args.max_steps, (budget0 + run_s) / budget_s)
                 for g in optimizer.param_groups:
                     g["lr"] = g["initial_lr"] * lr_factor(args.scheduler, progress, args.warmup_proportion)
             save_now = step % args.save_steps == 0 or step == args.max_steps or stop
@@ -408,7 +429,8 @@ def main(argv=None):
                     train_state = {
                         "step": step, "epoch": epoch, "epoch_position": epoch_pos, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                        "elapsed_s": elapsed0 + time.time() - t_start, "skipped_steps": int(skipped),
+                        "elapsed_s": elapsed0 + time.time() - t_start, "budget_elapsed_s": budget0 + run_s,
+                        "skipped_steps": int(skipped),
                         "world_size": rt.world_size, "shards_fingerprint": fingerprint,
                         "args": vars(args)}
                     def write(tmp_dir):

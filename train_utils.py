@@ -85,7 +85,7 @@ def check_training_args(args):
     train silently wrong (a negative --max_grad_norm flips the gradients)."""
     workers, epochs = getattr(args, "num_workers", None), getattr(args, "num_train_epochs", None)
     # `not lo <= x < hi` also refuses NaN
-    for flag, ok, need in (("learning_rate", 0 < args.learning_rate < math.inf, "a positive number"),
+    for flag, ok, need in (("learning_rate", 0 <= args.learning_rate < math.inf, ">= 0"),  # 0: weights stay put
                            ("warmup_proportion", 0 <= args.warmup_proportion < 1, "in [0, 1)"),
                            ("adam_epsilon", 0 < args.adam_epsilon < math.inf, "a positive number"),
                            ("weight_decay", 0 <= args.weight_decay < math.inf, ">= 0"),

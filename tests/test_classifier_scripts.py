@@ -288,8 +288,8 @@ def test_flag_errors(cls_env, capsys, tmp_path):
     # refused up front, not with a traceback after the data and model are loaded
     (tmp_path / "a_file").write_text("")
     for flags, needle in ((["--warmup_proportion", "1.0"], "--warmup_proportion 1.0: must be in [0, 1)"),
-                          (["--learning_rate=-1e-4"], "--learning_rate -0.0001: must be a positive number"),
-                          (["--learning_rate", "nan"], "--learning_rate nan: must be a positive number"),
+                          (["--learning_rate=-1e-4"], "--learning_rate -0.0001: must be >= 0"),
+                          (["--learning_rate", "nan"], "--learning_rate nan: must be >= 0"),
                           (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0 (0: no clipping)"),
                           (["--adam_epsilon", "0"], "--adam_epsilon 0.0: must be a positive number"),
                           (["--num_workers", "-1"], "--num_workers -1: must be >= 0"),

@@ -96,6 +96,9 @@ def test_check_vocab(tmp_path):
     (ckpt / "vocab.txt").write_text("[UNK]\n")
     assert error(S.check_vocab, None, str(ckpt), S.INIT, meta, "shards", "v").startswith("--init_checkpoint: ")
     assert error(S.check_vocab, str(ckpt / "vocab.txt"), None, None, meta, "shards", "v").startswith("--vocab_file")
+    for missing in (tmp_path / "nowhere.txt", tmp_path):  # a traceback from the hashing, before
+        assert error(S.check_vocab, str(missing), None, None, meta, "shards", "v") == \
+            f"--vocab_file {missing}: no such file"
     # a weights file is checked against the vocab.txt beside it
     assert "is not the vocabulary" in error(S.check_vocab, None, str(ckpt / "model.safetensors"), S.INIT, meta,
                                             "shards", "v")
@@ -137,7 +140,7 @@ def test_check_args_refuses_values_that_would_fail_late(tmp_path):
     (tmp_path / "meta.json").write_text("{}")
     base = ["--input_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--config_file", TINY]
     S.check_args(build_parser().parse_args(base + ["--max_grad_norm", "0"]))
-    for flags, needle in ((["--learning_rate", "nan"], "--learning_rate nan: must be a positive number"),
+    for flags, needle in ((["--learning_rate", "nan"], "--learning_rate nan: must be >= 0"),
                           (["--num_workers", "-2"], "--num_workers -2: must be >= 0"),
                           (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0"),
                           (["--warmup_proportion", "1"], "--warmup_proportion 1.0: must be in [0, 1)"),

@@ -350,7 +350,7 @@ def test_bad_training_values_are_refused_before_anything_is_written(env, tmp_pat
     a run, so that even the corrected command was refused) or train wrong are refused up front, in one line."""
     (tmp_path / "a_file").write_text("")
     for flags, needle in ((["--warmup_proportion", "2"], "--warmup_proportion 2.0: must be in [0, 1)"),
-                          (["--learning_rate", "-1"], "--learning_rate -1.0: must be a positive number"),
+                          (["--learning_rate", "-1"], "--learning_rate -1.0: must be >= 0"),
                           (["--num_workers", "-1"], "--num_workers -1: must be >= 0"),
                           (["--num_train_epochs", "nan"], "--num_train_epochs nan: must be a positive number"),
                           (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0"),

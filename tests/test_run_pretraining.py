@@ -191,6 +191,23 @@ def test_resume_is_exact(uninterrupted, data, tmp_path, num_workers):
     assert_same_weights(weights(ref, 2 * n), weights(out, 2 * n))
 
 
+def test_resume_applies_changed_optimiser_flags(uninterrupted, data, tmp_path, capsys):
+    """A resumed run takes --learning_rate, --weight_decay and --adam_epsilon from its flags (they used to come back
+    from the saved optimizer state, the lr warned about as changed but never changed); the change is warned."""
+    ref, n, flags = uninterrupted
+    out = tmp_path / "lower_lr"
+    capsys.readouterr()
+    assert run_pretraining.main(argv(data, out, resume=ref / "checkpoints" / f"step-{n}", learning_rate=5e-4,
+                                     weight_decay=0.05, adam_epsilon=1e-4, **flags)) == 0
+    err = capsys.readouterr().err
+    assert "changed learning_rate, weight_decay, adam_epsilon" in err
+    before, after = ({r["step"]: r["lr"] for r in rows(d)} for d in (ref, out))
+    assert all(after[k] == pytest.approx(before[k] / 2, rel=1e-6) for k in range(n + 1, 2 * n + 1))
+    groups = train_state(out, 2 * n)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and {g["eps"] for g in groups} == {1e-4}
+    assert {g["initial_lr"] for g in groups} == {5e-4}
+
+
 def test_one_loader_across_epochs_reads_the_same(data, tmp_path, monkeypatch):
     """With loader workers, one loader serves every epoch (its workers start once and set themselves up for each
     new epoch); the run is the same as one that reads every batch in the main process."""
@@ -513,6 +530,30 @@ def test_time_budget_starts_after_a_slow_first_step(data, tmp_path, monkeypatch)
     # step 2 trains at the very start of the warm-up, not at lr_factor(1.5 s / 3 s) = 0.625 of the peak
     assert lrs[1] < 0.05 * max(lrs) and max(lrs) > 0.8e-3
     assert lrs[-1] < 0.5 * max(lrs)
+
+
+def test_schedule_by_time_budget_spans_resumes(data, tmp_path, capsys):
+    """With --schedule_by_time the budget is the whole run's, as its lr schedule is: a run resumed with part of it
+    spent trains only for the rest (it used to train a fresh budget, at lr 0 past the first), and a finished run
+    started again trains nothing and keeps its DONE."""
+    out = tmp_path / "timed"
+    flags = dict(max_steps=100000, warmup_proportion=0.1, max_time_minutes=0.05, schedule_by_time=True,
+                 save_steps=100000)
+    assert run_pretraining.main(argv(data, out, **flags)) == 0
+    done = json.loads((out / "DONE").read_text())
+    k = done["step"]
+    assert k >= 10 and train_state(out, k)["budget_elapsed_s"] == pytest.approx(3.0, abs=1.0)
+    capsys.readouterr()
+    assert run_pretraining.main(argv(data, out, resume="auto", **flags)) == 0
+    assert "budget was spent by step" in capsys.readouterr().out
+    assert [r["step"] for r in rows(out)][-1] == k and json.loads((out / "DONE").read_text()) == done
+    # the same checkpoint with 0.5 s of its 3 s left: a short continuation, which ends the schedule at lr ~0
+    state = train_state(out, k)
+    state["budget_elapsed_s"] = 2.5
+    torch.save(state, out / "checkpoints" / f"step-{k}" / "train_state.pt")
+    assert run_pretraining.main(argv(data, out, resume="auto", **flags)) == 0
+    more = [r for r in rows(out) if r["step"] > k]
+    assert 1 <= len(more) < 0.6 * k and more[-1]["lr"] < 0.25 * max(r["lr"] for r in rows(out))
 
 
 def test_schedule_by_time_needs_a_budget(data, tmp_path, capsys):
