@@ -49,7 +49,11 @@ def build_parser():
 def read_task_json(ckpt: str) -> dict:
     """run_classifier's task.json beside the weights ({} when there is none, e.g. a release .bin)."""
     meta = os.path.join(checkpoint_folder(ckpt), "task.json")
-    return read_json_object(meta) if os.path.isfile(meta) else {}
+    saved = read_json_object(meta) if os.path.isfile(meta) else {}
+    for key, kind in (("task_name", str), ("max_seq_length", int), ("pair_orders", str)):
+        if saved.get(key) is not None and (not isinstance(saved[key], kind) or isinstance(saved[key], bool)):
+            raise ValueError(f"{meta}: {key} is {saved[key]!r}, not a {kind.__name__}")
+    return saved
 
 
 def read_task_weights(ckpt: str, task, config_from_ckpt: bool, config, saved: dict) -> dict:

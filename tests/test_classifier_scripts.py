@@ -165,6 +165,8 @@ def test_eval_bad_checkpoint_or_length_is_one_line_exit_2(korsts_run, cls_env, c
     text = (ckpt / "config.json").read_text(encoding="utf-8")
     (ckpt / "config.json").write_text(text[:len(text) // 2], encoding="utf-8")  # a copy cut short
     expect_fail(capsys, eval_classifier.main, eval_argv(ckpt, "korsts"), "config.json", "not valid JSON")
+    edited = copy_checkpoint(out / "best", tmp_path / "edited", max_seq_length="128")  # a hand-edited task.json
+    expect_fail(capsys, eval_classifier.main, eval_argv(edited, "korsts"), "task.json: max_seq_length is '128'")
     expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--max_seq_length", "2"),
                 "--max_seq_length 2")
     expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--max_eval_examples", "0"),
