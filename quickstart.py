@@ -206,7 +206,7 @@ def pretrain_command(py, d, config, shards, output_dir, seed, device_flags):
             "--train_batch_size", str(d["batch"]), "--learning_rate", str(d["lr"]), "--optimizer", "adam",
             "--scheduler", "linear", "--warmup_proportion", "0.1", *pretrain_stop_flags(d),
             *pretrain_speed_flags(d), "--save_steps", "200", "--log_steps", "10", "--seed", str(seed),
-            "--amp", d["amp"], *device_flags]
+            "--amp", d["amp"], *device_flags, "--resume", "auto"]  # an interrupted run continues where it saved
 
 
 def pretrain_stop_flags(d):

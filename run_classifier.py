@@ -250,7 +250,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % args.logging_steps == 0 or step == total_steps:
-                window_mean = mean_over_ranks(window_loss, window_n, rt)  # every rank joins the all-reduce
+                window_mean = tu.mean_over_ranks(window_loss, window_n, rt)  # every rank joins the all-reduce
                 window_loss, window_n = 0.0, 0
                 if not math.isfinite(window_mean):
                     tu.fail(f"training loss is {window_mean} at step {step}; lower --learning_rate "
@@ -265,7 +265,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
                 break
         bar.close()
 
-        epoch_row = {"epoch": epoch, "step": step, "train_loss": mean_over_ranks(loss_sum, loss_n, rt)}
+        epoch_row = {"epoch": epoch, "step": step, "train_loss": tu.mean_over_ranks(loss_sum, loss_n, rt)}
         if args.do_eval and rt.is_main:
             # dev runs on rank 0 only (a few thousand pairs); the other ranks wait at the barrier below
             metrics = evaluate(raw_model, data["dev_eval"], task, rt)
@@ -293,14 +293,6 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
                           os.path.join(out_dir, "dev_curve.png"), f"{task.name} dev (seed {seed})", x_key="epoch")
         results["train_seconds"] = round(time.time() - t0, 1)
     return results
-
-
-def mean_over_ranks(total, count: int, rt) -> float:
-    """total / count summed over all ranks (rank 0 alone sees only its shard): the per-row mean loss."""
-    t = torch.tensor([float(total), count], dtype=torch.float64, device=rt.device)
-    if rt.distributed:
-        torch.distributed.all_reduce(t)
-    return (t[0] / t[1].clamp(min=1)).item()
 
 
 def save_best(model, ckpt_dir, vocab_file, task, args, epoch):
@@ -430,7 +422,8 @@ def summarise_grid(runs: dict, task) -> dict:
     per_seed = {str(s): {"best_epoch": r["best_epoch"], **(r["best"] or {})} for s, r in runs.items()}
     scores = np.array([cls_data.score_for_selection(r["best"], task) for r in runs.values()])
     mean, std, n = cls_data.mean_std(scores)
-    best_seed = list(runs)[int(np.argmax(scores))]
+    by_seed = sorted(runs, key=int)  # argmax takes the first of equal scores: the lowest seed, in any input order
+    best_seed = by_seed[int(np.argmax([cls_data.score_for_selection(runs[s]["best"], task) for s in by_seed]))]
     summary = {"task_name": task.name, "main_metric": task.main_metric, "metric_scale": "x100",
                "selection": f"seed with the highest best-epoch dev {task.main_metric}", "seeds": per_seed,
                "n_seeds": len(runs), "n_seeds_in_mean": n,  # an undefined correlation is left out

@@ -9,8 +9,9 @@ Only the dev set is bundled (data/korquad); the 60,407-question train file comes
 per_gpu x GPUs x --gradient_accumulation_steps windows. --train_batch_size instead gives that whole per-step
 batch, as in run_classifier.py, and is divided over GPUs and accumulation steps.
 
-Writes to --output_dir (default runs/korquad-<time>; a directory that already holds a run is refused, other files
-in it are left alone): epoch-N/ after every epoch (checkpoint with config.json and vocab.txt, so eval_qa.py needs
+Writes to --output_dir (default runs/korquad-<time>; a directory that holds a finished run, with its
+train_results.json, is refused; what an unfinished one left is replaced, with a warning; other files in it are
+left alone): epoch-N/ after every epoch (checkpoint with config.json and vocab.txt, so eval_qa.py needs
 only --checkpoint), final/ (last epoch), train_log.jsonl (loss, lr every --logging_steps), loss.png and
 train_results.json. With --predict_file every epoch is also evaluated (predictions and EM/F1 in epoch-N/) and the
 best on F1 is copied to best/ (every question of --predict_file needs a gold answer; this is checked before
@@ -42,8 +43,10 @@ from eval_qa import check_labelled, load_qa_features, predict_logits, score, wri
 from models.modeling import BertForQuestionAnswering, save_checkpoint
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
 
-# any of these means the directory holds (part of) an earlier run, which must not be overwritten
-RUN_MARKERS = ("run_args.json", "train_log.jsonl", "train_results.json", "final", "best", "epoch-*")
+# what a run writes: train_results.json marks a finished one, never overwritten; the rest of an unfinished one
+# (stopped, or out of time) is replaced with a warning, so the same command can simply be run again
+FINISHED = "train_results.json"
+RUN_OUTPUTS = ("run_args.json", "train_log.jsonl", "loss.png", "final", "best", "epoch-*")
 
 
 def build_parser():
@@ -100,10 +103,18 @@ def validate_args(args):
     tu.check_training_args(args)
     check_layer_lr_decay(args.layer_lr_decay, "--layer_lr_decay")
     tu.check_output_dir_path(args.output_dir)
-    found = [p for m in RUN_MARKERS for p in glob.glob(os.path.join(glob.escape(args.output_dir), m))]
-    if found:
-        raise ValueError(f"--output_dir {args.output_dir} already holds a run ({os.path.basename(found[0])}); "
+    if os.path.exists(os.path.join(args.output_dir, FINISHED)):
+        raise ValueError(f"--output_dir {args.output_dir} already holds a finished run ({FINISHED}); "
                          f"choose another --output_dir")
+
+
+def clear_unfinished_run(out_dir: str):
+    """Remove what an unfinished run left in out_dir (RUN_OUTPUTS), with a warning; other files stay."""
+    found = sorted(p for m in RUN_OUTPUTS for p in glob.glob(os.path.join(glob.escape(out_dir), m)))
+    if found:
+        tu.warn(f"{out_dir} holds an unfinished run ({', '.join(os.path.basename(p) for p in found)}): replacing it")
+    for path in found:
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def save_dir_atomically(model, out_dir: str, name: str, vocab_file: str, meta: dict):
@@ -175,6 +186,7 @@ def main(argv=None):
         _, train = load_qa_features(args.train_file, True, args.max_train_examples, args, config, vocab_file, rt)
         if rt.is_main:
             os.makedirs(args.output_dir, exist_ok=True)
+            clear_unfinished_run(args.output_dir)
             tu.atomic_write_json(os.path.join(args.output_dir, "run_args.json"), vars(args))
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))
@@ -251,18 +263,20 @@ def main(argv=None):
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if rt.is_main and (step % args.logging_steps == 0 or step == total_steps):
-                row = {"step": step, "epoch": round(epoch - 1 + i / len(loader), 4),
-                       "loss": float(log_loss) / log_rows, "lr": max(scheduler.get_last_lr()),
-                       "grad_norm": float(grad_norm), "elapsed_s": round(time.time() - t0, 1)}
-                logger.log(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+            if step % args.logging_steps == 0 or step == total_steps:
+                window_mean = tu.mean_over_ranks(log_loss, log_rows, rt)  # every rank joins the all-reduce
                 log_loss, log_rows = 0.0, 0
+                if rt.is_main:
+                    row = {"step": step, "epoch": round(epoch - 1 + i / len(loader), 4), "loss": window_mean,
+                           "lr": max(scheduler.get_last_lr()), "grad_norm": float(grad_norm),
+                           "elapsed_s": round(time.time() - t0, 1)}
+                    logger.log(row)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
             if step >= total_steps:
                 break
         bar.close()
 
-        epoch_row = {"epoch": epoch, "step": step, "train_loss": float(loss_sum) / max(loss_rows, 1)}
+        epoch_row = {"epoch": epoch, "step": step, "train_loss": tu.mean_over_ranks(loss_sum, loss_rows, rt)}
         meta = {"epoch": epoch, "step": step, "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride,
                 "max_query_length": args.max_query_length, "train_file": args.train_file}
         ckpt_dir = save_dir_atomically(raw_model, args.output_dir, f"epoch-{epoch}", vocab_file, meta) \

@@ -227,6 +227,15 @@ def default_num_workers(cap: int = 8) -> int:
     return max(1, min(cap, usable_cpus() // local_ranks - 1))
 
 
+def mean_over_ranks(total, count: int, rt) -> float:
+    """total / count, both summed over all ranks (rank 0 alone sees only its shard): a per-row mean loss. Every
+    rank must call it (an all-reduce)."""
+    t = torch.tensor([float(total), count], dtype=torch.float64, device=rt.device)
+    if rt.distributed:
+        torch.distributed.all_reduce(t)
+    return (t[0] / t[1].clamp(min=1)).item()
+
+
 def ignore_stop_signals(worker_id=None):
     """DataLoader worker_init_fn for a run that saves on SIGINT/SIGTERM: a Ctrl-C or a scheduler's SIGTERM reaches
     the whole process group, and the workers must outlive the step that is finishing for the checkpoint. The main

@@ -273,8 +273,9 @@ def main(argv=None):
     # the shards' content too: the command names their folder, whatever was unpacked there
     pretrain_key = {"command": cmd[1:], "model_config": shape,
                     "shards": shards_fingerprint(shard_meta)} if cmd else start
-    check_reuse(work, done, {"pretrain": pretrain_key, "korsts": dict(korsts_key, **task_key),
-                             "kornli": dict(ft["kornli"], **task_key), "korquad": dict(ft["korquad"], **task_key)})
+    stale = check_reuse(work, done, {"pretrain": pretrain_key, "korsts": dict(korsts_key, **task_key),
+                                     "kornli": dict(ft["kornli"], **task_key),
+                                     "korquad": dict(ft["korquad"], **task_key)})
     if args.from_weights:
         summary["pretraining"] = start
     else:
@@ -284,7 +285,14 @@ def main(argv=None):
                                                                  attention_probs_dropout_prob=0.0)))
         # the budget counts from the end of the first step, which compiles: 5 minutes on top for that (a fresh GPU
         # machine compiles with a cold cache) and start-up. A SIGTERM lets the step it lands in finish and save.
-        run_stage("pretrain", cmd, done["pretrain"], stages, logs, timeout_s=budget * 60 + 300)
+        # an interrupted pretraining of these settings continues (--resume auto; the time budget is the whole
+        # run's); another run's, or the Hugging Face baseline's (which has no resume), starts again
+        if os.path.isdir(pre) and not os.path.exists(done["pretrain"]) and ("pretrain" in stale or
+                                                                           args.pretrainer == "hf"):
+            print(f"{pre}: an unfinished pretraining that cannot be continued: starting it again", flush=True)
+            shutil.rmtree(pre)
+        resume = [] if args.pretrainer == "hf" else ["--resume", "auto"]
+        run_stage("pretrain", cmd + resume, done["pretrain"], stages, logs, timeout_s=budget * 60 + 300)
         summary["pretraining"] = pretraining_summary(pre, recipe)
         save()
         ckpt = final_checkpoint(pre)

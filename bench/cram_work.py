@@ -82,15 +82,21 @@ def unpack_shards(archive, work):
     shutil.rmtree(tmp)
 
 
-def check_reuse(work, done, settings):
+def check_reuse(work, done, settings) -> set[str]:
     """A finished stage (its `done` file exists) is reused only with the settings it ran with: the results must
-    describe what produced them. Checked for every stage before anything runs; then the settings are recorded."""
+    describe what produced them. Checked for every stage before anything runs; then the settings are recorded.
+    Returns the stages whose recorded settings were other than now, or not recorded: what an unfinished one of
+    them left is another run's, not to be continued."""
     path = os.path.join(work, "stage_settings.json")
     recorded = load_json(path) if os.path.isfile(path) else {}
+    stale = set()
     for name, now in settings.items():
         then = {**ADDED_SETTINGS.get(name, {}), **recorded.get(name, {})}
+        if name not in recorded or then != now:
+            stale.add(name)
         if os.path.exists(done[name]) and name in recorded and then != now:
             made = done[name] if os.path.isdir(done[name]) else os.path.dirname(done[name])  # a marker file's dir
             fail(f"{made} was made with other settings (see '{name}' in {path}); "
                  f"pass a new --work_dir")
     atomic_write_json(path, {**recorded, **settings})
+    return stale

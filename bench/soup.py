@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,9 +213,16 @@ def main(argv=None):
         results["test"] = cls_data.json_safe(cls_data.compute_metrics(task, predict("test"), views["test"][1]))
         print(f"test ({chosen}): " + " ".join(f"{k} {v:.2f}" for k, v in results["test"].items()), flush=True)
     if args.output_dir:
-        save_checkpoint(model, out_best, vocab_file=ing["vocab_file"])
-        tu.atomic_write_json(os.path.join(out_best, "task.json"), {**ing["task_json"], "epoch": None,
-                                                                   "soup": candidates[chosen][0]})
+        # written beside best/ and renamed into place: a run killed while saving leaves no best/ without the
+        # task.json that marks it as this script's (which the next run would refuse to replace)
+        tmp = out_best + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_checkpoint(model, tmp, vocab_file=ing["vocab_file"])
+        tu.atomic_write_json(os.path.join(tmp, "task.json"), {**ing["task_json"], "epoch": None,
+                                                              "soup": candidates[chosen][0]})
+        if os.path.isdir(out_best):  # an unfinished soup run's (checked at the start)
+            shutil.rmtree(out_best)
+        os.replace(tmp, out_best)
         tu.atomic_write_json(os.path.join(args.output_dir, "soup.json"), results)  # last: marks the run complete
     return results
 

@@ -349,3 +349,11 @@ def test_both_pair_orders_train_on_each_pair_twice_and_score_the_mean(korsts_run
         odd = copy_checkpoint(out / "best", tmp_path / f"odd{value}", pair_orders=value)
         expect_fail(capsys, eval_classifier.main, eval_argv(odd, "korsts"),
                     f"odd{value}/task.json pair_orders {value!r}: expected one of one, both")
+
+
+def test_seed_grid_ties_go_to_the_lowest_seed():
+    """Equal dev scores (common for KorNLI accuracy on a small dev set) pick the lowest seed, whatever order the
+    seeds were run or listed in."""
+    run = {"best_epoch": 1, "best": {"accuracy": 50.0}}
+    for runs in ({3: run, 1: run, 2: {"best_epoch": 1, "best": {"accuracy": 40.0}}}, {1: run, 3: run}):
+        assert run_classifier.summarise_grid(runs, cls_data.TASKS["kornli"])["best_seed_on_dev"] == 1

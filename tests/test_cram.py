@@ -162,8 +162,13 @@ def test_a_stage_recorded_before_a_setting_existed_is_reused_at_its_old_value(tm
     now = {"epochs": 8, "batch": 32, "layer_lr_decay": 1.0, "pair_orders": "one", "head_init_seed": None, "amp": "bf16"}
     older = {k: v for k, v in now.items() if k not in ("layer_lr_decay", "pair_orders", "head_init_seed")}
     (tmp_path / "stage_settings.json").write_text(json.dumps({"korsts": older}), encoding="utf-8")
-    cram_work.check_reuse(str(tmp_path), done, {"korsts": now})
+    assert cram_work.check_reuse(str(tmp_path), done, {"korsts": now}) == set()  # the old value: the same
     assert json.loads((tmp_path / "stage_settings.json").read_text(encoding="utf-8")) == {"korsts": now}
+    # an unfinished stage of other (or unrecorded) settings is reported, so that it is started again
+    unfinished = {"pretrain": str(tmp_path / "pretrain" / "DONE")}
+    assert cram_work.check_reuse(str(tmp_path), unfinished, {"pretrain": {"steps": 1}}) == {"pretrain"}
+    assert cram_work.check_reuse(str(tmp_path), unfinished, {"pretrain": {"steps": 1}}) == set()
+    assert cram_work.check_reuse(str(tmp_path), unfinished, {"pretrain": {"steps": 2}}) == {"pretrain"}
     (tmp_path / "stage_settings.json").write_text(json.dumps({"korsts": older}), encoding="utf-8")
     for changed in ({"pair_orders": "both"}, {"layer_lr_decay": 0.9}, {"head_init_seed": 0}, {"epochs": 4}):
         with pytest.raises(SystemExit) as e:

@@ -6,9 +6,11 @@ the whole path (features -> training labels -> logits -> n-best post-processing 
 import functools
 import json
 import os
+import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -398,6 +400,46 @@ def test_existing_outputs_are_never_overwritten(env, trained, capsys):
     expect_fail(capsys, eval_qa.main, ["--checkpoint", str(out / "final"), "--predict_file", env["eval"],
                                        "--max_seq_length", "128", "--output_dir", str(ev)], "predictions.json")
     assert file_digests(out) == before and (ev / "predictions.json").read_text() == '{"x": "earlier"}'
+
+
+def test_an_unfinished_run_is_replaced_by_the_same_command(env, tmp_path, capsys):
+    """A run stopped before train_results.json (a time limit, Ctrl-C) left run_args.json and checkpoints: the same
+    command then replaces them with a warning (it used to be refused forever); other files stay."""
+    out = tmp_path / "stopped"
+    (out / "epoch-1").mkdir(parents=True)
+    (out / "epoch-1" / "model.safetensors").write_text("cut short")
+    (out / "run_args.json").write_text("{}")
+    (out / "train_log.jsonl").write_text('{"step": 999, "loss": 1.0}\n')
+    (out / "notes.txt").write_text("keep me")
+    capsys.readouterr()
+    run_qa.main(train_argv(env, out))
+    assert "holds an unfinished run (epoch-1, run_args.json, train_log.jsonl): replacing it" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "train_results.json").exists()
+    assert all(row["step"] != 999 for row in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+def test_two_ranks_log_the_loss_of_the_whole_batch(env, tmp_path):
+    """Under torchrun, run_qa logs the loss over every rank's rows (rank 0's shard alone, before) and scores the
+    predict file once: two CPU ranks match one process with the same global batch."""
+    # length-grouped batches of 16 windows: one process takes each whole, each of two ranks its half
+    flags = ["--config_file", env["nodrop"], "--group_by_length"]
+    one = tmp_path / "one"
+    run_qa.main(train_argv(env, one, *flags))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(ROOT, "run_qa.py"), *train_argv(env, tmp_path / "two", *flags, "--per_gpu_train_batch_size",
+                                                         "8")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = [[r for r in map(json.loads, (d / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+            for d in (one, tmp_path / "two")]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]
+    for a, b in zip(*logs):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4) and a["grad_norm"] == pytest.approx(b["grad_norm"],
+                                                                                                   rel=1e-4)
+    results = [json.loads((d / "train_results.json").read_text()) for d in (one, tmp_path / "two")]
+    assert results[0]["epochs"][-1]["dev_f1"] == pytest.approx(results[1]["epochs"][-1]["dev_f1"], abs=1e-6)
 
 
 def test_eval_qa_refuses_a_checkpoint_without_qa_head(env, tmp_path, capsys):

@@ -106,6 +106,7 @@ def test_pretraining_command_on_each_device(tmp_path):
         check_args(args)  # raises ValueError on a combination it refuses
         assert (args.num_workers, args.compile, args.compile_mode) == want
         assert (args.train_batch_size, args.amp) == (d["batch"], d["amp"])
+        assert args.resume == "auto"  # a re-run after an interruption continues from the last checkpoint
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -91,6 +91,13 @@ def test_soup_of_two_seeds(seeds, capsys, tmp_path):
     # a run stopped after writing best/ but before soup.json: the same command replaces its best/
     (out / "soup.json").unlink()
     assert soup.main(soup_argv(seeds, "--output_dir", str(out))) == {k: v for k, v in r.items() if k != "test"}
+    # a run killed while saving leaves best.tmp, never a best/ without the task.json that marks it: a rerun goes on
+    (out / "soup.json").unlink()
+    shutil.rmtree(out / "best")
+    (out / "best.tmp").mkdir()
+    (out / "best.tmp" / "config.json").write_text("{}")
+    soup.main(soup_argv(seeds, "--output_dir", str(out)))
+    assert not (out / "best.tmp").exists() and json.loads((out / "best" / "task.json").read_text())["soup"]
     # ... but never a model that is not an unfinished soup: here one of the ingredients
     expect_fail(capsys, soup.main, soup_argv(seeds, "--output_dir", str(seeds[0].parent)), "already exists")
 
