@@ -97,15 +97,25 @@ def main(argv=None):
         f"test_{row}_seed{s}" for row in rows for s in seeds}
     stages = {k: v for k, v in stages.items() if k in names}  # an earlier version's or seed list's stages
 
-    def stage(name, cmd, done_marker):
+    made_now = set()  # stages run (not reused) by this invocation
+
+    def stage(name, cmd, done_marker, inputs=()):
+        # a finished stage built from the output of a stage that was just made again is another run's result
+        redone = [i for i in inputs if i in made_now]
+        if redone and os.path.exists(done_marker):
+            folder = os.path.relpath(os.path.dirname(done_marker) if name != "vocab" else done_marker)
+            fail(f"{folder} was made from the earlier {redone[0]} stage's output, which this run made again: "
+                 f"delete it to redo it")
+        if not os.path.exists(done_marker):
+            made_now.add(name)
         run_stage(name, cmd, done_marker, stages, logs)
         atomic_write_json(stages_path, stages)  # after every stage: an interrupted run keeps the commands it ran
     py = sys.executable
     cpu_flags = [] if on_gpu else ["--no_cuda"]
 
     corpus = CORPUS
-    if args.max_corpus_mb:
-        corpus = [os.path.join(out, "corpus_slice.txt")]
+    if args.max_corpus_mb:  # named by its size: another size is another input, not a cached one
+        corpus = [os.path.join(out, f"corpus_slice_{args.max_corpus_mb:g}MB.txt")]
         if not os.path.exists(corpus[0]):
             _write_corpus_slice(CORPUS, corpus[0], int(args.max_corpus_mb * 2**20))
     vocab = os.path.join(out, "vocab.txt")
@@ -123,9 +133,10 @@ def main(argv=None):
     write_config(os.path.join(HERE, d["config"]), vocab, pre_config,
                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     stage("shards", [py, "create_pretraining_data.py", "--input_files", *corpus, "--vocab_file", vocab,
-                     "--output_dir", shards, "--sentence_splitter", "regex"], os.path.join(shards, "meta.json"))
+                     "--output_dir", shards, "--sentence_splitter", "regex"], os.path.join(shards, "meta.json"),
+          inputs=("vocab",))
     stage("pretrain", pretrain_command(py, d, pre_config, shards, pre, args.seed, cpu_flags),
-          os.path.join(pre, "DONE"))
+          os.path.join(pre, "DONE"), inputs=("vocab", "shards"))
     pretrained = final_checkpoint(pre)
     # a folder from an older quickstart records no command lines: its step count is what can still be checked
     if "command" not in stages["pretrain"] and d["pretrain_steps"] is not None and \
@@ -146,7 +157,7 @@ def main(argv=None):
                                    "--learning_rate", str(d["ft_lr"]), "--num_train_epochs", str(d["ft_epochs"]),
                                    "--seeds", d["ft_seeds"], "--group_by_length",
                                    "--amp", d["amp"], *cpu_flags, *train_slice, *eval_slice],
-              os.path.join(ft, "seed_grid.json"))
+              os.path.join(ft, "seed_grid.json"), inputs=("vocab", "shards", "pretrain") if init else ("vocab",))
         with open(os.path.join(ft, "seed_grid.json"), encoding="utf-8") as f:
             results[name] = {"grid": json.load(f), "test": {}}
         if sorted(results[name]["grid"]["seeds"], key=int) != [str(s) for s in sorted(seeds)]:
@@ -159,7 +170,7 @@ def main(argv=None):
                                            "--checkpoint", os.path.join(ft, f"seed-{s}", "best"),
                                            "--output_dir", test_dir, "--eval_batch_size", "64", *cpu_flags,
                                            *eval_slice],
-                  os.path.join(test_dir, "eval_results.json"))
+                  os.path.join(test_dir, "eval_results.json"), inputs=(f"finetune_{name}",))
             with open(os.path.join(test_dir, "eval_results.json"), encoding="utf-8") as f:
                 results[name]["test"][s] = json.load(f)
     summary = _summarise(out, pre, results, seeds, stages, d, on_gpu)
