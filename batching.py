@@ -47,35 +47,41 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
     """Batches of similar length, so a batch cut to its longest row carries little padding; random otherwise.
 
     Each epoch: shuffle all rows, cut the order into groups of `group` global batches, sort each group by length
-    (longest first), cut it into global batches of batch_size x world_size rows, and shuffle the batch order.
-    Rank r takes rows r, r + W, ... of every global batch, so the ranks' batches are about equally long. Rows are
-    repeated from the epoch's start to fill the last global batch (as DistributedSampler pads), so every rank
-    runs the same number of steps. The order depends only on (seed, epoch).
+    (longest first), cut it into global batches (one optimizer step's rows: batch_size x world_size x accum), and
+    shuffle the batch order. Rank r takes rows r, r + W, ... of every global batch, so the ranks' batches are about
+    equally long, and serves them as `accum` micro-batches of batch_size. One optimizer step therefore sees the same
+    rows for any split of its batch over ranks and accumulation (1 process x 2 micro-batches = 2 ranks x 1). Rows
+    are repeated from the epoch's start to fill the last global batch (as DistributedSampler pads), so every rank
+    runs the same number of steps. The order depends only on (seed, epoch) and the global batch's size.
     """
 
-    def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, group: int = 50):
+    def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, group: int = 50,
+                 accum: int = 1):
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.rank, self.world_size, self.group = batch_size, seed, rank, world_size, group
+        self.accum = accum
         self.epoch = 0
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // (self.batch_size * self.world_size))
+    def __len__(self) -> int:  # micro-batches per rank
+        return -(-len(self.lengths) // (self.batch_size * self.world_size * self.accum)) * self.accum
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        step = self.batch_size * self.world_size
+        step = self.batch_size * self.world_size * self.accum
         order = rng.permutation(len(self.lengths))
-        order = np.resize(order, len(self) * step)  # cycles through the order again to fill the last batch
+        order = np.resize(order, len(self) // self.accum * step)  # cycles through the order to fill the last batch
         batches = []
         for g in range(0, len(order), step * self.group):
             chunk = order[g:g + step * self.group]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
             batches += [chunk[b:b + step] for b in range(0, len(chunk), step)]
         for k in rng.permutation(len(batches)):
-            yield batches[k][self.rank::self.world_size].tolist()
+            mine = batches[k][self.rank::self.world_size]  # still longest first: each micro-batch is of a length
+            for a in range(self.accum):
+                yield mine[a * self.batch_size:(a + 1) * self.batch_size].tolist()
 
 
 def accumulation_windows(batches, accum: int):

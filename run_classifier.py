@@ -111,7 +111,7 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
                                 multiple=batching.pad_multiple(args, rt.device), limit=args.max_seq_length)
     if args.group_by_length:
         sampler = batching.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed,
-                                                     rt.rank, rt.world_size)
+                                                     rt.rank, rt.world_size, accum=args.gradient_accumulation_steps)
         return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
                           pin_memory=rt.device.type == "cuda"), sampler
     sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)

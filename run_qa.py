@@ -32,7 +32,7 @@ import tempfile
 import time
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset, default_collate
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, default_collate
 from tqdm import tqdm
 
 import batching
@@ -204,12 +204,13 @@ def main(argv=None):
     collate = functools.partial(collate_trimmed, multiple=multiple)
     if args.group_by_length:
         sampler = batching.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
-                                                     rt.world_size)
+                                                     rt.world_size, accum=args.gradient_accumulation_steps)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
                             collate_fn=collate, pin_memory=rt.device.type == "cuda")
     else:
-        sampler = (DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=args.seed)
-                   if rt.distributed else RandomSampler(dataset, generator=torch.Generator().manual_seed(args.seed)))
+        # also with one process: the permutation then does not depend on the number of GPUs, so one optimizer
+        # step sees the same windows on 1 or N GPUs (given the same --train_batch_size), as in run_classifier.py
+        sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=args.seed)
         loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=args.num_workers,
                             collate_fn=collate, pin_memory=rt.device.type == "cuda")
     accum = args.gradient_accumulation_steps

@@ -48,6 +48,22 @@ def test_ranks_split_each_global_batch(n):
     assert set(i for b in whole for i in b) == set(range(n))
 
 
+@pytest.mark.parametrize("n", [7, 100])
+def test_an_optimizer_step_sees_the_same_rows_however_its_batch_is_split(n):
+    """Batches of 12 rows per optimizer step: one process, three ranks, or accumulation over three micro-batches
+    (alone or with two ranks: 2 x 3 x 2) give each step the same rows."""
+    lengths = np.arange(n) * 7 % 40 + 1
+    whole = list(LengthGroupedBatchSampler(lengths, 12, seed=5))
+    for world, accum in ((3, 1), (1, 3), (2, 3)):
+        micro = 12 // (world * accum)
+        per_rank = [list(LengthGroupedBatchSampler(lengths, micro, seed=5, rank=r, world_size=world, accum=accum))
+                    for r in range(world)]
+        assert all(len(b) == len(whole) * accum for b in per_rank)
+        for k, step_rows in enumerate(whole):
+            got = [i for r in range(world) for b in per_rank[r][k * accum:(k + 1) * accum] for i in b]
+            assert sorted(got) == sorted(step_rows) and all(len(b) == micro for b in per_rank[0])
+
+
 def test_batch_to_device_drops_only_a_mask_that_masks_nothing():
     import torch
 

@@ -421,14 +421,13 @@ def test_an_unfinished_run_is_replaced_by_the_same_command(env, tmp_path, capsys
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_two_ranks_log_the_loss_of_the_whole_batch(env, tmp_path):
     """Under torchrun, run_qa logs the loss over every rank's rows (rank 0's shard alone, before) and scores the
-    predict file once: two CPU ranks match one process with the same global batch."""
-    # length-grouped batches of 16 windows: one process takes each whole, each of two ranks its half
-    flags = ["--config_file", env["nodrop"], "--group_by_length"]
+    predict file once: two CPU ranks match one process that accumulates two micro-batches of the same size, with
+    length-grouped batches too (their groups used to be cut per micro-batch x ranks, so the two differed)."""
+    flags = ["--config_file", env["nodrop"], "--group_by_length", "--per_gpu_train_batch_size", "8"]
     one = tmp_path / "one"
-    run_qa.main(train_argv(env, one, *flags))
+    run_qa.main(train_argv(env, one, *flags, "--gradient_accumulation_steps", "2"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           os.path.join(ROOT, "run_qa.py"), *train_argv(env, tmp_path / "two", *flags, "--per_gpu_train_batch_size",
-                                                         "8")]
+           os.path.join(ROOT, "run_qa.py"), *train_argv(env, tmp_path / "two", *flags)]
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
