@@ -10,7 +10,9 @@ loaded strictly (a pretrained-only encoder would be scored with a random head). 
 eval_results.json to --output_dir (default runs/korquad-eval-<time>); an existing result there is never replaced.
 --answer_postprocess morph trims each answer with the Korean morphological analyser (kiwipiepy), e.g. dropping a
 trailing particle, and reports the metrics both without and with it (predictions_morph.json). The last printed line
-is always {"exact_match": .., "f1": ..} (after post-processing, when it is on). --max_eval_examples N keeps the
+is always {"exact_match": .., "f1": ..} (after post-processing, when it is on). A file without any gold answers (a
+test set) is predicted and not scored: both are null, exit 0; one where only some questions lack answers is an
+error after its predictions are written. --max_eval_examples N keeps the
 file's first N questions, also with --score_only (so predictions made with it are scored on those alone). Runs
 under torchrun too: every rank scores a shard of the windows, rank 0 writes.
 """
@@ -234,15 +236,25 @@ def main(argv=None):
         return {}
     predictions, nbest, answer_starts = qa_data.postprocess_predictions(examples, feats, start, end,
                                                                         args.n_best_size, args.max_answer_length)
+    results = {"questions": len(examples), "windows": len(feats), "predict_file": args.predict_file,
+               "checkpoint": args.checkpoint, "predict_seconds": round(time.time() - t0, 1), "args": vars(args)}
+    if not any(ex.answers for ex in examples):  # a test set without answers: predicted, nothing to score
+        write_predictions(args.output_dir, predictions, nbest)
+        results.update(exact_match=None, f1=None)
+        tu.atomic_write_json(os.path.join(args.output_dir, "eval_results.json"), results)
+        print(f"{args.predict_file} has no gold answers: predictions written to {args.output_dir}, not scored",
+              flush=True)
+        print(headline(results), flush=True)
+        tu.cleanup_runtime(rt)
+        return results
     try:
         metrics, trimmed = score(examples, args.predict_file, predictions, "predictions", args.answer_postprocess,
                                  answer_starts)
-    except ValueError as e:  # an unlabelled file: keep the predictions, say why there is no score
+    except ValueError as e:  # some questions without answers: a score on the others would pass for the file's
         write_predictions(args.output_dir, predictions, nbest)
         tu.fail(f"{e}; predictions written to {args.output_dir}")
     write_predictions(args.output_dir, predictions, nbest, trimmed)
-    results = {**metrics, "questions": len(examples), "windows": len(feats), "predict_file": args.predict_file,
-               "checkpoint": args.checkpoint, "predict_seconds": round(time.time() - t0, 1), "args": vars(args)}
+    results = {**metrics, **results}
     tu.atomic_write_json(os.path.join(args.output_dir, "eval_results.json"), results)
     print(f"wrote predictions to {args.output_dir}", flush=True)
     report(metrics)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import importlib.util
 import io
 import itertools
 import os
@@ -230,6 +231,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.num_workers < 1:
         parser.error(f"--num_workers {args.num_workers}: at least 1")
+    if args.algorithm == "sentencepiece" and importlib.util.find_spec("sentencepiece") is None:
+        print("error: --algorithm sentencepiece needs the sentencepiece package: pip install sentencepiece",
+              file=sys.stderr)
+        sys.exit(2)
     try:
         build_vocab(args.corpus, args.vocab_size, args.output, min_frequency=args.min_frequency,
                     do_lower_case=args.do_lower_case, morph=args.morph, algorithm=args.algorithm,

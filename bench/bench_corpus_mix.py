@@ -1,7 +1,7 @@
 """How close each source of a pretraining corpus is to the fine-tuning tasks' text, and what candidate mixes change.
 
     bash bench/cram_prepare.sh && python bench/bench_corpus_mix.py      # the cram corpus: 5 sources in 7 files
-    python bench/bench_corpus_mix.py --input_dir runs/shards --mixes "" "news*=2" --results_json /tmp/mix.json
+    python bench/bench_corpus_mix.py --input_dir runs/shards --mixes "" "*news*=2" --results_json /tmp/mix.json
 
 A unigram measure, CPU only, seconds. The shards' per-document sources give each source's token counts (the
 .partN files of one source pooled; add-0.5 smoothing), which score the tokens of the tasks' TRAINING text (KorSTS

@@ -314,6 +314,33 @@ def test_unlabelled_predict_file_fails_before_training(env, tmp_path, capsys):
     assert "dev_f1" not in results["epochs"][0] and results["best_epoch"] is None
 
 
+def test_eval_qa_predicts_a_test_set_without_answers(env, trained, tmp_path, capsys):
+    """A file with no gold answers at all (a test set) is predicted and not scored (exit 0, null metrics); one where
+    only some questions lack answers is an error after its predictions are written."""
+    out, _ = trained
+    data = json.load(open(env["eval"], encoding="utf-8"))
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                qa["answers"] = []
+    blind = tmp_path / "blind.json"
+    blind.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    capsys.readouterr()
+    results = eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", str(blind), "--max_seq_length",
+                            "128", "--output_dir", str(tmp_path / "pred")])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == {"exact_match": None, "f1": None} and "not scored" in printed[-2]
+    preds = json.loads((tmp_path / "pred" / "predictions.json").read_text(encoding="utf-8"))
+    assert sorted(preds) == sorted(question_ids(str(blind))) and results["f1"] is None
+    assert json.loads((tmp_path / "pred" / "eval_results.json").read_text())["questions"] == len(preds)
+    data["data"][0]["paragraphs"][0]["qas"][0]["answers"] = [{"text": "x", "answer_start": 0}]
+    blind.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(out / "final"), "--predict_file", str(blind),
+                                       "--max_seq_length", "128", "--output_dir", str(tmp_path / "part")],
+                "have no gold answer", "predictions written")
+    assert (tmp_path / "part" / "predictions.json").exists()
+
+
 def test_google_bert_flag_spellings(env, tmp_path, capsys):
     """run_squad.py's --do_train/--do_predict, bare or with absl's =True/=False, are accepted."""
     base = train_argv(env, tmp_path / "r")

@@ -372,6 +372,15 @@ def test_build_vocab_bad_input(work, capsys):
     assert "latin1.txt" in err and "line 2" in err and "byte offset 10" in err
     assert "--vocab_size 3" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--vocab_size", "3",
                                                    "--output", out])
+    # sentencepiece is a test requirement only: without it, one line saying what to install
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    importlib.util.find_spec = lambda name, *a: None if name == "sentencepiece" else real_find_spec(name, *a)
+    try:
+        assert "pip install sentencepiece" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--algorithm",
+                                                                  "sentencepiece", "--output", out])
+    finally:
+        importlib.util.find_spec = real_find_spec
     with open(out, encoding="utf-8") as f:
         assert f.read() == "old\n"  # failed runs leave an existing output alone
 
