@@ -106,6 +106,20 @@ def model_for_weights(sd: dict, config: BertConfig, kind: str):
     return BertModel(config)
 
 
+def named_labels(input_path: str) -> list[str] | None:
+    """A Hugging Face classifier's label names, row by row (its config.json's id2label), unless they are
+    transformers' placeholders (LABEL_0, ...) or missing."""
+    path = os.path.join(checkpoint_folder(input_path), "config.json")
+    id2label = read_json_object(path).get("id2label") if os.path.isfile(path) else None
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        names = [str(id2label[str(i)]) for i in range(len(id2label))]
+    except KeyError:
+        return None
+    return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
+
+
 def fine_tuning_sidecars(input_path: str) -> dict[str, str]:
     """The files the fine-tuning scripts write beside a checkpoint's weights (run_classifier.py's task.json,
     run_qa.py's qa_train.json), name -> path, for those the input has."""
@@ -182,9 +196,14 @@ def convert(args):
         else:
             sidecars = fine_tuning_sidecars(args.input)
             task = read_json_object(sidecars["task.json"]) if "task.json" in sidecars else {}
+            # which head row is which label: run_classifier's task.json, else the input's own id2label names
+            labels = (task.get("labels") or named_labels(args.input)) if kind == "classifier" else None
+            if labels and args.to == "ours" and not task:
+                notes.append(f"the head's rows are labelled {', '.join(labels)} in {args.input}; our layout keeps "
+                             "no names: the evaluation scripts read them in the task's own label order")
             save_checkpoint(model, args.output, vocab_file=vocab, layout="hf" if args.to == "hf" else "ours",
                             max_shard_bytes=round(args.max_shard_mb * 2**20) if args.max_shard_mb else None,
-                            dtype=DTYPES[args.dtype], labels=task.get("labels") if kind == "classifier" else None)
+                            dtype=DTYPES[args.dtype], labels=labels)
             if args.to == "hf" and vocab and not config.morph_analyzer:  # a morpheme model: save_checkpoint warned
                 try:
                     save_hf_tokenizer(vocab, args.output, config.do_lower_case, config.max_position_embeddings)

@@ -230,9 +230,10 @@ def nfc_with_spans(text: str) -> tuple[str, np.ndarray | None]:
         return text, None
     pieces, spans, start = [], [], 0
     for i in range(1, len(text) + 1):
-        # text[i] joins the open piece when composing them differs from composing each alone
-        if i < len(text) and unicodedata.normalize("NFC", text[start:i + 1]) != \
-                unicodedata.normalize("NFC", text[start:i]) + unicodedata.normalize("NFC", text[i]):
+        # text[i] joins the open piece if it is a combining mark (a later one may still compose with the base,
+        # past marks it reorders over) or if composing them differs from composing each alone (Hangul jamo)
+        if i < len(text) and (unicodedata.combining(text[i]) or unicodedata.normalize("NFC", text[start:i + 1]) !=
+                              unicodedata.normalize("NFC", text[start:i]) + unicodedata.normalize("NFC", text[i])):
             continue
         piece = unicodedata.normalize("NFC", text[start:i])
         pieces.append(piece)

@@ -100,12 +100,13 @@ def main(argv=None):
     made_now = set()  # stages run (not reused) by this invocation
 
     def stage(name, cmd, done_marker, inputs=()):
-        # a finished stage built from the output of a stage that was just made again is another run's result
+        # a stage's output, finished or not, built from the output of a stage that was just made again is another
+        # run's (an interrupted fine-tuning's finished seeds would be reused as this pretraining's)
         redone = [i for i in inputs if i in made_now]
-        if redone and os.path.exists(done_marker):
-            folder = os.path.relpath(os.path.dirname(done_marker) if name != "vocab" else done_marker)
-            fail(f"{folder} was made from the earlier {redone[0]} stage's output, which this run made again: "
-                 f"delete it to redo it")
+        folder = os.path.dirname(done_marker) if name != "vocab" else done_marker
+        if redone and os.path.exists(folder):
+            fail(f"{os.path.relpath(folder)} was made from the earlier {redone[0]} stage's output, which this run "
+                 f"made again: delete it to redo it")
         if not os.path.exists(done_marker):
             made_now.add(name)
         run_stage(name, cmd, done_marker, stages, logs)

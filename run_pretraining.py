@@ -244,6 +244,10 @@ def main(argv=None):
         if rt.is_main:
             print(f"{ckpt_dir}: the --max_time_minutes {args.max_time_minutes:g} budget was spent by step {step}; "
                   "nothing to train", flush=True)
+            # the run is finished, whether or not its end got to write the marker (a kill between the last save
+            # and DONE): pipelines that skip finished stages look for it
+            atomic_write_json(os.path.join(args.output_dir, "DONE"),
+                              {"step": step, "checkpoint": ckpt_dir, "max_steps": args.max_steps})
         cleanup_runtime(rt)
         return 0
     model, graphs = compile_for_training(raw_model, args)

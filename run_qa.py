@@ -106,6 +106,15 @@ def validate_args(args):
     if os.path.exists(os.path.join(args.output_dir, FINISHED)):
         raise ValueError(f"--output_dir {args.output_dir} already holds a finished run ({FINISHED}); "
                          f"choose another --output_dir")
+    # what an unfinished run left is replaced: never an input of this one (e.g. its own epoch-1 to continue from)
+    leftovers = [os.path.realpath(p) for m in RUN_OUTPUTS
+                 for p in glob.glob(os.path.join(glob.escape(args.output_dir), m))]
+    for flag in ("checkpoint", "config_file", "vocab_file"):
+        path = getattr(args, flag)
+        if path and any(os.path.realpath(path) == p or os.path.realpath(path).startswith(p + os.sep)
+                        for p in leftovers):
+            raise ValueError(f"--{flag} {path} is part of the unfinished run in --output_dir {args.output_dir}, "
+                             f"which this run would replace; copy it elsewhere or choose another --output_dir")
 
 
 def clear_unfinished_run(out_dir: str):

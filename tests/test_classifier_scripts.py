@@ -392,5 +392,14 @@ def test_hf_label_names_decide_which_head_row_is_which(cls_env, tmp_path, capsys
         preds[name] = read_predictions(tmp_path / f"e_{name}" / "predictions.tsv")
     assert preds["a"] == preds["b"] and len({r[2] for r in preds["a"]}) > 1
     assert "in another order" in capsys.readouterr().err
+    # converted, the directory keeps its names (there is no task.json to take them from)
+    import convert_checkpoint
+    convert_checkpoint.main(["--input", str(tmp_path / "b"), "--output", str(tmp_path / "b_fp16"), "--to", "hf",
+                             "--dtype", "float16"])
+    assert transformers.AutoConfig.from_pretrained(str(tmp_path / "b_fp16")).id2label == {
+        i: labels[j] for i, j in enumerate(perm)}
+    eval_classifier.main(eval_argv(tmp_path / "b_fp16", "kornli", "--output_dir", str(tmp_path / "e_b_fp16")))
+    agree = [x[2] == y[2] for x, y in zip(preds["a"], read_predictions(tmp_path / "e_b_fp16" / "predictions.tsv"))]
+    assert sum(agree) >= 0.95 * len(agree)  # float16 weights: a near tie may flip
     save_checkpoint(model, str(tmp_path / "c"), vocab_file=cls_env["vocab"], layout="hf", labels=["yes", "no", "maybe"])
     expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "c", "kornli"), "id2label names yes, no, maybe")

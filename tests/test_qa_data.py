@@ -389,3 +389,24 @@ def test_decomposed_hangul_maps_answers_to_whole_syllables(tok):
     preds, _, _ = postprocess_predictions(nfd, b, start, end, n_best_size=5, max_answer_length=64)
     for ex in nfd:
         assert ex.answer_text.strip() in preds[ex.qid], (preds[ex.qid], ex.answer_text)
+
+
+@pytest.mark.parametrize("text", ["a\u0316\u0301 b", "e\u0301\u0301x", "\u0301x", "ᄀᄀ가\u1161 ᄒ\u1161\u11ab",
+                                  "\u0344 \ufb1d", "서울"])
+def test_nfc_spans_tile_the_text_and_compose_it_whole(text):
+    """The NFC form comes back whole (a mark that composes past another one included), and each of its characters
+    maps to the stretch of the original it came from, in order, without gaps."""
+    import unicodedata
+    from qa_data import nfc_with_spans
+    nfc, spans = nfc_with_spans(text)
+    assert nfc == unicodedata.normalize("NFC", text)
+    if spans is None:
+        assert nfc == text
+        return
+    assert spans[0][0] == 0 and spans[-1][1] == len(text) and len(spans) == len(nfc)
+    pieces = []
+    for (a, b), ch in zip(spans, nfc):
+        assert a < b and ch in unicodedata.normalize("NFC", text[a:b])
+        if not pieces or pieces[-1] != (a, b):
+            pieces.append((a, b))
+    assert all(x[1] == y[0] for x, y in zip(pieces, pieces[1:]))  # consecutive stretches, no gaps

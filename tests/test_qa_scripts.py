@@ -443,6 +443,11 @@ def test_an_unfinished_run_is_replaced_by_the_same_command(env, tmp_path, capsys
     assert "holds an unfinished run (epoch-1, run_args.json, train_log.jsonl): replacing it" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep me" and (out / "train_results.json").exists()
     assert all(row["step"] != 999 for row in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
+    # never an input of the new run: continuing from the unfinished run's own epoch-1 is refused, not deleted
+    (out / "train_results.json").unlink()
+    expect_fail(capsys, run_qa.main, train_argv(env, out, "--checkpoint", str(out / "epoch-1")),
+                "--checkpoint", "epoch-1 is part of the unfinished run")
+    assert (out / "epoch-1" / "model.safetensors").exists()
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")

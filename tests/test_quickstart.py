@@ -85,8 +85,10 @@ def test_quickstart_smoke_and_cache(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("holds the fine-tuning of seeds 1, 2 (another run's), not --ft_seeds 1-3: "
                                         "delete it to fine-tune again")
-    # pretraining made again: the fine-tuning built on the earlier one is not reused as if it were this one's
+    # pretraining made again: the fine-tuning built on the earlier one, finished or not (here: no seed_grid.json,
+    # its seeds' results still there), is not reused as if it were this one's
     shutil.rmtree(out / "pretrain")
+    (out / "korsts_pretrained" / "seed_grid.json").unlink()
     proc = run_quickstart(out)
     assert proc.returncode == 2 and (out / "pretrain" / "DONE").exists()
     assert proc.stderr.strip().endswith("korsts_pretrained was made from the earlier pretrain stage's output, which "

@@ -542,18 +542,22 @@ def test_schedule_by_time_budget_spans_resumes(data, tmp_path, capsys):
     assert run_pretraining.main(argv(data, out, **flags)) == 0
     done = json.loads((out / "DONE").read_text())
     k = done["step"]
-    assert k >= 10 and train_state(out, k)["budget_elapsed_s"] == pytest.approx(3.0, abs=1.0)
+    assert k >= 3 and train_state(out, k)["budget_elapsed_s"] == pytest.approx(3.0, abs=1.0)
     capsys.readouterr()
+    (out / "DONE").unlink()  # as a kill between the last save and the marker leaves it
     assert run_pretraining.main(argv(data, out, resume="auto", **flags)) == 0
     assert "budget was spent by step" in capsys.readouterr().out
-    assert [r["step"] for r in rows(out)][-1] == k and json.loads((out / "DONE").read_text()) == done
+    assert [r["step"] for r in rows(out)][-1] == k and json.loads((out / "DONE").read_text())["step"] == k
     # the same checkpoint with 0.5 s of its 3 s left: a short continuation, which ends the schedule at lr ~0
     state = train_state(out, k)
     state["budget_elapsed_s"] = 2.5
     torch.save(state, out / "checkpoints" / f"step-{k}" / "train_state.pt")
     assert run_pretraining.main(argv(data, out, resume="auto", **flags)) == 0
     more = [r for r in rows(out) if r["step"] > k]
-    assert 1 <= len(more) < 0.6 * k and more[-1]["lr"] < 0.25 * max(r["lr"] for r in rows(out))
+    end = json.loads((out / "DONE").read_text())["step"]
+    # it stopped once the whole budget was spent (3 s, plus the step it ended in), not after another 3 s
+    assert len(more) >= 1 and train_state(out, end)["budget_elapsed_s"] < 4.5
+    assert more[-1]["lr"] < 0.25 * max(r["lr"] for r in rows(out))
 
 
 def test_schedule_by_time_needs_a_budget(data, tmp_path, capsys):
