@@ -196,9 +196,9 @@ def read_examples(path: str, task: Task, max_examples: int | None = None, strict
           because a score computed on the rows that happened to parse would pass for the whole file's;
       strict=False (training files, which may be large crawled sets with a few broken rows): skipped, with one
           warning per kind of problem naming the lines.
-    Rows end at LF (CRLF too); a file without any LF, at CR. Blank lines are not rows. A missing file, an empty file, a header without the needed columns, or no usable
-    rows raise ValueError / FileNotFoundError naming the file. With max_examples (>= 1) reading stops after that
-    many rows, so rows past the cap are not checked.
+    Rows end at LF (CRLF too); a file without any LF, at CR. Blank lines are not rows. A missing file, an empty
+    file, a header without the needed columns, or no usable rows raise ValueError / FileNotFoundError naming the
+    file. With max_examples (>= 1) reading stops after that many rows, so rows past the cap are not checked.
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"{path}: max_examples {max_examples} must be >= 1")

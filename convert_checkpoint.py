@@ -33,7 +33,7 @@ import tempfile
 import torch
 
 from fileio import atomic_write
-from models.checkpoint import checkpoint_folder, write_tokenizer_vocab
+from models.checkpoint import checkpoint_folder, checkpoint_label_names, write_tokenizer_vocab
 from models.config import read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
@@ -104,20 +104,6 @@ def model_for_weights(sd: dict, config: BertConfig, kind: str):
         n = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else None
         return BertForSequenceClassification(config, num_labels=n)
     return BertModel(config)
-
-
-def named_labels(input_path: str) -> list[str] | None:
-    """A Hugging Face classifier's label names, row by row (its config.json's id2label), unless they are
-    transformers' placeholders (LABEL_0, ...) or missing."""
-    path = os.path.join(checkpoint_folder(input_path), "config.json")
-    id2label = read_json_object(path).get("id2label") if os.path.isfile(path) else None
-    if not isinstance(id2label, dict) or not id2label:
-        return None
-    try:
-        names = [str(id2label[str(i)]) for i in range(len(id2label))]
-    except KeyError:
-        return None
-    return None if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
 
 
 def fine_tuning_sidecars(input_path: str) -> dict[str, str]:
@@ -197,7 +183,7 @@ def convert(args):
             sidecars = fine_tuning_sidecars(args.input)
             task = read_json_object(sidecars["task.json"]) if "task.json" in sidecars else {}
             # which head row is which label: run_classifier's task.json, else the input's own id2label names
-            labels = (task.get("labels") or named_labels(args.input)) if kind == "classifier" else None
+            labels = (task.get("labels") or checkpoint_label_names(args.input)) if kind == "classifier" else None
             if labels and args.to == "ours" and not task:
                 notes.append(f"the head's rows are labelled {', '.join(labels)} in {args.input}; our layout keeps "
                              "no names: the evaluation scripts read them in the task's own label order")

@@ -32,7 +32,7 @@ import batching
 import cls_data
 import tokenization
 import train_utils as tu
-from models.checkpoint import canonical_state_dict, checkpoint_folder, read_state_dict
+from models.checkpoint import canonical_state_dict, checkpoint_folder, checkpoint_label_names, read_state_dict
 from models.config import read_json_object
 from models.modeling import BertForSequenceClassification, load_checkpoint
 
@@ -82,22 +82,16 @@ def head_label_order(ckpt: str, task) -> list[int] | None:
     in another order than the task's: the head row of each task label, in the task's order. None when the names
     are the task's in its order, or transformers' placeholders (LABEL_0, ...). ValueError for other names: scored
     as they are, the classes would be silently mixed up."""
-    path = os.path.join(checkpoint_folder(ckpt), "config.json")
-    if task.is_regression or not os.path.isfile(path):
+    names = None if task.is_regression else checkpoint_label_names(ckpt)
+    if names is None or len(names) != task.num_labels:
         return None
-    id2label = read_json_object(path).get("id2label")
-    if not isinstance(id2label, dict) or len(id2label) != task.num_labels:
-        return None
-    try:
-        names = [str(id2label[str(i)]).lower() for i in range(task.num_labels)]
-    except KeyError:
-        raise ValueError(f"{path}: id2label keys are not 0..{task.num_labels - 1}") from None
-    wanted = [label.lower() for label in task.labels]
-    if names == wanted or all(n == f"label_{i}" for i, n in enumerate(names)):
+    names, wanted = [n.lower() for n in names], [label.lower() for label in task.labels]
+    if names == wanted:
         return None
     if sorted(names) != sorted(wanted):
-        raise ValueError(f"{path}: id2label names {', '.join(names)}, not {task.name}'s labels "
-                         f"({', '.join(wanted)}); fix id2label to say which row is which")
+        raise ValueError(f"{os.path.join(checkpoint_folder(ckpt), 'config.json')}: id2label names "
+                         f"{', '.join(names)}, not {task.name}'s labels ({', '.join(wanted)}); fix id2label to say "
+                         "which row is which")
     return [names.index(label) for label in wanted]
 
 

@@ -238,25 +238,21 @@ def main(argv=None):
                                                                         args.n_best_size, args.max_answer_length)
     results = {"questions": len(examples), "windows": len(feats), "predict_file": args.predict_file,
                "checkpoint": args.checkpoint, "predict_seconds": round(time.time() - t0, 1), "args": vars(args)}
-    if not any(ex.answers for ex in examples):  # a test set without answers: predicted, nothing to score
-        write_predictions(args.output_dir, predictions, nbest)
-        results.update(exact_match=None, f1=None)
-        tu.atomic_write_json(os.path.join(args.output_dir, "eval_results.json"), results)
-        print(f"{args.predict_file} has no gold answers: predictions written to {args.output_dir}, not scored",
-              flush=True)
-        print(headline(results), flush=True)
-        tu.cleanup_runtime(rt)
-        return results
-    try:
-        metrics, trimmed = score(examples, args.predict_file, predictions, "predictions", args.answer_postprocess,
-                                 answer_starts)
-    except ValueError as e:  # some questions without answers: a score on the others would pass for the file's
-        write_predictions(args.output_dir, predictions, nbest)
-        tu.fail(f"{e}; predictions written to {args.output_dir}")
+    scored = any(ex.answers for ex in examples)  # none: a test set, predicted and not scored
+    metrics, trimmed = {"exact_match": None, "f1": None}, None
+    if scored:
+        try:
+            metrics, trimmed = score(examples, args.predict_file, predictions, "predictions",
+                                     args.answer_postprocess, answer_starts)
+        except ValueError as e:  # some questions without answers: a score on the others would pass for the file's
+            write_predictions(args.output_dir, predictions, nbest)
+            tu.fail(f"{e}; predictions written to {args.output_dir}")
     write_predictions(args.output_dir, predictions, nbest, trimmed)
     results = {**metrics, **results}
     tu.atomic_write_json(os.path.join(args.output_dir, "eval_results.json"), results)
     print(f"wrote predictions to {args.output_dir}", flush=True)
+    if not scored:
+        print(f"{args.predict_file} has no gold answers: not scored", flush=True)
     report(metrics)
     tu.cleanup_runtime(rt)
     return results

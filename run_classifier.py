@@ -420,10 +420,10 @@ def main(argv=None):
 def summarise_grid(runs: dict, task) -> dict:
     """Every seed's best dev score, mean and std over seeds, and which seed was best on dev (ties: lowest seed)."""
     per_seed = {str(s): {"best_epoch": r["best_epoch"], **(r["best"] or {})} for s, r in runs.items()}
-    scores = np.array([cls_data.score_for_selection(r["best"], task) for r in runs.values()])
-    mean, std, n = cls_data.mean_std(scores)
     by_seed = sorted(runs, key=int)  # argmax takes the first of equal scores: the lowest seed, in any input order
-    best_seed = by_seed[int(np.argmax([cls_data.score_for_selection(runs[s]["best"], task) for s in by_seed]))]
+    scores = np.array([cls_data.score_for_selection(runs[s]["best"], task) for s in by_seed])
+    mean, std, n = cls_data.mean_std(scores)
+    best_seed = by_seed[int(np.argmax(scores))]
     summary = {"task_name": task.name, "main_metric": task.main_metric, "metric_scale": "x100",
                "selection": f"seed with the highest best-epoch dev {task.main_metric}", "seeds": per_seed,
                "n_seeds": len(runs), "n_seeds_in_mean": n,  # an undefined correlation is left out

@@ -240,16 +240,9 @@ def main(argv=None):
             warn(f"{ckpt_dir} was saved by {len(state['rng'])} ranks, not {rt.world_size}: dropout RNG reseeded")
         if epoch_pos % rt.world_size:
             fail(f"--resume {ckpt_dir}: position {epoch_pos} in the epoch is not divisible by {rt.world_size} ranks")
-    if args.schedule_by_time and budget0 >= args.max_time_minutes * 60:  # e.g. a finished run started again
-        if rt.is_main:
-            print(f"{ckpt_dir}: the --max_time_minutes {args.max_time_minutes:g} budget was spent by step {step}; "
-                  "nothing to train", flush=True)
-            # the run is finished, whether or not its end got to write the marker (a kill between the last save
-            # and DONE): pipelines that skip finished stages look for it
-            atomic_write_json(os.path.join(args.output_dir, "DONE"),
-                              {"step": step, "checkpoint": ckpt_dir, "max_steps": args.max_steps})
-        cleanup_runtime(rt)
-        return 0
+    # with --schedule_by_time the budget is the whole run's: one resumed with it spent (a finished run started
+    # again, or one killed between its last save and DONE) trains no step, and ends as a finished run does
+    budget_spent = bool(args.schedule_by_time) and budget0 >= args.max_time_minutes * 60
     model, graphs = compile_for_training(raw_model, args)
     if rt.distributed:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
@@ -281,6 +274,9 @@ def main(argv=None):
                 f"{os.path.basename(f)} {share:.1%}" for f, share in ds.source_shares), flush=True)
         if step >= args.max_steps:
             print(f"already at step {step} >= --max_steps {args.max_steps}: nothing to train", flush=True)
+        elif budget_spent:
+            print(f"{ckpt_dir}: the --max_time_minutes {args.max_time_minutes:g} budget was spent by step {step}; "
+                  "nothing to train", flush=True)
 
     # SIGINT/SIGTERM set a flag; the loop finishes its step and saves. A second SIGINT raises KeyboardInterrupt.
     stop_signal, restore_signals = catch_stop_signals()
@@ -319,7 +315,7 @@ def main(argv=None):
                 dynamic_ncols=True, desc="pretrain")
     model.train()
     try:
-        while step < args.max_steps:
+        while step < args.max_steps and not budget_spent:
             t_wait = time.perf_counter()
             try:
                 batch_epoch, micro_batches = next(batches)

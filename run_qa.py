@@ -107,8 +107,7 @@ def validate_args(args):
         raise ValueError(f"--output_dir {args.output_dir} already holds a finished run ({FINISHED}); "
                          f"choose another --output_dir")
     # what an unfinished run left is replaced: never an input of this one (e.g. its own epoch-1 to continue from)
-    leftovers = [os.path.realpath(p) for m in RUN_OUTPUTS
-                 for p in glob.glob(os.path.join(glob.escape(args.output_dir), m))]
+    leftovers = [os.path.realpath(p) for p in unfinished_outputs(args.output_dir)]
     for flag in ("checkpoint", "config_file", "vocab_file"):
         path = getattr(args, flag)
         if path and any(os.path.realpath(path) == p or os.path.realpath(path).startswith(p + os.sep)
@@ -117,9 +116,14 @@ def validate_args(args):
                              f"which this run would replace; copy it elsewhere or choose another --output_dir")
 
 
+def unfinished_outputs(out_dir: str) -> list[str]:
+    """The paths in out_dir that an earlier run wrote (RUN_OUTPUTS), sorted."""
+    return sorted(p for m in RUN_OUTPUTS for p in glob.glob(os.path.join(glob.escape(out_dir), m)))
+
+
 def clear_unfinished_run(out_dir: str):
-    """Remove what an unfinished run left in out_dir (RUN_OUTPUTS), with a warning; other files stay."""
-    found = sorted(p for m in RUN_OUTPUTS for p in glob.glob(os.path.join(glob.escape(out_dir), m)))
+    """Remove what an unfinished run left in out_dir, with a warning; other files stay."""
+    found = unfinished_outputs(out_dir)
     if found:
         tu.warn(f"{out_dir} holds an unfinished run ({', '.join(os.path.basename(p) for p in found)}): replacing it")
     for path in found:

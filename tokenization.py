@@ -257,12 +257,10 @@ def save_hf_tokenizer(vocab_file: str, out_dir: str, do_lower_case: bool, model_
     (its NFC step included, which transformers' own BertTokenizer lacks: decomposed Hangul would become [UNK]) with
     [CLS]/[SEP] added as BERT adds them, and inputs cut at the model's positions. Not for morph_analyzer vocabs: a
     Python pre-tokenizer cannot be saved."""
-    vocab = load_vocab(vocab_file)
-    ids = special_token_ids(vocab, vocab_file)
-    tok = build_fast_tokenizer(vocab_file, do_lower_case=do_lower_case)
+    tok = build_fast_tokenizer(vocab_file, do_lower_case=do_lower_case)  # ValueError: a special token is missing
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["cls"]), ("[SEP]", ids["sep"])])
+        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
     for token in SPECIAL_TOKENS:  # matched whole in the text and never split, as transformers treats them
         tok.add_special_tokens([token])
     # generic fast class: transformers' BertTokenizer would rebuild the pipeline from vocab.txt, without the NFC

@@ -165,6 +165,8 @@ def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: 
     num_workers: processes that pre-split the text with the morpheme analyser (morph only)."""
     if vocab_size < len(SPECIAL_TOKENS):
         raise ValueError(f"--vocab_size {vocab_size} is smaller than the {len(SPECIAL_TOKENS)} special tokens")
+    if algorithm == "sentencepiece" and importlib.util.find_spec("sentencepiece") is None:  # a test requirement only
+        raise ValueError("--algorithm sentencepiece needs the sentencepiece package: pip install sentencepiece")
     if os.path.isdir(output):
         raise ValueError(f"--output {output} is a directory; give the vocab.txt path")
     _check_corpus(corpus)
@@ -231,10 +233,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.num_workers < 1:
         parser.error(f"--num_workers {args.num_workers}: at least 1")
-    if args.algorithm == "sentencepiece" and importlib.util.find_spec("sentencepiece") is None:
-        print("error: --algorithm sentencepiece needs the sentencepiece package: pip install sentencepiece",
-              file=sys.stderr)
-        sys.exit(2)
     try:
         build_vocab(args.corpus, args.vocab_size, args.output, min_frequency=args.min_frequency,
                     do_lower_case=args.do_lower_case, morph=args.morph, algorithm=args.algorithm,

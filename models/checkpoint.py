@@ -315,6 +315,21 @@ def checkpoint_folder(path: str) -> str:
     return path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
 
 
+def checkpoint_label_names(path: str) -> list[str] | None:
+    """A classifier checkpoint's label names, row by row: its config.json's id2label, as transformers saves it.
+    None without one, or for transformers' placeholders (LABEL_0, LABEL_1, ...). ValueError when its keys are not
+    0..n-1."""
+    cfg = os.path.join(checkpoint_folder(path), "config.json")
+    id2label = read_json_object(cfg).get("id2label") if os.path.isfile(cfg) else None
+    if not isinstance(id2label, dict) or not id2label:
+        return None
+    try:
+        names = [str(id2label[str(i)]) for i in range(len(id2label))]
+    except KeyError:
+        raise ValueError(f"{cfg}: id2label keys are not 0..{len(id2label) - 1}") from None
+    return None if all(n.upper() == f"LABEL_{i}" for i, n in enumerate(names)) else names
+
+
 def checkpoint_vocab(path: str) -> str | None:
     """The vocab.txt stored in a checkpoint directory (or beside a weights file), if any."""
     vocab = os.path.join(checkpoint_folder(path), "vocab.txt")

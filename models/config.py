@@ -7,6 +7,8 @@ import math
 import sys
 from dataclasses import dataclass
 
+from fileio import atomic_write_text
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # config
@@ -159,7 +161,6 @@ class BertConfig:
         return dataclasses.asdict(self)
 
     def to_json_file(self, path: str):
-        from fileio import atomic_write_text
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def to_hf_dict(self, architectures: list[str] | None = None, pad_token_id: int = 0,
