@@ -23,7 +23,6 @@ import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -405,6 +404,7 @@ def correlations(preds, labels) -> tuple[float, float]:
     preds, labels = np.asarray(preds, dtype=np.float64), np.asarray(labels, dtype=np.float64)
     if np.ptp(preds) == 0 or np.ptp(labels) == 0:
         return math.nan, math.nan
+    from scipy import stats  # here, not at the top: it takes 1-2 s to import, in every script that reads a TSV
     return float(stats.pearsonr(preds, labels)[0] * 100.0), float(stats.spearmanr(preds, labels)[0] * 100.0)
 
 

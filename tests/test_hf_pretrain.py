@@ -193,12 +193,18 @@ def test_sigterm_to_the_process_group_finishes_the_step_and_saves(shards, tmp_pa
     assert not (out / "DONE").exists()  # interrupted, not done: a pipeline reruns it
 
 
-def test_cram_runs_the_baseline_and_hands_back_its_weights(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "bench", "cram.py"), "--smoke", "--pretrainer", "hf", "--tasks",
-           "--work_dir", str(tmp_path / "work"), "--results_json", str(tmp_path / "hf.json")]
-    proc = subprocess.run(cmd + ["--optimizer", "lamb"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "--optimizer lamb" in proc.stderr and not (tmp_path / "work").exists()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_cram_runs_the_baseline_and_hands_back_its_weights(tmp_path, capsys):
+    argv = ["--smoke", "--pretrainer", "hf", "--tasks", "--work_dir", str(tmp_path / "work"), "--results_json",
+            str(tmp_path / "hf.json")]
+    spec = importlib.util.spec_from_file_location("cram", os.path.join(ROOT, "bench", "cram.py"))
+    cram = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cram)
+    with pytest.raises(SystemExit) as e:  # in this process: refused before anything runs
+        cram.main(argv + ["--optimizer", "lamb"])
+    assert e.value.code == 2 and "--optimizer lamb" in capsys.readouterr().err and not (tmp_path / "work").exists()
+    # a few steps are enough for the weights to come back (flags in --pretrain_args come last)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "cram.py"), *argv, "--pretrain_args",
+                           "--max_steps 4"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "$ python bench/hf_pretrain.py" in proc.stdout
     res = json.loads((tmp_path / "hf.json").read_text(encoding="utf-8"))

@@ -23,7 +23,20 @@ def run_quickstart(out, steps=20, seeds="1-2"):
                           timeout=600)
 
 
-def test_quickstart_smoke_and_cache(tmp_path):
+def rerun(capsys, out, steps=20, seeds="1-2"):
+    """quickstart.main in this process, for the re-runs whose stages are cached or refused (a process each would
+    start torch, scipy and matplotlib again): (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        quickstart.main(["--output_dir", str(out), *SMOKE, "--pretrain_steps", str(steps), "--ft_seeds", seeds])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_quickstart_smoke_and_cache(tmp_path, capsys):
     out = tmp_path / "qs"
     proc = run_quickstart(out)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -62,37 +75,37 @@ def test_quickstart_smoke_and_cache(tmp_path):
     assert set(res["stages_seconds"]) == stages
     shards_mtime = os.path.getmtime(out / "shards" / "meta.json")
 
-    again = run_quickstart(out)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stdout.count("cached") == len(stages)
+    code, stdout, stderr = rerun(capsys, out)
+    assert code == 0, stderr[-2000:]
+    assert stdout.count("cached") == len(stages)
     assert os.path.getmtime(out / "shards" / "meta.json") == shards_mtime
     assert json.loads((out / "results.json").read_text())["pretrained"] == res["pretrained"]
-    assert "warning" not in again.stderr
+    assert "warning" not in stderr
 
     # a stage cached from another command line is used, but not silently
-    other = run_quickstart(out, steps=30)
-    assert other.returncode == 0 and other.stdout.count("cached") == len(stages)
-    assert "stage 'pretrain' is cached from another command line (before: python run_pretraining.py" in other.stderr
-    assert "--max_steps 20" in other.stderr and other.stderr.count("warning") == 1
+    code, stdout, stderr = rerun(capsys, out, steps=30)
+    assert code == 0 and stdout.count("cached") == len(stages)
+    assert "stage 'pretrain' is cached from another command line (before: python run_pretraining.py" in stderr
+    assert "--max_steps 20" in stderr and stderr.count("warning") == 1
     # a folder of an older quickstart, which recorded no command lines: its step count is checked
     stage_file = out / "stages.json"
     stage_file.write_text(json.dumps({k: {"seconds": 1.0} for k in stages}))
-    older = run_quickstart(out, steps=30)
-    assert older.returncode == 0
-    assert "ended at step-20, not at step 30 (another run's settings)" in older.stderr
+    code, stdout, stderr = rerun(capsys, out, steps=30)
+    assert code == 0
+    assert "ended at step-20, not at step 30 (another run's settings)" in stderr
     # other seeds than the cached fine-tuning holds: one line, not a crash in a later stage
-    proc = run_quickstart(out, seeds="1-3")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().endswith("holds the fine-tuning of seeds 1, 2 (another run's), not --ft_seeds 1-3: "
-                                        "delete it to fine-tune again")
+    code, stdout, stderr = rerun(capsys, out, seeds="1-3")
+    assert code == 2
+    assert stderr.strip().endswith("holds the fine-tuning of seeds 1, 2 (another run's), not --ft_seeds 1-3: "
+                                   "delete it to fine-tune again")
     # pretraining made again: the fine-tuning built on the earlier one, finished or not (here: no seed_grid.json,
     # its seeds' results still there), is not reused as if it were this one's
     shutil.rmtree(out / "pretrain")
     (out / "korsts_pretrained" / "seed_grid.json").unlink()
-    proc = run_quickstart(out)
-    assert proc.returncode == 2 and (out / "pretrain" / "DONE").exists()
-    assert proc.stderr.strip().endswith("korsts_pretrained was made from the earlier pretrain stage's output, which "
-                                        "this run made again: delete it to redo it")
+    code, stdout, stderr = rerun(capsys, out)
+    assert code == 2 and (out / "pretrain" / "DONE").exists()
+    assert stderr.strip().endswith("korsts_pretrained was made from the earlier pretrain stage's output, which "
+                                   "this run made again: delete it to redo it")
 
 
 def test_pretraining_stops_by_steps_or_by_wall_time():
