@@ -73,8 +73,13 @@ def read_meta(input_dir: str) -> dict:
                                 f"(create it with create_pretraining_data.py)")
     with open(path, encoding="utf-8") as f:
         meta = json.load(f)
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} directory")
+    missing = [k for k in ("vocab_size", "vocab_sha256", "shards", "input_files") if k not in meta]
+    if missing or not isinstance(meta["shards"], list) or not all(isinstance(s, dict) and "name" in s
+                                                                  for s in meta["shards"]):
+        raise ValueError(f"{path}: {'no ' + repr(missing[0]) if missing else 'a damaged shard list'} "
+                         "(prepare the data again)")
     return meta
 
 
@@ -253,6 +258,9 @@ class PretrainingDataset(Dataset):
         self.meta = read_meta(input_dir)
         self.vocab_file = os.path.join(input_dir, "vocab.txt")
         vocab = load_vocab(self.vocab_file)
+        if vocab_sha256(self.vocab_file) != self.meta["vocab_sha256"]:
+            raise ValueError(f"{self.vocab_file} is not the vocab these shards were built with (its sha256 differs "
+                             "from meta.json's vocab_sha256)")
         vocab_size = max(vocab.values()) + 1
         if vocab_size != self.meta["vocab_size"]:
             raise ValueError(f"{self.vocab_file} has {vocab_size} tokens but meta.json says {self.meta['vocab_size']}")
@@ -269,8 +277,19 @@ class PretrainingDataset(Dataset):
         self._shards = [s["name"] for s in self.meta["shards"]]
         # sentence/document offsets are small: load them; token arrays stay memory-mapped (opened lazily per process)
         self._mm = {}
-        self._sent_off = [np.load(shard_path(input_dir, s, "sentences")) for s in self._shards]
-        self._doc_off = [np.load(shard_path(input_dir, s, "documents")) for s in self._shards]
+        self._sent_off, self._doc_off = [], []
+        for s in self._shards:
+            for part, into in (("sentences", self._sent_off), ("documents", self._doc_off)):
+                try:
+                    into.append(np.load(shard_path(input_dir, s, part)))
+                except (ValueError, OSError) as e:
+                    raise ValueError(f"{shard_path(input_dir, s, part)}: {e}") from None
+            so, do = self._sent_off[-1], self._doc_off[-1]
+            # every later index is read from these: offsets out of order would train on wrong spans without error
+            if not (so.ndim == do.ndim == 1 and len(so) >= 2 and len(do) >= 2 and so[0] == do[0] == 0
+                    and do[-1] == len(so) - 1 and (np.diff(so) > 0).all() and (np.diff(do) > 0).all()):
+                raise ValueError(f"{shard_path(input_dir, s, 'sentences')} (or its documents): offsets that do not "
+                                 "rise from 0 to the end: a damaged shard (prepare the data again)")
         self._units = [unit_bounds(so, max(1, (max_seq_length - 3) // 2)) for so in self._sent_off]
         for k, so in enumerate(self._sent_off):  # a missing or cut file fails here, not hours later in a worker
             try:

@@ -49,7 +49,7 @@ def run_batches(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int,
             ds.set_epoch(e)
             sizes[e] = ds.num_global_examples
         n = (sizes[e] - pos) // batch
-        if n <= 0 and pos == 0:
+        if sizes[e] < batch:
             raise SmallEpochError(f"epoch {e} has {sizes[e]} examples, fewer than one batch of {batch}")
         return max(n, 0)
 

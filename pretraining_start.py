@@ -18,7 +18,7 @@ import torch
 
 from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 from pretraining_data import vocab_sha256
-from train_utils import check_training_args, resolve_checkpoint_dir
+from train_utils import check_output_dir_path, check_training_args, resolve_checkpoint_dir
 
 RESUME = "--resume"
 INIT = "--init_checkpoint"
@@ -27,7 +27,7 @@ INIT = "--init_checkpoint"
 WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "warmup_proportion", "weight_decay", "adam_epsilon",
                    "max_grad_norm", "max_steps", "max_time_minutes", "max_seq_length", "seed", "short_seq_prob",
                    "masked_lm_prob", "max_predictions_per_seq", "max_ngram", "no_whole_word", "no_sop",
-                   "source_weights", "amp")
+                   "source_weights", "amp", "schedule_by_time")
 
 
 def check_args(args):
@@ -40,11 +40,14 @@ def check_args(args):
                            ("short_seq_prob", 0 <= args.short_seq_prob <= 1, "in [0, 1]"),
                            ("masked_lm_prob", 0 < args.masked_lm_prob < 1, "in (0, 1)"),
                            ("max_predictions_per_seq", args.max_predictions_per_seq >= 1, ">= 1"),
-                           ("max_ngram", args.max_ngram >= 1, ">= 1")):
+                           ("max_ngram", args.max_ngram >= 1, ">= 1"),
+                           ("max_time_minutes", args.max_time_minutes is None
+                            or 0 < args.max_time_minutes < float("inf"), "a positive number")):
         if not ok:
             raise ValueError(f"--{flag} must be {need}, got {getattr(args, flag)}")
     if not args.output_dir:
         raise ValueError("--output_dir is required")
+    check_output_dir_path(args.output_dir)
     check_training_args(args)  # the optimisation, loader and compile flags
     if args.schedule_by_time and not args.max_time_minutes:
         raise ValueError("--schedule_by_time needs --max_time_minutes (the budget the schedule is stretched over)")
@@ -64,6 +67,11 @@ def resolve_start(output_dir: str, resume: str | None, init_checkpoint: str | No
         if resume != "auto" and not os.path.exists(path):
             raise ValueError(f"--resume {path}: no such checkpoint or run directory")
         cand = resolve_checkpoint_dir(path)
+        own = os.path.realpath(os.path.join(output_dir, "checkpoints"))
+        if (resume != "auto" and os.path.isfile(os.path.join(own, "latest"))
+                and os.path.dirname(os.path.realpath(cand)) != own):
+            raise ValueError(f"--resume {path}: --output_dir {output_dir} already holds checkpoints of another run; "
+                             "choose another --output_dir")
         if os.path.isfile(os.path.join(cand, "train_state.pt")):
             return cand, RESUME
         if resume != "auto" or cand != path:  # auto: only "no checkpoint yet" means a fresh start

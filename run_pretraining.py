@@ -247,6 +247,21 @@ def main(argv=None):
     if rt.distributed:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
 
+    loader_args = dict(batch=B, micro_batch=micro, accum=accum, world_size=rt.world_size,
+                       num_workers=args.num_workers, seed=args.seed, pin_memory=rt.device.type == "cuda")
+
+    def data_error(e: ValueError) -> str:  # one line, naming the flag that can fix a too small epoch
+        hint = ((" (--train_batch_size, with --source_weights)" if source_weights else " (--train_batch_size)")
+                if isinstance(e, SmallEpochError) else "")
+        msg = str(e).strip()
+        if "Original Traceback" in msg:  # re-raised from a loader worker: its own message is the last line
+            msg = msg.splitlines()[-1].split(": ", 1)[-1] + " (in a loader worker)"
+        return f"--input_dir {args.input_dir}: {msg}{hint}"
+    try:  # one loader for the whole run: its workers start here, once
+        batches = run_batches(ds, epoch, epoch_pos, **loader_args)
+    except ValueError as e:
+        fail(data_error(e))
+
     # ---- output dir: written only now that every check has passed
     log_path = os.path.join(args.output_dir, "log.jsonl")
     if rt.is_main:
@@ -296,20 +311,6 @@ def main(argv=None):
     checked_step, t_log, step_log = step, time.time(), step
     wait_s = 0.0  # host time blocked on the loader since the last log row
     grad_norm, exit_code, last_saved = None, 0, ckpt_dir if source == RESUME else None
-    loader_args = dict(batch=B, micro_batch=micro, accum=accum, world_size=rt.world_size,
-                       num_workers=args.num_workers, seed=args.seed, pin_memory=rt.device.type == "cuda")
-
-    def data_error(e: ValueError) -> str:  # one line, naming the flag that can fix a too small epoch
-        hint = ((" (--train_batch_size, with --source_weights)" if source_weights else " (--train_batch_size)")
-                if isinstance(e, SmallEpochError) else "")
-        msg = str(e).strip()
-        if "Original Traceback" in msg:  # re-raised from a loader worker: its own message is the last line
-            msg = msg.splitlines()[-1].split(": ", 1)[-1] + " (in a loader worker)"
-        return f"--input_dir {args.input_dir}: {msg}{hint}"
-    try:  # one loader for the whole run: its workers start here, once
-        batches = run_batches(ds, epoch, epoch_pos, **loader_args)
-    except ValueError as e:
-        fail(data_error(e))
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
     pbar = tqdm(total=None if args.max_time_minutes else args.max_steps, initial=step, disable=not rt.is_main,
                 dynamic_ncols=True, desc="pretrain")

@@ -448,9 +448,13 @@ def _snapshot(d):
 
 @pytest.mark.parametrize("case", ["missing_dir", "not_prepared", "config_vocab", "vocab_file", "batch",
                                   "resume_config", "existing_run", "seed", "short_seq_prob", "damaged_shard",
-                                  "out_of_vocab_shard"])
+                                  "out_of_vocab_shard", "max_time_negative", "max_time_nan", "output_is_a_file",
+                                  "shards_vocab_replaced", "cut_offsets", "offsets_out_of_order", "meta_not_a_dict",
+                                  "resume_into_another_run", "rewind_with_a_batch_too_big"])
 def test_bad_input_is_one_line_exit_2(case, data, trained, tmp_path, capsys):
     out, flags, expect = tmp_path / "out", {}, None
+    other = tmp_path / "other_run"  # another run's finished output, for the cases that must leave it alone
+    shutil.copytree(trained, other)
     if case == "missing_dir":
         flags, expect = {"input_dir": tmp_path / "nope"}, "--input_dir"
     elif case == "not_prepared":
@@ -485,15 +489,46 @@ def test_bad_input_is_one_line_exit_2(case, data, trained, tmp_path, capsys):
         arr[len(arr) // 2] = len((data / "vocab.txt").read_text(encoding="utf-8").splitlines())
         np.save(ids, arr)
         flags, expect = {"input_dir": tmp_path / "shards"}, f"{ids.name}: token id {arr[len(arr) // 2]} is outside"
-    before = _snapshot(trained)
+    elif case in ("max_time_negative", "max_time_nan"):  # -1 trained a step and wrote DONE; NaN had no budget at all
+        flags, expect = {"max_time_minutes": -1 if case == "max_time_negative" else "nan"}, "--max_time_minutes"
+    elif case == "output_is_a_file":
+        out.write_text("")
+        expect = "--output_dir"
+    elif case in ("shards_vocab_replaced", "cut_offsets", "offsets_out_of_order", "meta_not_a_dict"):
+        shards = tmp_path / "shards"
+        shutil.copytree(data / "shards", shards)
+        flags = {"input_dir": shards}
+        sent = next(shards.glob("*.sentences.npy"))
+        if case == "shards_vocab_replaced":  # same size, other order: every id would mean another token
+            lines = (shards / "vocab.txt").read_text(encoding="utf-8").splitlines()
+            (shards / "vocab.txt").write_text("\n".join(lines[:10] + lines[10:][::-1]) + "\n", encoding="utf-8")
+            expect = "is not the vocab these shards were built with"
+        elif case == "cut_offsets":
+            sent.write_bytes(sent.read_bytes()[:-16])
+            expect = sent.name
+        elif case == "offsets_out_of_order":
+            arr = np.load(sent)
+            arr[1] = arr[-1] + 5
+            np.save(sent, arr)
+            expect = f"{sent.name} (or its documents): offsets that do not rise"
+        else:
+            (shards / "meta.json").write_text("[]", encoding="utf-8")
+            expect = "meta.json: not a"
+    elif case == "resume_into_another_run":  # it used to delete that run's checkpoints and splice the two logs
+        out, flags, expect = other, {"resume": trained / "checkpoints" / "step-40"}, "already holds checkpoints"
+    elif case == "rewind_with_a_batch_too_big":  # refused before the output dir's DONE and log are touched
+        out, flags, expect = other, {"resume": other / "checkpoints" / "step-40", "train_batch_size": 100000,
+                                     "max_steps": 60}, "fewer than one batch of 100000"
+    before, before_other = _snapshot(trained), _snapshot(other)
     with pytest.raises(SystemExit) as e:
         run_pretraining.main(argv(data, out, **flags))
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith("warning: ")]  # a rewind with another batch size is warned about first
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and expect in err[0], err
     if case == "resume_config":
         assert str(trained / "checkpoints" / "step-60") in err[0]
-    assert _snapshot(trained) == before
-    assert out == trained or not out.exists()
+    assert _snapshot(trained) == before and _snapshot(other) == before_other
+    assert out in (trained, other) or not out.exists() or out.is_file()
 
 
 def test_schedule_by_time_follows_the_budget(data, tmp_path):
@@ -558,6 +593,11 @@ def test_schedule_by_time_budget_spans_resumes(data, tmp_path, capsys):
     # it stopped once the whole budget was spent (3 s, plus the step it ended in), not after another 3 s
     assert len(more) >= 1 and train_state(out, end)["budget_elapsed_s"] < 4.5
     assert more[-1]["lr"] < 0.25 * max(r["lr"] for r in rows(out))
+    # resumed without --schedule_by_time, the lr would follow the step schedule again: said, not silent
+    capsys.readouterr()
+    assert run_pretraining.main(argv(data, out, resume="auto", **dict(flags, schedule_by_time=None,
+                                                                      max_steps=end + 1))) == 0
+    assert "with changed max_steps, schedule_by_time:" in capsys.readouterr().err
 
 
 def test_schedule_by_time_needs_a_budget(data, tmp_path, capsys):
