@@ -77,7 +77,7 @@ def evaluate(gold: dict[str, list[str]], predictions: dict[str, str], source: st
 def load_predictions(path: str) -> dict[str, str]:
     """A {question id: answer text} JSON file, checked so that a wrong file fails with one line naming it."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is skipped
             preds = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(f"predictions file {path} does not exist") from None

@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import re
 
+from qa_data import nfc_with_spans
+
 ANALYZERS = ("kiwi",)
 INSTALL_HINT = {"kiwi": "pip install kiwipiepy"}
 
@@ -30,6 +32,14 @@ _UNIT_SYMBOL = re.compile(r"[%‰℃℉°\u3380-\u33ff]")
 
 def _unit_symbols_as_nouns(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), "NNB") for m in _UNIT_SYMBOL.finditer(text)]
+
+
+def _original_span(spans, start: int, end: int) -> tuple[int, int]:
+    """[start, end) in an NFC text -> in the text it was made from (spans: nfc_with_spans'; None: the same text)."""
+    if spans is None:
+        return start, end
+    s = int(spans[start, 0]) if start < len(spans) else int(spans[-1, 1])
+    return s, (int(spans[end - 1, 1]) if end > start else s)
 
 
 class KiwiAnalyzer:
@@ -51,9 +61,7 @@ class KiwiAnalyzer:
         Spans index the original string. Contracted forms share characters (열린 = 열리 + ㄴ), so spans
         may overlap; callers that need a partition should use `boundaries`.
         """
-        if not text.strip():
-            return []
-        return [(t.start, t.start + t.len, t.tag) for t in self._kiwi.tokenize(text)]
+        return self.morphemes_batch([text])[0]
 
     def morphemes_batch(self, texts, units_as_nouns: bool = False) -> list[list[tuple[int, int, str]]]:
         """`morphemes` for many texts at once (kiwi pipelines a batch, which is several times faster).
@@ -61,12 +69,14 @@ class KiwiAnalyzer:
         units_as_nouns: tag unit symbols (% ℃ ㎞ ...) as bound nouns (NNB) before analysis.  Kiwi otherwise reads
         the particle after them as something else (50%를 -> 르/NNG + ㄹ/JKO, 50%가 -> 가/VV + 어/EC).
         """
-        texts = list(texts)
-        out: list[list[tuple[int, int, str]]] = [[] for _ in texts]
-        todo = [i for i, t in enumerate(texts) if t.strip()]
+        # kiwi reads composed Hangul only (a decomposed word comes back as one unknown noun, 서울에서 untrimmed):
+        # it analyses the NFC text, and the offsets are mapped back to the text given
+        composed = [nfc_with_spans(t) for t in texts]
+        out: list[list[tuple[int, int, str]]] = [[] for _ in composed]
+        todo = [i for i, (t, _) in enumerate(composed) if t.strip()]
         pretokenized = _unit_symbols_as_nouns if units_as_nouns else None
-        for i, toks in zip(todo, self._kiwi.tokenize((texts[i] for i in todo), pretokenized=pretokenized)):
-            out[i] = [(t.start, t.start + t.len, t.tag) for t in toks]
+        for i, toks in zip(todo, self._kiwi.tokenize((composed[i][0] for i in todo), pretokenized=pretokenized)):
+            out[i] = [_original_span(composed[i][1], t.start, t.start + t.len) + (t.tag,) for t in toks]
         return out
 
     def boundaries(self, text: str) -> list[int]:
@@ -145,7 +155,8 @@ def _droppable(tag: str, prev: str) -> bool:
     tag, prev = _base_tag(tag), _base_tag(prev)
     if not (tag.startswith(STRIP_TAG_PREFIXES) or tag in STRIP_TAGS):
         return False
-    if tag == "ETN" and prev in _VERB_STEMS:  # 찾기, 깜빡임: a nominalised verb is the answer; 광년임 is not
+    # 찾기, 깜빡임, 공부하기 (하/XSV): a nominalised verb is the answer; 광년임 (이/VCP) is not
+    if tag == "ETN" and prev in _VERB_STEMS | {"XSV", "XSA"}:
         return False
     # an ending can only follow a predicate or another ending; glued straight onto a Hangul noun (치찰+음/EF) it is
     # kiwi mis-splitting a name.  Symbols and foreign words are fine: 《...》는 reads the particle as an ending

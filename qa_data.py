@@ -77,7 +77,7 @@ def load_squad_json(path: str) -> list:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is skipped
             obj = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a JSON file ({e})") from None
@@ -96,8 +96,9 @@ def load_squad_json(path: str) -> list:
                     or not isinstance(para.get("qas"), list):
                 raise ValueError(f"{path}: article {i} has a paragraph without a \"context\" string and \"qas\" list")
             for qa in para["qas"]:
-                if not isinstance(qa, dict) or not all(k in qa for k in ("id", "question", "answers")):
-                    raise ValueError(f"{path}: article {i} has a question without \"id\", \"question\" and \"answers\"")
+                if not isinstance(qa, dict) or not all(k in qa for k in ("id", "question")):
+                    raise ValueError(f"{path}: article {i} has a question without \"id\" and \"question\"")
+                qa.setdefault("answers", [])  # a test set may leave them out: read as unlabelled
                 if qa.get("is_impossible"):
                     raise ValueError(f"{path}: question {qa['id']!r} is marked unanswerable (SQuAD 2.0 style), "
                                      f"which KorQuAD 1.0 fine-tuning does not support")

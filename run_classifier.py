@@ -81,10 +81,7 @@ def build_parser():
     batching.add_group_by_length_arg(g)
     batching.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
-    # the release's apex flags, accepted so its command lines still run; native AMP has no opt levels and scales
-    # the fp16 loss dynamically
-    g.add_argument("--fp16_opt_level", default=None, help="ignored (apex); --fp16 uses native AMP")
-    g.add_argument("--loss_scale", type=float, default=None, help="ignored (apex); --fp16 scales the loss dynamically")
+    tu.add_apex_args(g)
     return p
 
 
@@ -363,9 +360,7 @@ def main(argv=None):
         args.output_dir = os.path.join("runs", f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     rt = tu.setup_runtime(args)
     batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
-    if rt.is_main and (args.fp16_opt_level is not None or args.loss_scale is not None):
-        tu.warn("--fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
-                "(--amp fp16 scales the loss dynamically)")
+    tu.warn_apex_args(args, rt)
     try:
         validate_args(args)
         seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
@@ -429,7 +424,7 @@ def summarise_grid(runs: dict, task) -> dict:
                "n_seeds": len(runs), "n_seeds_in_mean": n,  # an undefined correlation is left out
                f"dev_{task.main_metric}_mean": mean, f"dev_{task.main_metric}_std": std,
                "best_seed_on_dev": best_seed, "best_dev": runs[best_seed]["best"]}
-    print(f"seed grid: dev {task.main_metric} " + ", ".join(f"seed {s} {v:.2f}" for s, v in zip(runs, scores))
+    print(f"seed grid: dev {task.main_metric} " + ", ".join(f"seed {s} {v:.2f}" for s, v in zip(by_seed, scores))
           + (f"; mean {mean:.2f} +- {std:.2f}" if std is not None else "") + f"; best on dev: seed {best_seed}",
           flush=True)
     return summary

@@ -74,6 +74,7 @@ def build_parser():
     batching.add_group_by_length_arg(g)
     batching.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
+    tu.add_apex_args(g)
     return p
 
 
@@ -182,6 +183,7 @@ def main(argv=None):
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
     multiple = batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
+    tu.warn_apex_args(args, rt)
     try:
         validate_args(args)
         micro_batch = per_device_batch(args, rt.world_size)

@@ -123,7 +123,7 @@ def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = N
     g.add_argument("--fp16", dest="amp", action="store_const", const="fp16",
                    help="alias of --amp fp16 (the original scripts' flag)")
     g.add_argument("--no_cuda", action="store_true", help="run on the CPU even when a GPU is present")
-    g.add_argument("--local_rank", type=int, default=-1,
+    g.add_argument("--local_rank", "--local-rank", type=int, default=-1,  # the hyphen: torch.distributed.launch
                    help="ignored: torchrun passes LOCAL_RANK in the environment")
     g.add_argument("--num_workers", type=int, default=num_workers, help=num_workers_help)
     return g
@@ -139,6 +139,20 @@ def add_compile_arg(group):
                             "graphs, one launch instead of hundreds (for a step bound by its launches: a small "
                             "model, or any on small batches); a graph is recorded for each batch shape, so feed it "
                             "few (fixed-length pretraining batches; --pad_to_multiple_of when fine-tuning)")
+
+
+def add_apex_args(group):
+    """The release's apex flags, accepted so its command lines still run (warn_apex_args says they do nothing):
+    native AMP has no opt levels and scales the fp16 loss dynamically."""
+    group.add_argument("--fp16_opt_level", default=None, help="ignored (apex); --fp16 uses native AMP")
+    group.add_argument("--loss_scale", type=float, default=None,
+                       help="ignored (apex); --fp16 scales the loss dynamically")
+
+
+def warn_apex_args(args, rt):
+    if rt.is_main and (args.fp16_opt_level is not None or args.loss_scale is not None):
+        warn("--fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
+             "(--amp fp16 scales the loss dynamically)")
 
 
 def check_compile_args(args):

@@ -140,8 +140,9 @@ def main(argv=None):
         "context_words": args.context_words,
         "rules": {"strip_tag_prefixes": list(morphology.STRIP_TAG_PREFIXES),
                   "strip_tags": sorted(morphology.STRIP_TAGS),
-                  "exceptions": "ETN kept after a verb stem (VV/VA/VX); an ending (E*) is not stripped when it "
-                                "directly follows a Hangul non-predicate (a mis-split name)",
+                  "exceptions": "ETN kept after a verb stem or a verb- or adjective-forming suffix "
+                                "(VV/VA/VX/XSV/XSA); an ending (E*) is not stripped when it directly follows a Hangul "
+                                "non-predicate (a mis-split name)",
                   "bad_final_tag_prefixes": list(morphology.BAD_FINAL_PREFIXES),
                   "bad_final_tags": sorted(morphology.BAD_FINAL_TAGS),
                   "punctuation": "edge punctuation and unmatched brackets/quotes stripped, a bracket left open "

@@ -352,9 +352,14 @@ def test_both_pair_orders_train_on_each_pair_twice_and_score_the_mean(korsts_run
                     f"odd{value}/task.json pair_orders {value!r}: expected one of one, both")
 
 
-def test_seed_grid_ties_go_to_the_lowest_seed():
+def test_seed_grid_ties_go_to_the_lowest_seed(capsys):
     """Equal dev scores (common for KorNLI accuracy on a small dev set) pick the lowest seed, whatever order the
-    seeds were run or listed in."""
+    seeds were run or listed in; the printed line names each seed with its own score (--seeds 3,1,2 used to print
+    the scores in seed order against the seeds in the order given)."""
     run = {"best_epoch": 1, "best": {"accuracy": 50.0}}
     for runs in ({3: run, 1: run, 2: {"best_epoch": 1, "best": {"accuracy": 40.0}}}, {1: run, 3: run}):
         assert run_classifier.summarise_grid(runs, cls_data.TASKS["kornli"])["best_seed_on_dev"] == 1
+    capsys.readouterr()
+    runs = {s: {"best_epoch": 1, "best": {"accuracy": 10.0 * s}} for s in (3, 1, 2)}
+    assert run_classifier.summarise_grid(runs, cls_data.TASKS["kornli"])["best_seed_on_dev"] == 3
+    assert "seed 1 10.00, seed 2 20.00, seed 3 30.00;" in capsys.readouterr().out

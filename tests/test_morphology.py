@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import unicodedata
 
 import pytest
 
@@ -46,6 +47,7 @@ def trim(text, kiwi, **kw):
     ("추신수와", "추신수"), ("BBC는", "BBC"), ("RDX라는", "RDX"), ("2위로", "2위"),
     ("3000 mAh이다.", "3000 mAh"), ("64%였다.", "64%"),
     ("거부했으며,", "거부"),  # verb-forming 하 + endings go, cut before the syllable 했 = 하 + 었
+    ("공부하기를", "공부하기"), ("광년임", "광년"),  # a nominalised verb keeps its ETN; the copula's goes
 ])
 def test_trailing_particles_endings_and_punctuation_are_trimmed(kiwi, raw, expected):
     assert trim(raw, kiwi) == expected
@@ -60,6 +62,7 @@ def test_trailing_particles_endings_and_punctuation_are_trimmed(kiwi, raw, expec
     # 황치훈 reads as 황치 + 후 + ㄴ(JX), and 훈 is one syllable: cutting before ㄴ would split it
     "황치훈",
     "달리기",  # ETN after a verb stem makes a noun
+    "공부하기", "행복하기",  # ... and after a verb- or adjective-forming suffix (하/XSV, 하/XSA)
 ])
 def test_nouns_and_unsplittable_words_are_kept(kiwi, raw):
     assert trim(raw, kiwi) == raw
@@ -171,6 +174,23 @@ def test_cuts_fall_on_morpheme_boundaries_of_the_raw_span(kiwi):
             assert any(s == cut for s, _, _ in morphs)
             assert not any(s < cut < e for s, e, _ in morphs)
     assert checked > 50
+
+
+def test_decomposed_hangul_is_trimmed_as_its_nfc_form(kiwi):
+    """A context in NFD (a file saved on macOS): kiwi reads only composed syllables, so the analysis runs on the NFC
+    text and its offsets come back onto the given one. The spans trimmed in an NFD context are the NFD of those
+    trimmed in the NFC context (before: 서울에서 came back whole, the word read as one unknown noun)."""
+    _, sample = _dev_sample(200)
+    nfd = [unicodedata.normalize("NFD", ex["context"]) for ex in sample]
+    starts = [len(unicodedata.normalize("NFD", ex["context"][:ex["start"]])) for ex in sample]
+    words = [unicodedata.normalize("NFD", ex["extended"]) for ex in sample]
+    composed = morphology.trim_answers([(ex["extended"], ex["context"], ex["start"]) for ex in sample], kiwi)
+    decomposed = morphology.trim_answers(list(zip(words, nfd, starts)), kiwi)
+    assert sum(c != ex["extended"] for c, ex in zip(composed, sample)) > 100  # trimming happened
+    assert [unicodedata.normalize("NFD", c) for c in composed] == decomposed
+    assert trim(unicodedata.normalize("NFD", "서울에서"), kiwi) == unicodedata.normalize("NFD", "서울")
+    text = unicodedata.normalize("NFD", "서울에서 열린")  # offsets index the text given
+    assert [(s, e) for s, e, _ in kiwi.morphemes(text)] == [(0, 5), (5, 9), (10, 16), (13, 16)]
 
 
 def test_dev_sample_regression_guard(kiwi):

@@ -333,6 +333,22 @@ def test_eval_qa_predicts_a_test_set_without_answers(env, trained, tmp_path, cap
     preds = json.loads((tmp_path / "pred" / "predictions.json").read_text(encoding="utf-8"))
     assert sorted(preds) == sorted(question_ids(str(blind))) and results["f1"] is None
     assert json.loads((tmp_path / "pred" / "eval_results.json").read_text())["questions"] == len(preds)
+    # the same test set with no "answers" keys at all, saved with a byte-order mark: the same predictions
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                del qa["answers"]
+    bare = tmp_path / "bare.json"
+    bare.write_text("\ufeff" + json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    assert eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", str(bare), "--max_seq_length",
+                         "128", "--output_dir", str(tmp_path / "bare")])["f1"] is None
+    assert json.loads((tmp_path / "bare" / "predictions.json").read_text(encoding="utf-8")) == preds
+    # and a predictions file with a byte-order mark scores as without one
+    bom_preds = tmp_path / "bom_preds.json"
+    bom_preds.write_text("\ufeff" + json.dumps(preds, ensure_ascii=False), encoding="utf-8")
+    assert eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json", str(bom_preds)]) == \
+        eval_qa.main(["--score_only", "--predict_file", env["eval"], "--prediction_json",
+                      str(tmp_path / "pred" / "predictions.json")])
     data["data"][0]["paragraphs"][0]["qas"][0]["answers"] = [{"text": "x", "answer_start": 0}]
     blind.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     expect_fail(capsys, eval_qa.main, ["--checkpoint", str(out / "final"), "--predict_file", str(blind),
@@ -363,6 +379,20 @@ def test_google_bert_flag_spellings(env, tmp_path, capsys):
     expect_fail(capsys, eval_qa.main, ["--score_only", "--do_predict=false", "--predict_file", env["eval"],
                                        "--prediction_json", str(preds)], "--do_predict")
     assert not (tmp_path / "r").exists()
+
+
+def test_release_apex_flags_are_accepted_and_ignored(env, tmp_path, capsys):
+    """The release depended on apex: its --fp16_opt_level/--loss_scale are accepted, warned about once, and ignored
+    (here the run then stops at a bad flag, before any training), as in run_classifier."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_qa.main(train_argv(env, tmp_path / "r", "--fp16_opt_level", "O2", "--loss_scale", "0",
+                               "--warmup_proportion", "2"))
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith("warning:")] == [
+        "warning: --fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
+        "(--amp fp16 scales the loss dynamically)"]
+    assert err[-1].startswith("error: --warmup_proportion 2.0") and not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("flag, value", [("--per_gpu_train_batch_size", "0"), ("--per_gpu_train_batch_size", "-2"),

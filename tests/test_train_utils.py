@@ -116,3 +116,18 @@ def test_config_file_and_vocab_file_must_agree_with_the_checkpoint(tmp_path, cap
     (ckpt / "config.json").write_text(json.dumps(plain), encoding="utf-8")
     (tmp_path / "lower.json").write_text(json.dumps(dict(plain, do_lower_case=True)), encoding="utf-8")
     assert resolve(str(tmp_path / "lower.json"))[0].do_lower_case is True
+
+
+def test_every_script_takes_the_older_launchers_local_rank_spelling():
+    """python -m torch.distributed.launch (torch >= 2.0) passes --local-rank=N, with a hyphen; torchrun passes
+    LOCAL_RANK in the environment. Every script takes either spelling (the hyphen was refused)."""
+    import eval_classifier
+    import eval_qa
+    import run_classifier
+    import run_pretraining
+    import run_qa
+    for module, argv in ((run_qa, ["--train_file", "x"]), (eval_qa, []), (run_classifier, ["--task_name", "korsts"]),
+                         (eval_classifier, ["--task_name", "korsts"]), (run_pretraining, ["--input_dir", "x"])):
+        parser = module.build_parser()
+        assert parser.parse_args(argv + ["--local-rank=1"]).local_rank == 1, module.__name__
+        assert parser.parse_args(argv + ["--local_rank", "2"]).local_rank == 2, module.__name__
