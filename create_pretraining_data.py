@@ -52,10 +52,10 @@ from tqdm import tqdm
 
 import corpus_tasks
 from corpus_tasks import WorkerDied, read_tasks, run_tasks
-from fileio import umask
+from fileio import atomic_write_json, umask
 from pretraining_data import FORMAT, FORMAT_VERSION, shard_path, vocab_sha256
 from tokenization import load_vocab, special_token_ids
-from train_utils import atomic_write_json, fail, usable_cpus, warn
+from train_utils import fail, usable_cpus, warn
 
 _OUR_FILE = re.compile(r"shard_\d{5,}\.(ids|word_start|sentences|documents|sources)\.npy|meta\.json|vocab\.txt")
 

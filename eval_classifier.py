@@ -31,6 +31,7 @@ import numpy as np
 import batching
 import cls_data
 import tokenization
+from fileio import atomic_write_json, atomic_write_text
 import train_utils as tu
 from models.checkpoint import canonical_state_dict, checkpoint_folder, checkpoint_label_names, read_state_dict
 from models.config import read_json_object
@@ -136,7 +137,7 @@ def write_predictions(path: str, task, examples, logits):
             rows.append(f"{ex.guid}\t{ex.label!r}\t{np.float32(row.reshape(-1)[0])!s}")
         else:
             rows.append(f"{ex.guid}\t{task.labels[ex.label]}\t{task.labels[int(row.argmax())]}")
-    tu.atomic_write_text(path, "\n".join(rows) + "\n")
+    atomic_write_text(path, "\n".join(rows) + "\n")
 
 
 def main(argv=None):
@@ -198,7 +199,7 @@ def main(argv=None):
         in_file_order = np.empty_like(logits)
         in_file_order[cls_data.length_order(feats)] = logits  # predict's rows come in length order
         write_predictions(out_files[1], task, examples, in_file_order)
-        tu.atomic_write_json(out_files[0], results)  # last: it marks the evaluation as complete
+        atomic_write_json(out_files[0], results)  # last: it marks the evaluation as complete
     print(json.dumps(results, ensure_ascii=False), flush=True)
     tu.cleanup_runtime(rt)
     return results

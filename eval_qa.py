@@ -29,6 +29,7 @@ import torch
 import batching
 import korquad_metric
 import morphology
+from fileio import atomic_write_json
 import qa_data
 import train_utils as tu
 from models.modeling import BertForQuestionAnswering, load_checkpoint
@@ -155,10 +156,10 @@ def score(examples, dataset: str, predictions: dict, source: str, answer_postpro
 
 
 def write_predictions(out_dir, predictions, nbest, trimmed=None):
-    tu.atomic_write_json(os.path.join(out_dir, "predictions.json"), predictions)
-    tu.atomic_write_json(os.path.join(out_dir, "nbest_predictions.json"), nbest)
+    atomic_write_json(os.path.join(out_dir, "predictions.json"), predictions)
+    atomic_write_json(os.path.join(out_dir, "nbest_predictions.json"), nbest)
     if trimmed is not None:
-        tu.atomic_write_json(os.path.join(out_dir, "predictions_morph.json"), trimmed)
+        atomic_write_json(os.path.join(out_dir, "predictions_morph.json"), trimmed)
 
 
 def headline(metrics: dict) -> str:
@@ -249,7 +250,7 @@ def main(argv=None):
             tu.fail(f"{e}; predictions written to {args.output_dir}")
     write_predictions(args.output_dir, predictions, nbest, trimmed)
     results = {**metrics, **results}
-    tu.atomic_write_json(os.path.join(args.output_dir, "eval_results.json"), results)
+    atomic_write_json(os.path.join(args.output_dir, "eval_results.json"), results)
     print(f"wrote predictions to {args.output_dir}", flush=True)
     if not scored:
         print(f"{args.predict_file} has no gold answers: not scored", flush=True)

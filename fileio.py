@@ -1,8 +1,12 @@
-"""File helpers without torch, for the modules that must stay torch-free (qa_data, vocab_builder) and everyone else.
+"""File helpers without torch, for the modules that must stay torch-free (qa_data, vocab_builder) and everyone else:
+atomic writes, a bounded line reader, a run's JSONL log and its plots, and checkpoint directories.
 
     atomic_write("runs/x/vocab.txt", lambda tmp: shutil.copyfile(src, tmp))
+    atomic_write_json("runs/x/eval_results.json", {"f1": 88.1})
     digest = file_sha256("runs/vocab/vocab.txt")
     for lineno, col, raw, ends_line in read_lines(open("corpus.txt", "rb"), MAX_LINE_BYTES): ...
+    logger = JsonlLogger("runs/x/log.jsonl"); logger.log({"step": 1, "loss": 9.2})
+    publish_checkpoint_dir("runs/x/checkpoints", "step-100", lambda tmp: save(model, tmp), keep_last=2)
 
 atomic_write fills a temp file beside the target, gives it the mode a plain open() would (0644 less the umask, not
 mkstemp's private 0600: checkpoints, vocabs and caches are meant to be shared), puts it on disk and only then renames
@@ -11,7 +15,9 @@ it over the target: a crash leaves the old file or the new one, never a truncate
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import tempfile
 
 
@@ -23,7 +29,9 @@ def umask() -> int:
 
 
 def atomic_write(path: str, write_fn):
-    """write_fn(tmp_path) fills a temp file beside `path`; it replaces `path` only once complete and on disk."""
+    """write_fn(tmp_path) fills a temp file beside `path`; it replaces `path` only once complete and on disk.
+    The folder is made if missing."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.tmp")
     os.close(fd)
     try:
@@ -44,6 +52,11 @@ def atomic_write_text(path: str, text: str):
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
     atomic_write(path, fill)
+
+
+def atomic_write_json(path: str, obj):
+    """`obj` as indented UTF-8 JSON at `path` through atomic_write."""
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
 def file_sha256(path: str) -> str:
@@ -92,3 +105,84 @@ def read_lines(f, max_bytes: int):
                     break
         yield lineno, col, raw[:cut], False
         col, carry = col + cut, raw[cut:]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a run's log: one JSON object per line, and plots of it
+
+class JsonlLogger:
+    """Appends one JSON object per line; flushed each time so a crash keeps everything logged so far."""
+
+    def __init__(self, path: str, append: bool = False):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self._f = open(path, "a" if append else "w", encoding="utf-8")
+
+    def log(self, row: dict):
+        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def close(self):
+        self._f.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_jsonl(jsonl_path: str, keys, png_path: str, title: str = "", x_key: str = "step"):
+    """Plot the given keys of a JSONL log against x_key; rows lacking a key are skipped for that curve."""
+    import matplotlib  # here: it takes a second to import, and only the end of a run plots
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_jsonl(jsonl_path)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for key in keys:
+        pts = [(r[x_key], r[key]) for r in rows if key in r and x_key in r and r[key] is not None]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, label=key)
+    ax.set_xlabel(x_key)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpoint directories: ROOT/step-N/ plus a ROOT/latest pointer naming the newest complete one
+
+def resolve_checkpoint_dir(path: str) -> str:
+    """A run's output dir or its checkpoints/ dir -> the checkpoint its `latest` names; anything else as given."""
+    for root in (os.path.join(path, "checkpoints"), path):
+        pointer = os.path.join(root, "latest")
+        if os.path.isfile(pointer):
+            with open(pointer, encoding="utf-8") as f:
+                return os.path.join(root, f.read().strip())
+    return path
+
+
+def publish_checkpoint_dir(root: str, name: str, write_fn, keep_last: int) -> str:
+    """write_fn(tmp_dir) fills ROOT/NAME.tmp; it is renamed to ROOT/NAME, then ROOT/latest is replaced, then all
+    but the newest keep_last step-N dirs up to this one are deleted. A crash at any point leaves `latest` naming a
+    complete checkpoint. Returns ROOT/NAME."""
+    tmp, final = os.path.join(root, name + ".tmp"), os.path.join(root, name)
+    if os.path.isdir(tmp):  # left by a crash mid-write
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    write_fn(tmp)
+    if os.path.isdir(final):  # same name from a stretch that crashed before `latest` reached it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(os.path.join(root, "latest"), name + "\n")
+    # step dirs past this one belong to an abandoned stretch (a rewind); they are replaced when reached again
+    current = int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
+    if current is not None:
+        steps = sorted(int(d[5:]) for d in os.listdir(root) if d.startswith("step-") and d[5:].isdigit())
+        for old in [s for s in steps if s <= current][:-keep_last]:  # ends with `current`: never removed
+            shutil.rmtree(os.path.join(root, f"step-{old}"), ignore_errors=True)
+    return final

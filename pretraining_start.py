@@ -16,9 +16,10 @@ import os
 
 import torch
 
+from fileio import resolve_checkpoint_dir
 from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 from pretraining_data import vocab_sha256
-from train_utils import check_output_dir_path, check_training_args, resolve_checkpoint_dir
+from train_utils import check_output_dir_path, check_training_args
 
 RESUME = "--resume"
 INIT = "--init_checkpoint"

@@ -32,9 +32,10 @@ import sys
 import torch
 
 from cls_data import mean_std
+from fileio import atomic_write_json, plot_jsonl, read_jsonl
 from run_classifier import parse_seeds
 from stages import exit_on_termination, run_stage
-from train_utils import atomic_write_json, fail, plot_jsonl, read_jsonl, warn
+from train_utils import fail, warn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = sorted(glob.glob(os.path.join(HERE, "data/korean_text/**/*.txt"), recursive=True))

@@ -52,6 +52,7 @@ from tqdm import tqdm
 import batching
 import cls_data
 import tokenization
+from fileio import JsonlLogger, atomic_write_json, plot_jsonl
 import train_utils as tu
 from models.modeling import (BertForSequenceClassification, checkpoint_config, init_weights, load_checkpoint,
                              save_checkpoint)
@@ -204,7 +205,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
     scaler = tu.make_grad_scaler(rt)
 
-    logger = tu.JsonlLogger(os.path.join(out_dir, "log.jsonl")) if rt.is_main else None
+    logger = JsonlLogger(os.path.join(out_dir, "log.jsonl")) if rt.is_main else None
     best_dir = os.path.join(out_dir, "best" if args.do_eval else "final")
     results = {"task_name": task.name, "labels": list(task.labels) if task.labels else None, "metric_scale": "x100",
                "main_metric": task.main_metric, "seed": seed, "train_examples": data["train_examples"],
@@ -286,7 +287,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
             save_best(raw_model, best_dir, vocab_file, task, args, results["epochs"][-1]["epoch"])
         logger.close()
         if args.do_eval:
-            tu.plot_jsonl(os.path.join(out_dir, "log.jsonl"), [f"dev_{task.main_metric}"],
+            plot_jsonl(os.path.join(out_dir, "log.jsonl"), [f"dev_{task.main_metric}"],
                           os.path.join(out_dir, "dev_curve.png"), f"{task.name} dev (seed {seed})", x_key="epoch")
         results["train_seconds"] = round(time.time() - t0, 1)
     return results
@@ -295,7 +296,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
 def save_best(model, ckpt_dir, vocab_file, task, args, epoch):
     """The checkpoint plus task.json: which task, which label each logit is, how inputs were built."""
     save_checkpoint(model, ckpt_dir, vocab_file=vocab_file)
-    tu.atomic_write_json(os.path.join(ckpt_dir, "task.json"), {
+    atomic_write_json(os.path.join(ckpt_dir, "task.json"), {
         "task_name": task.name, "labels": list(task.labels) if task.labels else None,
         "num_labels": task.num_labels, "max_seq_length": args.max_seq_length, "pair_orders": args.pair_orders,
         "epoch": epoch})
@@ -391,7 +392,7 @@ def main(argv=None):
             continue
         runs[s] = train_one_seed(args, task, rt, data, s, out_dirs[s])
         if rt.is_main and grid:
-            tu.atomic_write_json(os.path.join(out_dirs[s], "eval_results.json"), {**runs[s], "args": vars(args)})
+            atomic_write_json(os.path.join(out_dirs[s], "eval_results.json"), {**runs[s], "args": vars(args)})
     if not rt.is_main:
         tu.cleanup_runtime(rt)
         return {}
@@ -407,7 +408,7 @@ def main(argv=None):
         results["test_checkpoint"] = chosen
         print("test: " + " ".join(f"{k} {v}" for k, v in results["test"].items()), flush=True)
     results["args"] = vars(args)
-    tu.atomic_write_json(os.path.join(args.output_dir, "seed_grid.json" if grid else "eval_results.json"), results)
+    atomic_write_json(os.path.join(args.output_dir, "seed_grid.json" if grid else "eval_results.json"), results)
     tu.cleanup_runtime(rt)
     return results
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 import batching
 import qa_data
 import train_utils as tu
-from fileio import umask
+from fileio import atomic_write_json, JsonlLogger, plot_jsonl, umask
 from eval_qa import check_labelled, load_qa_features, predict_logits, score, write_predictions
 from models.modeling import BertForQuestionAnswering, save_checkpoint
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
@@ -137,7 +137,7 @@ def save_dir_atomically(model, out_dir: str, name: str, vocab_file: str, meta: d
     os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's private 0700 would outlive the rename
     try:
         save_checkpoint(model, tmp, vocab_file=vocab_file)
-        tu.atomic_write_json(os.path.join(tmp, "qa_train.json"), meta)
+        atomic_write_json(os.path.join(tmp, "qa_train.json"), meta)
         final = os.path.join(out_dir, name)
         old = None
         if os.path.exists(final):  # best/ from an earlier epoch of this run: swap, then drop the old one
@@ -162,7 +162,7 @@ def evaluate_epoch(model, dev, args, rt, ckpt_dir):
                                                          args.max_answer_length)
     metrics, _ = score(examples, args.predict_file, predictions, "predictions", "none")
     write_predictions(ckpt_dir, predictions, nbest)
-    tu.atomic_write_json(os.path.join(ckpt_dir, "eval_results.json"), metrics)
+    atomic_write_json(os.path.join(ckpt_dir, "eval_results.json"), metrics)
     return metrics
 
 
@@ -202,7 +202,7 @@ def main(argv=None):
         if rt.is_main:
             os.makedirs(args.output_dir, exist_ok=True)
             clear_unfinished_run(args.output_dir)
-            tu.atomic_write_json(os.path.join(args.output_dir, "run_args.json"), vars(args))
+            atomic_write_json(os.path.join(args.output_dir, "run_args.json"), vars(args))
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))
 
@@ -235,7 +235,7 @@ def main(argv=None):
                                 args.learning_rate, eps=args.adam_epsilon)
     scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
     scaler = tu.make_grad_scaler(rt)
-    logger = tu.JsonlLogger(os.path.join(args.output_dir, "train_log.jsonl")) if rt.is_main else None
+    logger = JsonlLogger(os.path.join(args.output_dir, "train_log.jsonl")) if rt.is_main else None
     if rt.is_main:
         print(f"training: {len(dataset)} windows, {micro_batch} per device x {rt.world_size} device(s) x {accum} "
               f"accumulation, {total_steps} optimizer steps", flush=True)
@@ -319,11 +319,11 @@ def main(argv=None):
     if rt.is_main:
         save_dir_atomically(raw_model, args.output_dir, "final", vocab_file, meta)
         logger.close()
-        tu.plot_jsonl(os.path.join(args.output_dir, "train_log.jsonl"), ["loss"],
+        plot_jsonl(os.path.join(args.output_dir, "train_log.jsonl"), ["loss"],
                       os.path.join(args.output_dir, "loss.png"), "KorQuAD fine-tuning loss")
         results["train_seconds"] = round(time.time() - t0, 1)
         results["args"] = vars(args)
-        tu.atomic_write_json(os.path.join(args.output_dir, "train_results.json"), results)
+        atomic_write_json(os.path.join(args.output_dir, "train_results.json"), results)
     tu.cleanup_runtime(rt)
     return results
 

@@ -1,5 +1,6 @@
-"""Leaf helpers shared by the run_*/eval_* scripts: argument groups, device/AMP/distributed setup, seeding,
-atomic file writes, model+vocab resolution, logging and plots (batching: batching.py).
+"""Leaf helpers shared by the run_*/eval_* scripts: argument groups and their checks, device/AMP/distributed setup,
+seeding and RNG state, stop signals, model+vocab resolution (a run's files, logs, plots and checkpoint directories:
+fileio.py; batching: batching.py).
 
 Everything takes explicit arguments; nothing here reads global flags or owns a training loop.
 """
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import fileio
 from fileio import atomic_write
 
 
@@ -319,30 +319,10 @@ def set_rng_state(state: dict):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# atomic writes: a crash mid-write leaves the previous file intact, never a truncated one
-
-def _atomic_write(path: str, write_fn, mode: str):
-    """write_fn(file_object) fills a temp file beside `path`, which replaces `path` only once complete."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-
-    def fill(tmp):
-        with open(tmp, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
-            write_fn(f)
-
-    atomic_write(path, fill)
-
-
-def atomic_write_text(path: str, text: str):
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    fileio.atomic_write_text(path, text)
-
-
-def atomic_write_json(path: str, obj):
-    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
-
+# a torch object written atomically (the torch-free writers: fileio)
 
 def atomic_torch_save(obj, path: str):
-    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -457,52 +437,6 @@ def load_model_for_task(args, model_cls, **model_kwargs):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# logging
-
-class JsonlLogger:
-    """Appends one JSON object per line; flushed each time so a crash keeps everything logged so far."""
-
-    def __init__(self, path: str, append: bool = False):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.path = path
-        self._f = open(path, "a" if append else "w", encoding="utf-8")
-
-    def log(self, row: dict):
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._f.flush()
-
-    def close(self):
-        self._f.close()
-
-
-def read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def plot_jsonl(jsonl_path: str, keys, png_path: str, title: str = "", x_key: str = "step"):
-    """Plot the given keys of a JSONL log against x_key; rows lacking a key are skipped for that curve."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_jsonl(jsonl_path)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    for key in keys:
-        pts = [(r[x_key], r[key]) for r in rows if key in r and x_key in r and r[key] is not None]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, label=key)
-    ax.set_xlabel(x_key)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    _atomic_write(png_path, lambda f: fig.savefig(f, format="png"), "wb")
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # RNG state in a form torch.load(weights_only=True) accepts (numpy's state holds an ndarray, which it refuses)
 
 def rng_state_portable() -> dict:
@@ -520,38 +454,3 @@ def set_rng_state_portable(state: dict):
     set_rng_state({"python": (version, tuple(internal), gauss),
                    "numpy": (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached),
                    "torch": state["torch"], **({"cuda": state["cuda"]} if "cuda" in state else {})})
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# checkpoint directories: ROOT/step-N/ plus a ROOT/latest pointer naming the newest complete one
-
-def resolve_checkpoint_dir(path: str) -> str:
-    """A run's output dir or its checkpoints/ dir -> the checkpoint its `latest` names; anything else as given."""
-    for root in (os.path.join(path, "checkpoints"), path):
-        pointer = os.path.join(root, "latest")
-        if os.path.isfile(pointer):
-            with open(pointer, encoding="utf-8") as f:
-                return os.path.join(root, f.read().strip())
-    return path
-
-
-def publish_checkpoint_dir(root: str, name: str, write_fn, keep_last: int) -> str:
-    """write_fn(tmp_dir) fills ROOT/NAME.tmp; it is renamed to ROOT/NAME, then ROOT/latest is replaced, then all
-    but the newest keep_last step-N dirs up to this one are deleted. A crash at any point leaves `latest` naming a
-    complete checkpoint. Returns ROOT/NAME."""
-    tmp, final = os.path.join(root, name + ".tmp"), os.path.join(root, name)
-    if os.path.isdir(tmp):  # left by a crash mid-write
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
-    write_fn(tmp)
-    if os.path.isdir(final):  # same name from a stretch that crashed before `latest` reached it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    atomic_write_text(os.path.join(root, "latest"), name + "\n")
-    # step dirs past this one belong to an abandoned stretch (a rewind); they are replaced when reached again
-    current = int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
-    if current is not None:
-        steps = sorted(int(d[5:]) for d in os.listdir(root) if d.startswith("step-") and d[5:].isdigit())
-        for old in [s for s in steps if s <= current][:-keep_last]:  # ends with `current`: never removed
-            shutil.rmtree(os.path.join(root, f"step-{old}"), ignore_errors=True)
-    return final

@@ -26,9 +26,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from fileio import atomic_write_json  # noqa: E402
 from pretraining_data import parse_source_weights, read_meta, resolve_source_weights, shard_path  # noqa: E402
 from tokenization import build_fast_tokenizer  # noqa: E402
-from train_utils import atomic_write_json, fail  # noqa: E402
+from train_utils import fail  # noqa: E402
 
 # the corpus as is; the legal text (48% of its tokens, formulaic) down to a quarter; that plus the closest sources twice
 CANDIDATES = ["", "court_*=0.25 statutes_*=0.25", "court_*=0.25 statutes_*=0.25 petitions_*=2 koconovel_*=2"]

@@ -15,9 +15,9 @@ import shutil
 import tarfile
 import time
 
-from fileio import file_sha256
+from fileio import atomic_write_json, file_sha256
 from stages import run_stage
-from train_utils import atomic_write_json, fail
+from train_utils import fail
 
 # settings newer than some recorded stages, at the value those stages ran with
 ADDED_SETTINGS = {"korsts": {"layer_lr_decay": 1.0, "pair_orders": "one", "head_init_seed": None}}

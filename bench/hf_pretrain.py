@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from fileio import JsonlLogger, atomic_write_json, publish_checkpoint_dir  # noqa: E402
 import train_utils as tu  # noqa: E402
 from models.config import BertConfig  # noqa: E402
 from optimization import lr_factor  # noqa: E402
@@ -196,7 +197,7 @@ def main(argv=None):
                         worker_init_fn=tu.ignore_stop_signals, prefetch_factor=4 if args.num_workers else None)
 
     os.makedirs(args.output_dir, exist_ok=True)
-    logger = tu.JsonlLogger(os.path.join(args.output_dir, "log.jsonl"))
+    logger = JsonlLogger(os.path.join(args.output_dir, "log.jsonl"))
     n_params = sum(p.numel() for p in raw_model.parameters())
     print(f"transformers BertForMaskedLM, {n_params / 1e6:.1f}M parameters | batch {B} x {T} | AdamW lr "
           f"{args.learning_rate} | amp {rt.amp} | compile {args.compile_mode if args.compile else 'off'}", flush=True)
@@ -259,12 +260,12 @@ def main(argv=None):
     def write(tmp_dir):
         raw_model.save_pretrained(tmp_dir)
         shutil.copyfile(vocab_file, os.path.join(tmp_dir, "vocab.txt"))
-    saved = tu.publish_checkpoint_dir(os.path.join(args.output_dir, "checkpoints"), f"step-{step}", write, 1)
+    saved = publish_checkpoint_dir(os.path.join(args.output_dir, "checkpoints"), f"step-{step}", write, 1)
     logger.close()
     print(f"saved {saved} after {step} steps" + (" (stopped by a signal)" if stop > 1 else ""), flush=True)
     if stop > 1:
         return 128 + (signal.SIGINT if stop == 2 else signal.SIGTERM)
-    tu.atomic_write_json(os.path.join(args.output_dir, "DONE"),
+    atomic_write_json(os.path.join(args.output_dir, "DONE"),
                          {"step": step, "checkpoint": saved, "max_steps": args.max_steps})
     return 0
 

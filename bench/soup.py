@@ -30,6 +30,7 @@ import torch  # noqa: E402
 import batching  # noqa: E402
 import cls_data  # noqa: E402
 import tokenization  # noqa: E402
+from fileio import atomic_write_json  # noqa: E402
 import train_utils as tu  # noqa: E402
 from eval_classifier import read_task_json, resolve_max_seq_length  # noqa: E402
 from models.checkpoint import checkpoint_config, checkpoint_vocab, load_checkpoint, save_checkpoint  # noqa: E402
@@ -218,12 +219,12 @@ def main(argv=None):
         tmp = out_best + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_checkpoint(model, tmp, vocab_file=ing["vocab_file"])
-        tu.atomic_write_json(os.path.join(tmp, "task.json"), {**ing["task_json"], "epoch": None,
+        atomic_write_json(os.path.join(tmp, "task.json"), {**ing["task_json"], "epoch": None,
                                                               "soup": candidates[chosen][0]})
         if os.path.isdir(out_best):  # an unfinished soup run's (checked at the start)
             shutil.rmtree(out_best)
         os.replace(tmp, out_best)
-        tu.atomic_write_json(os.path.join(args.output_dir, "soup.json"), results)  # last: marks the run complete
+        atomic_write_json(os.path.join(args.output_dir, "soup.json"), results)  # last: marks the run complete
     return results
 
 

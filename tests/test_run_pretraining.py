@@ -26,9 +26,9 @@ sys.path.insert(0, ROOT)
 import create_pretraining_data  # noqa: E402
 import run_pretraining  # noqa: E402
 import tokenization  # noqa: E402
+from fileio import read_jsonl  # noqa: E402
 from models.modeling import BertConfig, BertForPreTraining, BertModel, load_checkpoint  # noqa: E402
 from pretraining_data import PretrainingDataset  # noqa: E402
-from train_utils import read_jsonl  # noqa: E402
 from helpers import needs_cxx  # noqa: E402
 
 TEXT = os.path.join(ROOT, "data", "korean_text")
