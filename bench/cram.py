@@ -317,40 +317,8 @@ def main(argv=None):
     # ---- 2-4. fine-tuning, every run an independent job: a failed or slow one is recorded, the others still run
     caps = ["--max_train_examples", str(SMOKE["max_train"]), "--max_eval_examples", str(SMOKE["max_eval"])] \
         if args.smoke else []
-    jobs = []
-    if "korquad" in args.tasks:  # the longest, so first
-        f, split = ft["korquad"], {}
-        for name, part in zip(("train", "eval"), qa_data.split_by_article(
-                os.path.join(DATA, "korquad", "KorQuAD_v1.0_dev.json"), f["eval_fraction"], seed=0)):
-            split[name] = os.path.join(work, f"korquad_dev_{name}.json")
-            atomic_write_json(split[name], part)
-        jobs.append(("korquad", [py, "run_qa.py", "--train_file", split["train"], "--predict_file", split["eval"],
-                                 *common, "--seed", "42", *loader, "--max_seq_length", str(f["seq"]),
-                                 "--doc_stride", str(f["stride"]), "--train_batch_size", str(f["batch"]),
-                                 "--batch_size", "64", "--learning_rate", str(f["lr"]), "--num_train_epochs",
-                                 str(f["epochs"]), "--group_by_length", "--output_dir", os.path.join(work, "korquad"),
-                                 *caps], done["korquad"]))
-    if "kornli" in args.tasks:
-        f = ft["kornli"]
-        jobs.append(("kornli", [py, "run_classifier.py", "--task_name", "kornli", "--data_dir",
-                                os.path.join(DATA, "kornli"), "--train_file",
-                                os.path.join(DATA, "kornli", "xnli.dev.ko.tsv"), *common, "--seed", "42", *loader,
-                                "--do_test", "--max_seq_length", "128", "--train_batch_size", str(f["batch"]),
-                                "--eval_batch_size", "128", "--learning_rate", str(f["lr"]), "--num_train_epochs",
-                                str(f["epochs"]), "--output_dir", os.path.join(work, "kornli"), *caps], done["kornli"]))
-    if "korsts" in args.tasks:
-        f = ft["korsts"]
-        for run in grid:
-            out = os.path.join(work, "korsts", run["name"])
-            # no loader workers: the features are made up front, and the CPU cores go to the runs beside this one
-            jobs.append((f"korsts_{run['name']}", [
-                py, "run_classifier.py", "--task_name", "korsts", "--data_dir", os.path.join(DATA, "korsts"),
-                *common, "--seed", str(run["seed"]), "--num_workers", "0", *POOLERS[run["pooler"]], "--do_eval",
-                "--do_test", "--max_seq_length", "128", "--train_batch_size", str(f["batch"]), "--eval_batch_size",
-                "128", "--learning_rate", str(run["lr"]), "--layer_lr_decay", str(f["layer_lr_decay"]),
-                "--pair_orders", f["pair_orders"], "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
-                *([] if f["head_init_seed"] is None else ["--head_init_seed", str(f["head_init_seed"])]), *caps],
-                os.path.join(out, "eval_results.json")))
+    jobs = finetune_jobs(py, work, args.tasks, ft, grid, common, loader, caps, done)
+
     def record(name, succeeded):  # as each run ends: a run cut short still reports the ones that finished
         if succeeded and name.startswith("korsts_"):
             summary["korsts"] = korsts_summary(work, grid)
@@ -386,6 +354,47 @@ def main(argv=None):
         save()
     print_summary(summary, results_json)
     return summary
+
+
+def finetune_jobs(py, work, tasks, ft, grid, common, loader, caps, done) -> list[tuple[str, list[str], str]]:
+    """The fine-tuning runs as (stage name, command line, file that marks it done), KorQuAD first (the longest).
+    common: the flags every run shares (checkpoint, config, amp, device); loader: KorQuAD's and KorNLI's loader
+    workers; caps: --smoke's example limits. KorQuAD's article split of the dev set is written into `work`."""
+    jobs = []
+    if "korquad" in tasks:
+        f, split = ft["korquad"], {}
+        for name, part in zip(("train", "eval"), qa_data.split_by_article(
+                os.path.join(DATA, "korquad", "KorQuAD_v1.0_dev.json"), f["eval_fraction"], seed=0)):
+            split[name] = os.path.join(work, f"korquad_dev_{name}.json")
+            atomic_write_json(split[name], part)
+        jobs.append(("korquad", [py, "run_qa.py", "--train_file", split["train"], "--predict_file", split["eval"],
+                                 *common, "--seed", "42", *loader, "--max_seq_length", str(f["seq"]),
+                                 "--doc_stride", str(f["stride"]), "--train_batch_size", str(f["batch"]),
+                                 "--batch_size", "64", "--learning_rate", str(f["lr"]), "--num_train_epochs",
+                                 str(f["epochs"]), "--group_by_length", "--output_dir", os.path.join(work, "korquad"),
+                                 *caps], done["korquad"]))
+    if "kornli" in tasks:
+        f = ft["kornli"]
+        jobs.append(("kornli", [py, "run_classifier.py", "--task_name", "kornli", "--data_dir",
+                                os.path.join(DATA, "kornli"), "--train_file",
+                                os.path.join(DATA, "kornli", "xnli.dev.ko.tsv"), *common, "--seed", "42", *loader,
+                                "--do_test", "--max_seq_length", "128", "--train_batch_size", str(f["batch"]),
+                                "--eval_batch_size", "128", "--learning_rate", str(f["lr"]), "--num_train_epochs",
+                                str(f["epochs"]), "--output_dir", os.path.join(work, "kornli"), *caps], done["kornli"]))
+    if "korsts" in tasks:
+        f = ft["korsts"]
+        for run in grid:
+            out = os.path.join(work, "korsts", run["name"])
+            # no loader workers: the features are made up front, and the CPU cores go to the runs beside this one
+            jobs.append((f"korsts_{run['name']}", [
+                py, "run_classifier.py", "--task_name", "korsts", "--data_dir", os.path.join(DATA, "korsts"),
+                *common, "--seed", str(run["seed"]), "--num_workers", "0", *POOLERS[run["pooler"]], "--do_eval",
+                "--do_test", "--max_seq_length", "128", "--train_batch_size", str(f["batch"]), "--eval_batch_size",
+                "128", "--learning_rate", str(run["lr"]), "--layer_lr_decay", str(f["layer_lr_decay"]),
+                "--pair_orders", f["pair_orders"], "--num_train_epochs", str(f["epochs"]), "--output_dir", out,
+                *([] if f["head_init_seed"] is None else ["--head_init_seed", str(f["head_init_seed"])]), *caps],
+                os.path.join(out, "eval_results.json")))
+    return jobs
 
 
 def pretrain_command(py, recipe, config, shards, output_dir, budget_minutes, extra, log_steps=50) -> list[str]:

@@ -259,6 +259,41 @@ def test_pretrain_command_is_accepted_by_run_pretraining(tmp_path):
         (3.5, True, 256, cram.RECIPE["lr"], cram.RECIPE["warmup"], 14, True, "reduce-overhead")
 
 
+def test_finetune_jobs_are_accepted_by_their_scripts(tmp_path):
+    """The GPU recipe's fine-tuning command lines (bf16, loader workers, the whole KorSTS grid) parse with their
+    scripts' own parsers and carry the recipe's settings: a renamed flag fails here, not on a GPU machine."""
+    sys.path.insert(0, ROOT)
+    import run_classifier
+    import run_qa
+    cram = load_cram()
+    ft = {task: dict(v) for task, v in cram.FINETUNE.items()}
+    ft["korsts"].update(pair_orders="score_both", head_init_seed=3)
+    grid = cram.korsts_grid(dict(ft["korsts"], poolers="kept,new"))
+    common = ["--checkpoint", "ckpt", "--config_file", "config.json", "--amp", "bf16"]
+    done = {"korquad": "q", "kornli": "n"}
+    jobs = cram.finetune_jobs("python", str(tmp_path), ["korquad", "kornli", "korsts"], ft, grid, common,
+                              ["--num_workers", "2"], [], done)
+    assert [name for name, _, _ in jobs][:2] == ["korquad", "kornli"] and len(jobs) == 2 + 20
+    for name, cmd, marker in jobs:
+        parser = (run_qa if cmd[1] == "run_qa.py" else run_classifier).build_parser()
+        args = parser.parse_args(cmd[2:])
+        assert args.amp == "bf16" and args.checkpoint == "ckpt", name
+        if name == "korquad":
+            f = ft["korquad"]
+            assert (args.max_seq_length, args.doc_stride, args.train_batch_size, args.learning_rate,
+                    args.num_train_epochs, args.num_workers) == (f["seq"], f["stride"], f["batch"], f["lr"],
+                                                                 f["epochs"], 2)
+            assert json.loads(open(args.train_file, encoding="utf-8").read())["data"] and marker == "q"
+        elif name == "kornli":
+            assert (args.task_name, args.learning_rate, args.num_train_epochs) == ("kornli", 1e-4, 3)
+        else:
+            run = next(r for r in grid if name == f"korsts_{r['name']}")
+            assert (args.task_name, args.seed, args.learning_rate, args.reinit_pooler, args.pair_orders,
+                    args.head_init_seed, args.num_workers) == ("korsts", run["seed"], run["lr"],
+                                                               run["pooler"] == "new", "score_both", 3, 0)
+            assert marker == os.path.join(str(tmp_path), "korsts", run["name"], "eval_results.json")
+
+
 def test_shards_belong_to_the_archive_they_were_unpacked_from(tmp_path, capsys):
     """A work dir's unpacked shards are reused for the same archive only: another one (cram_prepare.sh MORPH=kiwi's,
     say) is refused with one line, not silently served the shards of the first."""
