@@ -31,8 +31,8 @@ import numpy as np
 import batching
 import cls_data
 import tokenization
-from fileio import atomic_write_json, atomic_write_text
 import train_utils as tu
+from fileio import atomic_write_json, atomic_write_text
 from models.checkpoint import canonical_state_dict, checkpoint_folder, checkpoint_label_names, read_state_dict
 from models.config import read_json_object
 from models.modeling import BertForSequenceClassification, load_checkpoint

@@ -5,7 +5,8 @@
     python3 eval_qa.py --score_only --predict_file data/korquad/KorQuAD_v1.0_dev.json --prediction_json runs/korquad/dev/predictions.json
 
 A checkpoint written by run_qa.py carries its config and vocab, so --checkpoint alone is enough; the QA head is
-loaded strictly (a pretrained-only encoder would be scored with a random head). Writes predictions.json
+loaded strictly (a pretrained-only encoder would be scored with a random head). --max_seq_length, --doc_stride and
+--max_query_length default to those it was fine-tuned with (its qa_train.json), else 512, 128 and 64. Writes predictions.json
 ({id: answer}), nbest_predictions.json ({id: [{text, probability, start_logit, end_logit}, ...]}) and
 eval_results.json to --output_dir (default runs/korquad-eval-<time>); an existing result there is never replaced.
 --answer_postprocess morph trims each answer with the Korean morphological analyser (kiwipiepy), e.g. dropping a
@@ -29,9 +30,11 @@ import torch
 import batching
 import korquad_metric
 import morphology
-from fileio import atomic_write_json
 import qa_data
 import train_utils as tu
+from fileio import atomic_write_json
+from models.checkpoint import checkpoint_folder
+from models.config import read_json_object
 from models.modeling import BertForQuestionAnswering, load_checkpoint
 
 
@@ -39,7 +42,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_model_args(p)
     batching.add_pad_multiple_arg(tu.add_runtime_args(p))
-    qa_data.add_qa_args(p)
+    qa_data.add_qa_args(p, windows_from_checkpoint=True)
     g = p.add_argument_group("evaluation")
     g.add_argument("--score_only", action="store_true",
                    help="score --prediction_json against --predict_file; no model is loaded")
@@ -191,11 +194,25 @@ def score_only(args) -> dict:
     return metrics
 
 
+def resolve_window_args(args):
+    """--max_seq_length, --doc_stride and --max_query_length not given: as the checkpoint was fine-tuned (run_qa's
+    qa_train.json beside it; windows cut otherwise score lower), else qa_data.WINDOW_DEFAULTS (a release .bin)."""
+    meta = os.path.join(checkpoint_folder(args.checkpoint), "qa_train.json") if args.checkpoint else None
+    saved = read_json_object(meta) if meta and not args.score_only and os.path.isfile(meta) else {}
+    for key, default in qa_data.WINDOW_DEFAULTS.items():
+        if getattr(args, key) is None:
+            value = saved.get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{meta}: {key} is {value!r}, not an integer")
+            setattr(args, key, value)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         if args.do_predict is False:
             raise ValueError("--do_predict false: eval_qa.py only predicts (and scores); leave the flag out")
+        resolve_window_args(args)
         qa_data.check_qa_args(args)
         if args.score_only:
             return score_only(args)

@@ -28,13 +28,22 @@ from fileio import atomic_write, file_sha256
 FEATURES_VERSION = "korquad-features-v2"  # v2: NFD contexts offset in whole syllables
 
 
-def add_qa_args(parser):
-    """Flags shared by run_qa.py and eval_qa.py (feature building, decoding, evaluation data)."""
+# the windows' shape when neither a flag nor the checkpoint's qa_train.json gives it (the release's values)
+WINDOW_DEFAULTS = {"max_seq_length": 512, "doc_stride": 128, "max_query_length": 64}
+
+
+def add_qa_args(parser, windows_from_checkpoint: bool = False):
+    """Flags shared by run_qa.py and eval_qa.py (feature building, decoding, evaluation data).
+    windows_from_checkpoint: the window flags default to None, for the checkpoint's own (eval_qa.py)."""
     g = parser.add_argument_group("question answering")
     g.add_argument("--predict_file", default=None, help="KorQuAD 1.0 JSON to predict on (dev set)")
-    g.add_argument("--max_seq_length", type=int, default=512, help="[CLS] question [SEP] window [SEP] length")
-    g.add_argument("--doc_stride", type=int, default=128, help="step between context windows, in tokens")
-    g.add_argument("--max_query_length", type=int, default=64, help="questions are cut to this many tokens")
+    where = " (default: as the checkpoint was fine-tuned, from its qa_train.json; else {})"
+    for flag, help in (("max_seq_length", "[CLS] question [SEP] window [SEP] length"),
+                       ("doc_stride", "step between context windows, in tokens"),
+                       ("max_query_length", "questions are cut to this many tokens")):
+        default = WINDOW_DEFAULTS[flag]
+        g.add_argument(f"--{flag}", type=int, default=None if windows_from_checkpoint else default,
+                       help=help + (where.format(default) if windows_from_checkpoint else ""))
     g.add_argument("--max_answer_length", type=int, default=30, help="longest predicted answer, in tokens")
     g.add_argument("--n_best_size", type=int, default=20, help="start/end candidates kept per window")
     g.add_argument("--batch_size", type=int, default=16, help="evaluation batch size per device")

@@ -52,8 +52,8 @@ from tqdm import tqdm
 import batching
 import cls_data
 import tokenization
-from fileio import JsonlLogger, atomic_write_json, plot_jsonl
 import train_utils as tu
+from fileio import JsonlLogger, atomic_write_json, plot_jsonl
 from models.modeling import (BertForSequenceClassification, checkpoint_config, init_weights, load_checkpoint,
                              save_checkpoint)
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups

@@ -42,8 +42,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from fileio import JsonlLogger, atomic_write_json, publish_checkpoint_dir  # noqa: E402
 import train_utils as tu  # noqa: E402
+from fileio import JsonlLogger, atomic_write_json, publish_checkpoint_dir  # noqa: E402
 from models.config import BertConfig  # noqa: E402
 from optimization import lr_factor  # noqa: E402
 from pretraining_data import check_token_ids, read_meta, shard_path  # noqa: E402

@@ -121,6 +121,20 @@ def test_eval_qa_reproduces_run_qa_predictions_and_score_only(env, trained, caps
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last) == {"exact_match": results["exact_match"], "f1": results["f1"]}
 
+    # without the window flags: those it was fine-tuned with (its qa_train.json), the same predictions; a flag
+    # given wins, and a checkpoint without qa_train.json (a release .bin) gets the release's 512, 128 and 64
+    results = eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", env["eval"], "--output_dir",
+                            str(env["dir"] / "eval_own"), "--no_cuda"])
+    assert {k: results["args"][k] for k in ("max_seq_length", "doc_stride", "max_query_length")} == \
+        {"max_seq_length": 128, "doc_stride": 64, "max_query_length": 32}
+    assert json.load(open(env["dir"] / "eval_own" / "predictions.json", encoding="utf-8")) == preds
+    args = eval_qa.build_parser().parse_args(["--checkpoint", str(out / "final"), "--doc_stride", "50"])
+    eval_qa.resolve_window_args(args)
+    assert (args.max_seq_length, args.doc_stride, args.max_query_length) == (128, 50, 32)
+    args = eval_qa.build_parser().parse_args(["--checkpoint", str(env["dir"] / "nowhere" / "model.bin")])
+    eval_qa.resolve_window_args(args)
+    assert (args.max_seq_length, args.doc_stride, args.max_query_length) == (512, 128, 64)
+
 
 def test_widths_rounded_to_a_multiple_predict_the_same(env, trained, monkeypatch):
     # padded positions are masked keys: widening every batch to a multiple of 48 (capped at 128) moves no logit of
