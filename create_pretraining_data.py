@@ -340,7 +340,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_args(args)
     out = os.path.abspath(args.output_dir)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+    except OSError as e:
+        fail(f"--output_dir {args.output_dir}: cannot create its parent ({e.strerror})")
     remove_stale_tmp_dirs(out)
     # signal.signal works only in the main thread; main() called from another thread keeps the default action
     catch = threading.current_thread() is threading.main_thread()

@@ -48,7 +48,7 @@ def _iter_lines(files: list[str], counter: list[int]):
             with open(path, "rb") as f:
                 # in pieces of at most MAX_LINE_BYTES, cut at a CR or a space: a file without LF line ends (CR-only,
                 # or one huge line) is not read whole
-                for lineno, _, raw, _ in read_lines(f, MAX_LINE_BYTES):
+                for lineno, col, raw, _ in read_lines(f, MAX_LINE_BYTES):
                     try:
                         text = raw.decode("utf-8")
                     except UnicodeDecodeError as e:
@@ -56,6 +56,8 @@ def _iter_lines(files: list[str], counter: list[int]):
                                          f"byte offset {offset + e.start}") from None
                     offset += len(raw)
                     bar.update(len(raw))
+                    if lineno == 1 and col == 0:  # a byte-order mark is no text
+                        text = text.removeprefix("\ufeff")
                     for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):  # CR ends lines too
                         if line.strip():
                             counter[0] += 1
@@ -131,14 +133,18 @@ def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alph
     would turn whole words into [UNK].
     """
     import sentencepiece as spm
-    chars = collections.Counter()
+    chars, failure = collections.Counter(), []
 
     def sentences():
-        for words in word_lines:
-            for w in words:
-                chars.update(w)
-            for i in range(0, len(words), 256):  # short sentences: sentencepiece skips over-long ones
-                yield " ".join(words[i:i + 256])
+        try:
+            for words in word_lines:
+                for w in words:
+                    chars.update(w)
+                for i in range(0, len(words), 256):  # short sentences: sentencepiece skips over-long ones
+                    yield " ".join(words[i:i + 256])
+        except Exception as e:  # sentencepiece re-raises it as a RuntimeError whose last line is a stack frame
+            failure.append(e)
+            raise
 
     model = io.BytesIO()
     try:
@@ -148,9 +154,14 @@ def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alph
             hard_vocab_limit=False, character_coverage=0.9995, input_sentence_size=SPM_MAX_SENTENCES,
             shuffle_input_sentence=True, minloglevel=2)
     except RuntimeError as e:
-        raise ValueError(f"sentencepiece training failed: {str(e).strip().splitlines()[-1]}") from None
+        if failure:
+            raise failure[0] from None
+        raise ValueError(f"sentencepiece training failed: {str(e).strip().splitlines()[0]}") from None
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     tokens = [t for c, _ in chars.most_common(limit_alphabet) for t in (c, "##" + c)]
+    if len(SPECIAL_TOKENS) + len(tokens) >= vocab_size:
+        raise ValueError(f"--limit_alphabet {limit_alphabet} leaves no room: the alphabet alone needs "
+                         f"{len(SPECIAL_TOKENS) + len(tokens)} tokens >= --vocab_size {vocab_size}")
     for i in range(sp.get_piece_size()):
         if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i)):
             p = sp.id_to_piece(i)
@@ -176,6 +187,8 @@ def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: 
         limit_alphabet = max(1, (vocab_size - len(SPECIAL_TOKENS)) // 3)
     if algorithm == "wordpiece":  # a first pass over the corpus, with its own progress bar
         alphabet, continuations = choose_alphabet(_iter_lines(corpus, [0]), do_lower_case, limit_alphabet)
+        if not alphabet:
+            raise ValueError(f"corpus {' '.join(corpus)} has no text (only blank or invisible characters)")
     counter = [0]
     lines = _iter_lines(corpus, counter)
     first = next(lines, None)  # fail before any training on a corpus with no text
@@ -231,9 +244,13 @@ def main(argv=None):
     g.add_argument("--limit_alphabet", type=int, default=None,
                    help="most frequent single characters kept (default (vocab_size - 5) // 3)")
     args = parser.parse_args(argv)
-    if args.num_workers < 1:
-        parser.error(f"--num_workers {args.num_workers}: at least 1")
     try:
+        for flag, ok, need in (("num_workers", args.num_workers >= 1, "at least 1"),
+                               ("limit_alphabet", args.limit_alphabet is None or args.limit_alphabet >= 1,
+                                "at least 1"),
+                               ("min_frequency", args.min_frequency >= 0, "at least 0")):
+            if not ok:
+                raise ValueError(f"--{flag} {getattr(args, flag)}: {need}")
         build_vocab(args.corpus, args.vocab_size, args.output, min_frequency=args.min_frequency,
                     do_lower_case=args.do_lower_case, morph=args.morph, algorithm=args.algorithm,
                     model_type=args.model_type, limit_alphabet=args.limit_alphabet, num_workers=args.num_workers)

@@ -215,6 +215,9 @@ def test_bad_inputs(files, tmp_path, capsys):
                            encoding="utf-8")
     expect_error(capsys, ["--input_files", files["inputs"][1], "--vocab_file", no_specials, "--output_dir",
                           tmp_path / "o4"], no_specials, "[MASK]")
+    (tmp_path / "a_file").write_text("")  # an --output_dir under a file: one line, not a FileExistsError traceback
+    expect_error(capsys, ["--input_files", files["inputs"][1], "--vocab_file", v, "--output_dir",
+                          tmp_path / "a_file" / "o5"], "--output_dir", "cannot create its parent")
     for o in ("o1", "o2", "o3", "o4"):  # nothing published, no temp dir left behind
         assert not (tmp_path / o).exists()
     assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]

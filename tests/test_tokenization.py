@@ -3,6 +3,7 @@ offsets into the original string, and the build-vocab CLI. Vocabs are built on s
 """
 import os
 import pickle
+import re
 import subprocess
 import sys
 import unicodedata
@@ -290,7 +291,7 @@ def test_morph_presplit_in_worker_processes_keeps_every_line_in_order():
 
 # ------------------------------------------------------------------------------------------- sentencepiece
 
-def test_build_vocab_sentencepiece(work, corpus, held_out):
+def test_build_vocab_sentencepiece(work, corpus, held_out, capsys):
     out = str(work / "spm" / "vocab.txt")
     T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", out,
             "--algorithm", "sentencepiece", "--model_type", "unigram"])
@@ -301,6 +302,15 @@ def test_build_vocab_sentencepiece(work, corpus, held_out):
     words = [t for t in tokens[5:] if len(t.removeprefix("##")) > 1]
     assert sum(t.startswith("##") for t in words) > 100 and sum(not t.startswith("##") for t in words) > 100
     assert _unk_rate(T.build_fast_tokenizer(out), held_out) < 0.05  # measured 3.4 %
+    # an alphabet that fills the vocab is refused, as with WordPiece (every learned piece used to be dropped)
+    assert "--limit_alphabet 1500 leaves no room" in _cli_error(capsys, [
+        "build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", str(work / "spm2" / "v.txt"),
+        "--algorithm", "sentencepiece", "--limit_alphabet", "1500"])
+    # a corpus error met while sentencepiece reads is the corpus's one line, not a frame of its stack
+    bad = _write(work / "spm_bad.txt", open(corpus, "rb").read() + "caf\xe9\n".encode("latin-1"), "wb")
+    assert re.search(r"spm_bad.txt is not UTF-8: invalid byte at line \d+", _cli_error(capsys, [
+        "build-vocab", "--corpus", bad, "--vocab_size", "2000", "--output", str(work / "spm3" / "v.txt"),
+        "--algorithm", "sentencepiece"]))
 
 
 def test_vocab_build_is_reproducible_across_processes(work, corpus):
@@ -372,6 +382,14 @@ def test_build_vocab_bad_input(work, capsys):
     assert "latin1.txt" in err and "line 2" in err and "byte offset 10" in err
     assert "--vocab_size 3" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--vocab_size", "3",
                                                    "--output", out])
+    # a file saved "empty" by a Windows editor (a byte-order mark), or holding only invisible characters: no text
+    # (they wrote a vocab of the five special tokens and exited 0)
+    for name, raw in (("bom.txt", b"\xef\xbb\xbf\n\n"), ("invisible.txt", "\u200b\n\x07\n".encode())):
+        assert f"{name} has no text" in _cli_error(capsys, ["build-vocab", "--corpus", _write(work / name, raw, "wb"),
+                                                            "--output", out])
+    for flag, value in (("--limit_alphabet", "0"), ("--limit_alphabet", "-1"), ("--min_frequency", "-3")):
+        assert f"{flag} {value}: at least" in _cli_error(capsys, ["build-vocab", "--corpus", good, flag, value,
+                                                                  "--output", out])
     # sentencepiece is a test requirement only: without it, one line saying what to install
     import importlib.util
     real_find_spec = importlib.util.find_spec
