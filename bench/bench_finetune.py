@@ -217,6 +217,7 @@ def run_fixed(spec, args, env):
            **meta(env["card"])}
     report(row, rate)
     if args.profile:  # where a step's time goes: the device busy or waiting for the host's launches
+        keep_rows(env["rows"] + [row], args, False)  # the timings first: a profile cut short loses nothing
         row["profile"] = profile_steps(steps, args.profile, env["sync"], env["gpu"])
     return row
 
@@ -364,7 +365,7 @@ def main(argv=None):
     env["peak"] = measure_peak_tflops(device, torch.bfloat16 if amp == "bf16" else torch.float32)
     print(f"matmul peak ({'bf16' if amp == 'bf16' else 'fp32'}, measured): {env['peak']:.2f} TFLOP/s", flush=True)
 
-    rows = []
+    rows = env["rows"] = []
     fixed = args.fixed if args.fixed is not None else (GPU_FIXED if gpu else CPU_FIXED)
     jobs = [(run_fixed, spec) for spec in fixed] + [(run_real, which) for which in args.real]
     for fn, what in jobs:

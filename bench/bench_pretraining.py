@@ -203,13 +203,18 @@ def profile_steps(steps: dict, n: int, sync, gpu: bool, top: int = 12) -> dict:
     key = "self_device_time_total" if gpu else "self_cpu_time_total"
     out = {}
     for name, fn in steps.items():
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            sync()
-            wall_ms = (time.perf_counter() - t0) / n * 1e3  # profiled: slower than the timed steps
-        events = prof.key_averages()
+        try:
+            with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                sync()
+                wall_ms = (time.perf_counter() - t0) / n * 1e3  # profiled: slower than the timed steps
+            events = prof.key_averages()
+        except Exception as e:  # e.g. replaying CUDA graphs recorded before the profiler started: the timings stand
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            print(f"  profile {name}: failed ({out[name]['error']})", flush=True)
+            continue
         # on a GPU the op that launched a kernel also carries the kernel's time, and annotations span many: only
         # the kernel rows themselves add up to the device's busy time
         busy_ms = sum(getattr(e, key) for e in events if not gpu or (
@@ -404,6 +409,7 @@ def main(argv=None):
                 f" | compiled: ours {row['ours_compiled_mfu']:.1%} hf {row['hf_compiled_mfu']:.1%}"
                 if args.compile else "") + f"  ({flops / 1e9:.1f} GFLOP per sequence)", flush=True)
             if args.profile:
+                keep_rows(rows, args, False)  # the timings first: a profile cut short by a time limit loses nothing
                 row["profile"] = profile_steps(steps, args.profile, sync, gpu)
             del ours, hf, steps
             keep_rows(rows, args, gpu)

@@ -55,3 +55,22 @@ def test_bench_finetune_fixed_row_with_profile_and_its_flag_checks(tmp_path, cap
         with pytest.raises(SystemExit) as e:
             bench_finetune.main(argv)
         assert e.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_a_failing_profile_keeps_the_row_and_its_timings(tmp_path, monkeypatch):
+    """The profiler can fail where the timing did not (replaying CUDA graphs recorded before it started): the row
+    keeps its timings, each contender's profile says what failed, and the JSON holds the row before profiling."""
+    import torch.profiler
+
+    import bench_finetune
+    out = tmp_path / "rows.json"
+
+    def broken_profile(*args, **kwargs):
+        assert json.loads(out.read_text())[0]["ours_seq_per_s"] > 0  # written before the profiler starts
+        raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+    monkeypatch.setattr(torch.profiler, "profile", broken_profile)
+    rows = bench_finetune.main(["--device", "cpu", "--fixed", "qa:tiny:32:2", "--real", "--steps", "2", "--warmup",
+                                "1", "--threads", "1", "--profile", "1", "--json", str(out)])
+    assert rows[0]["ours_seq_per_s"] > 0 and rows[0]["profile"] == {
+        name: {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"} for name in ("ours", "hf")}
+    assert json.loads(out.read_text()) == rows
