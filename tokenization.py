@@ -13,9 +13,10 @@ Pipeline: drop control characters, whitespace -> space, space out CJK ideographs
 -> NFC -> split at whitespace and punctuation -> optional morpheme split -> greedy longest-match-first WordPiece
 with "##" continuations (a word that cannot be covered, or is over 100 characters, becomes one [UNK]).
 
-No accent stripping, not even with do_lower_case: BERT strips accents by NFD-decomposing and dropping combining
-marks, and NFD turns every Hangul syllable into conjoining jamo, so every Korean word would miss the NFC vocab.
-Limiting it to Latin letters is possible in Python but not in the fast normaliser, and both paths must agree.
+No accent stripping, not even with do_lower_case. BERT's uncased models strip accents by NFD-decomposing and
+dropping combining marks; NFD alone turns every Hangul syllable into conjoining jamo, which would miss the NFC
+vocab. With NFC after it Hangul would come back whole (jamo are letters, not marks), but every vocab built so far
+keeps accented Latin letters (café), whose ids would change: so it stays off, on both paths alike.
 
 Known limitation of the fast path: tokenizers aligns a character composed by NFC with only the first character
 it came from, so on decomposed (NFD) input an offset end can stop inside the last syllable's jamo. Starts are
@@ -164,7 +165,8 @@ def load_vocab(vocab_file: str) -> collections.OrderedDict:
         raise FileNotFoundError(f"vocab file not found: {vocab_file}")
     vocab = collections.OrderedDict()
     try:
-        with open(vocab_file, encoding="utf-8") as f:  # universal newlines: a CRLF vocab reads the same
+        # universal newlines: a CRLF vocab reads the same; -sig: so does one saved with a byte-order mark
+        with open(vocab_file, encoding="utf-8-sig") as f:
             for i, line in enumerate(f):
                 vocab[unicodedata.normalize("NFC", line.rstrip("\n"))] = i
     except UnicodeDecodeError as e:

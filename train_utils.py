@@ -413,8 +413,8 @@ def resolve_config_and_vocab(args):
 
 
 def read_vocab_lines(path: str) -> list[str]:
-    """A vocab.txt's tokens, one per line, whatever its line ends."""
-    with open(path, encoding="utf-8") as f:
+    """A vocab.txt's tokens, one per line, whatever its line ends (and with no byte-order mark)."""
+    with open(path, encoding="utf-8-sig") as f:
         return [line.rstrip("\r\n") for line in f]
 
 

@@ -197,9 +197,9 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, fresh_ok=(
 
 def _pad_id(vocab_file: str | None) -> int:
     if vocab_file:
-        with open(vocab_file, encoding="utf-8") as f:
+        with open(vocab_file, encoding="utf-8-sig") as f:
             for i, line in enumerate(f):
-                if line.rstrip("\n") == "[PAD]":
+                if line.rstrip("\r\n") == "[PAD]":
                     return i
     return 0
 
