@@ -186,7 +186,8 @@ def _parse_label(raw: str, task: Task, label_ids: dict):
     return score, None
 
 
-def read_examples(path: str, task: Task, max_examples: int | None = None, strict: bool = True) -> list[Example]:
+def read_examples(path: str, task: Task, max_examples: int | None = None, strict: bool = True,
+                  allow_unlabelled: bool = False) -> list[Example]:
     """Rows of one TSV as Examples (label index for classification, float score for regression).
 
     A row with the wrong number of fields (a stray tab), an empty sentence, an unknown label, a non-numeric score or
@@ -198,6 +199,7 @@ def read_examples(path: str, task: Task, max_examples: int | None = None, strict
     Rows end at LF (CRLF too); a file without any LF, at CR. Blank lines are not rows. A missing file, an empty
     file, a header without the needed columns, or no usable rows raise ValueError / FileNotFoundError naming the
     file. With max_examples (>= 1) reading stops after that many rows, so rows past the cap are not checked.
+    allow_unlabelled: a header without the label column gives rows with label None (a file to predict, not score).
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"{path}: max_examples {max_examples} must be >= 1")
@@ -214,13 +216,14 @@ def read_examples(path: str, task: Task, max_examples: int | None = None, strict
     header = lines[0].rstrip("\r").split("\t")
     if not lines[0].strip():
         raise ValueError(f"{path}: empty file (expected a header with {task.text_a}, {task.text_b}, {task.label_col})")
+    unlabelled = allow_unlabelled and task.label_col not in header
     cols = []
-    for name in (task.text_a, task.text_b, task.label_col):
+    for name in (task.text_a, task.text_b) + (() if unlabelled else (task.label_col,)):
         if name not in header:
             found = ", ".join(h[:40] for h in header[:12]) + (", ..." if len(header) > 12 else "")
             raise ValueError(f"{path}: header has no column '{name}' (found: {found})")
         cols.append(header.index(name))
-    ia, ib, il = cols
+    ia, ib, il = cols + [None] * (3 - len(cols))
     label_ids = {name: i for i, name in enumerate(task.labels or ())}
     field_kind = f"a field count other than {len(header)}"
     examples, skipped = [], {}  # skipped: kind of problem -> line numbers (strict=False only)
@@ -235,7 +238,7 @@ def read_examples(path: str, task: Task, max_examples: int | None = None, strict
             problem = (field_kind, f"{len(fields)} tab-separated fields, the header has {len(header)} (a stray tab?)")
             label = None
         else:
-            label, problem = _parse_label(fields[il].strip(), task, label_ids)
+            label, problem = (None, None) if unlabelled else _parse_label(fields[il].strip(), task, label_ids)
             empty = [name for name, i in ((task.text_a, ia), (task.text_b, ib)) if not fields[i].strip()]
             if empty and not problem:
                 problem = ("an empty sentence", f"empty {' and '.join(empty)}")
@@ -332,7 +335,9 @@ def collate(features: list[dict], pad_id: int, regression: bool, multiple: int =
         input_ids[i, :n] = torch.tensor(f["input_ids"])
         token_type_ids[i, :n] = torch.tensor(f["token_type_ids"])
         attention_mask[i, :n] = 1
-    labels = torch.tensor([f["label"] for f in features], dtype=torch.float if regression else torch.long)
+    # an unlabelled row (a file to predict: read_examples' allow_unlabelled) gets a placeholder no metric reads
+    labels = torch.tensor([0 if f["label"] is None else f["label"] for f in features],
+                          dtype=torch.float if regression else torch.long)
     return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
             "labels": labels}
 

@@ -14,7 +14,8 @@ with (task.json), else 128, and --pair_orders to the checkpoint's (both or score
 mean of its two orders), else one. The checkpoint must contain a head for the task (loaded strictly): evaluating a
 pretrained-only encoder would score a random head.
 Every row of the evaluated file must parse: a row with a wrong field count or a bad label is an error naming its
-line, never skipped (the score would silently be on a subset).
+line, never skipped (the score would silently be on a subset). A file whose header has no label column (gold_label,
+score) is predicted and not scored: the metrics are null, exit 0, and predictions.tsv leaves gold empty.
 The last printed line is the metrics as JSON; with --output_dir they are also written to eval_results.json there,
 and each row's prediction to predictions.tsv (guid = file:line, gold, prediction; KorNLI label names, KorSTS
 scores) in the file's order.
@@ -134,9 +135,11 @@ def write_predictions(path: str, task, examples, logits):
         if task.is_regression:
             # the shortest text that reads back as the same float32: a barely trained model's scores differ
             # in the 6th digit, and rounding them would make ties the metrics did not see
-            rows.append(f"{ex.guid}\t{ex.label!r}\t{np.float32(row.reshape(-1)[0])!s}")
+            gold = "" if ex.label is None else repr(ex.label)
+            rows.append(f"{ex.guid}\t{gold}\t{np.float32(row.reshape(-1)[0])!s}")
         else:
-            rows.append(f"{ex.guid}\t{task.labels[ex.label]}\t{task.labels[int(row.argmax())]}")
+            gold = "" if ex.label is None else task.labels[ex.label]
+            rows.append(f"{ex.guid}\t{gold}\t{task.labels[int(row.argmax())]}")
     atomic_write_text(path, "\n".join(rows) + "\n")
 
 
@@ -172,7 +175,7 @@ def main(argv=None):
         max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint, config.max_position_embeddings)
         pair_orders = resolve_pair_orders(args, saved, args.checkpoint, task)
         path = args.eval_file or cls_data.resolve_files(args, task, "test")[0]
-        examples = cls_data.read_examples(path, task, args.max_eval_examples, strict=True)
+        examples = cls_data.read_examples(path, task, args.max_eval_examples, strict=True, allow_unlabelled=True)
         model = BertForSequenceClassification(config, num_labels=task.num_labels)
         load_checkpoint(model, args.checkpoint, strict=True, sd=sd)
         del sd  # the model holds its own copy: a Large file's tensors need not stay through prediction
@@ -188,13 +191,16 @@ def main(argv=None):
     views, labels = cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression, multiple,
                                         max_seq_length)
     logits = cls_data.predict_views(model.to(rt.device), views, rt.device)
-    metrics = cls_data.compute_metrics(task, logits, labels)
+    scored = examples[0].label is not None  # a file without the label column is predicted, not scored
+    metrics = cls_data.compute_metrics(task, logits, labels) if scored else dict.fromkeys(
+        ("pearson", "spearman") if task.is_regression else ("accuracy",))
 
     results = {**cls_data.json_safe(metrics), "task_name": task.name, "eval_file": path, "examples": len(feats),
                "checkpoint": args.checkpoint, "max_seq_length": max_seq_length, "pair_orders": pair_orders,
                "labels": list(task.labels) if task.labels else None, "metric_scale": "x100"}
     for k, v in metrics.items():
-        print(f"{task.name} {os.path.basename(path)} {k}: {v:.2f}")
+        print(f"{task.name} {os.path.basename(path)} {k}: {v:.2f}" if scored else
+              f"{task.name} {os.path.basename(path)}: no '{task.label_col}' column, predicted and not scored")
     if out_files:
         in_file_order = np.empty_like(logits)
         in_file_order[cls_data.length_order(feats)] = logits  # predict's rows come in length order

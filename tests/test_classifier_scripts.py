@@ -103,6 +103,33 @@ def test_eval_classifier_from_self_describing_checkpoint(korsts_run, capsys, tmp
         korsts_genres.by_genre(str(tmp_path / "mix" / "sts-mix.tsv"), str(tmp_path / "mix"))
 
 
+def test_eval_classifier_predicts_a_file_without_labels(korsts_run, kornli_run, capsys, tmp_path):
+    """A file whose header has no label column (new pairs to score) is predicted and not scored: null metrics, exit
+    0, predictions.tsv with an empty gold column and the predictions the labelled file gets. A label column with a
+    bad value stays an error (the score would be on a subset)."""
+    for (out, _), task, data, name, col in ((korsts_run, "korsts", STS_DIR, "sts-test.tsv", "score"),
+                                            (kornli_run, "kornli", NLI_DIR, "xnli.test.ko.tsv", "gold_label")):
+        with open(os.path.join(data, name), encoding="utf-8") as f:
+            lines = f.read().split("\n")[:41]
+        drop = lines[0].split("\t").index(col)
+        blind = tmp_path / f"{task}_blind.tsv"
+        blind.write_text("\n".join("\t".join(x for i, x in enumerate(line.split("\t")) if i != drop)
+                                   for line in lines) + "\n", encoding="utf-8")
+        labelled = tmp_path / f"{task}_labelled.tsv"
+        labelled.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        capsys.readouterr()
+        res = eval_classifier.main(eval_argv(out / "best", task, "--eval_file", str(blind), "--output_dir",
+                                             str(tmp_path / f"{task}_blind")))
+        metric = "spearman" if task == "korsts" else "accuracy"
+        assert res[metric] is None and res["examples"] == 40
+        assert f"no '{col}' column, predicted and not scored" in capsys.readouterr().out
+        eval_classifier.main(eval_argv(out / "best", task, "--eval_file", str(labelled), "--output_dir",
+                                       str(tmp_path / f"{task}_labelled")))
+        blind_rows = read_predictions(tmp_path / f"{task}_blind" / "predictions.tsv")
+        gold_rows = read_predictions(tmp_path / f"{task}_labelled" / "predictions.tsv")
+        assert [r[1] for r in blind_rows] == [""] * 40 and [r[2] for r in blind_rows] == [r[2] for r in gold_rows]
+
+
 def test_eval_widths_rounded_to_a_multiple_predict_the_same(korsts_run, tmp_path):
     # every batch widened to a multiple of 48 (at most 128): the extra positions are masked keys. The scores agree
     # to float rounding (2e-7 here; unmasked, the padding moves them by 7e-4), not the metrics: this model's
