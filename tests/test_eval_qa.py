@@ -1,0 +1,235 @@
+"""eval_qa.py on the checkpoint run_qa.py trains in conftest.py (qa_trained): the same predictions, windows as
+fine-tuned, unlabelled test sets, --score_only, morphological answer trimming, outputs never overwritten."""
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import eval_qa  # noqa: E402
+import morphology  # noqa: E402
+import run_qa  # noqa: E402
+from helpers import expect_fail, file_digests, one_thread  # noqa: E402,F401
+from qa_helpers import particle_predictions, question_ids, train_argv  # noqa: E402
+
+
+def test_eval_qa_reproduces_run_qa_predictions_and_score_only(qa_env, qa_trained, capsys):
+    out, _ = qa_trained
+    ev = qa_env["dir"] / "eval_a"
+    # the checkpoint carries config and vocab: no --config_file / --vocab_file needed
+    results = eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", qa_env["eval"], "--max_seq_length",
+                            "128", "--doc_stride", "64", "--max_query_length", "32", "--batch_size", "16",
+                            "--output_dir", str(ev), "--no_cuda"])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == {"exact_match": results["exact_match"], "f1": results["f1"]}
+    preds = json.load(open(ev / "predictions.json", encoding="utf-8"))
+    # one epoch: final/ holds the weights that produced epoch-1's dev predictions
+    assert preds == json.load(open(out / "epoch-1" / "predictions.json", encoding="utf-8"))
+    stored = json.load(open(ev / "eval_results.json", encoding="utf-8"))
+    assert stored["exact_match"] == results["exact_match"] and stored["questions"] == 30
+
+    eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(ev / "predictions.json")])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == {"exact_match": results["exact_match"], "f1": results["f1"]}
+
+    # without the window flags: those it was fine-tuned with (its qa_train.json), the same predictions; a flag
+    # given wins, and a checkpoint without qa_train.json (a release .bin) gets the release's 512, 128 and 64
+    results = eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", qa_env["eval"], "--output_dir",
+                            str(qa_env["dir"] / "eval_own"), "--no_cuda"])
+    assert {k: results["args"][k] for k in ("max_seq_length", "doc_stride", "max_query_length")} == \
+        {"max_seq_length": 128, "doc_stride": 64, "max_query_length": 32}
+    assert json.load(open(qa_env["dir"] / "eval_own" / "predictions.json", encoding="utf-8")) == preds
+    args = eval_qa.build_parser().parse_args(["--checkpoint", str(out / "final"), "--doc_stride", "50"])
+    eval_qa.resolve_window_args(args)
+    assert (args.max_seq_length, args.doc_stride, args.max_query_length) == (128, 50, 32)
+    args = eval_qa.build_parser().parse_args(["--checkpoint", str(qa_env["dir"] / "nowhere" / "model.bin")])
+    eval_qa.resolve_window_args(args)
+    assert (args.max_seq_length, args.doc_stride, args.max_query_length) == (512, 128, 64)
+
+
+def test_widths_rounded_to_a_multiple_predict_the_same(qa_env, qa_trained, monkeypatch):
+    # padded positions are masked keys: widening every batch to a multiple of 48 (capped at 128) moves no logit of
+    # a real position beyond float rounding (with the padding unmasked they move by far more) and no answer
+    out, _ = qa_trained
+    logits, predict = {}, eval_qa.predict_logits
+
+    def spy(model, feats, batch_size, rt, multiple=1):
+        logits[multiple] = predict(model, feats, batch_size, rt, multiple), feats.attention_mask.astype(bool)
+        return logits[multiple][0]
+    monkeypatch.setattr(eval_qa, "predict_logits", spy)
+    for n in ("1", "48"):
+        eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", qa_env["eval"], "--max_seq_length", "128",
+                      "--doc_stride", "64", "--max_query_length", "32", "--batch_size", "16", "--output_dir",
+                      str(qa_env["dir"] / f"eval_pad{n}"), "--no_cuda", "--pad_to_multiple_of", n])
+    (plain, real), (rounded, _) = logits[1], logits[48]
+    for a, b in zip(plain, rounded):  # start, then end logits
+        assert abs(a[real] - b[real]).max() < 1e-5
+    preds = json.load(open(qa_env["dir"] / "eval_pad48" / "predictions.json", encoding="utf-8"))
+    assert preds == json.load(open(out / "epoch-1" / "predictions.json", encoding="utf-8"))
+
+
+def test_eval_qa_predicts_a_test_set_without_answers(qa_env, qa_trained, tmp_path, capsys):
+    """A file with no gold answers at all (a test set) is predicted and not scored (exit 0, null metrics); one where
+    only some questions lack answers is an error after its predictions are written."""
+    out, _ = qa_trained
+    data = json.load(open(qa_env["eval"], encoding="utf-8"))
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                qa["answers"] = []
+    blind = tmp_path / "blind.json"
+    blind.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    capsys.readouterr()
+    results = eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", str(blind), "--max_seq_length",
+                            "128", "--output_dir", str(tmp_path / "pred")])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == {"exact_match": None, "f1": None} and "not scored" in printed[-2]
+    preds = json.loads((tmp_path / "pred" / "predictions.json").read_text(encoding="utf-8"))
+    assert sorted(preds) == sorted(question_ids(str(blind))) and results["f1"] is None
+    assert json.loads((tmp_path / "pred" / "eval_results.json").read_text())["questions"] == len(preds)
+    # the same test set with no "answers" keys at all, saved with a byte-order mark: the same predictions
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                del qa["answers"]
+    bare = tmp_path / "bare.json"
+    bare.write_text("\ufeff" + json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    assert eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", str(bare), "--max_seq_length",
+                         "128", "--output_dir", str(tmp_path / "bare")])["f1"] is None
+    assert json.loads((tmp_path / "bare" / "predictions.json").read_text(encoding="utf-8")) == preds
+    # and a predictions file with a byte-order mark scores as without one
+    bom_preds = tmp_path / "bom_preds.json"
+    bom_preds.write_text("\ufeff" + json.dumps(preds, ensure_ascii=False), encoding="utf-8")
+    assert eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(bom_preds)]) == \
+        eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json",
+                      str(tmp_path / "pred" / "predictions.json")])
+    data["data"][0]["paragraphs"][0]["qas"][0]["answers"] = [{"text": "x", "answer_start": 0}]
+    blind.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(out / "final"), "--predict_file", str(blind),
+                                       "--max_seq_length", "128", "--output_dir", str(tmp_path / "part")],
+                "have no gold answer", "predictions written")
+    assert (tmp_path / "part" / "predictions.json").exists()
+
+
+def test_vocab_size_mismatch_fails(qa_env, qa_trained, tmp_path, capsys):
+    out, _ = qa_trained
+    other = tmp_path / "other_vocab.txt"
+    other.write_text(open(qa_env["vocab"], encoding="utf-8").read() + "새토큰\n", encoding="utf-8")
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(out / "final"), "--vocab_file", str(other),
+                                       "--predict_file", qa_env["eval"], "--output_dir", str(tmp_path / "e")],
+                "other_vocab.txt", "vocab")
+    argv = train_argv(qa_env, tmp_path / "r")
+    argv[argv.index("--vocab_file") + 1] = str(other)
+    expect_fail(capsys, run_qa.main, argv, "other_vocab.txt")
+
+
+def test_existing_outputs_are_never_overwritten(qa_env, qa_trained, capsys):
+    out, _ = qa_trained
+    before = file_digests(out)
+    expect_fail(capsys, run_qa.main, train_argv(qa_env, out), str(out))
+    ev = qa_env["dir"] / "eval_twice"
+    ev.mkdir()
+    (ev / "predictions.json").write_text('{"x": "earlier"}')
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(out / "final"), "--predict_file", qa_env["eval"],
+                                       "--max_seq_length", "128", "--output_dir", str(ev)], "predictions.json")
+    assert file_digests(out) == before and (ev / "predictions.json").read_text() == '{"x": "earlier"}'
+
+
+def test_eval_qa_refuses_a_checkpoint_without_qa_head(qa_env, tmp_path, capsys):
+    import torch
+
+    from models.modeling import BertConfig, BertModel, save_checkpoint
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig.from_json_file(qa_env["config"]))
+    save_checkpoint(encoder, str(tmp_path / "encoder"), vocab_file=qa_env["vocab"])
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(tmp_path / "encoder"), "--predict_file", qa_env["eval"],
+                                       "--max_seq_length", "128", "--output_dir", str(tmp_path / "e")], "qa_outputs")
+
+
+def test_score_only_errors(qa_env, tmp_path, capsys):
+    preds = tmp_path / "preds.json"
+    preds.write_text(json.dumps({"not-a-dev-id": "서울"}, ensure_ascii=False), encoding="utf-8")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(preds)],
+                "preds.json", "not in the dataset")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", qa_env["eval"], "--prediction_json",
+                                       str(tmp_path / "nothing.json")], "nothing.json")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", str(tmp_path / "nodev.json"),
+                                       "--prediction_json", str(preds)], "nodev.json")
+
+
+def test_score_only_honours_max_eval_examples(qa_env, tmp_path, capsys):
+    """Predictions made with --max_eval_examples N are scored on the file's first N questions, as they were made;
+    predictions for its later questions are left out rather than taken for another file's."""
+    ids = question_ids(qa_env["eval"])
+    gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(open(qa_env["eval"], encoding="utf-8"))["data"]
+            for p in a["paragraphs"] for qa in p["qas"]}
+    first = tmp_path / "first10.json"
+    first.write_text(json.dumps({q: gold[q] for q in ids[:10]}, ensure_ascii=False), encoding="utf-8")
+    every = tmp_path / "every.json"
+    every.write_text(json.dumps({q: gold[q] if k < 10 else "틀린 답" for k, q in enumerate(ids)}, ensure_ascii=False),
+                     encoding="utf-8")
+    for preds in (first, every):
+        eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(preds),
+                      "--max_eval_examples", "10"])
+        captured = capsys.readouterr()
+        assert json.loads(captured.out.strip().splitlines()[-1]) == {"exact_match": 100.0, "f1": 100.0}
+        assert "no prediction" not in captured.err
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(first),
+                                       "--max_eval_examples", "0"], "--max_eval_examples")
+
+
+def test_score_only_partial_predictions_warn_and_count_zero(qa_env, tmp_path, capsys):
+    ids = question_ids(qa_env["eval"])
+    gold = {qa["id"]: qa["answers"][0]["text"] for a in json.load(open(qa_env["eval"], encoding="utf-8"))["data"]
+            for p in a["paragraphs"] for qa in p["qas"]}
+    preds = tmp_path / "half.json"
+    preds.write_text(json.dumps({q: gold[q] for q in ids[:15]}, ensure_ascii=False), encoding="utf-8")
+    eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(preds)])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1]) == {"exact_match": 50.0, "f1": 50.0}
+    assert "15 of 30 questions have no prediction" in captured.err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# --answer_postprocess morph (the analyser is replaced by a stand-in: the wiring is under test, not kiwi)
+
+
+def test_answer_postprocess_morph_reports_both(qa_env, tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def fake_trim(text, analyzer, context=None, start=None):
+        calls.append((text, analyzer))
+        return text[:-2] if text.endswith("에서") else text
+
+    monkeypatch.setattr(morphology, "trim_answer", fake_trim, raising=False)
+    monkeypatch.setattr(morphology, "load_analyzer", lambda name="kiwi": "fake-kiwi")
+    gold, preds = particle_predictions(qa_env["eval"], tmp_path)
+    result = eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(preds),
+                           "--answer_postprocess", "morph"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(out[-1]) == {"exact_match": 100.0, "f1": 100.0}
+    raw = result["without_postprocess"]
+    assert raw["exact_match"] == 0.0 and 0 < raw["f1"] < 100 and json.dumps(raw) in "\n".join(out[:-1])
+    assert len(calls) == len(gold) and all(a == "fake-kiwi" for _, a in calls)
+
+
+def test_answer_postprocess_morph_without_kiwipiepy(qa_env, tmp_path, capsys, monkeypatch):
+    def missing(name="kiwi"):
+        raise morphology.MissingAnalyzerError("the 'kiwi' analyser needs kiwipiepy: run `pip install kiwipiepy`")
+
+    monkeypatch.setattr(morphology, "load_analyzer", missing)
+    preds = tmp_path / "preds.json"
+    preds.write_text("{}")
+    expect_fail(capsys, eval_qa.main, ["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(preds),
+                                       "--answer_postprocess", "morph"], "pip install kiwipiepy")
+
+
+def test_answer_postprocess_morph_with_kiwi_strips_particles(qa_env, tmp_path, capsys):
+    pytest.importorskip("kiwipiepy")
+    gold, preds = particle_predictions(qa_env["eval"], tmp_path)
+    result = eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(preds),
+                           "--answer_postprocess", "morph"])
+    assert result["without_postprocess"]["exact_match"] == 0.0 and result["exact_match"] >= 80.0
