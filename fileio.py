@@ -126,9 +126,17 @@ class JsonlLogger:
         self._f.close()
 
 
-def read_jsonl(path: str) -> list[dict]:
+def read_jsonl(path: str, allow_cut_end: bool = False) -> list[dict]:
+    """The rows of a JSONL log. allow_cut_end: a last line without its line end that does not parse (the write a
+    kill interrupted) is dropped instead of raising."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.readlines()
+    if allow_cut_end and lines and not lines[-1].endswith("\n"):
+        try:
+            json.loads(lines[-1])
+        except ValueError:
+            lines.pop()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def plot_jsonl(jsonl_path: str, keys, png_path: str, title: str = "", x_key: str = "step"):

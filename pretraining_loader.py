@@ -64,19 +64,24 @@ def run_batches(ds, epoch: int, epoch_pos: int, *, batch: int, micro_batch: int,
             yield from ((e, i) for i in range(start, start + n * accum * micro_batch))
             e, pos = e + 1, 0
 
-    def step_batches(it):  # the iterator lives in the generator's frame: closing the generator frees the workers
+    def step_batches(loader):  # the iterator lives in the generator's frame: closing the generator frees the workers
+        it = None
         try:
+            # the workers start at the first step, not when the run is set up: an error between the two (a cut
+            # log.jsonl, a full disk) would leave them running, and they ignore the signals that end a process
+            it = iter(loader)
             e, pos = epoch, epoch_pos
             while True:
                 for _ in range(steps(e, pos)):  # set up again (deterministic) where the keys stopped: the same error
                     yield e, [next(it) for _ in range(accum)]
                 e, pos = e + 1, 0
         finally:
-            shutdown_workers(it)  # an error's traceback keeps this frame (and a worker's error, torch's re-raise, a
-            # reference cycle) alive
+            if it is not None:
+                shutdown_workers(it)  # an error's traceback keeps this frame (and a worker's error, torch's
+                # re-raise, a reference cycle) alive
 
     steps(epoch, epoch_pos)  # the first epoch's errors raise here, before any worker starts; they copy `ds` set up
     loader = DataLoader(ds, batch_size=micro_batch, sampler=keys(), num_workers=num_workers,
                         collate_fn=collate_pretraining, worker_init_fn=ignore_stop_signals, pin_memory=pin_memory,
                         generator=torch.Generator().manual_seed(seed + epoch))
-    return step_batches(iter(loader))  # iter() starts the workers now
+    return step_batches(loader)

@@ -81,8 +81,10 @@ class QAExample:
     answer_text: str = ""
 
 
-def load_squad_json(path: str) -> list:
-    """The `data` list of a KorQuAD 1.0 / SQuAD 1.x file, with its layout checked (errors name the file)."""
+def load_squad_json(path: str, answers_optional: bool = False) -> list:
+    """The `data` list of a KorQuAD 1.0 / SQuAD 1.x file, with its layout checked (errors name the file).
+    answers_optional: a question without an "answers" key reads as unlabelled (a test set to predict); else it is
+    an error (a training or scored file)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -105,9 +107,12 @@ def load_squad_json(path: str) -> list:
                     or not isinstance(para.get("qas"), list):
                 raise ValueError(f"{path}: article {i} has a paragraph without a \"context\" string and \"qas\" list")
             for qa in para["qas"]:
-                if not isinstance(qa, dict) or not all(k in qa for k in ("id", "question")):
-                    raise ValueError(f"{path}: article {i} has a question without \"id\" and \"question\"")
-                qa.setdefault("answers", [])  # a test set may leave them out: read as unlabelled
+                needed = ("id", "question") if answers_optional else ("id", "question", "answers")
+                if not isinstance(qa, dict) or not all(k in qa for k in needed):
+                    raise ValueError(f"{path}: article {i} has a question without " +
+                                     " and ".join(f'"{k}"' for k in needed))
+                if answers_optional:
+                    qa.setdefault("answers", [])
                 if qa.get("is_impossible"):
                     raise ValueError(f"{path}: question {qa['id']!r} is marked unanswerable (SQuAD 2.0 style), "
                                      f"which KorQuAD 1.0 fine-tuning does not support")
@@ -159,7 +164,7 @@ def read_korquad(path: str, is_training: bool, max_examples: int | None = None):
     is not an integer at all is a broken file (ValueError naming the question), not a mislabelled question.
     """
     examples, skipped, seen = [], 0, set()
-    for article in load_squad_json(path):
+    for article in load_squad_json(path, answers_optional=not is_training):
         for para in article["paragraphs"]:
             context = para["context"]
             for qa in para["qas"]:

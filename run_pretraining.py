@@ -257,7 +257,7 @@ def main(argv=None):
         if "Original Traceback" in msg:  # re-raised from a loader worker: its own message is the last line
             msg = msg.splitlines()[-1].split(": ", 1)[-1] + " (in a loader worker)"
         return f"--input_dir {args.input_dir}: {msg}{hint}"
-    try:  # one loader for the whole run: its workers start here, once
+    try:  # one loader for the whole run (its workers start at the first step, once); the first epoch is checked here
         batches = run_batches(ds, epoch, epoch_pos, **loader_args)
     except ValueError as e:
         fail(data_error(e))
@@ -270,7 +270,8 @@ def main(argv=None):
             os.remove(os.path.join(args.output_dir, "DONE"))
         if os.path.isfile(log_path):  # keep the rows up to the resumed step; the rest is a lost stretch
             atomic_write_text(log_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                for r in read_jsonl(log_path) if r.get("step", 0) <= step))
+                                                for r in read_jsonl(log_path, allow_cut_end=True)
+                                                if r.get("step", 0) <= step))
         logger = JsonlLogger(log_path, append=True)
         tb = None
         try:

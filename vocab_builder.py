@@ -125,7 +125,7 @@ def train_wordpiece(lines, vocab_size: int, min_frequency: int, alphabet: list[s
     return [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
 
 
-def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alphabet: int):
+def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alphabet: int, corpus_name: str = "corpus"):
     """Train sentencepiece on pre-split words and rewrite its pieces in WordPiece form.
 
     "▁x" (word-initial) becomes "x", any other piece "y" becomes "##y". The `limit_alphabet` most frequent
@@ -156,6 +156,8 @@ def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alph
     except RuntimeError as e:
         if failure:
             raise failure[0] from None
+        if not chars:  # every line was invisible characters: no sentence reached sentencepiece
+            raise ValueError(f"corpus {corpus_name} has no text (only blank or invisible characters)") from None
         raise ValueError(f"sentencepiece training failed: {str(e).strip().splitlines()[0]}") from None
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     tokens = [t for c, _ in chars.most_common(limit_alphabet) for t in (c, "##" + c)]
@@ -197,7 +199,7 @@ def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: 
     lines = itertools.chain([first], lines)
     if algorithm == "sentencepiece":
         learned = train_sentencepiece(_pre_split(lines, do_lower_case, morph, num_workers), vocab_size, model_type,
-                                      limit_alphabet)
+                                      limit_alphabet, " ".join(corpus))
     else:
         if morph:  # the trainer re-normalises; harmless, the normaliser is idempotent
             lines = (" ".join(words) for words in _pre_split(lines, do_lower_case, morph, num_workers))

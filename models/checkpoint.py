@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import sys
 
 import torch
@@ -219,6 +218,15 @@ def _shards(sd: dict, max_bytes: int, meta: dict) -> list[dict]:
     return shards
 
 
+def _copy_vocab(src: str, dst: str, strip_bom: bool):
+    """The vocab byte for byte (its sha256 ties shards and checkpoints together), less a byte-order mark for
+    transformers, whose BertTokenizer would read it into the first token ('\ufeff[PAD]')."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(data[3:] if strip_bom and data.startswith(b"\xef\xbb\xbf") else data)
+
+
 def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = None, layout: str = "ours",
                     max_shard_bytes: int | None = None, dtype: torch.dtype | None = None,
                     labels: list[str] | None = None):
@@ -255,7 +263,7 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
         vocab_file = None
     vocab_out = os.path.join(out_dir, "vocab.txt")
     if vocab_file and not (os.path.exists(vocab_out) and os.path.samefile(vocab_file, vocab_out)):
-        atomic_write(vocab_out, lambda tmp: shutil.copyfile(vocab_file, tmp))
+        atomic_write(vocab_out, lambda tmp: _copy_vocab(vocab_file, tmp, strip_bom=layout == "hf"))
     if len(shards) == 1:
         atomic_write(os.path.join(out_dir, "model.safetensors"), lambda tmp: save_file(sd, tmp, metadata=meta))
         return

@@ -336,6 +336,14 @@ def test_hf_export_tokenizer_keeps_hangul(tmp_path):
     enc = hf_tok("서울", "한국어")
     assert enc["input_ids"] == [2, 5, 3, 10, 11, 3] and enc["token_type_ids"] == [0, 0, 0, 1, 1, 1]
     assert len(hf_tok("서울 " * 600, truncation=True)["input_ids"]) == tiny_config().max_position_embeddings
+    # a vocab saved with a byte-order mark: ours keep it byte for byte (its sha256 ties it to shards), the hf export
+    # drops it, or transformers' BertTokenizer would read its first token as '\ufeff[PAD]'
+    vocab.write_bytes(b"\xef\xbb\xbf" + vocab.read_bytes())
+    save_checkpoint(BertModel(tiny_config()), str(tmp_path / "ours_bom"), vocab_file=str(vocab))
+    assert (tmp_path / "ours_bom" / "vocab.txt").read_bytes() == vocab.read_bytes()
+    convert_checkpoint.main(["--input", str(tmp_path / "ours_bom"), "--output", str(tmp_path / "hf_bom"), "--to", "hf"])
+    assert (tmp_path / "hf_bom" / "vocab.txt").read_bytes() == vocab.read_bytes()[3:]
+    assert transformers.BertTokenizer(str(tmp_path / "hf_bom" / "vocab.txt")).convert_tokens_to_ids("[PAD]") == 0
 
 
 def test_hf_export_of_a_morpheme_model_writes_no_tokenizer(tmp_path, capsys):

@@ -271,6 +271,23 @@ def test_a_worker_error_leaves_no_workers(data, tmp_path, monkeypatch, capsys):
             assert not any("Traceback" in line for line in err), err
 
 
+def test_a_cut_log_line_is_dropped_on_resume_and_a_failed_set_up_leaves_no_workers(data, tmp_path):
+    """A kill mid-write leaves log.jsonl's last line cut: the resumed run drops it and goes on. The loader's
+    workers start at the first step, so a run that fails while setting up its output dir (here log.jsonl is a
+    folder) leaves none behind: they ignore the signals that end a process, and hung its exit."""
+    out = tmp_path / "run"
+    assert run_pretraining.main(argv(data, out, max_steps=4, save_steps=2, num_workers=2)) == 0
+    with open(out / "log.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 5, "lo')
+    assert run_pretraining.main(argv(data, out, max_steps=6, save_steps=2, num_workers=2, resume="auto")) == 0
+    assert [r["step"] for r in rows(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    (out / "log.jsonl").unlink()
+    (out / "log.jsonl").mkdir()
+    with pytest.raises(OSError):
+        run_pretraining.main(argv(data, out, max_steps=8, save_steps=2, num_workers=2, resume="auto"))
+    assert not multiprocessing.active_children()
+
+
 def test_an_epoch_smaller_than_one_batch_is_one_line_exit_2(data, tmp_path, capsys):
     for flags, tail in (({}, "(--train_batch_size)"), ({"source_weights": "*=1"}, "with --source_weights)")):
         with pytest.raises(SystemExit) as e:

@@ -192,6 +192,12 @@ def test_bad_training_files_fail_with_one_line(qa_env, tmp_path, capsys):
     garbage = tmp_path / "garbage.json"
     garbage.write_bytes(b"\x00\xff not json")
     expect_fail(capsys, run_qa.main, with_train(garbage), "garbage.json")
+    # a training question without an "answers" key is a broken file (a test set to predict may leave them out)
+    data = json.load(open(qa_env["train"], encoding="utf-8"))
+    del data["data"][0]["paragraphs"][0]["qas"][0]["answers"]
+    keyless = tmp_path / "keyless.json"
+    keyless.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    expect_fail(capsys, run_qa.main, with_train(keyless), "keyless.json", 'without "id" and "question" and "answers"')
     expect_fail(capsys, run_qa.main, argv + ["--max_seq_length", "20"], "--max_seq_length")
     assert not out.exists() or not os.listdir(out)
 

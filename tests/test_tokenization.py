@@ -306,6 +306,11 @@ def test_build_vocab_sentencepiece(work, corpus, held_out, capsys):
     assert "--limit_alphabet 1500 leaves no room" in _cli_error(capsys, [
         "build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", str(work / "spm2" / "v.txt"),
         "--algorithm", "sentencepiece", "--limit_alphabet", "1500"])
+    # a corpus of invisible characters only: the corpus's message, not sentencepiece's internal one
+    invisible = _write(work / "spm_invisible.txt", "\u200b\n\x01\x02\n\u200b\u200b\n")
+    assert "spm_invisible.txt has no text" in _cli_error(capsys, [
+        "build-vocab", "--corpus", invisible, "--vocab_size", "100", "--output", str(work / "spm4" / "v.txt"),
+        "--algorithm", "sentencepiece"])
     # a corpus error met while sentencepiece reads is the corpus's one line, not a frame of its stack
     bad = _write(work / "spm_bad.txt", open(corpus, "rb").read() + "caf\xe9\n".encode("latin-1"), "wb")
     assert re.search(r"spm_bad.txt is not UTF-8: invalid byte at line \d+", _cli_error(capsys, [
