@@ -1,6 +1,7 @@
 """Fixtures shared by several test modules: the classifier scripts' tiny model files and one KorSTS run trained
 once per session (read by test_classifier_scripts.py and test_classifier_training.py); the QA scripts' model files
-and KorQuAD slices, and one run_qa run (read by test_run_qa.py and test_eval_qa.py)."""
+and KorQuAD slices, and one run_qa run (read by test_run_qa.py and test_eval_qa.py); the pretraining shards and a
+finished run_pretraining run (test_run_pretraining.py, test_run_pretraining_inputs.py, test_ddp.py)."""
 import json
 import os
 import sys
@@ -8,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import pretraining_helpers
 import qa_helpers
 from cls_helpers import ROOT, train_argv
 from helpers import tiny_model_files
@@ -15,6 +17,7 @@ from helpers import tiny_model_files
 sys.path.insert(0, ROOT)
 
 import run_classifier  # noqa: E402
+import run_pretraining  # noqa: E402
 import run_qa  # noqa: E402
 
 
@@ -68,3 +71,20 @@ def qa_trained(qa_env):
     finally:
         torch.set_num_threads(before)
     return out, results
+
+
+@pytest.fixture(scope="session")
+def pretrain_data(tmp_path_factory):
+    """Shards, vocab and tiny configs (pretraining_helpers.prepare_pretraining_data)."""
+    return pretraining_helpers.prepare_pretraining_data(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(pretrain_data, tmp_path_factory):
+    """60 steps, checkpoints every 20, keeping 2: a finished run to read, resume from or refuse to overwrite (once
+    per module that asks: the modules that use it run with one thread, helpers.one_thread)."""
+    out = tmp_path_factory.mktemp("trained")
+    assert run_pretraining.main(pretraining_helpers.argv(
+        pretrain_data, out, train_batch_size=16, learning_rate=3e-3, warmup_proportion=0.05, max_steps=60,
+        save_steps=20, keep_last=2)) == 0
+    return out
