@@ -34,17 +34,12 @@ import torch
 
 from fileio import atomic_write
 from models.checkpoint import checkpoint_folder, checkpoint_label_names, write_tokenizer_vocab
-from models.config import read_json_object
+from models.config import ARCH_FIELDS, read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              read_state_dict, save_checkpoint, to_release_state_dict)
 from tokenization import save_hf_tokenizer
 from train_utils import atomic_torch_save, fail
-
-# fields that decide tensor shapes or numerics; the tokenizer fields may legitimately differ between two sources
-ARCH_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-               "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
-
 
 # Hugging Face class -> the kind of model here that holds its weights
 ARCHITECTURES = {"BertModel": "encoder", "BertForPreTraining": "pretraining", "BertForMaskedLM": "masked_lm",

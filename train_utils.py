@@ -338,7 +338,7 @@ def resolve_config_and_vocab(args):
     --config_file and --vocab_file) behave as before.
     """
     from models.checkpoint import write_tokenizer_vocab
-    from models.config import read_json_object
+    from models.config import ARCH_FIELDS, read_json_object
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 
     ckpt = getattr(args, "checkpoint", None)
@@ -365,6 +365,10 @@ def resolve_config_and_vocab(args):
             own = checkpoint_config(ckpt)
         except (ValueError, OSError):
             own = None  # a config.json this code cannot read: nothing to compare, the flag's config serves as before
+        differ = [f for f in ARCH_FIELDS if own is not None and getattr(own, f) != getattr(config, f)]
+        if differ:  # heads or eps differ without any shape error: the weights would compute another function
+            fail(f"--config_file {args.config_file} disagrees with the config stored with --checkpoint {ckpt} on "
+                 f"{', '.join(differ)}; fix the config or drop --config_file (the checkpoint carries its own)")
         if own is not None and own.morph_analyzer != config.morph_analyzer:
             fail(f"--config_file {args.config_file} says morph_analyzer={config.morph_analyzer!r}, but --checkpoint "
                  f"{ckpt} was trained on text split with morph_analyzer={own.morph_analyzer!r}; fix the config or "

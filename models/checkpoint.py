@@ -51,8 +51,8 @@ def canonical_state_dict(sd: dict) -> dict:
     out, origin = {}, {}
     for key, value in sd.items():
         k = key
-        for wrapper in ("module.", "_orig_mod."):  # DDP / torch.compile wrappers
-            k = k.removeprefix(wrapper)
+        while k.startswith(("module.", "_orig_mod.")):  # DDP / torch.compile wrappers, in either order
+            k = k.removeprefix("module.").removeprefix("_orig_mod.")
         k = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k))
         if k.startswith(("embeddings.", "encoder.", "pooler.")):
             k = "bert." + k

@@ -343,3 +343,17 @@ def test_pretraining_step_is_one_graph_for_torch_compile():
                                       sop_labels=torch.tensor([0, 1, 1]))
     assert explained.graph_count == 1 and explained.graph_break_count == 0, explained.break_reasons
     dynamo.reset()
+
+
+def test_wrapper_prefixes_in_either_order_are_stripped(tmp_path):
+    """A state dict saved from torch.compile(DDP(model)) has keys under _orig_mod.module., one from
+    DDP(torch.compile(model)) under module._orig_mod.: both load as the bare model's (the first order used to load
+    as every key missing)."""
+    from safetensors.torch import save_file
+
+    model = BertForSequenceClassification(tiny_config(), num_labels=3)
+    for prefix in ("_orig_mod.module.", "module._orig_mod.", "module."):
+        path = str(tmp_path / f"{prefix.replace('.', '_')}.safetensors")
+        save_file({prefix + k: v.contiguous() for k, v in model.state_dict().items()}, path)
+        other = load_checkpoint(BertForSequenceClassification(tiny_config(), num_labels=3), path, strict=True)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))

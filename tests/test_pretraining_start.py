@@ -76,8 +76,17 @@ def test_model_config(tmp_path):
     wide.write_text(json.dumps(json.load(open(TINY)) | {"hidden_size": 128}))
     msg = error(S.model_config, str(wide), str(ckpt), S.RESUME, META, "shards", 128)
     assert "hidden_size (64 vs 128)" in msg and str(ckpt) in msg
-    # a new config for weights that only initialise the run is the point of --init_checkpoint
-    assert S.model_config(str(wide), str(ckpt), S.INIT, META, "shards", 128).hidden_size == 128
+    # --init_checkpoint takes the weights with a config of its own (dropout, say), but not one that gives the
+    # weights other shapes, or the same shapes another function (heads, LayerNorm eps)
+    nodrop = tmp_path / "nodrop.json"
+    nodrop.write_text(json.dumps(json.load(open(TINY)) | {"hidden_dropout_prob": 0.0}))
+    assert S.model_config(str(nodrop), str(ckpt), S.INIT, META, "shards", 128).hidden_dropout_prob == 0.0
+    heads = tmp_path / "heads.json"
+    heads.write_text(json.dumps(json.load(open(TINY)) | {"num_attention_heads": 8, "layer_norm_eps": 1e-5}))
+    for config in (wide, heads):
+        msg = error(S.model_config, str(config), str(ckpt), S.INIT, META, "shards", 128)
+        assert "disagrees with the config stored with" in msg and str(ckpt) in msg
+    assert "on num_attention_heads, layer_norm_eps" in msg
     # resumed without --config_file, the run keeps its own tokenizer settings: shards prepared otherwise stop it
     msg = error(S.model_config, None, str(ckpt), S.RESUME, META | {"do_lower_case": True}, "shards", 128)
     assert "the shards in shards" in msg and "do_lower_case (False vs True)" in msg

@@ -79,8 +79,9 @@ def test_config_file_must_split_text_as_the_checkpoint_did(tmp_path, capsys):
 
 
 def test_config_file_and_vocab_file_must_agree_with_the_checkpoint(tmp_path, capsys):
-    """Casing: a --config_file silent about it takes the checkpoint's do_lower_case, one that contradicts it is
-    refused. Vocab: a --vocab_file with the checkpoint's size but other tokens (every id would change) is refused;
+    """Shape and numerics: a --config_file that differs from the checkpoint's own on heads or LayerNorm eps (no
+    shape error would say so) is refused. Casing: a --config_file silent about it takes the checkpoint's
+    do_lower_case, one that contradicts it is refused. Vocab: a --vocab_file with the checkpoint's size but other tokens (every id would change) is refused;
     the same tokens with other line ends pass."""
     import argparse
     import json
@@ -97,6 +98,9 @@ def test_config_file_and_vocab_file_must_agree_with_the_checkpoint(tmp_path, cap
     (tmp_path / "silent.json").write_text(json.dumps(plain), encoding="utf-8")
     (tmp_path / "cased.json").write_text(json.dumps(dict(plain, do_lower_case=False)), encoding="utf-8")
     (tmp_path / "same.txt").write_text("\r\n".join(tokens) + "\r\n", encoding="utf-8")
+    # the same shapes, another function: more heads over the same weights, another LayerNorm eps
+    (tmp_path / "heads.json").write_text(json.dumps(dict(plain, num_attention_heads=8)), encoding="utf-8")
+    (tmp_path / "eps.json").write_text(json.dumps(dict(plain, layer_norm_eps=1e-5)), encoding="utf-8")
     (tmp_path / "other.txt").write_text("\n".join(tokens[:5] + ["나"]) + "\n", encoding="utf-8")
 
     def resolve(config_file, vocab_file=None):
@@ -104,7 +108,9 @@ def test_config_file_and_vocab_file_must_agree_with_the_checkpoint(tmp_path, cap
                                                                        config_file=config_file))
     assert resolve(str(tmp_path / "silent.json"))[0].do_lower_case is True
     assert resolve(str(tmp_path / "silent.json"), str(tmp_path / "same.txt"))[1] == str(tmp_path / "same.txt")
-    for config_file, vocab_file, needle in (("cased.json", None, "says do_lower_case=false"),
+    for config_file, vocab_file, needle in (("heads.json", None, "stored with --checkpoint"),
+                                            ("eps.json", None, "disagrees with the config stored with"),
+                                            ("cased.json", None, "says do_lower_case=false"),
                                             ("silent.json", "other.txt", "differs from the vocab.txt")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as e:
