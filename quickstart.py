@@ -73,6 +73,10 @@ def main(argv=None):
     p.add_argument("--max_eval_examples", type=int, default=None, help="KorSTS dev/test rows (smoke runs)")
     args = p.parse_args(argv)
 
+    if args.device == "cuda" and not torch.cuda.is_available():  # the GPU recipe on a CPU would not finish
+        fail("--device cuda: no CUDA device is visible here (--device cpu, or auto, runs the CPU recipe)")
+    if args.max_corpus_mb is not None and not 0 < args.max_corpus_mb < float("inf"):
+        fail(f"--max_corpus_mb {args.max_corpus_mb}: must be a positive number")
     on_gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     d = dict(GPU if on_gpu else CPU)
     if args.pretrain_steps is not None or args.budget_minutes is not None:

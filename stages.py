@@ -40,19 +40,20 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
                                 start_new_session=True)
         timed_out = []
         timer = threading.Timer(timeout_s, lambda: (timed_out.append(1), _stop(proc))) if timeout_s else None
+        # tee raw bytes on a thread of its own: progress bars keep redrawing in place (\r) on screen, the stage log
+        # gets everything, and the stage's end is its own exit, not the end of the pipe (which anything it left
+        # running would hold open)
+        reader = threading.Thread(target=_tee, args=(proc.stdout, log), daemon=True)
         try:
             if timer:
                 timer.start()
-            # tee raw bytes: progress bars keep redrawing in place (\r) on screen; the stage log gets everything
-            for chunk in iter(lambda: proc.stdout.read1(1 << 16), b""):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-                log.write(chunk)
+            reader.start()
             rc = proc.wait()
         finally:
             if timer:
                 timer.cancel()
             _stop(proc)  # a stage that ended leaves nothing behind either
+            reader.join(timeout=10)  # the group is gone, and with it the pipe's writers
     why = _record(name, printable, t0, rc, bool(timed_out), timeout_s, log_path, stages)
     if why is not None:
         if check:
@@ -61,13 +62,28 @@ def run_stage(name, cmd, done_marker, stages, log_dir, timeout_s=None, check=Tru
     return why is None
 
 
+def _tee(pipe, log):
+    out = getattr(sys.stdout, "buffer", None)  # a notebook's stdout takes text only
+    for chunk in iter(lambda: pipe.read1(1 << 16), b""):
+        if out is not None:
+            out.write(chunk)
+            out.flush()
+        else:
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+        log.write(chunk)
+
+
 def _reuse(name, printable, done_marker, stages) -> bool:
-    """A stage whose output exists is not run again (and warned about if it was made by another command)."""
+    """A stage whose output exists is not run again (and warned about if it was made by another command, or if
+    its run failed after writing it)."""
     print(f"[{name}] cached ({os.path.relpath(done_marker)} exists)", flush=True)
     ran = stages.setdefault(name, {}).get("command")
     if ran is not None and ran != printable:
         warn(f"stage '{name}' is cached from another command line (before: {ran}); delete "
              f"{os.path.relpath(done_marker)} to run it with the new one")
+    if stages[name].get("failed") is not None:
+        warn(f"stage '{name}' is cached, but the run that wrote {os.path.relpath(done_marker)} then failed (exit "
+             f"code {stages[name]['failed']}): check it, or delete it to run the stage again")
     stages[name]["cached"] = True
     return True
 
@@ -131,8 +147,8 @@ def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_
                 late = rc is None and timeout_s is not None and time.time() - t0 > timeout_s
                 if rc is None and not late:
                     continue
-                if late:
-                    rc = _stop(proc)
+                rc = _stop(proc) if late else rc
+                _kill_group(proc)  # what the job started and left running goes with it
                 del running[name]
                 why = _record(name, command_line(cmd), t0, rc, late, timeout_s,
                               os.path.join(log_dir, f"{name}.log"), stages)
@@ -146,8 +162,12 @@ def run_stages_parallel(jobs, stages, log_dir, max_parallel, timeout_s=None, on_
             if proc.poll() is None:
                 proc.terminate()
         deadline = time.time() + STOP_GRACE_S
-        for proc, _, _ in running.values():
-            _stop(proc, deadline)
+        try:
+            for proc, _, _ in running.values():
+                _stop(proc, deadline)
+        finally:  # a second Ctrl-C in one job's grace period: every job's group goes, not that one's alone
+            for proc, _, _ in running.values():
+                _kill_group(proc)
     return ok
 
 

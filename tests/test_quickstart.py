@@ -136,9 +136,12 @@ def test_pretraining_command_on_each_device(tmp_path):
     (["--pretrain_steps", "0"], "--pretrain_steps 0: must be at least 1"),
     (["--budget_minutes", "0"], "--budget_minutes 0.0: must be positive"),
     (["--ft_seeds", "1-x"], "--ft_seeds '1-x': expected ranges and lists like 1-10 or 1,3,5"),
+    (["--max_corpus_mb", "-1"], "--max_corpus_mb -1.0: must be a positive number"),
+    (["--device", "cuda"], "--device cuda: no CUDA device is visible here"),  # the GPU recipe ran on the CPU
 ])
-def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, argv, message):
+def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, monkeypatch, argv, message):
     out = tmp_path / "qs"
+    monkeypatch.setattr(quickstart.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as e:
         quickstart.main(["--output_dir", str(out), "--device", "cpu", *argv])
     assert e.value.code == 2 and message in capsys.readouterr().err

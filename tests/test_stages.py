@@ -120,3 +120,66 @@ def test_sigterm_to_the_pipeline_stops_its_stage(tmp_path):
     while not _gone(pid) and time.time() < deadline:
         time.sleep(0.1)
     assert _gone(pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_stage_that_ended_leaves_nothing_running(tmp_path, parallel):
+    """A stage that exits while something it started runs on (holding its output pipe): the stage is over when it
+    exits, not when the pipe closes (run_stage waited as long as the leftover ran), and the leftover is stopped."""
+    py = sys.executable
+    leftover = "import os, time; open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)" % (tmp_path / "left.pid")
+    stage = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', %r]); time.sleep(1); "
+             "open(r'%s', 'w').write('x')" % (leftover, tmp_path / "stage.done"))
+    job = ("stage", [py, "-c", stage], str(tmp_path / "stage.done"))
+    recorded, t0 = {}, time.time()
+    if parallel:
+        assert stages.run_stages_parallel([job], recorded, str(tmp_path), max_parallel=2)["stage"]
+    else:
+        assert stages.run_stage(*job, recorded, str(tmp_path))
+    assert time.time() - t0 < 20 and recorded["stage"]["seconds"] < 20
+    pid, deadline = int((tmp_path / "left.pid").read_text()), time.time() + 10
+    while not _gone(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert _gone(pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_second_interrupt_while_stopping_still_stops_every_job(tmp_path, monkeypatch):
+    """Ctrl-C, then Ctrl-C again during the first job's grace period: every job's group is killed, not the first
+    one's alone (the second interrupt used to escape before the other jobs were reached)."""
+    py = sys.executable
+    stubborn = ("import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "open(r'%s', 'w').write(str(os.getpid())); time.sleep(60)")
+    jobs = [(f"j{i}", [py, "-c", stubborn % (tmp_path / f"j{i}.pid")], str(tmp_path / f"j{i}.done")) for i in (1, 2)]
+    real_stop = stages._stop
+
+    def second_interrupt(proc, deadline=None):
+        real_stop(proc, time.time())  # no grace: killed
+        raise KeyboardInterrupt
+
+    def first_interrupt(name, good):  # once both stubborn jobs run
+        deadline = time.time() + 30
+        while not all((tmp_path / f"j{i}.pid").exists() and (tmp_path / f"j{i}.pid").read_text() for i in (1, 2)):
+            assert time.time() < deadline
+            time.sleep(0.1)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(stages, "_stop", second_interrupt)
+    jobs.append(("quick", [py, "-c", "pass"], str(tmp_path / "quick.done")))
+    with pytest.raises(KeyboardInterrupt):
+        stages.run_stages_parallel(jobs, {}, str(tmp_path), max_parallel=3, on_done=first_interrupt)
+    for i in (1, 2):
+        pid, deadline = int((tmp_path / f"j{i}.pid").read_text()), time.time() + 10
+        while not _gone(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _gone(pid), i
+
+
+def test_a_cached_stage_whose_run_failed_after_writing_it_is_warned_about(tmp_path, capsys):
+    done = tmp_path / "stage.done"
+    done.write_text("x")
+    recorded = {"stage": {"seconds": 1.0, "cached": False, "command": "python -c pass", "failed": 3}}
+    assert stages.run_stage("stage", [sys.executable, "-c", "pass"], str(done), recorded, str(tmp_path))
+    err = capsys.readouterr().err
+    assert "stage 'stage' is cached, but the run that wrote" in err and "then failed (exit code 3)" in err
+
