@@ -34,6 +34,7 @@ import train_utils as tu  # noqa: E402
 from fileio import atomic_write_json  # noqa: E402
 from eval_classifier import read_task_json, resolve_max_seq_length  # noqa: E402
 from models.checkpoint import checkpoint_config, checkpoint_vocab, load_checkpoint, save_checkpoint  # noqa: E402
+from models.config import read_json_object  # noqa: E402
 from models.modeling import BertForSequenceClassification  # noqa: E402
 from pretraining_data import vocab_sha256  # noqa: E402
 
@@ -51,10 +52,34 @@ def build_parser():
     return p
 
 
+UNKNOWN = object()
+
+
+def fine_tuned_from(path: str):
+    """The --checkpoint an ingredient was fine-tuned from (realpath; None: from scratch), read from the
+    eval_results.json run_classifier writes beside its best/; UNKNOWN without one."""
+    meta = os.path.join(os.path.dirname(os.path.abspath(path)), "eval_results.json")
+    try:
+        args = read_json_object(meta).get("args") if os.path.isfile(meta) else None
+    except ValueError:
+        return UNKNOWN
+    if not isinstance(args, dict) or "checkpoint" not in args:
+        return UNKNOWN
+    return None if args["checkpoint"] is None else os.path.realpath(args["checkpoint"])
+
+
 def check_ingredients(paths: list[str], task) -> dict:
-    """The ingredients' shared config, vocab and task.json; one-line ValueError naming the first that differs."""
-    first = None
+    """The ingredients' shared config, vocab and task.json, and their one start where it is recorded (averaging
+    runs fine-tuned from different weights, or one of them from scratch, makes no model); one-line ValueError
+    naming the first that differs."""
+    first, start = None, (None, UNKNOWN)  # (path, the first recorded start)
     for path in paths:
+        began = fine_tuned_from(path)
+        if began is not UNKNOWN and start[1] is UNKNOWN:
+            start = (path, began)
+        elif began is not UNKNOWN and began != start[1]:
+            raise ValueError(f"{path} was fine-tuned from {began or 'scratch'}, {start[0]} from "
+                             f"{start[1] or 'scratch'}: the ingredients of a soup share one start")
         config, vocab, meta = checkpoint_config(path), checkpoint_vocab(path), read_task_json(path)
         if config is None or vocab is None or not meta:
             raise ValueError(f"{path}: not a fine-tuned checkpoint of run_classifier.py (config.json, vocab.txt and "
@@ -139,7 +164,8 @@ def main(argv=None):
     task = cls_data.TASKS[args.task_name]
     rt = tu.setup_runtime(args)  # as the other scripts: the same device choice and matmul precision
     multiple = batching.pad_multiple(args, rt.device)
-    paths = [os.path.abspath(p) for p in dict.fromkeys(args.checkpoints)]  # a glob may name one twice
+    # a glob may name one twice, or two spellings (a trailing slash, ./, a link) the same folder
+    paths = list(dict.fromkeys(os.path.realpath(p) for p in args.checkpoints))
     out_best = os.path.abspath(os.path.join(args.output_dir, "best")) if args.output_dir else None
     if args.output_dir and os.path.exists(os.path.join(args.output_dir, "soup.json")):
         tu.fail(f"{os.path.join(args.output_dir, 'soup.json')} already exists; choose another --output_dir")

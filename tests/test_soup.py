@@ -111,8 +111,8 @@ def load_metadata(ckpt):
 def test_one_checkpoint_twice_is_itself(seeds, tmp_path):
     twin = tmp_path / "twin"
     shutil.copytree(seeds[0], twin)
-    r = soup.main(soup_argv([seeds[0], twin, seeds[0]]))
-    assert len(r["ingredients"]) == 2  # the repeated path counts once
+    r = soup.main(soup_argv([seeds[0], twin, seeds[0], f"{seeds[0]}{os.sep}"]))
+    assert len(r["ingredients"]) == 2  # the repeated path counts once, however it is spelled
     assert len(set(r["dev"].values())) == 1 and r["chosen_on_dev"] == "best single"
     assert r["ensemble_dev_not_one_model"] == pytest.approx(r["dev"]["best single"], abs=1e-6)
 
@@ -128,3 +128,7 @@ def test_ingredients_that_cannot_be_averaged_fail_in_one_line(seeds, korsts_run,
     shutil.copytree(seeds[0], longer)
     (longer / "task.json").write_text(json.dumps({**meta, "max_seq_length": 64}))
     expect_fail(capsys, soup.main, soup_argv([seeds[0], longer]), "differs from")
+    # the same shape and task, another start: the seeds were fine-tuned from korsts_run's best, which was
+    # fine-tuned from scratch (each run's eval_results.json beside its best/ says so)
+    expect_fail(capsys, soup.main, soup_argv([seeds[0], korsts_run[0] / "best"]),
+                "was fine-tuned from scratch", "share one start")
