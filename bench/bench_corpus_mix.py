@@ -56,8 +56,10 @@ def source_counts(input_dir: str, meta: dict) -> tuple[list[str], np.ndarray]:
     return files, counts
 
 
-def task_counts(data_dir: str, vocab_file: str, do_lower_case: bool, vocab_size: int) -> dict[str, np.ndarray]:
-    tok = build_fast_tokenizer(vocab_file, do_lower_case=do_lower_case)
+def task_counts(data_dir: str, vocab_file: str, do_lower_case: bool, vocab_size: int,
+                morph_analyzer: str | None = None) -> dict[str, np.ndarray]:
+    # the task text split as the shards were (morphemes first, with their analyser): else its pieces are not theirs
+    tok = build_fast_tokenizer(vocab_file, do_lower_case=do_lower_case, morph_analyzer=morph_analyzer)
     out = {}
     for name, (rel, columns) in TASK_TEXT.items():
         with open(os.path.join(data_dir, rel), encoding="utf-8", newline="") as f:
@@ -102,7 +104,7 @@ def main(argv=None):
         meta = read_meta(args.input_dir)
         files, counts = source_counts(args.input_dir, meta)
         tasks = task_counts(args.data_dir, os.path.join(args.input_dir, "vocab.txt"), meta["do_lower_case"],
-                            meta["vocab_size"])
+                            meta["vocab_size"], meta.get("morph_analyzer"))
         mixes = {m: resolve_source_weights(files, parse_source_weights(m.split())) for m in args.mixes}
     except (OSError, ValueError, KeyError) as e:
         fail(f"{e}")

@@ -25,9 +25,11 @@ from train_utils import fail  # noqa: E402
 
 
 def read_rows(path: str) -> list[list[str]]:
-    """The TSV's lines split on tabs, header included (line n is rows[n - 1]); no CSV quoting, as cls_data."""
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n").split("\t") for line in f]
+    """The TSV's lines split on tabs, header included (line n is rows[n - 1]); no CSV quoting, and rows end at LF
+    only (a stray CR inside a sentence stays in it), as cls_data reads them: the line numbers are the guids'."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        text = f.read()
+    return [line.rstrip("\r").split("\t") for line in text.split("\n")[:-1 if text.endswith("\n") else None]]
 
 
 def by_genre(predictions: str, data_dir: str) -> dict:
@@ -50,11 +52,13 @@ def by_genre(predictions: str, data_dir: str) -> dict:
         for key in (genre, "all"):
             scores[key][0].append(gold)
             scores[key][1].append(pred)
+    if not scores:
+        fail(f"{predictions}: no predictions after its header")
     out = {k: {"n": len(g), "spearman": round(100 * float(spearmanr(g, p).statistic), 2)}
            for k, (g, p) in sorted(scores.items())}
     # the pooled score also rewards telling the genres apart (their mean gold scores differ: dev's forums 1.7, its
-    # captions 2.4, its news 2.9); with each genre's mean gold and mean prediction taken out, only the ranking within
-    # genres is left
+    # captions 2.4, its news 2.9); with each genre's mean gold and mean prediction taken out, that offset is gone
+    # (the residuals are still ranked together, so genres predicted on different scales still weigh on it)
     genres = [k for k in scores if k != "all"]
     gold, pred = (np.concatenate([np.asarray(scores[k][j]) - np.mean(scores[k][j]) for k in genres]) for j in (0, 1))
     out["within_genres"] = {"n": out["all"]["n"], "spearman": round(100 * float(spearmanr(gold, pred).statistic), 2)}

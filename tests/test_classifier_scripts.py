@@ -130,6 +130,29 @@ def test_eval_classifier_predicts_a_file_without_labels(korsts_run, kornli_run, 
         assert [r[1] for r in blind_rows] == [""] * 40 and [r[2] for r in blind_rows] == [r[2] for r in gold_rows]
 
 
+def test_korsts_genres_reads_rows_as_eval_classifier_does(tmp_path, capsys):
+    """A stray CR inside a sentence does not end its row (cls_data splits at LF only, and the guids count lines
+    so): every row keeps its own genre (they used to shift by one from there on). A predictions file with no rows
+    is one line, not a traceback."""
+    with open(os.path.join(STS_DIR, "sts-dev.tsv"), encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    rows = [lines[0]] + lines[1:-1:40][:30]
+    fields = rows[2].split("\t")
+    fields[5] = fields[5][:3] + "\r" + fields[5][3:]  # sentence1 of the second row
+    rows[2] = "\t".join(fields)
+    (tmp_path / "sts-cr.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8", newline="")
+    preds = ["guid\tgold\tprediction"] + [f"sts-cr.tsv:{i}\t{r.split(chr(9))[4]}\t{r.split(chr(9))[4]}"
+                                            for i, r in enumerate(rows[1:], start=2)]
+    (tmp_path / "predictions.tsv").write_text("\n".join(preds) + "\n", encoding="utf-8")
+    genres = korsts_genres.by_genre(str(tmp_path / "predictions.tsv"), str(tmp_path))
+    want = {g: sum(r.split("\t")[0] == g for r in rows[1:]) for g in {r.split("\t")[0] for r in rows[1:]}}
+    assert {g: genres[g]["n"] for g in want} == want and set(genres) == set(want) | {"all", "within_genres"}
+    (tmp_path / "empty.tsv").write_text("guid\tgold\tprediction\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        korsts_genres.by_genre(str(tmp_path / "empty.tsv"), str(tmp_path))
+    assert "no predictions after its header" in capsys.readouterr().err
+
+
 def test_eval_widths_rounded_to_a_multiple_predict_the_same(korsts_run, tmp_path):
     # every batch widened to a multiple of 48 (at most 128): the extra positions are masked keys. The scores agree
     # to float rounding (2e-7 here; unmasked, the padding moves them by 7e-4), not the metrics: this model's

@@ -216,3 +216,15 @@ def test_corpus_mix_bench_counts_every_token(shards, tmp_path):
     assert mixes[1]["tokens_per_epoch"] == int(0.5 * tokens[0] + tokens[1])
     assert mixes[1]["shares"]["constitution"] == 0 and json.loads(out.read_text())["mixes"] == mixes
     assert bench_corpus_mix.source_name("a/court_x.part12.txt") == "court_x" == bench_corpus_mix.source_name("court_x.txt")
+
+
+def test_corpus_mix_bench_splits_the_task_text_as_the_shards_were(shards, tmp_path, monkeypatch):
+    """Shards prepared with a morphological analyser: the tasks' text is tokenised with it too, or its pieces
+    (##에서 where the shards hold 에서) are not the ones the shards count."""
+    made = []
+    real_meta, real_tokenizer = bench_corpus_mix.read_meta, bench_corpus_mix.build_fast_tokenizer
+    monkeypatch.setattr(bench_corpus_mix, "read_meta", lambda d: dict(real_meta(d), morph_analyzer="kiwi"))
+    monkeypatch.setattr(bench_corpus_mix, "build_fast_tokenizer", lambda vocab, **kw: made.append(kw) or
+                        real_tokenizer(vocab, **dict(kw, morph_analyzer=None)))  # the analyser itself: not needed
+    bench_corpus_mix.main(["--input_dir", shards, "--results_json", str(tmp_path / "mix.json"), "--mixes", ""])
+    assert [kw.get("morph_analyzer") for kw in made] == ["kiwi"]
