@@ -186,6 +186,20 @@ def _parse_label(raw: str, task: Task, label_ids: dict):
     return score, None
 
 
+def read_tsv_lines(path: str) -> list[str]:
+    """A TSV's lines, line n at index n - 1: UTF-8 (a byte-order mark skipped), no CSV quoting, rows ending at LF
+    (a CRLF's CR is left on the line; a stray CR inside a sentence does not end its row) or, in a file without
+    any LF (classic Mac), at CR. FileNotFoundError / ValueError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
+    return text.split("\r" if "\r" in text and "\n" not in text else "\n")
+
+
 def read_examples(path: str, task: Task, max_examples: int | None = None, strict: bool = True,
                   allow_unlabelled: bool = False) -> list[Example]:
     """Rows of one TSV as Examples (label index for classification, float score for regression).
@@ -203,16 +217,7 @@ def read_examples(path: str, task: Task, max_examples: int | None = None, strict
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"{path}: max_examples {max_examples} must be >= 1")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        # split on '\n' only: no CSV quoting, and a stray '\r' inside a sentence does not end the row
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            text = f.read()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 (byte offset {e.start})") from None
-    # a file with CR line ends only (classic Mac) has no LF at all: its rows end at each CR
-    lines = text.split("\r" if "\r" in text and "\n" not in text else "\n")
+    lines = read_tsv_lines(path)
     header = lines[0].rstrip("\r").split("\t")
     if not lines[0].strip():
         raise ValueError(f"{path}: empty file (expected a header with {task.text_a}, {task.text_b}, {task.label_col})")

@@ -21,15 +21,15 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
+from cls_data import read_tsv_lines  # noqa: E402
 from train_utils import fail  # noqa: E402
 
 
 def read_rows(path: str) -> list[list[str]]:
-    """The TSV's lines split on tabs, header included (line n is rows[n - 1]); no CSV quoting, and rows end at LF
-    only (a stray CR inside a sentence stays in it), as cls_data reads them: the line numbers are the guids'."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        text = f.read()
-    return [line.rstrip("\r").split("\t") for line in text.split("\n")[:-1 if text.endswith("\n") else None]]
+    """The TSV's lines split on tabs, header included (line n is rows[n - 1]), read as cls_data reads them for
+    eval_classifier: the line numbers are the guids'."""
+    lines = read_tsv_lines(path)
+    return [line.rstrip("\r").split("\t") for line in (lines[:-1] if lines[-1] == "" else lines)]
 
 
 def by_genre(predictions: str, data_dir: str) -> dict:
