@@ -34,7 +34,7 @@ import torch
 
 from fileio import atomic_write
 from models.checkpoint import checkpoint_folder, checkpoint_label_names, write_tokenizer_vocab
-from models.config import ARCH_FIELDS, read_json_object
+from models.config import arch_differences, read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              read_state_dict, save_checkpoint, to_release_state_dict)
@@ -126,7 +126,7 @@ def resolve_config(input_path: str, config_file: str | None) -> BertConfig:
         flag_config = BertConfig.from_json_file(config_file)
         if config is None:
             return flag_config
-        differ = [f for f in ARCH_FIELDS if getattr(config, f) != getattr(flag_config, f)]
+        differ = arch_differences(config, flag_config)
         if differ:
             raise ValueError(f"--config_file {config_file} disagrees with the config stored in {input_path} on "
                              f"{', '.join(differ)}")

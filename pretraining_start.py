@@ -17,7 +17,7 @@ import os
 import torch
 
 from fileio import resolve_checkpoint_dir
-from models.config import ARCH_FIELDS
+from models.config import arch_differences
 from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 from pretraining_data import vocab_sha256
 from train_utils import check_output_dir_path, check_training_args
@@ -123,7 +123,7 @@ def model_config(config_file: str | None, ckpt_dir: str | None, source: str | No
     config.do_lower_case = bool(shard_meta.get("do_lower_case", False))
     config.morph_analyzer = shard_morph
     if source != RESUME and config_file and stored is not None:  # --init_checkpoint with a config of its own
-        differ = [f for f in ARCH_FIELDS if getattr(config, f) != getattr(stored, f)]
+        differ = arch_differences(config, stored)
         if differ:
             raise ValueError(f"--config_file {config_file} disagrees with the config stored with {ckpt_dir} on "
                              f"{', '.join(differ)}: its weights would compute another function")

@@ -338,7 +338,7 @@ def resolve_config_and_vocab(args):
     --config_file and --vocab_file) behave as before.
     """
     from models.checkpoint import write_tokenizer_vocab
-    from models.config import ARCH_FIELDS, read_json_object
+    from models.config import arch_differences, read_json_object
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 
     ckpt = getattr(args, "checkpoint", None)
@@ -359,23 +359,23 @@ def resolve_config_and_vocab(args):
             fail(f"--checkpoint {ckpt}: {e}")
     if config is None:
         fail("no model config: pass --config_file (the checkpoint does not carry a config.json)")
+    own = None  # the checkpoint's own config, to hold a --config_file given beside it to
     if args.config_file and ckpt:
-        # a model pretrained on morpheme-split text must be fed morpheme-split text, whichever config is passed
-        try:
+        with contextlib.suppress(ValueError, OSError):  # unreadable: nothing to compare, the flag's config serves
             own = checkpoint_config(ckpt)
-        except (ValueError, OSError):
-            own = None  # a config.json this code cannot read: nothing to compare, the flag's config serves as before
-        differ = [f for f in ARCH_FIELDS if own is not None and getattr(own, f) != getattr(config, f)]
+    if own is not None:
+        differ = arch_differences(own, config)
         if differ:  # heads or eps differ without any shape error: the weights would compute another function
             fail(f"--config_file {args.config_file} disagrees with the config stored with --checkpoint {ckpt} on "
                  f"{', '.join(differ)}; fix the config or drop --config_file (the checkpoint carries its own)")
-        if own is not None and own.morph_analyzer != config.morph_analyzer:
+        # a model pretrained on morpheme-split text must be fed morpheme-split text, whichever config is passed
+        if own.morph_analyzer != config.morph_analyzer:
             fail(f"--config_file {args.config_file} says morph_analyzer={config.morph_analyzer!r}, but --checkpoint "
                  f"{ckpt} was trained on text split with morph_analyzer={own.morph_analyzer!r}; fix the config or "
                  "drop --config_file (the checkpoint carries its own)")
         # casing likewise, where both say: a config without the key (the release's) leaves it to the checkpoint,
         # and a checkpoint config without it (the release's, or transformers') reads as cased and is not compared
-        if own is not None and own.do_lower_case and not config.do_lower_case:
+        if own.do_lower_case and not config.do_lower_case:
             if "do_lower_case" in read_json_object(args.config_file):
                 fail(f"--config_file {args.config_file} says do_lower_case=false, but --checkpoint {ckpt} was "
                      "trained on lower-cased text; fix the config or drop --config_file (the checkpoint carries "

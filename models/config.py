@@ -43,6 +43,12 @@ _HF_HARMLESS = frozenset({
 # on them (the tokenizer fields and dropout may differ between a checkpoint's config and one given beside it)
 ARCH_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
+
+
+def arch_differences(a, b) -> list[str]:
+    """The ARCH_FIELDS on which configs a and b differ (none: the same weights compute the same function)."""
+    return [f for f in ARCH_FIELDS if getattr(a, f) != getattr(b, f)]
+
 _GELU_NAMES = ("gelu", "gelu_python")  # both are the exact erf form; gelu_new/gelu_fast are tanh approximations
 
 
