@@ -17,7 +17,9 @@ from __future__ import annotations
 import functools
 import re
 
-from qa_data import nfc_with_spans
+import numpy as np
+
+from qa_data import nfc_with_spans, original_offsets
 
 ANALYZERS = ("kiwi",)
 INSTALL_HINT = {"kiwi": "pip install kiwipiepy"}
@@ -32,14 +34,6 @@ _UNIT_SYMBOL = re.compile(r"[%‰℃℉°\u3380-\u33ff]")
 
 def _unit_symbols_as_nouns(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), "NNB") for m in _UNIT_SYMBOL.finditer(text)]
-
-
-def _original_span(spans, start: int, end: int) -> tuple[int, int]:
-    """[start, end) in an NFC text -> in the text it was made from (spans: nfc_with_spans'; None: the same text)."""
-    if spans is None:
-        return start, end
-    s = int(spans[start, 0]) if start < len(spans) else int(spans[-1, 1])
-    return s, (int(spans[end - 1, 1]) if end > start else s)
 
 
 class KiwiAnalyzer:
@@ -76,7 +70,8 @@ class KiwiAnalyzer:
         todo = [i for i, (t, _) in enumerate(composed) if t.strip()]
         pretokenized = _unit_symbols_as_nouns if units_as_nouns else None
         for i, toks in zip(todo, self._kiwi.tokenize((composed[i][0] for i in todo), pretokenized=pretokenized)):
-            out[i] = [_original_span(composed[i][1], t.start, t.start + t.len) + (t.tag,) for t in toks]
+            offsets = np.array([(t.start, t.start + t.len) for t in toks], dtype=np.int64).reshape(-1, 2)
+            out[i] = [(int(a), int(b), t.tag) for (a, b), t in zip(original_offsets(offsets, composed[i][1]), toks)]
         return out
 
     def boundaries(self, text: str) -> list[int]:

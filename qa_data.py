@@ -258,12 +258,14 @@ def nfc_with_spans(text: str) -> tuple[str, np.ndarray | None]:
 
 
 def original_offsets(offsets: np.ndarray, spans: np.ndarray | None) -> np.ndarray:
-    """[T, 2] character offsets into the NFC text -> into the text it was made from (spans: nfc_with_spans')."""
+    """[T, 2] character offsets into the NFC text -> into the text it was made from (spans: nfc_with_spans').
+    An empty span (a zero-width morpheme; never a token) maps to a point, at the text's end if it starts there."""
     if spans is None or len(offsets) == 0:
         return offsets
-    start, end = offsets[:, 0], offsets[:, 1]
-    last = np.maximum(end - 1, start)  # the token's last character (a token is never empty)
-    return np.stack([spans[start, 0], spans[last, 1]], axis=1).astype(np.int32)
+    start, end, n = offsets[:, 0], offsets[:, 1], len(spans)
+    first = np.where(start < n, spans[np.minimum(start, n - 1), 0], spans[-1, 1])
+    last = np.where(end > start, spans[np.clip(end - 1, 0, n - 1), 1], first)  # the span's last character's end
+    return np.stack([first, last], axis=1).astype(np.int32)
 
 
 def convert_examples_to_features(examples, tokenizer, special_ids: dict, max_seq_length: int, doc_stride: int,
