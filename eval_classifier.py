@@ -198,9 +198,10 @@ def main(argv=None):
     results = {**cls_data.json_safe(metrics), "task_name": task.name, "eval_file": path, "examples": len(feats),
                "checkpoint": args.checkpoint, "max_seq_length": max_seq_length, "pair_orders": pair_orders,
                "labels": list(task.labels) if task.labels else None, "metric_scale": "x100"}
-    for k, v in metrics.items() if scored else ():
-        print(f"{task.name} {os.path.basename(path)} {k}: {v:.2f}")
-    if not scored:
+    if scored:
+        for k, v in metrics.items():
+            print(f"{task.name} {os.path.basename(path)} {k}: {v:.2f}")
+    else:
         print(f"{task.name} {os.path.basename(path)}: no '{task.label_col}' column, predicted and not scored")
     if out_files:
         in_file_order = np.empty_like(logits)

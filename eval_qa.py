@@ -6,16 +6,16 @@
 
 A checkpoint written by run_qa.py carries its config and vocab, so --checkpoint alone is enough; the QA head is
 loaded strictly (a pretrained-only encoder would be scored with a random head). --max_seq_length, --doc_stride and
---max_query_length default to those it was fine-tuned with (its qa_train.json), else 512, 128 and 64. Writes predictions.json
-({id: answer}), nbest_predictions.json ({id: [{text, probability, start_logit, end_logit}, ...]}) and
-eval_results.json to --output_dir (default runs/korquad-eval-<time>); an existing result there is never replaced.
---answer_postprocess morph trims each answer with the Korean morphological analyser (kiwipiepy), e.g. dropping a
-trailing particle, and reports the metrics both without and with it (predictions_morph.json). The last printed line
-is always {"exact_match": .., "f1": ..} (after post-processing, when it is on). A file without any gold answers (a
-test set) is predicted and not scored: both are null, exit 0; one where only some questions lack answers is an
-error after its predictions are written. --max_eval_examples N keeps the
-file's first N questions, also with --score_only (so predictions made with it are scored on those alone). Runs
-under torchrun too: every rank scores a shard of the windows, rank 0 writes.
+--max_query_length default to those it was fine-tuned with (its qa_train.json), else 512, 128 and 64. Writes
+predictions.json ({id: answer}), nbest_predictions.json ({id: [{text, probability, start_logit, end_logit}, ...]})
+and eval_results.json to --output_dir (default runs/korquad-eval-<time>); an existing result there is never
+replaced. --answer_postprocess morph trims each answer with the Korean morphological analyser (kiwipiepy), e.g.
+dropping a trailing particle, and reports the metrics both without and with it (predictions_morph.json). The last
+printed line is always {"exact_match": .., "f1": ..} (after post-processing, when it is on). A file without any gold
+answers (a test set) is predicted and not scored: both are null, exit 0; one where only some questions lack answers
+is an error after its predictions are written. --max_eval_examples N keeps the file's first N questions, also with
+--score_only (so predictions made with it are scored on those alone). Runs under torchrun too: every rank scores a
+shard of the windows, rank 0 writes.
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 import batching
 import qa_data
 import train_utils as tu
-from fileio import atomic_write_json, JsonlLogger, plot_jsonl, umask
+from fileio import JsonlLogger, atomic_write_json, plot_jsonl, umask
 from eval_qa import check_labelled, load_qa_features, predict_logits, score, write_predictions
 from models.modeling import BertForQuestionAnswering, save_checkpoint
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
