@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from qa_data import nfc_with_spans, original_offsets
+from tokenization import nfc_with_spans, original_offsets
 
 ANALYZERS = ("kiwi",)
 INSTALL_HINT = {"kiwi": "pip install kiwipiepy"}

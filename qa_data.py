@@ -16,12 +16,12 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import unicodedata
 import zipfile
 from dataclasses import dataclass, fields
 
 import numpy as np
 
+import tokenization
 from fileio import atomic_write, file_sha256
 
 # Bump when the feature layout or the windowing/labelling logic changes, so stale caches are not reused.
@@ -238,36 +238,6 @@ def _best_window(n_tokens: int, spans) -> np.ndarray:
     return best
 
 
-def nfc_with_spans(text: str) -> tuple[str, np.ndarray | None]:
-    """(text in NFC, for each of its characters the (start, end) it came from in text); None for text already
-    in NFC. Characters that compose (a jamo sequence into a syllable, a letter and its accent) become one span."""
-    if unicodedata.is_normalized("NFC", text):
-        return text, None
-    pieces, spans, start = [], [], 0
-    for i in range(1, len(text) + 1):
-        # text[i] joins the open piece if it is a combining mark (a later one may still compose with the base,
-        # past marks it reorders over) or if composing them differs from composing each alone (Hangul jamo)
-        if i < len(text) and (unicodedata.combining(text[i]) or unicodedata.normalize("NFC", text[start:i + 1]) !=
-                              unicodedata.normalize("NFC", text[start:i]) + unicodedata.normalize("NFC", text[i])):
-            continue
-        piece = unicodedata.normalize("NFC", text[start:i])
-        pieces.append(piece)
-        spans += [(start, i)] * len(piece)
-        start = i
-    return "".join(pieces), np.asarray(spans, dtype=np.int32).reshape(-1, 2)
-
-
-def original_offsets(offsets: np.ndarray, spans: np.ndarray | None) -> np.ndarray:
-    """[T, 2] character offsets into the NFC text -> into the text it was made from (spans: nfc_with_spans').
-    An empty span (a zero-width morpheme; never a token) maps to a point, at the text's end if it starts there."""
-    if spans is None or len(offsets) == 0:
-        return offsets
-    start, end, n = offsets[:, 0], offsets[:, 1], len(spans)
-    first = np.where(start < n, spans[np.minimum(start, n - 1), 0], spans[-1, 1])
-    last = np.where(end > start, spans[np.clip(end - 1, 0, n - 1), 1], first)  # the span's last character's end
-    return np.stack([first, last], axis=1).astype(np.int32)
-
-
 def convert_examples_to_features(examples, tokenizer, special_ids: dict, max_seq_length: int, doc_stride: int,
                                  max_query_length: int, is_training: bool) -> tuple[QAFeatures, int]:
     """(features, n_unmappable). `tokenizer` is a `tokenizers.Tokenizer` adding no special tokens.
@@ -279,10 +249,10 @@ def convert_examples_to_features(examples, tokenizer, special_ids: dict, max_seq
     ctx_index = {c: i for i, c in enumerate(contexts)}
     # tokenised in NFC, offsets mapped back: `tokenizers` gives offsets that stop inside a syllable for decomposed
     # (NFD) Hangul, e.g. text saved on macOS, which would cut answers short
-    composed = [nfc_with_spans(c) for c in contexts]
+    composed = [tokenization.nfc_with_spans(c) for c in contexts]
     ctx_enc = tokenizer.encode_batch([nfc for nfc, _ in composed], add_special_tokens=False)
     ctx_ids = [np.asarray(e.ids, dtype=np.int32) for e in ctx_enc]
-    ctx_offs = [original_offsets(np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2), spans)
+    ctx_offs = [tokenization.original_offsets(np.asarray(e.offsets, dtype=np.int32).reshape(-1, 2), spans)
                 for e, (_, spans) in zip(ctx_enc, composed)]
     q_enc = tokenizer.encode_batch([ex.question for ex in examples], add_special_tokens=False)
 
@@ -347,7 +317,6 @@ def feature_cache_key(data_file, vocab_file, do_lower_case, morph_analyzer, max_
     morphological analyser its wrapper's code and the analyser's versions (its cuts move WordPiece boundaries)."""
     import tokenizers
 
-    import tokenization
     parts = {
         "version": FEATURES_VERSION, "data": file_sha256(data_file), "vocab": file_sha256(vocab_file),
         "do_lower_case": bool(do_lower_case), "morph_analyzer": morph_analyzer,
@@ -406,9 +375,9 @@ def load_or_build_features(examples, data_file, vocab_file, do_lower_case, morph
         hit = load_features(path, key) if os.path.exists(path) else None
         if hit is not None:
             return hit[0], hit[1], path, True
-    from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
-    tokenizer = build_fast_tokenizer(vocab_file, do_lower_case=do_lower_case, morph_analyzer=morph_analyzer)
-    special = special_token_ids(load_vocab(vocab_file))
+    tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=do_lower_case,
+                                                  morph_analyzer=morph_analyzer)
+    special = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
     feats, unmappable = convert_examples_to_features(examples, tokenizer, special, max_seq_length, doc_stride,
                                                      max_query_length, is_training)
     if path and write_cache:

@@ -21,7 +21,7 @@ keeps accented Latin letters (café), whose ids would change: so it stays off, o
 Known limitation of the fast path: tokenizers aligns a character composed by NFC with only the first character
 it came from, so on decomposed (NFD) input an offset end can stop inside the last syllable's jamo. Starts are
 exact, and on NFC input (nearly all real text) so are ends. qa_data, the one user of the offsets, tokenises
-contexts in NFC and maps the offsets back (qa_data.nfc_with_spans).
+contexts in NFC and maps the offsets back (nfc_with_spans, original_offsets below).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import json
 import os
 import unicodedata
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from fileio import atomic_write, atomic_write_text
@@ -90,6 +91,36 @@ def normalize_text(text: str, do_lower_case: bool = False) -> str:
         text = text.lower() if "Σ" not in text else "".join(c.lower() for c in text)
     # NFC last, so removing a control character between a jamo and its vowel still yields a composed syllable
     return unicodedata.normalize("NFC", text)
+
+
+def nfc_with_spans(text: str) -> tuple[str, np.ndarray | None]:
+    """(text in NFC, for each of its characters the (start, end) it came from in text); None for text already
+    in NFC. Characters that compose (a jamo sequence into a syllable, a letter and its accent) become one span."""
+    if unicodedata.is_normalized("NFC", text):
+        return text, None
+    pieces, spans, start = [], [], 0
+    for i in range(1, len(text) + 1):
+        # text[i] joins the open piece if it is a combining mark (a later one may still compose with the base,
+        # past marks it reorders over) or if composing them differs from composing each alone (Hangul jamo)
+        if i < len(text) and (unicodedata.combining(text[i]) or unicodedata.normalize("NFC", text[start:i + 1]) !=
+                              unicodedata.normalize("NFC", text[start:i]) + unicodedata.normalize("NFC", text[i])):
+            continue
+        piece = unicodedata.normalize("NFC", text[start:i])
+        pieces.append(piece)
+        spans += [(start, i)] * len(piece)
+        start = i
+    return "".join(pieces), np.asarray(spans, dtype=np.int32).reshape(-1, 2)
+
+
+def original_offsets(offsets: np.ndarray, spans: np.ndarray | None) -> np.ndarray:
+    """[T, 2] character offsets into the NFC text -> into the text it was made from (spans: nfc_with_spans').
+    An empty span (a zero-width morpheme; never a token) maps to a point, at the text's end if it starts there."""
+    if spans is None or len(offsets) == 0:
+        return offsets
+    start, end, n = offsets[:, 0], offsets[:, 1], len(spans)
+    first = np.where(start < n, spans[np.minimum(start, n - 1), 0], spans[-1, 1])
+    last = np.where(end > start, spans[np.clip(end - 1, 0, n - 1), 1], first)  # the span's last character's end
+    return np.stack([first, last], axis=1).astype(np.int32)
 
 
 def split_words(normalized: str) -> list[str]:

@@ -397,7 +397,7 @@ def test_nfc_spans_tile_the_text_and_compose_it_whole(text):
     """The NFC form comes back whole (a mark that composes past another one included), and each of its characters
     maps to the stretch of the original it came from, in order, without gaps."""
     import unicodedata
-    from qa_data import nfc_with_spans
+    from tokenization import nfc_with_spans
     nfc, spans = nfc_with_spans(text)
     assert nfc == unicodedata.normalize("NFC", text)
     if spans is None:
