@@ -36,6 +36,15 @@ def _unit_symbols_as_nouns(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), "NNB") for m in _UNIT_SYMBOL.finditer(text)]
 
 
+def _original_morphemes(tokens, spans) -> list[tuple[int, int, str]]:
+    """kiwi's tokens of an NFC text as (start, end, tag) in the text it was made from (spans: nfc_with_spans';
+    None, as for nearly all text: the same text, no mapping)."""
+    if spans is None:
+        return [(t.start, t.start + t.len, t.tag) for t in tokens]
+    offsets = np.array([(t.start, t.start + t.len) for t in tokens], dtype=np.int64).reshape(-1, 2)
+    return [(int(a), int(b), t.tag) for (a, b), t in zip(original_offsets(offsets, spans), tokens)]
+
+
 class KiwiAnalyzer:
     """Thin wrapper so the rest of the code sees (start, end, tag) spans over the original string."""
 
@@ -55,7 +64,9 @@ class KiwiAnalyzer:
         Spans index the original string. Contracted forms share characters (열린 = 열리 + ㄴ), so spans
         may overlap; callers that need a partition should use `boundaries`.
         """
-        return self.morphemes_batch([text])[0]
+        composed, spans = nfc_with_spans(text)  # see morphemes_batch
+        # one text: kiwi's plain call (its batch call sets up a pipeline, several times slower for one word)
+        return _original_morphemes(self._kiwi.tokenize(composed), spans) if composed.strip() else []
 
     def morphemes_batch(self, texts, units_as_nouns: bool = False) -> list[list[tuple[int, int, str]]]:
         """`morphemes` for many texts at once (kiwi pipelines a batch, which is several times faster).
@@ -70,8 +81,7 @@ class KiwiAnalyzer:
         todo = [i for i, (t, _) in enumerate(composed) if t.strip()]
         pretokenized = _unit_symbols_as_nouns if units_as_nouns else None
         for i, toks in zip(todo, self._kiwi.tokenize((composed[i][0] for i in todo), pretokenized=pretokenized)):
-            offsets = np.array([(t.start, t.start + t.len) for t in toks], dtype=np.int64).reshape(-1, 2)
-            out[i] = [(int(a), int(b), t.tag) for (a, b), t in zip(original_offsets(offsets, composed[i][1]), toks)]
+            out[i] = _original_morphemes(toks, composed[i][1])
         return out
 
     def boundaries(self, text: str) -> list[int]:
