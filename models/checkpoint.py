@@ -86,30 +86,35 @@ def to_release_state_dict(sd: dict) -> dict:
 # checkpoint files
 
 SHARD_INDEX = "model.safetensors.index.json"  # Hugging Face's name for a checkpoint split into several files
+# the indexes transformers writes for a split checkpoint, with the kind of file each lists (.bin: save_pretrained
+# with safe_serialization=False, and older versions)
+SHARD_INDEXES = {SHARD_INDEX: ".safetensors", "pytorch_model.bin.index.json": ".bin"}
 
 
 def weights_files(path: str) -> tuple[list[str], str | None]:
     """(the file(s) holding a checkpoint's tensors, the shard index or None): path itself, or in a directory its
-    model.safetensors, its pytorch_model.bin, or every shard its model.safetensors.index.json lists."""
+    model.safetensors, its pytorch_model.bin, or every shard a shard index (SHARD_INDEXES) lists; a shard index
+    may also be named itself."""
     if os.path.isdir(path):
-        for name in ("model.safetensors", "pytorch_model.bin"):
+        for name in ("model.safetensors", "pytorch_model.bin", *SHARD_INDEXES):
             if os.path.isfile(os.path.join(path, name)):
-                return [os.path.join(path, name)], None
-        index = os.path.join(path, SHARD_INDEX)
-        if os.path.isfile(index):
-            return _shard_files(index), index
-        raise FileNotFoundError(f"{path}: no model.safetensors, pytorch_model.bin or {SHARD_INDEX} in this directory")
+                return weights_files(os.path.join(path, name))
+        raise FileNotFoundError(f"{path}: no model.safetensors, pytorch_model.bin or shard index "
+                                f"({' or '.join(SHARD_INDEXES)}) in this directory")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file or directory")
+    if os.path.basename(path) in SHARD_INDEXES:
+        return _shard_files(path), path
     return [path], None
 
 
 def _shard_files(index: str) -> list[str]:
+    suffix = SHARD_INDEXES[os.path.basename(index)]
     weight_map = read_json_object(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map or not all(
-            isinstance(f, str) and f == os.path.basename(f) and f.endswith(".safetensors")
+            isinstance(f, str) and f == os.path.basename(f) and f.endswith(suffix)
             for f in weight_map.values()):
-        raise ValueError(f"{index}: weight_map must map tensor names to .safetensors files in its own folder")
+        raise ValueError(f"{index}: weight_map must map tensor names to {suffix} files in its own folder")
     files = [os.path.join(os.path.dirname(index), f) for f in dict.fromkeys(weight_map.values())]
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
@@ -284,7 +289,10 @@ def checkpoint_config(path: str) -> BertConfig | None:
     """The config stored with a checkpoint (our/HF dir, or our .safetensors metadata); None for a bare .bin.
 
     A Hugging Face directory keeps do_lower_case in tokenizer_config.json, not config.json: it is read from there.
+    A shard index stands for its folder.
     """
+    if os.path.basename(path) in SHARD_INDEXES and os.path.isfile(path):
+        path = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         cfg = os.path.join(path, "config.json")
         if not os.path.isfile(cfg):

@@ -72,6 +72,44 @@ def test_hf_masked_lm_converts_with_fresh_pooler_and_sop(tmp_path, capsys):
     assert "missing 1 [cls.predictions.transform.dense.bias]" in capsys.readouterr().err
 
 
+def test_hf_dir_sharded_as_bin_files(tmp_path, capsys):
+    """A checkpoint split into pickled shards (pytorch_model.bin.index.json: transformers 4 with
+    safe_serialization=False, and older) loads as transformers loads it, by its folder or by its index; a shard
+    the index names that is missing, or a .safetensors shard under a .bin index, is one line naming the index."""
+    import json
+    from safetensors.torch import load_file
+    from models.modeling import BertForQuestionAnswering
+    hf, st_dir = hf_saved(tmp_path, "BertForQuestionAnswering", "st")
+    sd = load_file(os.path.join(st_dir, "model.safetensors"))
+    path = tmp_path / "bin"
+    os.makedirs(path)
+    shutil.copy(os.path.join(st_dir, "config.json"), path / "config.json")
+    keys, weight_map = sorted(sd), {}
+    for i, part in enumerate((keys[:len(keys) // 2], keys[len(keys) // 2:])):
+        name = f"pytorch_model-{i + 1:05d}-of-00002.bin"
+        torch.save({k: sd[k] for k in part}, path / name)
+        weight_map.update(dict.fromkeys(part, name))
+    index = path / "pytorch_model.bin.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    oracle = transformers.BertForQuestionAnswering.from_pretrained(str(path)).eval()
+    ids, types, mask = tiny_batch()
+    with torch.no_grad():
+        ref = oracle(input_ids=ids, token_type_ids=types, attention_mask=mask).start_logits
+        torch.testing.assert_close(ref, hf(input_ids=ids, token_type_ids=types, attention_mask=mask).start_logits)
+    for given in (path, index):
+        ours = load_checkpoint(BertForQuestionAnswering(checkpoint_config(str(given))), str(given)).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(ours(ids, types, mask)["start_logits"], ref, atol=1e-5, rtol=0)
+    convert_checkpoint.main(["--input", str(path), "--output", str(tmp_path / "ours"), "--to", "ours"])
+    assert "wrote BertForQuestionAnswering" in capsys.readouterr().out
+    os.remove(path / "pytorch_model-00002-of-00002.bin")
+    with pytest.raises(FileNotFoundError, match="pytorch_model.bin.index.json: lists pytorch_model-00002-of-00002.bin"):
+        load_checkpoint(BertForQuestionAnswering(checkpoint_config(str(path))), str(path))
+    index.write_text(json.dumps({"weight_map": dict.fromkeys(keys, "model.safetensors")}))
+    with pytest.raises(ValueError, match="weight_map must map tensor names to .bin files"):
+        load_checkpoint(BertForQuestionAnswering(checkpoint_config(str(path))), str(path))
+
+
 def test_hf_token_classification_is_refused(tmp_path, capsys):
     _, path = hf_saved(tmp_path, "BertForTokenClassification", "tok", num_labels=5)
     # by config.json's architectures, then by the weight names (a classifier with no pooler)
