@@ -31,11 +31,17 @@ SPM_MAX_SENTENCES = 5_000_000  # sentencepiece holds its input in memory; beyond
 
 
 def _check_corpus(files: list[str]) -> None:
+    """Every file must exist; an empty file is warned about where others have bytes (as create_pretraining_data
+    does), and refused when it is the whole corpus."""
     for path in files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"corpus file not found: {path}")
-        if os.path.getsize(path) == 0:
-            raise ValueError(f"corpus file {path} is empty")
+    empty = [p for p in files if os.path.getsize(p) == 0]
+    if len(empty) == len(files):
+        raise ValueError(f"corpus file {empty[0]} is empty" if len(empty) == 1
+                         else f"corpus files {', '.join(empty)} are all empty")
+    for path in empty:
+        print(f"warning: corpus file {path} is empty", file=sys.stderr, flush=True)
 
 
 def _iter_lines(files: list[str], counter: list[int]):

@@ -380,6 +380,13 @@ def test_build_vocab_bad_input(work, capsys):
                                           "--output", out])
     empty = _write(work / "empty.txt", "")
     assert "empty.txt is empty" in _cli_error(capsys, ["build-vocab", "--corpus", empty, "--output", out])
+    empty2 = _write(work / "empty2.txt", "")
+    assert "empty.txt, " in _cli_error(capsys, ["build-vocab", "--corpus", empty, empty2, "--output", out])
+    # one empty file beside text is warned about and trained without, as create_pretraining_data does
+    V.main(["build-vocab", "--corpus", empty, good, "--vocab_size", "50", "--output",
+                        str(work / "with_empty.txt")])
+    assert "warning: corpus file " + empty + " is empty" in capsys.readouterr().err
+    assert (work / "with_empty.txt").read_text(encoding="utf-8").startswith("[PAD]\n")
     blank = _write(work / "blank.txt", "\n  \n\r\n")
     assert "blank.txt has no text" in _cli_error(capsys, ["build-vocab", "--corpus", blank, "--output", out])
     bad = _write(work / "latin1.txt", "첫줄\n".encode() + "caf\xe9\n".encode("latin-1"), "wb")
