@@ -280,7 +280,7 @@ def main(argv=None):
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % args.logging_steps == 0 or step == total_steps:
-                window_mean = tu.mean_over_ranks(log_loss, log_rows, rt)  # every rank joins the all-reduce
+                window_mean = tu.finite_loss(tu.mean_over_ranks(log_loss, log_rows, rt), step)  # all ranks join
                 log_loss, log_rows = 0.0, 0
                 if rt.is_main:
                     row = {"step": step, "epoch": round(epoch - 1 + i / len(loader), 4), "loss": window_mean,
@@ -292,7 +292,9 @@ def main(argv=None):
                 break
         bar.close()
 
-        epoch_row = {"epoch": epoch, "step": step, "train_loss": tu.mean_over_ranks(loss_sum, loss_rows, rt)}
+        # checked before this epoch's checkpoints: a NaN between two log lines stops the run here
+        epoch_row = {"epoch": epoch, "step": step,
+                     "train_loss": tu.finite_loss(tu.mean_over_ranks(loss_sum, loss_rows, rt), step)}
         meta = {"epoch": epoch, "step": step, "max_seq_length": args.max_seq_length, "doc_stride": args.doc_stride,
                 "max_query_length": args.max_query_length, "train_file": args.train_file}
         ckpt_dir = save_dir_atomically(raw_model, args.output_dir, f"epoch-{epoch}", vocab_file, meta) \

@@ -250,6 +250,16 @@ def mean_over_ranks(total, count: int, rt) -> float:
     return (t[0] / t[1].clamp(min=1)).item()
 
 
+def finite_loss(loss: float, step: int) -> float:
+    """The fine-tuning loss, or a one-line stop once it is inf/NaN: a diverged run must not go on to save NaN weights
+    as its best or final checkpoint. Every rank gets the same mean_over_ranks value, so all stop together."""
+    if not math.isfinite(loss):
+        print(file=sys.stderr)  # off the progress bar's line
+        fail(f"training loss is {loss} at step {step}; lower --learning_rate (or use --amp bf16 instead of fp16); "
+             "checkpoints saved before this step are kept")
+    return loss
+
+
 def ignore_stop_signals(worker_id=None):
     """DataLoader worker_init_fn for a run that saves on SIGINT/SIGTERM: a Ctrl-C or a scheduler's SIGTERM reaches
     the whole process group, and the workers must outlive the step that is finishing for the checkpoint. The main

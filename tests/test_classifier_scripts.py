@@ -453,3 +453,14 @@ def test_hf_label_names_decide_which_head_row_is_which(cls_env, tmp_path, capsys
     assert sum(agree) >= 0.95 * len(agree)  # float16 weights: a near tie may flip
     save_checkpoint(model, str(tmp_path / "c"), vocab_file=cls_env["vocab"], layout="hf", labels=["yes", "no", "maybe"])
     expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "c", "kornli"), "id2label names yes, no, maybe")
+
+
+@pytest.mark.parametrize("logging_steps", ["1", "1000"])
+def test_a_diverged_run_stops_before_saving_nan_weights(cls_env, tmp_path, capsys, logging_steps):
+    """The loss turning NaN (lr 1e30) stops the run with one line at the log step that sees it or, with no log step
+    in the epoch, at the epoch's end, before dev picks a best checkpoint of NaN weights."""
+    out = tmp_path / "r"
+    expect_fail(capsys, run_classifier.main, train_argv(cls_env, out, "--do_eval", "--learning_rate", "1e30",
+                                                        "--logging_steps", logging_steps, epochs=2),
+                "training loss is ")
+    assert out.is_dir() and not any(p.name == "best" for p in out.rglob("*"))

@@ -358,3 +358,14 @@ def test_training_batches_are_cut_to_their_longest_window_in_the_loader():
         assert all(x.is_contiguous() and x.dtype == y.dtype for x, y in zip((i, t, m), (data.tensors[:3])))
         assert torch.equal(i, data.tensors[0][3 * k:3 * k + 3, :i.shape[1]]) and m.sum() == mask[3 * k:3 * k + 3].sum()
         assert s.tolist() == [3 * k, 3 * k + 1, 3 * k + 2] and e.tolist() == [3 * k + 1, 3 * k + 2, 3 * k + 3]
+
+
+@pytest.mark.parametrize("logging_steps", ["1", "1000"])
+def test_a_diverged_run_stops_before_saving_nan_weights(qa_env, tmp_path, capsys, logging_steps):
+    """lr 1e30 makes the loss NaN within a few steps: the run stops with one line at the log step that sees it or,
+    with no log step in the epoch, at the epoch's end, before that epoch's checkpoints. It used to go on, save NaN
+    weights as epoch-1, best and final, and exit 0."""
+    out = tmp_path / "r"
+    expect_fail(capsys, run_qa.main, train_argv(qa_env, out, "--learning_rate", "1e30", "--num_train_epochs", "2",
+                                                "--logging_steps", logging_steps), "training loss is ")
+    assert out.is_dir() and not any((out / d).exists() for d in ("epoch-1", "best", "final"))
