@@ -347,7 +347,7 @@ def resolve_config_and_vocab(args):
     Explicit flags win over what the checkpoint carries, so the release's command lines (which always pass
     --config_file and --vocab_file) behave as before.
     """
-    from models.checkpoint import write_tokenizer_vocab
+    from models.checkpoint import checkpoint_casing, write_tokenizer_vocab
     from models.config import arch_differences, read_json_object
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 
@@ -421,8 +421,20 @@ def resolve_config_and_vocab(args):
             at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
             fail(f"--vocab_file {args.vocab_file} differs from the vocab.txt that --checkpoint {ckpt} carries (from "
                  f"line {at + 1}); drop --vocab_file (the checkpoint carries its own)")
-    if getattr(args, "do_lower_case", False):
-        config.do_lower_case = True
+    flag = getattr(args, "do_lower_case", None)
+    if flag is not None and flag != config.do_lower_case:
+        # lower-casing a cased model's input (or not lower-casing an uncased one's) gives other ids for every word
+        # with a capital, silently: the flag may only say what the checkpoint and config leave unsaid
+        stated = []
+        with contextlib.suppress(ValueError, OSError):  # unreadable: checked where it is read for the model
+            stated.append((f"--checkpoint {ckpt}", checkpoint_casing(ckpt) if ckpt else None))
+            stated.append((f"--config_file {args.config_file}",
+                           read_json_object(args.config_file).get("do_lower_case") if args.config_file else None))
+        for source, value in stated:
+            if isinstance(value, bool) and value != flag:
+                fail(f"--do_lower_case={flag} contradicts {source}, which says do_lower_case={value}; drop "
+                     "--do_lower_case (the model's own casing is used)")
+        config.do_lower_case = flag
     return config, vocab_file
 
 

@@ -285,14 +285,18 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
 _WARNED: set[str] = set()  # tokenizer configs already warned about in this process
 
 
+def _index_folder(path: str) -> str:
+    """A shard index stands for its folder (config, vocab, task files); any other path for itself."""
+    return os.path.dirname(os.path.abspath(path)) if os.path.basename(path) in SHARD_INDEXES and os.path.isfile(
+        path) else path
+
+
 def checkpoint_config(path: str) -> BertConfig | None:
     """The config stored with a checkpoint (our/HF dir, or our .safetensors metadata); None for a bare .bin.
 
     A Hugging Face directory keeps do_lower_case in tokenizer_config.json, not config.json: it is read from there.
-    A shard index stands for its folder.
     """
-    if os.path.basename(path) in SHARD_INDEXES and os.path.isfile(path):
-        path = os.path.dirname(os.path.abspath(path))
+    path = _index_folder(path)
     if os.path.isdir(path):
         cfg = os.path.join(path, "config.json")
         if not os.path.isfile(cfg):
@@ -323,6 +327,22 @@ def checkpoint_config(path: str) -> BertConfig | None:
             raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
         if "bert_config" in meta:
             return BertConfig.from_dict(json.loads(meta["bert_config"]), source=f"{path} (metadata)")
+    return None
+
+
+def checkpoint_casing(path: str) -> bool | None:
+    """do_lower_case as a checkpoint states it (ours always do; a Hugging Face directory in its tokenizer_config.json),
+    None where it says nothing (the release's files, a bare .bin): what checkpoint_config then reads as cased."""
+    path = _index_folder(path)
+    if os.path.isdir(path):
+        stated = [d["do_lower_case"] for d in (read_json_object(os.path.join(path, name))
+                                               for name in ("config.json", "tokenizer_config.json")
+                                               if os.path.isfile(os.path.join(path, name)))
+                  if isinstance(d.get("do_lower_case"), bool)]
+        return stated[0] if stated else None
+    if path.endswith(".safetensors") and os.path.isfile(path):
+        config = checkpoint_config(path)  # from the metadata, which our checkpoints write whole
+        return None if config is None else config.do_lower_case
     return None
 
 

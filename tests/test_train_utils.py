@@ -124,6 +124,45 @@ def test_config_file_and_vocab_file_must_agree_with_the_checkpoint(tmp_path, cap
     assert resolve(str(tmp_path / "lower.json"))[0].do_lower_case is True
 
 
+def test_do_lower_case_flag_may_not_contradict_the_model(tmp_path, capsys):
+    """--do_lower_case (either value) against a checkpoint or --config_file that states the other casing is refused:
+    it used to lower-case a cased model's input silently (other ids for every word with a capital; --do_lower_case
+    =False against an uncased model was ignored instead). Where nothing states casing (the release's files), the
+    flag decides, as the release's command lines need."""
+    import argparse
+    import json
+
+    import pytest
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        plain = dict(json.load(f), vocab_size=6)
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가"]) + "\n",
+                                        encoding="utf-8")
+    for name, cfg in (("cased", dict(plain, do_lower_case=False)), ("uncased", dict(plain, do_lower_case=True)),
+                      ("silent", plain)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+        (tmp_path / f"{name}.json").write_text(json.dumps(cfg), encoding="utf-8")
+
+    def resolve(flag, checkpoint=None, config_file=None):
+        return train_utils.resolve_config_and_vocab(argparse.Namespace(
+            checkpoint=checkpoint and str(tmp_path / checkpoint), config_file=config_file and str(
+                tmp_path / config_file), vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=flag))[0].do_lower_case
+    for flag, checkpoint, config_file, source in ((True, "cased", None, "--checkpoint"),
+                                                  (False, "uncased", None, "--checkpoint"),
+                                                  (True, "silent", "cased.json", "--config_file"),
+                                                  (True, None, "cased.json", "--config_file")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            resolve(flag, checkpoint, config_file)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1, err
+        assert f"--do_lower_case={flag} contradicts {source}" in err and f"do_lower_case={not flag}" in err, err
+    assert resolve(True, "uncased") is True and resolve(False, "cased") is False  # agreeing: fine
+    assert resolve(None, "uncased") is True and resolve(None, "cased") is False  # unsaid: the model's own
+    assert resolve(True, "silent") is True and resolve(True, None, "silent.json") is True  # the release's files
+    assert resolve(False, "silent", "silent.json") is False
+
+
 def test_every_script_takes_the_older_launchers_local_rank_spelling():
     """python -m torch.distributed.launch (torch >= 2.0) passes --local-rank=N, with a hyphen; torchrun passes
     LOCAL_RANK in the environment. Every script takes either spelling (the hyphen was refused)."""
