@@ -117,24 +117,13 @@ def predict_logits(model, feats, batch_size, rt, multiple: int = 1):
 
 def load_morph_analyzer():
     """The analyser for --answer_postprocess morph, loaded before any slow work so a missing package fails fast."""
-    if not hasattr(morphology, "trim_answer"):
-        raise ValueError("--answer_postprocess morph needs morphology.trim_answer, which morphology.py lacks")
     return morphology.load_analyzer("kiwi")  # MissingAnalyzerError names the pip install command
 
 
 def morph_trim(predictions: dict, spans: dict | None = None) -> dict:
-    """Each answer cut at morpheme boundaries by morphology.trim_answer (e.g. a trailing particle dropped).
-
-    spans: {qid: (context, char offset)} where known, so the analyser sees the answer's neighbouring words.
-    """
-    analyzer = load_morph_analyzer()
-    spans = spans or {}
-    out = {}
-    for qid, text in predictions.items():
-        context, start = spans.get(qid, (None, -1))
-        out[qid] = (morphology.trim_answer(text, analyzer, context=context, start=start) if start >= 0
-                    else morphology.trim_answer(text, analyzer))
-    return out
+    """Each answer cut at morpheme boundaries by morphology.trim_answer (e.g. a trailing particle dropped), in one
+    batch. spans: {qid: (context, char offset)} where known, so the analyser sees the answer's neighbouring words."""
+    return morphology.postprocess_predictions(predictions, load_morph_analyzer(), spans)
 
 
 def check_labelled(examples, dataset: str):
@@ -153,7 +142,7 @@ def score(examples, dataset: str, predictions: dict, source: str, answer_postpro
     if answer_postprocess == "none":
         return metrics, None
     contexts = {ex.qid: ex.context for ex in examples}
-    trimmed = morph_trim(predictions, {q: (contexts[q], s) for q, s in (answer_starts or {}).items()})
+    trimmed = morph_trim(predictions, {q: (contexts[q], s) for q, s in (answer_starts or {}).items() if s >= 0})
     return {**korquad_metric.evaluate(gold, trimmed, source), "answer_postprocess": answer_postprocess,
             "without_postprocess": metrics}, trimmed
 
@@ -189,7 +178,11 @@ def score_only(args) -> dict:
         later = {ex.qid for ex in examples[args.max_eval_examples:]}
         examples = examples[:args.max_eval_examples]
         predictions = {q: a for q, a in predictions.items() if q not in later}
-    metrics, _ = score(examples, args.predict_file, predictions, args.prediction_json, args.answer_postprocess)
+    # a predictions file has no positions: each answer is trimmed where it first occurs in its context, so the
+    # analyser sees neighbouring words as in a full evaluation (without any, some answers are tagged otherwise)
+    starts = {ex.qid: ex.context.find(predictions[ex.qid]) for ex in examples if predictions.get(ex.qid)}
+    metrics, _ = score(examples, args.predict_file, predictions, args.prediction_json, args.answer_postprocess,
+                       starts)
     report(metrics)
     return metrics
 

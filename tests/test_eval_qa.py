@@ -200,11 +200,11 @@ def test_score_only_partial_predictions_warn_and_count_zero(qa_env, tmp_path, ca
 def test_answer_postprocess_morph_reports_both(qa_env, tmp_path, capsys, monkeypatch):
     calls = []
 
-    def fake_trim(text, analyzer, context=None, start=None):
-        calls.append((text, analyzer))
-        return text[:-2] if text.endswith("에서") else text
+    def fake_trim(items, analyzer):  # one batch for all answers
+        calls.append((items, analyzer))
+        return [text[:-2] if text.endswith("에서") else text for text, _, _ in items]
 
-    monkeypatch.setattr(morphology, "trim_answer", fake_trim, raising=False)
+    monkeypatch.setattr(morphology, "trim_answers", fake_trim)
     monkeypatch.setattr(morphology, "load_analyzer", lambda name="kiwi": "fake-kiwi")
     gold, preds = particle_predictions(qa_env["eval"], tmp_path)
     result = eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(preds),
@@ -213,7 +213,14 @@ def test_answer_postprocess_morph_reports_both(qa_env, tmp_path, capsys, monkeyp
     assert json.loads(out[-1]) == {"exact_match": 100.0, "f1": 100.0}
     raw = result["without_postprocess"]
     assert raw["exact_match"] == 0.0 and 0 < raw["f1"] < 100 and json.dumps(raw) in "\n".join(out[:-1])
-    assert len(calls) == len(gold) and all(a == "fake-kiwi" for _, a in calls)
+    assert len(calls) == 1 and calls[0][1] == "fake-kiwi" and len(calls[0][0]) == len(gold)
+    # a predictions file has no positions: an answer found in its context goes with it, at its first occurrence
+    with_context = [(text, context, start) for text, context, start in calls[0][0] if context is not None]
+    assert all(context.find(text) == start >= 0 for text, context, start in with_context)
+    contexts = {qa["id"]: p["context"] for a in json.loads(open(qa_env["eval"], encoding="utf-8").read())["data"]
+                for p in a["paragraphs"] for qa in p["qas"]}
+    preds_read = json.loads(preds.read_text(encoding="utf-8"))
+    assert len(with_context) == sum(t in contexts[q] for q, t in preds_read.items()) > 0
 
 
 def test_answer_postprocess_morph_without_kiwipiepy(qa_env, tmp_path, capsys, monkeypatch):
