@@ -25,7 +25,6 @@ import tokenization
 from fileio import atomic_write, file_sha256
 
 # Bump when the feature layout or the windowing/labelling logic changes, so stale caches are not reused.
-FEATURES_VERSION = "korquad-features-v2"  # v2: NFD contexts offset in whole syllables
 
 
 # the windows' shape when neither a flag nor the checkpoint's qa_train.json gives it (the release's values)
@@ -313,12 +312,13 @@ def convert_examples_to_features(examples, tokenizer, special_ids: dict, max_seq
 
 def feature_cache_key(data_file, vocab_file, do_lower_case, morph_analyzer, max_seq_length, doc_stride,
                       max_query_length, is_training, max_examples) -> str:
-    """Hash of everything the features depend on, the tokenizer's code and library version included, and with a
-    morphological analyser its wrapper's code and the analyser's versions (its cuts move WordPiece boundaries)."""
+    """Hash of everything the features depend on: this module's code (an edited labelling or windowing rule must not
+    reuse old features), the tokenizer's code and library version, and with a morphological analyser its wrapper's
+    code and the analyser's versions (its cuts move WordPiece boundaries)."""
     import tokenizers
 
     parts = {
-        "version": FEATURES_VERSION, "data": file_sha256(data_file), "vocab": file_sha256(vocab_file),
+        "features_code": file_sha256(__file__), "data": file_sha256(data_file), "vocab": file_sha256(vocab_file),
         "do_lower_case": bool(do_lower_case), "morph_analyzer": morph_analyzer,
         "max_seq_length": max_seq_length, "doc_stride": doc_stride, "max_query_length": max_query_length,
         "is_training": bool(is_training), "max_examples": max_examples,

@@ -224,7 +224,7 @@ def test_split_by_article_is_disjoint_complete_and_deterministic(dev, tmp_path):
         split_by_article(one, 0.5)
 
 
-def test_cache_key_depends_on_every_input(tmp_path, vocab, dev):
+def test_cache_key_depends_on_every_input(tmp_path, vocab, dev, monkeypatch):
     other_data = write_json(tmp_path / "d.json", {"version": "KorQuAD_v1.0", "data": dev["data"][:1]})
     other_vocab = tmp_path / "v.txt"
     other_vocab.write_text(open(vocab, encoding="utf-8").read() + "추가토큰\n", encoding="utf-8")
@@ -237,6 +237,12 @@ def test_cache_key_depends_on_every_input(tmp_path, vocab, dev):
     assert key == feature_cache_key(**base)
     keys = {feature_cache_key(**{**base, name: value}) for name, value in changes.items()}
     assert len(keys) == len(changes) and key not in keys
+    # this module's own code: an edited windowing or labelling rule gives other features from the same inputs
+    import qa_data
+    edited = tmp_path / "qa_data.py"
+    edited.write_text(open(qa_data.__file__, encoding="utf-8").read() + "\n# a changed rule\n", encoding="utf-8")
+    monkeypatch.setattr(qa_data, "__file__", str(edited))
+    assert feature_cache_key(**base) not in keys | {key}
 
 
 def test_cache_key_tracks_the_morphological_analyser(tmp_path, vocab, monkeypatch):
