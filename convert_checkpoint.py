@@ -179,9 +179,6 @@ def convert(args):
             task = read_json_object(sidecars["task.json"]) if "task.json" in sidecars else {}
             # which head row is which label: run_classifier's task.json, else the input's own id2label names
             labels = (task.get("labels") or checkpoint_label_names(args.input)) if kind == "classifier" else None
-            if labels and args.to == "ours" and not task:
-                notes.append(f"the head's rows are labelled {', '.join(labels)} in {args.input}; our layout keeps "
-                             "no names: the evaluation scripts read them in the task's own label order")
             save_checkpoint(model, args.output, vocab_file=vocab, layout="hf" if args.to == "hf" else "ours",
                             max_shard_bytes=round(args.max_shard_mb * 2**20) if args.max_shard_mb else None,
                             dtype=DTYPES[args.dtype], labels=labels)

@@ -243,7 +243,8 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     model-0000i-of-0000n.safetensors files of at most this size and a model.safetensors.index.json naming each
     tensor's file (every loader here reads them, and so does transformers). dtype: floating-point tensors are
     stored in it (e.g. torch.float16, half the size; they load into an fp32 model as they are, rounded).
-    labels: a classifier's label names, row by row, for an hf config's id2label/label2id.
+    labels: a classifier's label names, row by row: config.json's id2label (and label2id in the hf layout), which
+    the evaluation scripts read to match head rows to a task's labels.
     """
     if layout not in ("ours", "hf"):
         raise ValueError(f"unknown checkpoint layout {layout!r}")
@@ -251,6 +252,8 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     if dtype is not None:
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     config = model.config.to_dict()
+    if labels and len(labels) == model.config.num_labels:
+        config["id2label"] = {str(i): name for i, name in enumerate(labels)}
     if layout == "hf":
         sd = to_hf_state_dict(sd)
         config = model.config.to_hf_dict([type(model).__name__], pad_token_id=_pad_id(vocab_file), labels=labels)

@@ -451,6 +451,14 @@ def test_hf_label_names_decide_which_head_row_is_which(cls_env, tmp_path, capsys
     eval_classifier.main(eval_argv(tmp_path / "b_fp16", "kornli", "--output_dir", str(tmp_path / "e_b_fp16")))
     agree = [x[2] == y[2] for x, y in zip(preds["a"], read_predictions(tmp_path / "e_b_fp16" / "predictions.tsv"))]
     assert sum(agree) >= 0.95 * len(agree)  # float16 weights: a near tie may flip
+    # to our layout and back: the names go too (they were dropped, and the rows read in the task's order)
+    convert_checkpoint.main(["--input", str(tmp_path / "b"), "--output", str(tmp_path / "b_ours"), "--to", "ours"])
+    convert_checkpoint.main(["--input", str(tmp_path / "b_ours"), "--output", str(tmp_path / "b_back"), "--to", "hf"])
+    assert transformers.AutoConfig.from_pretrained(str(tmp_path / "b_back")).id2label == {
+        i: labels[j] for i, j in enumerate(perm)}
+    for name in ("b_ours", "b_back"):
+        eval_classifier.main(eval_argv(tmp_path / name, "kornli", "--output_dir", str(tmp_path / f"e_{name}")))
+        assert read_predictions(tmp_path / f"e_{name}" / "predictions.tsv") == preds["a"], name
     save_checkpoint(model, str(tmp_path / "c"), vocab_file=cls_env["vocab"], layout="hf", labels=["yes", "no", "maybe"])
     expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "c", "kornli"), "id2label names yes, no, maybe")
 
