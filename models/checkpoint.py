@@ -96,7 +96,9 @@ def weights_files(path: str) -> tuple[list[str], str | None]:
     model.safetensors, its pytorch_model.bin, or every shard a shard index (SHARD_INDEXES) lists; a shard index
     may also be named itself."""
     if os.path.isdir(path):
-        for name in ("model.safetensors", "pytorch_model.bin", *SHARD_INDEXES):
+        # transformers' order: a directory holding several (a stale pytorch_model.bin beside newer safetensors
+        # shards, which save_pretrained leaves) loads the same weights here as there
+        for name in ("model.safetensors", SHARD_INDEX, "pytorch_model.bin", "pytorch_model.bin.index.json"):
             if os.path.isfile(os.path.join(path, name)):
                 return weights_files(os.path.join(path, name))
         raise FileNotFoundError(f"{path}: no model.safetensors, pytorch_model.bin or shard index "

@@ -102,6 +102,16 @@ def test_hf_dir_sharded_as_bin_files(tmp_path, capsys):
             torch.testing.assert_close(ours(ids, types, mask)["start_logits"], ref, atol=1e-5, rtol=0)
     convert_checkpoint.main(["--input", str(path), "--output", str(tmp_path / "ours"), "--to", "ours"])
     assert "wrote BertForQuestionAnswering" in capsys.readouterr().out
+    # a stale pytorch_model.bin beside newer safetensors shards: transformers loads the shards, and so do we
+    mixed = tmp_path / "mixed"
+    convert_checkpoint.main(["--input", str(path), "--output", str(mixed), "--to", "hf", "--max_shard_mb", "0.3"])
+    assert (mixed / "model.safetensors.index.json").exists()
+    torch.save({k: torch.zeros_like(v) for k, v in sd.items()}, mixed / "pytorch_model.bin")
+    oracle = transformers.BertForQuestionAnswering.from_pretrained(str(mixed)).eval()
+    ours = load_checkpoint(BertForQuestionAnswering(checkpoint_config(str(mixed))), str(mixed)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(oracle(input_ids=ids, token_type_ids=types, attention_mask=mask).start_logits, ref)
+        torch.testing.assert_close(ours(ids, types, mask)["start_logits"], ref, atol=1e-5, rtol=0)
     os.remove(path / "pytorch_model-00002-of-00002.bin")
     with pytest.raises(FileNotFoundError, match="pytorch_model.bin.index.json: lists pytorch_model-00002-of-00002.bin"):
         load_checkpoint(BertForQuestionAnswering(checkpoint_config(str(path))), str(path))
