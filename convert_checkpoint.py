@@ -161,11 +161,14 @@ def convert(args):
         sd = canonical_state_dict(read_state_dict(args.input))
         kind = model_kind(sd, stored_architectures(args.input), args.input)
         model = model_for_weights(sd, config, kind)
-        fresh = [k for k in MLM_FRESH if k not in sd] if kind == "masked_lm" else []
+        # what a checkpoint of that kind may lack, started fresh and named: a masked LM has no pooler or SOP head,
+        # and an encoder saved from one (BertForMaskedLM(...).bert.save_pretrained) no pooler
+        fresh = [k for k in {"masked_lm": MLM_FRESH, "encoder": POOLER}.get(kind, ()) if k not in sd]
         load_checkpoint(model, args.input, strict=True, fresh_ok=fresh, sd=sd)
         notes = []
         if fresh:
-            notes.append(f"from a masked-LM checkpoint: {', '.join(fresh)} freshly initialised")
+            notes.append(f"from a {kind.replace('_', '-')} checkpoint without them: {', '.join(fresh)} freshly "
+                         "initialised")
         if args.to == "release":
             # the release shipped weights only; its vocab and config travel as separate files
             out = to_release_state_dict(model.state_dict())

@@ -120,6 +120,30 @@ def test_hf_dir_sharded_as_bin_files(tmp_path, capsys):
         load_checkpoint(BertForQuestionAnswering(checkpoint_config(str(path))), str(path))
 
 
+def test_hf_encoder_saved_without_a_pooler_converts_with_a_fresh_one(tmp_path, capsys):
+    """BertForMaskedLM(...).bert.save_pretrained(d) writes an encoder with no pooler (add_pooling_layer=False): it
+    converts to every layout with a freshly initialised pooler, named, as a masked LM does (it was refused as
+    missing bert.pooler.*); the encoder's outputs are transformers'."""
+    from models.modeling import BertModel
+    d = tiny_config().to_hf_dict()
+    for ours_only in ("do_lower_case", "morph_analyzer"):
+        del d[ours_only]
+    torch.manual_seed(0)
+    hf = transformers.BertModel(transformers.BertConfig(**d, attn_implementation="eager"),
+                                add_pooling_layer=False).eval()
+    hf.save_pretrained(str(tmp_path / "enc"))
+    ids, types, mask = tiny_batch()
+    with torch.no_grad():
+        ref = hf(input_ids=ids, token_type_ids=types, attention_mask=mask).last_hidden_state
+    for to, out in (("ours", "ours"), ("hf", "hf"), ("release", "enc.bin")):
+        capsys.readouterr()
+        convert_checkpoint.main(["--input", str(tmp_path / "enc"), "--output", str(tmp_path / out), "--to", to])
+        assert "bert.pooler.dense.weight, bert.pooler.dense.bias freshly initialised" in capsys.readouterr().out
+    ours = load_checkpoint(BertModel(checkpoint_config(str(tmp_path / "ours"))), str(tmp_path / "ours")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, types, mask)[0], ref, atol=1e-5, rtol=0)
+
+
 def test_hf_token_classification_is_refused(tmp_path, capsys):
     _, path = hf_saved(tmp_path, "BertForTokenClassification", "tok", num_labels=5)
     # by config.json's architectures, then by the weight names (a classifier with no pooler)
