@@ -38,7 +38,7 @@ from models.config import arch_differences, read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              read_state_dict, save_checkpoint, to_release_state_dict)
-from tokenization import save_hf_tokenizer
+from tokenization import read_vocab_lines, save_hf_tokenizer
 from train_utils import atomic_torch_save, fail
 
 # Hugging Face class -> the kind of model here that holds its weights
@@ -143,8 +143,7 @@ def resolve_vocab(args, config: BertConfig, tmp_dir: str) -> str | None:
     if vocab:
         if not os.path.isfile(vocab):
             raise FileNotFoundError(f"--vocab_file {vocab}: no such file")
-        with open(vocab, encoding="utf-8") as f:
-            n_vocab = sum(1 for _ in f)
+        n_vocab = len(read_vocab_lines(vocab))
         if n_vocab != config.vocab_size:
             raise ValueError(f"{vocab} has {n_vocab} tokens but the config says vocab_size={config.vocab_size}")
     return vocab

@@ -186,6 +186,16 @@ def fast_pre_tokenizer(morph_analyzer: str | None):
                                     pre_tokenizers.PreTokenizer.custom(MorphSplitter(morph_analyzer))])
 
 
+def read_vocab_lines(vocab_file: str) -> list[str]:
+    """A vocab.txt's lines as written: universal newlines (a CRLF vocab reads the same) and -sig (so does one saved
+    with a byte-order mark). ValueError naming the file when it is not UTF-8 (e.g. saved as CP949)."""
+    try:
+        with open(vocab_file, encoding="utf-8-sig") as f:
+            return [line.rstrip("\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"vocab file {vocab_file} is not UTF-8 (byte offset {e.start})") from None
+
+
 def load_vocab(vocab_file: str) -> collections.OrderedDict:
     """token -> id, id = line number (0-based). Tokens are NFC; only the line break is stripped.
 
@@ -194,14 +204,8 @@ def load_vocab(vocab_file: str) -> collections.OrderedDict:
     """
     if not os.path.isfile(vocab_file):
         raise FileNotFoundError(f"vocab file not found: {vocab_file}")
-    vocab = collections.OrderedDict()
-    try:
-        # universal newlines: a CRLF vocab reads the same; -sig: so does one saved with a byte-order mark
-        with open(vocab_file, encoding="utf-8-sig") as f:
-            for i, line in enumerate(f):
-                vocab[unicodedata.normalize("NFC", line.rstrip("\n"))] = i
-    except UnicodeDecodeError as e:
-        raise ValueError(f"vocab file {vocab_file} is not UTF-8 (byte offset {e.start})") from None
+    vocab = collections.OrderedDict(
+        (unicodedata.normalize("NFC", line), i) for i, line in enumerate(read_vocab_lines(vocab_file)))
     if not vocab:
         raise ValueError(f"vocab file {vocab_file} is empty")
     return vocab

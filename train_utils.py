@@ -350,6 +350,7 @@ def resolve_config_and_vocab(args):
     from models.checkpoint import checkpoint_casing, write_tokenizer_vocab
     from models.config import arch_differences, read_json_object
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
+    from tokenization import read_vocab_lines
 
     ckpt = getattr(args, "checkpoint", None)
     if ckpt and not os.path.exists(ckpt):
@@ -408,15 +409,21 @@ def resolve_config_and_vocab(args):
         fail("no vocabulary: pass --vocab_file (the checkpoint carries neither a vocab.txt nor a tokenizer.json)")
     if not os.path.isfile(vocab_file):
         fail(f"--vocab_file {vocab_file}: no such file")
-    with open(vocab_file, encoding="utf-8") as f:
-        n_vocab = sum(1 for _ in f)
+    try:
+        tokens = read_vocab_lines(vocab_file)
+    except ValueError as e:
+        fail(str(e))
+    n_vocab = len(tokens)
     if n_vocab != config.vocab_size:
         src = args.config_file or ckpt
         fail(f"vocab size mismatch: {vocab_file} has {n_vocab} tokens but the config ({src}) says "
              f"vocab_size={config.vocab_size}")
     if args.vocab_file and own_vocab:
         # a same-size vocab in another order would give every token another id, with no error anywhere
-        theirs, ours = (read_vocab_lines(v) for v in (args.vocab_file, own_vocab))
+        try:
+            theirs, ours = tokens, read_vocab_lines(own_vocab)
+        except ValueError as e:
+            fail(f"--checkpoint {ckpt}: {e}")
         if theirs != ours:
             at = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
             fail(f"--vocab_file {args.vocab_file} differs from the vocab.txt that --checkpoint {ckpt} carries (from "
@@ -436,12 +443,6 @@ def resolve_config_and_vocab(args):
                      "--do_lower_case (the model's own casing is used)")
         config.do_lower_case = flag
     return config, vocab_file
-
-
-def read_vocab_lines(path: str) -> list[str]:
-    """A vocab.txt's tokens, one per line, whatever its line ends (and with no byte-order mark)."""
-    with open(path, encoding="utf-8-sig") as f:
-        return [line.rstrip("\r\n") for line in f]
 
 
 def load_model_for_task(args, model_cls, **model_kwargs):

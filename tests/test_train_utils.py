@@ -163,6 +163,35 @@ def test_do_lower_case_flag_may_not_contradict_the_model(tmp_path, capsys):
     assert resolve(False, "silent", "silent.json") is False
 
 
+def test_a_vocab_that_is_not_utf8_is_one_line_naming_it(tmp_path, capsys):
+    """A vocab saved as CP949 (a Korean Windows default): the fine-tuning scripts and the converter say which file
+    is not UTF-8 (it was the codec's message alone, or a UnicodeDecodeError traceback)."""
+    import argparse
+    import json
+
+    import pytest
+
+    import convert_checkpoint
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        (tmp_path / "config.json").write_text(json.dumps(dict(json.load(f), vocab_size=6)), encoding="utf-8")
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "서울"]
+    (tmp_path / "cp949.txt").write_bytes("\n".join(tokens).encode("cp949") + b"\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train_utils.resolve_config_and_vocab(argparse.Namespace(
+            checkpoint=None, config_file=str(tmp_path / "config.json"), vocab_file=str(tmp_path / "cp949.txt")))
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error: vocab file ") and "cp949.txt is not UTF-8" in err
+    assert len(err.splitlines()) == 1
+    torch.save({}, tmp_path / "w.bin")
+    with pytest.raises(SystemExit) as e:
+        convert_checkpoint.main(["--input", str(tmp_path / "w.bin"), "--config_file", str(tmp_path / "config.json"),
+                                 "--vocab_file", str(tmp_path / "cp949.txt"), "--output", str(tmp_path / "o"),
+                                 "--to", "ours"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "cp949.txt is not UTF-8 (byte offset" in err and len(err.splitlines()) == 1
+
+
 def test_every_script_takes_the_older_launchers_local_rank_spelling():
     """python -m torch.distributed.launch (torch >= 2.0) passes --local-rank=N, with a hyphen; torchrun passes
     LOCAL_RANK in the environment. Every script takes either spelling (the hyphen was refused)."""
