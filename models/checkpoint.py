@@ -85,6 +85,8 @@ def to_release_state_dict(sd: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoint files
 
+# an hf export's vocab for a morpheme-split model: a name transformers' tokenizer classes do not read
+MORPH_VOCAB = "morph_vocab.txt"
 SHARD_INDEX = "model.safetensors.index.json"  # Hugging Face's name for a checkpoint split into several files
 # the indexes transformers writes for a split checkpoint, with the kind of file each lists (.bin: save_pretrained
 # with safe_serialization=False, and older versions)
@@ -263,15 +265,15 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
     shards = _shards(sd, max_shard_bytes, meta) if max_shard_bytes else [sd]  # raises before anything is written
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    if layout == "hf" and vocab_file and model.config.morph_analyzer:
-        # transformers' BertTokenizer cannot split morphemes first, and given this vocab it would load without
-        # complaint and give other ids; weights and config are still right
-        print(f"warning: {out_dir}: morph_analyzer={model.config.morph_analyzer!r}: no vocab.txt or "
-              "tokenizer_config.json written, as transformers' tokenizer would not split morphemes and would give "
-              f"other ids; tokenize with tokenization.FullTokenizer(vocab, morph_analyzer="
-              f"{model.config.morph_analyzer!r}) and pass input_ids", file=sys.stderr, flush=True)
-        vocab_file = None
     vocab_out = os.path.join(out_dir, "vocab.txt")
+    if layout == "hf" and vocab_file and model.config.morph_analyzer:
+        # transformers' BertTokenizer cannot split morphemes first, and given a vocab.txt it would load without
+        # complaint and give other ids: the vocab goes under a name it does not read (checkpoint_vocab does)
+        vocab_out = os.path.join(out_dir, MORPH_VOCAB)
+        print(f"warning: {out_dir}: morph_analyzer={model.config.morph_analyzer!r}: the vocab is written as "
+              f"{MORPH_VOCAB}, with no tokenizer files, as transformers' tokenizer would not split morphemes and "
+              f"would give other ids; tokenize with tokenization.FullTokenizer('{vocab_out}', morph_analyzer="
+              f"{model.config.morph_analyzer!r}) and pass input_ids", file=sys.stderr, flush=True)
     if vocab_file and not (os.path.exists(vocab_out) and os.path.samefile(vocab_file, vocab_out)):
         atomic_write(vocab_out, lambda tmp: _copy_vocab(vocab_file, tmp, strip_bom=layout == "hf"))
     if len(shards) == 1:
@@ -372,9 +374,13 @@ def checkpoint_label_names(path: str) -> list[str] | None:
 
 
 def checkpoint_vocab(path: str) -> str | None:
-    """The vocab.txt stored in a checkpoint directory (or beside a weights file), if any."""
-    vocab = os.path.join(checkpoint_folder(path), "vocab.txt")
-    return vocab if os.path.isfile(vocab) else None
+    """The vocab.txt stored in a checkpoint directory (or beside a weights file), else an hf export's MORPH_VOCAB,
+    if any."""
+    for name in ("vocab.txt", MORPH_VOCAB):
+        vocab = os.path.join(checkpoint_folder(path), name)
+        if os.path.isfile(vocab):
+            return vocab
+    return None
 
 
 def checkpoint_tokenizer_vocab(path: str) -> list[str] | None:

@@ -357,10 +357,19 @@ def test_hf_export_of_a_morpheme_model_writes_no_tokenizer(tmp_path, capsys):
     convert_checkpoint.main(["--input", str(tmp_path / "ours"), "--output", str(tmp_path / "hf"), "--to", "hf"])
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("warning: ") and "morph_analyzer='kiwi'" in err
-    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path / "hf")) == ["config.json", "model.safetensors", "morph_vocab.txt"]
     hf, info = transformers.BertModel.from_pretrained(str(tmp_path / "hf"), output_loading_info=True)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert checkpoint_config(str(tmp_path / "hf")) == model.config  # morph_analyzer rides in config.json
+    try:  # transformers' tokenizer classes do not read the vocab (transformers 5 builds an empty one)
+        n_tokens = len(transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf")))
+    except (OSError, ValueError, TypeError):
+        n_tokens = 0
+    assert n_tokens < V
+    # the vocab comes back with the weights (it was lost: the export kept none)
+    convert_checkpoint.main(["--input", str(tmp_path / "hf"), "--output", str(tmp_path / "back"), "--to", "ours"])
+    assert (tmp_path / "back" / "vocab.txt").read_bytes() == vocab.read_bytes()
+    assert checkpoint_config(str(tmp_path / "back")) == model.config
 
 
 def test_checkpoint_files_take_the_users_umask(tmp_path):
