@@ -17,7 +17,7 @@ import os
 import torch
 
 from fileio import resolve_checkpoint_dir
-from models.config import arch_differences
+from models.config import arch_differences, require_pair_segments
 from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 from pretraining_data import vocab_sha256
 from train_utils import check_output_dir_path, check_training_args
@@ -134,6 +134,7 @@ def model_config(config_file: str | None, ckpt_dir: str | None, source: str | No
             theirs = f"--config_file {config_file}" if config_file else f"the shards in {input_dir}"
             raise ValueError(f"--resume {ckpt_dir}: its config differs from {theirs} "
                              f"in {diff[0]} ({b.get(diff[0])!r} vs {a[diff[0]]!r})")
+    require_pair_segments(config, f"the config ({config_file or ckpt_dir})")
     if config.vocab_size != shard_meta["vocab_size"]:
         raise ValueError(f"vocab size mismatch: the config ({config_file or ckpt_dir}) says vocab_size="
                          f"{config.vocab_size} but {os.path.join(input_dir, 'meta.json')} has "

@@ -348,7 +348,7 @@ def resolve_config_and_vocab(args):
     --config_file and --vocab_file) behave as before.
     """
     from models.checkpoint import checkpoint_casing, write_tokenizer_vocab
-    from models.config import arch_differences, read_json_object
+    from models.config import arch_differences, read_json_object, require_pair_segments
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
     from tokenization import read_vocab_lines
 
@@ -370,6 +370,11 @@ def resolve_config_and_vocab(args):
             fail(f"--checkpoint {ckpt}: {e}")
     if config is None:
         fail("no model config: pass --config_file (the checkpoint does not carry a config.json)")
+    try:
+        require_pair_segments(config, f"--config_file {args.config_file}" if args.config_file
+                              else f"--checkpoint {ckpt}")
+    except ValueError as e:
+        fail(str(e))
     own = None  # the checkpoint's own config, to hold a --config_file given beside it to
     if args.config_file and ckpt:
         with contextlib.suppress(ValueError, OSError):  # unreadable: nothing to compare, the flag's config serves

@@ -192,6 +192,33 @@ def test_a_vocab_that_is_not_utf8_is_one_line_naming_it(tmp_path, capsys):
     assert e.value.code == 2 and "cp949.txt is not UTF-8 (byte offset" in err and len(err.splitlines()) == 1
 
 
+def test_a_model_with_one_segment_type_is_refused_in_one_line(tmp_path, capsys):
+    """type_vocab_size 1 (a valid transformers config) cannot take the pair inputs every script builds: one line
+    naming the config, where segment id 1 crashed inside the embedding lookup with a traceback."""
+    import argparse
+    import json
+
+    import pytest
+
+    import pretraining_start
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        (tmp_path / "config.json").write_text(json.dumps(dict(json.load(f), vocab_size=6, type_vocab_size=1)),
+                                              encoding="utf-8")
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n가\n", encoding="utf-8")
+    capsys.readouterr()
+    for checkpoint, config_file, named in ((None, tmp_path / "config.json", "--config_file"),
+                                           (tmp_path, None, "--checkpoint")):
+        with pytest.raises(SystemExit) as e:
+            train_utils.resolve_config_and_vocab(argparse.Namespace(
+                checkpoint=checkpoint and str(checkpoint), config_file=config_file and str(config_file),
+                vocab_file=str(tmp_path / "vocab.txt")))
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and err.startswith(f"error: {named} ") and "type_vocab_size=1" in err, err
+    with pytest.raises(ValueError, match=r"config.json\): type_vocab_size=1, but the pair inputs"):
+        pretraining_start.model_config(str(tmp_path / "config.json"), None, None, {"vocab_size": 6},
+                                       str(tmp_path), 32)
+
+
 def test_every_script_takes_the_older_launchers_local_rank_spelling():
     """python -m torch.distributed.launch (torch >= 2.0) passes --local-rank=N, with a hyphen; torchrun passes
     LOCAL_RANK in the environment. Every script takes either spelling (the hyphen was refused)."""
