@@ -333,7 +333,14 @@ def checkpoint_config(path: str) -> BertConfig | None:
         except Exception as e:
             raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
         if "bert_config" in meta:
-            return BertConfig.from_dict(json.loads(meta["bert_config"]), source=f"{path} (metadata)")
+            source = f"{path} (metadata bert_config)"
+            try:
+                d = json.loads(meta["bert_config"])
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source}: not valid JSON ({e})") from None
+            if not isinstance(d, dict):
+                raise ValueError(f"{source}: expected a JSON object")
+            return BertConfig.from_dict(d, source=source)
     return None
 
 

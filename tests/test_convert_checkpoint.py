@@ -213,6 +213,12 @@ def test_save_checkpoint_round_trip(tmp_path):
     ids, types, mask = tiny_batch()
     with torch.no_grad():
         assert torch.equal(loaded(ids, types, mask)["logits"], model(ids, types, mask)["logits"])
+    # a hand-edited metadata config is one error naming the file, not a traceback or the JSON parser's words alone
+    from safetensors.torch import load_file, save_file
+    for text, why in (("[1, 2]", "expected a JSON object"), ("{not json", "not valid JSON")):
+        save_file(load_file(bare), str(tmp_path / "edited.safetensors"), metadata={"bert_config": text})
+        with pytest.raises(ValueError, match=r"edited.safetensors \(metadata bert_config\): " + why):
+            checkpoint_config(str(tmp_path / "edited.safetensors"))
     assert checkpoint_config(save_bin(model.state_dict(), tmp_path / "x.bin")) is None
 
 
