@@ -34,7 +34,7 @@ import cls_data
 import tokenization
 import train_utils as tu
 from fileio import atomic_write_json, atomic_write_text
-from models.checkpoint import canonical_state_dict, checkpoint_folder, checkpoint_label_names, read_state_dict
+from models.checkpoint import canonical_state_dict, checkpoint_folder, head_rows, read_state_dict
 from models.config import read_json_object
 from models.modeling import BertForSequenceClassification, load_checkpoint
 
@@ -71,30 +71,12 @@ def read_task_weights(ckpt: str, task, config_from_ckpt: bool, config, saved: di
     if config_from_ckpt and config.num_labels != task.num_labels:
         raise ValueError(f"--checkpoint {ckpt} has a {config.num_labels}-label head but {task.name} needs "
                          f"{task.num_labels}")
-    order = head_label_order(ckpt, task)
+    order = None if task.is_regression else head_rows(ckpt, task.labels, task.name)
     if order is not None:
         tu.warn(f"{ckpt}: its config's id2label lists the labels in another order; the head's rows are read in "
                 f"{task.name}'s order ({', '.join(task.labels)})")
         sd = {k: v[order] if k in ("classifier.weight", "classifier.bias") else v for k, v in sd.items()}
     return sd
-
-
-def head_label_order(ckpt: str, task) -> list[int] | None:
-    """For a classification checkpoint whose config.json names its labels (id2label, as transformers saves them)
-    in another order than the task's: the head row of each task label, in the task's order. None when the names
-    are the task's in its order, or transformers' placeholders (LABEL_0, ...). ValueError for other names: scored
-    as they are, the classes would be silently mixed up."""
-    names = None if task.is_regression else checkpoint_label_names(ckpt)
-    if names is None or len(names) != task.num_labels:
-        return None
-    names, wanted = [n.lower() for n in names], [label.lower() for label in task.labels]
-    if names == wanted:
-        return None
-    if sorted(names) != sorted(wanted):
-        raise ValueError(f"{os.path.join(checkpoint_folder(ckpt), 'config.json')}: id2label names "
-                         f"{', '.join(names)}, not {task.name}'s labels ({', '.join(wanted)}); fix id2label to say "
-                         "which row is which")
-    return [names.index(label) for label in wanted]
 
 
 def resolve_max_seq_length(args, saved: dict, ckpt: str, max_positions: int) -> int:

@@ -54,6 +54,7 @@ import cls_data
 import tokenization
 import train_utils as tu
 from fileio import JsonlLogger, atomic_write_json, plot_jsonl
+from models.checkpoint import head_rows
 from models.modeling import (BertForSequenceClassification, checkpoint_config, init_weights, load_checkpoint,
                              save_checkpoint)
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
@@ -175,6 +176,10 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     tu.set_seed(seed)  # before the model is built: the new head's initialisation depends on it
     model, config, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification,
                                                        num_labels=task.num_labels)
+    if data["head_rows"] is not None:
+        with torch.no_grad():
+            for p in (model.classifier.weight, model.classifier.bias):
+                p.copy_(p[data["head_rows"]])
     if args.reinit_pooler:
         # after a short pretraining the pooler has learnt only sentence order (SOP); a plain masked-LM model
         # fine-tunes from a random one
@@ -318,7 +323,18 @@ def load_data(args, task, rt) -> dict:
     tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                   morph_analyzer=config.morph_analyzer)
     ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
-    data = {"pad_id": ids["pad"]}
+    data = {"pad_id": ids["pad"], "head_rows": None}
+    if args.checkpoint and not task.is_regression and args.head_init_seed is None:
+        # a head whose id2label lists the task's labels in another order (transformers' KorNLI checkpoints often
+        # do) is trained and scored with its rows in the task's order, as eval_classifier reads it; other names
+        # are refused (--head_init_seed starts a fresh head instead)
+        try:
+            data["head_rows"] = head_rows(args.checkpoint, task.labels, task.name)
+        except ValueError as e:
+            raise ValueError(f"{e}, or pass --head_init_seed N for a fresh head") from None
+        if data["head_rows"] is not None and rt.is_main:
+            tu.warn(f"{args.checkpoint}: its config's id2label lists the labels in another order; the head's rows "
+                    f"are reordered to {task.name}'s ({', '.join(task.labels)})")
     splits = ["train"] + (["dev"] if args.do_eval else []) + (["test"] if args.do_test else [])
     for split in splits:
         examples = cls_data.read_split(args, task, split)

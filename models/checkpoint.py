@@ -380,6 +380,24 @@ def checkpoint_label_names(path: str) -> list[str] | None:
     return None if all(n.upper() == f"LABEL_{i}" for i, n in enumerate(names)) else names
 
 
+def head_rows(path: str, labels, task_name: str) -> list[int] | None:
+    """For a classifier checkpoint whose config.json names its labels (id2label) in another order than `labels`
+    (a task's): the head row of each of `labels`, in their order. None when the names are `labels` in that order,
+    or transformers' placeholders (LABEL_0, ...). ValueError for other names: read as they stand, the classes
+    would be silently mixed up."""
+    names = checkpoint_label_names(path)
+    if names is None or len(names) != len(labels):
+        return None
+    names, wanted = [n.lower() for n in names], [label.lower() for label in labels]
+    if names == wanted:
+        return None
+    if sorted(names) != sorted(wanted):
+        raise ValueError(f"{os.path.join(checkpoint_folder(path), 'config.json')}: id2label names "
+                         f"{', '.join(names)}, not {task_name}'s labels ({', '.join(wanted)}); fix id2label to say "
+                         "which row is which")
+    return [names.index(label) for label in wanted]
+
+
 def checkpoint_vocab(path: str) -> str | None:
     """The vocab.txt stored in a checkpoint directory (or beside a weights file), else an hf export's MORPH_VOCAB,
     if any."""

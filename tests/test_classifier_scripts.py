@@ -461,6 +461,20 @@ def test_hf_label_names_decide_which_head_row_is_which(cls_env, tmp_path, capsys
         assert read_predictions(tmp_path / f"e_{name}" / "predictions.tsv") == preds["a"], name
     save_checkpoint(model, str(tmp_path / "c"), vocab_file=cls_env["vocab"], layout="hf", labels=["yes", "no", "maybe"])
     expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "c", "kornli"), "id2label names yes, no, maybe")
+    # fine-tuning reads the rows as evaluation does: at lr 0 (weights unchanged) a and b score the same on dev and
+    # test (b's rows were taken in their stored order: its labels mixed up from the first step)
+    scores = {}
+    for name in ("a", "b"):
+        scores[name] = run_classifier.main(train_argv(
+            cls_env, tmp_path / f"t_{name}", "--checkpoint", str(tmp_path / name), "--learning_rate", "0",
+            "--do_eval", "--do_test", "--max_eval_examples", "60", task="kornli", n_train=32))
+    assert "reordered to kornli's" in capsys.readouterr().err
+    for key in ("best", "test"):
+        assert scores["a"][key] == scores["b"][key], key
+    expect_fail(capsys, run_classifier.main, train_argv(cls_env, tmp_path / "t_c", "--checkpoint", str(tmp_path / "c"),
+                                                        task="kornli"), "id2label names yes, no, maybe",
+                "--head_init_seed")
+    assert not (tmp_path / "t_c").exists()
 
 
 @pytest.mark.parametrize("logging_steps", ["1", "1000"])
