@@ -1,5 +1,6 @@
-"""How the fine-tuning and pretraining scripts form and feed their batches: length-grouped sampling, batch widths
-(rounded to a multiple on a GPU), gradient-accumulation windows and the copy to the device.
+"""How the fine-tuning and pretraining scripts form and feed their batches: global-batch sampling (random or
+length-grouped), batch widths (rounded to a multiple on a GPU), gradient-accumulation windows and the copy to the
+device.
 
 Everything takes explicit arguments; nothing here reads global flags.
 """
@@ -43,19 +44,25 @@ def round_width(longest: int, multiple: int, limit: int | None) -> int:
     return rounded if limit is None else max(longest, min(rounded, limit))
 
 
-class LengthGroupedBatchSampler(torch.utils.data.Sampler):
-    """Batches of similar length, so a batch cut to its longest row carries little padding; random otherwise.
+LENGTH_GROUP = 50  # --group_by_length: rows are sorted by length within groups of this many global batches
 
-    Each epoch: shuffle all rows, cut the order into groups of `group` global batches, sort each group by length
-    (longest first), cut it into global batches (one optimizer step's rows: batch_size x world_size x accum), and
-    shuffle the batch order. Rank r takes rows r, r + W, ... of every global batch, so the ranks' batches are about
-    equally long, and serves them as `accum` micro-batches of batch_size. One optimizer step therefore sees the same
-    rows for any split of its batch over ranks and accumulation (1 process x 2 micro-batches = 2 ranks x 1). Rows
-    are repeated from the epoch's start to fill the last global batch (as DistributedSampler pads), so every rank
-    runs the same number of steps. The order depends only on (seed, epoch) and the global batch's size.
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Each optimizer step's rows drawn as one global batch (batch_size x world_size x accum rows) and split over the
+    ranks and micro-batches, so one step sees the same rows for any split of its batch: 1 process x 2 micro-batches
+    = 2 ranks x 1, given the same --train_batch_size.
+
+    Each epoch: shuffle all rows, repeat rows from the epoch's start to fill the last global batch (every rank then
+    runs the same number of steps; on one process too, so the split changes nothing), and cut the order into global
+    batches. With `group` > 0 (--group_by_length: LENGTH_GROUP), the order is first cut into groups of `group`
+    global batches, each sorted by length (longest first), and the batches are served in random order: batches of
+    similar length, cut to their longest row, carry little padding. Rank r takes rows r, r + W, ... of every global
+    batch, as `accum` micro-batches of batch_size. The order depends only on (seed, epoch) and the global batch's
+    size: seed s's epoch e+1 is not seed s+1's epoch e, as with DistributedSampler's seed + epoch, which gave a
+    10-seed grid of 10 epochs only 19 distinct orders.
     """
 
-    def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, group: int = 50,
+    def __init__(self, lengths, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, group: int = 0,
                  accum: int = 1):
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.rank, self.world_size, self.group = batch_size, seed, rank, world_size, group
@@ -73,13 +80,17 @@ class LengthGroupedBatchSampler(torch.utils.data.Sampler):
         step = self.batch_size * self.world_size * self.accum
         order = rng.permutation(len(self.lengths))
         order = np.resize(order, len(self) // self.accum * step)  # cycles through the order to fill the last batch
-        batches = []
-        for g in range(0, len(order), step * self.group):
-            chunk = order[g:g + step * self.group]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[b:b + step] for b in range(0, len(chunk), step)]
-        for k in rng.permutation(len(batches)):
-            mine = batches[k][self.rank::self.world_size]  # still longest first: each micro-batch is of a length
+        if self.group:
+            batches = []
+            for g in range(0, len(order), step * self.group):
+                chunk = order[g:g + step * self.group]
+                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                batches += [chunk[b:b + step] for b in range(0, len(chunk), step)]
+            batches = [batches[k] for k in rng.permutation(len(batches))]
+        else:
+            batches = [order[b:b + step] for b in range(0, len(order), step)]
+        for batch in batches:
+            mine = batch[self.rank::self.world_size]  # grouped: still longest first, each micro-batch of a length
             for a in range(self.accum):
                 yield mine[a * self.batch_size:(a + 1) * self.batch_size].tolist()
 

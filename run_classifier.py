@@ -46,7 +46,7 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import batching
@@ -100,22 +100,16 @@ def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
 
 
 def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
-    """(loader, sampler): reshuffled each epoch (sampler.set_epoch) from `seed`; rank r reads every world_size-th
-    example of the permutation, or with --group_by_length its share of each length-grouped global batch.
-
-    DistributedSampler also with one process: the permutation then does not depend on the number of GPUs, so
-    one optimizer step sees the same examples on 1 or N GPUs (given the same --train_batch_size).
-    """
+    """(loader, sampler): reshuffled each epoch (sampler.set_epoch) from `seed`; rank r takes its share of each
+    global batch (batching.GlobalBatchSampler, length-grouped with --group_by_length), so one optimizer step sees
+    the same examples on 1 or N GPUs (given the same --train_batch_size)."""
     collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression,
                                 multiple=batching.pad_multiple(args, rt.device), limit=args.max_seq_length)
-    if args.group_by_length:
-        sampler = batching.LengthGroupedBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed,
-                                                     rt.rank, rt.world_size, accum=args.gradient_accumulation_steps)
-        return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
-                          pin_memory=rt.device.type == "cuda"), sampler
-    sampler = DistributedSampler(features, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=seed)
-    return DataLoader(features, sampler=sampler, batch_size=batch_size, collate_fn=collate,
-                      num_workers=args.num_workers, pin_memory=rt.device.type == "cuda"), sampler
+    sampler = batching.GlobalBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
+                                          rt.world_size, group=batching.LENGTH_GROUP if args.group_by_length else 0,
+                                          accum=args.gradient_accumulation_steps)
+    return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
+                      pin_memory=rt.device.type == "cuda"), sampler
 
 
 def evaluate(model, split, task, rt) -> dict:
@@ -191,6 +185,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
             if args.reinit_pooler:
                 init_weights(model.bert.pooler.dense, config.initializer_range)
             init_weights(model.classifier, config.initializer_range)
+    tu.seed_dropout_per_rank(seed, rt)
     model.to(rt.device)
     raw_model = model  # saved and evaluated as it is; the compiled wrapper only trains
     if args.compile:

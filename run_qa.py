@@ -32,7 +32,7 @@ import tempfile
 import time
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, default_collate
+from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm import tqdm
 
 import batching
@@ -206,6 +206,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))
 
+    tu.seed_dropout_per_rank(args.seed, rt)
     model.to(rt.device)
     raw_model = model  # saved and evaluated as it is; the compiled wrapper only trains
     model, graphs = tu.compile_for_training(model, args)
@@ -217,17 +218,13 @@ def main(argv=None):
                                                             train.attention_mask, train.start_positions,
                                                             train.end_positions)))
     collate = functools.partial(collate_trimmed, multiple=multiple)
-    if args.group_by_length:
-        sampler = batching.LengthGroupedBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
-                                                     rt.world_size, accum=args.gradient_accumulation_steps)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
-                            collate_fn=collate, pin_memory=rt.device.type == "cuda")
-    else:
-        # also with one process: the permutation then does not depend on the number of GPUs, so one optimizer
-        # step sees the same windows on 1 or N GPUs (given the same --train_batch_size), as in run_classifier.py
-        sampler = DistributedSampler(dataset, num_replicas=rt.world_size, rank=rt.rank, shuffle=True, seed=args.seed)
-        loader = DataLoader(dataset, batch_size=micro_batch, sampler=sampler, num_workers=args.num_workers,
-                            collate_fn=collate, pin_memory=rt.device.type == "cuda")
+    # rank r takes its share of each global batch, so one optimizer step sees the same windows on 1 or N GPUs
+    # (given the same --train_batch_size), as in run_classifier.py
+    sampler = batching.GlobalBatchSampler(train.attention_mask.sum(1), micro_batch, args.seed, rt.rank,
+                                          rt.world_size, group=batching.LENGTH_GROUP if args.group_by_length else 0,
+                                          accum=args.gradient_accumulation_steps)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers, collate_fn=collate,
+                        pin_memory=rt.device.type == "cuda")
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
@@ -243,8 +240,7 @@ def main(argv=None):
     results = {"total_steps": total_steps, "train_windows": len(dataset), "epochs": [], "best_epoch": None}
     best_f1, step, t0 = -math.inf, 0, time.time()
     for epoch in range(1, math.ceil(args.num_train_epochs) + 1):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         model.train()
         loss_sum, loss_rows, log_loss, log_rows = 0.0, 0, 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not rt.is_main, leave=False)

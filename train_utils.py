@@ -307,6 +307,14 @@ def set_seed(seed: int):
     torch.manual_seed(seed)
 
 
+def seed_dropout_per_rank(seed: int, rt):
+    """Under DDP, a stream of its own for each rank once the model is built, so the ranks draw different dropout
+    masks (seeded alike, they all drew the same ones); one process keeps its stream. (seed, rank) is hashed: with
+    seed + rank, seed s's rank 1 would draw seed s+1's rank-0 masks in a seed grid."""
+    if rt.distributed:
+        torch.manual_seed(int(np.random.SeedSequence([seed, rt.rank]).generate_state(1)[0]))
+
+
 def rng_state() -> dict:
     """The generators this process draws from: its own GPU's only (each rank saves its own), so a checkpoint
     resumes on a machine that shows a different number of GPUs."""

@@ -51,7 +51,7 @@ import cls_data
 import qa_data
 from models.modeling import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
-from batching import LengthGroupedBatchSampler, batch_to_device, round_width
+from batching import LENGTH_GROUP, GlobalBatchSampler, batch_to_device, round_width
 from train_utils import compile_for_training
 
 KORQUAD_TRAIN_QUESTIONS = 60407
@@ -137,7 +137,7 @@ def korquad_batches(max_seq, stride, bsz, n, seed):
     hf = [rows_batch(order[i:i + bsz]) for i in range(0, len(order) - bsz + 1, bsz)]
     ours = [trim(b) for b in hf]
     lengths = feats.attention_mask.sum(1)
-    sampler = LengthGroupedBatchSampler(lengths, bsz, seed)
+    sampler = GlobalBatchSampler(lengths, bsz, seed, group=LENGTH_GROUP)  # run_qa's --group_by_length
     grouped = [trim(rows_batch(rows)) for rows in itertools.islice(iter(sampler), len(hf))]
     widths = {max_seq: epoch_widths(lengths, bsz, seed, max_seq)}
     if max_seq != 512:  # the release's fine-tuning length too
@@ -157,8 +157,8 @@ def epoch_widths(lengths, bsz, seed, max_seq) -> dict:
     every = np.random.default_rng(seed).permutation(len(lengths))
     widths = {"real_tokens": float(lengths.mean()),
               "random_batches": float(np.mean([lengths[every[i:i + bsz]].max() for i in range(0, len(every), bsz)])),
-              "grouped_batches": float(np.mean([lengths[rows].max()
-                                                for rows in LengthGroupedBatchSampler(lengths, bsz, seed)]))}
+              "grouped_batches": float(np.mean([lengths[rows].max() for rows in GlobalBatchSampler(
+                  lengths, bsz, seed, group=LENGTH_GROUP)]))}
     print(f"KorQuAD dev, {len(lengths)} windows at seq {max_seq}: mean real length {widths['real_tokens']:.1f}; "
           f"mean batch width over an epoch: random batches cut to their longest window "
           f"{widths['random_batches']:.1f}, --group_by_length {widths['grouped_batches']:.1f}, padded {max_seq}",

@@ -1,5 +1,5 @@
-"""batching: the length-grouped batch sampler (every row once per epoch, ranks in step, less padding than random),
-accumulation windows, batch widths and the copy to the device."""
+"""batching: the global-batch sampler (every row once per epoch, ranks in step, length-grouped: less padding than
+random), accumulation windows, batch widths and the copy to the device."""
 import os
 import sys
 
@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import batching  # noqa: E402
-from batching import LengthGroupedBatchSampler  # noqa: E402
+from batching import LENGTH_GROUP, GlobalBatchSampler  # noqa: E402
 
 
 def padded_tokens(batches, lengths):
@@ -20,7 +20,7 @@ def padded_tokens(batches, lengths):
 
 def test_each_row_once_per_epoch_and_less_padding_than_random():
     lengths = np.random.default_rng(0).integers(20, 385, size=1000)
-    s = LengthGroupedBatchSampler(lengths, batch_size=16, seed=3, group=10)
+    s = GlobalBatchSampler(lengths, batch_size=16, seed=3, group=10)
     batches = list(s)
     assert len(batches) == len(s) == 63
     flat = sorted(i for b in batches for i in b)
@@ -36,11 +36,12 @@ def test_each_row_once_per_epoch_and_less_padding_than_random():
     assert sizes != sorted(sizes, reverse=True)  # batches are not served longest-first
 
 
+@pytest.mark.parametrize("group", [0, LENGTH_GROUP])
 @pytest.mark.parametrize("n", [5, 97, 256])
-def test_ranks_split_each_global_batch(n):
+def test_ranks_split_each_global_batch(n, group):
     lengths = np.arange(n) % 50 + 1
-    per_rank = [list(LengthGroupedBatchSampler(lengths, 4, seed=1, rank=r, world_size=3)) for r in range(3)]
-    whole = list(LengthGroupedBatchSampler(lengths, 12, seed=1))
+    per_rank = [list(GlobalBatchSampler(lengths, 4, seed=1, rank=r, world_size=3, group=group)) for r in range(3)]
+    whole = list(GlobalBatchSampler(lengths, 12, seed=1, group=group))
     assert all(len(b) == len(whole) for b in per_rank)  # every rank runs the same number of steps
     for k, global_batch in enumerate(whole):
         assert sorted(i for r in range(3) for i in per_rank[r][k]) == sorted(global_batch)
@@ -48,20 +49,43 @@ def test_ranks_split_each_global_batch(n):
     assert set(i for b in whole for i in b) == set(range(n))
 
 
+@pytest.mark.parametrize("group", [0, LENGTH_GROUP])
 @pytest.mark.parametrize("n", [7, 100])
-def test_an_optimizer_step_sees_the_same_rows_however_its_batch_is_split(n):
+def test_an_optimizer_step_sees_the_same_rows_however_its_batch_is_split(n, group):
     """Batches of 12 rows per optimizer step: one process, three ranks, or accumulation over three micro-batches
-    (alone or with two ranks: 2 x 3 x 2) give each step the same rows."""
+    (alone or with two ranks: 2 x 3 x 2) give each step the same rows, the last step's repeated rows included
+    (DistributedSampler padded only for several ranks, so their last step differed from one process's)."""
     lengths = np.arange(n) * 7 % 40 + 1
-    whole = list(LengthGroupedBatchSampler(lengths, 12, seed=5))
+    whole = list(GlobalBatchSampler(lengths, 12, seed=5, group=group))
     for world, accum in ((3, 1), (1, 3), (2, 3)):
         micro = 12 // (world * accum)
-        per_rank = [list(LengthGroupedBatchSampler(lengths, micro, seed=5, rank=r, world_size=world, accum=accum))
-                    for r in range(world)]
+        per_rank = [list(GlobalBatchSampler(lengths, micro, seed=5, rank=r, world_size=world, accum=accum,
+                                            group=group)) for r in range(world)]
         assert all(len(b) == len(whole) * accum for b in per_rank)
         for k, step_rows in enumerate(whole):
             got = [i for r in range(world) for b in per_rank[r][k * accum:(k + 1) * accum] for i in b]
             assert sorted(got) == sorted(step_rows) and all(len(b) == micro for b in per_rank[0])
+
+
+@pytest.mark.parametrize("group", [0, LENGTH_GROUP])
+def test_orders_of_neighbouring_seeds_and_epochs_differ(group):
+    """Each (seed, epoch) its own order: DistributedSampler shuffles with seed + epoch, so seed s's epoch e+1 was
+    seed s+1's epoch e, and a 10-seed grid of 10 epochs saw 19 distinct orders instead of 100."""
+    lengths = np.arange(200) % 30 + 1
+    orders = set()
+    for seed in range(1, 11):
+        s = GlobalBatchSampler(lengths, 16, seed=seed, group=group)
+        for epoch in range(1, 11):
+            s.set_epoch(epoch)
+            orders.add(tuple(i for b in s for i in b))
+    assert len(orders) == 100
+
+
+def test_random_batches_are_not_grouped_by_length():
+    lengths = np.random.default_rng(0).integers(20, 385, size=1000)
+    spread = [np.ptp(lengths[b]) for b in GlobalBatchSampler(lengths, 16, seed=3)]
+    grouped = [np.ptp(lengths[b]) for b in GlobalBatchSampler(lengths, 16, seed=3, group=LENGTH_GROUP)]
+    assert np.mean(spread) > 5 * np.mean(grouped)
 
 
 def test_batch_to_device_drops_only_a_mask_that_masks_nothing():

@@ -232,3 +232,19 @@ def test_every_script_takes_the_older_launchers_local_rank_spelling():
         parser = module.build_parser()
         assert parser.parse_args(argv + ["--local-rank=1"]).local_rank == 1, module.__name__
         assert parser.parse_args(argv + ["--local_rank", "2"]).local_rank == 2, module.__name__
+
+
+def test_each_rank_draws_its_own_dropout_masks():
+    """Under DDP every rank seeded alike and drew the same dropout masks; seed_dropout_per_rank gives each (seed, rank)
+    its own stream (seed s's rank 1 is not seed s+1's rank 0), and leaves one process's stream as it was."""
+    from types import SimpleNamespace
+
+    def draw(seed, rank, distributed=True):
+        torch.manual_seed(seed)
+        train_utils.seed_dropout_per_rank(seed, SimpleNamespace(distributed=distributed, rank=rank))
+        return torch.rand(8)
+    draws = [draw(s, r) for s in (1, 2) for r in (0, 1)]
+    assert all(not torch.equal(a, b) for i, a in enumerate(draws) for b in draws[i + 1:])
+    alone = draw(1, 0, distributed=False)
+    torch.manual_seed(1)
+    assert torch.equal(alone, torch.rand(8))
