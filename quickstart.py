@@ -248,6 +248,16 @@ def final_checkpoint(pre_dir):
         return os.path.join(pre_dir, "checkpoints", f.read().strip())
 
 
+def steps_done(pre_dir, rows) -> int | None:
+    """The step pretraining stopped at: DONE's, since log.jsonl has a row only every 10 steps and a time budget
+    stops in between; else the last logged step."""
+    done = os.path.join(pre_dir, "DONE")
+    if os.path.isfile(done):
+        with open(done, encoding="utf-8") as f:
+            return json.load(f).get("step")
+    return rows[-1].get("step") if rows else None
+
+
 def _summarise(out, pre, results, seeds, stages, d, on_gpu):
     rows = read_jsonl(os.path.join(pre, "log.jsonl"))
     losses = [r["loss"] for r in rows if "loss" in r]
@@ -276,7 +286,7 @@ def _summarise(out, pre, results, seeds, stages, d, on_gpu):
     summary["pretrained_minus_scratch"] = {"test_spearman_per_seed": diffs, "mean": mean_std(diffs.values())[0]}
     summary["pretraining"] = {
         "loss_start": losses[0] if losses else None, "loss_end": losses[-1] if losses else None,
-        "steps": rows[-1].get("step") if rows else None, "max_steps": d["pretrain_steps"],
+        "steps": steps_done(pre, rows), "max_steps": d["pretrain_steps"],
         "budget_minutes": d["budget_minutes"], "device": "cuda" if on_gpu else "cpu",
     }
     summary["stages_seconds"] = {k: v.get("seconds") for k, v in stages.items()}

@@ -97,7 +97,8 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work_dir", default=None, help="default: bench/_work/cram/run (--smoke: .../smoke; "
                    "--pretrainer hf: run_hf, smoke_hf); finished stages found there are reused")
-    p.add_argument("--results_json", default=None, help="default: bench/results/cram_<card>_<date>_<time>.json")
+    p.add_argument("--results_json", default=None, help="default: bench/results/cram_<card>_<date>_<time>.json "
+                                                        "(with --smoke: in the work dir, not among the real runs)")
     p.add_argument("--input_dir", default=None, help="prepared shards (with vocab.txt); default: unpack ARCHIVE")
     p.add_argument("--archive", default=ARCHIVE, help="shards packed by bench/cram_prepare.sh")
     p.add_argument("--budget_minutes", type=float, default=3.5,
@@ -206,7 +207,8 @@ def main(argv=None):
     card = torch.cuda.get_device_name(0) if gpu else "cpu"
     stamp = datetime.datetime.now()
     results_json = args.results_json or os.path.join(
-        ROOT, "bench", "results", f"cram_{card.replace(' ', '_')}_{stamp:%Y%m%d_%H%M}.json")
+        work if args.smoke else os.path.join(ROOT, "bench", "results"),
+        f"cram_{card.replace(' ', '_')}_{stamp:%Y%m%d_%H%M}.json")
     py, device_flags = sys.executable, ([] if gpu else ["--no_cuda"])
     amp = ["--amp", recipe["amp"]]
     stages = {}

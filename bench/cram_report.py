@@ -62,11 +62,14 @@ def pretraining_summary(pre, recipe) -> dict:
 
 def print_summary(s, path):
     pt, shape = s.get("pretraining", {}), s.get("model_config", {})
-    print(f"\n{s['card']} | torch {s['torch']} | {shape.get('num_hidden_layers')}x{shape.get('hidden_size')} | "
-          f"pretraining {s['budget_minutes']} min: {pt.get('steps')} steps, "
-          f"{pt.get('seq_per_s_median')} seq/s (loader wait {pt.get('data_wait_median')}), "
-          f"loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
-          f"MLM acc {pt.get('mlm_acc_last', 0):.3f}")
+    head = f"\n{s['card']} | torch {s['torch']} | {shape.get('num_hidden_layers')}x{shape.get('hidden_size')} | "
+    if "from_weights" in pt:  # no pretraining in this run: say whose weights were fine-tuned
+        print(head + f"no pretraining here: fine-tuned from {pt['from_weights']}")
+    else:
+        print(head + f"pretraining {s['budget_minutes']} min: {pt.get('steps')} steps, "
+              f"{pt.get('seq_per_s_median')} seq/s (loader wait {pt.get('data_wait_median')}), "
+              f"loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
+              f"MLM acc {pt.get('mlm_acc_last', 0):.3f}")
     sts, nli, qa = s.get("korsts", {}), s.get("kornli", {}), s.get("korquad", {})
 
     def f(x):

@@ -14,8 +14,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(work, results, *extra):
+    """results None: cram's default path (a smoke run's goes into its work dir, never bench/results/)."""
     return subprocess.run([sys.executable, os.path.join(ROOT, "bench", "cram.py"), "--smoke", "--work_dir",
-                           str(work), "--results_json", str(results), *extra],
+                           str(work), *(["--results_json", str(results)] if results else []), *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -77,12 +78,16 @@ def test_cram_smoke_reports_every_task_and_survives_a_failed_stage(tmp_path, cap
         assert torch.equal(p.half().float(), q), name
 
     # the tasks again from those weights alone, in another work dir: no shards, no pretraining
-    proc = run(tmp_path / "ft", tmp_path / "ft.json", "--from_weights", str(weights), "--tasks", "kornli",
+    results_before = set(os.listdir(os.path.join(ROOT, "bench", "results")))
+    proc = run(tmp_path / "ft", None, "--from_weights", str(weights), "--tasks", "kornli",
                "--parallel", "1")  # one run at a time: each stage's output on screen
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[kornli] $ python run_classifier.py" in proc.stdout
-    ft = json.loads((tmp_path / "ft.json").read_text(encoding="utf-8"))
+    assert set(os.listdir(os.path.join(ROOT, "bench", "results"))) == results_before
+    (ft_json,) = (tmp_path / "ft").glob("cram_cpu_*.json")
+    ft = json.loads(ft_json.read_text(encoding="utf-8"))
     assert ft["pretraining"]["from_weights"] == str(weights) and "[pretrain]" not in proc.stdout
+    assert f"no pretraining here: fine-tuned from {weights}" in proc.stdout and "None steps" not in proc.stdout
     shape_keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
     assert [ft["model_config"][k] for k in shape_keys] == [first["model_config"][k] for k in shape_keys]
     assert 0 <= ft["kornli"]["test"]["accuracy"] <= 100 and "korsts" not in ft

@@ -146,3 +146,12 @@ def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, monkeypatch
         quickstart.main(["--output_dir", str(out), "--device", "cpu", *argv])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_steps_done_come_from_done_not_the_last_log_row(tmp_path):
+    """A time budget stops between two log rows (every 10 steps): the summary's step count is DONE's (it was the
+    last logged step, 10 where 13 were trained)."""
+    rows = [{"step": 10, "loss": 8.1}]
+    assert quickstart.steps_done(str(tmp_path), rows) == 10  # no DONE: the log is all there is
+    (tmp_path / "DONE").write_text(json.dumps({"step": 13, "checkpoint": "step-13"}))
+    assert quickstart.steps_done(str(tmp_path), rows) == 13
