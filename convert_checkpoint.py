@@ -33,7 +33,7 @@ import tempfile
 import torch
 
 from fileio import atomic_write
-from models.checkpoint import checkpoint_folder, checkpoint_label_names, write_tokenizer_vocab
+from models.checkpoint import checkpoint_folder, checkpoint_label_names, index_folder, write_tokenizer_vocab
 from models.config import arch_differences, read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
@@ -54,6 +54,7 @@ DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def stored_architectures(path: str) -> list[str] | None:
+    path = index_folder(path)  # a shard index stands for its folder
     cfg = os.path.join(path, "config.json")
     if not (os.path.isdir(path) and os.path.isfile(cfg)):
         return None

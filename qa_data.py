@@ -24,9 +24,6 @@ import numpy as np
 import tokenization
 from fileio import atomic_write, file_sha256
 
-# Bump when the feature layout or the windowing/labelling logic changes, so stale caches are not reused.
-
-
 # the windows' shape when neither a flag nor the checkpoint's qa_train.json gives it (the release's values)
 WINDOW_DEFAULTS = {"max_seq_length": 512, "doc_stride": 128, "max_query_length": 64}
 

@@ -124,6 +124,9 @@ RERUN_FREE_ARGS = ("seeds", "seed", "do_test", "output_dir", "num_workers", "loc
                    "loss_scale")
 # arguments newer than some saved seeds, at the value that trains as those seeds were trained
 ADDED_ARGS = {"layer_lr_decay": 1.0, "pair_orders": "one", "head_init_seed": None}
+# how a seed's batches were drawn, recorded with its results: seeds from before batching.GlobalBatchSampler (no
+# record) drew random batches otherwise, and only their --group_by_length batches are drawn the same way now
+BATCH_DRAW = "global-batch"
 
 
 def finished_seed(out_dir: str, args) -> dict | None:
@@ -143,6 +146,9 @@ def finished_seed(out_dir: str, args) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a seed's results ({type(e).__name__}: {e}); delete it to train that seed "
                          f"again") from None
+    if saved.get("batch_draw") != BATCH_DRAW and not old.get("group_by_length"):
+        raise ValueError(f"{path}: this seed was trained by an older run_classifier.py, which drew its random batches "
+                         f"otherwise; delete {path} to train that seed again, or choose another --output_dir")
     now = json.loads(json.dumps(vars(args)))  # as it was saved (tuples become lists)
     diff = sorted(k for k in set(now) | set(old) if k not in RERUN_FREE_ARGS and now.get(k) != old.get(k))
     if diff:
@@ -210,7 +216,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     results = {"task_name": task.name, "labels": list(task.labels) if task.labels else None, "metric_scale": "x100",
                "main_metric": task.main_metric, "seed": seed, "train_examples": data["train_examples"],
                "dev_examples": len(data["dev"]) if args.do_eval else 0, "total_steps": total_steps, "epochs": [],
-               "best_epoch": None, "best": None, "checkpoint": best_dir}
+               "best_epoch": None, "best": None, "checkpoint": best_dir, "batch_draw": BATCH_DRAW}
     best_score = -math.inf
     step, t0 = 0, time.time()
     for epoch in range(1, math.ceil(args.num_train_epochs) + 1):

@@ -355,7 +355,7 @@ def resolve_config_and_vocab(args):
     Explicit flags win over what the checkpoint carries, so the release's command lines (which always pass
     --config_file and --vocab_file) behave as before.
     """
-    from models.checkpoint import checkpoint_casing, write_tokenizer_vocab
+    from models.checkpoint import checkpoint_casing, checkpoint_folder, write_tokenizer_vocab
     from models.config import arch_differences, read_json_object, require_pair_segments
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
     from tokenization import read_vocab_lines
@@ -407,7 +407,7 @@ def resolve_config_and_vocab(args):
             config.do_lower_case = True
     own_vocab = checkpoint_vocab(ckpt) if ckpt else None
     vocab_file = args.vocab_file or own_vocab
-    if vocab_file is None and ckpt and os.path.isfile(os.path.join(ckpt, "tokenizer.json")):
+    if vocab_file is None and ckpt and os.path.isfile(os.path.join(checkpoint_folder(ckpt), "tokenizer.json")):
         # a transformers 5 directory has only tokenizer.json: its vocab, as a vocab.txt for this process (once,
         # however many seeds call this)
         if ckpt not in _TOKENIZER_VOCABS:
@@ -445,11 +445,14 @@ def resolve_config_and_vocab(args):
     if flag is not None and flag != config.do_lower_case:
         # lower-casing a cased model's input (or not lower-casing an uncased one's) gives other ids for every word
         # with a capital, silently: the flag may only say what the checkpoint and config leave unsaid
-        stated = []
-        with contextlib.suppress(ValueError, OSError):  # unreadable: checked where it is read for the model
-            stated.append((f"--checkpoint {ckpt}", checkpoint_casing(ckpt) if ckpt else None))
-            stated.append((f"--config_file {args.config_file}",
-                           read_json_object(args.config_file).get("do_lower_case") if args.config_file else None))
+        stated = []  # a source that cannot be read states nothing (each is checked where it is read)
+        if ckpt:
+            with contextlib.suppress(ValueError, OSError):
+                stated.append((f"--checkpoint {ckpt}", checkpoint_casing(ckpt)))
+        if args.config_file:
+            with contextlib.suppress(ValueError, OSError):
+                stated.append((f"--config_file {args.config_file}",
+                               read_json_object(args.config_file).get("do_lower_case")))
         for source, value in stated:
             if isinstance(value, bool) and value != flag:
                 fail(f"--do_lower_case={flag} contradicts {source}, which says do_lower_case={value}; drop "

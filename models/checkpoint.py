@@ -292,7 +292,7 @@ def save_checkpoint(model: nn.Module, out_dir: str, vocab_file: str | None = Non
 _WARNED: set[str] = set()  # tokenizer configs already warned about in this process
 
 
-def _index_folder(path: str) -> str:
+def index_folder(path: str) -> str:
     """A shard index stands for its folder (config, vocab, task files); any other path for itself."""
     return os.path.dirname(os.path.abspath(path)) if os.path.basename(path) in SHARD_INDEXES and os.path.isfile(
         path) else path
@@ -303,7 +303,7 @@ def checkpoint_config(path: str) -> BertConfig | None:
 
     A Hugging Face directory keeps do_lower_case in tokenizer_config.json, not config.json: it is read from there.
     """
-    path = _index_folder(path)
+    path = index_folder(path)
     if os.path.isdir(path):
         cfg = os.path.join(path, "config.json")
         if not os.path.isfile(cfg):
@@ -347,7 +347,7 @@ def checkpoint_config(path: str) -> BertConfig | None:
 def checkpoint_casing(path: str) -> bool | None:
     """do_lower_case as a checkpoint states it (ours always do; a Hugging Face directory in its tokenizer_config.json),
     None where it says nothing (the release's files, a bare .bin): what checkpoint_config then reads as cased."""
-    path = _index_folder(path)
+    path = index_folder(path)
     if os.path.isdir(path):
         stated = [d["do_lower_case"] for d in (read_json_object(os.path.join(path, name))
                                                for name in ("config.json", "tokenizer_config.json")
@@ -409,12 +409,12 @@ def checkpoint_vocab(path: str) -> str | None:
 
 
 def checkpoint_tokenizer_vocab(path: str) -> list[str] | None:
-    """The WordPiece vocab in a directory's tokenizer.json, as vocab.txt lines (id order); None without one.
+    """The WordPiece vocab in a checkpoint folder's tokenizer.json, as vocab.txt lines (id order); None without one.
 
     transformers 5 saves only tokenizer.json, no vocab.txt.
     """
-    file = os.path.join(path, "tokenizer.json")
-    if not (os.path.isdir(path) and os.path.isfile(file)):
+    file = os.path.join(checkpoint_folder(path), "tokenizer.json")  # beside a weights file or shard index too
+    if not os.path.isfile(file):
         return None
     tokenizer = read_json_object(file)
     model = tokenizer.get("model")
@@ -442,7 +442,7 @@ def checkpoint_tokenizer_vocab(path: str) -> list[str] | None:
 
 
 def write_tokenizer_vocab(path: str, out_dir: str) -> str | None:
-    """out_dir/vocab.txt made from the checkpoint directory's tokenizer.json; None when it has none."""
+    """out_dir/vocab.txt made from the checkpoint folder's tokenizer.json; None when it has none."""
     tokens = checkpoint_tokenizer_vocab(path)
     if tokens is None:
         return None

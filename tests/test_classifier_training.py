@@ -149,7 +149,11 @@ def test_group_by_length_trains_on_less_padding(cls_env, tmp_path, monkeypatch):
 
 def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(cls_env, tmp_path, capsys, monkeypatch):
     argv = train_argv(cls_env, tmp_path / "grid", "--do_eval", "--do_test", "--seeds", "1,2")
+    seeded = []  # each seed's model has its dropout reseeded per rank once built (a no-op in one process)
+    real = run_classifier.tu.seed_dropout_per_rank
+    monkeypatch.setattr(run_classifier.tu, "seed_dropout_per_rank", lambda s, rt: seeded.append(s) or real(s, rt))
     grid = run_classifier.main(argv)
+    assert seeded == [1, 2]
     saved = read_json(tmp_path / "grid" / "seed_grid.json")
     assert saved["best_seed_on_dev"] == grid["best_seed_on_dev"] and set(saved["seeds"]) == {"1", "2"}
     dev = {s: saved["seeds"][s]["spearman"] for s in ("1", "2")}
@@ -196,6 +200,18 @@ def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(cls_env, tmp_
         expect_fail(capsys, run_classifier.main, argv + flags,
                     f"seed-1/eval_results.json: this seed finished with other arguments: {shown}")
     assert trained == [2]
+    # ... nor a seed whose random batches were drawn by the older sampler (no batch_draw record): it would mix two
+    # data orders in one grid. Its --group_by_length batches are drawn as now, so such a seed is still reused.
+    del older["batch_draw"]
+    seed1_results.write_text(json.dumps(older), encoding="utf-8")
+    (tmp_path / "grid" / "seed_grid.json").unlink(missing_ok=True)
+    expect_fail(capsys, run_classifier.main, argv, "seed-1/eval_results.json: this seed was trained by an older "
+                "run_classifier.py, which drew its random batches otherwise")
+    older["args"]["group_by_length"] = True
+    seed1_results.write_text(json.dumps(older), encoding="utf-8")
+    os.remove(tmp_path / "grid" / "seed-2" / "eval_results.json")
+    run_classifier.main(argv + ["--group_by_length"])
+    assert trained == [2, 2]  # seed 2 (random batches) trains again; seed 1 is reused
 
 
 def test_same_global_batch_same_run_with_accumulation_and_two_ranks(cls_env, tmp_path):

@@ -145,13 +145,17 @@ def test_hf_encoder_saved_without_a_pooler_converts_with_a_fresh_one(tmp_path, c
 
 
 def test_hf_token_classification_is_refused(tmp_path, capsys):
-    _, path = hf_saved(tmp_path, "BertForTokenClassification", "tok", num_labels=5)
-    # by config.json's architectures, then by the weight names (a classifier with no pooler)
-    for by_keys, why in ((False, "architectures=BertForTokenClassification"),
-                         (True, "classifier head without a pooler")):
+    hf, path = hf_saved(tmp_path, "BertForTokenClassification", "tok", num_labels=5)
+    hf.save_pretrained(str(tmp_path / "sharded"), max_shard_size="100KB")
+    index = str(tmp_path / "sharded" / "model.safetensors.index.json")
+    # by config.json's architectures (the folder's, also when its shard index is named), then by the weight names
+    # (a classifier with no pooler)
+    for given, why in ((path, "architectures=BertForTokenClassification"),
+                       (index, "architectures=BertForTokenClassification"),
+                       (None, "classifier head without a pooler")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as e:
-            convert_checkpoint.main(["--input", without_architectures(path) if by_keys else path,
+            convert_checkpoint.main(["--input", given or without_architectures(path),
                                      "--output", str(tmp_path / "out"), "--to", "ours"])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and why in err and "token classification" in err and "\n" not in err
@@ -206,6 +210,19 @@ def test_scripts_take_an_hf_dir_with_tokenizer_json_only(tmp_path):
     converted = eval_classifier.main(argv + ["--checkpoint", str(tmp_path / "ours")])
     assert direct["examples"] == 40 and direct["spearman"] == converted["spearman"]
     assert direct["pearson"] == converted["pearson"]
+    # split into shards and named by its index: the folder's tokenizer.json still gives the vocab
+    sharded = tmp_path / "sharded"
+    transformers.BertForSequenceClassification.from_pretrained(path).save_pretrained(str(sharded),
+                                                                                    max_shard_size="100KB")
+    for name in os.listdir(path):
+        if name.startswith("tokenizer"):
+            shutil.copy(os.path.join(path, name), sharded / name)
+    by_index = eval_classifier.main(argv + ["--checkpoint", str(sharded / "model.safetensors.index.json")])
+    assert by_index["spearman"] == direct["spearman"]
+    convert_checkpoint.main(["--input", str(sharded / "model.safetensors.index.json"), "--output",
+                             str(tmp_path / "ours_by_index"), "--to", "ours"])
+    assert (tmp_path / "ours_by_index" / "vocab.txt").read_text(encoding="utf-8") == \
+        (tmp_path / "ours" / "vocab.txt").read_text(encoding="utf-8")
     tok = transformers.AutoTokenizer.from_pretrained(path)  # a vocab that covers the text: not all [UNK]
     ids = tok("서울에서 열린 회의에 참석했다", add_special_tokens=False)["input_ids"]
     assert len(set(ids) - {tok.unk_token_id}) >= 3

@@ -361,11 +361,15 @@ def test_training_batches_are_cut_to_their_longest_window_in_the_loader():
 
 
 @pytest.mark.parametrize("logging_steps", ["1", "1000"])
-def test_a_diverged_run_stops_before_saving_nan_weights(qa_env, tmp_path, capsys, logging_steps):
+def test_a_diverged_run_stops_before_saving_nan_weights(qa_env, tmp_path, capsys, logging_steps, monkeypatch):
     """lr 1e30 makes the loss NaN within a few steps: the run stops with one line at the log step that sees it or,
     with no log step in the epoch, at the epoch's end, before that epoch's checkpoints. It used to go on, save NaN
     weights as epoch-1, best and final, and exit 0."""
+    seeded = []  # (and the model's dropout is reseeded per rank once it is built; a no-op in one process)
+    real = run_qa.tu.seed_dropout_per_rank
+    monkeypatch.setattr(run_qa.tu, "seed_dropout_per_rank", lambda seed, rt: seeded.append(seed) or real(seed, rt))
     out = tmp_path / "r"
     expect_fail(capsys, run_qa.main, train_argv(qa_env, out, "--learning_rate", "1e30", "--num_train_epochs", "2",
                                                 "--logging_steps", logging_steps), "training loss is ")
     assert out.is_dir() and not any((out / d).exists() for d in ("epoch-1", "best", "final"))
+    assert seeded == [7]

@@ -157,6 +157,12 @@ def test_do_lower_case_flag_may_not_contradict_the_model(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1, err
         assert f"--do_lower_case={flag} contradicts {source}" in err and f"do_lower_case={not flag}" in err, err
+    # a checkpoint whose casing cannot be read leaves the --config_file's to be checked
+    (tmp_path / "silent" / "tokenizer_config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        resolve(True, "silent", "cased.json")
+    assert "--do_lower_case=True contradicts --config_file" in capsys.readouterr().err
+    (tmp_path / "silent" / "tokenizer_config.json").unlink()
     assert resolve(True, "uncased") is True and resolve(False, "cased") is False  # agreeing: fine
     assert resolve(None, "uncased") is True and resolve(None, "cased") is False  # unsaid: the model's own
     assert resolve(True, "silent") is True and resolve(True, None, "silent.json") is True  # the release's files
