@@ -96,9 +96,10 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
 
 
 def accumulation_windows(batches, accum: int):
-    """Lists of `accum` consecutive micro-batches (the epoch's last list may be shorter), each list drawn whole
-    before any of it trains: a script can then weigh every micro-batch by its share of its window's rows, so a short
-    last micro-batch counts as its rows, as in one batch of them all."""
+    """Lists of `accum` consecutive micro-batches, each list drawn whole before any of it trains: a script can then
+    weigh every micro-batch by its share of its window's rows. From GlobalBatchSampler every list is whole and every
+    micro-batch full; from another loader the epoch's last list may be shorter, or a micro-batch short, and each
+    still counts as its rows, as in one batch of them all."""
     batches = iter(batches)
     while window := list(itertools.islice(batches, accum)):
         yield window

@@ -334,7 +334,7 @@ def print_summary(meta: dict, out: str):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
     args = parser.parse_args(argv)

@@ -35,7 +35,7 @@ import tokenization
 import train_utils as tu
 from fileio import atomic_write_json, atomic_write_text
 from models.checkpoint import canonical_state_dict, checkpoint_folder, head_rows, read_state_dict
-from models.config import read_json_object
+from models.config import check_max_seq_length, read_json_object
 from models.modeling import BertForSequenceClassification, load_checkpoint
 
 def build_parser():
@@ -79,9 +79,9 @@ def read_task_weights(ckpt: str, task, config_from_ckpt: bool, config, saved: di
     return sd
 
 
-def resolve_max_seq_length(args, saved: dict, ckpt: str, max_positions: int) -> int:
+def resolve_max_seq_length(args, saved: dict, ckpt: str, config) -> int:
     """--max_seq_length, else the checkpoint's: inputs cut shorter or longer than in fine-tuning score lower.
-    ValueError when it exceeds the model's max_position_embeddings (max_positions)."""
+    ValueError when it exceeds the model's (config's) max_position_embeddings."""
     trained = saved.get("max_seq_length")
     if args.max_seq_length is None:
         length = trained or cls_data.DEFAULT_MAX_SEQ_LENGTH  # neither the flag nor task.json gives one
@@ -89,9 +89,8 @@ def resolve_max_seq_length(args, saved: dict, ckpt: str, max_positions: int) -> 
         length = args.max_seq_length
         if trained and length != trained:
             tu.warn(f"--max_seq_length {length}, but {ckpt} was fine-tuned with {trained} (its task.json)")
-    if length > max_positions:
-        source = "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length"
-        raise ValueError(f"{source} {length} exceeds the model's max_position_embeddings {max_positions}")
+    check_max_seq_length(length, config,
+                         "--max_seq_length" if args.max_seq_length is not None else "task.json's max_seq_length")
     return length
 
 
@@ -154,7 +153,7 @@ def main(argv=None):
         config, vocab_file = tu.resolve_config_and_vocab(args)
         saved = read_task_json(args.checkpoint)
         sd = read_task_weights(args.checkpoint, task, config_from_ckpt, config, saved)
-        max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint, config.max_position_embeddings)
+        max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint, config)
         pair_orders = resolve_pair_orders(args, saved, args.checkpoint, task)
         path = args.eval_file or cls_data.resolve_files(args, task, "test")[0]
         examples = cls_data.read_examples(path, task, args.max_eval_examples, strict=True, allow_unlabelled=True)

@@ -34,12 +34,13 @@ import qa_data
 import train_utils as tu
 from fileio import atomic_write_json
 from models.checkpoint import checkpoint_folder
-from models.config import read_json_object
+from models.config import check_max_seq_length, read_json_object
 from models.modeling import BertForQuestionAnswering, load_checkpoint
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),  # the summary and commands
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_model_args(p)
     batching.add_pad_multiple_arg(tu.add_runtime_args(p))
     qa_data.add_qa_args(p, windows_from_checkpoint=True)
@@ -230,9 +231,7 @@ def main(argv=None):
             if os.path.exists(os.path.join(args.output_dir, name)):
                 raise ValueError(f"{os.path.join(args.output_dir, name)} already exists; choose another --output_dir")
         config, vocab_file = tu.resolve_config_and_vocab(args)
-        if args.max_seq_length > config.max_position_embeddings:
-            raise ValueError(f"--max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
-                             f"{config.max_position_embeddings}")
+        check_max_seq_length(args.max_seq_length, config)
         model = BertForQuestionAnswering(config)
         load_checkpoint(model, args.checkpoint, strict=True)
         examples, feats = load_qa_features(args.predict_file, False, args.max_eval_examples, args, config,

@@ -6,7 +6,7 @@ with. Every function takes explicit arguments and raises ValueError with the one
 
     check_args(args)  # flags alone
     ckpt_dir, source = resolve_start(output_dir, resume="auto", init_checkpoint=None)
-    config = model_config(config_file, ckpt_dir, source, shard_meta, input_dir)
+    config = model_config(config_file, ckpt_dir, source, shard_meta, input_dir, max_seq_length)
     state, changed = load_train_state(ckpt_dir, vars(args), ("optimizer", "scheduler"), shards_fingerprint(meta))
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import torch
 
 from fileio import resolve_checkpoint_dir
-from models.config import arch_differences, require_pair_segments
+from models.config import arch_differences, check_max_seq_length, require_pair_segments
 from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
 from pretraining_data import vocab_sha256
 from train_utils import check_output_dir_path, check_training_args
@@ -139,9 +139,7 @@ def model_config(config_file: str | None, ckpt_dir: str | None, source: str | No
         raise ValueError(f"vocab size mismatch: the config ({config_file or ckpt_dir}) says vocab_size="
                          f"{config.vocab_size} but {os.path.join(input_dir, 'meta.json')} has "
                          f"{shard_meta['vocab_size']}")
-    if max_seq_length > config.max_position_embeddings:
-        raise ValueError(f"--max_seq_length {max_seq_length} exceeds the config's max_position_embeddings "
-                         f"{config.max_position_embeddings}")
+    check_max_seq_length(max_seq_length, config)
     return config
 
 

@@ -32,7 +32,7 @@ import sys
 import torch
 
 from cls_data import mean_std
-from fileio import atomic_write_json, plot_jsonl, read_jsonl
+from fileio import atomic_write_json, plot_jsonl, read_jsonl, resolve_checkpoint_dir
 from run_classifier import parse_seeds
 from stages import exit_on_termination, run_stage
 from train_utils import fail, warn
@@ -44,8 +44,9 @@ KORSTS = os.path.join(HERE, "data/korsts")
 # Defaults chosen so the CPU run fits in about 10 minutes on 2 cores; on a GPU the same pipeline trains the
 # release's Small shape for longer. Pretraining stops after pretrain_steps, or budget_minutes of wall time.
 # On a GPU, pretraining runs as bench/cram.py's measured recipe does (bench/RESULTS.md, 2026-11-27, third run):
-# compiled with CUDA graphs, and run_pretraining.py's default loader workers (one per core, at most 8), since one
-# worker masking 0.3-0.5 ms per sequence would hold the Small model to about a fifth of its compiled rate.
+# compiled with CUDA graphs, and run_pretraining.py's default loader workers (the usable cores less one, at most
+# 8), since one worker masking 0.3-0.5 ms per sequence would hold the Small model to about a fifth of its
+# compiled rate.
 CPU = dict(config="models/configs/quickstart.json", vocab_size=8000, pretrain_steps=1400, budget_minutes=None,
            seq=64, batch=32, lr=2e-3, ft_epochs=3, ft_batch=32, ft_lr=1e-4, ft_seeds="1-3", amp="no",
            num_workers=1, compile_mode=None)
@@ -55,7 +56,7 @@ GPU = dict(config="models/configs/small.json", vocab_size=32000, pretrain_steps=
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="runs/quickstart")
     stop = p.add_mutually_exclusive_group()
@@ -241,11 +242,11 @@ def pretrain_speed_flags(d):
 
 
 def final_checkpoint(pre_dir):
-    latest = os.path.join(pre_dir, "checkpoints", "latest")
-    if not os.path.exists(latest):
+    """The checkpoint a pretraining run's checkpoints/latest names (fileio.resolve_checkpoint_dir)."""
+    ckpt = resolve_checkpoint_dir(pre_dir)
+    if ckpt == pre_dir:
         fail(f"no pretraining checkpoint under {pre_dir}/checkpoints")
-    with open(latest, encoding="utf-8") as f:
-        return os.path.join(pre_dir, "checkpoints", f.read().strip())
+    return ckpt
 
 
 def steps_done(pre_dir, rows) -> int | None:

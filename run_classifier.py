@@ -55,6 +55,7 @@ import tokenization
 import train_utils as tu
 from fileio import JsonlLogger, atomic_write_json, plot_jsonl
 from models.checkpoint import head_rows
+from models.config import check_max_seq_length
 from models.modeling import (BertForSequenceClassification, checkpoint_config, init_weights, load_checkpoint,
                              save_checkpoint)
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
@@ -227,8 +228,9 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
         loss_sum, loss_n, window_loss, window_n = 0.0, 0, 0.0, 0
         bar = tqdm(train_loader, desc=f"seed {seed} epoch {epoch}", disable=not rt.is_main, leave=False)
         i = 0
-        # each micro-batch's mean loss weighs its share of the window's rows; under DDP every rank holds as many
-        # rows (the samplers pad), so DDP's mean over ranks keeps that weighting
+        # each micro-batch's mean loss weighs its share of the window's rows: 1/accum, as GlobalBatchSampler fills
+        # every micro-batch and gives every rank as many rows (so DDP's mean over ranks keeps the weighting); the
+        # weighting still holds for a loader with a short last batch
         for window in batching.accumulation_windows(bar, accum):
             window_rows = sum(len(b["labels"]) for b in window)
             for j, batch in enumerate(window):
@@ -318,9 +320,7 @@ def score_checkpoint(ckpt_dir, task, rt, split) -> dict:
 def load_data(args, task, rt) -> dict:
     """Read every split the run needs and turn it into features once (shared by all seeds)."""
     config, vocab_file = tu.resolve_config_and_vocab(args)
-    if args.max_seq_length > config.max_position_embeddings:
-        raise ValueError(f"--max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
-                         f"{config.max_position_embeddings}")
+    check_max_seq_length(args.max_seq_length, config)
     tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                   morph_analyzer=config.morph_analyzer)
     ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))

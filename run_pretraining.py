@@ -94,7 +94,7 @@ RESUME_MUST_MATCH = ("optimizer", "scheduler")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = add_model_args(p)
     g.add_argument("--init_checkpoint", dest="checkpoint",
@@ -357,7 +357,7 @@ def main(argv=None):
             scaler.unscale_(optimizer)  # no-op unless fp16: clipping and LAMB's trust ratio see true gradients
             if args.optimizer == "adam" and args.max_grad_norm > 0:
                 grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.max_grad_norm)
-            elif log_now:  # LAMB clips by the global norm inside its step; measured here for the log only
+            elif log_now:  # LAMB clips by the global norm inside its step (Adam at 0: no clipping); for the log only
                 grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad)
                                                                   for p in raw_model.parameters()
                                                                   if p.grad is not None]))

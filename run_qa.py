@@ -40,6 +40,7 @@ import qa_data
 import train_utils as tu
 from fileio import JsonlLogger, atomic_write_json, plot_jsonl, umask
 from eval_qa import check_labelled, load_qa_features, predict_logits, score, write_predictions
+from models.config import check_max_seq_length
 from models.modeling import BertForQuestionAnswering, save_checkpoint
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
 
@@ -50,7 +51,8 @@ RUN_OUTPUTS = ("run_args.json", "train_log.jsonl", "loss.png", "final", "best", 
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),  # the summary and commands
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     tu.add_model_args(p)
     tu.add_layer_lr_decay_arg(tu.add_optim_args(p, learning_rate=5e-5))
     tu.add_runtime_args(p)
@@ -189,9 +191,7 @@ def main(argv=None):
         micro_batch = per_device_batch(args, rt.world_size)
         tu.set_seed(args.seed)  # before the model is built: the fresh QA head's initialisation depends on it
         model, config, vocab_file = tu.load_model_for_task(args, BertForQuestionAnswering)
-        if args.max_seq_length > config.max_position_embeddings:
-            raise ValueError(f"--max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
-                             f"{config.max_position_embeddings}")
+        check_max_seq_length(args.max_seq_length, config)
         dev = None
         if args.predict_file and args.do_predict is not False:
             # read before the (slower) training features, and checked before training: the file is scored after
@@ -245,8 +245,9 @@ def main(argv=None):
         loss_sum, loss_rows, log_loss, log_rows = 0.0, 0, 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not rt.is_main, leave=False)
         i = 0
-        # each micro-batch's mean loss weighs its share of the window's rows; under DDP every rank holds as many
-        # rows (the samplers pad), so DDP's mean over ranks keeps that weighting
+        # each micro-batch's mean loss weighs its share of the window's rows: 1/accum, as GlobalBatchSampler fills
+        # every micro-batch and gives every rank as many rows (so DDP's mean over ranks keeps the weighting); the
+        # weighting still holds for a loader with a short last batch
         for window in batching.accumulation_windows(bar, accum):
             window_rows = sum(len(b[0]) for b in window)
             for j, (ids, types, mask, start_pos, end_pos) in enumerate(window):

@@ -20,8 +20,9 @@ keeps accented Latin letters (café), whose ids would change: so it stays off, o
 
 Known limitation of the fast path: tokenizers aligns a character composed by NFC with only the first character
 it came from, so on decomposed (NFD) input an offset end can stop inside the last syllable's jamo. Starts are
-exact, and on NFC input (nearly all real text) so are ends. qa_data, the one user of the offsets, tokenises
-contexts in NFC and maps the offsets back (nfc_with_spans, original_offsets below).
+exact, and on NFC input (nearly all real text) so are ends. qa_data tokenises contexts in NFC and maps the
+offsets back (nfc_with_spans, original_offsets below); corpus_tasks reads them to tell whether a gap in the text
+separates two morphemes (whole-word masking with --morph_analyzer).
 """
 from __future__ import annotations
 

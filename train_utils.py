@@ -62,8 +62,9 @@ def add_model_args(parser: argparse.ArgumentParser):
                    help="model config JSON (release or Hugging Face keys); optional when the checkpoint carries one")
     g.add_argument("--vocab_file", default=None,
                    help="WordPiece vocab.txt; optional when the checkpoint carries one")
-    add_bool_flag(g, "--do_lower_case", help="lower-case input (the Korean release models are cased); "
-                                             "--do_lower_case=False as in google-research/bert is the default")
+    add_bool_flag(g, "--do_lower_case", help="lower-case input (the Korean release models are cased); default: "
+                                             "the casing the checkpoint or config states, else cased. A value "
+                                             "that contradicts a stated casing is refused")
     return g
 
 
@@ -100,10 +101,11 @@ def check_training_args(args):
     check_compile_args(args)
 
 
-def check_output_dir_path(path: str, flag: str = "--output_dir"):
-    """ValueError when `path` exists and is not a directory: checked before any work, not at the first write."""
+def check_output_dir_path(path: str):
+    """ValueError when --output_dir `path` exists and is not a directory: checked before any work, not at the first
+    write."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"{flag} {path}: exists and is not a directory")
+        raise ValueError(f"--output_dir {path}: exists and is not a directory")
 
 
 def add_layer_lr_decay_arg(group):
@@ -113,10 +115,10 @@ def add_layer_lr_decay_arg(group):
                             "at lr * D ** (L + 1), the pooler and head at lr (default 1: one rate for all)")
 
 
-def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str | None = None,
-                     num_workers: int | None = 2, num_workers_help: str = "DataLoader worker processes"):
+def add_runtime_args(parser: argparse.ArgumentParser, num_workers: int | None = 2,
+                     num_workers_help: str = "DataLoader worker processes"):
     g = parser.add_argument_group("runtime")
-    g.add_argument("--output_dir", default=output_dir)
+    g.add_argument("--output_dir", default=None)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--amp", choices=["no", "bf16", "fp16"], default="no",
                    help="autocast precision (fp16 uses a gradient scaler)")

@@ -177,7 +177,7 @@ def main(argv=None):
         cls_data.check_task_args(args)
         ing = check_ingredients(paths, task)
         cls_data.check_pair_orders(ing["pair_orders"], task, f"{ing['path']}'s task.json pair_orders")
-        max_len = resolve_max_seq_length(args, ing["task_json"], ing["path"], ing["config_obj"].max_position_embeddings)
+        max_len = resolve_max_seq_length(args, ing["task_json"], ing["path"], ing["config_obj"])
         # every split read up front: a bad test file fails before any work
         views = split_views(args, task, ["dev", "test"] if args.do_test else ["dev"], ing, multiple, max_len)
         model = BertForSequenceClassification(ing["config_obj"], num_labels=task.num_labels).to(rt.device)

@@ -57,6 +57,13 @@ def require_pair_segments(config, source: str):
                          "KorQuAD and KorNLI/KorSTS use segment ids 0 and 1 (type_vocab_size >= 2)")
 
 
+def check_max_seq_length(length: int, config, source: str = "--max_seq_length"):
+    """ValueError when inputs of `length` positions would index past the model's position embeddings."""
+    if length > config.max_position_embeddings:
+        raise ValueError(f"{source} {length} exceeds the model's max_position_embeddings "
+                         f"{config.max_position_embeddings}")
+
+
 _GELU_NAMES = ("gelu", "gelu_python")  # both are the exact erf form; gelu_new/gelu_fast are tanh approximations
 
 
