@@ -42,7 +42,8 @@ def add_qa_args(parser, windows_from_checkpoint: bool = False):
                        help=help + (where.format(default) if windows_from_checkpoint else ""))
     g.add_argument("--max_answer_length", type=int, default=30, help="longest predicted answer, in tokens")
     g.add_argument("--n_best_size", type=int, default=20, help="start/end candidates kept per window")
-    g.add_argument("--batch_size", type=int, default=16, help="evaluation batch size per device")
+    g.add_argument("--batch_size", "--eval_batch_size", dest="batch_size", type=int, default=16,
+                   help="evaluation batch size per device (--eval_batch_size: the classifier scripts' spelling)")
     g.add_argument("--max_eval_examples", type=int, default=None,
                    help="use only the first N questions of --predict_file (debugging)")
     g.add_argument("--cache_dir", default=None,

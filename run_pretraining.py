@@ -125,7 +125,8 @@ def build_parser():
     t.add_argument("--scheduler", choices=["linear", "poly"], default="linear")
     t.add_argument("--max_steps", type=int, default=500000, help="optimizer steps; also the schedule's length")
     t.add_argument("--save_steps", type=int, default=10000)
-    t.add_argument("--log_steps", type=int, default=100)
+    t.add_argument("--log_steps", "--logging_steps", dest="log_steps", type=int, default=100,
+                   help="log every N steps (--logging_steps: the fine-tuning scripts' spelling)")
     t.add_argument("--keep_last", type=int, default=3, help="checkpoints kept (older ones are deleted)")
     t.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="'auto' (default when given bare): OUTPUT_DIR's latest checkpoint if any; or a checkpoint path")

@@ -149,6 +149,8 @@ def test_check_args_refuses_values_that_would_fail_late(tmp_path):
     (tmp_path / "meta.json").write_text("{}")
     base = ["--input_dir", str(tmp_path), "--output_dir", str(tmp_path / "out"), "--config_file", TINY]
     S.check_args(build_parser().parse_args(base + ["--max_grad_norm", "0"]))
+    # the fine-tuning scripts' --logging_steps spells --log_steps too
+    assert build_parser().parse_args(base + ["--logging_steps", "7"]).log_steps == 7
     for flags, needle in ((["--learning_rate", "nan"], "--learning_rate nan: must be >= 0"),
                           (["--num_workers", "-2"], "--num_workers -2: must be >= 0"),
                           (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0"),

@@ -227,6 +227,9 @@ def test_google_bert_flag_spellings(qa_env, tmp_path, capsys):
         args = run_qa.build_parser().parse_args(base + extra)
         assert (args.do_train, args.do_predict) == want, extra
     assert eval_qa.build_parser().parse_args(["--do_predict=True"]).do_predict is True
+    # the classifier scripts' --eval_batch_size spells the QA scripts' --batch_size too
+    assert eval_qa.build_parser().parse_args(["--eval_batch_size", "7"]).batch_size == 7
+    assert run_qa.build_parser().parse_args(base + ["--eval_batch_size", "7"]).batch_size == 7
     # bert's cased command lines spell the default out; the release's say --do_lower_case alone
     assert not run_qa.build_parser().parse_args(base + ["--do_lower_case=False"]).do_lower_case
     assert run_qa.build_parser().parse_args(base + ["--do_lower_case"]).do_lower_case is True
