@@ -99,21 +99,21 @@ def unpack_bits(packed: np.ndarray, start: int, end: int) -> np.ndarray:
     return bits[start - lo * 8:end - lo * 8].astype(bool)
 
 
-def unit_bounds(sent_off: np.ndarray, max_piece: int, word_starts: np.ndarray | None = None) -> np.ndarray:
+def unit_bounds(sent_off: np.ndarray, max_piece: int, word_start: np.ndarray | None = None) -> np.ndarray:
     """Token offsets where chunking units start (+ the end): the sentence starts, plus cuts inside a sentence longer
     than max_piece tokens, at most max_piece apart, so that a chunk of two units fits in one example and long legal
-    sentences are not mostly truncated away. word_starts (sorted token offsets where words start): each cut moves
-    back to the start of the word it would split, so no segment starts with a '##' piece (cut anywhere, 47% of
-    in-order second segments did and 2% of swapped ones: SOP's label could be read off that one token)."""
+    sentences are not mostly truncated away. word_start (the shard's packed bits): each cut moves back to the start
+    of the word it would split, so no segment starts with a '##' piece (cut anywhere, 47% of in-order second
+    segments did and 2% of swapped ones: SOP's label could be read off that one token)."""
     long = np.flatnonzero(np.diff(sent_off) > max_piece)
     cuts = []
     for i in long:
         pos, end = int(sent_off[i]), int(sent_off[i + 1])
         while end - pos > max_piece:
             cut = pos + max_piece
-            if word_starts is not None:
-                w = int(word_starts[np.searchsorted(word_starts, cut, "right") - 1])  # last word start <= cut
-                cut = w if w > pos else cut  # a word longer than max_piece is still cut
+            if word_start is not None:
+                starts = np.flatnonzero(unpack_bits(word_start, pos + 1, cut + 1))
+                cut = pos + 1 + int(starts[-1]) if len(starts) else cut  # a word longer than max_piece is still cut
             cuts.append(cut)
             pos = cut
     return np.unique(np.concatenate([sent_off, cuts])).astype(np.int64) if cuts else np.asarray(sent_off, np.int64)
@@ -311,8 +311,7 @@ class PretrainingDataset(Dataset):
                                  f"{len(packed)} word-start bytes, but its sentence offsets end at {int(so[-1])}: "
                                  "a damaged shard (prepare the data again)")
             check_token_ids(shard_path(input_dir, self._shards[k], "ids"), ids, vocab_size)
-            word_starts = np.flatnonzero(np.unpackbits(np.asarray(packed), bitorder="little")[:len(ids)])
-            self._units.append(unit_bounds(so, max(1, (max_seq_length - 3) // 2), word_starts))
+            self._units.append(unit_bounds(so, max(1, (max_seq_length - 3) // 2), packed))
         self._mm = {}  # opened again lazily in each process
         self._doc_weight = None  # per shard, every document's weight; None: each document once
         files = self.meta["input_files"]

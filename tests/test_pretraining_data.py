@@ -54,9 +54,7 @@ def corpus(shards):
         so = np.load(shard_path(shards, s["name"], "sentences"))
         do = np.load(shard_path(shards, s["name"], "documents"))
         ids.append(i)
-        starts = np.flatnonzero(np.unpackbits(np.load(shard_path(shards, s["name"], "word_start")),
-                                              bitorder="little")[:len(i)])
-        units.append(unit_bounds(so, (L - 3) // 2, starts)[:-1] + base)
+        units.append(unit_bounds(so, (L - 3) // 2, np.load(shard_path(shards, s["name"], "word_start")))[:-1] + base)
         docs.append(so[do[:-1]] + base)
         base += len(i)
     return np.concatenate(ids), set(np.concatenate(units).tolist()) | {base}, np.append(np.concatenate(docs), base)
@@ -130,8 +128,9 @@ def test_unit_bounds_cut_long_sentences():
     assert unit_bounds(sent_off, 40).tolist() == sent_off.tolist()
     # with word starts, each cut moves back to the start of the word it would split (never to or before the last
     # cut: a word longer than 8 tokens is still cut), and units stay at most 8 tokens long
-    starts = np.array([0, 3, 5, 9, 12, 17, 20, 25, 26, 27, 30, 41, 50, 51])
-    bounds = unit_bounds(sent_off, 8, starts)
+    starts = np.zeros(60, bool)
+    starts[[0, 3, 5, 9, 12, 17, 20, 25, 26, 27, 30, 41, 50, 51]] = True
+    bounds = unit_bounds(sent_off, 8, np.packbits(starts, bitorder="little"))
     assert bounds.tolist() == [0, 5, 12, 20, 25, 26, 30, 38, 41, 49, 51, 59, 60]
     assert np.diff(bounds).max() <= 8
 
