@@ -1,5 +1,6 @@
 """File helpers without torch, for the modules that must stay torch-free (qa_data, vocab_builder) and everyone else:
-atomic writes, a bounded line reader, a run's JSONL log and its plots, and checkpoint directories.
+atomic writes, a bounded line reader, a vocab.txt's lines, a run's JSONL log and its plots, and checkpoint
+directories.
 
     atomic_write("runs/x/vocab.txt", lambda tmp: shutil.copyfile(src, tmp))
     atomic_write_json("runs/x/eval_results.json", {"f1": 88.1})
@@ -66,6 +67,16 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_vocab_lines(vocab_file: str) -> list[str]:
+    """A vocab.txt's lines as written: universal newlines (a CRLF vocab reads the same) and -sig (so does one saved
+    with a byte-order mark). ValueError naming the file when it is not UTF-8 (e.g. saved as CP949)."""
+    try:
+        with open(vocab_file, encoding="utf-8-sig") as f:
+            return [line.rstrip("\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"vocab file {vocab_file} is not UTF-8 (byte offset {e.start})") from None
 
 
 # Longer lines are read in pieces (read_lines). A line is tokenised as one unit (~30 bytes of worker memory per

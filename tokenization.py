@@ -35,7 +35,7 @@ import unicodedata
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from fileio import atomic_write, atomic_write_text
+from fileio import atomic_write, atomic_write_text, read_vocab_lines
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # the release's order, ids 0-4
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")
@@ -185,16 +185,6 @@ def fast_pre_tokenizer(morph_analyzer: str | None):
     # a Sequence accepts the custom component (checked with tokenizers 0.19 and 0.23)
     return pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(),
                                     pre_tokenizers.PreTokenizer.custom(MorphSplitter(morph_analyzer))])
-
-
-def read_vocab_lines(vocab_file: str) -> list[str]:
-    """A vocab.txt's lines as written: universal newlines (a CRLF vocab reads the same) and -sig (so does one saved
-    with a byte-order mark). ValueError naming the file when it is not UTF-8 (e.g. saved as CP949)."""
-    try:
-        with open(vocab_file, encoding="utf-8-sig") as f:
-            return [line.rstrip("\n") for line in f]
-    except UnicodeDecodeError as e:
-        raise ValueError(f"vocab file {vocab_file} is not UTF-8 (byte offset {e.start})") from None
 
 
 def load_vocab(vocab_file: str) -> collections.OrderedDict:

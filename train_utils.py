@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fileio import atomic_write
+from fileio import atomic_write, read_vocab_lines
 
 
 def fail(msg: str, code: int = 2):
@@ -360,7 +360,6 @@ def resolve_config_and_vocab(args):
     from models.checkpoint import checkpoint_casing, checkpoint_folder, write_tokenizer_vocab
     from models.config import arch_differences, read_json_object, require_pair_segments
     from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
-    from tokenization import read_vocab_lines
 
     ckpt = getattr(args, "checkpoint", None)
     if ckpt and not os.path.exists(ckpt):

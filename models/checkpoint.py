@@ -16,7 +16,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from fileio import atomic_write, atomic_write_text
+from fileio import atomic_write, atomic_write_text, read_vocab_lines
 from models.config import BertConfig, read_json_object
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,12 +204,8 @@ def load_checkpoint(model: nn.Module, path: str, strict: bool = True, fresh_ok=(
 
 
 def _pad_id(vocab_file: str | None) -> int:
-    if vocab_file:
-        with open(vocab_file, encoding="utf-8-sig") as f:
-            for i, line in enumerate(f):
-                if line.rstrip("\r\n") == "[PAD]":
-                    return i
-    return 0
+    tokens = read_vocab_lines(vocab_file) if vocab_file else []
+    return tokens.index("[PAD]") if "[PAD]" in tokens else 0
 
 
 def _shards(sd: dict, max_bytes: int, meta: dict) -> list[dict]:

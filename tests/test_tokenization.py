@@ -494,12 +494,13 @@ def test_a_token_listed_twice_keeps_its_last_id_as_transformers_does(work):
 def test_a_vocab_saved_with_a_byte_order_mark_reads_as_without(work, vocab, lines):
     """A vocab.txt saved by a Windows editor (byte-order mark, CRLF) holds the same tokens: the same ids on both
     paths (it used to fail as lacking [PAD], the mark read into the first line's token)."""
+    from fileio import read_vocab_lines
     from models.checkpoint import _pad_id
     with open(vocab, encoding="utf-8") as f:
         text = f.read()
     marked = _write(work / "bom_vocab.txt", "\ufeff" + text.replace("\n", "\r\n"))
     assert T.load_vocab(marked) == T.load_vocab(vocab) and T.load_vocab(marked)["[PAD]"] == 0
-    assert T.read_vocab_lines(marked) == T.read_vocab_lines(vocab)
+    assert read_vocab_lines(marked) == read_vocab_lines(vocab)
     assert _pad_id(marked) == _pad_id(vocab) == 0
     sample = lines[:200]
     assert [e.ids for e in T.build_fast_tokenizer(marked).encode_batch(sample, add_special_tokens=False)] == \
