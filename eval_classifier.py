@@ -34,7 +34,7 @@ import cls_data
 import tokenization
 import train_utils as tu
 from fileio import atomic_write_json, atomic_write_text
-from models.checkpoint import canonical_state_dict, checkpoint_folder, head_rows, read_state_dict
+from models.checkpoint import canonical_state_dict, checkpoint_folder, head_rows, read_state_dict, reorder_head
 from models.config import check_max_seq_length, read_json_object
 from models.modeling import BertForSequenceClassification, load_checkpoint
 
@@ -71,11 +71,11 @@ def read_task_weights(ckpt: str, task, config_from_ckpt: bool, config, saved: di
     if config_from_ckpt and config.num_labels != task.num_labels:
         raise ValueError(f"--checkpoint {ckpt} has a {config.num_labels}-label head but {task.name} needs "
                          f"{task.num_labels}")
-    order = None if task.is_regression else head_rows(ckpt, task.labels, task.name)
+    order = head_rows(ckpt, task.labels, task.name)
     if order is not None:
         tu.warn(f"{ckpt}: its config's id2label lists the labels in another order; the head's rows are read in "
                 f"{task.name}'s order ({', '.join(task.labels)})")
-        sd = {k: v[order] if k in ("classifier.weight", "classifier.bias") else v for k, v in sd.items()}
+        sd = reorder_head(sd, order)
     return sd
 
 

@@ -54,7 +54,7 @@ import cls_data
 import tokenization
 import train_utils as tu
 from fileio import JsonlLogger, atomic_write_json, plot_jsonl
-from models.checkpoint import head_rows
+from models.checkpoint import head_rows, reorder_head
 from models.config import check_max_seq_length
 from models.modeling import (BertForSequenceClassification, checkpoint_config, init_weights, load_checkpoint,
                              save_checkpoint)
@@ -178,9 +178,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     model, config, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification,
                                                        num_labels=task.num_labels)
     if data["head_rows"] is not None:
-        with torch.no_grad():
-            for p in (model.classifier.weight, model.classifier.bias):
-                p.copy_(p[data["head_rows"]])
+        model.load_state_dict(reorder_head(model.state_dict(), data["head_rows"]))
     if args.reinit_pooler:
         # after a short pretraining the pooler has learnt only sentence order (SOP); a plain masked-LM model
         # fine-tunes from a random one
@@ -325,7 +323,7 @@ def load_data(args, task, rt) -> dict:
                                                   morph_analyzer=config.morph_analyzer)
     ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
     data = {"pad_id": ids["pad"], "head_rows": None}
-    if args.checkpoint and not task.is_regression and args.head_init_seed is None:
+    if args.checkpoint and args.head_init_seed is None:
         # a head whose id2label lists the task's labels in another order (transformers' KorNLI checkpoints often
         # do) is trained and scored with its rows in the task's order, as eval_classifier reads it; other names
         # are refused (--head_init_seed starts a fresh head instead)

@@ -378,10 +378,10 @@ def checkpoint_label_names(path: str) -> list[str] | None:
 
 def head_rows(path: str, labels, task_name: str) -> list[int] | None:
     """For a classifier checkpoint whose config.json names its labels (id2label) in another order than `labels`
-    (a task's): the head row of each of `labels`, in their order. None when the names are `labels` in that order,
-    or transformers' placeholders (LABEL_0, ...). ValueError for other names: read as they stand, the classes
-    would be silently mixed up."""
-    names = checkpoint_label_names(path)
+    (a task's): the head row of each of `labels`, in their order (reorder_head applies it). None when the names
+    are `labels` in that order, or transformers' placeholders (LABEL_0, ...), or `labels` is None (regression).
+    ValueError for other names: read as they stand, the classes would be silently mixed up."""
+    names = checkpoint_label_names(path) if labels else None
     if names is None or len(names) != len(labels):
         return None
     names, wanted = [n.lower() for n in names], [label.lower() for label in labels]
@@ -392,6 +392,11 @@ def head_rows(path: str, labels, task_name: str) -> list[int] | None:
                          f"{', '.join(names)}, not {task_name}'s labels ({', '.join(wanted)}); fix id2label to say "
                          "which row is which")
     return [names.index(label) for label in wanted]
+
+
+def reorder_head(sd: dict, rows: list[int]) -> dict:
+    """A classifier's tensors with its head's rows (classifier.weight, classifier.bias) in the order head_rows gave."""
+    return {k: v[rows] if k in ("classifier.weight", "classifier.bias") else v for k, v in sd.items()}
 
 
 def checkpoint_vocab(path: str) -> str | None:
