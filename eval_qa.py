@@ -121,12 +121,6 @@ def load_morph_analyzer():
     return morphology.load_analyzer("kiwi")  # MissingAnalyzerError names the pip install command
 
 
-def morph_trim(predictions: dict, spans: dict | None = None) -> dict:
-    """Each answer cut at morpheme boundaries by morphology.trim_answer (e.g. a trailing particle dropped), in one
-    batch. spans: {qid: (context, char offset)} where known, so the analyser sees the answer's neighbouring words."""
-    return morphology.postprocess_predictions(predictions, load_morph_analyzer(), spans)
-
-
 def check_labelled(examples, dataset: str):
     """ValueError naming `dataset` unless every question has a gold answer (an unlabelled file cannot be scored)."""
     unlabelled = [ex.qid for ex in examples if not ex.answers]
@@ -142,8 +136,11 @@ def score(examples, dataset: str, predictions: dict, source: str, answer_postpro
     metrics = korquad_metric.evaluate(gold, predictions, source)
     if answer_postprocess == "none":
         return metrics, None
+    # each answer cut at morpheme boundaries (e.g. a trailing particle dropped), in one batch; with its context
+    # where its offset is known, so the analyser sees the neighbouring words
     contexts = {ex.qid: ex.context for ex in examples}
-    trimmed = morph_trim(predictions, {q: (contexts[q], s) for q, s in (answer_starts or {}).items() if s >= 0})
+    trimmed = morphology.postprocess_predictions(predictions, load_morph_analyzer(), {
+        q: (contexts[q], s) for q, s in (answer_starts or {}).items() if s >= 0})
     return {**korquad_metric.evaluate(gold, trimmed, source), "answer_postprocess": answer_postprocess,
             "without_postprocess": metrics}, trimmed
 
