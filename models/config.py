@@ -49,6 +49,7 @@ def arch_differences(a, b) -> list[str]:
     """The ARCH_FIELDS on which configs a and b differ (none: the same weights compute the same function)."""
     return [f for f in ARCH_FIELDS if getattr(a, f) != getattr(b, f)]
 
+
 def require_pair_segments(config, source: str):
     """ValueError unless the model has the two segment types every input here uses (SOP pairs, question and
     context, sentence pairs: ids 0 and 1); with one, segment id 1 fails deep inside the embedding lookup."""
