@@ -32,6 +32,7 @@ import numpy as np
 import batching
 import cls_data
 import tokenization
+import model_args
 import train_utils as tu
 from fileio import atomic_write_json, atomic_write_text
 from models.checkpoint import canonical_state_dict, checkpoint_folder, head_rows, read_state_dict, reorder_head
@@ -41,7 +42,7 @@ from models.modeling import BertForSequenceClassification, load_checkpoint
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p, max_seq_length=None)  # None: from the checkpoint's task.json
-    tu.add_model_args(p)
+    model_args.add_model_args(p)
     batching.add_pad_multiple_arg(tu.add_runtime_args(p))
     p.add_argument("--eval_file", default=None, help="TSV to evaluate instead of the task's test file")
     cls_data.add_pair_orders_arg(p, default=None)  # None: from the checkpoint's task.json
@@ -150,7 +151,7 @@ def main(argv=None):
         if args.pair_orders:
             cls_data.check_pair_orders(args.pair_orders, task)
         # a weights file's vocab.txt is found beside it, and its config rides in its metadata
-        config, vocab_file = tu.resolve_config_and_vocab(args)
+        config, vocab_file = model_args.resolve_config_and_vocab(args)
         saved = read_task_json(args.checkpoint)
         sd = read_task_weights(args.checkpoint, task, config_from_ckpt, config, saved)
         max_seq_length = resolve_max_seq_length(args, saved, args.checkpoint, config)

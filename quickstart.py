@@ -33,9 +33,8 @@ import torch
 
 from cls_data import mean_std
 from fileio import atomic_write_json, plot_jsonl, read_jsonl, resolve_checkpoint_dir
-from run_classifier import parse_seeds
 from stages import exit_on_termination, run_stage
-from train_utils import fail, warn
+from train_utils import fail, parse_seeds, warn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = sorted(glob.glob(os.path.join(HERE, "data/korean_text/**/*.txt"), recursive=True))

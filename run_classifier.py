@@ -41,7 +41,6 @@ import functools
 import json
 import math
 import os
-import re
 import time
 
 import numpy as np
@@ -52,6 +51,7 @@ from tqdm import tqdm
 import batching
 import cls_data
 import tokenization
+import model_args
 import train_utils as tu
 from fileio import JsonlLogger, atomic_write_json, plot_jsonl
 from models.checkpoint import head_rows, reorder_head
@@ -64,7 +64,7 @@ from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, p
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p)
-    tu.add_model_args(p)
+    model_args.add_model_args(p)
     tu.add_layer_lr_decay_arg(tu.add_optim_args(p, learning_rate=3e-5))
     tu.add_runtime_args(p)
     g = p.add_argument_group("fine-tuning")
@@ -86,18 +86,6 @@ def build_parser():
     tu.add_compile_arg(g)
     tu.add_apex_args(g)
     return p
-
-
-def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
-    seeds = []
-    for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not m or (m[2] and int(m[2]) < int(m[1])):
-            raise ValueError(f"{flag} {text!r}: expected ranges and lists like 1-10 or 1,3,5")
-        seeds += range(int(m[1]), int(m[2] or m[1]) + 1)
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"{flag} {text!r}: a seed appears twice")
-    return seeds
 
 
 def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
@@ -175,7 +163,7 @@ def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True)
 def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
     """Train one model with `seed` into out_dir; returns eval_results (per-epoch dev metrics, best epoch, ...)."""
     tu.set_seed(seed)  # before the model is built: the new head's initialisation depends on it
-    model, config, vocab_file = tu.load_model_for_task(args, BertForSequenceClassification,
+    model, config, vocab_file = model_args.load_model_for_task(args, BertForSequenceClassification,
                                                        num_labels=task.num_labels)
     if data["head_rows"] is not None:
         model.load_state_dict(reorder_head(model.state_dict(), data["head_rows"]))
@@ -317,7 +305,7 @@ def score_checkpoint(ckpt_dir, task, rt, split) -> dict:
 
 def load_data(args, task, rt) -> dict:
     """Read every split the run needs and turn it into features once (shared by all seeds)."""
-    config, vocab_file = tu.resolve_config_and_vocab(args)
+    config, vocab_file = model_args.resolve_config_and_vocab(args)
     check_max_seq_length(args.max_seq_length, config)
     tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                   morph_analyzer=config.morph_analyzer)
@@ -379,7 +367,7 @@ def main(argv=None):
     tu.warn_apex_args(args, rt)
     try:
         validate_args(args)
-        seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
+        seeds = tu.parse_seeds(args.seeds) if args.seeds else [args.seed]
         per_device = args.train_batch_size // (rt.world_size * args.gradient_accumulation_steps)
         if per_device * rt.world_size * args.gradient_accumulation_steps != args.train_batch_size:
             raise ValueError(f"--train_batch_size {args.train_batch_size} is not divisible by {rt.world_size} GPU(s) x "

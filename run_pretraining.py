@@ -78,13 +78,14 @@ from tqdm import tqdm
 from batching import batch_to_device
 from fileio import (JsonlLogger, atomic_write_json, atomic_write_text, plot_jsonl, publish_checkpoint_dir,
                     read_jsonl)
+from model_args import add_model_args
 from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
 from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import (PretrainingDataset, parse_source_weights, read_meta, resolve_source_weights,
                               shards_fingerprint)
 from pretraining_loader import SmallEpochError, run_batches
 from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
-from train_utils import (add_compile_arg, add_model_args, add_optim_args, add_runtime_args, atomic_torch_save,
+from train_utils import (add_compile_arg, add_optim_args, add_runtime_args, atomic_torch_save,
                          catch_stop_signals, cleanup_runtime, compile_for_training, default_num_workers, fail,
                          make_grad_scaler, rng_state_portable, set_rng_state_portable, set_seed, setup_runtime, warn)
 

@@ -37,12 +37,13 @@ from tqdm import tqdm
 
 import batching
 import qa_data
+import model_args
 import train_utils as tu
 from fileio import JsonlLogger, atomic_write_json, plot_jsonl, umask
-from eval_qa import check_labelled, load_qa_features, predict_logits, score, write_predictions
 from models.config import check_max_seq_length
 from models.modeling import BertForQuestionAnswering, save_checkpoint
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
+from qa_predict import check_labelled, load_qa_features, predict_logits, score, write_predictions
 
 # what a run writes: train_results.json marks a finished one, never overwritten; the rest of an unfinished one
 # (stopped, or out of time) is replaced with a warning, so the same command can simply be run again
@@ -53,7 +54,7 @@ RUN_OUTPUTS = ("run_args.json", "train_log.jsonl", "loss.png", "final", "best", 
 def build_parser():
     p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),  # the summary and commands
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    tu.add_model_args(p)
+    model_args.add_model_args(p)
     tu.add_layer_lr_decay_arg(tu.add_optim_args(p, learning_rate=5e-5))
     tu.add_runtime_args(p)
     qa_data.add_qa_args(p)
@@ -190,15 +191,16 @@ def main(argv=None):
         validate_args(args)
         micro_batch = per_device_batch(args, rt.world_size)
         tu.set_seed(args.seed)  # before the model is built: the fresh QA head's initialisation depends on it
-        model, config, vocab_file = tu.load_model_for_task(args, BertForQuestionAnswering)
+        model, config, vocab_file = model_args.load_model_for_task(args, BertForQuestionAnswering)
         check_max_seq_length(args.max_seq_length, config)
+        windows = {key: getattr(args, key) for key in (*qa_data.WINDOW_DEFAULTS, "cache_dir")}
         dev = None
         if args.predict_file and args.do_predict is not False:
             # read before the (slower) training features, and checked before training: the file is scored after
             # every epoch, and a question without a gold answer would only fail then
-            dev = load_qa_features(args.predict_file, False, args.max_eval_examples, args, config, vocab_file, rt)
+            dev = load_qa_features(args.predict_file, False, args.max_eval_examples, config, vocab_file, rt, **windows)
             check_labelled(dev[0], f"--predict_file {args.predict_file}")
-        _, train = load_qa_features(args.train_file, True, args.max_train_examples, args, config, vocab_file, rt)
+        _, train = load_qa_features(args.train_file, True, args.max_train_examples, config, vocab_file, rt, **windows)
         if rt.is_main:
             os.makedirs(args.output_dir, exist_ok=True)
             clear_unfinished_run(args.output_dir)

@@ -264,15 +264,6 @@ def test_ranks_get_the_same_micro_batch_sizes():
             assert all(s == [4] * (-(-58 // (4 * world))) for s in sizes), (world, grouped, sizes)
 
 
-def test_parse_seeds():
-    assert run_classifier.parse_seeds("1-10") == list(range(1, 11))
-    assert run_classifier.parse_seeds("1,3,5") == [1, 3, 5]
-    assert run_classifier.parse_seeds("1-3,7") == [1, 2, 3, 7]
-    for bad in ("3-1", "a", "1,1", "1-"):
-        with pytest.raises(ValueError, match="--seeds"):
-            run_classifier.parse_seeds(bad)
-
-
 def test_layer_lr_decay_moves_lower_layers_less(korsts_run, cls_env, tmp_path):
     """One Adam step (no warm-up) moves each weight by about its group's lr: the head by lr, encoder layer i of L
     by lr * D ** (L - i), the embeddings by lr * D ** (L + 1)."""

@@ -347,7 +347,7 @@ def test_morpheme_split_shards_reach_every_config_and_the_fine_tuning(tmp_path):
     pytest.importorskip("kiwipiepy")
     import argparse
 
-    import train_utils
+    import model_args
     text = tmp_path / "news.txt"
     with open(os.path.join(ROOT, "data", "korean_text", "boddari", "wikinews.txt"), encoding="utf-8") as f:
         text.write_text("".join(f.readline() for _ in range(800)), encoding="utf-8")
@@ -368,6 +368,6 @@ def test_morpheme_split_shards_reach_every_config_and_the_fine_tuning(tmp_path):
         assert json.loads((work / name).read_text(encoding="utf-8"))["morph_analyzer"] == "kiwi", name
     ckpt = json.loads((tmp_path / "kiwi.json").read_text(encoding="utf-8"))["weights"]["from"]
     # what every fine-tuning stage resolves: cram's config with the pretrained checkpoint, accepted, splitting
-    config, _ = train_utils.resolve_config_and_vocab(argparse.Namespace(
+    config, _ = model_args.resolve_config_and_vocab(argparse.Namespace(
         checkpoint=ckpt, config_file=str(work / "config.json"), vocab_file=None))
     assert config.morph_analyzer == "kiwi"

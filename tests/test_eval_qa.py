@@ -11,6 +11,7 @@ sys.path.insert(0, ROOT)
 
 import eval_qa  # noqa: E402
 import morphology  # noqa: E402
+import qa_predict  # noqa: E402
 import run_qa  # noqa: E402
 from helpers import expect_fail, file_digests, one_thread  # noqa: E402,F401
 from qa_helpers import particle_predictions, question_ids, train_argv  # noqa: E402
@@ -54,7 +55,7 @@ def test_widths_rounded_to_a_multiple_predict_the_same(qa_env, qa_trained, monke
     # padded positions are masked keys: widening every batch to a multiple of 48 (capped at 128) moves no logit of
     # a real position beyond float rounding (with the padding unmasked they move by far more) and no answer
     out, _ = qa_trained
-    logits, predict = {}, eval_qa.predict_logits
+    logits, predict = {}, qa_predict.predict_logits
 
     def spy(model, feats, batch_size, rt, multiple=1):
         logits[multiple] = predict(model, feats, batch_size, rt, multiple), feats.attention_mask.astype(bool)

@@ -1,5 +1,5 @@
-"""train_utils: the loader workers' default share of the CPUs, the RNG state a checkpoint keeps, and a config that
-must split text as the checkpoint's own."""
+"""train_utils: the loader workers' default share of the CPUs, the RNG state a checkpoint keeps, every script's
+--local_rank spellings and each rank's own dropout masks."""
 import os
 import sys
 
@@ -44,187 +44,6 @@ def test_rng_state_keeps_this_gpus_generator_only(monkeypatch):
     assert int(gpus[1][0]) == 3  # saved where fewer GPUs were visible: left as it is, no IndexError
 
 
-def test_config_file_must_split_text_as_the_checkpoint_did(tmp_path, capsys):
-    """A checkpoint pretrained on morpheme-split text, fine-tuned with a --config_file that does not split (or the
-    reverse), would see text tokenised unlike anything it was trained on: one line naming both, exit 2."""
-    import argparse
-    import json
-
-    import pytest
-    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
-        plain = dict(json.load(f), vocab_size=6)
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text(json.dumps(dict(plain, morph_analyzer="kiwi")), encoding="utf-8")
-    (ckpt / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가"]) + "\n",
-                                    encoding="utf-8")
-    (tmp_path / "plain.json").write_text(json.dumps(plain), encoding="utf-8")
-    (tmp_path / "kiwi.json").write_text(json.dumps(dict(plain, morph_analyzer="kiwi")), encoding="utf-8")
-
-    def resolve(config_file):
-        return train_utils.resolve_config_and_vocab(argparse.Namespace(checkpoint=str(ckpt), vocab_file=None,
-                                                                       config_file=config_file))
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        resolve(str(tmp_path / "plain.json"))
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1
-    assert "morph_analyzer=None" in err and "morph_analyzer='kiwi'" in err and "plain.json" in err
-    assert resolve(str(tmp_path / "kiwi.json"))[0].morph_analyzer == "kiwi"  # agreeing: fine
-    assert resolve(None)[0].morph_analyzer == "kiwi"  # the checkpoint's own config
-    # a checkpoint config.json this code cannot read is not compared: the flag's config serves, as it always did
-    unreadable = dict(plain, hidden_act="no_such_activation", morph_analyzer="kiwi")  # read, it would disagree
-    (ckpt / "config.json").write_text(json.dumps(unreadable), encoding="utf-8")
-    assert resolve(str(tmp_path / "plain.json"))[0].morph_analyzer is None
-
-
-def test_config_file_and_vocab_file_must_agree_with_the_checkpoint(tmp_path, capsys):
-    """Shape and numerics: a --config_file that differs from the checkpoint's own on heads or LayerNorm eps (no
-    shape error would say so) is refused. Casing: a --config_file silent about it takes the checkpoint's
-    do_lower_case, one that contradicts it is refused. Vocab: a --vocab_file with the checkpoint's size but other tokens (every id would change) is refused;
-    the same tokens with other line ends pass."""
-    import argparse
-    import json
-
-    import pytest
-    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
-        plain = dict(json.load(f), vocab_size=6)
-    assert "do_lower_case" not in plain
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가"]
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text(json.dumps(dict(plain, do_lower_case=True)), encoding="utf-8")
-    (ckpt / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    (tmp_path / "silent.json").write_text(json.dumps(plain), encoding="utf-8")
-    (tmp_path / "cased.json").write_text(json.dumps(dict(plain, do_lower_case=False)), encoding="utf-8")
-    (tmp_path / "same.txt").write_text("\r\n".join(tokens) + "\r\n", encoding="utf-8")
-    # the same shapes, another function: more heads over the same weights, another LayerNorm eps
-    (tmp_path / "heads.json").write_text(json.dumps(dict(plain, num_attention_heads=8)), encoding="utf-8")
-    (tmp_path / "eps.json").write_text(json.dumps(dict(plain, layer_norm_eps=1e-5)), encoding="utf-8")
-    (tmp_path / "other.txt").write_text("\n".join(tokens[:5] + ["나"]) + "\n", encoding="utf-8")
-
-    def resolve(config_file, vocab_file=None):
-        return train_utils.resolve_config_and_vocab(argparse.Namespace(checkpoint=str(ckpt), vocab_file=vocab_file,
-                                                                       config_file=config_file))
-    assert resolve(str(tmp_path / "silent.json"))[0].do_lower_case is True
-    assert resolve(str(tmp_path / "silent.json"), str(tmp_path / "same.txt"))[1] == str(tmp_path / "same.txt")
-    for config_file, vocab_file, needle in (("heads.json", None, "stored with --checkpoint"),
-                                            ("eps.json", None, "disagrees with the config stored with"),
-                                            ("cased.json", None, "says do_lower_case=false"),
-                                            ("silent.json", "other.txt", "differs from the vocab.txt")):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as e:
-            resolve(str(tmp_path / config_file), vocab_file and str(tmp_path / vocab_file))
-        err = capsys.readouterr().err.strip()
-        assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
-    assert "from line 6" in err
-    # a checkpoint that does not record casing (the release's config) leaves the flag's config as it is
-    (ckpt / "config.json").write_text(json.dumps(plain), encoding="utf-8")
-    (tmp_path / "lower.json").write_text(json.dumps(dict(plain, do_lower_case=True)), encoding="utf-8")
-    assert resolve(str(tmp_path / "lower.json"))[0].do_lower_case is True
-
-
-def test_do_lower_case_flag_may_not_contradict_the_model(tmp_path, capsys):
-    """--do_lower_case (either value) against a checkpoint or --config_file that states the other casing is refused:
-    it used to lower-case a cased model's input silently (other ids for every word with a capital; --do_lower_case
-    =False against an uncased model was ignored instead). Where nothing states casing (the release's files), the
-    flag decides, as the release's command lines need."""
-    import argparse
-    import json
-
-    import pytest
-    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
-        plain = dict(json.load(f), vocab_size=6)
-    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가"]) + "\n",
-                                        encoding="utf-8")
-    for name, cfg in (("cased", dict(plain, do_lower_case=False)), ("uncased", dict(plain, do_lower_case=True)),
-                      ("silent", plain)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
-        (tmp_path / f"{name}.json").write_text(json.dumps(cfg), encoding="utf-8")
-
-    def resolve(flag, checkpoint=None, config_file=None):
-        return train_utils.resolve_config_and_vocab(argparse.Namespace(
-            checkpoint=checkpoint and str(tmp_path / checkpoint), config_file=config_file and str(
-                tmp_path / config_file), vocab_file=str(tmp_path / "vocab.txt"), do_lower_case=flag))[0].do_lower_case
-    for flag, checkpoint, config_file, source in ((True, "cased", None, "--checkpoint"),
-                                                  (False, "uncased", None, "--checkpoint"),
-                                                  (True, "silent", "cased.json", "--config_file"),
-                                                  (True, None, "cased.json", "--config_file")):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as e:
-            resolve(flag, checkpoint, config_file)
-        err = capsys.readouterr().err.strip()
-        assert e.value.code == 2 and len(err.splitlines()) == 1, err
-        assert f"--do_lower_case={flag} contradicts {source}" in err and f"do_lower_case={not flag}" in err, err
-    # a checkpoint whose casing cannot be read leaves the --config_file's to be checked
-    (tmp_path / "silent" / "tokenizer_config.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(SystemExit):
-        resolve(True, "silent", "cased.json")
-    assert "--do_lower_case=True contradicts --config_file" in capsys.readouterr().err
-    (tmp_path / "silent" / "tokenizer_config.json").unlink()
-    assert resolve(True, "uncased") is True and resolve(False, "cased") is False  # agreeing: fine
-    assert resolve(None, "uncased") is True and resolve(None, "cased") is False  # unsaid: the model's own
-    assert resolve(True, "silent") is True and resolve(True, None, "silent.json") is True  # the release's files
-    assert resolve(False, "silent", "silent.json") is False
-
-
-def test_a_vocab_that_is_not_utf8_is_one_line_naming_it(tmp_path, capsys):
-    """A vocab saved as CP949 (a Korean Windows default): the fine-tuning scripts and the converter say which file
-    is not UTF-8 (it was the codec's message alone, or a UnicodeDecodeError traceback)."""
-    import argparse
-    import json
-
-    import pytest
-
-    import convert_checkpoint
-    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
-        (tmp_path / "config.json").write_text(json.dumps(dict(json.load(f), vocab_size=6)), encoding="utf-8")
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "서울"]
-    (tmp_path / "cp949.txt").write_bytes("\n".join(tokens).encode("cp949") + b"\n")
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        train_utils.resolve_config_and_vocab(argparse.Namespace(
-            checkpoint=None, config_file=str(tmp_path / "config.json"), vocab_file=str(tmp_path / "cp949.txt")))
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and err.startswith("error: vocab file ") and "cp949.txt is not UTF-8" in err
-    assert len(err.splitlines()) == 1
-    torch.save({}, tmp_path / "w.bin")
-    with pytest.raises(SystemExit) as e:
-        convert_checkpoint.main(["--input", str(tmp_path / "w.bin"), "--config_file", str(tmp_path / "config.json"),
-                                 "--vocab_file", str(tmp_path / "cp949.txt"), "--output", str(tmp_path / "o"),
-                                 "--to", "ours"])
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and "cp949.txt is not UTF-8 (byte offset" in err and len(err.splitlines()) == 1
-
-
-def test_a_model_with_one_segment_type_is_refused_in_one_line(tmp_path, capsys):
-    """type_vocab_size 1 (a valid transformers config) cannot take the pair inputs every script builds: one line
-    naming the config, where segment id 1 crashed inside the embedding lookup with a traceback."""
-    import argparse
-    import json
-
-    import pytest
-
-    import pretraining_start
-    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
-        (tmp_path / "config.json").write_text(json.dumps(dict(json.load(f), vocab_size=6, type_vocab_size=1)),
-                                              encoding="utf-8")
-    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n가\n", encoding="utf-8")
-    capsys.readouterr()
-    for checkpoint, config_file, named in ((None, tmp_path / "config.json", "--config_file"),
-                                           (tmp_path, None, "--checkpoint")):
-        with pytest.raises(SystemExit) as e:
-            train_utils.resolve_config_and_vocab(argparse.Namespace(
-                checkpoint=checkpoint and str(checkpoint), config_file=config_file and str(config_file),
-                vocab_file=str(tmp_path / "vocab.txt")))
-        err = capsys.readouterr().err.strip()
-        assert e.value.code == 2 and err.startswith(f"error: {named} ") and "type_vocab_size=1" in err, err
-    with pytest.raises(ValueError, match=r"config.json\): type_vocab_size=1, but the pair inputs"):
-        pretraining_start.model_config(str(tmp_path / "config.json"), None, None, {"vocab_size": 6},
-                                       str(tmp_path), 32)
-
-
 def test_every_script_takes_the_older_launchers_local_rank_spelling():
     """python -m torch.distributed.launch (torch >= 2.0) passes --local-rank=N, with a hyphen; torchrun passes
     LOCAL_RANK in the environment. Every script takes either spelling (the hyphen was refused)."""
@@ -254,3 +73,13 @@ def test_each_rank_draws_its_own_dropout_masks():
     alone = draw(1, 0, distributed=False)
     torch.manual_seed(1)
     assert torch.equal(alone, torch.rand(8))
+
+
+def test_parse_seeds():
+    import pytest
+    assert train_utils.parse_seeds("1-10") == list(range(1, 11))
+    assert train_utils.parse_seeds("1,3,5") == [1, 3, 5]
+    assert train_utils.parse_seeds("1-3,7") == [1, 2, 3, 7]
+    for bad in ("3-1", "a", "1,1", "1-"):
+        with pytest.raises(ValueError, match="--seeds"):
+            train_utils.parse_seeds(bad)
