@@ -206,8 +206,9 @@ def convert(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", required=True,
-                        help="our checkpoint dir/.safetensors, a release .bin, or a Hugging Face directory")
+    parser.add_argument("--input", "--checkpoint", dest="input", required=True,
+                        help="our checkpoint dir/.safetensors, a release .bin, or a Hugging Face directory "
+                             "(--checkpoint: the other scripts' spelling)")
     parser.add_argument("--output", required=True, help="new directory (hf, ours) or .bin file (release)")
     parser.add_argument("--to", required=True, choices=["hf", "release", "ours"])
     parser.add_argument("--config_file", default=None, help="model config JSON when the input carries none")

@@ -236,7 +236,8 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build-vocab", help="train a WordPiece vocab.txt on plain-text files (one text a line)")
     g = p.add_argument_group("data")
-    g.add_argument("--corpus", nargs="+", required=True, help="UTF-8 text files")
+    g.add_argument("--corpus", "--input_files", dest="corpus", nargs="+", required=True,
+                   help="UTF-8 text files (--input_files: create_pretraining_data.py's spelling)")
     g.add_argument("--output", required=True, help="vocab.txt to write (atomically)")
     g.add_argument("--do_lower_case", action="store_true", help="lower-case (never strips accents)")
     # --morph_analyzer as in create_pretraining_data.py and the model config; --morph is the older spelling

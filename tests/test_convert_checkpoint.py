@@ -105,8 +105,9 @@ def test_release_lm_file_matches_hf_and_round_trips(tmp_path, capsys):
         out, ref = ours(ids, types, mask), hf(input_ids=ids, token_type_ids=types, attention_mask=mask)
     close(out["mlm_logits"], ref.prediction_logits)
     close(out["sop_logits"], ref.seq_relationship_logits)
-    # release -> ours -> release gives back the same tensors under the same names
-    convert_checkpoint.main(["--input", path, "--config_file", "models/configs/tiny.json",
+    # release -> ours -> release gives back the same tensors under the same names (--checkpoint: --input's other
+    # spelling, as in the other scripts)
+    convert_checkpoint.main(["--checkpoint", path, "--config_file", "models/configs/tiny.json",
                              "--output", str(tmp_path / "ours"), "--to", "ours"])
     convert_checkpoint.main(["--input", str(tmp_path / "ours"), "--output", str(tmp_path / "back.bin"),
                              "--to", "release"])

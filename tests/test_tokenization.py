@@ -293,7 +293,8 @@ def test_morph_presplit_in_worker_processes_keeps_every_line_in_order():
 
 def test_build_vocab_sentencepiece(work, corpus, held_out, capsys):
     out = str(work / "spm" / "vocab.txt")
-    T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", out,
+    # --input_files: create_pretraining_data.py's name for the same flag
+    T.main(["build-vocab", "--input_files", corpus, "--vocab_size", "2000", "--output", out,
             "--algorithm", "sentencepiece", "--model_type", "unigram"])
     with open(out, encoding="utf-8") as f:
         tokens = f.read().split("\n")[:-1]
