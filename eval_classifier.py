@@ -31,20 +31,22 @@ import numpy as np
 
 import batching
 import cls_data
-import tokenization
 import model_args
+import tokenization
 import train_utils as tu
 from fileio import atomic_write_json, atomic_write_text
 from models.checkpoint import canonical_state_dict, checkpoint_folder, head_rows, read_state_dict, reorder_head
 from models.config import check_max_seq_length, read_json_object
 from models.modeling import BertForSequenceClassification, load_checkpoint
 
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p, max_seq_length=None)  # None: from the checkpoint's task.json
     model_args.add_model_args(p)
     batching.add_pad_multiple_arg(tu.add_runtime_args(p))
-    p.add_argument("--eval_file", default=None, help="TSV to evaluate instead of the task's test file")
+    p.add_argument("--eval_file", default=None, help="TSV to evaluate instead of the task's test file (--test_file "
+                                                      "also names it; --train_file and --dev_file are refused)")
     cls_data.add_pair_orders_arg(p, default=None)  # None: from the checkpoint's task.json
     return p
 
@@ -135,6 +137,13 @@ def main(argv=None):
         return {}
     if not args.checkpoint:
         tu.fail("--checkpoint is required: evaluation needs fine-tuned weights")
+    # the task flags come from run_classifier's group: a --dev_file given here would leave the test file scored
+    for flag in ("train_file", "dev_file"):
+        if getattr(args, flag):
+            tu.fail(f"--{flag}: eval_classifier.py scores one file, named with --eval_file (default: the task's "
+                    "test file in --data_dir)")
+    if args.eval_file and args.test_file and args.eval_file != args.test_file:
+        tu.fail(f"--eval_file {args.eval_file} and --test_file {args.test_file} name two files; give one")
     out_files = [os.path.join(args.output_dir, name) for name in ("eval_results.json", "predictions.tsv")
                  ] if args.output_dir else []
     if args.output_dir:

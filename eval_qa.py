@@ -26,9 +26,9 @@ import time
 
 import batching
 import korquad_metric
+import model_args
 import morphology
 import qa_data
-import model_args
 import train_utils as tu
 from fileio import atomic_write_json
 from models.checkpoint import checkpoint_folder

@@ -35,7 +35,6 @@ def add_model_args(parser: argparse.ArgumentParser):
     return g
 
 
-
 _TOKENIZER_VOCABS: dict[str, str] = {}  # checkpoint dir -> the vocab.txt made from its tokenizer.json
 
 

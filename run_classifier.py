@@ -50,8 +50,8 @@ from tqdm import tqdm
 
 import batching
 import cls_data
-import tokenization
 import model_args
+import tokenization
 import train_utils as tu
 from fileio import JsonlLogger, atomic_write_json, plot_jsonl
 from models.checkpoint import head_rows, reorder_head

@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader, TensorDataset, default_collate
 from tqdm import tqdm
 
 import batching
-import qa_data
 import model_args
+import qa_data
 import train_utils as tu
 from fileio import JsonlLogger, atomic_write_json, plot_jsonl, umask
 from models.config import check_max_seq_length

@@ -240,6 +240,14 @@ def test_bad_dev_or_test_row_is_an_error_not_skipped(korsts_run, cls_env, capsys
     bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
     expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--eval_file", str(bad)),
                 "dev.tsv line 13:", "fields")
+    expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--test_file", str(bad)),
+                "dev.tsv line 13:", "fields")
+    # run_classifier's other file flags would be ignored here, and the test file scored in their place
+    dev = os.path.join(STS_DIR, "sts-dev.tsv")
+    for flag in ("--dev_file", "--train_file"):
+        expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", flag, dev), flag, "--eval_file")
+    expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--eval_file", dev, "--test_file",
+                                                        str(bad)), "name two files")
     expect_fail(capsys, run_classifier.main, train_argv(cls_env, tmp_path / "never", "--do_eval", "--dev_file", str(bad)),
                 "dev.tsv line 13:", "fields")
     assert not (tmp_path / "never").exists()
