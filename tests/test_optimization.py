@@ -190,7 +190,8 @@ def test_lamb_single_step_by_hand():
     assert abs(b.item() - expected_b) < 1e-12
 
 
-def test_lamb_state_dict_resume_is_exact():
+@pytest.mark.parametrize("save_at", [1, 4])  # inside warm-up (it ends at step 2) and after it
+def test_lamb_state_dict_resume_is_exact(save_at):
     lr, n = 0.02, 8
 
     def run(model, opt, sched, steps):
@@ -206,7 +207,7 @@ def test_lamb_state_dict_resume_is_exact():
     first = _model()
     opt_a = Lamb(param_groups(first, 0.01), lr=lr, max_grad_norm=0.05)
     sched_a = get_scheduler("poly", opt_a, 0.25, n)
-    run(first, opt_a, sched_a, range(n // 2))
+    run(first, opt_a, sched_a, range(save_at))
     buf = io.BytesIO()
     torch.save({"model": first.state_dict(), "opt": opt_a.state_dict(), "sched": sched_a.state_dict()}, buf)
     buf.seek(0)
@@ -218,7 +219,7 @@ def test_lamb_state_dict_resume_is_exact():
     sched_b = get_scheduler("poly", opt_b, 0.25, n)
     opt_b.load_state_dict(ckpt["opt"])
     sched_b.load_state_dict(ckpt["sched"])
-    run(resumed, opt_b, sched_b, range(n // 2, n))
+    run(resumed, opt_b, sched_b, range(save_at, n))
 
     for (name, p), q in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
@@ -350,6 +351,19 @@ def test_linear_schedule_curve():
     for step, lr in expected.items():
         assert lrs[step] == pytest.approx(lr, abs=1e-12), step
     assert all(isinstance(x, float) and math.isfinite(x) and x >= 0 for x in lrs)
+
+
+def test_linear_schedule_equals_transformers_where_warmup_is_whole_steps():
+    """transformers' get_linear_schedule_with_warmup as the oracle, every step from 0 to past the end. Where warm-up
+    is not a whole number of steps the two part on purpose: transformers truncates it to whole steps, ours (as
+    pytorch-pretrained-BERT's warmup_linear) warms up over the exact fraction."""
+    transformers = pytest.importorskip("transformers")
+    for total, warmup in ((100, 0.1), (37, 0.0), (8, 0.25), (1000, 0.06)):
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=2.0)
+        theirs = transformers.get_linear_schedule_with_warmup(opt, round(warmup * total), total)
+        ours = _lrs("linear", warmup, total, total + 5)
+        for step, lr in enumerate(ours):
+            assert lr == pytest.approx(2.0 * theirs.lr_lambdas[0](step), abs=1e-12), (total, warmup, step)
 
 
 def test_poly_schedule_curve():
