@@ -11,7 +11,6 @@ import itertools
 import numpy as np
 import torch
 
-from train_utils import fail
 
 
 def add_group_by_length_arg(group):
@@ -27,14 +26,12 @@ def add_pad_multiple_arg(group):
                             "costs a new attention plan, so fewer widths are cheaper than less padding")
 
 
-def pad_multiple(args, device: torch.device) -> int:
-    """--pad_to_multiple_of, resolved: the CPU gains nothing from padding, a GPU gains from fewer shapes."""
-    n = getattr(args, "pad_to_multiple_of", None)
-    if n is None:
-        return 8 if device.type == "cuda" else 1
-    if n < 1:
-        fail(f"--pad_to_multiple_of {n}: must be a positive whole number")
-    return n
+def pad_multiple(n: int | None, device: torch.device) -> int:
+    """--pad_to_multiple_of n, resolved (None: not given): the CPU gains nothing from padding, a GPU gains from fewer
+    shapes. ValueError naming the flag for n < 1."""
+    if n is not None and n < 1:
+        raise ValueError(f"--pad_to_multiple_of {n}: must be a positive whole number")
+    return (8 if device.type == "cuda" else 1) if n is None else n
 
 
 def round_width(longest: int, multiple: int, limit: int | None) -> int:

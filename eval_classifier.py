@@ -131,7 +131,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     task = cls_data.TASKS[args.task_name]
     rt = tu.setup_runtime(args)
-    multiple = batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
+    try:
+        multiple = batching.pad_multiple(args.pad_to_multiple_of, rt.device)
+    except ValueError as e:
+        tu.fail(str(e))
     if not rt.is_main:  # a few thousand pairs: one process is enough, the others just leave
         tu.cleanup_runtime(rt)
         return {}

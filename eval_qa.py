@@ -112,8 +112,8 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
-    multiple = batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read
     try:
+        multiple = batching.pad_multiple(args.pad_to_multiple_of, rt.device)
         tu.check_output_dir_path(args.output_dir)
         for name in ("predictions.json", "eval_results.json"):
             if os.path.exists(os.path.join(args.output_dir, name)):

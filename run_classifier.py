@@ -93,7 +93,8 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
     global batch (batching.GlobalBatchSampler, length-grouped with --group_by_length), so one optimizer step sees
     the same examples on 1 or N GPUs (given the same --train_batch_size)."""
     collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression,
-                                multiple=batching.pad_multiple(args, rt.device), limit=args.max_seq_length)
+                                multiple=batching.pad_multiple(args.pad_to_multiple_of, rt.device),
+                                limit=args.max_seq_length)
     sampler = batching.GlobalBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
                                           rt.world_size, group=batching.LENGTH_GROUP if args.group_by_length else 0,
                                           accum=args.gradient_accumulation_steps)
@@ -338,8 +339,9 @@ def load_data(args, task, rt) -> dict:
             data["train_examples"] = len(feats)
         else:
             data[split] = feats
-            data[f"{split}_eval"] = cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression,
-                                                        batching.pad_multiple(args, rt.device), args.max_seq_length)
+            data[f"{split}_eval"] = cls_data.eval_views(
+                per_order, args.eval_batch_size, ids["pad"], task.is_regression,
+                batching.pad_multiple(args.pad_to_multiple_of, rt.device), args.max_seq_length)
     return data
 
 
@@ -363,10 +365,10 @@ def main(argv=None):
     if args.output_dir is None:
         args.output_dir = os.path.join("runs", f"{task.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     rt = tu.setup_runtime(args)
-    batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
     tu.warn_apex_args(args, rt)
     try:
         validate_args(args)
+        batching.pad_multiple(args.pad_to_multiple_of, rt.device)  # checked before anything is read or written
         seeds = tu.parse_seeds(args.seeds) if args.seeds else [args.seed]
         per_device = args.train_batch_size // (rt.world_size * args.gradient_accumulation_steps)
         if per_device * rt.world_size * args.gradient_accumulation_steps != args.train_batch_size:

@@ -158,7 +158,8 @@ def save_dir_atomically(model, out_dir: str, name: str, vocab_file: str, meta: d
 def evaluate_epoch(model, dev, args, rt, ckpt_dir):
     """Dev predictions and EM/F1 of the current model, written next to the epoch's checkpoint (rank 0)."""
     examples, feats = dev
-    start, end = predict_logits(model, feats, args.batch_size, rt, batching.pad_multiple(args, rt.device))
+    start, end = predict_logits(model, feats, args.batch_size, rt,
+                                batching.pad_multiple(args.pad_to_multiple_of, rt.device))
     if not rt.is_main:
         return None
     predictions, nbest, _ = qa_data.postprocess_predictions(examples, feats, start, end, args.n_best_size,
@@ -185,10 +186,10 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
-    multiple = batching.pad_multiple(args, rt.device)  # a bad value fails here, before anything is read or written
     tu.warn_apex_args(args, rt)
     try:
         validate_args(args)
+        multiple = batching.pad_multiple(args.pad_to_multiple_of, rt.device)
         micro_batch = per_device_batch(args, rt.world_size)
         tu.set_seed(args.seed)  # before the model is built: the fresh QA head's initialisation depends on it
         model, config, vocab_file = model_args.load_model_for_task(args, BertForQuestionAnswering)

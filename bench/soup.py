@@ -163,7 +163,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     task = cls_data.TASKS[args.task_name]
     rt = tu.setup_runtime(args)  # as the other scripts: the same device choice and matmul precision
-    multiple = batching.pad_multiple(args, rt.device)
+    try:
+        multiple = batching.pad_multiple(args.pad_to_multiple_of, rt.device)
+    except ValueError as e:
+        tu.fail(str(e))
     # a glob may name one twice, or two spellings (a trailing slash, ./, a link) the same folder
     paths = list(dict.fromkeys(os.path.realpath(p) for p in args.checkpoints))
     out_best = os.path.abspath(os.path.join(args.output_dir, "best")) if args.output_dir else None

@@ -136,15 +136,10 @@ def test_round_width_rounds_up_within_max_seq_length():
     assert batching.round_width(130, 8, None) == 136  # None: no cap
 
 
-def test_pad_multiple_defaults_to_8_on_a_gpu_only(capsys):
-    class Args:
-        pad_to_multiple_of = None
-    args = Args()
-    assert batching.pad_multiple(args, torch.device("cpu")) == 1
-    assert batching.pad_multiple(args, torch.device("cuda")) == 8
-    args.pad_to_multiple_of = 64
-    assert batching.pad_multiple(args, torch.device("cpu")) == 64
-    args.pad_to_multiple_of = 0
-    with pytest.raises(SystemExit) as e:
-        batching.pad_multiple(args, torch.device("cpu"))
-    assert e.value.code == 2 and "--pad_to_multiple_of 0" in capsys.readouterr().err
+def test_pad_multiple_defaults_to_8_on_a_gpu_only():
+    assert batching.pad_multiple(None, torch.device("cpu")) == 1
+    assert batching.pad_multiple(None, torch.device("cuda")) == 8
+    assert batching.pad_multiple(64, torch.device("cpu")) == 64
+    for bad in (0, -8):
+        with pytest.raises(ValueError, match=f"--pad_to_multiple_of {bad}: must be a positive whole number"):
+            batching.pad_multiple(bad, torch.device("cpu"))
