@@ -2,6 +2,18 @@
 
 Every layout is mapped to one canonical key set (our parameter names, encoder under `bert.`), so a model class
 loads any of them. `.bin`/`.pt` files are read with torch.load(weights_only=True) only.
+
+Layouts read by load_checkpoint (told apart by key names):
+  - the release's encoder .bin: embeddings.*, encoder.layer.N.{attn.{query,key,value,o_proj}, attention_norm,
+    ffn.{fc1,fc2}, ffn_norm}, pooler.dense; its LM/fine-tuned files add `bert.` and cls.* / qa_outputs.* /
+    classifier.*. Our parameter names are these, so they load by name.
+  - Hugging Face (a directory with config.json and model.safetensors, pytorch_model.bin, or shards listed in
+    model.safetensors.index.json or pytorch_model.bin.index.json; with several, transformers' order decides):
+    attention.self.*, attention.output.*, intermediate.dense, output.* go through a key map; buffers and tied
+    copies are dropped.
+  - ours: a directory from save_checkpoint (weights in model.safetensors or in shards with an index), or its bare
+    model.safetensors (the config rides in its metadata).
+A shard index file may be named itself: its folder's config, vocab and tokenizer files go with it.
 """
 from __future__ import annotations
 

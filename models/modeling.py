@@ -1,4 +1,4 @@
-"""BERT encoder, task heads, and checkpoint I/O for our format, the original release's and Hugging Face's.
+"""BERT encoder and task heads; checkpoint I/O (our format, the original release's and Hugging Face's) re-exported.
 
     from models.modeling import BertConfig, BertForPreTraining, load_checkpoint
     model = BertForPreTraining(BertConfig.from_json_file("models/configs/small.json"))
@@ -7,15 +7,8 @@
 Post-LayerNorm BERT with exact (erf) GELU and learned absolute positions. The MLM decoder is the word-embedding
 matrix itself, so the model never holds two copies that could drift apart.
 
-Checkpoint layouts read by load_checkpoint (told apart by key names, mapped to ours):
-  - the release's encoder .bin: embeddings.*, encoder.layer.N.{attn.{query,key,value,o_proj}, attention_norm,
-    ffn.{fc1,fc2}, ffn_norm}, pooler.dense; its LM/fine-tuned files add `bert.` and cls.* / qa_outputs.* /
-    classifier.*. Our parameter names are these, so they load by name.
-  - Hugging Face (directory with config.json + model.safetensors, pytorch_model.bin, or shards listed in
-    model.safetensors.index.json): attention.self.*, attention.output.*, intermediate.dense, output.* go through
-    a key map; buffers and tied copies are dropped.
-  - ours: a directory from save_checkpoint (weights in model.safetensors or in shards with an index), or its bare
-    model.safetensors (the config rides in its metadata).
+The checkpoint functions (load_checkpoint, save_checkpoint, checkpoint_config, ...) live in models/checkpoint.py,
+with the layouts they read.
 """
 from __future__ import annotations
 
