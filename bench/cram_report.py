@@ -46,8 +46,9 @@ def pretraining_summary(pre, recipe) -> dict:
     rows = [r for r in read_jsonl(os.path.join(pre, "log.jsonl")) if "loss" in r]
     if not rows:
         fail(f"{pre}/log.jsonl has no training rows: pretraining did not get to its first log step")
-    steady = [r["seq_per_s"] for r in rows[1:]] or [rows[0]["seq_per_s"]]  # the first window holds start-up
-    waits = [r["data_wait"] for r in rows[1:] if r.get("data_wait") is not None]
+    # the first window holds start-up: left out, unless it is the only one (a short budget on a slow machine)
+    steady = [r["seq_per_s"] for r in rows[1:]] or [rows[0]["seq_per_s"]]
+    waits = [r["data_wait"] for r in (rows[1:] or rows) if r.get("data_wait") is not None]
     last = rows[-1]
     # the run's final step (DONE), which the log's last row (every --log_steps) may fall short of
     steps = load_json(os.path.join(pre, "DONE"))["step"] if os.path.isfile(os.path.join(pre, "DONE")) else last["step"]

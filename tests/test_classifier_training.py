@@ -257,7 +257,7 @@ def test_ranks_get_the_same_micro_batch_sizes():
             for rank in range(world):
                 rt = SimpleNamespace(rank=rank, world_size=world, device=torch.device("cpu"))
                 args = SimpleNamespace(group_by_length=grouped, num_workers=0, max_seq_length=16,
-                                       gradient_accumulation_steps=1)
+                                       gradient_accumulation_steps=1, pad_to_multiple_of=None)
                 loader, sampler = run_classifier.make_train_loader(feats, 4, 0, task, rt, args, seed=3)
                 sampler.set_epoch(1)
                 sizes.append([len(b["labels"]) for b in loader])
