@@ -1,4 +1,4 @@
-"""The model flags every fine-tuning and evaluation script shares (--checkpoint, --config_file, --vocab_file,
+"""The model flags the training and evaluation scripts share (--checkpoint, --config_file, --vocab_file,
 --do_lower_case) and what they resolve to: a config and vocab (the checkpoint's own where it carries them, each flag
 checked against them), and a model built and loaded from the checkpoint.
 
@@ -18,6 +18,9 @@ import shutil
 import tempfile
 
 from fileio import read_vocab_lines
+from models.checkpoint import (checkpoint_casing, checkpoint_config, checkpoint_folder, checkpoint_vocab,
+                               load_checkpoint, write_tokenizer_vocab)
+from models.config import BertConfig, arch_differences, read_json_object, require_pair_segments
 from train_utils import add_bool_flag, fail
 
 
@@ -44,10 +47,6 @@ def resolve_config_and_vocab(args):
     Explicit flags win over what the checkpoint carries, so the release's command lines (which always pass
     --config_file and --vocab_file) behave as before.
     """
-    from models.checkpoint import checkpoint_casing, checkpoint_folder, write_tokenizer_vocab
-    from models.config import arch_differences, read_json_object, require_pair_segments
-    from models.modeling import BertConfig, checkpoint_config, checkpoint_vocab
-
     ckpt = getattr(args, "checkpoint", None)
     if ckpt and not os.path.exists(ckpt):
         fail(f"--checkpoint {ckpt}: no such file or directory")
@@ -155,8 +154,6 @@ def load_model_for_task(args, model_cls, **model_kwargs):
     Loads with strict=False so a task head that the checkpoint lacks (fine-tuning from a pretrained encoder)
     starts from a fresh initialisation; a missing encoder weight is still an error.
     """
-    from models.modeling import load_checkpoint
-
     config, vocab_file = resolve_config_and_vocab(args)
     model = model_cls(config, **model_kwargs)
     if getattr(args, "checkpoint", None):
