@@ -244,6 +244,32 @@ def test_same_global_batch_same_run_with_accumulation_and_two_ranks(cls_env, tmp
     assert losses[1] == pytest.approx(losses[0], rel=1e-4) and losses[2] == pytest.approx(losses[0], rel=1e-4)
 
 
+def test_best_is_the_best_dev_epoch_and_every_epoch_draws_its_own_order(cls_env, tmp_path, monkeypatch):
+    """best/ holds the epoch with the best dev score (Spearman for KorSTS, not Pearson), not the last one, and each
+    epoch draws its batches anew (set_epoch): in the other fixtures the last epoch also scores best."""
+    dev = iter([{"pearson": 10.0, "spearman": 50.0}, {"pearson": 90.0, "spearman": 40.0},
+                {"pearson": 95.0, "spearman": 30.0}])
+    saved = {}
+    monkeypatch.setattr(run_classifier, "evaluate", lambda *a: next(dev))
+    save_best = run_classifier.save_best
+
+    def spy(model, ckpt_dir, vocab_file, task, args, epoch):
+        saved[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        save_best(model, ckpt_dir, vocab_file, task, args, epoch)
+    monkeypatch.setattr(run_classifier, "save_best", spy)
+    epochs = []
+    set_epoch = run_classifier.batching.GlobalBatchSampler.set_epoch
+    monkeypatch.setattr(run_classifier.batching.GlobalBatchSampler, "set_epoch",
+                        lambda self, e: (epochs.append(e), set_epoch(self, e))[1])
+    out = tmp_path / "run"
+    run_classifier.main(train_argv(cls_env, out, "--do_eval", epochs=3))
+    assert epochs == [1, 2, 3]
+    assert read_json(out / "eval_results.json")["best_epoch"] == 1 and list(saved) == [1]
+    assert read_json(out / "best" / "task.json")["epoch"] == 1
+    best = load_file(str(out / "best" / "model.safetensors"))
+    assert all(torch.equal(best[k], saved[1][k]) for k in best)
+
+
 def test_ranks_get_the_same_micro_batch_sizes():
     """The accumulation weights (rows / window rows) survive DDP's mean over ranks only if every rank's loader
     yields batches of the same sizes: the global-batch sampler fills every batch, random or length-grouped."""

@@ -226,6 +226,21 @@ def test_truncation_longest_first(toy_tokenizer):
         convert_examples([Example("x", "가", "나", 0)], tok, 2, 3, 2)
 
 
+def test_truncate_pair_equals_google_bert_truncate_seq_pair():
+    """google-research/bert's _truncate_seq_pair, transcribed: pop the last token of the longer list, of b on a
+    tie. Every pair of lengths up to 12 and every budget."""
+    def reference(len_a, len_b, budget):
+        a, b = list(range(len_a)), list(range(len_b))
+        while len(a) + len(b) > budget:
+            (a if len(a) > len(b) else b).pop()
+        return len(a), len(b)
+    for len_a in range(13):
+        for len_b in range(13):
+            for budget in range(26):
+                assert truncate_pair(len_a, len_b, budget) == reference(len_a, len_b, budget), (len_a, len_b, budget)
+    assert truncate_pair(3, 3, 5) == (3, 2)  # the tie goes to b
+
+
 def test_collate_pads_to_longest_in_batch():
     feats = [{"input_ids": [2, 5, 3, 6, 3], "token_type_ids": [0, 0, 0, 1, 1], "label": 1.5},
              {"input_ids": [2, 3, 7, 3], "token_type_ids": [0, 0, 1, 1], "label": 4.0}]

@@ -194,6 +194,21 @@ def test_hf_full_state_dict_with_buffers_and_decoder_bias(tmp_path):
         close(ours(ids, types, mask)["mlm_logits"], hf(input_ids=ids, attention_mask=mask).prediction_logits)
 
 
+
+def test_hf_tf_era_layernorm_gamma_beta_names(tmp_path):
+    """Checkpoints converted from TensorFlow name LayerNorm's scale and shift gamma and beta; transformers reads
+    gamma as weight and beta as bias, and so must we (the two swapped would still load: same shapes)."""
+    hf = hf_from_release("BertForPreTraining", release_state_dict("bert.", "lm"))
+    sd = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+          for k, v in hf.state_dict().items()}
+    assert sum("gamma" in k for k in sd) == sum("beta" in k for k in sd) > 2
+    os.makedirs(tmp_path / "hf")
+    torch.save(sd, tmp_path / "hf" / "pytorch_model.bin")
+    ours = load_checkpoint(BertForPreTraining(tiny_config()), str(tmp_path / "hf")).eval()
+    ids, types, mask = tiny_batch()
+    with torch.no_grad():
+        close(ours(ids, types, mask)["mlm_logits"], hf(input_ids=ids, attention_mask=mask).prediction_logits)
+
 # ------------------------------------------------------------------------------------------------------------
 # our format and Hugging Face export
 

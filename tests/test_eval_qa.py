@@ -12,6 +12,7 @@ sys.path.insert(0, ROOT)
 import eval_qa  # noqa: E402
 import morphology  # noqa: E402
 import qa_predict  # noqa: E402
+import tokenization  # noqa: E402
 import run_qa  # noqa: E402
 from helpers import expect_fail, file_digests, one_thread  # noqa: E402,F401
 from qa_helpers import particle_predictions, question_ids, train_argv  # noqa: E402
@@ -49,6 +50,21 @@ def test_eval_qa_reproduces_run_qa_predictions_and_score_only(qa_env, qa_trained
     args = eval_qa.build_parser().parse_args(["--checkpoint", str(qa_env["dir"] / "nowhere" / "model.bin")])
     eval_qa.resolve_window_args(args)
     assert (args.max_seq_length, args.doc_stride, args.max_query_length) == (512, 128, 64)
+
+
+def test_decoding_flags_reach_the_predictions(qa_env, qa_trained, tmp_path):
+    """--n_best_size bounds each n-best list, --max_answer_length each answer: one token at most, so every answer
+    is within one token's text (the default run's answers are longer)."""
+    out, _ = qa_trained
+    eval_qa.main(["--checkpoint", str(out / "final"), "--predict_file", qa_env["eval"], "--n_best_size", "2",
+                  "--max_answer_length", "1", "--output_dir", str(tmp_path / "short"), "--no_cuda"])
+    nbest = json.load(open(tmp_path / "short" / "nbest_predictions.json", encoding="utf-8"))
+    assert max(len(v) for v in nbest.values()) <= 2
+    short = json.load(open(tmp_path / "short" / "predictions.json", encoding="utf-8"))
+    default = json.load(open(out / "epoch-1" / "predictions.json", encoding="utf-8"))
+    tokenizer = tokenization.FullTokenizer(str(out / "final" / "vocab.txt"), do_lower_case=False)
+    assert all(len(tokenizer.tokenize(a)) <= 1 for a in short.values() if " " not in a)
+    assert sum(map(len, short.values())) < sum(map(len, default.values()))
 
 
 def test_widths_rounded_to_a_multiple_predict_the_same(qa_env, qa_trained, monkeypatch):

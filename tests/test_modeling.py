@@ -279,7 +279,8 @@ def test_parity_hf_to_ours(tmp_path, impl):
              ("BertForSequenceClassification", BertForSequenceClassification, 3),
              ("BertForSequenceClassification", BertForSequenceClassification, 1)]
     for hf_cls, our_cls, num_labels in cases:
-        hf = hf_model(hf_cls, tiny_config(num_labels=num_labels), impl)
+        # a large eps: at the usual 1e-12 a LayerNorm that ignored the config's eps would agree to 3e-6
+        hf = hf_model(hf_cls, tiny_config(num_labels=num_labels, layer_norm_eps=0.1), impl)
         out_dir = tmp_path / f"{hf_cls}_{num_labels}"
         hf.save_pretrained(out_dir)
         cfg = checkpoint_config(str(out_dir))

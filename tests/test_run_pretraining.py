@@ -224,6 +224,29 @@ def test_gradient_accumulation_matches_one_batch(pretrain_data, tmp_path):
     assert_same_weights(weights(tmp_path / "lamb", 1), weights(tmp_path / "acc4", 1))
 
 
+def test_first_step_gradient_is_that_of_the_models_own_loss(pretrain_data, tmp_path, monkeypatch):
+    """The step's loss, assembled in the training loop from summed MLM and SOP terms (so accumulation and ranks can
+    share one normalisation), is the mean over masked tokens plus the mean over pairs: the model's own `loss`,
+    which test_modeling holds to transformers' BertForPreTraining loss. A SOP term divided by the masked count (or
+    an MLM term by the batch) changes the gradient; the accumulation test above cannot see that."""
+    seen = {}
+    forward = BertForPreTraining.forward
+
+    def spy(self, **kw):
+        if not seen:  # the weights and inputs of the first micro-batch, before any update
+            seen["weights"] = {k: v.detach().clone() for k, v in self.state_dict().items()}
+            seen["inputs"] = {k: v.clone() if torch.is_tensor(v) else v for k, v in kw.items()}
+        return forward(self, **kw)
+    monkeypatch.setattr(BertForPreTraining, "forward", spy)
+    run_pretraining.main(argv(pretrain_data, tmp_path / "one", config="tiny_nodrop.json", max_steps=1, save_steps=1))
+    model = BertForPreTraining(BertConfig.from_json_file(str(pretrain_data / "tiny_nodrop.json")))
+    model.load_state_dict(seen["weights"])
+    forward(model, **seen["inputs"])["loss"].backward()
+    expected = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()
+                                                     if p.grad is not None]))
+    assert rows(tmp_path / "one")[0]["grad_norm"] == pytest.approx(expected.item(), rel=1e-5)
+
+
 @needs_cxx
 @pytest.mark.parametrize("optimizer", ["adam", "lamb"])
 def test_compile_trains_like_eager_and_resumes_eager(pretrain_data, tmp_path, optimizer):

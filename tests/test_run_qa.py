@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -39,6 +40,29 @@ def test_run_qa_writes_checkpoints_logs_and_dev_predictions(qa_env, qa_trained):
     metrics = json.load(open(out / "epoch-1" / "eval_results.json", encoding="utf-8"))
     assert 0 <= metrics["exact_match"] <= metrics["f1"] <= 100
     assert results["epochs"][0]["dev_f1"] == metrics["f1"] and results["best_epoch"] == 1
+
+
+def test_best_is_the_best_dev_epoch_decoded_with_the_flags(qa_env, tmp_path, monkeypatch):
+    """best/ is the epoch with the best dev F1, not the last one (the other runs here train one epoch), and the dev
+    answers are decoded with --n_best_size and --max_answer_length as given."""
+    f1s, decoded = iter([50.0, 40.0]), []
+    monkeypatch.setattr(run_qa, "score", lambda *a: ({"exact_match": 0.0, "f1": next(f1s)}, None))
+    postprocess = run_qa.qa_data.postprocess_predictions
+
+    def spy(examples, feats, start, end, n_best_size, max_answer_length):
+        decoded.append((n_best_size, max_answer_length))
+        return postprocess(examples, feats, start, end, n_best_size, max_answer_length)
+    monkeypatch.setattr(run_qa.qa_data, "postprocess_predictions", spy)
+    out = tmp_path / "run"
+    results = run_qa.main(train_argv(qa_env, out, "--num_train_epochs", "2", "--n_best_size", "3",
+                                     "--max_answer_length", "2"))
+    assert decoded == [(3, 2), (3, 2)]
+    assert results["best_epoch"] == 1
+    assert json.load(open(out / "best" / "qa_train.json", encoding="utf-8"))["epoch"] == 1
+    best, first, last = (load_file(str(out / d / "model.safetensors")) for d in ("best", "epoch-1", "epoch-2"))
+    assert all(torch.equal(best[k], first[k]) for k in best) and not all(torch.equal(best[k], last[k]) for k in best)
+    nbest = json.load(open(out / "epoch-1" / "nbest_predictions.json", encoding="utf-8"))
+    assert max(len(v) for v in nbest.values()) <= 3
 
 
 def test_same_seed_gives_identical_run(qa_env, qa_trained):
