@@ -39,7 +39,7 @@ from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnsw
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              read_state_dict, save_checkpoint, to_release_state_dict)
 from tokenization import save_hf_tokenizer
-from train_utils import atomic_torch_save, fail
+from train_utils import atomic_torch_save, check_output_dir_path, fail
 
 # Hugging Face class -> the kind of model here that holds its weights
 ARCHITECTURES = {"BertModel": "encoder", "BertForPreTraining": "pretraining", "BertForMaskedLM": "masked_lm",
@@ -155,6 +155,8 @@ def convert(args):
         raise FileNotFoundError(f"--input {args.input}: no such file or directory")
     if os.path.exists(args.output) and not (os.path.isdir(args.output) and not os.listdir(args.output)):
         raise ValueError(f"--output {args.output} already exists; choose a new path (nothing gets overwritten)")
+    check_output_dir_path(args.output if args.to != "release" else os.path.dirname(os.path.abspath(args.output)),
+                          "--output")
     config = resolve_config(args.input, args.config_file)
     with tempfile.TemporaryDirectory() as tmp_dir:
         vocab = resolve_vocab(args, config, tmp_dir)

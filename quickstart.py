@@ -34,7 +34,8 @@ import torch
 from cls_data import mean_std
 from fileio import atomic_write_json, plot_jsonl, read_jsonl, resolve_checkpoint_dir
 from stages import exit_on_termination, run_stage
-from train_utils import fail, parse_seeds, warn
+from tokenization import SPECIAL_TOKENS
+from train_utils import check_output_dir_path, fail, parse_seeds, warn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = sorted(glob.glob(os.path.join(HERE, "data/korean_text/**/*.txt"), recursive=True))
@@ -85,11 +86,20 @@ def main(argv=None):
         fail(f"--pretrain_steps {args.pretrain_steps}: must be at least 1")
     if args.budget_minutes is not None and not args.budget_minutes > 0:
         fail(f"--budget_minutes {args.budget_minutes}: must be positive")
+    # checked here, not by the stage that reads them: that runs after minutes of pretraining
+    for key, least in (("ft_epochs", 1), ("max_train_examples", 1), ("max_eval_examples", 1),
+                       ("vocab_size", len(SPECIAL_TOKENS) + 1)):
+        if getattr(args, key) is not None and getattr(args, key) < least:
+            fail(f"--{key} {getattr(args, key)}: must be at least {least}")
     for key in ("ft_epochs", "ft_seeds", "vocab_size"):
         if getattr(args, key) is not None:
             d[key] = getattr(args, key)
     try:
         seeds = parse_seeds(d["ft_seeds"], flag="--ft_seeds")
+    except ValueError as e:
+        fail(str(e))
+    try:
+        check_output_dir_path(args.output_dir)
     except ValueError as e:
         fail(str(e))
     out = os.path.abspath(args.output_dir)
@@ -153,8 +163,9 @@ def main(argv=None):
     results = {}
     for name, init in zip(rows, (["--checkpoint", pretrained], [])):
         ft = os.path.join(out, f"korsts_{name}")
-        train_slice = ["--max_train_examples", str(args.max_train_examples)] if args.max_train_examples else []
-        eval_slice = ["--max_eval_examples", str(args.max_eval_examples)] if args.max_eval_examples else []
+        train_slice = ["--max_train_examples", str(args.max_train_examples)] if args.max_train_examples is not None \
+            else []
+        eval_slice = ["--max_eval_examples", str(args.max_eval_examples)] if args.max_eval_examples is not None else []
         # batches of similar length: about half the time per epoch of random batches on KorSTS
         stage(f"finetune_{name}", [py, "run_classifier.py", "--task_name", "korsts", "--data_dir", KORSTS,
                                    *init, "--config_file", config, "--vocab_file", vocab, "--do_eval",

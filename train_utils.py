@@ -97,11 +97,18 @@ def check_training_args(args):
     check_compile_args(args)
 
 
-def check_output_dir_path(path: str):
-    """ValueError when --output_dir `path` exists and is not a directory: checked before any work, not at the first
-    write."""
+def check_output_dir_path(path: str, flag: str = "--output_dir"):
+    """ValueError when `path` exists and is not a directory, or cannot be made (a file or an unwritable folder on
+    its way): checked before any work, not at the first write, and without making anything."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--output_dir {path}: exists and is not a directory")
+        raise ValueError(f"{flag} {path}: exists and is not a directory")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: cannot be made, {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: cannot be written, {parent} is not writable")
 
 
 def add_layer_lr_decay_arg(group):

@@ -355,6 +355,7 @@ def test_flag_errors(cls_env, capsys, tmp_path):
                           (["--num_workers", "-1"], "--num_workers -1: must be >= 0"),
                           (["--num_train_epochs", "inf"], "--num_train_epochs inf: must be a positive number"),
                           (["--output_dir", str(tmp_path / "a_file")], "a_file: exists and is not a directory"),
+                          (["--output_dir", str(tmp_path / "a_file" / "x")], "a_file is a file"),
                           (["--max_train_examples", "0"], "--max_train_examples 0 must be >= 1"),
                           (["--max_eval_examples", "-2"], "--max_eval_examples -2 must be >= 1"),
                           (["--max_seq_length", "2"], "--max_seq_length 2 leaves no room"),
@@ -370,6 +371,8 @@ def test_flag_errors(cls_env, capsys, tmp_path):
                 "--pad_to_multiple_of -1")
     expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "nowhere", "korsts", "--output_dir",
                                                         str(tmp_path / "a_file")), "a_file: exists and is not a dir")
+    expect_fail(capsys, eval_classifier.main, eval_argv(tmp_path / "nowhere", "korsts", "--output_dir",
+                                                        str(tmp_path / "a_file" / "e")), "a_file is a file")
 
 
 def test_max_grad_norm_zero_turns_clipping_off(cls_env, tmp_path):

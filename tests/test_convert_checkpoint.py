@@ -327,6 +327,9 @@ def test_convert_cli_errors_are_one_line(tmp_path, capsys):
           "--output", str(tmp_path / "o2"), "--to", "hf"], "has 2 tokens but the config says vocab_size=1000"),
         (["--input", enc, "--config_file", "models/configs/small.json", "--output", str(tmp_path / "o3"),
           "--to", "ours"], "shape mismatch"),
+        (["--input", enc, "--config_file", "models/configs/tiny.json", "--output", str(enc) + "/hf", "--to", "hf"],
+         "--output " + str(enc) + "/hf: cannot be made, "),
+        (["--input", enc, "--output", str(enc) + "/x.bin", "--to", "release"], "--output " + str(enc)),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as e:

@@ -138,12 +138,19 @@ def test_pretraining_command_on_each_device(tmp_path):
     (["--ft_seeds", "1-x"], "--ft_seeds '1-x': expected ranges and lists like 1-10 or 1,3,5"),
     (["--max_corpus_mb", "-1"], "--max_corpus_mb -1.0: must be a positive number"),
     (["--device", "cuda"], "--device cuda: no CUDA device is visible here"),  # the GPU recipe ran on the CPU
+    # fine-tuning's values failed only after the pretraining they follow
+    (["--ft_epochs", "0"], "--ft_epochs 0: must be at least 1"),
+    (["--max_train_examples", "0"], "--max_train_examples 0: must be at least 1"),
+    (["--max_eval_examples", "-1"], "--max_eval_examples -1: must be at least 1"),
+    (["--vocab_size", "2"], "--vocab_size 2: must be at least 6"),
+    (["--output_dir", "{tmp}/a_file/qs"], "a_file is a file"),
 ])
 def test_bad_flags_fail_before_anything_is_written(tmp_path, capsys, monkeypatch, argv, message):
     out = tmp_path / "qs"
+    (tmp_path / "a_file").write_text("")
     monkeypatch.setattr(quickstart.torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit) as e:
-        quickstart.main(["--output_dir", str(out), "--device", "cpu", *argv])
+        quickstart.main(["--output_dir", str(out), "--device", "cpu", *[a.format(tmp=tmp_path) for a in argv]])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()
 

@@ -56,7 +56,7 @@ def test_nonfinite_loss_stops_without_saving(pretrain_data, tmp_path, monkeypatc
 @pytest.mark.parametrize("case", ["missing_dir", "not_prepared", "config_vocab", "vocab_file", "batch",
                                   "resume_config", "existing_run", "seed", "short_seq_prob", "damaged_shard",
                                   "out_of_vocab_shard", "max_time_negative", "max_time_nan", "output_is_a_file",
-                                  "shards_vocab_replaced", "cut_offsets", "offsets_out_of_order", "meta_not_a_dict",
+                                  "output_under_a_file", "shards_vocab_replaced", "cut_offsets", "offsets_out_of_order", "meta_not_a_dict",
                                   "resume_into_another_run", "rewind_with_a_batch_too_big"])
 def test_bad_input_is_one_line_exit_2(case, pretrain_data, pretrain_run, tmp_path, capsys):
     out, flags, expect = tmp_path / "out", {}, None
@@ -101,6 +101,9 @@ def test_bad_input_is_one_line_exit_2(case, pretrain_data, pretrain_run, tmp_pat
     elif case == "output_is_a_file":
         out.write_text("")
         expect = "--output_dir"
+    elif case == "output_under_a_file":
+        out.write_text("")
+        flags, expect = {"output_dir": out / "run"}, "is a file"
     elif case in ("shards_vocab_replaced", "cut_offsets", "offsets_out_of_order", "meta_not_a_dict"):
         shards = tmp_path / "shards"
         shutil.copytree(pretrain_data / "shards", shards)

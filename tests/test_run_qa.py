@@ -302,12 +302,15 @@ def test_bad_training_values_are_refused_before_anything_is_written(qa_env, tmp_
                           (["--num_train_epochs", "nan"], "--num_train_epochs nan: must be a positive number"),
                           (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0"),
                           (["--seed", "-1"], "--seed -1: must be >= 0"),
-                          (["--output_dir", str(tmp_path / "a_file")], "a_file: exists and is not a directory")):
+                          (["--output_dir", str(tmp_path / "a_file")], "a_file: exists and is not a directory"),
+                          (["--output_dir", str(tmp_path / "a_file" / "r")], "cannot be made, ")):
         expect_fail(capsys, run_qa.main, train_argv(qa_env, tmp_path / "r", *flags), needle)
         assert not (tmp_path / "r").exists()
     # eval_qa: before the model is loaded or anything predicted
     expect_fail(capsys, eval_qa.main, ["--checkpoint", str(tmp_path / "nowhere"), "--predict_file", qa_env["eval"],
                                        "--output_dir", str(tmp_path / "a_file")], "a_file: exists and is not a dir")
+    expect_fail(capsys, eval_qa.main, ["--checkpoint", str(tmp_path / "nowhere"), "--predict_file", qa_env["eval"],
+                                       "--output_dir", str(tmp_path / "a_file" / "e")], "a_file is a file")
 
 
 def test_pad_multiple_below_one_is_refused_before_anything_is_read(qa_env, tmp_path, capsys):
