@@ -39,7 +39,7 @@ from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnsw
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              read_state_dict, save_checkpoint, to_release_state_dict)
 from tokenization import save_hf_tokenizer
-from train_utils import atomic_torch_save, check_output_dir_path, fail
+from train_utils import atomic_torch_save, check_output_dir_path, fail, run_script
 
 # Hugging Face class -> the kind of model here that holds its weights
 ARCHITECTURES = {"BertModel": "encoder", "BertForPreTraining": "pretraining", "BertForMaskedLM": "masked_lm",
@@ -232,4 +232,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -208,4 +208,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    tu.run_script(main)

@@ -35,7 +35,7 @@ from cls_data import mean_std
 from fileio import atomic_write_json, plot_jsonl, read_jsonl, resolve_checkpoint_dir
 from stages import exit_on_termination, run_stage
 from tokenization import SPECIAL_TOKENS
-from train_utils import check_output_dir_path, fail, parse_seeds, warn
+from train_utils import check_output_dir_path, fail, parse_seeds, run_script, warn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = sorted(glob.glob(os.path.join(HERE, "data/korean_text/**/*.txt"), recursive=True))
@@ -356,4 +356,4 @@ def _print_table(s):
 
 if __name__ == "__main__":
     exit_on_termination()
-    main()
+    run_script(main)

@@ -437,4 +437,4 @@ def summarise_grid(runs: dict, task) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    tu.run_script(main)

@@ -308,4 +308,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from train_utils import run_script  # here, not at the top: the module itself needs no torch
+    run_script(main)

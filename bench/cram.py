@@ -57,7 +57,7 @@ from cram_report import korsts_summary, pretraining_summary, print_summary  # no
 from cram_work import check_reuse, load_json, prepare_shards  # noqa: E402
 from quickstart import final_checkpoint, write_config  # noqa: E402
 from stages import exit_on_termination, run_stage, run_stages_parallel  # noqa: E402
-from train_utils import fail, parse_seeds, usable_cpus  # noqa: E402
+from train_utils import fail, parse_seeds, run_script, usable_cpus  # noqa: E402
 
 ARCHIVE = os.path.join(ROOT, "bench", "_work", "cram", "cram_shards.tar.xz")
 DATA = os.path.join(ROOT, "data")
@@ -447,4 +447,4 @@ def korsts_grid(f: dict) -> list[dict]:
 
 if __name__ == "__main__":
     exit_on_termination()
-    main()
+    run_script(main)
