@@ -102,12 +102,28 @@ def model_for_weights(sd: dict, config: BertConfig, kind: str):
     return BertModel(config)
 
 
+# the files the fine-tuning scripts write beside a checkpoint's weights, with a key each always holds
+SIDECARS = {"task.json": "task_name", "qa_train.json": "max_seq_length"}  # run_classifier.py's, run_qa.py's
+
+
 def fine_tuning_sidecars(input_path: str) -> dict[str, str]:
-    """The files the fine-tuning scripts write beside a checkpoint's weights (run_classifier.py's task.json,
-    run_qa.py's qa_train.json), name -> path, for those the input has."""
-    folder = checkpoint_folder(input_path)
-    return {name: os.path.join(folder, name) for name in ("task.json", "qa_train.json")
-            if os.path.isfile(os.path.join(folder, name))}
+    """SIDECARS the input has, name -> path. A file of that name that is not one (a KorQuAD file called
+    qa_train.json beside a release .bin) is left behind with a warning: it would pass for the model's own."""
+    folder, found = checkpoint_folder(input_path), {}
+    for name, key in SIDECARS.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            ours = key in read_json_object(path)
+        except (ValueError, OSError):
+            ours = False
+        if ours:
+            found[name] = path
+        else:
+            print(f"warning: {path} is not a {name} the fine-tuning scripts write (no {key!r}); not copied",
+                  file=sys.stderr, flush=True)
+    return found
 
 
 def release_qa_pooler(sd: dict, config: BertConfig) -> tuple[dict, str]:

@@ -312,6 +312,20 @@ def test_bad_checkpoint_files(tmp_path):
         load_checkpoint(model, save_bin(wide, tmp_path / "wide.bin"), strict=False)
 
 
+def test_only_the_fine_tuning_scripts_files_travel_with_a_conversion(tmp_path, capsys):
+    """task.json and qa_train.json beside the input go to the output (eval scripts read them as the model's own
+    settings); a file of that name that is not one (a KorQuAD training file beside a release .bin) stays behind."""
+    import json
+    enc = save_bin(release_state_dict(), tmp_path / "enc.bin")
+    (tmp_path / "qa_train.json").write_text(json.dumps({"version": "KorQuAD_v1.0_train", "data": []}))
+    (tmp_path / "task.json").write_text(json.dumps({"task_name": "korsts", "max_seq_length": 64}))
+    convert_checkpoint.main(["--input", enc, "--config_file", "models/configs/tiny.json", "--output",
+                             str(tmp_path / "ours"), "--to", "ours"])
+    assert sorted(p for p in os.listdir(tmp_path / "ours") if p.endswith(".json")) == ["config.json", "task.json"]
+    err = capsys.readouterr().err
+    assert "qa_train.json is not a qa_train.json the fine-tuning scripts write (no 'max_seq_length'); not copied" in err
+
+
 def test_convert_cli_errors_are_one_line(tmp_path, capsys):
     enc = save_bin(release_state_dict(), tmp_path / "enc.bin")
     os.makedirs(tmp_path / "other")
