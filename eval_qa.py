@@ -95,9 +95,11 @@ def main(argv=None):
         if args.do_predict is False:
             raise ValueError("--do_predict false: eval_qa.py only predicts (and scores); leave the flag out")
         resolve_window_args(args)
-        qa_data.check_qa_args(args)
+        warnings = qa_data.check_qa_args(args)
         if args.score_only:
             return score_only(args)
+        for warning in warnings:
+            tu.warn(warning)
         if not args.checkpoint:
             raise ValueError("--checkpoint is required (or --score_only with --prediction_json)")
         if not args.predict_file:

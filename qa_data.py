@@ -51,8 +51,9 @@ def add_qa_args(parser, windows_from_checkpoint: bool = False):
     return g
 
 
-def check_qa_args(args):
-    """Raise ValueError naming the flag for settings that cannot produce a single valid window."""
+def check_qa_args(args) -> list[str]:
+    """Raise ValueError naming the flag for settings that cannot produce a single valid window; return warnings
+    for settings that work but lose something."""
     if args.max_query_length < 1:
         raise ValueError("--max_query_length must be at least 1")
     if args.max_seq_length < args.max_query_length + 4:
@@ -63,6 +64,14 @@ def check_qa_args(args):
             raise ValueError(f"--{flag} must be at least 1")
     if args.max_eval_examples is not None and args.max_eval_examples < 1:
         raise ValueError(f"--max_eval_examples {args.max_eval_examples} must be at least 1")
+    shortest = args.max_seq_length - args.max_query_length - 3  # a window's context beside the longest question
+    if args.doc_stride >= shortest:
+        # _windows then steps by a window's length (as google-research/bert does): no overlap, and an answer
+        # that crosses from one window into the next is in neither
+        return [f"--doc_stride {args.doc_stride} is not shorter than a window's context ({shortest} tokens beside "
+                f"a {args.max_query_length}-token question): such windows do not overlap, and an answer across "
+                "two of them cannot be found"]
+    return []
 
 
 # ----------------------------------------------------------------------------------------------------------------

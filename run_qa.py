@@ -94,7 +94,8 @@ def per_device_batch(args, world_size: int) -> int:
 
 
 def validate_args(args):
-    qa_data.check_qa_args(args)
+    for warning in qa_data.check_qa_args(args):
+        tu.warn(warning)
     if args.do_train is False:
         raise ValueError("--do_train false: run_qa.py always trains; predict with eval_qa.py instead")
     if args.do_predict and not args.predict_file:

@@ -141,6 +141,22 @@ def test_windows_stride_and_max_context(tok):
             assert flags == [w == best for w in owners]
 
 
+def test_a_stride_past_the_window_is_warned_about():
+    """A stride at least a window's context long makes windows that do not overlap (google-research/bert's rule,
+    kept): said once, not refused; a bad value is still refused."""
+    import argparse
+
+    import qa_data
+    base = dict(max_seq_length=128, max_query_length=32, max_answer_length=30, n_best_size=20, batch_size=8,
+                max_eval_examples=None)
+    assert qa_data.check_qa_args(argparse.Namespace(doc_stride=64, **base)) == []
+    assert qa_data.check_qa_args(argparse.Namespace(doc_stride=92, **base)) == []
+    (warning,) = qa_data.check_qa_args(argparse.Namespace(doc_stride=93, **base))
+    assert warning.startswith("--doc_stride 93 is not shorter than a window's context (93 tokens")
+    with pytest.raises(ValueError, match="--doc_stride must be at least 1"):
+        qa_data.check_qa_args(argparse.Namespace(doc_stride=0, **base))
+
+
 def test_mismatched_answers_are_skipped_in_training(dev, tmp_path):
     data = copy.deepcopy(dev["data"][:1])
     qas = data[0]["paragraphs"][0]["qas"]
