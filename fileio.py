@@ -47,6 +47,20 @@ def atomic_write(path: str, write_fn):
         raise
 
 
+def check_makeable(path: str, flag: str):
+    """ValueError naming `flag` when `path` (a file or a folder) cannot be made or written: a file, or a folder not
+    writable, where its nearest existing folder should be. Makes nothing."""
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent == os.path.abspath(path) and not os.path.isdir(parent):
+        return  # an existing file: whether it may be replaced is the caller's to say
+    if not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path}: cannot be made, {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: cannot be written, {parent} is not writable")
+
+
 def atomic_write_text(path: str, text: str):
     """`text`, UTF-8, at `path` through atomic_write."""
     def fill(tmp):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fileio import atomic_write
+from fileio import atomic_write, check_makeable
 
 
 def fail(msg: str, code: int = 2):
@@ -114,13 +114,7 @@ def check_output_dir_path(path: str, flag: str = "--output_dir"):
     its way): checked before any work, not at the first write, and without making anything."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{flag} {path}: exists and is not a directory")
-    parent = os.path.abspath(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f"{flag} {path}: cannot be made, {parent} is a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: cannot be written, {parent} is not writable")
+    check_makeable(path, flag)
 
 
 def add_layer_lr_decay_arg(group):

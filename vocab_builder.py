@@ -24,7 +24,7 @@ import sys
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from fileio import MAX_LINE_BYTES, atomic_write, read_lines
+from fileio import MAX_LINE_BYTES, atomic_write, check_makeable, read_lines
 from tokenization import SPECIAL_TOKENS, UNK_TOKEN, fast_normalizer, fast_pre_tokenizer, is_punct
 
 SPM_MAX_SENTENCES = 5_000_000  # sentencepiece holds its input in memory; beyond this it samples
@@ -239,6 +239,8 @@ def main(argv=None):
     g.add_argument("--corpus", "--input_files", dest="corpus", nargs="+", required=True,
                    help="UTF-8 text files (--input_files: create_pretraining_data.py's spelling)")
     g.add_argument("--output", required=True, help="vocab.txt to write (atomically)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --output (shards and checkpoints made with it no longer match it)")
     g.add_argument("--do_lower_case", action="store_true", help="lower-case (never strips accents)")
     # --morph_analyzer as in create_pretraining_data.py and the model config; --morph is the older spelling
     g.add_argument("--morph_analyzer", "--morph", dest="morph", choices=["kiwi"], default=None,
@@ -260,6 +262,13 @@ def main(argv=None):
                                ("min_frequency", args.min_frequency >= 0, "at least 0")):
             if not ok:
                 raise ValueError(f"--{flag} {getattr(args, flag)}: {need}")
+        # before the corpus is read: training takes minutes, and a vocab replaced by mistake orphans its shards
+        if os.path.isdir(args.output):
+            raise ValueError(f"--output {args.output}: is a directory; name the vocab file to write")
+        if os.path.exists(args.output) and not args.overwrite:
+            raise ValueError(f"--output {args.output} already exists; pass --overwrite to replace it (shards and "
+                             "checkpoints made with it are tied to its exact contents)")
+        check_makeable(args.output, "--output")
         build_vocab(args.corpus, args.vocab_size, args.output, min_frequency=args.min_frequency,
                     do_lower_case=args.do_lower_case, morph=args.morph, algorithm=args.algorithm,
                     model_type=args.model_type, limit_alphabet=args.limit_alphabet, num_workers=args.num_workers)

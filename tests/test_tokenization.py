@@ -377,45 +377,54 @@ def test_build_vocab_bad_input(work, capsys):
     out = _write(work / "keep" / "vocab.txt", "old\n")
     good = _write(work / "good.txt", "서울에서 만나요\n")
     missing = str(work / "nope.txt")
+    # the output is checked before the corpus is read: an existing vocab is replaced only with --overwrite (shards
+    # and checkpoints are tied to its bytes), and a path that cannot be written fails now, not after training
+    assert "already exists; pass --overwrite" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--output", out])
+    assert "is a directory" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--output", str(work / "keep")])
+    assert f"cannot be made, {good} is a file" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--output",
+                                                                      good + "/vocab.txt"])
     assert missing in _cli_error(capsys, ["build-vocab", "--corpus", good, missing, "--vocab_size", "50",
-                                          "--output", out])
+                                          "--output", out, "--overwrite"])
     empty = _write(work / "empty.txt", "")
-    assert "empty.txt is empty" in _cli_error(capsys, ["build-vocab", "--corpus", empty, "--output", out])
+    assert "empty.txt is empty" in _cli_error(capsys, ["build-vocab", "--corpus", empty, "--output", out,
+                                                      "--overwrite"])
     empty2 = _write(work / "empty2.txt", "")
-    assert "empty.txt, " in _cli_error(capsys, ["build-vocab", "--corpus", empty, empty2, "--output", out])
+    assert "empty.txt, " in _cli_error(capsys, ["build-vocab", "--corpus", empty, empty2, "--output", out,
+                                               "--overwrite"])
     # one empty file beside text is warned about and trained without, as create_pretraining_data does
     V.main(["build-vocab", "--corpus", empty, good, "--vocab_size", "50", "--output",
                         str(work / "with_empty.txt")])
     assert "warning: corpus file " + empty + " is empty" in capsys.readouterr().err
     assert (work / "with_empty.txt").read_text(encoding="utf-8").startswith("[PAD]\n")
     blank = _write(work / "blank.txt", "\n  \n\r\n")
-    assert "blank.txt has no text" in _cli_error(capsys, ["build-vocab", "--corpus", blank, "--output", out])
+    assert "blank.txt has no text" in _cli_error(capsys, ["build-vocab", "--corpus", blank, "--output", out,
+                                                         "--overwrite"])
     bad = _write(work / "latin1.txt", "첫줄\n".encode() + "caf\xe9\n".encode("latin-1"), "wb")
-    err = _cli_error(capsys, ["build-vocab", "--corpus", bad, "--output", out])
+    err = _cli_error(capsys, ["build-vocab", "--corpus", bad, "--output", out, "--overwrite"])
     assert "latin1.txt" in err and "line 2" in err and "byte offset 10" in err
     assert "--vocab_size 3" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--vocab_size", "3",
-                                                   "--output", out])
+                                                   "--output", out, "--overwrite"])
     # a file saved "empty" by a Windows editor (a byte-order mark), or holding only invisible characters: no text
     # (they wrote a vocab of the five special tokens and exited 0)
     for name, raw in (("bom.txt", b"\xef\xbb\xbf\n\n"), ("invisible.txt", "\u200b\n\x07\n".encode())):
         assert f"{name} has no text" in _cli_error(capsys, ["build-vocab", "--corpus", _write(work / name, raw, "wb"),
-                                                            "--output", out])
+                                                            "--output", out, "--overwrite"])
     for flag, value in (("--limit_alphabet", "0"), ("--limit_alphabet", "-1"), ("--min_frequency", "-3")):
         assert f"{flag} {value}: at least" in _cli_error(capsys, ["build-vocab", "--corpus", good, flag, value,
-                                                                  "--output", out])
+                                                                  "--output", out, "--overwrite"])
     # sentencepiece is a test requirement only: without it, one line saying what to install
     import importlib.util
     real_find_spec = importlib.util.find_spec
     importlib.util.find_spec = lambda name, *a: None if name == "sentencepiece" else real_find_spec(name, *a)
     try:
         assert "pip install sentencepiece" in _cli_error(capsys, ["build-vocab", "--corpus", good, "--algorithm",
-                                                                  "sentencepiece", "--output", out])
+                                                                  "sentencepiece", "--output", out, "--overwrite"])
     finally:
         importlib.util.find_spec = real_find_spec
     with open(out, encoding="utf-8") as f:
         assert f.read() == "old\n"  # failed runs leave an existing output alone
 
-    T.main(["build-vocab", "--corpus", good, "--vocab_size", "500", "--output", out])
+    T.main(["build-vocab", "--corpus", good, "--vocab_size", "500", "--output", out, "--overwrite"])
     assert "too small for 500 tokens" in capsys.readouterr().out
     with open(out, encoding="utf-8") as f:
         tokens = f.read().split("\n")[:-1]
