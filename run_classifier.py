@@ -91,11 +91,12 @@ def build_parser():
 def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
     """(loader, sampler): reshuffled each epoch (sampler.set_epoch) from `seed`; rank r takes its share of each
     global batch (batching.GlobalBatchSampler, length-grouped with --group_by_length), so one optimizer step sees
-    the same examples on 1 or N GPUs (given the same --train_batch_size)."""
+    the same examples on 1 or N GPUs (given the same --train_batch_size). features: cls_data.PairFeatures, whose
+    flat arrays forked workers share without copying (a list of feature dicts also works, for small hand-built sets)."""
     collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression,
                                 multiple=batching.pad_multiple(args.pad_to_multiple_of, rt.device),
                                 limit=args.max_seq_length)
-    sampler = batching.GlobalBatchSampler([len(f["input_ids"]) for f in features], batch_size, seed, rt.rank,
+    sampler = batching.GlobalBatchSampler(cls_data.feature_lengths(features), batch_size, seed, rt.rank,
                                           rt.world_size, group=batching.LENGTH_GROUP if args.group_by_length else 0,
                                           accum=args.gradient_accumulation_steps)
     return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
@@ -330,18 +331,21 @@ def load_data(args, task, rt) -> dict:
         per_order = cls_data.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], args.max_seq_length, both)
         feats = per_order[0]
         if rt.is_main:
-            n_trunc = sum(f["truncated"] for f in feats)
+            n_trunc = int(feats.truncated.sum())
             print(f"{split}: {len(feats)} examples from {', '.join(cls_data.resolve_files(args, task, split))}"
                   f" ({n_trunc} truncated to {args.max_seq_length} tokens)"
                   + (", each in both orders" if len(per_order) > 1 else ""), flush=True)
         if split == "train":
-            data[split] = [f for feats in per_order for f in feats]  # one epoch: every pair in both orders, shuffled
+            # one epoch: every pair in both orders (order 0's rows, then order 1's), shuffled by the sampler
+            data[split] = cls_data.PairFeatures.concat(per_order)
             data["train_examples"] = len(feats)
         else:
             data[split] = feats
             data[f"{split}_eval"] = cls_data.eval_views(
                 per_order, args.eval_batch_size, ids["pad"], task.is_regression,
                 batching.pad_multiple(args.pad_to_multiple_of, rt.device), args.max_seq_length)
+        # the rows (Python strings) and the per-order parts concat copied are not kept while the next split is read
+        del examples, per_order, feats
     return data
 
 

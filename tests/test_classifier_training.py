@@ -334,12 +334,13 @@ def test_both_pair_orders_train_on_each_pair_twice_and_score_the_mean(korsts_run
     args = run_classifier.build_parser().parse_args(train_argv(cls_env, out, "--pair_orders", "both", n_train=32))
     train = run_classifier.load_data(args, cls_data.TASKS["korsts"], run_classifier.tu.setup_runtime(args))["train"]
     assert len(train) == 64
-    for ab, ba in zip(train[:32], train[32:]):  # row i of the second half is row i as [CLS] b [SEP] a [SEP]
+    rows = [{k: v.tolist() if k in ("input_ids", "token_type_ids") else v for k, v in f.items()} for f in train]
+    for ab, ba in zip(rows[:32], rows[32:]):  # row i of the second half is row i as [CLS] b [SEP] a [SEP]
         n_a = ab["token_type_ids"].count(0) - 2
         a, b = ab["input_ids"][1:1 + n_a], ab["input_ids"][2 + n_a:-1]
         assert ba["input_ids"] == [ab["input_ids"][0], *b, ab["input_ids"][1 + n_a], *a, ab["input_ids"][-1]]
         assert ba["token_type_ids"] == [0] * (len(b) + 2) + [1] * (len(a) + 1) and ba["label"] == ab["label"]
-    assert any(ab["input_ids"] != ba["input_ids"] for ab, ba in zip(train[:32], train[32:]))
+    assert any(ab["input_ids"] != ba["input_ids"] for ab, ba in zip(rows[:32], rows[32:]))
     assert [r["step"] for r in read_jsonl(out / "log.jsonl") if "loss" in r] == [2, 4]
     assert read_json(out / "best" / "task.json")["pair_orders"] == "both"
     # eval_classifier scores as the checkpoint was fine-tuned: what training reported for test
