@@ -27,7 +27,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from fileio import MAX_LINE_BYTES, atomic_write, check_makeable, read_lines
 from tokenization import SPECIAL_TOKENS, UNK_TOKEN, fast_normalizer, fast_pre_tokenizer, is_punct
 
-SPM_MAX_SENTENCES = 5_000_000  # sentencepiece holds its input in memory; beyond this it samples
+# sentencepiece holds the sentences it trains on in memory (about 2.5 KB each, measured): beyond this many it samples
+SPM_MAX_SENTENCES = 1_000_000
 
 
 def _check_corpus(files: list[str]) -> None:
@@ -131,7 +132,8 @@ def train_wordpiece(lines, vocab_size: int, min_frequency: int, alphabet: list[s
     return [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
 
 
-def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alphabet: int, corpus_name: str = "corpus"):
+def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alphabet: int, corpus_name: str = "corpus",
+                        max_sentences: int = SPM_MAX_SENTENCES):
     """Train sentencepiece on pre-split words and rewrite its pieces in WordPiece form.
 
     "▁x" (word-initial) becomes "x", any other piece "y" becomes "##y". The `limit_alphabet` most frequent
@@ -157,7 +159,7 @@ def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alph
         spm.SentencePieceTrainer.train(
             sentence_iterator=sentences(), model_writer=model, vocab_size=vocab_size, model_type=model_type,
             normalization_rule_name="identity",  # the text is already normalised; its NFKC would change it
-            hard_vocab_limit=False, character_coverage=0.9995, input_sentence_size=SPM_MAX_SENTENCES,
+            hard_vocab_limit=False, character_coverage=0.9995, input_sentence_size=max_sentences,
             shuffle_input_sentence=True, minloglevel=2)
     except RuntimeError as e:
         if failure:
@@ -179,9 +181,11 @@ def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alph
 
 def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: int = 2,
                 do_lower_case: bool = False, morph: str | None = None, algorithm: str = "wordpiece",
-                model_type: str = "unigram", limit_alphabet: int | None = None, num_workers: int = 1) -> list[str]:
+                model_type: str = "unigram", limit_alphabet: int | None = None, num_workers: int = 1,
+                max_sentences: int = SPM_MAX_SENTENCES) -> list[str]:
     """Train a vocab on the corpus files and write it (specials first, release order) to `output`.
-    num_workers: processes that pre-split the text with the morpheme analyser (morph only)."""
+    num_workers: processes that pre-split the text with the morpheme analyser (morph only); max_sentences: the most
+    sentences sentencepiece holds (a sample beyond)."""
     if vocab_size < len(SPECIAL_TOKENS):
         raise ValueError(f"--vocab_size {vocab_size} is smaller than the {len(SPECIAL_TOKENS)} special tokens")
     if algorithm == "sentencepiece" and importlib.util.find_spec("sentencepiece") is None:  # a test requirement only
@@ -205,7 +209,7 @@ def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: 
     lines = itertools.chain([first], lines)
     if algorithm == "sentencepiece":
         learned = train_sentencepiece(_pre_split(lines, do_lower_case, morph, num_workers), vocab_size, model_type,
-                                      limit_alphabet, " ".join(corpus))
+                                      limit_alphabet, " ".join(corpus), max_sentences)
     else:
         if morph:  # the trainer re-normalises; harmless, the normaliser is idempotent
             lines = (" ".join(words) for words in _pre_split(lines, do_lower_case, morph, num_workers))
@@ -251,6 +255,9 @@ def main(argv=None):
     g.add_argument("--vocab_size", type=int, default=32000, help="lines in the vocab, specials included")
     g.add_argument("--algorithm", choices=["wordpiece", "sentencepiece"], default="wordpiece")
     g.add_argument("--model_type", choices=["unigram", "bpe"], default="unigram", help="sentencepiece model")
+    g.add_argument("--max_sentences", type=int, default=SPM_MAX_SENTENCES,
+                   help="sentencepiece: train on at most this many sentences, sampled beyond (it holds them in "
+                        "memory, about 2.5 KB each: the default takes about 2.5 GB)")
     g.add_argument("--min_frequency", type=int, default=2, help="wordpiece: least count of a merged pair")
     g.add_argument("--limit_alphabet", type=int, default=None,
                    help="most frequent single characters kept (default (vocab_size - 5) // 3)")
@@ -259,7 +266,8 @@ def main(argv=None):
         for flag, ok, need in (("num_workers", args.num_workers >= 1, "at least 1"),
                                ("limit_alphabet", args.limit_alphabet is None or args.limit_alphabet >= 1,
                                 "at least 1"),
-                               ("min_frequency", args.min_frequency >= 0, "at least 0")):
+                               ("min_frequency", args.min_frequency >= 0, "at least 0"),
+                               ("max_sentences", args.max_sentences > 100, "over 100 (sentencepiece's floor)")):
             if not ok:
                 raise ValueError(f"--{flag} {getattr(args, flag)}: {need}")
         # before the corpus is read: training takes minutes, and a vocab replaced by mistake orphans its shards
@@ -271,7 +279,8 @@ def main(argv=None):
         check_makeable(args.output, "--output")
         build_vocab(args.corpus, args.vocab_size, args.output, min_frequency=args.min_frequency,
                     do_lower_case=args.do_lower_case, morph=args.morph, algorithm=args.algorithm,
-                    model_type=args.model_type, limit_alphabet=args.limit_alphabet, num_workers=args.num_workers)
+                    model_type=args.model_type, limit_alphabet=args.limit_alphabet, num_workers=args.num_workers,
+                    max_sentences=args.max_sentences)
     except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: e.g. the analyser is not installed
         # train_utils.fail would pull in torch; this module stays importable without it
         print(f"error: {e}", file=sys.stderr)

@@ -312,6 +312,13 @@ def test_build_vocab_sentencepiece(work, corpus, held_out, capsys):
     assert "spm_invisible.txt has no text" in _cli_error(capsys, [
         "build-vocab", "--corpus", invisible, "--vocab_size", "100", "--output", str(work / "spm4" / "v.txt"),
         "--algorithm", "sentencepiece"])
+    # --max_sentences caps what sentencepiece holds: a sample of 150 sentences learns another vocab
+    sampled = str(work / "spm5" / "v.txt")
+    T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", sampled,
+            "--algorithm", "sentencepiece", "--max_sentences", "150"])
+    assert open(sampled, encoding="utf-8").read().split("\n")[:-1] != tokens
+    assert "--max_sentences 100: over 100" in _cli_error(capsys, [
+        "build-vocab", "--corpus", corpus, "--output", str(work / "spm6" / "v.txt"), "--max_sentences", "100"])
     # a corpus error met while sentencepiece reads is the corpus's one line, not a frame of its stack
     bad = _write(work / "spm_bad.txt", open(corpus, "rb").read() + "caf\xe9\n".encode("latin-1"), "wb")
     assert re.search(r"spm_bad.txt is not UTF-8: invalid byte at line \d+", _cli_error(capsys, [
