@@ -32,7 +32,7 @@ import tempfile
 
 import torch
 
-from fileio import atomic_write, read_vocab_lines
+from fileio import atomic_write, check_makeable, read_vocab_lines
 from models.checkpoint import checkpoint_folder, checkpoint_label_names, index_folder, write_tokenizer_vocab
 from models.config import arch_differences, read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
@@ -171,8 +171,10 @@ def convert(args):
         raise FileNotFoundError(f"--input {args.input}: no such file or directory")
     if os.path.exists(args.output) and not (os.path.isdir(args.output) and not os.listdir(args.output)):
         raise ValueError(f"--output {args.output} already exists; choose a new path (nothing gets overwritten)")
-    check_output_dir_path(args.output if args.to != "release" else os.path.dirname(os.path.abspath(args.output)),
-                          "--output")
+    if args.to == "release":  # a file
+        check_makeable(args.output, "--output")
+    else:
+        check_output_dir_path(args.output, "--output")
     config = resolve_config(args.input, args.config_file)
     with tempfile.TemporaryDirectory() as tmp_dir:
         vocab = resolve_vocab(args, config, tmp_dir)

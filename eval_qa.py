@@ -95,11 +95,9 @@ def main(argv=None):
         if args.do_predict is False:
             raise ValueError("--do_predict false: eval_qa.py only predicts (and scores); leave the flag out")
         resolve_window_args(args)
-        warnings = qa_data.check_qa_args(args)
+        warnings = qa_data.check_qa_args(args)  # said once the rank is known
         if args.score_only:
             return score_only(args)
-        for warning in warnings:
-            tu.warn(warning)
         if not args.checkpoint:
             raise ValueError("--checkpoint is required (or --score_only with --prediction_json)")
         if not args.predict_file:
@@ -114,6 +112,8 @@ def main(argv=None):
     if args.cache_dir is None:
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
+    for warning in warnings if rt.is_main else []:
+        tu.warn(warning)
     try:
         multiple = batching.pad_multiple(args.pad_to_multiple_of, rt.device)
         tu.check_output_dir_path(args.output_dir)

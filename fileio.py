@@ -19,7 +19,21 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+
+
+def run_script(main):
+    """A script's entry point: main(), with Ctrl-C ending it in one line and exit status 130 instead of a traceback.
+    Every file is written atomically (atomic_write), so what was written before is whole. For
+    `if __name__ == "__main__"` only: tests call main() themselves. Here, not in train_utils: build-vocab needs no
+    torch."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): files written so far are complete; run the same command to start again",
+              file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 def umask() -> int:

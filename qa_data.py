@@ -69,8 +69,8 @@ def check_qa_args(args) -> list[str]:
         # _windows then steps by a window's length (as google-research/bert does): no overlap, and an answer
         # that crosses from one window into the next is in neither
         return [f"--doc_stride {args.doc_stride} is not shorter than a window's context ({shortest} tokens beside "
-                f"a {args.max_query_length}-token question): such windows do not overlap, and an answer across "
-                "two of them cannot be found"]
+                f"a {args.max_query_length}-token question): for such questions the windows do not overlap, and "
+                "an answer across two of them cannot be found"]
     return []
 
 

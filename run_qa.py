@@ -93,9 +93,10 @@ def per_device_batch(args, world_size: int) -> int:
     return per
 
 
-def validate_args(args):
+def validate_args(args, rt):
     for warning in qa_data.check_qa_args(args):
-        tu.warn(warning)
+        if rt.is_main:
+            tu.warn(warning)
     if args.do_train is False:
         raise ValueError("--do_train false: run_qa.py always trains; predict with eval_qa.py instead")
     if args.do_predict and not args.predict_file:
@@ -189,7 +190,7 @@ def main(argv=None):
     rt = tu.setup_runtime(args)
     tu.warn_apex_args(args, rt)
     try:
-        validate_args(args)
+        validate_args(args, rt)
         multiple = batching.pad_multiple(args.pad_to_multiple_of, rt.device)
         micro_batch = per_device_batch(args, rt.world_size)
         tu.set_seed(args.seed)  # before the model is built: the fresh QA head's initialisation depends on it

@@ -35,7 +35,7 @@ import unicodedata
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from fileio import atomic_write, atomic_write_text, read_vocab_lines
+from fileio import atomic_write, atomic_write_text, read_vocab_lines, run_script
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # the release's order, ids 0-4
 SPECIAL_NAMES = ("pad", "unk", "cls", "sep", "mask")
@@ -308,5 +308,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from train_utils import run_script  # here, not at the top: the module itself needs no torch
     run_script(main)

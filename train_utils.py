@@ -19,25 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fileio import atomic_write, check_makeable
+from fileio import atomic_write, check_makeable, run_script  # noqa: F401 (run_script: for the scripts)
 
 
 def fail(msg: str, code: int = 2):
     """One-line error for the user, no traceback."""
     print(f"error: {msg}", file=sys.stderr, flush=True)
     sys.exit(code)
-
-
-def run_script(main):
-    """A script's entry point: main(), with Ctrl-C ending it in one line and exit status 130 instead of a traceback.
-    Every file is written atomically, so what was written before is whole. For `if __name__ == "__main__"` only:
-    tests call main() themselves."""
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("\ninterrupted (Ctrl-C): files written so far are complete; run the same command to start again",
-              file=sys.stderr, flush=True)
-        sys.exit(130)
 
 
 def warn(msg: str):

@@ -24,7 +24,7 @@ import sys
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from fileio import MAX_LINE_BYTES, atomic_write, check_makeable, read_lines
+from fileio import MAX_LINE_BYTES, atomic_write, check_makeable, read_lines, run_script
 from tokenization import SPECIAL_TOKENS, UNK_TOKEN, fast_normalizer, fast_pre_tokenizer, is_punct
 
 # sentencepiece holds the sentences it trains on in memory (about 2.5 KB each, measured): beyond this many it samples
@@ -288,4 +288,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -92,7 +92,8 @@ if [ "$QUICK" = 1 ]; then
 fi
 echo "== 3. run_pretraining smoke" | tee "$SMOKE_LOG"
 if [ ! -f "$WORK/shards/meta.json" ]; then
-  timeout 10 $PY tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt --vocab_size $VOCAB --output "$WORK/vocab.txt"
+  timeout 10 $PY tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt --vocab_size $VOCAB --output "$WORK/vocab.txt" \
+      --overwrite
   timeout 20 $PY create_pretraining_data.py --input_files data/korean_text/boddari/wikinews.txt --vocab_file "$WORK/vocab.txt" \
       --output_dir "$WORK/shards" --sentence_splitter regex --num_workers 8 --overwrite
 fi

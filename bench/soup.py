@@ -165,6 +165,10 @@ def main(argv=None):
     rt = tu.setup_runtime(args)  # as the other scripts: the same device choice and matmul precision
     try:
         multiple = batching.pad_multiple(args.pad_to_multiple_of, rt.device)
+        # the task flags are run_classifier's: a soup trains nothing, so these would be ignored
+        for flag in ("train_file", "max_train_examples"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag}: a soup averages fine-tuned weights and trains nothing; leave it out")
     except ValueError as e:
         tu.fail(str(e))
     # a glob may name one twice, or two spellings (a trailing slash, ./, a link) the same folder

@@ -343,7 +343,8 @@ def test_convert_cli_errors_are_one_line(tmp_path, capsys):
           "--to", "ours"], "shape mismatch"),
         (["--input", enc, "--config_file", "models/configs/tiny.json", "--output", str(enc) + "/hf", "--to", "hf"],
          "--output " + str(enc) + "/hf: cannot be made, "),
-        (["--input", enc, "--output", str(enc) + "/x.bin", "--to", "release"], "--output " + str(enc)),
+        (["--input", enc, "--output", str(enc) + "/x.bin", "--to", "release"],
+         f"--output {enc}/x.bin: cannot be made, {enc} is a file"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as e:

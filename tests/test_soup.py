@@ -132,3 +132,6 @@ def test_ingredients_that_cannot_be_averaged_fail_in_one_line(seeds, korsts_run,
     # fine-tuned from scratch (each run's eval_results.json beside its best/ says so)
     expect_fail(capsys, soup.main, soup_argv([seeds[0], korsts_run[0] / "best"]),
                 "was fine-tuned from scratch", "share one start")
+    # run_classifier's training flags, which a soup would ignore
+    for flag, value in (("--train_file", str(tmp_path / "train.tsv")), ("--max_train_examples", "10")):
+        expect_fail(capsys, soup.main, soup_argv(seeds, flag, value), flag, "trains nothing")

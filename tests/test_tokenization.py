@@ -525,3 +525,14 @@ def test_a_vocab_saved_with_a_byte_order_mark_reads_as_without(work, vocab, line
     py = T.FullTokenizer(marked)
     assert [py.convert_tokens_to_ids(py.tokenize(t)) for t in sample[:50]] == \
         [T.FullTokenizer(vocab).convert_tokens_to_ids(T.FullTokenizer(vocab).tokenize(t)) for t in sample[:50]]
+
+
+def test_build_vocab_runs_without_torch(work):
+    """The vocab builder is importable and runnable without torch (a machine that only prepares data)."""
+    corpus = _write(work / "no_torch.txt", "서울에서 만나요\n부산으로 가요\n")
+    code = ("import runpy, sys; sys.argv = ['tokenization.py', 'build-vocab', '--corpus', sys.argv[1], '--vocab_size', "
+            "'60', '--output', sys.argv[2]]; runpy.run_path('tokenization.py', run_name='__main__'); "
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, corpus, str(work / "no_torch" / "vocab.txt")], cwd=ROOT,
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "False", r.stdout + r.stderr
