@@ -143,3 +143,22 @@ def test_pad_multiple_defaults_to_8_on_a_gpu_only():
     for bad in (0, -8):
         with pytest.raises(ValueError, match=f"--pad_to_multiple_of {bad}: must be a positive whole number"):
             batching.pad_multiple(bad, torch.device("cpu"))
+
+
+def test_sampler_rules_as_stated():
+    """GlobalBatchSampler's definitions, each pinned (the tests above compare sets of rows, which these rules can
+    break without changing): the last global batch repeats distinct rows from the epoch's start; grouped batches
+    run longest first within themselves but come in random order, also within one group; rank r takes rows r::W
+    of each global batch."""
+    import collections
+    counts = collections.Counter(i for b in GlobalBatchSampler(np.ones(9), batch_size=4, seed=0) for i in b)
+    assert max(counts.values()) == 2 and sum(v == 2 for v in counts.values()) == 3
+    lengths = np.random.default_rng(0).integers(1, 500, 400)  # 50 batches of 8: one group
+    grouped = list(GlobalBatchSampler(lengths, 8, seed=1, group=50))
+    assert all(list(lengths[b]) == sorted(lengths[b], reverse=True) for b in grouped)
+    longest = [lengths[b].max() for b in grouped]
+    assert longest != sorted(longest, reverse=True)
+    whole = list(GlobalBatchSampler(lengths[:100], 8, seed=1, group=50))
+    for r in range(2):
+        shard = list(GlobalBatchSampler(lengths[:100], 4, seed=1, rank=r, world_size=2, group=50))
+        assert [list(b) for b in shard] == [list(b[r::2]) for b in whole]

@@ -339,3 +339,9 @@ def test_long_line_is_read_in_bounded_pieces(files, tmp_path, monkeypatch, capsy
     at = len(words[:600].encode()) + 1
     expect_error(capsys, ["--input_files", bad, "--output_dir", tmp_path / "bad", *common], f"{bad}:2",
                  f"column {at + 1}", "UTF-8")
+
+
+def test_summary_counts_single_sentence_documents(plain):
+    meta, arrays = load_shards(plain[0])
+    assert meta["summary"]["single_sentence_documents"] == sum(int((np.diff(d) == 1).sum())
+                                                               for d in arrays["documents"])

@@ -210,3 +210,20 @@ def test_dev_sample_regression_guard(kiwi):
         assert raw["exact_match"] < 40  # the sample does show the problem
         assert post["exact_match"] >= raw["exact_match"] + 40 and post["exact_match"] >= 64, (raw, post)
         assert post["f1"] > raw["f1"]
+
+
+def test_a_trailing_tilde_is_trimmed(kiwi):
+    assert trim("서울~", kiwi) == "서울"
+
+
+def test_answers_are_analysed_with_their_neighbouring_words():
+    """The analyser sees the answer inside its context (the words around it change how it is tagged), not alone."""
+    seen = []
+
+    class Recorder:
+        def morphemes_batch(self, texts, units_as_nouns=False):
+            seen.extend(texts)
+            return [[] for _ in texts]
+    context = "a b c 서울에서 d e f"
+    morphology.trim_answers([("서울에서", context, context.index("서울에서"))], Recorder())
+    assert "b c 서울에서 d e" in seen[0]

@@ -526,3 +526,32 @@ def test_mask_tokens_synthetic():
                                      max_predictions=20, max_ngram=1, whole_word=False, mask_id=4,
                                      random_ids=np.arange(5, 40), num_real_tokens=10)
     assert (labels != IGNORE_INDEX).sum() == 2 and all(b - a == 1 for a, b, _, _ in spans)
+
+
+def test_short_targets_follow_albert_short_seq_prob():
+    """With prob short_seq_prob a chunk's target is uniform in [2, max_tokens] (ALBERT's rule), else max_tokens: one
+    long document of one-token units, 2M tokens, so the shares are measured, not guessed."""
+    def lengths(short_seq_prob, max_tokens=125, n=2_000_000):
+        starts, ends = chunk_documents(np.arange(n + 1), np.array([0]), np.array([n]), max_tokens, short_seq_prob,
+                                       np.random.default_rng(0))
+        return (ends - starts)[:-1]  # the last chunk takes the document's tail
+    chunks = lengths(0.1)
+    short = chunks[chunks < 125]
+    assert abs(len(short) / len(chunks) - 0.1 * 123 / 124) < 0.01  # a draw of 125 itself is not short
+    assert short.min() == 2 and abs(short.mean() - 63) < 4  # uniform on [2, 124]
+    assert (lengths(0.0) == 125).all()
+
+
+def test_chunks_order_and_draws_are_new_every_epoch(ds):
+    """Each epoch cuts and orders the chunks anew, and every random choice for example g of epoch e comes from
+    default_rng([seed, e, g]) (the module's rule: what makes an epoch's examples independent of the loader)."""
+    ds.set_epoch(0)
+    first = ds._chunk_start.copy(), ds._order.copy()
+    ds.set_epoch(1)
+    try:
+        assert not np.array_equal(first[0], ds._chunk_start) and not np.array_equal(first[1][:100], ds._order[:100])
+        for g in range(40):
+            swapped = ds.segments(g, np.random.default_rng([ds.seed, 1, g]))[3]
+            assert int(ds.example(g)["sop_label"]) == int(swapped)
+    finally:
+        ds.set_epoch(0)

@@ -157,3 +157,10 @@ def test_check_args_refuses_values_that_would_fail_late(tmp_path):
                           (["--warmup_proportion", "1"], "--warmup_proportion 1.0: must be in [0, 1)"),
                           (["--weight_decay", "-0.1"], "--weight_decay -0.1: must be >= 0")):
         assert needle in error(S.check_args, build_parser().parse_args(base + flags))
+
+
+def test_shards_fingerprint_covers_the_input_files():
+    """Shards made from other files are other shards, even with the same vocab and counts: a resume must not take
+    them for the run's own."""
+    meta = {"vocab_sha256": "x", "shards": [], "input_files": ["a.txt"], "summary": {}}
+    assert shards_fingerprint(meta) != shards_fingerprint(dict(meta, input_files=["b.txt"]))

@@ -247,6 +247,17 @@ def test_first_step_gradient_is_that_of_the_models_own_loss(pretrain_data, tmp_p
     assert rows(tmp_path / "one")[0]["grad_norm"] == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_each_log_row_gives_the_lr_its_step_used(pretrain_data, tmp_path):
+    """Step s (from 1) updates with the schedule's lr at progress (s - 1) / max_steps, and its log row says so
+    (the first step of a warm-up runs at lr 0; the last at the decay's last value, not at 0)."""
+    from optimization import lr_factor
+    out = tmp_path / "lr"
+    run_pretraining.main(argv(pretrain_data, out, max_steps=4, save_steps=4, warmup_proportion=0.5))
+    logged = [r["lr"] for r in rows(out)]
+    assert logged == pytest.approx([1e-3 * lr_factor("linear", s / 4, 0.5) for s in range(4)], abs=1e-12)
+    assert logged[0] == 0 and logged[-1] > 0
+
+
 @needs_cxx
 @pytest.mark.parametrize("optimizer", ["adam", "lamb"])
 def test_compile_trains_like_eager_and_resumes_eager(pretrain_data, tmp_path, optimizer):

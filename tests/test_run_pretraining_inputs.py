@@ -152,6 +152,9 @@ def test_schedule_by_time_follows_the_budget(pretrain_data, tmp_path):
     step_based_peak = 1e-3 * len(lrs) / (0.1 * 100000)  # the step schedule's lr after this many steps
     assert max(lrs) > 10 * step_based_peak
     assert lrs[-1] < 0.5 * max(lrs)  # decaying towards 0 as the budget runs out
+    # stopped by the budget, long before --max_steps: DONE names the step it stopped at and its checkpoint
+    done = json.loads((out / "DONE").read_text())
+    assert done["step"] == rows(out)[-1]["step"] < 100000 and done["checkpoint"].endswith(f"step-{done['step']}")
 
 
 def test_time_budget_starts_after_a_slow_first_step(pretrain_data, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import unicodedata
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -536,3 +537,30 @@ def test_build_vocab_runs_without_torch(work):
     r = subprocess.run([sys.executable, "-c", code, corpus, str(work / "no_torch" / "vocab.txt")], cwd=ROOT,
                        capture_output=True, text=True, check=False)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "False", r.stdout + r.stderr
+
+
+def test_vocab_lines_are_read_as_nfc_by_both_paths(tmp_path):
+    """A vocab saved decomposed (NFD, as some tools write Hangul) still gives the composed text its ids."""
+    p = tmp_path / "v.txt"
+    p.write_text("".join(t + "\n" for t in T.SPECIAL_TOKENS) + unicodedata.normalize("NFD", "서울") + "\n",
+                 encoding="utf-8")
+    python = T.FullTokenizer(str(p))
+    assert python.convert_tokens_to_ids(python.tokenize("서울")) == [5]
+    assert T.build_fast_tokenizer(str(p)).encode("서울", add_special_tokens=False).ids == [5]
+
+
+def test_an_empty_span_at_the_end_maps_to_the_original_end():
+    """Offsets into NFC text map back to the original: an empty span at the end sits after the last decomposed
+    character (4 characters in, not at the start of the last syllable's jamo)."""
+    _, spans = T.nfc_with_spans("가" + unicodedata.normalize("NFD", "각"))  # 1 + 3 characters -> NFC 2
+    assert T.original_offsets(np.array([[2, 2]]), spans).tolist() == [[4, 4]]
+
+
+def test_hf_tokenizer_export_lower_cases_when_the_model_does(tmp_path):
+    """transformers as the oracle: an uncased model's exported tokenizer lower-cases, as ours does."""
+    transformers = pytest.importorskip("transformers")
+    p = tmp_path / "v.txt"
+    p.write_text("".join(t + "\n" for t in T.SPECIAL_TOKENS) + "hello\n", encoding="utf-8")
+    T.save_hf_tokenizer(str(p), str(tmp_path), do_lower_case=True, model_max_length=32)
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    assert tok("HELLO", add_special_tokens=False)["input_ids"] == [5]
