@@ -258,7 +258,10 @@ def _trim_offsets(text: str, morphs: list[tuple[int, int, str]], drop_parentheti
 
 
 def _context_window(context: str, start: int, end: int, words: int) -> tuple[int, int]:
-    """Character range of `context` covering [start, end) plus `words` whitespace words either side."""
+    """Character range of `context` covering [start, end) and whitespace words either side: words + 1 steps out
+    each way, the first finishing a word the span cuts into. So a span inside a word gets `words` more words on
+    that side, one that begins (or ends) at a word boundary `words + 1`; CONTEXT_WORDS was measured as counted
+    here."""
     lo = start
     for _ in range(words + 1):
         while lo > 0 and context[lo - 1].isspace():
