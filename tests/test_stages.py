@@ -183,3 +183,21 @@ def test_a_cached_stage_whose_run_failed_after_writing_it_is_warned_about(tmp_pa
     err = capsys.readouterr().err
     assert "stage 'stage' is cached, but the run that wrote" in err and "then failed (exit code 3)" in err
 
+
+
+def test_a_stage_cached_from_another_command_line_is_used_and_warned_about(tmp_path, capsys):
+    """Its output is reused (nothing runs), with one warning naming the command that made it; the same command
+    is reused silently."""
+    done = tmp_path / "stage.done"
+    done.write_text("x")
+    recorded = {"stage": {"seconds": 1.0, "cached": False, "command": "python make.py --steps 20"}}
+    assert stages.run_stage("stage", [sys.executable, "-c", "raise SystemExit(5)"], str(done), recorded,
+                            str(tmp_path))
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1
+    assert "is cached from another command line (before: python make.py --steps 20)" in err
+    assert recorded["stage"]["cached"] and done.read_text() == "x"
+    cmd = [sys.executable, "-c", "raise SystemExit(5)"]
+    again = {"stage": {"seconds": 1.0, "cached": False, "command": stages.command_line(cmd)}}
+    stages.run_stage("stage", cmd, str(done), again, str(tmp_path))
+    assert "warning" not in capsys.readouterr().err
