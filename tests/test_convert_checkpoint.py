@@ -186,13 +186,18 @@ def test_hf_full_state_dict_with_buffers_and_decoder_bias(tmp_path):
     sd = dict(hf.state_dict())
     assert "cls.predictions.decoder.bias" in sd
     sd["bert.embeddings.position_ids"] = torch.arange(P)[None]
+    assert_bin_loads_as(hf, sd, tmp_path)
+
+
+def assert_bin_loads_as(hf, sd, tmp_path):
+    """`sd` saved as a Hugging Face directory's pytorch_model.bin loads into our model, which then predicts as the
+    transformers model `hf` does."""
     os.makedirs(tmp_path / "hf")
     torch.save(sd, tmp_path / "hf" / "pytorch_model.bin")
     ours = load_checkpoint(BertForPreTraining(tiny_config()), str(tmp_path / "hf")).eval()
     ids, types, mask = tiny_batch()
     with torch.no_grad():
         close(ours(ids, types, mask)["mlm_logits"], hf(input_ids=ids, attention_mask=mask).prediction_logits)
-
 
 
 def test_hf_tf_era_layernorm_gamma_beta_names(tmp_path):
@@ -202,12 +207,8 @@ def test_hf_tf_era_layernorm_gamma_beta_names(tmp_path):
     sd = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
           for k, v in hf.state_dict().items()}
     assert sum("gamma" in k for k in sd) == sum("beta" in k for k in sd) > 2
-    os.makedirs(tmp_path / "hf")
-    torch.save(sd, tmp_path / "hf" / "pytorch_model.bin")
-    ours = load_checkpoint(BertForPreTraining(tiny_config()), str(tmp_path / "hf")).eval()
-    ids, types, mask = tiny_batch()
-    with torch.no_grad():
-        close(ours(ids, types, mask)["mlm_logits"], hf(input_ids=ids, attention_mask=mask).prediction_logits)
+    assert_bin_loads_as(hf, sd, tmp_path)
+
 
 # ------------------------------------------------------------------------------------------------------------
 # our format and Hugging Face export
