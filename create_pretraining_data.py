@@ -28,7 +28,7 @@ Everything is written into OUTPUT_DIR.tmp-HOST-PID-* and renamed at the end, so 
 an error, Ctrl-C (exit 130) or SIGTERM (exit 143) removes it, and one left by a killed run (its PID gone on this HOST)
 is removed at the next start. --overwrite replaces only a directory holding this script's output (meta.json, vocab.txt
 and shard files, nothing else): any other non-empty directory is refused, with or without it.
-A shard is closed at the first sentence end past --shard_size_tokens; a document still open there goes on as a
+A shard is closed at the first sentence end at or past --shard_size_tokens; a document still open there goes on as a
 new document in the next shard (counted in the summary). The output is identical for any --num_workers.
 """
 from __future__ import annotations

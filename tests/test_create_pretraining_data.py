@@ -137,6 +137,12 @@ def test_output_independent_of_worker_count_and_sharding(files):
     assert m3["num_documents"] == m1["num_documents"] + cut and cut >= 1
     ws = np.concatenate([unpack_bits(w, 0, len(i)) for w, i in zip(a3["word_start"], a3["ids"])])
     assert np.array_equal(ws, unpack_bits(a1["word_start"][0], 0, len(a1["ids"][0])))
+    # a shard closes at the first sentence end at or past the limit: a limit that falls on a sentence end closes
+    # the shard right there
+    at = int(a1["sentences"][0][5])
+    run(["--input_files", *files["inputs"], "--vocab_file", files["vocab"], "--output_dir", files["dir"] / "exact",
+         "--sentence_splitter", "regex", "--num_workers", 1, "--shard_size_tokens", at])
+    assert read_meta(str(files["dir"] / "exact"))["shards"][0]["num_tokens"] == at
 
 
 def test_regex_splitter():
