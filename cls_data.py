@@ -278,11 +278,6 @@ def read_split(args, task: Task, split: str) -> list[Example]:
     return examples
 
 
-def swap_pairs(examples: list[Example]) -> list[Example]:
-    """The same rows as (text_b, text_a), guid and label unchanged."""
-    return [Example(e.guid, e.text_b, e.text_a, e.label) for e in examples]
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Features
 
@@ -390,7 +385,7 @@ def _convert_chunk(examples: list[Example], tokenizer, cls_id: int, sep_id: int,
 def convert_examples(examples: list[Example], tokenizer, cls_id: int, sep_id: int, max_seq_length: int,
                      swap: bool = False, chunk: int = ENCODE_CHUNK) -> PairFeatures:
     """[CLS] a [SEP] b [SEP] with token types 0 for [CLS] a [SEP] and 1 for b [SEP]; unpadded (collate pads).
-    swap: each row as [CLS] b [SEP] a [SEP] (swap_pairs' rows, without building them).
+    swap: each row as [CLS] b [SEP] a [SEP], its sentences exchanged (without building swapped Examples).
 
     tokenizer is a `tokenizers.Tokenizer` from tokenization.build_fast_tokenizer. Rows are tokenised `chunk` at a
     time, so memory holds one chunk's Encoding objects and the compact PairFeatures, never a whole split's worth of
@@ -406,7 +401,7 @@ def convert_examples(examples: list[Example], tokenizer, cls_id: int, sep_id: in
 def convert_pair_orders(examples: list[Example], tokenizer, cls_id: int, sep_id: int, max_seq_length: int,
                         both: bool) -> list[PairFeatures]:
     """convert_examples of the rows as given, and with both=True also of the rows with their sentences exchanged
-    (swap_pairs): one PairFeatures per order, row i at index i in each."""
+    (swap=True): one PairFeatures per order, row i at index i in each."""
     return [convert_examples(examples, tokenizer, cls_id, sep_id, max_seq_length, swap)
             for swap in ((False, True) if both else (False,))]
 

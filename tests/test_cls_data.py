@@ -270,10 +270,12 @@ def test_both_orders_views_line_up_row_by_row_and_average(toy_tokenizer):
     tok, v = toy_tokenizer
     examples = [Example("1", "한국어 문장 가 나 한국어", "가", 1.0), Example("2", "가", "나", 2.0),
                 Example("3", "문장 가", "한국어 나 나", 3.0), Example("4", "한국어 한국어 문장", "가 나 가 나", 4.0)]
-    swapped = cls_data.swap_pairs(examples)
-    assert [(e.guid, e.text_a, e.text_b, e.label) for e in swapped][2] == ("3", "한국어 나 나", "문장 가", 3.0)
+    # swap=True converts each row with its sentences exchanged, guid and label kept
+    per_order = [convert_examples(examples, tok, v["[CLS]"], v["[SEP]"], 10, swap=s) for s in (False, True)]
+    by_hand = convert_examples(swapped(examples), tok, v["[CLS]"], v["[SEP]"], 10)
+    assert all(a["input_ids"].tolist() == b["input_ids"].tolist() and a["label"] == b["label"]
+               for a, b in zip(per_order[1], by_hand))
     # seq 10 truncates rows 1 and 4 (a different side in each order), yet each row keeps its length in both
-    per_order = [convert_examples(ex, tok, v["[CLS]"], v["[SEP]"], 10) for ex in (examples, swapped)]
     assert per_order[0][0]["truncated"] and per_order[0][3]["truncated"]
     assert [len(f["input_ids"]) for f in per_order[0]] == [len(f["input_ids"]) for f in per_order[1]]
     views, labels = cls_data.eval_views(per_order, 3, v["[PAD]"], True)
@@ -370,6 +372,11 @@ def test_a_header_without_the_columns_is_named_briefly(tmp_path):
 # ------------------------------------------------------------------------------------------- compact features
 
 
+def swapped(examples):
+    """The same rows as (text_b, text_a), guid and label unchanged: the reference for convert_examples(swap=True)."""
+    return [Example(e.guid, e.text_b, e.text_a, e.label) for e in examples]
+
+
 def reference_features(examples, tok, cls_id, sep_id, max_seq_length):
     """The features as the list of dicts of int lists they were before PairFeatures, one row at a time."""
     feats = []
@@ -414,7 +421,7 @@ def test_pair_features_and_batches_equal_the_plain_lists(cls_env, rel, task):
     both = task.symmetric
     per_order = cls_data.convert_pair_orders(examples, tok, sp["cls"], sp["sep"], 24, both)
     refs = [reference_features(ex, tok, sp["cls"], sp["sep"], 24)
-            for ex in ([examples, cls_data.swap_pairs(examples)] if both else [examples])]
+            for ex in ([examples, swapped(examples)] if both else [examples])]
     chunked = [convert_examples(examples, tok, sp["cls"], sp["sep"], 24, swap=s, chunk=7) for s in range(len(refs))]
     train, ref_train = cls_data.PairFeatures.concat(chunked), [f for ref in refs for f in ref]
     assert len(train) == len(ref_train) == len(examples) * len(refs)
