@@ -32,14 +32,14 @@ import tempfile
 
 import torch
 
-from fileio import atomic_write, check_makeable, read_vocab_lines
+from fileio import atomic_write, check_makeable, read_vocab_lines, run_script
 from models.checkpoint import checkpoint_folder, checkpoint_label_names, index_folder, write_tokenizer_vocab
 from models.config import arch_differences, read_json_object
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertModel, canonical_state_dict, checkpoint_config, checkpoint_vocab, load_checkpoint,
                              read_state_dict, save_checkpoint, to_release_state_dict)
 from tokenization import save_hf_tokenizer
-from train_utils import atomic_torch_save, check_output_dir_path, fail, run_script
+from train_utils import atomic_torch_save, check_output_dir_path, fail
 
 # Hugging Face class -> the kind of model here that holds its weights
 ARCHITECTURES = {"BertModel": "encoder", "BertForPreTraining": "pretraining", "BertForMaskedLM": "masked_lm",

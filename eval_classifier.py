@@ -34,7 +34,7 @@ import cls_data
 import model_args
 import tokenization
 import train_utils as tu
-from fileio import atomic_write_json, atomic_write_text
+from fileio import atomic_write_json, atomic_write_text, run_script
 from models.checkpoint import canonical_state_dict, checkpoint_folder, head_rows, read_state_dict, reorder_head
 from models.config import check_max_seq_length, read_json_object
 from models.modeling import BertForSequenceClassification, load_checkpoint
@@ -208,4 +208,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    tu.run_script(main)
+    run_script(main)

@@ -30,7 +30,7 @@ import model_args
 import morphology
 import qa_data
 import train_utils as tu
-from fileio import atomic_write_json
+from fileio import atomic_write_json, run_script
 from models.checkpoint import checkpoint_folder
 from models.config import check_max_seq_length, read_json_object
 from models.modeling import BertForQuestionAnswering, load_checkpoint
@@ -160,4 +160,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    tu.run_script(main)
+    run_script(main)

@@ -32,10 +32,10 @@ import sys
 import torch
 
 from cls_data import mean_std
-from fileio import atomic_write_json, plot_jsonl, read_jsonl, resolve_checkpoint_dir
+from fileio import atomic_write_json, plot_jsonl, read_jsonl, resolve_checkpoint_dir, run_script
 from stages import exit_on_termination, run_stage
 from tokenization import SPECIAL_TOKENS
-from train_utils import check_output_dir_path, fail, parse_seeds, run_script, warn
+from train_utils import check_output_dir_path, fail, parse_seeds, warn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = sorted(glob.glob(os.path.join(HERE, "data/korean_text/**/*.txt"), recursive=True))
@@ -163,9 +163,8 @@ def main(argv=None):
     results = {}
     for name, init in zip(rows, (["--checkpoint", pretrained], [])):
         ft = os.path.join(out, f"korsts_{name}")
-        train_slice = ["--max_train_examples", str(args.max_train_examples)] if args.max_train_examples is not None \
-            else []
-        eval_slice = ["--max_eval_examples", str(args.max_eval_examples)] if args.max_eval_examples is not None else []
+        train_slice = ["--max_train_examples", str(args.max_train_examples)] if args.max_train_examples else []
+        eval_slice = ["--max_eval_examples", str(args.max_eval_examples)] if args.max_eval_examples else []
         # batches of similar length: about half the time per epoch of random batches on KorSTS
         stage(f"finetune_{name}", [py, "run_classifier.py", "--task_name", "korsts", "--data_dir", KORSTS,
                                    *init, "--config_file", config, "--vocab_file", vocab, "--do_eval",

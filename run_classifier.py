@@ -53,7 +53,7 @@ import cls_data
 import model_args
 import tokenization
 import train_utils as tu
-from fileio import JsonlLogger, atomic_write_json, plot_jsonl
+from fileio import JsonlLogger, atomic_write_json, plot_jsonl, run_script
 from models.checkpoint import head_rows, reorder_head
 from models.config import check_max_seq_length
 from models.modeling import (BertForSequenceClassification, checkpoint_config, init_weights, load_checkpoint,
@@ -441,4 +441,4 @@ def summarise_grid(runs: dict, task) -> dict:
 
 
 if __name__ == "__main__":
-    tu.run_script(main)
+    run_script(main)

@@ -39,7 +39,7 @@ import batching
 import model_args
 import qa_data
 import train_utils as tu
-from fileio import JsonlLogger, atomic_write_json, plot_jsonl, umask
+from fileio import JsonlLogger, atomic_write_json, plot_jsonl, run_script, umask
 from models.config import check_max_seq_length
 from models.modeling import BertForQuestionAnswering, save_checkpoint
 from optimization import build_optimizer, check_layer_lr_decay, get_scheduler, param_groups
@@ -333,4 +333,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    tu.run_script(main)
+    run_script(main)

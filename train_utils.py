@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fileio import atomic_write, check_makeable, run_script  # noqa: F401 (run_script: for the scripts)
+from fileio import atomic_write, check_makeable
 
 
 def fail(msg: str, code: int = 2):

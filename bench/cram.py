@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))  # also when imported from elsew
 import torch  # noqa: E402
 
 import qa_data  # noqa: E402
-from fileio import atomic_write_json, file_sha256  # noqa: E402
+from fileio import atomic_write_json, file_sha256, run_script  # noqa: E402
 from models.checkpoint import checkpoint_config, weights_files  # noqa: E402
 from models.config import BertConfig  # noqa: E402
 from pretraining_data import read_meta, shards_fingerprint  # noqa: E402
@@ -57,7 +57,7 @@ from cram_report import korsts_summary, pretraining_summary, print_summary  # no
 from cram_work import check_reuse, load_json, prepare_shards  # noqa: E402
 from quickstart import final_checkpoint, write_config  # noqa: E402
 from stages import exit_on_termination, run_stage, run_stages_parallel  # noqa: E402
-from train_utils import fail, parse_seeds, run_script, usable_cpus  # noqa: E402
+from train_utils import fail, parse_seeds, usable_cpus  # noqa: E402
 
 ARCHIVE = os.path.join(ROOT, "bench", "_work", "cram", "cram_shards.tar.xz")
 DATA = os.path.join(ROOT, "data")

@@ -31,7 +31,7 @@ import batching  # noqa: E402
 import cls_data  # noqa: E402
 import tokenization  # noqa: E402
 import train_utils as tu  # noqa: E402
-from fileio import atomic_write_json  # noqa: E402
+from fileio import atomic_write_json, run_script  # noqa: E402
 from eval_classifier import read_task_json, resolve_max_seq_length  # noqa: E402
 from models.checkpoint import checkpoint_config, checkpoint_vocab, load_checkpoint, save_checkpoint  # noqa: E402
 from models.config import read_json_object  # noqa: E402
@@ -262,4 +262,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    tu.run_script(main)
+    run_script(main)
