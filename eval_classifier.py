@@ -19,7 +19,7 @@ score) is predicted and not scored: the metrics are null, exit 0, and prediction
 The last printed line is the metrics as JSON; with --output_dir they are also written to eval_results.json there,
 and each row's prediction to predictions.tsv (guid = file:line, gold, prediction; KorNLI label names, KorSTS
 scores) in the file's order.
-Evaluation runs in float32 whatever --amp says (see cls_data.predict).
+Evaluation runs in float32 whatever --amp says (see cls_features.predict).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import numpy as np
 
 import batching
 import cls_data
+import cls_features
 import model_args
 import tokenization
 import train_utils as tu
@@ -176,15 +177,15 @@ def main(argv=None):
         tokenizer = tokenization.build_fast_tokenizer(vocab_file, do_lower_case=config.do_lower_case,
                                                       morph_analyzer=config.morph_analyzer)
         ids = tokenization.special_token_ids(tokenization.load_vocab(vocab_file))
-        per_order = cls_data.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], max_seq_length,
-                                                 cls_data.scores_both_orders(pair_orders))
+        per_order = cls_features.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], max_seq_length,
+                                                     cls_data.scores_both_orders(pair_orders))
         feats = per_order[0]
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))
 
-    views, labels = cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression, multiple,
-                                        max_seq_length)
-    logits = cls_data.predict_views(model.to(rt.device), views, rt.device)
+    views, labels = cls_features.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression,
+                                            multiple, max_seq_length)
+    logits = cls_features.predict_views(model.to(rt.device), views, rt.device)
     scored = examples[0].label is not None  # a file without the label column is predicted, not scored
     metrics = cls_data.compute_metrics(task, logits, labels) if scored else dict.fromkeys(
         ("pearson", "spearman") if task.is_regression else ("accuracy",))
@@ -199,7 +200,7 @@ def main(argv=None):
         print(f"{task.name} {os.path.basename(path)}: no '{task.label_col}' column, predicted and not scored")
     if out_files:
         in_file_order = np.empty_like(logits)
-        in_file_order[cls_data.length_order(feats)] = logits  # predict's rows come in length order
+        in_file_order[cls_features.length_order(feats)] = logits  # predict's rows come in length order
         write_predictions(out_files[1], task, examples, in_file_order)
         atomic_write_json(out_files[0], results)  # last: it marks the evaluation as complete
     print(json.dumps(results, ensure_ascii=False), flush=True)

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 import batching
 import cls_data
+import cls_features
 import model_args
 import tokenization
 import train_utils as tu
@@ -91,12 +92,12 @@ def build_parser():
 def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
     """(loader, sampler): reshuffled each epoch (sampler.set_epoch) from `seed`; rank r takes its share of each
     global batch (batching.GlobalBatchSampler, length-grouped with --group_by_length), so one optimizer step sees
-    the same examples on 1 or N GPUs (given the same --train_batch_size). features: cls_data.PairFeatures, whose
+    the same examples on 1 or N GPUs (given the same --train_batch_size). features: cls_features.PairFeatures, whose
     flat arrays forked workers share without copying (a list of feature dicts also works, for small hand-built sets)."""
-    collate = functools.partial(cls_data.collate, pad_id=pad_id, regression=task.is_regression,
+    collate = functools.partial(cls_features.collate, pad_id=pad_id, regression=task.is_regression,
                                 multiple=batching.pad_multiple(args.pad_to_multiple_of, rt.device),
                                 limit=args.max_seq_length)
-    sampler = batching.GlobalBatchSampler(cls_data.feature_lengths(features), batch_size, seed, rt.rank,
+    sampler = batching.GlobalBatchSampler(cls_features.feature_lengths(features), batch_size, seed, rt.rank,
                                           rt.world_size, group=batching.LENGTH_GROUP if args.group_by_length else 0,
                                           accum=args.gradient_accumulation_steps)
     return DataLoader(features, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
@@ -104,9 +105,9 @@ def make_train_loader(features, batch_size, pad_id, task, rt, args, seed):
 
 
 def evaluate(model, split, task, rt) -> dict:
-    """Metrics of model on split = (views, labels) from cls_data.eval_views (one view per pair order)."""
+    """Metrics of model on split = (views, labels) from cls_features.eval_views (one view per pair order)."""
     views, labels = split
-    return cls_data.compute_metrics(task, cls_data.predict_views(model, views, rt.device), labels)
+    return cls_data.compute_metrics(task, cls_features.predict_views(model, views, rt.device), labels)
 
 
 # arguments a finished grid seed may have been trained with differently and still be reused: they change neither
@@ -328,7 +329,8 @@ def load_data(args, task, rt) -> dict:
     for split in splits:
         examples = cls_data.read_split(args, task, split)
         both = args.pair_orders == "both" if split == "train" else cls_data.scores_both_orders(args.pair_orders)
-        per_order = cls_data.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], args.max_seq_length, both)
+        per_order = cls_features.convert_pair_orders(examples, tokenizer, ids["cls"], ids["sep"], args.max_seq_length,
+                                                     both)
         feats = per_order[0]
         if rt.is_main:
             n_trunc = int(feats.truncated.sum())
@@ -337,11 +339,11 @@ def load_data(args, task, rt) -> dict:
                   + (", each in both orders" if len(per_order) > 1 else ""), flush=True)
         if split == "train":
             # one epoch: every pair in both orders (order 0's rows, then order 1's), shuffled by the sampler
-            data[split] = cls_data.PairFeatures.concat(per_order)
+            data[split] = cls_features.PairFeatures.concat(per_order)
             data["train_examples"] = len(feats)
         else:
             data[split] = feats
-            data[f"{split}_eval"] = cls_data.eval_views(
+            data[f"{split}_eval"] = cls_features.eval_views(
                 per_order, args.eval_batch_size, ids["pad"], task.is_regression,
                 batching.pad_multiple(args.pad_to_multiple_of, rt.device), args.max_seq_length)
         # the rows (Python strings) and the per-order parts concat copied are not kept while the next split is read

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import torch  # noqa: E402
 
 import cls_data  # noqa: E402
+import cls_features  # noqa: E402
 import run_classifier  # noqa: E402
 from bench_qa_features import default_vocab  # noqa: E402
 from tokenization import build_fast_tokenizer, load_vocab  # noqa: E402
@@ -82,7 +83,7 @@ def main(argv=None):
     ids = load_vocab(vocab)
     start_rss, start_peak = rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.time()
-    feats = cls_data.convert_examples(examples, tokenizer, ids["[CLS]"], ids["[SEP]"], args.max_seq_length)
+    feats = cls_features.convert_examples(examples, tokenizer, ids["[CLS]"], ids["[SEP]"], args.max_seq_length)
     convert_s = time.time() - t0
     del examples
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -48,6 +48,7 @@ from bench_pretraining import (ROOT, add_run_args, check_losses, copy_weights_to
 from bench_qa_features import DEV, default_vocab
 
 import cls_data
+import cls_features
 import qa_data
 from models.modeling import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 from tokenization import build_fast_tokenizer, load_vocab, special_token_ids
@@ -170,10 +171,10 @@ def korsts_batches(max_seq, bsz, n, seed):
     """(ours dynamically padded, HF padded to max_seq, info): n batches of KorSTS train pairs, fixed random order."""
     vocab = default_vocab(32000)
     ids = special_token_ids(load_vocab(vocab))
-    feats = cls_data.convert_examples(cls_data.read_examples(KORSTS_TRAIN, cls_data.TASKS["korsts"]),
-                                      build_fast_tokenizer(vocab), ids["cls"], ids["sep"], max_seq)
+    feats = cls_features.convert_examples(cls_data.read_examples(KORSTS_TRAIN, cls_data.TASKS["korsts"]),
+                                          build_fast_tokenizer(vocab), ids["cls"], ids["sep"], max_seq)
     order = np.random.default_rng(seed).permutation(len(feats))[:n * bsz]
-    ours = [cls_data.collate([feats[j] for j in order[i:i + bsz]], ids["pad"], True)
+    ours = [cls_features.collate([feats[j] for j in order[i:i + bsz]], ids["pad"], True)
             for i in range(0, len(order) - bsz + 1, bsz)]
     hf = [pad_to(b, max_seq, ids["pad"]) for b in ours]
     info = {"vocab": vocab, "epoch_examples": len(feats), "epoch_is_estimate": True,

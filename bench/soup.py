@@ -29,6 +29,7 @@ import torch  # noqa: E402
 
 import batching  # noqa: E402
 import cls_data  # noqa: E402
+import cls_features  # noqa: E402
 import tokenization  # noqa: E402
 import train_utils as tu  # noqa: E402
 from fileio import atomic_write_json, run_script  # noqa: E402
@@ -106,10 +107,11 @@ def split_views(args, task, splits: list[str], ing: dict, multiple: int, max_len
     ids = tokenization.special_token_ids(tokenization.load_vocab(ing["vocab_file"]))
     views = {}
     for split in splits:
-        per_order = cls_data.convert_pair_orders(cls_data.read_split(args, task, split), tokenizer, ids["cls"],
-                                                 ids["sep"], max_len, cls_data.scores_both_orders(ing["pair_orders"]))
-        views[split] = cls_data.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression,
-                                           multiple, max_len)
+        both = cls_data.scores_both_orders(ing["pair_orders"])
+        per_order = cls_features.convert_pair_orders(cls_data.read_split(args, task, split), tokenizer, ids["cls"],
+                                                     ids["sep"], max_len, both)
+        views[split] = cls_features.eval_views(per_order, args.eval_batch_size, ids["pad"], task.is_regression,
+                                               multiple, max_len)
     return views
 
 
@@ -194,7 +196,7 @@ def main(argv=None):
             return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
 
         def predict(split="dev") -> np.ndarray:
-            return cls_data.predict_views(model, views[split][0], rt.device)
+            return cls_features.predict_views(model, views[split][0], rt.device)
 
         def score(logits) -> float:
             return cls_data.score_for_selection(cls_data.compute_metrics(task, logits, views["dev"][1]), task)

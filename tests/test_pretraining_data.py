@@ -138,7 +138,7 @@ def test_unit_bounds_cut_long_sentences():
 def test_truncate_pair_is_albert_truncation():
     # the lengths of ALBERT's truncate_seq_pair (the longer side loses a token, B on a tie) are those of the
     # sentence-pair features' loop in cls_data; ours is the closed form of it
-    from cls_data import truncate_pair as reference
+    from cls_features import truncate_pair as reference
 
     rng = np.random.default_rng(0)
     fronts = []
