@@ -74,3 +74,29 @@ def test_a_failing_profile_keeps_the_row_and_its_timings(tmp_path, monkeypatch):
     assert rows[0]["ours_seq_per_s"] > 0 and rows[0]["profile"] == {
         name: {"error": "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED"} for name in ("ours", "hf")}
     assert json.loads(out.read_text()) == rows
+
+
+def test_loss_check_catches_a_head_difference_that_bf16_tolerance_hides():
+    """Under bf16 the check's tolerance (2% of the loss) is wider than what a wrong MLM head changes at
+    initialisation (scoring the hidden state one position right of each masked token: about 0.2%), so a bf16 run
+    also compares the losses in full fp32, where both models agree to rounding."""
+    import pytest
+    import torch
+
+    from models.modeling import BertConfig
+    config = BertConfig.from_json_file(os.path.join(ROOT, "models", "configs", "tiny.json"))
+    ours, hf = bench_pretraining.build_models(config, torch.device("cpu"))
+    batch = bench_pretraining.make_batch(4, 64, config.vocab_size, "cpu")
+    _, _, autocast = bench_pretraining.runtime(torch.device("cpu"), "bf16")
+
+    def shifted(model, b):  # each masked token predicted from the hidden state to its right
+        pos = b["mlm_positions"]
+        labels = torch.full_like(b["mlm_labels"], -100).scatter_(1, pos + 1, b["mlm_labels"].gather(1, pos))
+        labels[:, 0] = -100
+        return model(**dict(b, mlm_labels=labels, mlm_positions=pos + 1))["loss"]
+
+    bench_pretraining.check_losses(ours, hf, batch, autocast, "bf16")  # the same model passes both checks
+    assert ours.training and hf.training
+    with pytest.raises(SystemExit, match=r"\(fp32\)"):
+        bench_pretraining.check_losses(ours, hf, batch, autocast, "bf16", ours_fn=shifted)
+    assert ours.training and hf.training  # put back in training mode after a failed check too
