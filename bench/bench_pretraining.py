@@ -372,6 +372,8 @@ def main(argv=None):
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after timing, N more steps of each contender under torch.profiler (ops table, busy time)")
     args = p.parse_args(argv)
+    if args.compile_mode != "default" and not args.compile:
+        p.error(f"--compile_mode {args.compile_mode} applies to the compiled contenders: add --compile")
 
     import transformers
 

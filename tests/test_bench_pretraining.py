@@ -100,3 +100,13 @@ def test_loss_check_catches_a_head_difference_that_bf16_tolerance_hides():
     with pytest.raises(SystemExit, match=r"\(fp32\)"):
         bench_pretraining.check_losses(ours, hf, batch, autocast, "bf16", ours_fn=shifted)
     assert ours.training and hf.training  # put back in training mode after a failed check too
+
+
+def test_a_compile_mode_without_compile_is_refused(capsys):
+    """--compile_mode alone would time the eager contenders only and write compile_mode null: a GPU run's row
+    without the compiled rates it was started for."""
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        bench_pretraining.main(["--device", "cpu", "--configs", "tiny", "--compile_mode", "reduce-overhead"])
+    assert e.value.code == 2 and "add --compile" in capsys.readouterr().err
