@@ -15,8 +15,9 @@ overlap the GPU's for the one before, as it does in a training loop: for an over
 128) that rate is below the loop's. The "pipelined" rate runs --steps steps back to back and syncs once, as a
 training loop does (median of 3 such runs per contender, alternating).
 Before timing, the two losses on the same weights and batch are compared (dropout off): equal in full fp32 (TF32
-off) and, in a bf16 run, under bf16 within its tolerance, or the benchmark stops. Our model scores only the masked positions; HF's projects every position onto
-the vocabulary and then ignores 85% of it, which is most of the difference at small hidden sizes.
+off) and, in a bf16 run, under bf16 within its tolerance, or the benchmark stops. Our model scores only the masked
+positions; HF's projects every position onto the vocabulary and then ignores 85% of it, which is most of the
+difference at small hidden sizes.
 On a shared CPU the ratio by process CPU time is printed too (it ignores time spent waiting for a core); --threads 1
 steadies both. The optimizer step alone (LAMB vs fused AdamW) is timed by bench_optimizer.py.
 
