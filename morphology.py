@@ -227,7 +227,9 @@ def _strip_suffix(morphs: list[tuple[int, int, str]], s: int, e: int) -> int:
     morphemes (열린 = 열리 + ㄴ, 했 = 하 + 었) is never split, and the morpheme left at the end must be one that can
     end an answer (a noun, number, foreign word, closing bracket, ...).  The longest safe cut wins.
     """
-    inside = [m for m in morphs if s <= m[0] < e]
+    # every morpheme overlapping the span, clipped to its start: one begun before s (a name kiwi reads across a space,
+    # 메이지 천황, whose span was clipped to the raw span's start) is still the noun the particle follows
+    inside = [(max(m[0], s), m[1], m[2]) for m in morphs if m[0] < e and m[1] > s]
     run = len(inside)
     while run > 0 and _droppable(inside[run - 1][2], inside[run - 2][2] if run >= 2 else ""):
         run -= 1

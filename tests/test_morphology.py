@@ -227,3 +227,13 @@ def test_answers_are_analysed_with_their_neighbouring_words():
     context = "a b c 서울에서 d e f"
     morphology.trim_answers([("서울에서", context, context.index("서울에서"))], Recorder())
     assert "b c 서울에서 d e" in seen[0]
+
+
+def test_a_stripped_leading_blank_does_not_hide_the_noun_before_the_particle(kiwi):
+    """kiwi reads some names across a space (메이지 천황 as one NNP); that morpheme starts before a span that begins at
+    the space, and once the blank is stripped it still ends where the particle starts (before: 천황을 came back)."""
+    context = "메이지 천황을 포장했다."
+    start = context.index(" 천황을")
+    assert trim(" 천황을", kiwi, context=context, start=start) == "천황"
+    assert trim("천황을", kiwi, context=context, start=start + 1) == "천황"
+    assert trim("\u200b천황을", kiwi, context=context.replace(" 천황", "\u200b천황"), start=start) == "천황"
