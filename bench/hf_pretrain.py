@@ -99,7 +99,9 @@ def mlm_collator(vocab_file: str, do_lower_case: bool, mlm_probability: float):
     """transformers' masking (mlm_probability of the tokens, never [CLS]/[SEP]/[PAD]; 80% [MASK], 10% a random id, 10%
     kept), with the tokenizer it reads the special tokens and the vocab size from."""
     from transformers import BertTokenizerFast, DataCollatorForLanguageModeling
-    tokenizer = BertTokenizerFast(vocab_file=vocab_file, do_lower_case=do_lower_case)
+    # the vocab positionally: transformers 4 names that parameter vocab_file, 5 names it vocab and ignores vocab_file=
+    # (its tokenizer then holds the 5 special tokens alone, and the random replacements are drawn from those)
+    tokenizer = BertTokenizerFast(vocab_file, do_lower_case=do_lower_case)
     return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm_probability=mlm_probability)
 
 

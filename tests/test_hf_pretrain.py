@@ -94,6 +94,24 @@ def test_transformers_masking_takes_our_special_tokens_as_special(shards):
     assert 0.75 < (ids[picked] == mask_id).float().mean() < 0.85
 
 
+def test_transformers_masking_draws_random_tokens_from_the_whole_vocab(shards):
+    """The 10% random replacements come from range(len(tokenizer)): the collator's tokenizer must hold the vocab
+    (before, transformers 5 ignored vocab_file= and built its 5 special tokens alone, so every random replacement was
+    [PAD], [UNK], [CLS] or [SEP])."""
+    from tokenization import load_vocab
+    vocab = load_vocab(shards["vocab"])
+    collator = hf_pretrain.mlm_collator(shards["vocab"], False, 0.15)
+    assert len(collator.tokenizer) == len(vocab)
+    assert collator.tokenizer.convert_tokens_to_ids(list(vocab)[-1]) == len(vocab) - 1
+    ds = hf_pretrain.RandomWindows(shards["dir"], 64, seed=0, length=10_000)
+    torch.manual_seed(0)
+    items = [ds[i] for i in range(200)]
+    ids = collator(items)["input_ids"]
+    original = torch.stack([it["input_ids"] for it in items])
+    replaced = ids[(ids != original) & (ids != vocab["[MASK]"])]
+    assert len(replaced) > 50 and (replaced >= 5).float().mean() > 0.95
+
+
 def test_a_run_writes_what_cram_reads_and_weights_our_model_loads(shards, tmp_path):
     import transformers
 
