@@ -20,6 +20,7 @@ import importlib.util
 import io
 import itertools
 import os
+import re
 import sys
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -35,6 +36,8 @@ def _check_corpus(files: list[str]) -> None:
     """Every file must exist; an empty file is warned about where others have bytes (as create_pretraining_data
     does), and refused when it is the whole corpus."""
     for path in files:
+        if os.path.isdir(path):
+            raise ValueError(f"corpus {path} is a directory: name its text files (e.g. {path.rstrip('/')}/*.txt)")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"corpus file not found: {path}")
     empty = [p for p in files if os.path.getsize(p) == 0]
@@ -166,7 +169,12 @@ def train_sentencepiece(word_lines, vocab_size: int, model_type: str, limit_alph
             raise failure[0] from None
         if not chars:  # every line was invisible characters: no sentence reached sentencepiece
             raise ValueError(f"corpus {corpus_name} has no text (only blank or invisible characters)") from None
-        raise ValueError(f"sentencepiece training failed: {str(e).strip().splitlines()[0]}") from None
+        first = str(e).strip().splitlines()[0]
+        small = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", first)
+        if small:  # its own advice names a sentencepiece option that build-vocab does not have
+            raise ValueError(f"--vocab_size {small.group(1)} is smaller than the {small.group(2)} characters "
+                             f"sentencepiece must keep from {corpus_name}: raise --vocab_size") from None
+        raise ValueError(f"sentencepiece training failed: {first}") from None
     sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
     tokens = [t for c, _ in chars.most_common(limit_alphabet) for t in (c, "##" + c)]
     if len(SPECIAL_TOKENS) + len(tokens) >= vocab_size:

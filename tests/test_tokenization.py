@@ -308,6 +308,12 @@ def test_build_vocab_sentencepiece(work, corpus, held_out, capsys):
     assert "--limit_alphabet 1500 leaves no room" in _cli_error(capsys, [
         "build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", str(work / "spm2" / "v.txt"),
         "--algorithm", "sentencepiece", "--limit_alphabet", "1500"])
+    # a vocab smaller than the characters sentencepiece keeps: our flag to change, not sentencepiece's own
+    # --character_coverage, which its message suggests and build-vocab does not have
+    err = _cli_error(capsys, ["build-vocab", "--corpus", corpus, "--vocab_size", "60", "--output",
+                              str(work / "spm7" / "v.txt"), "--algorithm", "sentencepiece"])
+    assert re.search(r"--vocab_size 60 is smaller than the \d+ characters sentencepiece must keep from .*: raise "
+                     r"--vocab_size$", err) and "character_coverage" not in err
     # a corpus of invisible characters only: the corpus's message, not sentencepiece's internal one
     invisible = _write(work / "spm_invisible.txt", "\u200b\n\x01\x02\n\u200b\u200b\n")
     assert "spm_invisible.txt has no text" in _cli_error(capsys, [
@@ -393,6 +399,9 @@ def test_build_vocab_bad_input(work, capsys):
                                                                       good + "/vocab.txt"])
     assert missing in _cli_error(capsys, ["build-vocab", "--corpus", good, missing, "--vocab_size", "50",
                                           "--output", out, "--overwrite"])
+    # a folder given as the corpus is named as one (it was "corpus file not found")
+    assert f"corpus {work / 'keep'} is a directory: name its text files" in _cli_error(capsys, [
+        "build-vocab", "--corpus", str(work / "keep"), "--output", out, "--overwrite"])
     empty = _write(work / "empty.txt", "")
     assert "empty.txt is empty" in _cli_error(capsys, ["build-vocab", "--corpus", empty, "--output", out,
                                                       "--overwrite"])
