@@ -4,6 +4,8 @@
         data/korean_text/unlabeled_comments_5.txt --vocab_size 32000 --output runs/vocab/vocab.txt
     python tokenization.py build-vocab --corpus data/korean_text/unlabeled_comments_5.txt --morph_analyzer kiwi \
         --vocab_size 16000 --output runs/vocab_kiwi/vocab.txt
+    python tokenization.py build-vocab --corpus data/korean_text/boddari/wikinews.txt \
+        --algorithm sentencepiece --model_type unigram --vocab_size 8000 --output runs/vocab_spm/vocab.txt
     python vocab_builder.py build-vocab ...   # the same command
 
 The corpus is streamed (never a whole file in memory) and normalised and split exactly as the tokenizer will
@@ -246,7 +248,9 @@ def build_vocab(corpus: list[str], vocab_size: int, output: str, min_frequency: 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("build-vocab", help="train a WordPiece vocab.txt on plain-text files (one text a line)")
+    p = sub.add_parser("build-vocab", help="train a WordPiece vocab.txt on plain-text files (one text a line)",
+                       description="\n\n".join(__doc__.split("\n\n")[:2]),  # the summary and commands
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--corpus", "--input_files", dest="corpus", nargs="+", required=True,
                    help="UTF-8 text files (--input_files: create_pretraining_data.py's spelling)")

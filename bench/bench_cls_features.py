@@ -56,7 +56,8 @@ def children() -> list[int]:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),  # the summary and commands
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=10, help="copies of xnli dev + test in the training file")
     p.add_argument("--vocab_file", default=None)
     p.add_argument("--max_seq_length", type=int, default=128)

@@ -92,7 +92,7 @@ def source_name(path: str) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input_dir", default=os.path.join(ROOT, "bench", "_work", "cram", "shards"))
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data"))

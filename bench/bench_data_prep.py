@@ -68,7 +68,7 @@ def loader_rate(shard_dir, n):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input_files", nargs="+", default=DEFAULT_CORPUS)
     p.add_argument("--vocab_file", default=None, help="default: build one on the input files (cached)")

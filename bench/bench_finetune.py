@@ -322,7 +322,7 @@ def report(row, rate):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
     p.add_argument("--fixed", nargs="*", default=None, metavar="HEAD:CONFIG:SEQ:BATCH",

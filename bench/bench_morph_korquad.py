@@ -92,7 +92,7 @@ def atomic_write_json(path: str, obj) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dev_file", default=DEV, help="KorQuAD 1.0 dev JSON")
     parser.add_argument("--output", default=RESULT, help="where to write the results JSON")

@@ -83,7 +83,7 @@ def time_steps(opts, rounds, steps, sync):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
     p.add_argument("--configs", nargs="+", default=None, help="names in models/configs (default: CPU small, GPU "

@@ -356,7 +356,7 @@ def keep_rows(rows, args, gpu):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
     p.add_argument("--configs", nargs="+", default=None, help="names in models/configs (default: CPU tiny small, "

@@ -43,7 +43,8 @@ def default_vocab(vocab_size: int) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),  # the summary and commands
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--predict_file", default=DEV)
     p.add_argument("--vocab_file", default=None)
     p.add_argument("--vocab_size", type=int, default=32000, help="size of the vocab built when --vocab_file is absent")

@@ -92,7 +92,7 @@ POOLERS = {"kept": [], "new": ["--reinit_pooler"]}
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work_dir", default=None, help="default: bench/_work/cram/run (--smoke: .../smoke; "
                    "--pretrainer hf: run_hf, smoke_hf); finished stages found there are reused")

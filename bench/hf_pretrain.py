@@ -106,7 +106,7 @@ def mlm_collator(vocab_file: str, do_lower_case: bool, mlm_probability: float):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config_file", required=True, help="model shape (ours, the release's or transformers' keys); "
                    "vocab_size must match the shards")

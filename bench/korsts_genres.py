@@ -79,7 +79,7 @@ def counts(data_dir: str) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("predictions", nargs="*", help="predictions.tsv files, each scored by genre")
     p.add_argument("--counts", action="store_true", help="print each split's genres, sources and mean score")

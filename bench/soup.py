@@ -41,7 +41,7 @@ from pretraining_data import vocab_sha256  # noqa: E402
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     cls_data.add_task_args(p, max_seq_length=None)  # None: from the checkpoints' task.json
     g = p.add_argument_group("soup")

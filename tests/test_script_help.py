@@ -1,0 +1,52 @@
+"""Every script's --help shows the runnable commands its docstring opens with."""
+import importlib
+import os
+import re
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+SCRIPTS = ["run_pretraining", "create_pretraining_data", "run_qa", "eval_qa", "run_classifier", "eval_classifier",
+           "convert_checkpoint", "quickstart", "bench_cls_features", "bench_corpus_mix", "bench_data_prep",
+           "bench_finetune", "bench_morph_korquad", "bench_optimizer", "bench_pretraining", "bench_qa_features",
+           "cram", "hf_pretrain", "korsts_genres", "soup"]
+# tokenization.py's CLI is vocab_builder's: the commands are those of tokenization.py's docstring
+SUBCOMMANDS = [("tokenization", []), ("tokenization", ["build-vocab"])]
+
+
+def logical_lines(text):
+    """Lines with backslash continuations joined and runs of spaces collapsed (a docstring that is not raw drops
+    its backslash-newlines, leaving the indentation of the next line inside the command)."""
+    text = re.sub(r"[ \t]*\\\n[ \t]*", " ", text)
+    return [re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines() if line.strip()]
+
+
+def command_lines(doc):
+    """The docstring's second paragraph: its commands."""
+    block = doc.split("\n\n")[1]
+    lines = logical_lines(block)
+    assert lines and any(line.startswith(("python", "torchrun", "bash", "make")) for line in lines), block
+    return lines
+
+
+def help_text(capsys, module, argv):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        module.main(argv + ["--help"])
+    assert e.value.code == 0
+    return logical_lines(capsys.readouterr().out)
+
+
+def test_help_shows_the_docstring_commands(capsys):
+    missing = {}
+    for name, argv in [(name, []) for name in SCRIPTS] + SUBCOMMANDS:
+        module = importlib.import_module(name)
+        out = help_text(capsys, module, argv)
+        lines = [line for line in command_lines(module.__doc__) if line not in out]
+        if lines:
+            missing[" ".join([f"{name}.py", *argv, "--help"])] = lines
+    assert not missing, missing
