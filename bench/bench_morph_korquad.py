@@ -1,7 +1,7 @@
 """How much of the KorQuAD EM gap does morphological answer trimming close?  (KorQuAD 1.0 dev, no model needed)
 
-    python bench/bench_morph_korquad.py
-    python bench/bench_morph_korquad.py --limit 1000 --context_words 0
+    python bench/bench_morph_korquad.py            # the whole dev set, into bench/results/morph_korquad.json
+    python bench/bench_morph_korquad.py --limit 1000 --context_words 0 --output /tmp/morph_quick.json
     python bench/bench_morph_korquad.py --output /tmp/morph_korquad.json
 
 The typical error of a model trained without an analyser is a span that runs to the end of the whitespace word
