@@ -15,7 +15,7 @@ printed line is always {"exact_match": .., "f1": ..} (after post-processing, whe
 answers (a test set) is predicted and not scored: both are null, exit 0; one where only some questions lack answers
 is an error after its predictions are written. --max_eval_examples N keeps the file's first N questions, also with
 --score_only (so predictions made with it are scored on those alone). Runs under torchrun too: every rank scores a
-shard of the windows, rank 0 writes.
+shard of the windows, rank 0 writes. google-research/bert's --do_predict and --do_train=False are accepted.
 """
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def build_parser():
                    help="morph: trim answers at morpheme boundaries (kiwipiepy) before scoring")
     tu.add_bool_flag(g, "--do_predict", help="accepted for google-research/bert command lines: this script "
                                              "always predicts on --predict_file (false is an error)")
+    tu.add_bool_flag(g, "--do_train", help="accepted for google-research/bert command lines as false: this script "
+                                           "never trains (true is an error: run_qa.py trains)")
     return p
 
 
@@ -94,6 +96,8 @@ def main(argv=None):
     try:
         if args.do_predict is False:
             raise ValueError("--do_predict false: eval_qa.py only predicts (and scores); leave the flag out")
+        if args.do_train:
+            raise ValueError("--do_train: eval_qa.py only predicts (and scores); train with run_qa.py")
         resolve_window_args(args)
         warnings = qa_data.check_qa_args(args)  # said once the rank is known
         if args.score_only:

@@ -243,7 +243,8 @@ def test_unlabelled_predict_file_fails_before_training(qa_env, tmp_path, capsys)
 
 
 def test_google_bert_flag_spellings(qa_env, tmp_path, capsys):
-    """run_squad.py's --do_train/--do_predict, bare or with absl's =True/=False, are accepted."""
+    """run_squad.py's --do_train/--do_predict, bare or with absl's =True/=False, are accepted (eval_qa.py's
+    --do_train as false only, run_qa.py's as true only)."""
     base = train_argv(qa_env, tmp_path / "r")
     for extra, want in ((["--do_train", "--do_predict"], (True, True)),
                         (["--do_train=True", "--do_predict=False"], (True, False)),
@@ -266,6 +267,12 @@ def test_google_bert_flag_spellings(qa_env, tmp_path, capsys):
     preds.write_text("{}")
     expect_fail(capsys, eval_qa.main, ["--score_only", "--do_predict=false", "--predict_file", qa_env["eval"],
                                        "--prediction_json", str(preds)], "--do_predict")
+    # the prediction-only spelling of a run_squad.py command line, which run_qa.py refuses for eval_qa.py
+    assert eval_qa.main(["--score_only", "--do_train=False", "--do_predict=True", "--predict_file", qa_env["eval"],
+                         "--prediction_json", str(preds)])["exact_match"] == 0.0
+    for do_train in (["--do_train"], ["--do_train=True"]):
+        expect_fail(capsys, eval_qa.main, ["--score_only", *do_train, "--predict_file", qa_env["eval"],
+                                           "--prediction_json", str(preds)], "--do_train", "run_qa.py")
     assert not (tmp_path / "r").exists()
 
 
