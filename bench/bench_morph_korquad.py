@@ -95,7 +95,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dev_file", default=DEV, help="KorQuAD 1.0 dev JSON")
-    parser.add_argument("--output", default=RESULT, help="where to write the results JSON")
+    parser.add_argument("--output", "--results_json", dest="output", default=RESULT,
+                        help="where to write the results JSON")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions (quick look)")
     parser.add_argument("--context_words", type=int, default=morphology.CONTEXT_WORDS,
                         help="words of context analysed either side of the span for the in-context rows")

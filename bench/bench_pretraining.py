@@ -328,10 +328,11 @@ def write_json(rows, path, announce=True):
 
 
 def add_run_args(p: argparse.ArgumentParser):
-    """--device, --threads and --json: the same in every benchmark here."""
+    """--device, --threads and --json: the same in every benchmark here (--results_json: bench/cram.py's and
+    bench_corpus_mix.py's spelling)."""
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", default=None, help="write the result rows to this file")
+    p.add_argument("--json", "--results_json", dest="json", default=None, help="write the result rows to this file")
 
 
 def setup_device(args) -> tuple[torch.device, bool]:

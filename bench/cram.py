@@ -102,9 +102,10 @@ def build_parser():
     p.add_argument("--archive", default=ARCHIVE, help="shards packed by bench/cram_prepare.sh")
     p.add_argument("--budget_minutes", type=float, default=3.5,
                    help="pretraining wall time (3.5 = the Hugging Face reference's 210 s)")
-    p.add_argument("--config", default=None,
+    p.add_argument("--config", "--config_file", dest="config", default=None,
                    help=f"model shape, a config JSON (default {RECIPE['config']}, the release's Small; --smoke: "
-                        f"{SMOKE['config']}); vocab_size comes from the shards")
+                        f"{SMOKE['config']}); vocab_size comes from the shards. --config_file: the other scripts' "
+                        "spelling")
     p.add_argument("--learning_rate", type=float, default=None, help=f"pretraining peak lr (default {RECIPE['lr']})")
     p.add_argument("--train_batch_size", type=int, default=None, help=f"default {RECIPE['batch']}")
     p.add_argument("--optimizer", choices=["adam", "lamb"], default=None)

@@ -1,4 +1,6 @@
-"""Every script's --help shows the runnable commands its docstring opens with."""
+"""Every script's --help shows the runnable commands its docstring opens with, and a flag of one script is spelled
+as the other scripts spell it."""
+import argparse
 import importlib
 import os
 import re
@@ -50,3 +52,34 @@ def test_help_shows_the_docstring_commands(capsys):
         if lines:
             missing[" ".join([f"{name}.py", *argv, "--help"])] = lines
     assert not missing, missing
+
+
+class Parsed(Exception):
+    pass
+
+
+def parsed(monkeypatch, module, argv):
+    """The arguments module.main(argv) parses, without running it (unknown flags fail as they would)."""
+    def parse_args(self, args=None, namespace=None):
+        raise Parsed(argparse.ArgumentParser.parse_known_args(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_args)
+    with pytest.raises(Parsed) as e:
+        module.main(argv)
+    namespace, unknown = e.value.args[0]
+    assert not unknown, unknown
+    return namespace
+
+
+def test_results_json_and_config_file_are_spelled_alike(monkeypatch):
+    """--results_json (bench/cram.py, bench_corpus_mix.py) also names the other benchmarks' results file, and
+    --config_file (every other script) also bench/cram.py's model config."""
+    for name, dest in (("bench_pretraining", "json"), ("bench_finetune", "json"), ("bench_optimizer", "json"),
+                       ("bench_morph_korquad", "output"), ("bench_corpus_mix", "results_json"),
+                       ("cram", "results_json")):
+        assert getattr(parsed(monkeypatch, importlib.import_module(name), ["--results_json", "r.json"]), dest) == \
+            "r.json", name
+    for name, dest, more in (("cram", "config", []), ("hf_pretrain", "config_file", ["--output_dir", "o"]),
+                             ("run_pretraining", "config_file", ["--output_dir", "o"])):
+        args = parsed(monkeypatch, importlib.import_module(name), ["--config_file", "c.json", "--input_dir", "d", *more])
+        assert getattr(args, dest) == "c.json", name
