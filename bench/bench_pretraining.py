@@ -337,8 +337,13 @@ def add_run_args(p: argparse.ArgumentParser):
 
 def setup_device(args) -> tuple[torch.device, bool]:
     """(device, is it a GPU); TF32 matmuls on a GPU, as the Hugging Face figures were measured."""
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise SystemExit(f"error: --device {args.device}: {str(e).splitlines()[0]}") from None
     gpu = device.type == "cuda"
+    if gpu and not torch.cuda.is_available():  # torch's own error is a traceback from deep inside the first copy
+        raise SystemExit(f"error: --device {args.device}: no CUDA device here (torch {torch.__version__})")
     if args.threads:
         torch.set_num_threads(args.threads)
     if gpu:

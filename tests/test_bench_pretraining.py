@@ -110,3 +110,19 @@ def test_a_compile_mode_without_compile_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         bench_pretraining.main(["--device", "cpu", "--configs", "tiny", "--compile_mode", "reduce-overhead"])
     assert e.value.code == 2 and "add --compile" in capsys.readouterr().err
+
+
+def test_a_device_that_is_not_here_is_one_line_in_every_benchmark():
+    """--device cuda on a machine without one was an AssertionError traceback from torch's first copy to it."""
+    import pytest
+    import torch
+
+    import bench_finetune
+    import bench_optimizer
+
+    for main in (bench_pretraining.main, bench_optimizer.main, bench_finetune.main):
+        with pytest.raises(SystemExit, match=r"^error: --device gpu0: Invalid device string"):
+            main(["--device", "gpu0"])
+        if not torch.cuda.is_available():
+            with pytest.raises(SystemExit, match=r"^error: --device cuda: no CUDA device here"):
+                main(["--device", "cuda"])
