@@ -1,4 +1,4 @@
-"""Tokenise a Korean plain-text corpus into compact shards for run_pretraining.py (masks are made at load time).
+r"""Tokenise a Korean plain-text corpus into compact shards for run_pretraining.py (masks are made at load time).
 
     python create_pretraining_data.py --input_files data/korean_text/boddari/*.txt \
         --vocab_file runs/vocab/vocab.txt --output_dir runs/shards

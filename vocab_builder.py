@@ -1,4 +1,4 @@
-"""Vocabulary training for tokenization.py: a WordPiece (or sentencepiece-trained) vocab.txt from plain text.
+r"""Vocabulary training for tokenization.py: a WordPiece (or sentencepiece-trained) vocab.txt from plain text.
 
     python tokenization.py build-vocab --corpus data/korean_text/boddari/*.txt \
         data/korean_text/unlabeled_comments_5.txt --vocab_size 32000 --output runs/vocab/vocab.txt

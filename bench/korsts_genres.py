@@ -1,4 +1,4 @@
-"""KorSTS Spearman x100 by genre (captions, forums, news), and within genres, for eval_classifier.py's predictions.
+r"""KorSTS Spearman x100 by genre (captions, forums, news), and within genres, for eval_classifier.py's predictions.
 
     python eval_classifier.py --task_name korsts --checkpoint runs/korsts/best --eval_file data/korsts/sts-dev.tsv \
         --output_dir runs/korsts/dev

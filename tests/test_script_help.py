@@ -54,6 +54,20 @@ def test_help_shows_the_docstring_commands(capsys):
     assert not missing, missing
 
 
+def test_docstring_commands_keep_their_line_continuations():
+    """A backslash-newline in a docstring that is not raw is a line continuation inside the string: --help then
+    printed each continued command as one long line with a gap in it."""
+    dropped = []
+    for name, _ in [(name, []) for name in SCRIPTS] + SUBCOMMANDS[:1] + [("vocab_builder", [])]:
+        module = importlib.import_module(name)
+        with open(module.__file__, encoding="utf-8") as f:
+            source = f.read()
+        written = source[:source.index('"""', source.index('"""') + 3)]
+        if written.count("\\\n") != module.__doc__.count("\\\n"):
+            dropped.append(name)
+    assert not dropped, dropped
+
+
 class Parsed(Exception):
     pass
 
@@ -81,5 +95,6 @@ def test_results_json_and_config_file_are_spelled_alike(monkeypatch):
             "r.json", name
     for name, dest, more in (("cram", "config", []), ("hf_pretrain", "config_file", ["--output_dir", "o"]),
                              ("run_pretraining", "config_file", ["--output_dir", "o"])):
-        args = parsed(monkeypatch, importlib.import_module(name), ["--config_file", "c.json", "--input_dir", "d", *more])
+        args = parsed(monkeypatch, importlib.import_module(name),
+                      ["--config_file", "c.json", "--input_dir", "d", *more])
         assert getattr(args, dest) == "c.json", name
