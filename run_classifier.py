@@ -291,8 +291,10 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
 
 
 def save_best(model, ckpt_dir, vocab_file, task, args, epoch):
-    """The checkpoint plus task.json: which task, which label each logit is, how inputs were built."""
-    save_checkpoint(model, ckpt_dir, vocab_file=vocab_file)
+    """The checkpoint plus task.json: which task, which label each logit is, how inputs were built. config.json's
+    id2label names the head's rows too, so a task whose labels are later listed in another order still reads them
+    right (eval_classifier and run_classifier match rows by name)."""
+    save_checkpoint(model, ckpt_dir, vocab_file=vocab_file, labels=list(task.labels) if task.labels else None)
     atomic_write_json(os.path.join(ckpt_dir, "task.json"), {
         "task_name": task.name, "labels": list(task.labels) if task.labels else None,
         "num_labels": task.num_labels, "max_seq_length": args.max_seq_length, "pair_orders": args.pair_orders,

@@ -286,6 +286,26 @@ def test_kornli_with_xnli_dev_as_training_set(kornli_run, capsys):
     expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts"), "fine-tuned for kornli")
 
 
+def test_fine_tuned_head_names_its_rows(kornli_run, monkeypatch, tmp_path):
+    """A checkpoint of run_classifier.py names its head's rows in config.json (id2label), so a task whose labels
+    are listed in another order later (a label added, the list re-sorted) is scored with each row under its own
+    name, not with the classes silently swapped."""
+    import dataclasses
+
+    import cls_data
+    out, results = kornli_run
+    assert read_json(out / "best" / "config.json")["id2label"] == {
+        str(i): name for i, name in enumerate(results["labels"])}
+    eval_classifier.main(eval_argv(out / "best", "kornli", "--output_dir", str(tmp_path / "as_trained")))
+    reordered = tuple(reversed(results["labels"]))
+    monkeypatch.setitem(cls_data.TASKS, "kornli", dataclasses.replace(cls_data.TASKS["kornli"], labels=reordered))
+    metrics = eval_classifier.main(eval_argv(out / "best", "kornli", "--output_dir", str(tmp_path / "reordered")))
+    assert metrics["labels"] == list(reordered)
+    assert read_predictions(tmp_path / "reordered" / "predictions.tsv") == read_predictions(
+        tmp_path / "as_trained" / "predictions.tsv")
+    assert metrics["accuracy"] == results["test"]["accuracy"]
+
+
 # ----------------------------------------------------------------------------------------------------- bad input
 
 def test_release_kornli_command_without_train_file_fails_clearly(korsts_run, cls_env, capsys, tmp_path):
