@@ -39,6 +39,18 @@ class Task:
     score_range: tuple | None = None  # regression: gold scores outside it are data errors, not extreme labels
     symmetric: bool = False     # the label does not depend on the pairs' order, so both orders may be used
 
+    def __post_init__(self):
+        # checked when the task is defined: a metric compute_metrics does not give would fail only once the first
+        # epoch has trained, when dev picks the best epoch
+        if self.main_metric not in self.metrics:
+            raise ValueError(f"task {self.name}: main_metric {self.main_metric!r} is not one of the metrics "
+                             f"compute_metrics gives it ({', '.join(self.metrics)})")
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics compute_metrics reports for this task, in that order."""
+        return ("pearson", "spearman") if self.is_regression else ("accuracy",)
+
     @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)

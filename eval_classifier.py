@@ -187,8 +187,7 @@ def main(argv=None):
                                             multiple, max_seq_length)
     logits = cls_features.predict_views(model.to(rt.device), views, rt.device)
     scored = examples[0].label is not None  # a file without the label column is predicted, not scored
-    metrics = cls_data.compute_metrics(task, logits, labels) if scored else dict.fromkeys(
-        ("pearson", "spearman") if task.is_regression else ("accuracy",))
+    metrics = cls_data.compute_metrics(task, logits, labels) if scored else dict.fromkeys(task.metrics)
 
     results = {**cls_data.json_safe(metrics), "task_name": task.name, "eval_file": path, "examples": len(feats),
                "checkpoint": args.checkpoint, "max_seq_length": max_seq_length, "pair_orders": pair_orders,

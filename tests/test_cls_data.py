@@ -202,6 +202,19 @@ def test_pair_orders_only_for_symmetric_tasks():
 
 # ---------------------------------------------------------------------------------------------------------- metrics
 
+def test_a_task_main_metric_must_be_one_it_is_scored_with():
+    """A new task naming a metric compute_metrics does not give is refused where it is defined, not with a KeyError
+    after its first training epoch; the metrics named are the ones compute_metrics returns."""
+    import dataclasses
+    with pytest.raises(ValueError, match=r"task kornli: main_metric 'f1' is not one of .*\(accuracy\)"):
+        dataclasses.replace(TASKS["kornli"], main_metric="f1")
+    with pytest.raises(ValueError, match="main_metric 'accuracy'"):
+        dataclasses.replace(TASKS["korsts"], main_metric="accuracy")
+    for task, logits, labels in ((TASKS["kornli"], [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], [1, 2]),
+                                 (TASKS["korsts"], [0.1, 0.5, 0.2], [1.0, 4.0, 2.0])):
+        assert tuple(compute_metrics(task, logits, labels)) == task.metrics and task.main_metric in task.metrics
+
+
 def test_accuracy_hand_computed():
     logits = np.array([[0.1, 0.9, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 3.0]])
     assert compute_metrics(NLI, logits, [1, 0, 0, 2]) == {"accuracy": 75.0}
