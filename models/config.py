@@ -39,15 +39,18 @@ _HF_HARMLESS = frozenset({
     "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
     "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
     "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "use_return_dict"})
-# the fields that decide tensor shapes or what the model computes: two configs meant for the same weights must agree
-# on them (the tokenizer fields and dropout may differ between a checkpoint's config and one given beside it)
-ARCH_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-               "max_position_embeddings", "type_vocab_size", "layer_norm_eps")
+# the config fields that may differ between a checkpoint's config and one given beside it: dropout and the
+# initialiser act only in training, the task sets the head's size, and the tokenizer fields are compared where they
+# are read. Every other field decides tensor shapes or what the model computes, a field added later included.
+NON_ARCH_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "num_labels",
+                   "do_lower_case", "morph_analyzer")
 
 
 def arch_differences(a, b) -> list[str]:
-    """The ARCH_FIELDS on which configs a and b differ (none: the same weights compute the same function)."""
-    return [f for f in ARCH_FIELDS if getattr(a, f) != getattr(b, f)]
+    """The fields outside NON_ARCH_FIELDS on which configs a and b differ (none: the same weights compute the same
+    function)."""
+    return [f.name for f in dataclasses.fields(a)
+            if f.name not in NON_ARCH_FIELDS and getattr(a, f.name) != getattr(b, f.name, f.default)]
 
 
 def require_pair_segments(config, source: str):

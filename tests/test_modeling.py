@@ -113,6 +113,25 @@ def test_config_json_round_trip(tmp_path):
     assert BertConfig.from_json_file(tmp_path / "c.json") == cfg
 
 
+def test_arch_differences_cover_every_field_that_changes_the_function():
+    """Two configs meant for the same weights are compared on every field but dropout, the initialiser, the head's
+    size and the tokenizer's settings, so a field added to BertConfig (a pre-LayerNorm switch, say) is compared too:
+    a --config_file beside a checkpoint, or phase 2's, that differs on it is refused, not silently used."""
+    import dataclasses
+
+    from models.config import arch_differences
+    base = tiny_config()
+    loose = dataclasses.replace(base, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                initializer_range=0.5, num_labels=3, do_lower_case=True, morph_analyzer="kiwi")
+    assert arch_differences(base, loose) == []
+    assert arch_differences(base, dataclasses.replace(base, num_attention_heads=8, layer_norm_eps=1e-5)) == [
+        "num_attention_heads", "layer_norm_eps"]
+    WithPreLN = dataclasses.make_dataclass("WithPreLN", [("pre_layer_norm", bool, False)], bases=(BertConfig,))
+    post, pre = (WithPreLN(**base.to_dict(), pre_layer_norm=v) for v in (False, True))
+    assert arch_differences(post, pre) == ["pre_layer_norm"]
+    assert arch_differences(pre, base) == ["pre_layer_norm"] and arch_differences(post, base) == []
+
+
 @pytest.mark.parametrize("change, message", [
     ({"foo_bar": 1, "hidden_dropuot_prob": 0.1}, "unknown config key(s) foo_bar, hidden_dropuot_prob"),
     ({"num_attention_heads": 5}, "not divisible by num_attention_heads=5"),
