@@ -68,6 +68,13 @@ def check_max_seq_length(length: int, config, source: str = "--max_seq_length"):
                          f"{config.max_position_embeddings}")
 
 
+# the fields transformers' BertConfig holds (num_labels as id2label), and our tokenizer settings, which ride along as
+# extra keys that transformers keeps and our importer reads back
+_HF_EXPORTED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+                "type_vocab_size", "initializer_range", "layer_norm_eps", "num_labels", "do_lower_case",
+                "morph_analyzer")
+
 _GELU_NAMES = ("gelu", "gelu_python")  # both are the exact erf form; gelu_new/gelu_fast are tanh approximations
 
 
@@ -195,7 +202,14 @@ class BertConfig:
     def to_hf_dict(self, architectures: list[str] | None = None, pad_token_id: int = 0,
                    labels: list[str] | None = None) -> dict:
         """A transformers.BertConfig dict; our tokenizer fields ride along as extra keys that HF keeps. labels: the
-        classifier's label names, row by row (default transformers' LABEL_0, LABEL_1, ...)."""
+        classifier's label names, row by row (default transformers' LABEL_0, LABEL_1, ...). ValueError for a field
+        transformers' BertConfig cannot hold (one added for a new variant) away from its default: transformers would
+        load the weights into a model that computes something else, without a word."""
+        unsaid = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                  if f.name not in _HF_EXPORTED and getattr(self, f.name) != f.default]
+        if unsaid:
+            raise ValueError(f"transformers' BertConfig cannot represent {', '.join(unsaid)}: a Hugging Face BERT "
+                             "would load these weights as another model")
         d = self.to_dict()
         num_labels = d.pop("num_labels")
         if labels is None or len(labels) != num_labels:

@@ -132,6 +132,26 @@ def test_arch_differences_cover_every_field_that_changes_the_function():
     assert arch_differences(pre, base) == ["pre_layer_norm"] and arch_differences(post, base) == []
 
 
+def test_hf_export_refuses_a_field_transformers_cannot_hold(tmp_path):
+    """A field added to BertConfig for a variant transformers' BERT does not have (a pre-LayerNorm switch, say) is
+    refused when set: exported, it would ride along as an extra key that transformers ignores, and the weights
+    would load into a post-LN model without a word. At its default it changes nothing and exports as before."""
+    import dataclasses
+
+    from models.modeling import save_checkpoint
+    base = tiny_config()
+    WithPreLN = dataclasses.make_dataclass("WithPreLN", [("pre_layer_norm", bool, False)], bases=(BertConfig,))
+    assert WithPreLN(**base.to_dict()).to_hf_dict()["hidden_size"] == base.hidden_size
+    with pytest.raises(ValueError, match="transformers' BertConfig cannot represent pre_layer_norm=True"):
+        WithPreLN(**base.to_dict(), pre_layer_norm=True).to_hf_dict()
+    model = BertForPreTraining(WithPreLN(**base.to_dict(), pre_layer_norm=True))
+    with pytest.raises(ValueError, match="pre_layer_norm=True"):
+        save_checkpoint(model, str(tmp_path / "hf"), layout="hf")
+    assert not (tmp_path / "hf").exists()
+    save_checkpoint(model, str(tmp_path / "ours"))  # our own layout holds every field
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["pre_layer_norm"] is True
+
+
 @pytest.mark.parametrize("change, message", [
     ({"foo_bar": 1, "hidden_dropuot_prob": 0.1}, "unknown config key(s) foo_bar, hidden_dropuot_prob"),
     ({"num_attention_heads": 5}, "not divisible by num_attention_heads=5"),
