@@ -24,12 +24,14 @@ from train_utils import check_output_dir_path, check_training_args
 
 RESUME = "--resume"
 INIT = "--init_checkpoint"
-# changing one of these on resume is allowed (the new value applies from the resumed step on), but then the
-# continuation is not the uninterrupted run
-WARN_IF_CHANGED = ("train_batch_size", "learning_rate", "warmup_proportion", "weight_decay", "adam_epsilon",
-                   "max_grad_norm", "max_steps", "max_time_minutes", "max_seq_length", "seed", "short_seq_prob",
-                   "masked_lm_prob", "max_predictions_per_seq", "max_ngram", "no_whole_word", "no_sop",
-                   "source_weights", "amp", "schedule_by_time")
+# arguments a resumed run may change without changing what it computes: where it reads and writes (the config,
+# vocab and shards are checked themselves), how often it logs and saves, how it is fed and compiled (accumulation
+# and --compile give the same steps). Any other argument changed on resume is allowed (the new value applies from
+# the resumed step on), with a warning that names it, since the continuation is then not the uninterrupted run;
+# a flag added later is warned about without being listed anywhere.
+RESUME_FREE = ("checkpoint", "compile", "compile_mode", "config_file", "do_lower_case", "gradient_accumulation_steps",
+               "input_dir", "keep_last", "local_rank", "log_steps", "no_cuda", "num_workers", "output_dir", "resume",
+               "save_steps", "vocab_file")
 
 
 def check_args(args):
@@ -145,9 +147,9 @@ def model_config(config_file: str | None, ckpt_dir: str | None, source: str | No
 
 def load_train_state(ckpt_dir: str, run_args: dict, must_match: tuple[str, ...],
                      shards_fingerprint: str | None = None) -> tuple[dict, list[str]]:
-    """The saved train_state.pt, and what differs from the saved run: WARN_IF_CHANGED settings in run_args, and the
-    shards (pretraining_data.shards_fingerprint) when the state recorded them. A `must_match` setting that differs
-    is an error."""
+    """The saved train_state.pt, and what differs from the saved run: the arguments outside RESUME_FREE, in
+    run_args' order (a key missing on one side reads as None), and the shards (pretraining_data.shards_fingerprint)
+    when the state recorded them. A `must_match` setting that differs is an error."""
     try:
         state = torch.load(os.path.join(ckpt_dir, "train_state.pt"), map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign file: say which, not a traceback from the unpickler
@@ -156,7 +158,9 @@ def load_train_state(ckpt_dir: str, run_args: dict, must_match: tuple[str, ...],
         if state["args"][key] != run_args[key]:
             raise ValueError(f"--{key} {run_args[key]} differs from {state['args'][key]} used by the run in "
                              f"{ckpt_dir}")
-    changed = [k for k in WARN_IF_CHANGED if state["args"].get(k) != run_args.get(k)]
+    keys = list(run_args) + [k for k in state["args"] if k not in run_args]  # in the flags' order
+    changed = [k for k in keys
+               if k not in RESUME_FREE and k not in must_match and state["args"].get(k) != run_args.get(k)]
     if shards_fingerprint and state.get("shards_fingerprint") not in (None, shards_fingerprint):
         changed.append("shards (the data position now points at other examples)")
     return state, changed

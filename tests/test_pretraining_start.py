@@ -124,6 +124,15 @@ def test_load_train_state(tmp_path):
     _, changed = S.load_train_state(str(ckpt), ARGS | {"max_ngram": 1, "no_sop": True,
                                                        "source_weights": ["court_*=0.25"]}, ())
     assert changed == ["max_ngram", "no_sop", "source_weights"]
+    # a flag added for an experiment (a masking variant, say) is named too, without being listed anywhere; the
+    # ones that do not change what is computed are not
+    _, changed = S.load_train_state(str(ckpt), ARGS | {"span_distribution": "geometric", "num_workers": 4,
+                                                       "save_steps": 10, "gradient_accumulation_steps": 2}, ())
+    assert changed == ["span_distribution"]
+    saved = ARGS | {"span_distribution": "geometric"}
+    torch.save({"step": 7, "args": saved}, ckpt / "train_state.pt")
+    assert S.load_train_state(str(ckpt), saved, ())[1] == []
+    assert S.load_train_state(str(ckpt), saved | {"span_distribution": "uniform"}, ())[1] == ["span_distribution"]
     torch.save({"step": 7, "args": dict(ARGS), "shards_fingerprint": "a" * 64}, ckpt / "train_state.pt")
     assert S.load_train_state(str(ckpt), ARGS, (), shards_fingerprint="a" * 64)[1] == []
     _, changed = S.load_train_state(str(ckpt), ARGS, (), shards_fingerprint="b" * 64)
