@@ -158,7 +158,10 @@ def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True)
     tu.check_output_dir_path(out_dir)
     for m in markers:
         if os.path.exists(os.path.join(out_dir, m)):
-            raise ValueError(f"--output_dir {out_dir} already holds a finished run ({m}); choose another --output_dir")
+            more = (f", or delete {os.path.join(out_dir, m)} to run the grid again with other --seeds (its finished "
+                    "seeds are reused)") if m == "seed_grid.json" else ""
+            raise ValueError(f"--output_dir {out_dir} already holds a finished run ({m}); choose another "
+                             f"--output_dir{more}")
     if verbose and os.path.isdir(os.path.join(out_dir, "best")):
         tu.warn(f"{out_dir}/best exists from an unfinished run and will be replaced")
 

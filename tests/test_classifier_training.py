@@ -173,6 +173,9 @@ def test_seed_grid_tests_only_best_seed_and_runs_are_deterministic(cls_env, tmp_
     b = load_file(str(tmp_path / "grid" / "seed-2" / "best" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
+    # a finished grid is kept; the refusal says how to extend it (seed_grid.json deleted, as below)
+    expect_fail(capsys, run_classifier.main, argv[:-1] + ["1-3"],
+                f"or delete {tmp_path / 'grid' / 'seed_grid.json'} to run the grid again with other --seeds")
     # a grid killed during seed 2: the same command again trains seed 2 only and reuses seed 1 as it is
     os.remove(tmp_path / "grid" / "seed_grid.json")
     os.remove(tmp_path / "grid" / "seed-2" / "eval_results.json")
