@@ -17,11 +17,12 @@ in the same format works: `--train_file data/kornli/xnli.dev.ko.tsv` trains on t
 training set; dev-based epoch selection then sees its own training rows, so report the test accuracy
 (`--do_test`), not the dev one.
 
---train_batch_size is the batch per optimizer step over all GPUs and accumulation steps (the release's 32), so a
-recipe gives the same updates on 1 or 8 GPUs. --seeds runs the release's KorSTS protocol (it reported the best of
-seeds 1..10): every seed trains into OUTPUT_DIR/seed-N, seed_grid.json lists every seed's best dev score with
-mean and std, and only the seed best on dev is evaluated on test. Metrics are x100. An interrupted grid is resumed
-by running the same command again: seeds that finished (seed-N/eval_results.json, trained with the same arguments)
+--train_batch_size is the batch per optimizer step over all GPUs and accumulation steps, so a recipe gives the same
+updates on 1 or 8 GPUs. Flags left out take the release's defaults (batch 16, 10 epochs, lr 3e-5, warm-up 0.1, 128
+tokens), as its KorSTS command line relies on. --seeds runs the release's KorSTS protocol (it reported the best of
+seeds 1..10): every seed trains into OUTPUT_DIR/seed-N, seed_grid.json lists every seed's best dev score with mean
+and std, and only the seed best on dev is evaluated on test. Metrics are x100. An interrupted grid is resumed by
+running the same command again: seeds that finished (seed-N/eval_results.json, trained with the same arguments)
 are reused, the others are trained.
 
 --pair_orders score_both (KorSTS) scores each dev/test pair as the mean of its two orders' predictions; both also
@@ -69,8 +70,11 @@ def build_parser():
     tu.add_layer_lr_decay_arg(tu.add_optim_args(p, learning_rate=3e-5))
     tu.add_runtime_args(p)
     g = p.add_argument_group("fine-tuning")
-    g.add_argument("--train_batch_size", type=int, default=32, help="examples per optimizer step, all GPUs together")
-    g.add_argument("--num_train_epochs", type=float, default=3.0, help="may be fractional")
+    # the release's defaults: its KorSTS command line drops every flag after --do_eval (a missing line
+    # continuation), so that run trains with these
+    g.add_argument("--train_batch_size", type=int, default=16,
+                   help="examples per optimizer step, all GPUs together (default 16, the release's)")
+    g.add_argument("--num_train_epochs", type=float, default=10.0, help="may be fractional (default 10, the release's)")
     g.add_argument("--do_eval", action="store_true", help="evaluate on dev after each epoch and keep the best in best/")
     g.add_argument("--do_test", action="store_true", help="evaluate the selected checkpoint (and only it) on test")
     g.add_argument("--seeds", default=None, help="seed grid, e.g. 1-10 or 1,3,5: one run per seed, best on dev wins")

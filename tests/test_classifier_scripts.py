@@ -308,6 +308,17 @@ def test_fine_tuned_head_names_its_rows(kornli_run, monkeypatch, tmp_path):
 
 # ----------------------------------------------------------------------------------------------------- bad input
 
+def test_release_korsts_command_as_the_shell_runs_it():
+    """The release README's KorSTS training command has no line continuation after --do_eval, so a shell runs it
+    without the flags on the lines below; the release's defaults made that the same run, and so must ours."""
+    first = ["--data_dir", STS_DIR, "--task_name", "korsts", "--config_file", "CONFIG", "--vocab_file", "VOCAB",
+             "--checkpoint", "MODEL", "--do_eval"]
+    rest = ["--max_seq_length", "128", "--train_batch_size", "16", "--eval_batch_size", "32", "--learning_rate",
+            "3e-5", "--num_train_epochs", "10.0", "--warmup_proportion", "0.1"]
+    parser = run_classifier.build_parser()
+    assert vars(parser.parse_args(first)) == vars(parser.parse_args(first + rest))
+
+
 def test_release_kornli_command_without_train_file_fails_clearly(korsts_run, cls_env, capsys, tmp_path):
     out, _ = korsts_run
     argv = ["--data_dir", NLI_DIR, "--task_name", "kornli", "--config_file", cls_env["config"],
