@@ -40,7 +40,9 @@ from qa_predict import load_morph_analyzer, load_qa_features, predict_logits, re
 def build_parser():
     p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),  # the summary and commands
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    model_args.add_model_args(p)
+    model_args.add_model_args(p).add_argument(
+        "--config_name", dest="config_file", default=None,
+        help="--config_file's spelling in the release's first eval_qa.py")
     batching.add_pad_multiple_arg(tu.add_runtime_args(p))
     qa_data.add_qa_args(p, windows_from_checkpoint=True)
     g = p.add_argument_group("evaluation")

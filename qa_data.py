@@ -48,6 +48,10 @@ def add_qa_args(parser, windows_from_checkpoint: bool = False):
                    help="use only the first N questions of --predict_file (debugging)")
     g.add_argument("--cache_dir", default=None,
                    help="where tokenised features are cached (default: a cache/ folder beside --output_dir)")
+    # the release's flag: it logged where its answer-text alignment fell back to whole words; answers here are
+    # the context's characters between token offsets, which has no such fallback to report
+    g.add_argument("--verbose_logging", action="store_true",
+                   help="accepted for the release's command lines; changes nothing")
     return g
 
 

@@ -78,6 +78,10 @@ def build_parser():
     batching.add_pad_multiple_arg(g)
     tu.add_compile_arg(g)
     tu.add_apex_args(g)
+    # the release's run_qa.py defined it but never used it: a SQuAD 2.0 setting, and KorQuAD 1.0 has no
+    # unanswerable questions
+    g.add_argument("--null_score_diff_threshold", type=float, default=None,
+                   help="ignored (SQuAD 2.0's no-answer threshold; accepted for the release's command lines)")
     return p
 
 
@@ -189,6 +193,9 @@ def main(argv=None):
         args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.output_dir)), "cache")
     rt = tu.setup_runtime(args)
     tu.warn_apex_args(args, rt)
+    if args.null_score_diff_threshold is not None and rt.is_main:
+        tu.warn("--null_score_diff_threshold is ignored: it is a SQuAD 2.0 setting, and KorQuAD 1.0 has no "
+                "unanswerable questions")
     try:
         validate_args(args, rt)
         multiple = batching.pad_multiple(args.pad_to_multiple_of, rt.device)

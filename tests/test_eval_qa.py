@@ -52,6 +52,18 @@ def test_eval_qa_reproduces_run_qa_predictions_and_score_only(qa_env, qa_trained
     assert (args.max_seq_length, args.doc_stride, args.max_query_length) == (512, 128, 64)
 
 
+def test_release_eval_flags_are_accepted(qa_env, qa_trained, tmp_path):
+    """The release's eval_qa.py flags that have no effect here still parse: --verbose_logging (it logged the
+    release's answer-alignment fallbacks), and --config_name, its first version's spelling of --config_file."""
+    out, _ = qa_trained
+    results = eval_qa.main(["--checkpoint", str(out / "final"), "--config_name", str(out / "final" / "config.json"),
+                            "--vocab_file", str(out / "final" / "vocab.txt"), "--predict_file", qa_env["eval"],
+                            "--verbose_logging", "--output_dir", str(tmp_path / "e"), "--no_cuda"])
+    assert results["args"]["config_file"] == str(out / "final" / "config.json")
+    assert json.load(open(tmp_path / "e" / "predictions.json", encoding="utf-8")) == \
+        json.load(open(out / "epoch-1" / "predictions.json", encoding="utf-8"))
+
+
 def test_decoding_flags_reach_the_predictions(qa_env, qa_trained, tmp_path):
     """--n_best_size bounds each n-best list, --max_answer_length each answer: one token at most, so every answer
     is within one token's text (the default run's answers are longer)."""

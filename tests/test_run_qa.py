@@ -290,6 +290,21 @@ def test_release_apex_flags_are_accepted_and_ignored(qa_env, tmp_path, capsys):
     assert err[-1].startswith("error: --warmup_proportion 2.0") and not (tmp_path / "r").exists()
 
 
+def test_release_flags_without_effect_are_accepted(qa_env, tmp_path, capsys):
+    """The release's run_qa.py also defined --verbose_logging and --null_score_diff_threshold (a SQuAD 2.0 setting
+    it never used): both parse, the threshold with a warning that it is ignored (the run then stops at a bad flag,
+    before any training)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_qa.main(train_argv(qa_env, tmp_path / "r", "--verbose_logging", "--null_score_diff_threshold", "0.0",
+                               "--warmup_proportion", "2"))
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith("warning:")] == [
+        "warning: --null_score_diff_threshold is ignored: it is a SQuAD 2.0 setting, and KorQuAD 1.0 has no "
+        "unanswerable questions"]
+    assert err[-1].startswith("error: --warmup_proportion 2.0") and not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("flag, value", [("--per_gpu_train_batch_size", "0"), ("--per_gpu_train_batch_size", "-2"),
                                          ("--train_batch_size", "0"), ("--train_batch_size", "-4")])
 def test_batch_sizes_below_one_are_refused(qa_env, tmp_path, capsys, flag, value):
