@@ -558,6 +558,16 @@ def test_vocab_lines_are_read_as_nfc_by_both_paths(tmp_path):
     assert T.build_fast_tokenizer(str(p)).encode("서울", add_special_tokens=False).ids == [5]
 
 
+def test_vocab_lines_are_stripped_as_the_release_strips_them(tmp_path):
+    """The release's loader strips each vocab line (str.strip, as google-research/bert): a token written with a
+    trailing space or tab keeps its id on both paths instead of becoming unreachable."""
+    p = tmp_path / "v.txt"
+    p.write_text("".join(t + "\n" for t in T.SPECIAL_TOKENS) + "서울 \n##시\t\n", encoding="utf-8")
+    python = T.FullTokenizer(str(p))
+    assert python.convert_tokens_to_ids(python.tokenize("서울시")) == [5, 6]
+    assert T.build_fast_tokenizer(str(p)).encode("서울시", add_special_tokens=False).ids == [5, 6]
+
+
 def test_an_empty_span_at_the_end_maps_to_the_original_end():
     """Offsets into NFC text map back to the original: an empty span at the end sits after the last decomposed
     character (4 characters in, not at the start of the last syllable's jamo)."""
