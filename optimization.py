@@ -201,7 +201,7 @@ def build_optimizer(name: str, groups, lr: float, eps: float = 1e-6, betas=(0.9,
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True)
     if name == "lamb":
         return Lamb(groups, lr=lr, betas=betas, eps=eps, max_grad_norm=max_grad_norm)
-    raise ValueError(f"unknown optimizer {name!r}: expected 'adam' or 'lamb'")
+    raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
 
 
 def _linear_factor(progress: float, warmup: float, degree: float) -> float:
@@ -220,6 +220,8 @@ def _poly_factor(progress: float, warmup: float, degree: float) -> float:
 
 
 _SCHEDULES = {"linear": _linear_factor, "poly": _poly_factor}
+SCHEDULES = tuple(_SCHEDULES)  # the --scheduler choices: a schedule added to _SCHEDULES is a choice everywhere
+OPTIMIZERS = ("adam", "lamb")  # build_optimizer's names
 
 
 def lr_factor(name: str, progress: float, warmup_proportion: float, degree: float = 0.5) -> float:

@@ -80,7 +80,7 @@ from fileio import (JsonlLogger, atomic_write_json, atomic_write_text, plot_json
                     read_jsonl)
 from model_args import add_model_args
 from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
-from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
+from optimization import OPTIMIZERS, SCHEDULES, build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import (PretrainingDataset, parse_source_weights, read_meta, resolve_source_weights,
                               shards_fingerprint)
 from pretraining_loader import SmallEpochError, run_batches
@@ -122,8 +122,8 @@ def build_parser():
                         "a different quarter every epoch; 2: twice; 0: never); other files once")
     t = p.add_argument_group("training")
     t.add_argument("--train_batch_size", type=int, default=256, help="GLOBAL batch of one optimizer step")
-    t.add_argument("--optimizer", choices=["adam", "lamb"], default="adam")
-    t.add_argument("--scheduler", choices=["linear", "poly"], default="linear")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    t.add_argument("--scheduler", choices=SCHEDULES, default="linear")
     t.add_argument("--max_steps", type=int, default=500000, help="optimizer steps; also the schedule's length")
     t.add_argument("--save_steps", type=int, default=10000)
     t.add_argument("--log_steps", "--logging_steps", dest="log_steps", type=int, default=100,

@@ -52,7 +52,7 @@ from fileio import atomic_write_json, file_sha256, run_script  # noqa: E402
 from models.checkpoint import checkpoint_config, weights_files  # noqa: E402
 from models.config import BertConfig  # noqa: E402
 from pretraining_data import read_meta, shards_fingerprint  # noqa: E402
-from optimization import check_layer_lr_decay  # noqa: E402
+from optimization import OPTIMIZERS, check_layer_lr_decay  # noqa: E402
 from cram_report import korsts_summary, pretraining_summary, print_summary  # noqa: E402
 from cram_work import check_reuse, load_json, prepare_shards  # noqa: E402
 from quickstart import final_checkpoint, write_config  # noqa: E402
@@ -108,7 +108,7 @@ def build_parser():
                         "spelling")
     p.add_argument("--learning_rate", type=float, default=None, help=f"pretraining peak lr (default {RECIPE['lr']})")
     p.add_argument("--train_batch_size", type=int, default=None, help=f"default {RECIPE['batch']}")
-    p.add_argument("--optimizer", choices=["adam", "lamb"], default=None)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     p.add_argument("--no_compile", action="store_true", help="pretrain eager (RECIPE compiles the model)")
     p.add_argument("--pretrainer", choices=["ours", "hf"], default="ours",
                    help="hf: the plain Hugging Face baseline instead of run_pretraining.py (bench/hf_pretrain.py: "

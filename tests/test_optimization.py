@@ -417,3 +417,19 @@ def test_build_optimizer_lamb_and_unknown_name():
     assert isinstance(opt, Lamb) and opt.max_grad_norm == 0.5 and opt.defaults["eps"] == 1e-6
     with pytest.raises(ValueError, match="sgd"):
         build_optimizer("sgd", param_groups(model, 0.01), lr=1e-3)
+
+
+def test_every_schedule_and_optimizer_is_a_flag_choice():
+    """A schedule added to optimization._SCHEDULES (or an optimizer to build_optimizer) is a --scheduler
+    (--optimizer) choice of run_pretraining.py and bench/cram.py without another list to edit."""
+    import run_pretraining
+    from optimization import OPTIMIZERS, SCHEDULES, _SCHEDULES
+
+    actions = {a.dest: a for a in run_pretraining.build_parser()._actions}
+    assert tuple(actions["scheduler"].choices) == SCHEDULES == tuple(_SCHEDULES)
+    assert tuple(actions["optimizer"].choices) == OPTIMIZERS
+    model = torch.nn.Linear(2, 2)
+    for name in OPTIMIZERS:  # each name builds
+        build_optimizer(name, param_groups(model, 0.01), lr=1e-3)
+    with pytest.raises(ValueError, match="expected one of adam, lamb"):
+        build_optimizer("sgd", param_groups(model, 0.01), lr=1e-3)
