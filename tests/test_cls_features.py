@@ -216,3 +216,30 @@ def test_pair_features_index_like_a_list(toy_tokenizer):
     unlabelled = convert_examples([Example("1", "가", "나", None)], tok, v["[CLS]"], v["[SEP]"], 128)
     assert unlabelled.labels is None and unlabelled[0]["label"] is None
     assert cls_features.collate([unlabelled[0]], v["[PAD]"], regression=True)["labels"].tolist() == [0.0]
+
+
+def test_predict_scores_with_dropout_off_whatever_mode_the_model_was_in(toy_tokenizer):
+    """predict() leaves training mode (dropout) behind: a model handed over mid-training gives the logits of its
+    eval mode, the same on every call, as transformers' Trainer.predict does."""
+    import torch
+    tok, v = toy_tokenizer
+    feats = convert_examples([Example(str(i), "한국어 " * i, "가 나", 0) for i in range(1, 5)], tok,
+                             v["[CLS]"], v["[SEP]"], 128)
+    batches, _ = cls_features.eval_batches(feats, 2, v["[PAD]"], regression=False)
+
+    class Dropped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.drop = torch.nn.Embedding(len(v), 8), torch.nn.Dropout(0.5)
+
+        def forward(self, input_ids, attention_mask=None, **unused):
+            return {"logits": self.drop(self.emb(input_ids)).sum(1)}
+
+    torch.manual_seed(0)
+    model = Dropped().train()
+    got = [cls_features.predict(model.train(), batches, "cpu") for _ in range(2)]
+    with torch.inference_mode():
+        want = np.concatenate([model.eval()(**b)["logits"].numpy() for b in batches])
+    np.testing.assert_array_equal(got[0], want)
+    np.testing.assert_array_equal(got[1], want)
+    assert not model.training

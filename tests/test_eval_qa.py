@@ -269,3 +269,41 @@ def test_answer_postprocess_morph_with_kiwi_strips_particles(qa_env, tmp_path, c
     result = eval_qa.main(["--score_only", "--predict_file", qa_env["eval"], "--prediction_json", str(preds),
                            "--answer_postprocess", "morph"])
     assert result["without_postprocess"]["exact_match"] == 0.0 and result["exact_match"] >= 80.0
+
+
+def test_score_passes_every_known_answer_offset_to_the_trimming_offset_0_included(monkeypatch):
+    """score(): with morph, an answer whose offset in its context is known goes to the analyser with that context,
+    an answer at the context's very start (offset 0) included; an unknown offset (-1) goes alone."""
+    from qa_data import QAExample
+    calls = []
+
+    def fake_trim(items, analyzer):
+        calls.append(list(items))
+        return [text.removesuffix("에서") for text, _, _ in items]
+
+    monkeypatch.setattr(morphology, "trim_answers", fake_trim)
+    monkeypatch.setattr(morphology, "load_analyzer", lambda name="kiwi": "fake-kiwi")
+    examples = [QAExample("a", "어디?", "서울에서 만났다", ["서울"]), QAExample("b", "언제?", "그는 1989년에 왔다", ["1989년"]),
+                QAExample("c", "누구?", "임수경이 갔다", ["임수경"])]
+    preds = {"a": "서울에서", "b": "1989년에서", "c": "임수경에서"}
+    metrics, trimmed = qa_predict.score(examples, "dev", preds, "p.json", "morph",
+                                       answer_starts={"a": 0, "b": 3, "c": -1})
+    assert calls == [[("서울에서", "서울에서 만났다", 0), ("1989년에서", "그는 1989년에 왔다", 3), ("임수경에서", None, None)]]
+    assert trimmed == {"a": "서울", "b": "1989년", "c": "임수경"} and metrics["exact_match"] == 100.0
+    assert metrics["without_postprocess"]["exact_match"] == 0.0
+
+
+def test_write_predictions_puts_each_mapping_in_its_own_file(tmp_path):
+    """predictions.json, nbest_predictions.json and (with morph) predictions_morph.json, as run_squad.py names
+    its first two: each the mapping it is named for."""
+    preds = {"q1": "서울", "q2": "1989년"}
+    nbest = {"q1": [{"text": "서울", "probability": 0.9}, {"text": "서울에서", "probability": 0.1}],
+             "q2": [{"text": "1989년", "probability": 1.0}]}
+    qa_predict.write_predictions(str(tmp_path / "a"), preds, nbest)
+    assert sorted(os.listdir(tmp_path / "a")) == ["nbest_predictions.json", "predictions.json"]
+    assert json.loads((tmp_path / "a" / "predictions.json").read_text(encoding="utf-8")) == preds
+    assert json.loads((tmp_path / "a" / "nbest_predictions.json").read_text(encoding="utf-8")) == nbest
+    trimmed = {"q1": "서울", "q2": "1989"}
+    qa_predict.write_predictions(str(tmp_path / "b"), preds, nbest, trimmed)
+    assert json.loads((tmp_path / "b" / "predictions_morph.json").read_text(encoding="utf-8")) == trimmed
+    assert json.loads((tmp_path / "b" / "predictions.json").read_text(encoding="utf-8")) == preds

@@ -11,7 +11,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from korquad_metric import evaluate, exact_match_score, f1_score, load_predictions, normalize_answer  # noqa: E402
+from korquad_metric import (evaluate, exact_match_score, f1_score, gold_answers, load_predictions,  # noqa: E402
+                            normalize_answer)
 
 DEV = os.path.join(ROOT, "data", "korquad", "KorQuAD_v1.0_dev.json")
 
@@ -111,3 +112,23 @@ def test_metric_matches_definition_on_perturbed_dev_answers(dev):
     assert res["exact_match"] == pytest.approx(100 * sum(e for e, _ in expected) / 400)
     assert res["f1"] == pytest.approx(100 * sum(f for _, f in expected) / 400)
     assert 0 < res["exact_match"] < res["f1"] < 100  # the perturbations really exercise partial credit
+
+
+def test_every_gold_answer_counts_for_exact_match_and_f1():
+    """As the official script's metric_max_over_ground_truths: a question scores its best over all its gold answers,
+    for EM as for F1, and gold_answers keeps every answer text (list(map(lambda x: x['text'], qa['answers'])))."""
+    dataset = [{"paragraphs": [{"qas": [
+        {"id": "q1", "answers": [{"text": "서울특별시", "answer_start": 0}, {"text": "서울", "answer_start": 0}]},
+        {"id": "q2", "answers": [{"text": "1989년 2월", "answer_start": 3}, {"text": "1989년", "answer_start": 3},
+                                 {"text": "2월", "answer_start": 9}]}]}]}]
+    gold = gold_answers(dataset)
+    assert gold == {"q1": ["서울특별시", "서울"], "q2": ["1989년 2월", "1989년", "2월"]}
+    # each prediction is exactly one gold answer other than the first
+    res = evaluate(gold, {"q1": "서울", "q2": "2월"})
+    assert res == {"exact_match": 100.0, "f1": 100.0}
+    preds = {"q1": "서울에서", "q2": "1989년에"}
+    expected = [(max(exact_match_score(preds[q], t) for t in gold[q]), max(f1_score(preds[q], t) for t in gold[q]))
+                for q in ("q1", "q2")]
+    assert expected[0][1] == pytest.approx(2 / 3) and f1_score("서울에서", "서울특별시") < 0.5  # 서울 scores best
+    res = evaluate(gold, preds)
+    assert res["exact_match"] == 0 and res["f1"] == pytest.approx(100 * sum(f for _, f in expected) / 2)

@@ -190,3 +190,87 @@ def test_a_model_with_one_segment_type_is_refused_in_one_line(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"config.json\): type_vocab_size=1, but the pair inputs"):
         pretraining_start.model_config(str(tmp_path / "config.json"), None, None, {"vocab_size": 6},
                                        str(tmp_path), 32)
+
+
+def _tiny(**overrides):
+    import json
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        return dict(json.load(f), vocab_size=6, **overrides)
+
+
+TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가"]
+
+
+def _refused(capsys, fn, *args):
+    import pytest
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        fn(*args)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_vocab_of_another_size_or_order_is_refused(tmp_path, capsys):
+    """The vocab must have exactly the config's vocab_size lines, fewer as well as more (ids past its end would
+    never be produced, and every id would name another row if any line moved); a --vocab_file with the checkpoint's
+    tokens in another order is refused as one with other tokens is."""
+    import argparse
+    import json
+    (tmp_path / "config.json").write_text(json.dumps(_tiny()), encoding="utf-8")
+    for n, tokens in (("short", TOKENS[:5]), ("long", TOKENS + ["나"])):
+        (tmp_path / f"{n}.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+        err = _refused(capsys, model_args.resolve_config_and_vocab, argparse.Namespace(
+            checkpoint=None, config_file=str(tmp_path / "config.json"), vocab_file=str(tmp_path / f"{n}.txt")))
+        assert f"{n}.txt has {len(tokens)} tokens" in err and "vocab_size=6" in err
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(_tiny()), encoding="utf-8")
+    (ckpt / "vocab.txt").write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
+    swapped = TOKENS[:3] + [TOKENS[4], TOKENS[3], TOKENS[5]]  # [SEP] and [MASK] exchanged: same set, other ids
+    (tmp_path / "swapped.txt").write_text("\n".join(swapped) + "\n", encoding="utf-8")
+    err = _refused(capsys, model_args.resolve_config_and_vocab, argparse.Namespace(
+        checkpoint=str(ckpt), config_file=None, vocab_file=str(tmp_path / "swapped.txt")))
+    assert "differs from the vocab.txt" in err and "from line 4" in err
+
+
+def test_a_config_file_may_not_drop_the_checkpoints_word_splitting_nor_add_one(tmp_path, capsys):
+    """Either direction: a plainly split checkpoint with a --config_file naming an analyser is refused too."""
+    import argparse
+    import json
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(_tiny()), encoding="utf-8")
+    (ckpt / "vocab.txt").write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
+    (tmp_path / "kiwi.json").write_text(json.dumps(_tiny(morph_analyzer="kiwi")), encoding="utf-8")
+    err = _refused(capsys, model_args.resolve_config_and_vocab, argparse.Namespace(
+        checkpoint=str(ckpt), config_file=str(tmp_path / "kiwi.json"), vocab_file=None))
+    assert "morph_analyzer='kiwi'" in err and "morph_analyzer=None" in err
+
+
+def test_a_task_model_starts_from_an_encoder_checkpoint_with_a_fresh_head(tmp_path, capsys):
+    """load_model_for_task: the encoder's weights are the checkpoint's and the head it lacks starts fresh, with a
+    warning (fine-tuning from a pretrained encoder); an encoder weight the checkpoint lacks is an error."""
+    import argparse
+    import json
+
+    from safetensors.torch import save_file
+
+    from models.modeling import BertConfig, BertForSequenceClassification, BertModel, save_checkpoint
+    (tmp_path / "vocab.txt").write_text("\n".join(TOKENS) + "\n", encoding="utf-8")
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig.from_dict(_tiny()))
+    save_checkpoint(encoder, str(tmp_path / "enc"), vocab_file=str(tmp_path / "vocab.txt"))
+    args = argparse.Namespace(checkpoint=str(tmp_path / "enc"), config_file=None, vocab_file=None, do_lower_case=None)
+    capsys.readouterr()
+    model, config, vocab = model_args.load_model_for_task(args, BertForSequenceClassification, num_labels=3)
+    assert "keeping their fresh initialisation" in capsys.readouterr().err and vocab.endswith("vocab.txt")
+    assert model.classifier.weight.shape == (3, 64) and config.vocab_size == 6
+    assert all(torch.equal(v, model.bert.state_dict()[k]) for k, v in encoder.state_dict().items())
+    sd = {k: v for k, v in encoder.state_dict().items() if "layer.1.attn.query" not in k}
+    (tmp_path / "holed").mkdir()
+    save_file(sd, str(tmp_path / "holed" / "model.safetensors"))
+    (tmp_path / "holed" / "config.json").write_text(json.dumps(_tiny()), encoding="utf-8")
+    args.checkpoint, args.vocab_file = str(tmp_path / "holed"), str(tmp_path / "vocab.txt")
+    err = _refused(capsys, model_args.load_model_for_task, args, BertForSequenceClassification)
+    assert "missing" in err and "layer.1.attn.query.weight" in err

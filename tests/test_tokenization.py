@@ -368,6 +368,23 @@ def test_alphabet_matches_the_trainers_own_choice(corpus):
     assert not extra & set(inner)
 
 
+def test_lower_cased_alphabet_matches_the_trainers_own_choice(corpus):
+    """With --do_lower_case the alphabet is chosen from the lower-cased text, as the trainer under the same
+    normaliser counts it: no capital (which the tokenizer never meets) takes a slot of the vocab."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    with open(corpus, encoding="utf-8") as f:
+        lines = f.readlines()
+    assert any(c.isupper() for line in lines for c in line)
+    chars, continuations = V.choose_alphabet(lines, True, limit=10**6)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = T.fast_normalizer(True), pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=1, special_tokens=["[UNK]"],
+                                                             show_progress=False))
+    theirs = set(tok.get_vocab()) - {"[UNK]"}
+    assert set(chars) == {t for t in theirs if not t.startswith("##")}
+    assert not any(c.isupper() for c in chars) and {t for t in theirs if t.startswith("##")} <= set(continuations)
+
+
 def test_alphabet_ties_and_limit():
     chars, continuations = V.choose_alphabet(["ba ca, xy.z\n", "d\td"], False, limit=5)
     # counts: a 2, d 2, then b c x y z , . once each: ties go by code point, so ',' and '.' come first
