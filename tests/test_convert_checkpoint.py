@@ -422,3 +422,52 @@ def test_checkpoint_files_take_the_users_umask(tmp_path):
         finally:
             os.umask(old)
         assert os.stat(tmp_path / f"u{umask:o}" / "model.safetensors").st_mode & 0o777 == mode
+
+
+def test_wrapper_prefixes_are_dropped_in_any_number_and_order(tmp_path):
+    """A state dict saved from a DDP-wrapped (module.) or compiled (_orig_mod.) model, or both in either order (a
+    compiled model wrapped in DDP, or the reverse), loads as the plain one does."""
+    from models.checkpoint import canonical_state_dict
+    sd = release_state_dict("bert.", "classifier")
+    plain = canonical_state_dict(sd)
+    want = load_checkpoint(BertForSequenceClassification(tiny_config(), num_labels=3), save_bin(sd, tmp_path / "p.bin"))
+    for prefix in ("module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."):
+        wrapped = {prefix + k: v for k, v in sd.items()}
+        assert list(canonical_state_dict(wrapped)) == list(plain), prefix
+        got = load_checkpoint(BertForSequenceClassification(tiny_config(), num_labels=3),
+                              save_bin(wrapped, tmp_path / "w.bin"))
+        assert all(torch.equal(a, b) for a, b in zip(want.state_dict().values(), got.state_dict().values())), prefix
+
+
+def test_label_names_in_another_order_or_case_give_the_head_rows_in_the_tasks_order(tmp_path):
+    """transformers' id2label says which classifier row is which label, matched whatever the case (MNLI models
+    name theirs CONTRADICTION, NEUTRAL, ENTAILMENT); its placeholders LABEL_0, LABEL_1, ... name nothing. reorder_head
+    moves the weight and bias rows alike: the reordered head's logit j is the stored head's logit for the task's
+    label j."""
+    from models.checkpoint import head_rows, reorder_head
+    labels = ("contradiction", "entailment", "neutral")  # kornli's order
+    mnli = transformers.BertConfig(num_labels=3, id2label={0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"})
+    mnli.save_pretrained(str(tmp_path / "mnli"))
+    rows = head_rows(str(tmp_path / "mnli"), labels, "kornli")
+    assert rows == [0, 2, 1]
+    transformers.BertConfig(num_labels=3).save_pretrained(str(tmp_path / "placeholders"))  # LABEL_0, LABEL_1, ...
+    assert transformers.AutoConfig.from_pretrained(str(tmp_path / "placeholders")).id2label[2] == "LABEL_2"
+    assert head_rows(str(tmp_path / "placeholders"), labels, "kornli") is None
+    transformers.BertConfig(num_labels=3, id2label=dict(enumerate(["Contradiction", "Entailment", "Neutral"]))
+                            ).save_pretrained(str(tmp_path / "same"))
+    assert head_rows(str(tmp_path / "same"), labels, "kornli") is None
+    assert head_rows(str(tmp_path / "mnli"), None, "korsts") is None  # regression: no labels to match
+    cyclic = transformers.BertConfig(num_labels=3, id2label={0: "neutral", 1: "contradiction", 2: "entailment"})
+    cyclic.save_pretrained(str(tmp_path / "cyclic"))
+    assert head_rows(str(tmp_path / "cyclic"), labels, "kornli") == [1, 2, 0]  # not its inverse, [2, 0, 1]
+    g = torch.Generator().manual_seed(0)
+    sd = {"classifier.weight": torch.randn(3, H, generator=g), "classifier.bias": torch.randn(3, generator=g),
+          "bert.pooler.dense.bias": torch.randn(H, generator=g)}
+    x = torch.randn(5, H, generator=g)
+    stored = x @ sd["classifier.weight"].T + sd["classifier.bias"]
+    for name, config in (("mnli", mnli), ("cyclic", cyclic)):
+        by_name = {config.id2label[i].lower(): stored[:, i] for i in range(3)}
+        new = reorder_head(sd, head_rows(str(tmp_path / name), labels, "kornli"))
+        torch.testing.assert_close(x @ new["classifier.weight"].T + new["classifier.bias"],
+                                   torch.stack([by_name[label] for label in labels], 1))
+        assert new["bert.pooler.dense.bias"] is sd["bert.pooler.dense.bias"]

@@ -9,7 +9,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fileio import atomic_write, atomic_write_json, run_script, umask  # noqa: E402
+from fileio import (atomic_write, atomic_write_json, publish_checkpoint_dir, resolve_checkpoint_dir,  # noqa: E402
+                    run_script, umask)
 
 
 def test_a_failing_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
@@ -40,3 +41,30 @@ def test_ctrl_c_ends_a_script_in_one_line_with_status_130(capsys):
     err = capsys.readouterr().err.strip()
     assert e.value.code == 130 and err.startswith("interrupted (Ctrl-C)") and "\n" not in err
     run_script(lambda: {"f1": 1.0})  # a main() that returns its results: no exit status made of them
+
+
+def test_publish_checkpoint_dir_keeps_the_newest_and_never_the_one_just_written(tmp_path):
+    """keep_last step dirs up to the one published are kept, older ones pruned (by step number, not by name: step-9
+    is older than step-10); after a rewind (resumed from an earlier step) the dirs past the new one are left for the
+    run to replace, and the one just written is never pruned, so `latest` always names a whole checkpoint."""
+    root = tmp_path / "checkpoints"
+
+    def save(step):
+        return publish_checkpoint_dir(str(root), f"step-{step}",
+                                      lambda tmp: pathlib.Path(tmp, "weights").write_text(str(step)), keep_last=2)
+
+    for step in (9, 10, 20, 30):
+        assert save(step) == str(root / f"step-{step}")
+    assert sorted(os.listdir(root)) == ["latest", "step-20", "step-30"]
+    assert resolve_checkpoint_dir(str(tmp_path)) == str(root / "step-30")
+    # a rewind: the run resumed from step-10 saves step-15, then step-20 again over the abandoned one
+    (root / "step-10").mkdir()
+    (root / "step-10" / "weights").write_text("10")
+    save(15)
+    assert sorted(os.listdir(root)) == ["latest", "step-10", "step-15", "step-20", "step-30"]
+    assert (root / "latest").read_text() == "step-15\n" and (root / "step-15" / "weights").read_text() == "15"
+    (root / "step-20.tmp").mkdir()  # left by a crash mid-write
+    publish_checkpoint_dir(str(root), "step-20", lambda tmp: pathlib.Path(tmp, "weights").write_text("20b"),
+                           keep_last=1)
+    assert sorted(os.listdir(root)) == ["latest", "step-20", "step-30"]
+    assert (pathlib.Path(resolve_checkpoint_dir(str(root))) / "weights").read_text() == "20b"

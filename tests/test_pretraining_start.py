@@ -53,6 +53,9 @@ def test_resolve_start(tmp_path):
     assert S.resolve_start(str(tmp_path / "new"), None, str(other)) == (str(init), S.INIT)
     assert S.resolve_start(str(tmp_path / "new"), str(other / "checkpoints"), None) == (str(init), S.RESUME)
     assert "--resume auto to continue" in error(S.resolve_start, str(run), None, None)
+    # --resume naming a checkpoint: its own run's, fine; another run's, into a dir with checkpoints of its own, not
+    assert S.resolve_start(str(run), str(ckpt), None) == (str(ckpt), S.RESUME)
+    assert "already holds checkpoints of another run" in error(S.resolve_start, str(run), str(init), None)
     assert "no such checkpoint" in error(S.resolve_start, str(run), str(tmp_path / "nope"), None)
     assert "no train_state.pt" in error(S.resolve_start, str(tmp_path / "new"), str(tmp_path), None)
     assert "--init_checkpoint" in error(S.resolve_start, str(tmp_path / "new"), None, str(tmp_path / "nope"))
@@ -124,6 +127,9 @@ def test_load_train_state(tmp_path):
     _, changed = S.load_train_state(str(ckpt), ARGS | {"max_ngram": 1, "no_sop": True,
                                                        "source_weights": ["court_*=0.25"]}, ())
     assert changed == ["max_ngram", "no_sop", "source_weights"]
+    # a run extended or given another batch on resume is not the uninterrupted run either
+    _, changed = S.load_train_state(str(ckpt), ARGS | {"max_steps": 200, "train_batch_size": 64}, ())
+    assert changed == ["train_batch_size", "max_steps"]
     # a flag added for an experiment (a masking variant, say) is named too, without being listed anywhere; the
     # ones that do not change what is computed are not
     _, changed = S.load_train_state(str(ckpt), ARGS | {"span_distribution": "geometric", "num_workers": 4,
@@ -164,7 +170,10 @@ def test_check_args_refuses_values_that_would_fail_late(tmp_path):
                           (["--num_workers", "-2"], "--num_workers -2: must be >= 0"),
                           (["--max_grad_norm", "-1"], "--max_grad_norm -1.0: must be >= 0"),
                           (["--warmup_proportion", "1"], "--warmup_proportion 1.0: must be in [0, 1)"),
-                          (["--weight_decay", "-0.1"], "--weight_decay -0.1: must be >= 0")):
+                          (["--weight_decay", "-0.1"], "--weight_decay -0.1: must be >= 0"),
+                          # nothing to predict, or nothing left unmasked to predict it from
+                          (["--masked_lm_prob", "0"], "--masked_lm_prob must be in (0, 1), got 0.0"),
+                          (["--masked_lm_prob", "1"], "--masked_lm_prob must be in (0, 1), got 1.0")):
         assert needle in error(S.check_args, build_parser().parse_args(base + flags))
 
 

@@ -68,6 +68,11 @@ def test_bad_shards_fail_on_one_line(ours, tmp_path, capsys):
     index.write_text(json.dumps(bad))
     expect_fail(capsys, convert_checkpoint.main, argv + [str(tmp_path / "o1")], "disagree on 1 tensor",
                 "bert.extra.weight")
+    # and the other way: a tensor in a shard that the index does not list
+    index.write_text(json.dumps(dict(good, weight_map={k: v for k, v in good["weight_map"].items()
+                                                       if k != "bert.pooler.dense.bias"})))
+    expect_fail(capsys, convert_checkpoint.main, argv + [str(tmp_path / "o1b")], "disagree on 1 tensor",
+                "bert.pooler.dense.bias")
     index.write_text(json.dumps(dict(good, weight_map={k: "../x.safetensors" for k in good["weight_map"]})))
     expect_fail(capsys, convert_checkpoint.main, argv + [str(tmp_path / "o2")], "weight_map must map")
     index.write_text(json.dumps(good))
@@ -79,3 +84,15 @@ def test_bad_shards_fail_on_one_line(ours, tmp_path, capsys):
     assert not (tmp_path / "o4").exists()
     expect_fail(capsys, convert_checkpoint.main, ["--input", path, "--to", "release", "--dtype", "float16",
                                                   "--output", str(tmp_path / "r.bin")], "--to release")
+
+
+def test_saving_shards_over_a_single_file_checkpoint_replaces_it(ours, tmp_path):
+    """Re-saving into the same directory, now in shards: the older model.safetensors goes, since every loader (ours
+    and transformers') would read it in the shards' place; the new weights are what loads."""
+    model, path = ours
+    torch.manual_seed(1)
+    newer = BertForPreTraining(model.config).eval()
+    save_checkpoint(newer, path, max_shard_bytes=int(0.3 * MIB))
+    assert "model.safetensors" not in os.listdir(path) and "model.safetensors.index.json" in os.listdir(path)
+    loaded = load_checkpoint(BertForPreTraining(model.config), path)
+    assert all(torch.equal(p, q) for p, q in zip(newer.state_dict().values(), loaded.state_dict().values()))

@@ -2,6 +2,8 @@
 recorded; a stage stopped with what it started, whether it ends on SIGTERM or ignores it, and when the pipeline
 itself is stopped."""
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -95,9 +97,11 @@ def test_a_stage_past_its_limit_is_stopped_with_what_it_started(tmp_path, monkey
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_to_the_pipeline_stops_its_stage(tmp_path):
-    """The stages run in their own sessions, so a SIGTERM for the pipeline (a job scheduler's, say) does not reach
-    them: exit_on_termination turns it into SystemExit, whose clean-up stops the running stage."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_to_the_pipeline_stops_its_stage(tmp_path, sig):
+    """The stages run in their own sessions, so a SIGTERM for the pipeline (a job scheduler's, say) or a SIGHUP (its
+    terminal closed) does not reach them: exit_on_termination turns it into SystemExit, whose clean-up stops the
+    running stage."""
     pid_file = tmp_path / "stage.pid"
     script = tmp_path / "pipeline.py"
     script.write_text(
@@ -113,8 +117,8 @@ def test_sigterm_to_the_pipeline_stops_its_stage(tmp_path):
     deadline = time.time() + 30
     while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
         time.sleep(0.1)
-    proc.terminate()
-    assert proc.wait(timeout=30) == 128 + 15, proc.stderr.read()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == 128 + sig, proc.stderr.read()
     pid = int(pid_file.read_text())
     deadline = time.time() + 10
     while not _gone(pid) and time.time() < deadline:
@@ -201,3 +205,40 @@ def test_a_stage_cached_from_another_command_line_is_used_and_warned_about(tmp_p
     again = {"stage": {"seconds": 1.0, "cached": False, "command": stages.command_line(cmd)}}
     stages.run_stage("stage", cmd, str(done), again, str(tmp_path))
     assert "warning" not in capsys.readouterr().err
+
+
+def test_command_lines_are_printed_relative_to_the_repository():
+    """As recorded and printed: the interpreter by its name, paths inside the repository relative to it (to paste
+    there as is, and the same from any checkout), other paths as given, each quoted for the shell."""
+    inside = os.path.join(stages.ROOT, "runs", "a b", "vocab.txt")
+    cmd = [sys.executable, os.path.join(stages.ROOT, "tokenization.py"), "build-vocab", "--output", inside,
+           "--corpus", "/elsewhere/x.txt", stages.ROOT + "-other/y.txt"]
+    line = stages.command_line(cmd)
+    assert line.startswith(os.path.basename(sys.executable) + " tokenization.py build-vocab ")
+    assert shlex.split(line)[1:] == ["tokenization.py", "build-vocab", "--output",
+                                     os.path.join("runs", "a b", "vocab.txt"), "--corpus", "/elsewhere/x.txt",
+                                     stages.ROOT + "-other/y.txt"]
+
+
+def test_one_job_at_a_time_a_failure_is_recorded_and_the_next_job_runs(tmp_path):
+    py = sys.executable
+    jobs = [("fails", [py, "-c", "raise SystemExit(3)"], str(tmp_path / "fails.done")),
+            ("next", [py, "-c", "open(r'%s', 'w').write('x')" % (tmp_path / "next.done")], str(tmp_path / "next.done"))]
+    recorded = {}
+    assert stages.run_stages_parallel(jobs, recorded, str(tmp_path), max_parallel=1) == {"fails": False, "next": True}
+    assert recorded["fails"]["failed"] == 3 and (tmp_path / "next.done").exists()
+
+
+def test_at_most_max_parallel_jobs_run_at_once_sharing_the_cores(tmp_path, monkeypatch):
+    """Three jobs, two at a time: the third starts only once one has ended, and each job gets its share of the
+    usable cores as OMP_NUM_THREADS (unless that is set already)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    py = sys.executable
+    job = ("import os, time; t = time.time(); time.sleep(1.0); "
+           "open(r'%s', 'w').write(f\"{t} {time.time()} {os.environ.get('OMP_NUM_THREADS')}\")")
+    jobs = [(f"j{i}", [py, "-c", job % (tmp_path / f"j{i}.txt")], str(tmp_path / f"j{i}.done")) for i in range(3)]
+    assert all(stages.run_stages_parallel(jobs, {}, str(tmp_path), max_parallel=2).values())
+    spans = [(tmp_path / f"j{i}.txt").read_text().split() for i in range(3)]
+    starts_ends = [(float(s), float(e)) for s, e, _ in spans]
+    assert max(sum(s <= t < e for s, e in starts_ends) for t, _ in starts_ends) == 2
+    assert {n for _, _, n in spans} == {str(max(1, stages.usable_cpus() // 2))}
