@@ -84,14 +84,22 @@ def resolve_config_and_vocab(args):
             fail(f"--config_file {args.config_file} says morph_analyzer={config.morph_analyzer!r}, but --checkpoint "
                  f"{ckpt} was trained on text split with morph_analyzer={own.morph_analyzer!r}; fix the config or "
                  "drop --config_file (the checkpoint carries its own)")
-        # casing likewise, where both say: a config without the key (the release's) leaves it to the checkpoint,
-        # and a checkpoint config without it (the release's, or transformers') reads as cased and is not compared
+        # casing likewise, either way, where both say: a config without the key (the release's) leaves it to the
+        # checkpoint, and a checkpoint config without it (the release's, or transformers') reads as cased and is not
+        # compared
         if own.do_lower_case and not config.do_lower_case:
             if "do_lower_case" in read_json_object(args.config_file):
                 fail(f"--config_file {args.config_file} says do_lower_case=false, but --checkpoint {ckpt} was "
                      "trained on lower-cased text; fix the config or drop --config_file (the checkpoint carries "
                      "its own)")
             config.do_lower_case = True
+        elif config.do_lower_case and not own.do_lower_case:
+            stated = None  # a checkpoint silent about casing (the release's) reads as cased: the config decides
+            with contextlib.suppress(ValueError, OSError):
+                stated = checkpoint_casing(ckpt)
+            if stated is False:
+                fail(f"--config_file {args.config_file} says do_lower_case=true, but --checkpoint {ckpt} was "
+                     "trained on cased text; fix the config or drop --config_file (the checkpoint carries its own)")
     own_vocab = checkpoint_vocab(ckpt) if ckpt else None
     vocab_file = args.vocab_file or own_vocab
     if vocab_file is None and ckpt and os.path.isfile(os.path.join(checkpoint_folder(ckpt), "tokenizer.json")):

@@ -85,9 +85,17 @@ def test_config_file_and_vocab_file_must_agree_with_the_checkpoint(tmp_path, cap
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
     assert "from line 6" in err
+    # ... and the other way: a cased checkpoint's input lower-cased by a config beside it (other ids for every word
+    # with a capital) is refused, as --do_lower_case=True is
+    (ckpt / "config.json").write_text(json.dumps(dict(plain, do_lower_case=False)), encoding="utf-8")
+    (tmp_path / "lower.json").write_text(json.dumps(dict(plain, do_lower_case=True)), encoding="utf-8")
+    with pytest.raises(SystemExit) as e:
+        resolve(str(tmp_path / "lower.json"))
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "says do_lower_case=true, but --checkpoint" in err and "cased text" in err, err
+    assert resolve(str(tmp_path / "cased.json"))[0].do_lower_case is False
     # a checkpoint that does not record casing (the release's config) leaves the flag's config as it is
     (ckpt / "config.json").write_text(json.dumps(plain), encoding="utf-8")
-    (tmp_path / "lower.json").write_text(json.dumps(dict(plain, do_lower_case=True)), encoding="utf-8")
     assert resolve(str(tmp_path / "lower.json"))[0].do_lower_case is True
 
 
