@@ -276,32 +276,24 @@ def test_google_bert_flag_spellings(qa_env, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_release_apex_flags_are_accepted_and_ignored(qa_env, tmp_path, capsys):
-    """The release depended on apex: its --fp16_opt_level/--loss_scale are accepted, warned about once, and ignored
-    (here the run then stops at a bad flag, before any training), as in run_classifier."""
+@pytest.mark.parametrize("flags, warning", [
+    # the release depended on apex: its options are accepted, warned about once, and ignored, as in run_classifier
+    (["--fp16_opt_level", "O2", "--loss_scale", "0"],
+     "warning: --fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
+     "(--amp fp16 scales the loss dynamically)"),
+    # the release's run_qa.py also defined these: --verbose_logging changes nothing; the threshold is a SQuAD 2.0
+    # setting it never used
+    (["--verbose_logging", "--null_score_diff_threshold", "0.0"],
+     "warning: --null_score_diff_threshold is ignored: it is a SQuAD 2.0 setting, and KorQuAD 1.0 has no "
+     "unanswerable questions")])
+def test_release_flags_without_effect_are_accepted(qa_env, tmp_path, capsys, flags, warning):
+    """The release's flags that mean nothing here parse, with one warning where they are ignored (the run then
+    stops at a bad flag, before any training)."""
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        run_qa.main(train_argv(qa_env, tmp_path / "r", "--fp16_opt_level", "O2", "--loss_scale", "0",
-                               "--warmup_proportion", "2"))
+        run_qa.main(train_argv(qa_env, tmp_path / "r", *flags, "--warmup_proportion", "2"))
     err = capsys.readouterr().err.splitlines()
-    assert [line for line in err if line.startswith("warning:")] == [
-        "warning: --fp16_opt_level and --loss_scale are apex options and are ignored: mixed precision is native AMP "
-        "(--amp fp16 scales the loss dynamically)"]
-    assert err[-1].startswith("error: --warmup_proportion 2.0") and not (tmp_path / "r").exists()
-
-
-def test_release_flags_without_effect_are_accepted(qa_env, tmp_path, capsys):
-    """The release's run_qa.py also defined --verbose_logging and --null_score_diff_threshold (a SQuAD 2.0 setting
-    it never used): both parse, the threshold with a warning that it is ignored (the run then stops at a bad flag,
-    before any training)."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        run_qa.main(train_argv(qa_env, tmp_path / "r", "--verbose_logging", "--null_score_diff_threshold", "0.0",
-                               "--warmup_proportion", "2"))
-    err = capsys.readouterr().err.splitlines()
-    assert [line for line in err if line.startswith("warning:")] == [
-        "warning: --null_score_diff_threshold is ignored: it is a SQuAD 2.0 setting, and KorQuAD 1.0 has no "
-        "unanswerable questions"]
+    assert [line for line in err if line.startswith("warning:")] == [warning]
     assert err[-1].startswith("error: --warmup_proportion 2.0") and not (tmp_path / "r").exists()
 
 

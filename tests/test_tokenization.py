@@ -347,17 +347,22 @@ def test_vocab_build_is_reproducible_across_processes(work, corpus):
     assert built[0] == built[1]
 
 
-def test_alphabet_matches_the_trainers_own_choice(corpus):
+def trainer_alphabet(lines, lower: bool) -> set[str]:
+    """The tokenizers WordPiece trainer's starting pieces on lines: no limit (so no tie to break) and no room for
+    merges, under our normaliser."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = T.fast_normalizer(lower), pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=1, special_tokens=["[UNK]"],
+                                                             show_progress=False))
+    return set(tok.get_vocab()) - {"[UNK]"}
+
+
+def test_alphabet_matches_the_trainers_own_choice(corpus):
     with open(corpus, encoding="utf-8") as f:
         lines = f.readlines()
     chars, continuations = V.choose_alphabet(lines, False, limit=10**6)
-    # the trainer alone with no limit (so no tie to break) and no room for merges: just its starting pieces
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer, tok.pre_tokenizer = T.fast_normalizer(False), pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=1, special_tokens=["[UNK]"],
-                                                             show_progress=False))
-    theirs = set(tok.get_vocab()) - {"[UNK]"}
+    theirs = trainer_alphabet(lines, False)
     assert set(chars) == {t for t in theirs if not t.startswith("##")} and len(chars) > 1000
     # exactly the characters found inside a word, plus a few seen only right after punctuation ("1.5")
     assert {t for t in theirs if t.startswith("##")} <= set(continuations)
@@ -371,16 +376,11 @@ def test_alphabet_matches_the_trainers_own_choice(corpus):
 def test_lower_cased_alphabet_matches_the_trainers_own_choice(corpus):
     """With --do_lower_case the alphabet is chosen from the lower-cased text, as the trainer under the same
     normaliser counts it: no capital (which the tokenizer never meets) takes a slot of the vocab."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     with open(corpus, encoding="utf-8") as f:
         lines = f.readlines()
     assert any(c.isupper() for line in lines for c in line)
     chars, continuations = V.choose_alphabet(lines, True, limit=10**6)
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer, tok.pre_tokenizer = T.fast_normalizer(True), pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=1, special_tokens=["[UNK]"],
-                                                             show_progress=False))
-    theirs = set(tok.get_vocab()) - {"[UNK]"}
+    theirs = trainer_alphabet(lines, True)
     assert set(chars) == {t for t in theirs if not t.startswith("##")}
     assert not any(c.isupper() for c in chars) and {t for t in theirs if t.startswith("##")} <= set(continuations)
 
