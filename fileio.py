@@ -98,11 +98,13 @@ def file_sha256(path: str) -> str:
 
 
 def read_vocab_lines(vocab_file: str) -> list[str]:
-    """A vocab.txt's lines as written: universal newlines (a CRLF vocab reads the same) and -sig (so does one saved
-    with a byte-order mark). ValueError naming the file when it is not UTF-8 (e.g. saved as CP949)."""
+    """A vocab.txt's tokens, one a line, with whitespace around them stripped as the release's loader (and
+    google-research/bert's) strips it: a line "서울 " is the token "서울". Universal newlines (a CRLF vocab reads the
+    same) and -sig (so does one saved with a byte-order mark). ValueError naming the file when it is not UTF-8
+    (e.g. saved as CP949)."""
     try:
         with open(vocab_file, encoding="utf-8-sig") as f:
-            return [line.rstrip("\n") for line in f]
+            return [line.strip() for line in f]
     except UnicodeDecodeError as e:
         raise ValueError(f"vocab file {vocab_file} is not UTF-8 (byte offset {e.start})") from None
 

@@ -188,9 +188,8 @@ def fast_pre_tokenizer(morph_analyzer: str | None):
 
 
 def load_vocab(vocab_file: str) -> collections.OrderedDict:
-    """token -> id, id = line number (0-based). Tokens are NFC, with whitespace around them stripped as the
-    release's loader (and google-research/bert's) strips it: a line "서울 " is the token "서울", which the
-    release's checkpoints were trained with.
+    """token -> id, id = line number (0-based). Tokens are NFC, read by fileio.read_vocab_lines (whitespace around
+    them stripped, as the release's checkpoints were trained with).
 
     A token listed twice keeps its last id, as in google-research/bert, the release and transformers, whose
     checkpoints were trained with those ids.
@@ -198,7 +197,7 @@ def load_vocab(vocab_file: str) -> collections.OrderedDict:
     if not os.path.isfile(vocab_file):
         raise FileNotFoundError(f"vocab file not found: {vocab_file}")
     vocab = collections.OrderedDict(
-        (unicodedata.normalize("NFC", line.strip()), i) for i, line in enumerate(read_vocab_lines(vocab_file)))
+        (unicodedata.normalize("NFC", line), i) for i, line in enumerate(read_vocab_lines(vocab_file)))
     if not vocab:
         raise ValueError(f"vocab file {vocab_file} is empty")
     return vocab

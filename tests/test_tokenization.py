@@ -583,6 +583,13 @@ def test_vocab_lines_are_stripped_as_the_release_strips_them(tmp_path):
     python = T.FullTokenizer(str(p))
     assert python.convert_tokens_to_ids(python.tokenize("서울시")) == [5, 6]
     assert T.build_fast_tokenizer(str(p)).encode("서울시", add_special_tokens=False).ids == [5, 6]
+    # every reader of a vocab reads it so: a checkpoint's padding id, and the vocab compared with a checkpoint's
+    from fileio import read_vocab_lines
+    from models.checkpoint import _pad_id
+    assert read_vocab_lines(str(p))[5:] == ["서울", "##시"]
+    padded = tmp_path / "pad.txt"
+    padded.write_text("[UNK]\n[PAD] \n[CLS]\n", encoding="utf-8")
+    assert _pad_id(str(padded)) == 1
 
 
 def test_an_empty_span_at_the_end_maps_to_the_original_end():
