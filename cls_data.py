@@ -308,13 +308,13 @@ def correlations(preds, labels) -> tuple[float, float]:
 
 
 def compute_metrics(task: Task, logits, labels) -> dict:
-    """Task metrics from logits [N, num_labels] (or [N] scores for regression)."""
+    """Task metrics (named by task.metrics) from logits [N, num_labels] (or [N] scores for regression)."""
     logits = np.asarray(logits)
     if task.is_regression:
-        scores = logits.reshape(len(logits), -1)[:, 0]
-        pearson, spearman = correlations(scores, labels)
-        return {"pearson": pearson, "spearman": spearman}
-    return {"accuracy": accuracy(logits.argmax(-1), labels)}
+        values = correlations(logits.reshape(len(logits), -1)[:, 0], labels)  # (Pearson, Spearman)
+    else:
+        values = (accuracy(logits.argmax(-1), labels),)
+    return dict(zip(task.metrics, values, strict=True))
 
 
 def score_for_selection(metrics: dict, task: Task) -> float:
