@@ -9,7 +9,7 @@
 Ours BertForQuestionAnswering / BertForSequenceClassification against transformers' (sdpa attention), same weights
 (copied through modeling's Hugging Face key map), same batch, precision (bf16 autocast on a GPU, fp32 on a CPU)
 and optimizer (AdamW, fused on a GPU). One step = zero_grad + forward + loss + backward + AdamW step; the two
-models alternate step by step (bench_pretraining.time_interleaved), and their losses on one batch are compared
+models alternate step by step (bench_common.time_interleaved), and their losses on one batch are compared
 with dropout off before anything is timed.
   - fixed rows (--fixed head:config:seq:batch): random ids, every row real and seq long; the rate is taken from the
     median step. --compile adds torch.compile'd versions of both.
@@ -21,11 +21,11 @@ with dropout off before anything is timed.
     epoch, where a GPU has built its per-shape attention plans). ours_pad8 and ours_grouped_pad8: the same with
     widths rounded up to 8s, as the scripts feed a GPU by default (--pad_to_multiple_of). The epoch time is projected from that rate: for KorQuAD 1.0 train (60,407
     questions) the window count is an estimate, the dev set's windows per question times 60,407.
-MFU as in bench_pretraining: 3x the forward matmul FLOPs (encoder + span / classifier head) over the matmul peak
+MFU as in bench_pretraining (bench_common): 3x the forward matmul FLOPs (encoder + span / classifier head) over the matmul peak
 measured in this run. Real rows charge both models the FLOPs of ours' trimmed batches (the useful work); the
 FLOPs Hugging Face executes on its padded batches are reported beside them (hf_executed_flops_per_seq).
 Every timed step above ends with a device sync; pipelined_seq_per_s runs the same steps back to back with one sync
-per pass (bench_pretraining.time_pipelined), as a training loop does: the host's work then overlaps the GPU's.
+per pass (bench_common.time_pipelined), as a training loop does: the host's work then overlaps the GPU's.
 """
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# first: importing bench_pretraining puts the repository root on sys.path for the imports below it
-from bench_pretraining import (ROOT, add_run_args, check_losses, copy_weights_to_hf, forward_flops, keep_rows,
-                               make_step, measure_peak_tflops, mfu_fields, pipelined_fields, print_pipelined,
-                               profile_steps, runtime, setup_device, time_interleaved, write_json)
+# first: importing bench_common puts the repository root on sys.path for the imports below it
+from bench_common import (ROOT, add_run_args, check_losses, copy_weights_to_hf, forward_flops, keep_rows,
+                          make_step, measure_peak_tflops, mfu_fields, pipelined_fields, print_pipelined,
+                          profile_steps, runtime, setup_device, time_interleaved, write_json)
 from bench_qa_features import DEV, default_vocab
 
 import cls_data

@@ -24,8 +24,8 @@ import time
 
 import torch
 
-# first: importing bench_pretraining puts the repository root on sys.path for the imports below it
-from bench_pretraining import ROOT, add_run_args, keep_rows, runtime, setup_device, write_json
+# first: importing bench_common puts the repository root on sys.path for the imports below it
+from bench_common import ROOT, add_run_args, keep_rows, runtime, setup_device, write_json
 from models.modeling import BertConfig, BertForPreTraining  # noqa: E402
 from optimization import Lamb, param_groups  # noqa: E402
 

@@ -10,7 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from bench_pretraining import encoder_flops, forward_flops, make_batch  # noqa: E402
+from bench_common import encoder_flops, forward_flops  # noqa: E402
+from bench_pretraining import make_batch  # noqa: E402
 from models.modeling import (BertConfig, BertForPreTraining, BertForQuestionAnswering,  # noqa: E402
                              BertForSequenceClassification)
 

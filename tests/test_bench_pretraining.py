@@ -1,5 +1,5 @@
-"""bench/bench_pretraining.py: pipelined timing syncs once per block of steps (not once per step), and a CPU run
-of a tiny config writes a row with both rates."""
+"""bench/bench_pretraining.py and its kit (bench/bench_common.py): pipelined timing syncs once per block of steps
+(not once per step), and a CPU run of a tiny config writes a row with both rates."""
 import json
 import os
 import sys
@@ -7,13 +7,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
+import bench_common  # noqa: E402
 import bench_pretraining  # noqa: E402
 
 
 def test_time_pipelined_syncs_once_per_block():
     calls = []
     steps = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    rates = bench_pretraining.time_pipelined(steps, n=4, sync=lambda: calls.append("sync"), rounds=2)
+    rates = bench_common.time_pipelined(steps, n=4, sync=lambda: calls.append("sync"), rounds=2)
     # per round and contender: a sync before (nothing queued from the one before is timed), 4 steps, one sync
     block = ["sync", "a", "a", "a", "a", "sync", "sync", "b", "b", "b", "b", "sync"]
     assert calls == block * 2
@@ -32,11 +33,11 @@ def test_cpu_run_writes_both_rates(tmp_path):
 
 def test_pipelined_fields_compiled_ratio_only_with_both_compiled():
     four = {name: (lambda: None) for name in ("ours", "hf", "ours_compiled", "hf_compiled")}
-    row = bench_pretraining.pipelined_fields(four, n=3, sync=lambda: None, batch=8)
+    row = bench_common.pipelined_fields(four, n=3, sync=lambda: None, batch=8)
     piped = row["pipelined_seq_per_s"]
     assert row["pipelined_compiled_ratio"] == round(piped["ours_compiled"] / piped["hf_compiled"], 3)
     assert row["pipelined_ratio"] == round(piped["ours"] / piped["hf"], 3)
-    eager = bench_pretraining.pipelined_fields({k: four[k] for k in ("ours", "hf")}, n=3, sync=lambda: None, batch=8)
+    eager = bench_common.pipelined_fields({k: four[k] for k in ("ours", "hf")}, n=3, sync=lambda: None, batch=8)
     assert "pipelined_compiled_ratio" not in eager
 
 
@@ -87,7 +88,7 @@ def test_loss_check_catches_a_head_difference_that_bf16_tolerance_hides():
     config = BertConfig.from_json_file(os.path.join(ROOT, "models", "configs", "tiny.json"))
     ours, hf = bench_pretraining.build_models(config, torch.device("cpu"))
     batch = bench_pretraining.make_batch(4, 64, config.vocab_size, "cpu")
-    _, _, autocast = bench_pretraining.runtime(torch.device("cpu"), "bf16")
+    _, _, autocast = bench_common.runtime(torch.device("cpu"), "bf16")
 
     def shifted(model, b):  # each masked token predicted from the hidden state to its right
         pos = b["mlm_positions"]
@@ -95,10 +96,11 @@ def test_loss_check_catches_a_head_difference_that_bf16_tolerance_hides():
         labels[:, 0] = -100
         return model(**dict(b, mlm_labels=labels, mlm_positions=pos + 1))["loss"]
 
-    bench_pretraining.check_losses(ours, hf, batch, autocast, "bf16")  # the same model passes both checks
+    bench_common.check_losses(ours, hf, batch, autocast, "bf16", bench_pretraining.ours_loss,
+                              bench_pretraining.hf_loss)  # the same model passes both checks
     assert ours.training and hf.training
     with pytest.raises(SystemExit, match=r"\(fp32\)"):
-        bench_pretraining.check_losses(ours, hf, batch, autocast, "bf16", ours_fn=shifted)
+        bench_common.check_losses(ours, hf, batch, autocast, "bf16", shifted, bench_pretraining.hf_loss)
     assert ours.training and hf.training  # put back in training mode after a failed check too
 
 
