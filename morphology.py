@@ -259,11 +259,12 @@ def _trim_offsets(text: str, morphs: list[tuple[int, int, str]], drop_parentheti
     return s, e
 
 
-def _context_window(context: str, start: int, end: int, words: int) -> tuple[int, int]:
+def _context_window(context: str, start: int, end: int, words: int,
+                    max_chars: int | None = None) -> tuple[int, int]:
     """Character range of `context` covering [start, end) and whitespace words either side: words + 1 steps out
     each way, the first finishing a word the span cuts into. So a span inside a word gets `words` more words on
     that side, one that begins (or ends) at a word boundary `words + 1`; CONTEXT_WORDS was measured as counted
-    here."""
+    here. `max_chars` caps each side, as a text without spaces would otherwise be taken whole."""
     lo = start
     for _ in range(words + 1):
         while lo > 0 and context[lo - 1].isspace():
@@ -276,10 +277,15 @@ def _context_window(context: str, start: int, end: int, words: int) -> tuple[int
             hi += 1
         while hi < len(context) and not context[hi].isspace():
             hi += 1
+    if max_chars is not None:
+        lo, hi = max(lo, start - max_chars), min(hi, end + max_chars)
     return lo, hi
 
 
 CONTEXT_WORDS = 2  # words of context analysed on each side of a span (see bench/bench_morph_korquad.py)
+# Kiwi's time grows faster than linearly in a run without spaces (40,000 characters: 12.6 s for one answer).
+# On KorQuAD 1.0 dev the widest side of a CONTEXT_WORDS window is 42 characters, so this cap never binds there.
+CONTEXT_CHARS = 48
 
 
 def trim_answers(items, analyzer, context_words: int = CONTEXT_WORDS, drop_parenthetical: bool = True) -> list[str]:
@@ -293,7 +299,7 @@ def trim_answers(items, analyzer, context_words: int = CONTEXT_WORDS, drop_paren
             continue
         if not (0 <= start <= len(context) and context[start:start + len(text)] == text):
             raise ValueError(f"answer {text!r} is not found at offset {start} of its context")
-        lo, hi = _context_window(context, start, start + len(text), context_words)
+        lo, hi = _context_window(context, start, start + len(text), context_words, CONTEXT_CHARS)
         windows.append(context[lo:hi])
         shifts.append(start - lo)
     out = []

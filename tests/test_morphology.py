@@ -237,3 +237,19 @@ def test_a_stripped_leading_blank_does_not_hide_the_noun_before_the_particle(kiw
     assert trim(" 천황을", kiwi, context=context, start=start) == "천황"
     assert trim("천황을", kiwi, context=context, start=start + 1) == "천황"
     assert trim("\u200b천황을", kiwi, context=context.replace(" 천황", "\u200b천황"), start=start) == "천황"
+
+
+def test_context_without_spaces_is_cut_to_a_bounded_window(kiwi):
+    """A context side without spaces was analysed whole (kiwi's time grows faster than its length: 12.6 s for one
+    answer beside 40,000 characters); each side is capped at CONTEXT_CHARS and the trimmed answer is unchanged."""
+    seen = []
+
+    class Recorder:
+        def morphemes_batch(self, texts, units_as_nouns=False):
+            seen.extend(texts)
+            return kiwi.morphemes_batch(texts, units_as_nouns=units_as_nouns)
+    run = "가" * 5000
+    context = f"{run} 서울에서 {run}"
+    assert morphology.trim_answers([("서울에서", context, context.index("서울에서"))], Recorder()) == ["서울"]
+    assert len(seen[0]) == len("서울에서") + 2 * morphology.CONTEXT_CHARS
+    assert "서울에서" in seen[0]
