@@ -12,7 +12,7 @@ batch, as in run_classifier.py, and is divided over GPUs and accumulation steps.
 Writes to --output_dir (default runs/korquad-<time>; a directory that holds a finished run, with its
 train_results.json, is refused; what an unfinished one left is replaced, with a warning; other files in it are
 left alone): epoch-N/ after every epoch (checkpoint with config.json and vocab.txt, so eval_qa.py needs
-only --checkpoint), final/ (last epoch), train_log.jsonl (loss, lr every --logging_steps), loss.png and
+only --checkpoint), final/ (last epoch), log.jsonl (loss, lr every --logging_steps), loss.png and
 train_results.json. With --predict_file every epoch is also evaluated (predictions and EM/F1 in epoch-N/) and the
 best on F1 is copied to best/ (every question of --predict_file needs a gold answer; this is checked before
 training). google-research/bert's --do_train and --do_predict (also as --do_predict=True) are accepted: this
@@ -48,7 +48,7 @@ from qa_predict import check_labelled, load_qa_features, predict_logits, score, 
 # what a run writes: train_results.json marks a finished one, never overwritten; the rest of an unfinished one
 # (stopped, or out of time) is replaced with a warning, so the same command can simply be run again
 FINISHED = "train_results.json"
-RUN_OUTPUTS = ("run_args.json", "train_log.jsonl", "loss.png", "final", "best", "epoch-*")
+RUN_OUTPUTS = ("run_args.json", "log.jsonl", "loss.png", "final", "best", "epoch-*")
 
 
 def build_parser():
@@ -244,7 +244,7 @@ def main(argv=None):
                                 args.learning_rate, eps=args.adam_epsilon)
     scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
     scaler = tu.make_grad_scaler(rt)
-    logger = JsonlLogger(os.path.join(args.output_dir, "train_log.jsonl")) if rt.is_main else None
+    logger = JsonlLogger(os.path.join(args.output_dir, "log.jsonl")) if rt.is_main else None
     if rt.is_main:
         print(f"training: {len(dataset)} windows, {micro_batch} per device x {rt.world_size} device(s) x {accum} "
               f"accumulation, {total_steps} optimizer steps", flush=True)
@@ -330,7 +330,7 @@ def main(argv=None):
     if rt.is_main:
         save_dir_atomically(raw_model, args.output_dir, "final", vocab_file, meta)
         logger.close()
-        plot_jsonl(os.path.join(args.output_dir, "train_log.jsonl"), ["loss"],
+        plot_jsonl(os.path.join(args.output_dir, "log.jsonl"), ["loss"],
                       os.path.join(args.output_dir, "loss.png"), "KorQuAD fine-tuning loss")
         results["train_seconds"] = round(time.time() - t0, 1)
         results["args"] = vars(args)

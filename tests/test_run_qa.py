@@ -29,7 +29,7 @@ def test_run_qa_writes_checkpoints_logs_and_dev_predictions(qa_env, qa_trained):
     for name in ("epoch-1", "final", "best"):
         assert {"model.safetensors", "config.json", "vocab.txt"} <= set(os.listdir(out / name))
     assert not [p for p in os.listdir(out) if p.startswith(".")]  # no half-written checkpoint left behind
-    rows = [json.loads(line) for line in open(out / "train_log.jsonl", encoding="utf-8")]
+    rows = [json.loads(line) for line in open(out / "log.jsonl", encoding="utf-8")]
     steps = [r for r in rows if "loss" in r]
     assert steps[-1]["step"] == results["total_steps"] and all(r["lr"] >= 0 and r["loss"] > 0 for r in steps)
     assert steps[-1]["lr"] == 0.0  # linear decay ends at zero on the last step
@@ -93,7 +93,7 @@ def test_accumulation_gives_the_same_steps_including_a_short_last_window(qa_env,
                           "--gradient_accumulation_steps", accum, "--logging_steps", "1", "--predict_file", "")
         argv.remove("--per_gpu_train_batch_size"), argv.remove("16")
         assert run_qa.main(argv)["total_steps"] == -(-n // (2 * m))
-        rows = [json.loads(line) for line in open(out / "train_log.jsonl", encoding="utf-8")]
+        rows = [json.loads(line) for line in open(out / "log.jsonl", encoding="utf-8")]
         norms[accum] = [r["grad_norm"] for r in rows if "grad_norm" in r]
     assert len(norms["1"]) == -(-n // (2 * m)) and norms["2"] == pytest.approx(norms["1"], rel=1e-4)
 
@@ -347,13 +347,13 @@ def test_an_unfinished_run_is_replaced_by_the_same_command(qa_env, tmp_path, cap
     (out / "epoch-1").mkdir(parents=True)
     (out / "epoch-1" / "model.safetensors").write_text("cut short")
     (out / "run_args.json").write_text("{}")
-    (out / "train_log.jsonl").write_text('{"step": 999, "loss": 1.0}\n')
+    (out / "log.jsonl").write_text('{"step": 999, "loss": 1.0}\n')
     (out / "notes.txt").write_text("keep me")
     capsys.readouterr()
     run_qa.main(train_argv(qa_env, out))
-    assert "holds an unfinished run (epoch-1, run_args.json, train_log.jsonl): replacing it" in capsys.readouterr().err
+    assert "holds an unfinished run (epoch-1, log.jsonl, run_args.json): replacing it" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep me" and (out / "train_results.json").exists()
-    assert all(row["step"] != 999 for row in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()))
+    assert all(row["step"] != 999 for row in map(json.loads, (out / "log.jsonl").read_text().splitlines()))
     # never an input of the new run: continuing from the unfinished run's own epoch-1 is refused, not deleted
     (out / "train_results.json").unlink()
     expect_fail(capsys, run_qa.main, train_argv(qa_env, out, "--checkpoint", str(out / "epoch-1")),
@@ -374,7 +374,7 @@ def test_two_ranks_log_the_loss_of_the_whole_batch(qa_env, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    logs = [[r for r in map(json.loads, (d / "train_log.jsonl").read_text().splitlines()) if "loss" in r]
+    logs = [[r for r in map(json.loads, (d / "log.jsonl").read_text().splitlines()) if "loss" in r]
             for d in (one, tmp_path / "two")]
     assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]
     for a, b in zip(*logs):
