@@ -9,6 +9,10 @@ A module, not a script: run those three.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":
+    raise SystemExit("bench/bench_common.py is the benchmarks' shared module, not a script: run python "
+                     "bench/bench_pretraining.py, bench_finetune.py or bench_optimizer.py --help")
+
 import argparse
 import contextlib
 import itertools

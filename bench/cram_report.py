@@ -5,6 +5,9 @@ pretraining's log) and the table it prints at the end.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module of bench/cram.py (its imports need bench/ and the root on sys.path)
+    raise SystemExit("bench/cram_report.py is a module of bench/cram.py, not a script: run python bench/cram.py --help")
+
 import os
 import statistics
 

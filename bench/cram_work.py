@@ -9,6 +9,9 @@ refused with one line asking for a new --work_dir, so a results file always desc
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module of bench/cram.py (its imports need bench/ and the root on sys.path)
+    raise SystemExit("bench/cram_work.py is a module of bench/cram.py, not a script: run python bench/cram.py --help")
+
 import json
 import os
 import shutil

@@ -98,3 +98,14 @@ def test_results_json_and_config_file_are_spelled_alike(monkeypatch):
         args = parsed(monkeypatch, importlib.import_module(name),
                       ["--config_file", "c.json", "--input_dir", "d", *more])
         assert getattr(args, dest) == "c.json", name
+
+
+@pytest.mark.parametrize("module", ["bench_common", "cram_report", "cram_work"])
+def test_a_bench_module_run_as_a_script_says_which_script_to_run(module):
+    """bench/'s modules run as scripts ended in an import traceback (cram_report, cram_work) or silently with exit 0
+    (bench_common); they name the scripts to run instead, in one line."""
+    import subprocess
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", f"{module}.py"), "--help"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "not a script: run python bench/" in proc.stderr
