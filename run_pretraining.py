@@ -80,14 +80,15 @@ from fileio import (JsonlLogger, atomic_write_json, atomic_write_text, plot_json
                     read_jsonl)
 from model_args import add_model_args
 from models.modeling import BertForPreTraining, load_checkpoint, save_checkpoint
-from optimization import OPTIMIZERS, SCHEDULES, build_optimizer, get_scheduler, lr_factor, param_groups
+from optimization import build_optimizer, get_scheduler, lr_factor, param_groups
 from pretraining_data import (PretrainingDataset, parse_source_weights, read_meta, resolve_source_weights,
                               shards_fingerprint)
 from pretraining_loader import SmallEpochError, run_batches
 from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
-from train_utils import (add_compile_arg, add_optim_args, add_runtime_args, atomic_torch_save,
-                         catch_stop_signals, cleanup_runtime, compile_for_training, default_num_workers, fail,
-                         make_grad_scaler, rng_state_portable, set_rng_state_portable, set_seed, setup_runtime, warn)
+from train_utils import (add_compile_arg, add_optim_args, add_optimizer_choice_args, add_runtime_args,
+                         atomic_torch_save, catch_stop_signals, cleanup_runtime, compile_for_training,
+                         default_num_workers, fail, make_grad_scaler, rng_state_portable, set_rng_state_portable,
+                         set_seed, setup_runtime, warn)
 
 LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
 # resuming with another value of these would not continue the same run
@@ -100,7 +101,7 @@ def build_parser():
     g = add_model_args(p)
     g.add_argument("--init_checkpoint", dest="checkpoint",
                    help="start from these weights with a fresh optimizer/schedule (phase 2); alias of --checkpoint")
-    add_optim_args(p, learning_rate=1e-4)
+    add_optimizer_choice_args(add_optim_args(p, learning_rate=1e-4))
     # masking runs in the workers at ~3k sequences/s each, and a small model on one GPU trains several times faster
     add_runtime_args(p, num_workers=None, num_workers_help="DataLoader worker processes that mask the examples "
                      "(default: this node's CPUs / local ranks - 1, at most 8)")
@@ -122,8 +123,6 @@ def build_parser():
                         "a different quarter every epoch; 2: twice; 0: never); other files once")
     t = p.add_argument_group("training")
     t.add_argument("--train_batch_size", type=int, default=256, help="GLOBAL batch of one optimizer step")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    t.add_argument("--scheduler", choices=SCHEDULES, default="linear")
     t.add_argument("--max_steps", type=int, default=500000, help="optimizer steps; also the schedule's length")
     t.add_argument("--save_steps", type=int, default=10000)
     t.add_argument("--log_steps", "--logging_steps", dest="log_steps", type=int, default=100,

@@ -55,7 +55,7 @@ def build_parser():
     p = argparse.ArgumentParser(description="\n\n".join(__doc__.split("\n\n")[:2]),  # the summary and commands
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     model_args.add_model_args(p)
-    tu.add_layer_lr_decay_arg(tu.add_optim_args(p, learning_rate=5e-5))
+    tu.add_layer_lr_decay_arg(tu.add_optimizer_choice_args(tu.add_optim_args(p, learning_rate=5e-5)))
     tu.add_runtime_args(p)
     qa_data.add_qa_args(p)
     g = p.add_argument_group("fine-tuning")
@@ -240,9 +240,10 @@ def main(argv=None):
     accum = args.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(loader) / accum)
     total_steps = max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
-    optimizer = build_optimizer("adam", param_groups(raw_model, args.weight_decay, args.layer_lr_decay),
-                                args.learning_rate, eps=args.adam_epsilon)
-    scheduler = get_scheduler("linear", optimizer, args.warmup_proportion, total_steps)
+    # the loop clips (--max_grad_norm) for either optimizer, so LAMB does not clip a second time
+    optimizer = build_optimizer(args.optimizer, param_groups(raw_model, args.weight_decay, args.layer_lr_decay),
+                                args.learning_rate, eps=args.adam_epsilon, max_grad_norm=None)
+    scheduler = get_scheduler(args.scheduler, optimizer, args.warmup_proportion, total_steps)
     scaler = tu.make_grad_scaler(rt)
     logger = JsonlLogger(os.path.join(args.output_dir, "log.jsonl")) if rt.is_main else None
     if rt.is_main:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fileio import atomic_write, check_makeable
+from optimization import OPTIMIZERS, SCHEDULES
 
 
 def fail(msg: str, code: int = 2):
@@ -103,6 +104,15 @@ def check_output_dir_path(path: str, flag: str = "--output_dir"):
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{flag} {path}: exists and is not a directory")
     check_makeable(path, flag)
+
+
+def add_optimizer_choice_args(group):
+    """--optimizer and --scheduler: optimization.OPTIMIZERS and SCHEDULES (Adam + linear: BERT's and the release's)."""
+    group.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                       help="adam: AdamW (decoupled weight decay); lamb: LAMB (layer-wise trust ratio, large batches)")
+    group.add_argument("--scheduler", choices=SCHEDULES, default="linear",
+                       help="after warm-up, linear: decay to 0 at the last step; poly: (1 - progress) ** 0.5")
+    return group
 
 
 def add_layer_lr_decay_arg(group):

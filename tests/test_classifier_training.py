@@ -312,6 +312,35 @@ def test_layer_lr_decay_moves_lower_layers_less(korsts_run, cls_env, tmp_path):
     assert read_json(out / "eval_results.json")["args"]["layer_lr_decay"] == 0.5
 
 
+
+def test_lamb_moves_each_weight_matrix_by_lr_times_its_norm(korsts_run, cls_env, tmp_path):
+    """--optimizer lamb: LAMB's trust ratio scales each tensor's update to lr * ||w|| (You et al., 2020), whatever
+    the gradient; Adam's first step moves every element by about lr instead."""
+    ckpt = korsts_run[0] / "best"
+    before = load_file(str(ckpt / "model.safetensors"))
+    out = tmp_path / "lamb"
+    run_classifier.main(train_argv(cls_env, out, "--checkpoint", str(ckpt), "--optimizer", "lamb",
+                                   "--warmup_proportion", "0", n_train=16))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    L = read_json(cls_env["config"])["num_hidden_layers"]
+    for name in ("classifier.weight", f"bert.encoder.layer.{L - 1}.ffn.fc1.weight",
+                 "bert.encoder.layer.0.attn.query.weight", "bert.embeddings.word_embeddings.weight"):
+        ratio = ((after[name] - before[name]).norm() / before[name].norm()).item()
+        assert ratio == pytest.approx(1e-3, rel=0.02), (name, ratio)
+    assert read_json(out / "eval_results.json")["args"]["optimizer"] == "lamb"
+
+
+def test_poly_schedule_decays_as_the_square_root_of_what_is_left(cls_env, tmp_path):
+    """--scheduler poly: after warm-up the lr is lr * (1 - step / total) ** 0.5 (NVIDIA's PolyWarmUpScheduler), where
+    linear gives lr * (1 - step / total); each log row's lr is the one after its step."""
+    out = tmp_path / "poly"
+    run_classifier.main(train_argv(cls_env, out, "--scheduler", "poly", "--warmup_proportion", "0",
+                                   "--logging_steps", "1"))
+    rows = [r for r in read_jsonl(out / "log.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * (1 - s / 4) ** 0.5 for s in (1, 2, 3, 4)])
+
+
 def swap_columns(src, dst, n_rows):
     """The first n_rows of a KorSTS TSV with sentence1 and sentence2 exchanged under the same header."""
     lines = open(src, encoding="utf-8").read().split("\n")

@@ -42,6 +42,26 @@ def test_run_qa_writes_checkpoints_logs_and_dev_predictions(qa_env, qa_trained):
     assert results["epochs"][0]["dev_f1"] == metrics["f1"] and results["best_epoch"] == 1
 
 
+
+def test_optimizer_and_scheduler_flags_reach_the_run(qa_env, tmp_path, monkeypatch):
+    """--optimizer lamb --scheduler poly: LAMB steps (its trust ratio: test_classifier_training) and the lr after
+    step s of T is lr * (1 - s / T) ** 0.5; the loop's clipping is the only one (LAMB gets no max_grad_norm)."""
+    built, build = [], run_qa.build_optimizer
+
+    def spy(name, groups, lr, **kw):
+        built.append((name, kw.get("max_grad_norm")))
+        return build(name, groups, lr, **kw)
+    monkeypatch.setattr(run_qa, "build_optimizer", spy)
+    out = tmp_path / "run"
+    results = run_qa.main(train_argv(qa_env, out, "--optimizer", "lamb", "--scheduler", "poly",
+                                     "--warmup_proportion", "0", "--logging_steps", "1"))
+    assert built == [("lamb", None)]
+    rows = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    total = results["total_steps"]
+    assert [r["step"] for r in rows] == list(range(1, total + 1)) and total >= 2
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * (1 - s / total) ** 0.5 for s in range(1, total + 1)])
+
+
 def test_best_is_the_best_dev_epoch_decoded_with_the_flags(qa_env, tmp_path, monkeypatch):
     """best/ is the epoch with the best dev F1, not the last one (the other runs here train one epoch), and the dev
     answers are decoded with --n_best_size and --max_answer_length as given."""
