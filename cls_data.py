@@ -77,17 +77,21 @@ def add_task_args(parser, max_seq_length=DEFAULT_MAX_SEQ_LENGTH):
     """Data/task flags shared by run_classifier.py and eval_classifier.py (max_seq_length: that flag's default)."""
     g = parser.add_argument_group("task")
     # case-insensitive: the release's scripts took KorNLI / KorSTS
+    # help texts from TASKS, so a task added there is described like the others
+    kinds = ", ".join(f"{t.name} ({'regression' if t.is_regression else f'{t.num_labels} classes'})"
+                      for t in TASKS.values())
     g.add_argument("--task_name", required=True, type=str.lower, choices=sorted(TASKS),
-                   help="kornli (3-way NLI) or korsts (STS regression); case-insensitive")
+                   help=f"{kinds}; case-insensitive")
     g.add_argument("--data_dir", default=None, help="folder with the task's TSVs under their release names")
     g.add_argument("--train_file", nargs="+", default=None,
-                   help="training TSV(s) overriding the defaults in --data_dir (KorNLI: multinli.train.ko.tsv "
-                        "+ snli_1.0_train.ko.tsv when present; KorSTS: sts-train.tsv). Rows with a wrong field "
-                        "count or a bad label are skipped with a warning naming their lines (large crawled sets "
-                        "have a few); in dev/test files they are an error")
-    g.add_argument("--dev_file", default=None, help="dev TSV (default: xnli.dev.ko.tsv / sts-dev.tsv in --data_dir)")
-    g.add_argument("--test_file", default=None,
-                   help="test TSV (default: xnli.test.ko.tsv / sts-test.tsv in --data_dir)")
+                   help="training TSV(s) overriding the defaults in --data_dir ("
+                        + "; ".join(f"{t.name}: {' + '.join(t.train_files)}" for t in TASKS.values())
+                        + "; files after the first only when present). Rows with a wrong field count or a bad "
+                          "label are skipped with a warning naming their lines (large crawled sets have a few); in "
+                          "dev/test files they are an error")
+    for split in ("dev", "test"):
+        g.add_argument(f"--{split}_file", default=None, help=f"{split} TSV (default in --data_dir: " + ", ".join(
+            f"{t.name} {getattr(t, split + '_file')}" for t in TASKS.values()) + ")")
     g.add_argument("--max_seq_length", type=int, default=max_seq_length,
                    help="[CLS] a [SEP] b [SEP] truncated longest-first to this many tokens"
                         + (f" (default {max_seq_length})" if max_seq_length is not None else

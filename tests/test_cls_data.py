@@ -191,6 +191,23 @@ def test_wrong_task_name_is_argparse_error(capsys):
     assert parser.parse_args(["--task_name", "KorNLI"]).task_name == "kornli"
 
 
+
+def test_a_task_added_to_tasks_is_a_choice_described_in_the_help(monkeypatch):
+    """The task flags' choices and help texts come from TASKS (the help named KorNLI and KorSTS by hand)."""
+    import argparse
+    import dataclasses
+    paws = dataclasses.replace(TASKS["kornli"], name="pawsx", labels=("0", "1"), train_files=("paws.train.tsv",),
+                               dev_file="paws.dev.tsv", test_file="paws.test.tsv")
+    monkeypatch.setitem(cls_data.TASKS, "pawsx", paws)
+    parser = argparse.ArgumentParser()
+    cls_data.add_task_args(parser)
+    text = " ".join(parser.format_help().split())
+    assert parser.parse_args(["--task_name", "PAWSX"]).task_name == "pawsx"
+    for needle in ("pawsx (2 classes)", "korsts (regression)", "kornli (3 classes)", "pawsx: paws.train.tsv",
+                   "pawsx paws.dev.tsv", "pawsx paws.test.tsv", "korsts sts-test.tsv"):
+        assert needle in text, needle
+
+
 def test_pair_orders_only_for_symmetric_tasks():
     cls_data.check_pair_orders("both", STS)
     cls_data.check_pair_orders("one", NLI)
