@@ -247,9 +247,13 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
             scaler.unscale_(optimizer)
             # --max_grad_norm 0: no clipping; the norm is still measured for the log
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
+            scale = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
+            # fp16: the scaler backs off exactly when it skipped the step (inf/NaN gradients); the schedule then
+            # stays where it was, as in transformers' Trainer (without fp16 both scales are 1.0)
+            if scaler.get_scale() >= scale:
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % args.logging_steps == 0 or step == total_steps:

@@ -51,8 +51,9 @@ Stopping. --max_time_minutes (counted from the end of the run's first step, whic
 compilation), SIGINT or SIGTERM: the current step finishes, a checkpoint is saved, and the exit code
 is 0 (time budget) or 128+signal (130 SIGINT, 143 SIGTERM) so a job scheduler can tell "interrupted" from "done";
 with exit code 0, OUTPUT_DIR/DONE records the final step. The loss is checked for NaN/inf at every log and save step
-(not every step: that would sync the GPU); a non-finite loss (without fp16's loss scaler, which skips such steps and
-counts them) stops with exit 2 and saves nothing, so `latest` stays on the last good checkpoint.
+(not every step: that would sync the GPU); a non-finite loss (without fp16's loss scaler, which skips such steps,
+counts them in the log and leaves the schedule where it was) stops with exit 2 and saves nothing, so `latest` stays
+on the last good checkpoint.
 
 Logs: a tqdm bar; OUTPUT_DIR/log.jsonl, one row per --log_steps with the interval's loss, mlm_loss, sop_loss,
 mlm_acc, sop_acc, lr, grad_norm (before clipping), seq_per_s, data_wait (the share of the interval's wall time spent
@@ -363,15 +364,18 @@ def main(argv=None):
                                                                   for p in raw_model.parameters()
                                                                   if p.grad is not None]))
             lr = optimizer.param_groups[0]["lr"]
+            step_skipped = False
             if scaler.is_enabled():
                 scale = scaler.get_scale()
                 scaler.step(optimizer)
                 scaler.update()
-                skipped += scaler.get_scale() < scale  # the scaler backs off exactly when it skipped the step
+                step_skipped = scaler.get_scale() < scale  # the scaler backs off exactly when it skipped the step
+                skipped += step_skipped
             else:
                 optimizer.step()
                 nonfinite += ~torch.isfinite(step_loss)
-            scheduler.step()
+            if not step_skipped:  # a skipped step leaves the schedule where it was (as in transformers' Trainer)
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             epoch_pos += B

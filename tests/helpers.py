@@ -131,3 +131,23 @@ def record_graph_steps(monkeypatch, model_cls):
     monkeypatch.setattr(torch, "compile", lambda model, mode=None: modes.append(mode) or model)
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
     return modes, events
+
+
+def overflowing_scaler(first_k):
+    """fp16's loss scaler as the training loops use it (their --amp fp16 needs CUDA), on the CPU: the gradients of
+    its first `first_k` steps overflow (one is set to inf before unscale_, where a real overflow would show), so the
+    real GradScaler skips those steps and halves its scale, as under fp16."""
+    import torch
+
+    class OverflowingScaler(torch.amp.GradScaler):
+        def __init__(self):
+            super().__init__("cpu")
+            self.left = first_k
+
+        def unscale_(self, optimizer):
+            if self.left:
+                self.left -= 1
+                next(p for g in optimizer.param_groups for p in g["params"] if p.grad is not None).grad.fill_(
+                    float("inf"))
+            return super().unscale_(optimizer)
+    return OverflowingScaler()

@@ -21,7 +21,7 @@ import run_classifier  # noqa: E402
 from cls_helpers import (STS_DIR, copy_checkpoint, eval_argv, read_json, read_jsonl, read_predictions,  # noqa: E402
                          train_argv)
 from helpers import (expect_fail, file_digests, needs_cxx, one_thread,  # noqa: E402,F401 (one_thread: autouse)
-                     record_graph_steps)
+                     overflowing_scaler, record_graph_steps)
 from models.modeling import init_weights  # noqa: E402
 
 
@@ -340,6 +340,19 @@ def test_poly_schedule_decays_as_the_square_root_of_what_is_left(cls_env, tmp_pa
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["lr"] for r in rows] == pytest.approx([1e-3 * (1 - s / 4) ** 0.5 for s in (1, 2, 3, 4)])
 
+
+
+def test_a_step_the_loss_scaler_skips_leaves_the_schedule_where_it_was(cls_env, tmp_path, monkeypatch):
+    """A step fp16's loss scaler skips (its gradients overflowed) changes no weight, so it must not use up the
+    schedule either (as in transformers' Trainer): with the first 2 of 6 steps skipped, the linear lr
+    after step s is lr (1 - (s - 2) / 6) from step 2 on; it was lr (1 - s / 6)."""
+    scaler = overflowing_scaler(2)
+    monkeypatch.setattr(run_classifier.tu, "make_grad_scaler", lambda rt: scaler)
+    out = tmp_path / "scaled"
+    run_classifier.main(train_argv(cls_env, out, "--warmup_proportion", "0", "--logging_steps", "1", n_train=96))
+    rows = [r for r in read_jsonl(out / "log.jsonl") if "loss" in r]
+    assert scaler.get_scale() == 2.0 ** 14 and len(rows) == 6  # 2^16 halved twice: both steps were skipped
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * (1 - max(s - 2, 0) / 6) for s in range(1, 7)])
 
 def swap_columns(src, dst, n_rows):
     """The first n_rows of a KorSTS TSV with sentence1 and sentence2 exchanged under the same header."""

@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 import run_pretraining  # noqa: E402
 from models.modeling import BertConfig, BertForPreTraining, BertModel, load_checkpoint  # noqa: E402
 from pretraining_data import PretrainingDataset  # noqa: E402
-from helpers import needs_cxx, one_thread  # noqa: E402,F401 (one_thread: autouse)
+from helpers import needs_cxx, one_thread, overflowing_scaler  # noqa: E402,F401 (one_thread: autouse)
 from pretraining_helpers import (argv, assert_same_run, assert_same_weights, latest, rows, train_state,  # noqa: E402
                                  weights)
 
@@ -257,6 +257,21 @@ def test_each_log_row_gives_the_lr_its_step_used(pretrain_data, tmp_path):
     assert logged == pytest.approx([1e-3 * lr_factor("linear", s / 4, 0.5) for s in range(4)], abs=1e-12)
     assert logged[0] == 0 and logged[-1] > 0
 
+
+
+def test_a_step_the_loss_scaler_skips_leaves_the_schedule_where_it_was(pretrain_data, tmp_path, monkeypatch):
+    """Steps fp16's loss scaler skips (their gradients overflowed) do not advance the schedule (as in transformers'
+    Trainer): with the first 3 of 8 skipped, step s runs at the lr of progress max(s - 1 - 3, 0) / 8,
+    and each row's skipped_steps counts the skips so far."""
+    from optimization import lr_factor
+    scaler = overflowing_scaler(3)
+    monkeypatch.setattr(run_pretraining, "make_grad_scaler", lambda rt: scaler)
+    out = tmp_path / "scaled"
+    run_pretraining.main(argv(pretrain_data, out, max_steps=8, save_steps=8, warmup_proportion=0))
+    logged = rows(out)
+    assert [r["skipped_steps"] for r in logged] == [1, 2, 3, 3, 3, 3, 3, 3] and scaler.get_scale() == 2.0 ** 13
+    assert [r["lr"] for r in logged] == pytest.approx([1e-3 * lr_factor("linear", max(s - 3, 0) / 8, 0)
+                                                       for s in range(8)], abs=1e-12)
 
 @needs_cxx
 @pytest.mark.parametrize("optimizer", ["adam", "lamb"])

@@ -19,7 +19,8 @@ sys.path.insert(0, ROOT)
 
 import eval_qa  # noqa: E402
 import run_qa  # noqa: E402
-from helpers import expect_fail, file_digests, needs_cxx, one_thread, record_graph_steps  # noqa: E402,F401
+from helpers import (expect_fail, file_digests, needs_cxx, one_thread, overflowing_scaler,  # noqa: E402,F401
+                     record_graph_steps)
 from qa_helpers import question_ids, train_argv  # noqa: E402
 
 
@@ -61,6 +62,18 @@ def test_optimizer_and_scheduler_flags_reach_the_run(qa_env, tmp_path, monkeypat
     assert [r["step"] for r in rows] == list(range(1, total + 1)) and total >= 2
     assert [r["lr"] for r in rows] == pytest.approx([1e-3 * (1 - s / total) ** 0.5 for s in range(1, total + 1)])
 
+
+
+def test_a_step_the_loss_scaler_skips_leaves_the_schedule_where_it_was(qa_env, tmp_path, monkeypatch):
+    """Steps fp16's loss scaler skips (their gradients overflowed) do not advance the schedule: with the first 2 of
+    T skipped, the lr after step s is lr (1 - (s - 2) / T) from step 2 on."""
+    scaler = overflowing_scaler(2)
+    monkeypatch.setattr(run_qa.tu, "make_grad_scaler", lambda rt: scaler)
+    out = tmp_path / "run"
+    total = run_qa.main(train_argv(qa_env, out, "--warmup_proportion", "0", "--logging_steps", "1"))["total_steps"]
+    rows = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert scaler.get_scale() == 2.0 ** 14 and total == len(rows) > 2
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3 * (1 - max(s - 2, 0) / total) for s in range(1, total + 1)])
 
 def test_best_is_the_best_dev_epoch_decoded_with_the_flags(qa_env, tmp_path, monkeypatch):
     """best/ is the epoch with the best dev F1, not the last one (the other runs here train one epoch), and the dev
