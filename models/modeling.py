@@ -219,6 +219,14 @@ class BertForPreTraining(nn.Module):
         return out
 
 
+def _span_loss(logits, positions, T: int):
+    """Mean cross-entropy over the rows whose position lies inside the window; positions outside it are ignored.
+    Summed and divided by their count (at least 1), as the MLM loss is: when every row is ignored, cross_entropy's
+    mean would be 0/0 = NaN and poison the gradients, where no rows to learn from should give 0."""
+    positions = positions.clamp(0, T)
+    return F.cross_entropy(logits, positions, ignore_index=T, reduction="sum") / (positions != T).sum().clamp(min=1)
+
+
 class BertForQuestionAnswering(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -244,9 +252,7 @@ class BertForQuestionAnswering(nn.Module):
                 # (BERT and Hugging Face let it; trimmed, rounded or length-grouped widths would then differ)
                 pad = attention_mask == 0
                 start_logits, end_logits = start_logits.masked_fill(pad, -1e4), end_logits.masked_fill(pad, -1e4)
-            start = F.cross_entropy(start_logits, start_positions.clamp(0, T), ignore_index=T)
-            end = F.cross_entropy(end_logits, end_positions.clamp(0, T), ignore_index=T)
-            out["loss"] = (start + end) / 2
+            out["loss"] = (_span_loss(start_logits, start_positions, T) + _span_loss(end_logits, end_positions, T)) / 2
         return out
 
 

@@ -259,6 +259,22 @@ def test_qa_loss_does_not_depend_on_padding():
     torch.testing.assert_close(wide["loss"], out["loss"], atol=1e-6, rtol=0)
 
 
+def test_qa_loss_ignores_positions_outside_the_window():
+    """A row whose answer lies past the window is left out of the mean; a batch of only such rows has loss 0 and
+    zero gradients, not NaN (cross_entropy's mean over no rows is 0/0)."""
+    model = randomize(BertForQuestionAnswering(tiny_config()))
+    ids, types, mask = padded_batch()
+    T = ids.size(1)
+    start, end = torch.tensor([1, T, 2]), torch.tensor([2, T + 3, 3])
+    out = model(ids, types, mask, start_positions=start, end_positions=end)
+    kept = model(ids[[0, 2]], types[[0, 2]], mask[[0, 2]], start_positions=start[[0, 2]], end_positions=end[[0, 2]])
+    torch.testing.assert_close(out["loss"], kept["loss"], atol=1e-6, rtol=0)
+    none = model(ids, types, mask, start_positions=torch.tensor([T, T + 1, 50]), end_positions=torch.full((3,), T))
+    assert none["loss"].item() == 0.0
+    none["loss"].backward()
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters() if p.grad is not None)
+
+
 def test_mlm_scores_only_masked_positions():
     model = randomize(BertForPreTraining(tiny_config()))
     ids, types, mask = padded_batch()
