@@ -18,7 +18,7 @@ sys.path.insert(0, ROOT)
 import run_pretraining  # noqa: E402
 from models.modeling import BertForPreTraining  # noqa: E402
 from helpers import one_thread  # noqa: E402,F401 (one_thread: autouse)
-from pretraining_helpers import argv, latest, rows, snapshot, train_state  # noqa: E402
+from pretraining_helpers import argv, latest, rows, snapshot, train_state, weights  # noqa: E402
 
 
 def test_an_epoch_smaller_than_one_batch_is_one_line_exit_2(pretrain_data, tmp_path, capsys):
@@ -51,6 +51,25 @@ def test_nonfinite_loss_stops_without_saving(pretrain_data, tmp_path, monkeypatc
     assert e.value.code == 2 and "Traceback" not in err and len(errors) == 1, err
     assert "non-finite loss between steps 3 and 4" in errors[0] and "step-2" in errors[0]
     assert latest(out) == "step-2" and sorted(os.listdir(out / "checkpoints")) == ["latest", "step-2"]
+
+
+def test_a_step_without_masked_tokens_trains_on(pretrain_data, tmp_path, monkeypatch):
+    """Whole-word masking leaves a short example whose words all exceed its budget without a masked token (~2.5%
+    of the examples at 64 tokens, so most steps of --train_batch_size 1 hit one): such a step trains the SOP head
+    alone and its log row has no MLM numbers, where 0/0 made the loss NaN and stopped the run."""
+    import pretraining_data
+
+    def nothing_masked(input_ids, *a, **k):
+        return np.array(input_ids, dtype=np.int64), np.full(len(input_ids), -100, np.int64), []
+
+    monkeypatch.setattr(pretraining_data, "mask_tokens", nothing_masked)
+    out = tmp_path / "unmasked"
+    assert run_pretraining.main(argv(pretrain_data, out, train_batch_size=2, max_steps=2, save_steps=2)) == 0
+    logged = rows(out)
+    assert [r["step"] for r in logged] == [1, 2]
+    for r in logged:
+        assert r["mlm_loss"] is None and r["mlm_acc"] is None and r["loss"] == r["sop_loss"] > 0
+    assert all(torch.isfinite(v).all() for v in weights(out, 2).values())
 
 
 @pytest.mark.parametrize("case", ["missing_dir", "not_prepared", "config_vocab", "vocab_file", "batch",
