@@ -225,7 +225,12 @@ def main(argv=None):
         # why one resumes with a new one; the warning above names each change); unchanged flags leave every value
         # as saved, so the continuation stays exact
         for i, (g, f) in enumerate(zip(optimizer.param_groups, fresh)):
-            if f["initial_lr"] != g["initial_lr"]:  # the schedule's point at this step, at the new peak
+            if not args.schedule_by_time:
+                # this run's schedule at the resumed step: the saved lr is the saved run's, and the first step
+                # would run at it although a changed --max_steps or --warmup_proportion moves it (unchanged flags
+                # give the very value saved: LambdaLR computes base_lr * lambda(step) too)
+                g["lr"] = f["initial_lr"] * scheduler.lr_lambdas[i](scheduler.last_epoch)
+            elif f["initial_lr"] != g["initial_lr"]:  # the schedule's point at this step (by time), at the new peak
                 at = g["lr"] / g["initial_lr"] if g["initial_lr"] else scheduler.lr_lambdas[i](scheduler.last_epoch)
                 g["lr"] = f["initial_lr"] * at
             g.update(f)

@@ -105,6 +105,21 @@ def test_resume_applies_changed_optimiser_flags(uninterrupted, pretrain_data, tm
     assert {g["initial_lr"] for g in groups} == {5e-4}
 
 
+def test_resume_with_more_steps_follows_the_new_schedule_from_its_first_step(uninterrupted, pretrain_data, tmp_path):
+    """A run extended on resume (--max_steps 2N -> 2N + 4) trains every resumed step at the longer schedule's lr,
+    the first one included (it ran at the saved run's lr, the shorter schedule's)."""
+    from optimization import lr_factor
+    ref, n, flags = uninterrupted
+    out = tmp_path / "longer"
+    total = 2 * n + 4
+    assert run_pretraining.main(argv(pretrain_data, out, resume=ref / "checkpoints" / f"step-{n}",
+                                     **dict(flags, max_steps=total))) == 0
+    logged = {r["step"]: r["lr"] for r in rows(out)}
+    assert sorted(logged) == list(range(n + 1, total + 1))
+    for s, lr in logged.items():
+        assert lr == pytest.approx(1e-3 * lr_factor("linear", (s - 1) / total, 0.1), rel=1e-12, abs=0), s
+
+
 def test_one_loader_across_epochs_reads_the_same(pretrain_data, tmp_path, monkeypatch):
     """With loader workers, one loader serves every epoch (its workers start once and set themselves up for each
     new epoch); the run is the same as one that reads every batch in the main process."""
