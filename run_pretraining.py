@@ -34,15 +34,16 @@ step or two, inside the time budget.
 
 Checkpoints. OUTPUT_DIR/checkpoints/step-N/ holds model.safetensors + config.json + vocab.txt (modeling's format,
 loadable anywhere load_checkpoint is) and train_state.pt (optimizer, scheduler, grad scaler, step, epoch, position
-in the epoch, every rank's RNG state, the arguments; plain tensors/containers: torch.load(weights_only=True)).
-Each is written as step-N.tmp, renamed, and only then is OUTPUT_DIR/checkpoints/latest (the name of the newest
-one) replaced, so a crash at any point leaves `latest` on a complete checkpoint. The last --keep_last are kept.
+in the epoch, every rank's RNG state and open log interval (its sums since the last log row), the arguments; plain
+tensors/containers: torch.load(weights_only=True)). Each is written as step-N.tmp, renamed, and only then is
+OUTPUT_DIR/checkpoints/latest (the name of the newest one) replaced, so a crash at any point leaves `latest` on a
+complete checkpoint. The last --keep_last are kept.
 Export: python convert_checkpoint.py --input OUTPUT_DIR/checkpoints/step-N --output DIR --to {release,hf}.
 
 Resume. --resume auto continues from OUTPUT_DIR's `latest` (and starts fresh if there is none, so one command line
 serves a job that gets requeued); --resume PATH continues from a step-N dir or another run's output dir. The run
-continues exactly: same weights, optimizer, schedule, RNG and data position as if it had never stopped. log.jsonl
-rows past the resumed step (from the lost stretch) are dropped. Two-phase training is a NEW run with
+continues exactly: same weights, optimizer, schedule, RNG, data position and log rows as if it had never stopped.
+log.jsonl rows past the resumed step (from the lost stretch) are dropped. Two-phase training is a NEW run with
 --init_checkpoint (a step-N dir or a run dir: its latest), which takes the weights only and starts a fresh optimizer
 and schedule at step 0 with the new --max_seq_length (512; 384 for large_v2, whose positions stop there); add
 --resume auto to make phase 2 itself restartable. A run without --resume refuses an OUTPUT_DIR holding checkpoints.
@@ -317,6 +318,14 @@ def main(argv=None):
     nonfinite = torch.zeros((), device=rt.device)
     sop_weight = 0.0 if args.no_sop else 1.0
     checked_step, t_log, step_log = step, time.time(), step
+    step_timed = step  # the step at t_log: seq_per_s counts this process's steps only
+    # the log interval open at the resumed checkpoint (saved off a log step: a signal, a time budget, --save_steps
+    # not a multiple of --log_steps): its sums and first step come back, so the next row averages the same steps
+    # as the uninterrupted run's (older states, or another number of ranks: it averages the steps since the resume)
+    interval = state.get("log_interval") if state is not None else None
+    if interval and len(interval["stats"]) == rt.world_size:
+        stats = torch.tensor(interval["stats"][rt.rank], dtype=torch.float64, device=rt.device)
+        step_log = interval["from_step"]
     wait_s = 0.0  # host time blocked on the loader since the last log row
     grad_norm, exit_code, last_saved = None, 0, ckpt_dir if source == RESUME else None
     # a time budget usually ends the run long before --max_steps: then a step count without a total reads better
@@ -424,12 +433,12 @@ def main(argv=None):
                        "mlm_loss": mlm_loss, "sop_loss": sop_total / n_seq if sop_weight else None,
                        "mlm_acc": mlm_acc, "sop_acc": sop_hits / n_seq if sop_weight else None, "lr": lr,
                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                       "seq_per_s": n_seq / (now - t_log), "data_wait": wait_s / (now - t_log),
+                       "seq_per_s": (step - step_timed) * B / (now - t_log), "data_wait": wait_s / (now - t_log),
                        "elapsed_s": elapsed0 + now - t_start}
                 if scaler.is_enabled():
                     row.update(loss_scale=scaler.get_scale(), skipped_steps=skipped)
                 stats.zero_()
-                t_log, step_log, wait_s = now, step, 0.0
+                t_log, step_log, step_timed, wait_s = now, step, step, 0.0
                 if rt.is_main:
                     logger.log(row)
                     if tb is not None:
@@ -438,16 +447,18 @@ def main(argv=None):
                                 tb.add_scalar(f"train/{k}", row[k], step)
                     pbar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", seq_s=f"{row['seq_per_s']:.1f}")
             if save_now:
-                rngs = [rng_state_portable()]
+                rngs, open_stats = [rng_state_portable()], [stats.tolist()]
                 if rt.distributed:
-                    rngs = [None] * rt.world_size
-                    dist.all_gather_object(rngs, rng_state_portable())
+                    gathered = [None] * rt.world_size
+                    dist.all_gather_object(gathered, (rng_state_portable(), stats.tolist()))
+                    rngs, open_stats = [g[0] for g in gathered], [g[1] for g in gathered]
                 if rt.is_main:
                     train_state = {
                         "step": step, "epoch": epoch, "epoch_position": epoch_pos, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
                         "elapsed_s": elapsed0 + time.time() - t_start, "budget_elapsed_s": budget0 + run_s,
                         "skipped_steps": int(skipped),
+                        "log_interval": {"from_step": step_log, "stats": open_stats},
                         "world_size": rt.world_size, "shards_fingerprint": fingerprint,
                         "args": vars(args)}
                     def write(tmp_dir):

@@ -88,6 +88,23 @@ def test_resume_is_exact(uninterrupted, pretrain_data, tmp_path, num_workers):
     assert_same_weights(weights(ref, 2 * n), weights(out, 2 * n))
 
 
+def test_resume_between_log_rows_logs_the_rows_of_the_uninterrupted_run(pretrain_data, tmp_path):
+    """A checkpoint saved between two log rows (a signal, a time budget, --save_steps not a multiple of --log_steps)
+    carries the open interval's sums: the first row after resuming from it averages the same steps as the
+    uninterrupted run's row did (it averaged only the steps since the resume)."""
+    flags = dict(max_steps=6, log_steps=3, save_steps=2)
+    ref = tmp_path / "ref"
+    assert run_pretraining.main(argv(pretrain_data, ref, **flags)) == 0
+    out = tmp_path / "resumed"
+    assert run_pretraining.main(argv(pretrain_data, out, resume=ref / "checkpoints" / "step-4", **flags)) == 0
+    (a,), (b,) = [r for r in rows(ref) if r["step"] == 6], rows(out)
+    assert b["step"] == 6
+    for k in ("loss", "mlm_loss", "sop_loss", "mlm_acc", "sop_acc", "grad_norm", "lr"):
+        assert b[k] == a[k], k
+    assert_same_weights(weights(ref, 6), weights(out, 6), tol=0)
+    assert train_state(ref, 4)["log_interval"]["from_step"] == 3  # open since the row of step 3
+
+
 def test_resume_applies_changed_optimiser_flags(uninterrupted, pretrain_data, tmp_path, capsys):
     """A resumed run takes --learning_rate, --weight_decay and --adam_epsilon from its flags (they used to come back
     from the saved optimizer state, the lr warned about as changed but never changed); the change is warned."""
