@@ -49,6 +49,9 @@ from qa_predict import check_labelled, load_qa_features, predict_logits, score, 
 # (stopped, or out of time) is replaced with a warning, so the same command can simply be run again
 FINISHED = "train_results.json"
 RUN_OUTPUTS = ("run_args.json", "log.jsonl", "loss.png", "final", "best", "epoch-*")
+# and what a kill (SIGTERM, SIGKILL: no clean-up runs) leaves beside them: save_dir_atomically's .NAME.tmp*/.NAME.old*
+# folders, a whole checkpoint each, and atomic_write's .NAME.tmp* files; hidden, so no glob of RUN_OUTPUTS matches them
+RUN_TEMPS = tuple(f".{m}.{kind}*" for m in RUN_OUTPUTS for kind in ("tmp", "old"))
 
 
 def build_parser():
@@ -127,8 +130,8 @@ def validate_args(args, rt):
 
 
 def unfinished_outputs(out_dir: str) -> list[str]:
-    """The paths in out_dir that an earlier run wrote (RUN_OUTPUTS), sorted."""
-    return sorted(p for m in RUN_OUTPUTS for p in glob.glob(os.path.join(glob.escape(out_dir), m)))
+    """The paths in out_dir that an earlier run wrote (RUN_OUTPUTS, RUN_TEMPS), sorted."""
+    return sorted(p for m in RUN_OUTPUTS + RUN_TEMPS for p in glob.glob(os.path.join(glob.escape(out_dir), m)))
 
 
 def clear_unfinished_run(out_dir: str):

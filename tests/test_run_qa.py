@@ -394,6 +394,23 @@ def test_an_unfinished_run_is_replaced_by_the_same_command(qa_env, tmp_path, cap
     assert (out / "epoch-1" / "model.safetensors").exists()
 
 
+def test_a_killed_runs_temporary_checkpoints_are_replaced_too(qa_env, tmp_path, capsys):
+    """A run killed (SIGTERM, SIGKILL) while saving a checkpoint leaves save_dir_atomically's hidden temporary
+    folders, a whole checkpoint each; the same command removes them with the rest of the unfinished run (they
+    used to stay for good, one more model's worth of disk per kill)."""
+    out = tmp_path / "killed"
+    for leftover in (".epoch-1.tmpab12cd", ".best.oldxy34zw/best"):
+        (out / leftover).mkdir(parents=True)
+        (out / leftover / "model.safetensors").write_text("cut short")
+    (out / "run_args.json").write_text("{}")
+    (out / ".notes.tmp").write_text("keep me")  # not a name this script writes
+    capsys.readouterr()
+    run_qa.main(train_argv(qa_env, out))
+    assert ("holds an unfinished run (.best.oldxy34zw, .epoch-1.tmpab12cd, run_args.json): replacing it"
+            in capsys.readouterr().err)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".notes.tmp"]
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_two_ranks_log_the_loss_of_the_whole_batch(qa_env, tmp_path):
     """Under torchrun, run_qa logs the loss over every rank's rows (rank 0's shard alone, before) and scores the
