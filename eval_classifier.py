@@ -155,9 +155,13 @@ def main(argv=None):
             tu.check_output_dir_path(args.output_dir)
         except ValueError as e:
             tu.fail(str(e))
-    for f in out_files:
-        if os.path.exists(f):
-            tu.fail(f"{f} already exists; choose another --output_dir")
+    # eval_results.json, written last, marks a finished evaluation: never overwritten. A predictions.tsv without it
+    # is what a kill between the two writes left: replaced, or the same command (a quickstart stage) could never run
+    # again in that folder
+    if out_files and os.path.exists(out_files[0]):
+        tu.fail(f"{out_files[0]} already exists; choose another --output_dir")
+    if out_files and os.path.exists(out_files[1]):
+        tu.warn(f"{out_files[1]} is left from an unfinished evaluation (no eval_results.json): replacing it")
     config_from_ckpt = args.config_file is None
     try:
         cls_data.check_task_args(args)

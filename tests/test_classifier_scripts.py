@@ -353,6 +353,24 @@ def test_finished_run_is_never_overwritten(korsts_run, cls_env, capsys):
     assert file_digests(out) == before
 
 
+def test_an_evaluation_killed_before_its_results_is_replaced_by_the_same_command(korsts_run, capsys, tmp_path):
+    """predictions.tsv is written before eval_results.json, the mark of a finished evaluation: a kill in between
+    left a folder that the same command (a quickstart test stage) refused for good ('predictions.tsv already
+    exists'). It now replaces the lone predictions.tsv, with a warning; a finished evaluation is still refused."""
+    out, _ = korsts_run
+    test_dir = tmp_path / "test"
+    test_dir.mkdir()
+    (test_dir / "predictions.tsv").write_text("guid\tgold\tprediction\nsts-test.tsv:2\t", encoding="utf-8")
+    capsys.readouterr()
+    metrics = eval_classifier.main(eval_argv(out / "best", "korsts", "--output_dir", str(test_dir)))
+    assert "predictions.tsv is left from an unfinished evaluation (no eval_results.json): replacing it" in \
+        capsys.readouterr().err
+    assert read_json(test_dir / "eval_results.json") == metrics
+    assert len(read_predictions(test_dir / "predictions.tsv")) == 100
+    expect_fail(capsys, eval_classifier.main, eval_argv(out / "best", "korsts", "--output_dir", str(test_dir)),
+                "eval_results.json already exists")
+
+
 def test_vocab_size_mismatch_is_one_line_exit_2(korsts_run, tmp_path):
     out, _ = korsts_run
     other = tmp_path / "other_vocab.txt"
