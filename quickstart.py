@@ -106,7 +106,13 @@ def main(argv=None):
     logs = os.path.join(out, "logs")
     os.makedirs(logs, exist_ok=True)
     stages_path = os.path.join(out, "stages.json")
-    stages = json.load(open(stages_path, encoding="utf-8")) if os.path.exists(stages_path) else {}
+    stages = {}
+    if os.path.exists(stages_path):
+        try:
+            with open(stages_path, encoding="utf-8") as f:
+                stages = json.load(f)
+        except ValueError as e:  # only a record of the commands run: the stages' own outputs say what is done
+            warn(f"{stages_path} is unreadable ({e}); starting a new record of the stages")
     rows = ("pretrained", "scratch")
     names = {"vocab", "shards", "pretrain"} | {f"finetune_{row}" for row in rows} | {
         f"test_{row}_seed{s}" for row in rows for s in seeds}
@@ -174,8 +180,7 @@ def main(argv=None):
                                    "--seeds", d["ft_seeds"], "--group_by_length",
                                    "--amp", d["amp"], *cpu_flags, *train_slice, *eval_slice],
               os.path.join(ft, "seed_grid.json"), inputs=("vocab", "shards", "pretrain") if init else ("vocab",))
-        with open(os.path.join(ft, "seed_grid.json"), encoding="utf-8") as f:
-            results[name] = {"grid": json.load(f), "test": {}}
+        results[name] = {"grid": read_stage_json(os.path.join(ft, "seed_grid.json")), "test": {}}
         if sorted(results[name]["grid"]["seeds"], key=int) != [str(s) for s in sorted(seeds)]:
             fail(f"{ft} holds the fine-tuning of seeds {', '.join(results[name]['grid']['seeds'])} (another run's), "
                  f"not --ft_seeds {d['ft_seeds']}: delete it to fine-tune again")
@@ -187,13 +192,22 @@ def main(argv=None):
                                            "--output_dir", test_dir, "--eval_batch_size", "64", *cpu_flags,
                                            *eval_slice],
                   os.path.join(test_dir, "eval_results.json"), inputs=(f"finetune_{name}",))
-            with open(os.path.join(test_dir, "eval_results.json"), encoding="utf-8") as f:
-                results[name]["test"][s] = json.load(f)
+            results[name]["test"][s] = read_stage_json(os.path.join(test_dir, "eval_results.json"))
     summary = _summarise(out, pre, results, seeds, stages, d, on_gpu)
     atomic_write_json(os.path.join(out, "results.json"), summary)
     _print_table(summary)
     print(f"\nresults: {os.path.join(out, 'results.json')}  plots: {out}/*.png")
     return summary
+
+
+def read_stage_json(path, redo="delete it to run the stage that wrote it again"):
+    """A finished stage's JSON output. The stages write theirs atomically, so one that does not parse was cut or
+    edited outside them: one line naming it and how to redo it, not a traceback."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as e:
+        fail(f"{os.path.relpath(path)} is unreadable ({e}): {redo}")
 
 
 def _write_corpus_slice(files, path, n_bytes):
@@ -312,9 +326,9 @@ def _plot_dev_curves(out, names, seeds, seeds_text, png):
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for color, name in zip(("C0", "C1"), names):
         for i, s in enumerate(seeds):
-            path = os.path.join(out, f"korsts_{name}", f"seed-{s}", "eval_results.json")
-            with open(path, encoding="utf-8") as f:
-                epochs = json.load(f).get("epochs", [])
+            ft = os.path.join(out, f"korsts_{name}")
+            epochs = read_stage_json(os.path.join(ft, f"seed-{s}", "eval_results.json"),
+                                     f"delete {os.path.relpath(ft)} to fine-tune again").get("epochs", [])
             ax.plot([e["epoch"] for e in epochs], [e["spearman"] for e in epochs], marker="o", color=color,
                     alpha=0.8, label=None if i else f"{name} (seeds {seeds_text})")
     ax.xaxis.get_major_locator().set_params(integer=True)

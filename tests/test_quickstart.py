@@ -98,6 +98,18 @@ def test_quickstart_smoke_and_cache(tmp_path, capsys):
     assert code == 2
     assert stderr.strip().endswith("holds the fine-tuning of seeds 1, 2 (another run's), not --ft_seeds 1-3: "
                                    "delete it to fine-tune again")
+    # a finished stage's output cut outside the pipeline: one line naming it, not a JSONDecodeError traceback; the
+    # record of the commands run is only warned about
+    test_json = out / "korsts_scratch" / "seed-1" / "test" / "eval_results.json"
+    whole = test_json.read_bytes()
+    test_json.write_bytes(whole[:20])
+    (out / "stages.json").write_text('{"vocab": {"sec')
+    code, stdout, stderr = rerun(capsys, out)
+    assert code == 2 and "stages.json is unreadable" in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert "korsts_scratch/seed-1/test/eval_results.json is unreadable (" in last
+    assert last.endswith("): delete it to run the stage that wrote it again")
+    test_json.write_bytes(whole)
     # pretraining made again: the fine-tuning built on the earlier one, finished or not (here: no seed_grid.json,
     # its seeds' results still there), is not reused as if it were this one's
     shutil.rmtree(out / "pretrain")
