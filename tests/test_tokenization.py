@@ -607,3 +607,28 @@ def test_hf_tokenizer_export_lower_cases_when_the_model_does(tmp_path):
     T.save_hf_tokenizer(str(p), str(tmp_path), do_lower_case=True, model_max_length=32)
     tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
     assert tok("HELLO", add_special_tokens=False)["input_ids"] == [5]
+
+
+def test_lower_casing_keeps_a_final_capital_sigma_as_the_fast_path_does():
+    """str.lower() turns a word-final Σ into ς; the Rust normaliser lower-cases character by character (σ). The
+    Python twin must give the fast path's string, or a vocab with σ-final Greek words gets other ids per path."""
+    norm = T.fast_normalizer(True)
+    for text in ("ΣΟΦΟΣ", "ΑΣ ΣΑΣ", "Σ", "ὈΔΥΣΣΕΎΣ."):
+        assert T.normalize_text(text, True) == norm.normalize_str(text), text
+
+
+def test_hf_tokenizer_export_matches_transformers_bert_tokenizer(tmp_path, vocab, lines):
+    """transformers' own BertTokenizer on the same vocab as the oracle for the exported tokenizer.json: [CLS]/[SEP]
+    and segment ids for single texts and pairs, and special tokens written in the text matched whole."""
+    transformers = pytest.importorskip("transformers")
+    T.save_hf_tokenizer(vocab, str(tmp_path), do_lower_case=False, model_max_length=512)
+    ours = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    peer = transformers.BertTokenizer(vocab=vocab, do_lower_case=False, strip_accents=False,
+                                      tokenize_chinese_chars=True)
+    texts = [t for t in lines[:50] if unicodedata.is_normalized("NFC", t)]
+    texts += ["서울 [MASK] 부산", "[CLS] 문장 [SEP] 둘째 [PAD]", "앞[MASK]뒤 [UNK]"]
+    for a, b in zip(texts, texts[1:] + texts[:1]):
+        for args in ((a,), (a, b)):
+            got, want = ours(*args), peer(*args)
+            assert got["input_ids"] == want["input_ids"], args
+            assert got["token_type_ids"] == want["token_type_ids"], args
