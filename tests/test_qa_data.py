@@ -141,6 +141,23 @@ def test_windows_stride_and_max_context(tok):
             assert flags == [w == best for w in owners]
 
 
+def test_a_stride_past_the_window_still_covers_every_context_token(tok):
+    """google-research/bert advances by min(window length, doc_stride): with a stride longer than a window the
+    windows abut (the warning above), and no context token falls between two of them."""
+    tokenizer, special = tok
+    examples, _ = read_korquad(DEV, is_training=False, max_examples=10)
+    T, max_q = 48, 8
+    for stride in (1000, 60, 16):
+        feats, _ = convert_examples_to_features(examples, tokenizer, special, T, stride, max_q, False)
+        for i, ex in enumerate(examples):
+            _, ctx_offs = context_tokens(tokenizer, ex.context)
+            L = T - 3 - len(tokenizer.encode(ex.question, add_special_tokens=False).ids[:max_q])
+            ranges = [window_token_range(feats, f, ctx_offs) for f in np.nonzero(feats.example_index == i)[0]]
+            assert ranges[0][0] == 0 and ranges[-1][1] == len(ctx_offs) - 1
+            assert all(b[0] == a[0] + min(L, stride) for a, b in zip(ranges, ranges[1:]))
+            assert all(b[0] <= a[1] + 1 for a, b in zip(ranges, ranges[1:]))  # no gap
+
+
 def test_a_stride_past_the_window_is_warned_about():
     """A stride at least a window's context long makes windows that do not overlap (google-research/bert's rule,
     kept): said once, not refused; a bad value is still refused."""
@@ -155,6 +172,10 @@ def test_a_stride_past_the_window_is_warned_about():
     assert warning.startswith("--doc_stride 93 is not shorter than a window's context (93 tokens")
     with pytest.raises(ValueError, match="--doc_stride must be at least 1"):
         qa_data.check_qa_args(argparse.Namespace(doc_stride=0, **base))
+    # [CLS] question [SEP] context [SEP]: a window needs room for one context token beside the longest question
+    assert qa_data.check_qa_args(argparse.Namespace(**{**base, "max_seq_length": 36, "doc_stride": 1})) != []
+    with pytest.raises(ValueError, match="--max_seq_length 35 leaves no room for the context"):
+        qa_data.check_qa_args(argparse.Namespace(**{**base, "max_seq_length": 35, "doc_stride": 1}))
 
 
 def test_mismatched_answers_are_skipped_in_training(dev, tmp_path):
@@ -162,13 +183,30 @@ def test_mismatched_answers_are_skipped_in_training(dev, tmp_path):
     qas = data[0]["paragraphs"][0]["qas"]
     qas[0]["answers"][0]["answer_start"] += 3
     qas[1]["answers"][0]["text"] = "본문에 없는 답"
+    # an answer of only whitespace, found verbatim where it says: no token to label, skipped as well
+    context = data[0]["paragraphs"][0]["context"]
+    qas[2]["answers"][0].update(text=" ", answer_start=context.index(" "))
     path = write_json(tmp_path / "bad_answers.json", {"version": "KorQuAD_v1.0_dev", "data": data})
     n_total = sum(len(p["qas"]) for p in data[0]["paragraphs"])
     train, skipped = read_korquad(path, is_training=True)
-    assert skipped == 2 and len(train) == n_total - 2
-    assert {qas[0]["id"], qas[1]["id"]}.isdisjoint(e.qid for e in train)
+    assert skipped == 3 and len(train) == n_total - 3
+    assert {qas[0]["id"], qas[1]["id"], qas[2]["id"]}.isdisjoint(e.qid for e in train)
     evals, skipped = read_korquad(path, is_training=False)
     assert skipped == 0 and len(evals) == n_total  # scoring still needs every question
+
+
+def test_max_examples_counts_the_skipped_questions_too(dev, tmp_path):
+    """max_examples keeps the file's first N questions: a training question skipped for a mismatched answer is one
+    of them, so training and evaluation with the same cap cover the same questions."""
+    data = copy.deepcopy(dev["data"][:1])
+    qas = [qa for p in data[0]["paragraphs"] for qa in p["qas"]]
+    qas[1]["answers"][0]["text"] = "본문에 없는 답"
+    path = write_json(tmp_path / "capped.json", {"version": "KorQuAD_v1.0_dev", "data": data})
+    train, skipped = read_korquad(path, is_training=True, max_examples=4)
+    evals, _ = read_korquad(path, is_training=False, max_examples=4)
+    assert skipped == 1 and len(train) == 3
+    assert [e.qid for e in evals] == [qa["id"] for qa in qas[:4]]
+    assert [e.qid for e in train] == [qa["id"] for i, qa in enumerate(qas[:4]) if i != 1]
 
 
 @pytest.mark.parametrize("content,needle", [
@@ -212,6 +250,19 @@ def test_malformed_question_fields_name_the_file_and_question(tmp_path, is_train
     assert path in msg and "'q-7'" in msg and needle in msg and "\n" not in msg
 
 
+def test_a_question_id_given_twice_is_an_error_naming_it(tmp_path):
+    """Predictions and scores are keyed by question id: a second question with the same id would silently take the
+    first one's place in predictions.json."""
+    qa = {"id": "q-1", "question": "어디?", "answers": [{"text": "서울", "answer_start": 0}]}
+    paragraphs = [{"context": "서울에서 열렸다", "qas": [qa]},
+                  {"context": "부산에서 열렸다", "qas": [dict(qa, question="언제?")]}]
+    path = write_json(tmp_path / "dup.json",
+                      {"version": "KorQuAD_v1.0", "data": [{"title": "t", "paragraphs": paragraphs}]})
+    for is_training in (True, False):
+        with pytest.raises(ValueError, match="'q-1' occurs twice"):
+            read_korquad(path, is_training=is_training)
+
+
 def test_missing_file_and_squad11_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         read_korquad(str(tmp_path / "nope.json"), is_training=False)
@@ -235,6 +286,10 @@ def test_split_by_article_is_disjoint_complete_and_deterministic(dev, tmp_path):
     assert titles(split_by_article(DEV, 0.2, seed=4)[1]) != titles(held)
     with pytest.raises(ValueError, match="between 0 and 1"):
         split_by_article(DEV, 1.0)
+    # the held-out count is the nearest whole number of articles to eval_fraction of them (not rounded down)
+    ten = write_json(tmp_path / "ten.json", {"version": "KorQuAD_v1.0", "data": dev["data"][:10]})
+    for fraction in (0.27, 0.36, 0.5, 0.68):
+        assert abs(len(split_by_article(ten, fraction)[1]["data"]) - fraction * 10) <= 0.5, fraction
     one = write_json(tmp_path / "one.json", {"version": "KorQuAD_v1.0", "data": dev["data"][:1]})
     with pytest.raises(ValueError, match="one.json"):
         split_by_article(one, 0.5)
