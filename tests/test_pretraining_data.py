@@ -468,6 +468,22 @@ def test_run_batches_reports_a_small_epoch_after_the_steps_before_it(shards, mon
         next(steps)
 
 
+@pytest.mark.parametrize("part", ["sentences", "documents"])
+def test_a_shard_with_an_empty_sentence_or_document_is_refused(shards, tmp_path, part):
+    """create_pretraining_data.py never writes an empty sentence or document: offsets that repeat (lengths of 0)
+    mark a damaged shard, refused up front like offsets out of order."""
+    import shutil
+    out = tmp_path / "shards"
+    shutil.copytree(shards, out)
+    name = read_meta(str(out))["shards"][0]["name"]
+    path = shard_path(str(out), name, part)
+    off = np.load(path)
+    off[2] = off[1]
+    np.save(path, off)
+    with pytest.raises(ValueError, match="offsets that do not rise"):
+        PretrainingDataset(str(out), max_seq_length=L, seed=7)
+
+
 def test_chunk_documents_follows_the_rule_document_by_document():
     """With no short targets the chunking draws nothing: every document's chunks match a plain walk over it, in
     rounds over all documents and in the per-document loop that finishes the last long ones alike."""
