@@ -174,3 +174,37 @@ def test_steps_done_come_from_done_not_the_last_log_row(tmp_path):
     assert quickstart.steps_done(str(tmp_path), rows) == 10  # no DONE: the log is all there is
     (tmp_path / "DONE").write_text(json.dumps({"step": 13, "checkpoint": "step-13"}))
     assert quickstart.steps_done(str(tmp_path), rows) == 13
+
+
+def test_corpus_slice_is_a_prefix_cut_at_a_document_end(tmp_path):
+    """--max_corpus_mb: the slice is the corpus's first bytes, continued to the end of the document the limit falls
+    in (a blank line), so no document is cut in half; each file still ends its last document."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("첫 문서 첫 줄\n첫 문서 둘째 줄\n\n둘째 문서 한 줄\n둘째 문서 끝\n\n셋째 문서\n", encoding="utf-8")
+    b.write_text("다른 파일 문서\n", encoding="utf-8")
+    whole = a.read_text(encoding="utf-8") + "\n" + b.read_text(encoding="utf-8") + "\n"
+    for n_bytes in range(1, len(whole.encode("utf-8")) + 2):
+        out = tmp_path / f"slice_{n_bytes}.txt"
+        quickstart._write_corpus_slice([str(a), str(b)], str(out), n_bytes)
+        text = out.read_text(encoding="utf-8")
+        assert len(text.encode("utf-8")) >= min(n_bytes, len(whole.encode("utf-8")))
+        core = text.rstrip("\n") + "\n"  # then a blank line: the document's end, or the end of the corpus
+        assert whole.startswith(core) and whole[len(core):][:1] in ("\n", ""), (n_bytes, text)
+
+
+def test_flags_reach_the_stage_command_lines(tmp_path, monkeypatch):
+    """--vocab_size (and the other overrides) change the commands the stages run, not only the defaults' table."""
+    commands = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(name, cmd, *args, **kwargs):
+        commands[name] = cmd
+        raise Stop
+
+    monkeypatch.setattr(quickstart, "run_stage", record)
+    with pytest.raises(Stop):
+        quickstart.main(["--output_dir", str(tmp_path / "qs"), "--device", "cpu", "--vocab_size", "1234"])
+    cmd = commands["vocab"]
+    assert cmd[cmd.index("--vocab_size") + 1] == "1234"
