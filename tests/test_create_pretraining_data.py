@@ -203,6 +203,29 @@ def expect_error(capsys, argv, *needles):
     return expect_fail(capsys, run, argv, *map(str, needles), alone=True)
 
 
+def test_only_double_hash_pieces_continue_a_word(tmp_path):
+    """Word starts are every piece but a "##" continuation (WordPiece's definition, as the fast tokenizer marks
+    them): the "#" of a hashtag, a vocab token that merely starts with "#", starts a word of its own."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*tokenization.SPECIAL_TOKENS, "#", "태그", "##그", "태", "가", "##가", "1"])
+                     + "\n", encoding="utf-8")
+    text = tmp_path / "c.txt"
+    text.write_text("#태그 가가 #1 태그#\n태그가\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run(["--input_files", text, "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "none",
+         "--num_workers", 1])
+    _, arr = load_shards(str(out))
+    ids = arr["ids"][0]
+    encs = tokenization.build_fast_tokenizer(str(vocab)).encode_batch(text_lines_of(text), add_special_tokens=False)
+    assert ids.tolist() == [i for e in encs for i in e.ids]
+    want = [not t.startswith("##") for e in encs for t in e.tokens]
+    assert unpack_bits(arr["word_start"][0], 0, len(ids)).tolist() == want and want.count(False) >= 2
+
+
+def text_lines_of(path):
+    return [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
 def test_bad_inputs(files, tmp_path, capsys):
     v = files["vocab"]
     empty = tmp_path / "empty.txt"
