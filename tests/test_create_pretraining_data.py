@@ -222,6 +222,23 @@ def test_only_double_hash_pieces_continue_a_word(tmp_path):
     assert unpack_bits(arr["word_start"][0], 0, len(ids)).tolist() == want and want.count(False) >= 2
 
 
+def test_a_vocab_listing_a_token_twice_keeps_one_row_per_line(tmp_path):
+    """Ids are line numbers (a token listed twice keeps its last), so the model's embedding has a row per line:
+    meta.json's vocab_size counts lines, not distinct tokens, and the shards load against that vocab."""
+    from fileio import read_vocab_lines
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*tokenization.SPECIAL_TOKENS, "가", "태그", "가", "##그", "태"]) + "\n",
+                     encoding="utf-8")
+    text = tmp_path / "c.txt"
+    text.write_text("태그 가 태그\n가 태그 가\n\n태그 가\n가 가\n", encoding="utf-8")
+    out = tmp_path / "out"
+    meta = run(["--input_files", text, "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "none",
+                "--num_workers", 1])
+    assert meta["vocab_size"] == len(read_vocab_lines(str(vocab))) == 10
+    from pretraining_data import PretrainingDataset
+    assert len(PretrainingDataset(str(out), max_seq_length=16, seed=0)) > 0
+
+
 def text_lines_of(path):
     return [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
