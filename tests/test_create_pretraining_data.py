@@ -239,6 +239,22 @@ def test_a_vocab_listing_a_token_twice_keeps_one_row_per_line(tmp_path):
     assert len(PretrainingDataset(str(out), max_seq_length=16, seed=0)) > 0
 
 
+def test_a_line_that_tokenises_to_nothing_keeps_the_document_breaks_in_place(tmp_path):
+    """A line of only invisible characters gives no tokens and is dropped; the blank line after it still ends its
+    document there, not one sentence later."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join([*tokenization.SPECIAL_TOKENS, "가", "나", "다", "라"]) + "\n", encoding="utf-8")
+    text = tmp_path / "c.txt"
+    text.write_text("가 나\n\u200b\x07\n\n다 라\n\n라 가\n\u200b\n\n나\n", encoding="utf-8")
+    out = tmp_path / "out"
+    run(["--input_files", text, "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "none",
+         "--num_workers", 1])
+    meta, arr = load_shards(str(out))
+    assert arr["documents"][0].tolist() == [0, 1, 2, 3, 4]  # four documents of one sentence each
+    assert np.diff(arr["sentences"][0]).tolist() == [2, 2, 2, 1]
+    assert meta["summary"]["empty_sentences_dropped"] == 2
+
+
 def text_lines_of(path):
     return [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
