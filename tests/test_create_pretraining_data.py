@@ -380,6 +380,10 @@ def test_long_line_is_read_in_bounded_pieces(files, tmp_path, monkeypatch, capsy
         tasks = corpus_tasks.read_tasks([str(tmp_path / "cut.txt")], 100, lambda n: None)
         assert [x for _, t in tasks for x in t] == [None, "가나다", "라", None, "마"], end
     monkeypatch.setattr(corpus_tasks, "MAX_LINE_BYTES", cap)
+    # a line indented by more than the cap: its first pieces are blank but do not end the line, so no document ends
+    (tmp_path / "indented.txt").write_bytes(("첫 줄.\n" + " " * 300 + "들여쓴 줄.\n끝.\n").encode())
+    tasks = corpus_tasks.read_tasks([str(tmp_path / "indented.txt")], 100, lambda n: None)
+    assert [x for _, t in tasks for x in t] == [None, "첫 줄.", "들여쓴 줄.", "끝."]
     # the pieces are tokenised as if the file had been split there: same shards, and the same ids as the whole line
     common = ["--vocab_file", files["vocab"], "--sentence_splitter", "none", "--num_workers", 1]
     meta = run(["--input_files", src, "--output_dir", tmp_path / "long", *common])
