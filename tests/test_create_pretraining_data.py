@@ -152,6 +152,20 @@ def test_regex_splitter():
     assert corpus_tasks.split_regex("1. 총칙 제1조 목적") == ["1. 총칙 제1조 목적"]
 
 
+def test_cut_at_partitions_the_line_where_each_piece_follows_the_last():
+    """The splitter's sentences are looked up in the line after the end of the previous one: a piece whose text
+    also occurs earlier cuts at its own place, and a piece repeating the previous one's tail (as kiwi may return)
+    cuts nothing."""
+    cases = [("나는 간다. 간다", ["나는 간다.", "간다"], ["나는 간다.", "간다"]),
+             ("가나다", ["가나다", "다"], ["가나다"]),
+             ("서울에 갔다. 서울에 왔다.", ["서울에 갔다.", "서울에 왔다."], ["서울에 갔다.", "서울에 왔다."]),
+             ("하나. 둘.", ["하나.", "", "둘."], ["하나.", "둘."])]
+    for line, pieces, want in cases:
+        got = corpus_tasks.cut_at(line, pieces)
+        assert got == want, line
+        assert " ".join(got) == line
+
+
 def test_kiwi_sentence_splitting_and_morph_word_starts(files, tmp_path):
     pytest.importorskip("kiwipiepy")
     from morphology import load_analyzer
