@@ -227,6 +227,25 @@ def test_answers_are_analysed_with_their_neighbouring_words():
     context = "a b c 서울에서 d e f"
     morphology.trim_answers([("서울에서", context, context.index("서울에서"))], Recorder())
     assert "b c 서울에서 d e" in seen[0]
+    # how many (_context_window): a span that is whole words gets CONTEXT_WORDS + 1 words each side; one that cuts
+    # into a word gets the rest of that word and CONTEXT_WORDS more
+    assert morphology.CONTEXT_WORDS == 2
+    context = "v w x y z 서울에서 p q r s t"
+    seen.clear()
+    morphology.trim_answers([("서울에서", context, context.index("서울에서")),
+                             ("울에", context, context.index("울에"))], Recorder())
+    assert seen == ["x y z 서울에서 p q r", "y z 서울에서 p q"]
+
+
+def test_boundaries_are_inner_cuts_between_whole_morphemes(kiwi):
+    """boundaries: offsets strictly inside the text (no 0, no len) where a morpheme starts and none is cut in two
+    (열린 = 열리 + ㄴ shares a syllable: no cut at 1)."""
+    for text in ("서울에서 열린", "세종대왕이다", "가", "먹었다", "한국은행에서"):
+        spans = kiwi.morphemes(text)
+        cuts = kiwi.boundaries(text)
+        assert cuts == sorted(set(cuts)) and all(0 < c < len(text) for c in cuts), text
+        assert all(any(s == c for s, _, _ in spans) and not any(s < c < e for s, e, _ in spans) for c in cuts)
+    assert kiwi.boundaries("서울에서") == [2]
 
 
 def test_a_stripped_leading_blank_does_not_hide_the_noun_before_the_particle(kiwi):
