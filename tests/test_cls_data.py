@@ -256,6 +256,19 @@ def test_constant_predictions_are_undefined_not_crash():
     assert cls_data.score_for_selection(m, STS) == -np.inf
 
 
+def test_mean_std_over_seeds_is_the_sample_statistics_of_the_defined_scores():
+    """The statistics module as the oracle: mean and sample standard deviation (n - 1) of the seeds' scores, an
+    undefined one (NaN, or null read back from JSON) left out; too few for a deviation gives None."""
+    import statistics
+    scores = [71.5, None, 68.25, float("nan"), 74.0, 70.0]
+    defined = [71.5, 68.25, 74.0, 70.0]
+    mean, std, n = cls_data.mean_std(scores)
+    assert n == 4 and mean == pytest.approx(statistics.mean(defined))
+    assert std == pytest.approx(statistics.stdev(defined))
+    assert cls_data.mean_std([80.0, None]) == (80.0, None, 1)
+    assert cls_data.mean_std([None, float("nan")]) == (None, None, 0)
+
+
 def test_readers_and_metrics_do_not_import_torch():
     code = ("import sys, cls_data; cls_data.compute_metrics(cls_data.TASKS['korsts'], [1, 2], [2, 3]); "
             "print('torch' in sys.modules)")
