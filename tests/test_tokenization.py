@@ -333,6 +333,26 @@ def test_build_vocab_sentencepiece(work, corpus, held_out, capsys):
         "--algorithm", "sentencepiece"]))
 
 
+def test_build_vocab_flags_reach_the_trainers(work, corpus):
+    """--min_frequency is the WordPiece trainer's least pair count (a high one learns fewer merges, as build_vocab
+    called with it does); --do_lower_case lower-cases what sentencepiece learns from, as the tokenizer will."""
+    def tokens(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read().split("\n")[:-1]
+    cli = str(work / "minfreq_cli" / "vocab.txt")
+    T.main(["build-vocab", "--corpus", corpus, "--vocab_size", "2000", "--output", cli, "--min_frequency", "40"])
+    direct = V.build_vocab([corpus], 2000, str(work / "minfreq_direct" / "vocab.txt"), min_frequency=40)
+    assert tokens(cli) == direct and len(direct) < 2000  # the default (2) fills all 2000 (test_built_vocab_layout)
+    mixed = _write(work / "mixed_case.txt", "".join(_head(COMMENTS, 0, 300)) + "Seoul Busan Daegu SEOUL\n" * 40)
+    for algorithm in ("sentencepiece", "wordpiece"):
+        out = str(work / f"lower_{algorithm}" / "vocab.txt")
+        T.main(["build-vocab", "--corpus", mixed, "--vocab_size", "1000", "--output", out, "--do_lower_case",
+                "--algorithm", algorithm])
+        learned = tokens(out)[len(T.SPECIAL_TOKENS):]
+        assert "seoul" in {t.removeprefix("##") for t in learned} or "s" in learned, algorithm
+        assert not [t for t in learned if t != t.lower()], algorithm
+
+
 def test_vocab_build_is_reproducible_across_processes(work, corpus):
     # tokenizers' trainer on its own broke count ties in hash order, which differs per process: two builds of
     # this very vocab differed (in ids, and in some 30-50 tokens at 3000)
