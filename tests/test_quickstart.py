@@ -172,6 +172,8 @@ def test_steps_done_come_from_done_not_the_last_log_row(tmp_path):
     last logged step, 10 where 13 were trained)."""
     rows = [{"step": 10, "loss": 8.1}]
     assert quickstart.steps_done(str(tmp_path), rows) == 10  # no DONE: the log is all there is
+    assert quickstart.steps_done(str(tmp_path), [{"step": 5}, {"step": 10}, {"step": 15}]) == 15  # its last row
+    assert quickstart.steps_done(str(tmp_path), []) is None
     (tmp_path / "DONE").write_text(json.dumps({"step": 13, "checkpoint": "step-13"}))
     assert quickstart.steps_done(str(tmp_path), rows) == 13
 
