@@ -252,6 +252,28 @@ def test_answer_postprocess_morph_reports_both(qa_env, tmp_path, capsys, monkeyp
     assert len(with_context) == sum(t in contexts[q] for q, t in preds_read.items()) > 0
 
 
+def test_score_only_trims_an_answer_at_its_first_occurrence(tmp_path, capsys, monkeypatch):
+    """--score_only has no positions: an answer that occurs twice in its context is analysed at the first."""
+    calls = []
+
+    def fake_trim(items, analyzer):
+        calls.extend(items)
+        return [text for text, _, _ in items]
+
+    monkeypatch.setattr(morphology, "trim_answers", fake_trim)
+    monkeypatch.setattr(morphology, "load_analyzer", lambda name="kiwi": "fake-kiwi")
+    context = "서울에서 열렸다. 그 뒤 다시 서울에서 만났다."
+    data = {"version": "KorQuAD_v1.0", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": "a", "question": "어디?", "answers": [{"text": "서울", "answer_start": 0}]},
+        {"id": "b", "question": "무엇?", "answers": [{"text": "만났다", "answer_start": context.index("만났다")}]}]}]}]}
+    dataset, preds = tmp_path / "d.json", tmp_path / "p.json"
+    dataset.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    preds.write_text(json.dumps({"a": "서울에서", "b": "없는 답"}, ensure_ascii=False), encoding="utf-8")
+    eval_qa.main(["--score_only", "--predict_file", str(dataset), "--prediction_json", str(preds),
+                  "--answer_postprocess", "morph"])
+    assert calls == [("서울에서", context, 0), ("없는 답", None, None)]
+
+
 def test_answer_postprocess_morph_without_kiwipiepy(qa_env, tmp_path, capsys, monkeypatch):
     def missing(name="kiwi"):
         raise morphology.MissingAnalyzerError("the 'kiwi' analyser needs kiwipiepy: run `pip install kiwipiepy`")
