@@ -387,6 +387,24 @@ def test_hf_export_tokenizer_keeps_hangul(tmp_path):
     assert transformers.BertTokenizer(str(tmp_path / "hf_bom" / "vocab.txt")).convert_tokens_to_ids("[PAD]") == 0
 
 
+def test_hf_export_of_an_uncased_model_lower_cases(tmp_path):
+    """A model whose config says do_lower_case was trained on lower-cased ids: its exported tokenizer lower-cases
+    as transformers' own BertTokenizer does with do_lower_case (accents kept, as ours keep them)."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "seoul", "서울", "##에서"]
+                               + [f"tok{i}" for i in range(V - 9)]) + "\n", encoding="utf-8")
+    for lower in (True, False):
+        out = tmp_path / f"hf_{lower}"
+        save_checkpoint(BertModel(tiny_config(do_lower_case=lower)), str(tmp_path / f"ours_{lower}"),
+                        vocab_file=str(vocab))
+        convert_checkpoint.main(["--input", str(tmp_path / f"ours_{lower}"), "--output", str(out), "--to", "hf"])
+        hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+        peer = transformers.BertTokenizer(vocab=str(vocab), do_lower_case=lower, strip_accents=False)
+        for text in ("HELLO Seoul 서울에서", "hello SEOUL"):
+            assert hf_tok(text)["input_ids"] == peer(text)["input_ids"], (lower, text)
+        assert (hf_tok("HELLO", add_special_tokens=False)["input_ids"] == [5]) == lower
+
+
 def test_hf_export_of_a_morpheme_model_writes_no_tokenizer(tmp_path, capsys):
     """transformers' tokenizer cannot pre-split morphemes: rather than a tokenizer giving other ids, none."""
     vocab = tmp_path / "vocab.txt"
