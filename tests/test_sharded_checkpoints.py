@@ -40,6 +40,19 @@ def test_float16_shards_round_trip(ours, tmp_path):
         assert torch.equal(p.half().float(), q), name
 
 
+def test_max_shard_mb_counts_mebibytes(ours, tmp_path):
+    """--max_shard_mb is in MiB (2**20 bytes), as its help says: 0.25 MiB = 262,144 bytes holds the tiny model's
+    largest tensor, the 1000 x 64 float32 word embeddings (256,000 bytes), with its header; 250,000 bytes would not."""
+    model, path = ours
+    largest = max(p.numel() * p.element_size() for p in model.state_dict().values())
+    assert largest == 256_000 and 250_000 < largest + 1000 < 0.25 * MIB
+    out = tmp_path / "quarter"
+    convert_checkpoint.main(["--input", path, "--output", str(out), "--to", "ours", "--max_shard_mb", "0.25"])
+    shards = [f for f in os.listdir(out) if f.startswith("model-")]
+    assert len(shards) >= 2 and all(os.path.getsize(out / f) <= 0.25 * MIB for f in shards)
+    assert max(os.path.getsize(out / f) for f in shards) > 250_000
+
+
 def test_hf_shards_load_in_transformers(ours, tmp_path):
     model, path = ours
     convert_checkpoint.main(["--input", path, "--output", str(tmp_path / "hf"), "--to", "hf", "--max_shard_mb", "0.3"])
