@@ -306,6 +306,17 @@ def test_fine_tuned_head_names_its_rows(kornli_run, monkeypatch, tmp_path):
     assert metrics["accuracy"] == results["test"]["accuracy"]
 
 
+def test_a_checkpoint_of_another_task_fails_naming_what_it_is(kornli_run, korsts_run, capsys, tmp_path):
+    """A KorNLI checkpoint scored as KorSTS (or the other way): its task.json names the task it was fine-tuned for;
+    without one, its head's size does. One line either way, not a shape mismatch in the middle of loading."""
+    nli, sts = kornli_run[0] / "best", korsts_run[0] / "best"
+    expect_fail(capsys, eval_classifier.main, eval_argv(nli, "korsts"), "fine-tuned for kornli, not --task_name korsts")
+    expect_fail(capsys, eval_classifier.main, eval_argv(sts, "kornli"), "fine-tuned for korsts, not --task_name kornli")
+    bare = copy_checkpoint(nli, tmp_path / "bare")
+    (bare / "task.json").unlink()  # e.g. a converted or hand-copied checkpoint
+    expect_fail(capsys, eval_classifier.main, eval_argv(bare, "korsts"), "has a 3-label head but korsts needs 1")
+
+
 # ----------------------------------------------------------------------------------------------------- bad input
 
 def test_release_korsts_command_as_the_shell_runs_it():
