@@ -485,6 +485,21 @@ def test_a_converted_classifier_is_scored_as_it_was_fine_tuned(cls_env, tmp_path
         assert np.allclose([float(r[2]) for r in theirs], [float(r[2]) for r in ours], atol=1e-5)
 
 
+def test_an_hf_export_names_its_labels_from_task_json(kornli_run, tmp_path):
+    """A checkpoint whose config.json does not name its head's rows (written before run_classifier put id2label
+    there) still has them in task.json: the hf export's config names them, in row order, for transformers."""
+    import convert_checkpoint
+    out, results = kornli_run
+    ckpt = copy_checkpoint(out / "best", tmp_path / "older")
+    cfg = read_json(ckpt / "config.json")
+    cfg.pop("id2label"), cfg.pop("label2id", None)
+    (ckpt / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    convert_checkpoint.main(["--input", str(ckpt), "--output", str(tmp_path / "hf"), "--to", "hf"])
+    import transformers
+    hf_cfg = transformers.AutoConfig.from_pretrained(str(tmp_path / "hf"))
+    assert [hf_cfg.id2label[i] for i in range(3)] == results["labels"] == read_json(ckpt / "task.json")["labels"]
+
+
 def test_hf_label_names_decide_which_head_row_is_which(cls_env, tmp_path, capsys):
     """A classification checkpoint whose config names its labels in another order (transformers' id2label) is
     scored with its rows in the task's order; names that are not the task's are refused, not scored at random."""
