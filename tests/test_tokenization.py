@@ -353,6 +353,27 @@ def test_build_vocab_flags_reach_the_trainers(work, corpus):
         assert not [t for t in learned if t != t.lower()], algorithm
 
 
+def test_sentencepiece_alphabet_that_exactly_fills_the_vocab_is_refused(work, capsys):
+    """The alphabet (each character plain and "##") plus the specials filling --vocab_size exactly leaves no room
+    for a single learned piece: refused, as one token fewer is; one more slot trains."""
+    import random
+    rng = random.Random(0)
+    syllables = "가나다라마바사아자차카타"
+    text = "".join(" ".join("".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(12)) + "\n"
+                   for _ in range(400))
+    small = _write(work / "twelve_syllables.txt", text)
+    need = len(T.SPECIAL_TOKENS) + 2 * len(syllables)
+    for size in (need - 1, need):
+        assert f"--limit_alphabet 12 leaves no room: the alphabet alone needs {need} tokens" in _cli_error(capsys, [
+            "build-vocab", "--corpus", small, "--vocab_size", str(size), "--output",
+            str(work / f"fill{size}" / "v.txt"), "--algorithm", "sentencepiece", "--limit_alphabet", "12"])
+    out = str(work / "fill_plus_one" / "v.txt")
+    T.main(["build-vocab", "--corpus", small, "--vocab_size", str(need + 1), "--output", out,
+            "--algorithm", "sentencepiece", "--limit_alphabet", "12"])
+    with open(out, encoding="utf-8") as f:
+        assert len(f.read().split("\n")[:-1]) == need + 1
+
+
 def test_vocab_build_is_reproducible_across_processes(work, corpus):
     # tokenizers' trainer on its own broke count ties in hash order, which differs per process: two builds of
     # this very vocab differed (in ids, and in some 30-50 tokens at 3000)
