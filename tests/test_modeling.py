@@ -218,6 +218,61 @@ def test_shapes_and_init():
     assert BertForQuestionAnswering(tiny_config(num_labels=3)).config.num_labels == 2
 
 
+def test_every_module_starts_from_the_configs_initializer():
+    """As in BERT: every Linear and Embedding weight (the pre-training heads' and the task heads' too) is drawn with
+    std initializer_range, biases are zero and LayerNorms start as the identity; a config's own range is used."""
+    cfg = tiny_config(initializer_range=0.2)
+    torch.manual_seed(0)
+    for model in (BertForPreTraining(cfg), BertForQuestionAnswering(cfg),
+                  BertForSequenceClassification(cfg, num_labels=3)):
+        for name, module in model.named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                w = module.weight.detach()
+                tol = 0.25 if w.numel() < 200 else 0.1  # the 2- and 3-output heads hold few samples
+                assert abs(w.std().item() - 0.2) < tol * 0.2 and abs(w.mean().item()) < 0.05, name
+            if isinstance(module, torch.nn.Linear):
+                assert torch.all(module.bias == 0), name
+            if isinstance(module, torch.nn.LayerNorm):
+                assert torch.all(module.weight == 1) and torch.all(module.bias == 0), name
+        if isinstance(model, BertForPreTraining):
+            assert torch.all(model.cls.predictions.bias == 0)
+
+
+def test_position_limit_is_max_position_embeddings():
+    """A sequence of exactly max_position_embeddings tokens runs; one token more is refused, naming the limit."""
+    model = BertModel(tiny_config(max_position_embeddings=16)).eval()
+    with torch.no_grad():
+        assert model(torch.ones(1, 16, dtype=torch.long))[0].shape == (1, 16, 64)
+        with pytest.raises(ValueError, match="sequence length 17 exceeds max_position_embeddings=16"):
+            model(torch.ones(1, 17, dtype=torch.long))
+
+
+def test_token_types_default_to_segment_a():
+    """Without token_type_ids every token is segment A (type 0), as in BERT and Hugging Face."""
+    model = randomize(BertModel(tiny_config()))
+    ids, _, mask = padded_batch()
+    with torch.no_grad():
+        seq, pooled = model(ids, attention_mask=mask)
+        ref_seq, ref_pooled = model(ids, torch.zeros_like(ids), mask)
+    assert torch.equal(seq, ref_seq) and torch.equal(pooled, ref_pooled)
+
+
+def test_classifier_drops_out_the_pooled_vector_in_training():
+    """As in BERT, dropout sits between the pooler and the classifier: in training the logits are not the
+    classifier of the pooled vector (the encoder is held in eval here so only that dropout acts); in eval they are."""
+    model = randomize(BertForSequenceClassification(tiny_config(hidden_dropout_prob=0.5), num_labels=3))
+    ids, types, mask = padded_batch()
+    model.train()
+    model.bert.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        _, pooled = model.bert(ids, types, mask)
+        undropped = model.classifier(pooled)
+        assert not torch.allclose(model(ids, types, mask)["logits"], undropped, atol=1e-4)
+        model.eval()
+        torch.testing.assert_close(model(ids, types, mask)["logits"], undropped)
+
+
 def test_padding_invariance():
     model = randomize(BertModel(tiny_config()))
     ids, types, _ = padded_batch()
@@ -289,7 +344,32 @@ def test_mlm_scores_only_masked_positions():
     torch.testing.assert_close(out["mlm_logits"][:, 0], full[sel], atol=1e-5, rtol=0)
     assert torch.equal(out["mlm_targets"][:, 0], labels[sel])
     assert out["mlm_correct"].item() == (full[sel].argmax(-1) == labels[sel]).sum().item()
+    assert out["sop_correct"].item() == (out["sop_logits"].argmax(-1) == torch.tensor([0, 1, 1])).sum().item()
     torch.testing.assert_close(out["loss"], out["mlm_loss"] + out["sop_loss"])
+
+
+def test_mlm_loss_of_a_batch_with_nothing_masked_is_zero():
+    """A batch without one masked token (short rows, a low masking rate) gives an MLM loss of zero, not 0/0 = NaN,
+    and a finite gradient."""
+    model = BertForPreTraining(tiny_config())
+    ids, types, mask = padded_batch()
+    out = model(ids, types, mask, mlm_labels=torch.full_like(ids, -100), sop_labels=torch.tensor([0, 1, 1]))
+    assert out["mlm_count"].item() == 0 and out["mlm_loss"].item() == 0
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_found_mlm_positions_keep_sequence_order():
+    """Without mlm_positions the masked tokens are gathered in their order along the row (mlm_targets follow
+    mlm_labels read left to right), padded after the last one."""
+    model = BertForPreTraining(tiny_config(max_position_embeddings=128)).eval()
+    ids = torch.randint(5, 1000, (2, 128), generator=torch.Generator().manual_seed(0))
+    labels = torch.full_like(ids, -100)
+    labels[0, [3, 40, 77, 100]] = torch.tensor([11, 12, 13, 14])
+    labels[1, [0, 127]] = torch.tensor([21, 22])
+    with torch.no_grad():
+        out = model(ids, mlm_labels=labels)
+    assert out["mlm_targets"].tolist() == [[11, 12, 13, 14], [21, 22, -100, -100]]
 
 
 def test_given_mlm_positions_match_found_ones():
