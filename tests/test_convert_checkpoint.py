@@ -170,6 +170,28 @@ def test_encoder_only_into_task_model(tmp_path, capsys):
     assert torch.equal(model.bert.encoder.layer[1].ffn.fc2.weight, expected)
 
 
+def test_head_of_another_size_starts_fresh_unless_strict(tmp_path, capsys):
+    """A 3-label (KorNLI) checkpoint fine-tuned as a 1-output (KorSTS) classifier: loaded without strict, the
+    mis-shaped head keeps its fresh initialisation with a warning and the encoder and pooler are the file's;
+    strict, the shapes are an error. An encoder weight is never left fresh, even when named in fresh_ok."""
+    sd = release_state_dict("bert.", "classifier", num_labels=3)
+    path = save_bin(sd, tmp_path / "nli.bin")
+    model = BertForSequenceClassification(tiny_config(), num_labels=1)
+    head_before = model.classifier.weight.clone()
+    load_checkpoint(model, path, strict=False)
+    warning = capsys.readouterr().err.strip()
+    assert "\n" not in warning and "classifier.weight" in warning and "fresh initialisation" in warning
+    assert torch.equal(model.classifier.weight, head_before)
+    assert torch.equal(model.bert.pooler.dense.weight, sd["bert.pooler.dense.weight"])
+    assert torch.equal(model.bert.encoder.layer[0].attn.key.weight, sd["bert.encoder.layer.0.attn.key.weight"])
+    with pytest.raises(ValueError, match=r"shape mismatch 2 \[classifier.weight file \(3, 64\) vs model \(1, 64\)"):
+        load_checkpoint(BertForSequenceClassification(tiny_config(), num_labels=1), path)
+    key = "bert.encoder.layer.1.ffn.fc1.bias"
+    partial = save_bin({k: v for k, v in sd.items() if k != key}, tmp_path / "partial.bin")
+    with pytest.raises(ValueError, match=r"missing 1 \[bert.encoder.layer.1.ffn.fc1.bias\]"):
+        load_checkpoint(BertForSequenceClassification(tiny_config(), num_labels=3), partial, fresh_ok={key})
+
+
 def test_other_heads_ignored_and_untied_decoder_rejected(tmp_path):
     sd = release_state_dict("bert.", "lm")
     with pytest.raises(ValueError) as e:  # cls.* and the pooler are ignored: only the QA head is reported
@@ -237,6 +259,20 @@ def test_save_checkpoint_round_trip(tmp_path):
         with pytest.raises(ValueError, match=r"edited.safetensors \(metadata bert_config\): " + why):
             checkpoint_config(str(tmp_path / "edited.safetensors"))
     assert checkpoint_config(save_bin(model.state_dict(), tmp_path / "x.bin")) is None
+
+
+def test_label_names_are_written_only_when_they_fit_the_head(tmp_path):
+    """labels name the head's rows in config.json's id2label; names that do not match the head's size are not
+    written (id2label would say num_labels), so the checkpoint still reloads as the head it holds."""
+    from models.checkpoint import checkpoint_label_names
+    model = BertForSequenceClassification(tiny_config(), num_labels=3)
+    save_checkpoint(model, str(tmp_path / "fits"), labels=["contradiction", "entailment", "neutral"])
+    assert checkpoint_label_names(str(tmp_path / "fits")) == ["contradiction", "entailment", "neutral"]
+    assert checkpoint_config(str(tmp_path / "fits")) == model.config
+    regression = BertForSequenceClassification(tiny_config(), num_labels=1)
+    save_checkpoint(regression, str(tmp_path / "odd"), labels=["contradiction", "entailment", "neutral"])
+    assert checkpoint_label_names(str(tmp_path / "odd")) is None
+    assert checkpoint_config(str(tmp_path / "odd")).num_labels == 1
 
 
 @pytest.mark.parametrize("our_cls, hf_cls, kw, config_kw", [
@@ -475,6 +511,11 @@ def test_label_names_in_another_order_or_case_give_the_head_rows_in_the_tasks_or
                             ).save_pretrained(str(tmp_path / "same"))
     assert head_rows(str(tmp_path / "same"), labels, "kornli") is None
     assert head_rows(str(tmp_path / "mnli"), None, "korsts") is None  # regression: no labels to match
+    # one placeholder among real names is no placeholder set: the names still disagree with the task's
+    transformers.BertConfig(num_labels=3, id2label={0: "LABEL_0", 1: "neutral", 2: "entailment"}
+                            ).save_pretrained(str(tmp_path / "mixed"))
+    with pytest.raises(ValueError, match="id2label names label_0, neutral, entailment, not kornli's labels"):
+        head_rows(str(tmp_path / "mixed"), labels, "kornli")
     cyclic = transformers.BertConfig(num_labels=3, id2label={0: "neutral", 1: "contradiction", 2: "entailment"})
     cyclic.save_pretrained(str(tmp_path / "cyclic"))
     assert head_rows(str(tmp_path / "cyclic"), labels, "kornli") == [1, 2, 0]  # not its inverse, [2, 0, 1]

@@ -294,3 +294,15 @@ def test_added_tokens_must_be_the_vocab_entries_they_name(tmp_path):
     for bad in ({"id": 5, "content": "부산"}, {"id": -1, "content": "##에서"}):
         with pytest.raises(ValueError, match=f"1 added token\\(s\\) outside model.vocab \\(first: '{bad['content']}'"):
             checkpoint_tokenizer_vocab(write(special + [bad]))
+
+
+def test_tokenizer_json_vocab_is_read_in_id_order(tmp_path):
+    """model.vocab is a mapping: a tokenizer.json written by another tool may list it in any order, and the
+    vocab.txt lines follow the ids, not the listing."""
+    import json
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "서울", "##에서"]
+    listed = {t: i for i, t in reversed(list(enumerate(tokens)))}
+    assert list(listed) != tokens
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": listed}}),
+                                             encoding="utf-8")
+    assert checkpoint_tokenizer_vocab(str(tmp_path)) == tokens

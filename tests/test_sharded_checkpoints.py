@@ -34,6 +34,8 @@ def test_float16_shards_round_trip(ours, tmp_path):
     assert all(os.path.getsize(out / f) <= 0.3 * MIB for f in shards)
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert set(index["weight_map"].values()) == set(shards)
+    # total_size counts bytes, as transformers writes it: the fp16 tensors' data, two bytes an element
+    assert index["metadata"]["total_size"] == 2 * sum(p.numel() for p in model.state_dict().values())
     assert checkpoint_config(str(out)) == model.config  # config.json beside the shards
     back = load_checkpoint(BertForPreTraining(model.config), str(out))
     for (name, p), q in zip(model.state_dict().items(), back.state_dict().values()):
