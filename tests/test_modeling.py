@@ -78,6 +78,24 @@ def test_hf_config_keys_accepted():
     assert BertConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def test_hf_config_label_names_as_transformers_writes_them():
+    """to_hf_dict's id2label and label2id are transformers' own for those names (label2id's ids are ints); names
+    that do not fit the head's size give transformers' placeholders, so the exported num_labels stays the head's."""
+    cfg = tiny_config(num_labels=3)
+    labels = ["contradiction", "entailment", "neutral"]
+    hf = transformers.BertConfig(**cfg.to_hf_dict(labels=labels))
+    assert hf.id2label == dict(enumerate(labels)) and hf.num_labels == 3
+    assert hf.label2id == {name: i for i, name in enumerate(labels)}  # ids as ints, as transformers' pipelines read
+    odd = tiny_config(num_labels=1).to_hf_dict(labels=labels)
+    assert odd["id2label"] == {"0": "LABEL_0"} and transformers.BertConfig(**odd).num_labels == 1
+    assert BertConfig.from_dict(odd).num_labels == 1
+
+
+def test_hidden_act_names_are_read_in_any_case():
+    """'GELU' (as some configs spell it) is the exact gelu, stored as 'gelu'."""
+    assert BertConfig.from_dict({**tiny_config().to_dict(), "hidden_act": "GELU"}) == tiny_config()
+
+
 def test_hf_config_problem_types():
     """problem_type as transformers writes it: kept where our heads do the same, refused where they would not."""
     def hf_dict(**kw):
@@ -167,6 +185,7 @@ def test_hf_export_refuses_a_field_transformers_cannot_hold(tmp_path):
     ({"initializer_range": "0.02"}, "initializer_range must be a positive number, got '0.02'"),
     ({"hidden_dropout_prob": "0.1"}, "hidden_dropout_prob must be a number in [0, 1), got '0.1'"),
     ({"attention_probs_dropout_prob": True}, "attention_probs_dropout_prob must be a number in [0, 1), got True"),
+    ({"hidden_dropout_prob": 1.0}, "hidden_dropout_prob must be a number in [0, 1), got 1.0"),  # drops everything
     # problem types our classifier does not implement (it regresses with 1 label, classifies with more)
     ({"model_type": "bert", "problem_type": "regression", "num_labels": 3},
      "problem_type='regression' with num_labels=3 is not supported"),
