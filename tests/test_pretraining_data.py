@@ -484,6 +484,46 @@ def test_a_shard_with_an_empty_sentence_or_document_is_refused(shards, tmp_path,
         PretrainingDataset(str(out), max_seq_length=L, seed=7)
 
 
+def test_run_batches_takes_an_epoch_of_exactly_one_step_and_leaves_the_global_rng(shards, monkeypatch):
+    """An epoch of exactly one batch is one step, not a small epoch; and setting up the loader and drawing its
+    batches takes nothing from torch's global RNG (it has its own generator), so dropout draws stay in step."""
+    set_epoch = PretrainingDataset.set_epoch
+
+    def epoch_1_holds_four(self, epoch):
+        set_epoch(self, epoch)
+        if epoch == 1:
+            self._per_rank = 4
+    monkeypatch.setattr(PretrainingDataset, "set_epoch", epoch_1_holds_four)
+    ds = PretrainingDataset(shards, max_seq_length=L, seed=7)
+    n = ds.num_global_examples
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    steps = run_batches(ds, 0, n - n % 4 - 4, batch=4, micro_batch=4, accum=1, world_size=1, num_workers=0, seed=7,
+                        pin_memory=False)
+    assert [next(steps)[0] for _ in range(3)] == [0, 1, 2]
+    steps.close()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_run_batches_raises_an_epochs_setup_error_after_the_steps_before_it(shards, monkeypatch):
+    """An epoch that cannot be set up (ds.set_epoch raises ValueError) is reported when the run reaches it: a
+    worker's look-ahead does not raise it while steps of the epoch before are still to come."""
+    set_epoch = PretrainingDataset.set_epoch
+
+    def epoch_1_fails(self, epoch):
+        if epoch == 1:
+            raise ValueError("epoch 1: shard missing")
+        set_epoch(self, epoch)
+    monkeypatch.setattr(PretrainingDataset, "set_epoch", epoch_1_fails)
+    ds = PretrainingDataset(shards, max_seq_length=L, seed=7)
+    n = ds.num_global_examples
+    steps = run_batches(ds, 0, n - n % 2 - 6, batch=2, micro_batch=2, accum=1, world_size=1, num_workers=1, seed=7,
+                        pin_memory=False)
+    assert [next(steps)[0] for _ in range(3)] == [0, 0, 0]
+    with pytest.raises(ValueError, match="^epoch 1: shard missing$"):
+        next(steps)
+
+
 def test_chunk_documents_follows_the_rule_document_by_document():
     """With no short targets the chunking draws nothing: every document's chunks match a plain walk over it, in
     rounds over all documents and in the per-document loop that finishes the last long ones alike."""
