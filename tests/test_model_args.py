@@ -282,3 +282,22 @@ def test_a_task_model_starts_from_an_encoder_checkpoint_with_a_fresh_head(tmp_pa
     args.checkpoint, args.vocab_file = str(tmp_path / "holed"), str(tmp_path / "vocab.txt")
     err = _refused(capsys, model_args.load_model_for_task, args, BertForSequenceClassification)
     assert "missing" in err and "layer.1.attn.query.weight" in err
+
+
+def test_a_tokenizer_json_vocab_is_written_once_per_checkpoint(tmp_path):
+    """A checkpoint with only tokenizer.json (transformers 5) gets its vocab.txt written once per process, however
+    many seeds resolve it, and the lines are the tokenizer's vocab in id order."""
+    import argparse
+    import json
+    with open(os.path.join(ROOT, "models", "configs", "tiny.json"), encoding="utf-8") as f:
+        config = dict(json.load(f), vocab_size=6)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "가"]
+    (ckpt / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {
+        t: i for i, t in enumerate(tokens)}}}), encoding="utf-8")
+    args = argparse.Namespace(checkpoint=str(ckpt), vocab_file=None, config_file=None)
+    _, first = model_args.resolve_config_and_vocab(args)
+    _, second = model_args.resolve_config_and_vocab(args)
+    assert first == second and open(first, encoding="utf-8").read().splitlines() == tokens
