@@ -36,6 +36,19 @@ def test_features_specials_and_token_types(toy_tokenizer):
     assert f["label"] == 2 and not f["truncated"]
 
 
+def test_rows_with_and_without_labels_do_not_mix(toy_tokenizer):
+    """All rows labelled (int64 classes, float64 scores) or none (a file to predict); a mix is refused rather than
+    stored as an object array whose missing labels would reach the metrics."""
+    tok, v = toy_tokenizer
+
+    def labels(*values):
+        rows = [Example(f"x:{i}", "가", "나", label) for i, label in enumerate(values)]
+        return convert_examples(rows, tok, v["[CLS]"], v["[SEP]"], 16).labels
+    assert labels(2, 0).dtype == np.int64 and labels(2.5, 1).dtype == np.float64 and labels(None, None) is None
+    with pytest.raises(ValueError, match="some rows have a label and some do not"):
+        labels(1, None)
+
+
 def test_truncation_longest_first(toy_tokenizer):
     tok, v = toy_tokenizer
     # a = 7 tokens, b = 2 tokens, budget 9 - 3 = 6: only a loses tokens, from its end
