@@ -64,6 +64,15 @@ def test_load_predictions_errors(tmp_path):
     bad.write_text('{"a": 3}')
     with pytest.raises(ValueError, match="not a string"):
         load_predictions(str(bad))
+    bom = tmp_path / "bom.json"  # as some Windows editors save JSON: the byte-order mark is skipped
+    bom.write_bytes(b"\xef\xbb\xbf" + '{"q1": "서울"}'.encode("utf-8"))
+    assert load_predictions(str(bom)) == {"q1": "서울"}
+
+
+def test_a_dataset_without_questions_is_an_error():
+    """Nothing to score is an error naming the source, not 0/0 (a ZeroDivisionError) or a silent 0."""
+    with pytest.raises(ValueError, match=r"^p\.json: the dataset has no questions to score$"):
+        evaluate({}, {}, "p.json")
 
 
 def _ref_normalize(text):
