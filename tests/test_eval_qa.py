@@ -329,3 +329,37 @@ def test_write_predictions_puts_each_mapping_in_its_own_file(tmp_path):
     qa_predict.write_predictions(str(tmp_path / "b"), preds, nbest, trimmed)
     assert json.loads((tmp_path / "b" / "predictions_morph.json").read_text(encoding="utf-8")) == trimmed
     assert json.loads((tmp_path / "b" / "predictions.json").read_text(encoding="utf-8")) == preds
+
+
+def test_predict_logits_batches_by_length_and_fills_past_each_width():
+    """Windows are scored longest first, each batch cut to its longest window; a row's logits are the model's
+    up to its batch's width and -1e4 past it; with several ranks each scores a contiguous shard."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+    lengths = np.array([3, 9, 5, 9, 2, 7, 4])
+    n, T = len(lengths), 12
+    mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, np.arange(1, n + 1)[:, None] * 100 + np.arange(T)[None, :], 0)
+    feats = SimpleNamespace(input_ids=ids, token_type_ids=np.zeros_like(ids), attention_mask=mask)
+    widths = []
+
+    class Echo(torch.nn.Module):  # logits that say which row and position they are for
+        def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+            widths.append(input_ids.shape[1])
+            return {"start_logits": input_ids.float(), "end_logits": -input_ids.float()}
+
+    def rt(rank=0, world_size=1):
+        return SimpleNamespace(world_size=world_size, rank=rank, distributed=False, device=torch.device("cpu"),
+                               autocast=lambda: torch.autocast("cpu", enabled=False))
+    start, end = qa_predict.predict_logits(Echo(), feats, 3, rt())
+    assert widths == [9, 5, 2]  # lengths 9, 9, 7 | 5, 4, 3 | 2
+    batch_width = {1: 9, 3: 9, 5: 9, 2: 5, 6: 5, 0: 5, 4: 2}
+    for row, width in batch_width.items():
+        assert np.array_equal(start[row, :width], ids[row, :width]) and np.array_equal(end[row, :width],
+                                                                                       -ids[row, :width])
+        assert (start[row, width:] == -1e4).all() and (end[row, width:] == -1e4).all()
+    second, _ = qa_predict.predict_logits(Echo(), feats, 3, rt(rank=1, world_size=2))
+    assert second.shape == (3, T)  # rows 4..6: array_split's contiguous second half
+    assert all(np.array_equal(second[k, :lengths[row]], ids[row, :lengths[row]]) for k, row in enumerate((4, 5, 6)))
