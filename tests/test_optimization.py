@@ -299,6 +299,52 @@ def test_param_groups_no_decay_on_biases_and_every_layernorm():
     assert id(model.embeddings.token_type.weight) not in all_ids  # frozen parameters are left out
 
 
+def test_param_groups_no_decay_on_every_kind_of_normalisation():
+    """RMSNorm and GroupNorm scales are normalisation weights too: no decay, like LayerNorm's."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.RMSNorm(8), nn.Linear(8, 8, bias=False), nn.GroupNorm(2, 8))
+    decay, no_decay = param_groups(model, weight_decay=0.01)
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[2].weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(model[0].bias), id(model[1].weight), id(model[3].weight),
+                                                   id(model[3].bias)}
+
+
+def test_lamb_norms_of_half_precision_tensors_do_not_overflow():
+    """Per-tensor norms for the trust ratio and the clipping are reduced in fp32: an fp16 tensor whose norm is past
+    fp16's range (65504) still has a finite, exact norm."""
+    from optimization import _norms
+    big = torch.full((10000,), 1000.0, dtype=torch.float16)
+    norms = _norms([big, torch.ones(4, dtype=torch.bfloat16)])
+    assert norms.dtype == torch.float32
+    torch.testing.assert_close(norms, torch.tensor([1000.0 * 100, 2.0]), rtol=1e-5, atol=0)
+
+
+def test_lamb_resumes_after_the_parameters_change_dtype():
+    """A state dict loaded after the model changed dtype (load_state_dict casts the moments to the parameters'):
+    the step matches a fresh LAMB given the same state, not one computed in scratch space of the old dtype."""
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(6, 5))
+    opt = Lamb([{"params": [w], "weight_decay": 0.01}], lr=0.1)
+    w.grad = torch.randn(6, 5)
+    opt.step()
+    saved = io.BytesIO()
+    torch.save(opt.state_dict(), saved)  # as a checkpoint holds it: each load gets tensors of its own
+
+    def state():
+        saved.seek(0)
+        return torch.load(saved, weights_only=True)
+    fresh_w = nn.Parameter(w.detach().double().clone())
+    fresh = Lamb([{"params": [fresh_w], "weight_decay": 0.01}], lr=0.1)
+    fresh.load_state_dict(state())
+    w.data = w.data.double()
+    opt.load_state_dict(state())
+    g = torch.randn(6, 5, dtype=torch.float64)
+    w.grad, fresh_w.grad = g.clone(), g.clone()
+    opt.step()
+    fresh.step()
+    assert w.dtype == torch.float64
+    torch.testing.assert_close(w.detach(), fresh_w.detach(), rtol=0, atol=1e-12)
+
+
 def test_layer_lr_decay_sets_each_depths_rate():
     """Layer-wise decay: lr * D ** (L + 1 - depth), with the embeddings at depth 0, encoder layer i at i + 1 and
     the pooler and head at L + 1 (the full rate); the weight-decay split is the one without it, D = 1 gives the two
@@ -415,6 +461,8 @@ def test_build_optimizer_lamb_and_unknown_name():
     model = _model()
     opt = build_optimizer("lamb", param_groups(model, 0.01), lr=1e-3, max_grad_norm=0.5)
     assert isinstance(opt, Lamb) and opt.max_grad_norm == 0.5 and opt.defaults["eps"] == 1e-6
+    opt = build_optimizer("lamb", param_groups(model, 0.01), lr=1e-3, eps=1e-8, betas=(0.8, 0.95))
+    assert opt.defaults["eps"] == 1e-8 and opt.defaults["betas"] == (0.8, 0.95)  # the flags reach LAMB too
     with pytest.raises(ValueError, match="sgd"):
         build_optimizer("sgd", param_groups(model, 0.01), lr=1e-3)
 
