@@ -584,6 +584,34 @@ def test_mask_tokens_synthetic():
     assert (labels != IGNORE_INDEX).sum() == 2 and all(b - a == 1 for a, b, _, _ in spans)
 
 
+def test_a_word_piece_after_an_unmaskable_token_starts_its_own_unit():
+    """A continuation piece right after [UNK] (w1 [UNK] ##w2, word_start unset on ##w2) is a unit of its own: a
+    whole-word span never reaches across the [UNK], which stays unpredicted however the spans fall."""
+    ids = np.array([2, 10, 1, 11, 3])  # [CLS] w1 [UNK] ##w2 [SEP]
+    word_start = np.array([1, 1, 1, 0, 1], bool)
+    maskable = ~np.isin(ids, [0, 1, 2, 3, 4])
+    for seed in range(20):
+        _, labels, spans = mask_tokens(ids, word_start, maskable, np.random.default_rng(seed), masked_lm_prob=1.0,
+                                       max_predictions=4, max_ngram=3, whole_word=True, mask_id=4,
+                                       random_ids=np.arange(5, 40))
+        assert (labels != IGNORE_INDEX).tolist() == [False, True, False, True, False]
+        assert sorted((a, b) for a, b, _, _ in spans) == [(1, 2), (3, 4)]
+
+
+def test_random_replacements_draw_from_every_id_given():
+    """The 10% random replacements come uniformly from random_ids, its last id included."""
+    ids = np.arange(10, 110)
+    word_start, maskable = np.ones(100, bool), np.ones(100, bool)
+    seen = collections.Counter()
+    for seed in range(100):
+        out, labels, _ = mask_tokens(ids, word_start, maskable, np.random.default_rng(seed), masked_lm_prob=0.5,
+                                     max_predictions=50, max_ngram=1, whole_word=False, mask_id=4,
+                                     random_ids=np.arange(5, 8))
+        changed = (labels != IGNORE_INDEX) & (out != 4) & (out != ids)
+        seen.update(out[changed].tolist())
+    assert set(seen) == {5, 6, 7} and min(seen.values()) > 0.2 * sum(seen.values())
+
+
 def test_short_targets_follow_albert_short_seq_prob():
     """With prob short_seq_prob a chunk's target is uniform in [2, max_tokens] (ALBERT's rule), else max_tokens: one
     long document of one-token units, 2M tokens, so the shares are measured, not guessed."""
