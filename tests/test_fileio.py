@@ -68,3 +68,36 @@ def test_publish_checkpoint_dir_keeps_the_newest_and_never_the_one_just_written(
                            keep_last=1)
     assert sorted(os.listdir(root)) == ["latest", "step-20", "step-30"]
     assert (pathlib.Path(resolve_checkpoint_dir(str(root))) / "weights").read_text() == "20b"
+
+
+def test_read_jsonl_drops_only_a_cut_last_line(tmp_path):
+    """allow_cut_end drops a last line that a kill cut short (no line end, does not parse); a complete last line
+    that does not parse is damage, and raises like any other."""
+    import json
+
+    from fileio import read_jsonl
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1}\n{"step": 2}\n{"st', encoding="utf-8")
+    assert read_jsonl(str(log), allow_cut_end=True) == [{"step": 1}, {"step": 2}]
+    with pytest.raises(json.JSONDecodeError):
+        read_jsonl(str(log))
+    log.write_text('{"step": 1}\n{"step": 2}', encoding="utf-8")  # no line end, but whole: kept
+    assert read_jsonl(str(log), allow_cut_end=True) == [{"step": 1}, {"step": 2}]
+    log.write_text('{"step": 1}\n{"st\n', encoding="utf-8")
+    with pytest.raises(json.JSONDecodeError):
+        read_jsonl(str(log), allow_cut_end=True)
+
+
+def test_check_makeable_needs_a_writable_folder_and_no_file_on_the_way(tmp_path, monkeypatch):
+    """An output path is refused before any work when a file stands where a folder must be, or when its nearest
+    existing folder may not be written into (os.access is stood in for: root may write anywhere)."""
+    import fileio
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match=r"--output_dir .*f/run: cannot be made, .*f is a file"):
+        fileio.check_makeable(str(tmp_path / "f" / "run"), "--output_dir")
+    fileio.check_makeable(str(tmp_path / "new" / "run"), "--output_dir")
+    fileio.check_makeable(str(tmp_path / "f"), "--output_dir")  # an existing file: the caller's to judge
+    monkeypatch.setattr(fileio.os, "access", lambda path, mode: not mode & os.W_OK)  # readable, not writable
+    with pytest.raises(ValueError, match=r"--output_dir .*new/run: cannot be written, .* is not writable"):
+        fileio.check_makeable(str(tmp_path / "new" / "run"), "--output_dir")
+    assert not (tmp_path / "new").exists()
