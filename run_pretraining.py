@@ -351,7 +351,8 @@ def main(argv=None):
             if rt.distributed:
                 dist.all_reduce(n_masked)
             # a step may have no masked token at all: whole-word masking finds none in a short example whose words
-            # are each longer than its budget (~2.5% of examples at 64 tokens). Its MLM term is then 0, not 0/0
+            # are each longer than its budget (2.5% of the tests' examples: small vocab, 64 tokens). Its MLM term is
+            # then 0, not 0/0
             n_masked = n_masked.clamp(min=1)
             step_loss = torch.zeros((), device=rt.device)
             for i, mb in enumerate(micro_batches):
