@@ -151,3 +151,18 @@ def overflowing_scaler(first_k):
                     float("inf"))
             return super().unscale_(optimizer)
     return OverflowingScaler()
+
+
+def patch_epoch_1(monkeypatch, per_rank=None, error=None):
+    """PretrainingDataset.set_epoch with epoch 1 holding only `per_rank` examples, or raising ValueError(error)
+    (every other epoch as built)."""
+    from pretraining_data import PretrainingDataset
+    set_epoch = PretrainingDataset.set_epoch
+
+    def patched(self, epoch):
+        if epoch == 1 and error is not None:
+            raise ValueError(error)
+        set_epoch(self, epoch)
+        if epoch == 1 and per_rank is not None:
+            self._per_rank = per_rank
+    monkeypatch.setattr(PretrainingDataset, "set_epoch", patched)

@@ -293,15 +293,19 @@ def test_ranks_get_the_same_micro_batch_sizes():
             assert all(s == [4] * (-(-58 // (4 * world))) for s in sizes), (world, grouped, sizes)
 
 
+def one_step(korsts_run, cls_env, out, *flags):
+    """One optimizer step (16 rows, no warm-up) from the KorSTS run's best checkpoint: (weights before, after, out)."""
+    ckpt = korsts_run[0] / "best"
+    before = load_file(str(ckpt / "model.safetensors"))
+    run_classifier.main(train_argv(cls_env, out, "--checkpoint", str(ckpt), "--warmup_proportion", "0", *flags,
+                                   n_train=16))
+    return before, load_file(str(out / "final" / "model.safetensors")), out
+
+
 def test_layer_lr_decay_moves_lower_layers_less(korsts_run, cls_env, tmp_path):
     """One Adam step (no warm-up) moves each weight by about its group's lr: the head by lr, encoder layer i of L
     by lr * D ** (L - i), the embeddings by lr * D ** (L + 1)."""
-    ckpt = korsts_run[0] / "best"
-    before = load_file(str(ckpt / "model.safetensors"))
-    out = tmp_path / "llrd"
-    run_classifier.main(train_argv(cls_env, out, "--checkpoint", str(ckpt), "--layer_lr_decay", "0.5",
-                                   "--warmup_proportion", "0", n_train=16))
-    after = load_file(str(out / "final" / "model.safetensors"))
+    before, after, out = one_step(korsts_run, cls_env, tmp_path / "llrd", "--layer_lr_decay", "0.5")
     L = read_json(cls_env["config"])["num_hidden_layers"]
     step = {k: (after[k] - before[k]).abs().max().item() for k in after}
     for name, rate in (("classifier.weight", 1.0), ("bert.pooler.dense.weight", 1.0),
@@ -312,16 +316,10 @@ def test_layer_lr_decay_moves_lower_layers_less(korsts_run, cls_env, tmp_path):
     assert read_json(out / "eval_results.json")["args"]["layer_lr_decay"] == 0.5
 
 
-
 def test_lamb_moves_each_weight_matrix_by_lr_times_its_norm(korsts_run, cls_env, tmp_path):
     """--optimizer lamb: LAMB's trust ratio scales each tensor's update to lr * ||w|| (You et al., 2020), whatever
     the gradient; Adam's first step moves every element by about lr instead."""
-    ckpt = korsts_run[0] / "best"
-    before = load_file(str(ckpt / "model.safetensors"))
-    out = tmp_path / "lamb"
-    run_classifier.main(train_argv(cls_env, out, "--checkpoint", str(ckpt), "--optimizer", "lamb",
-                                   "--warmup_proportion", "0", n_train=16))
-    after = load_file(str(out / "final" / "model.safetensors"))
+    before, after, out = one_step(korsts_run, cls_env, tmp_path / "lamb", "--optimizer", "lamb")
     L = read_json(cls_env["config"])["num_hidden_layers"]
     for name in ("classifier.weight", f"bert.encoder.layer.{L - 1}.ffn.fc1.weight",
                  "bert.encoder.layer.0.attn.query.weight", "bert.embeddings.word_embeddings.weight"):

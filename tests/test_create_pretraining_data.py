@@ -217,17 +217,22 @@ def expect_error(capsys, argv, *needles):
     return expect_fail(capsys, run, argv, *map(str, needles), alone=True)
 
 
+def shards_of(tmp_path, tokens, text):
+    """Shards of one corpus file `text` (a line per sentence, no sentence splitter) with a vocab of the special
+    tokens and `tokens`: (vocab path, text path, output dir, meta)."""
+    vocab, corpus, out = tmp_path / "vocab.txt", tmp_path / "c.txt", tmp_path / "out"
+    vocab.write_text("\n".join([*tokenization.SPECIAL_TOKENS, *tokens]) + "\n", encoding="utf-8")
+    corpus.write_text(text, encoding="utf-8")
+    meta = run(["--input_files", corpus, "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "none",
+                "--num_workers", 1])
+    return vocab, corpus, out, meta
+
+
 def test_only_double_hash_pieces_continue_a_word(tmp_path):
     """Word starts are every piece but a "##" continuation (WordPiece's definition, as the fast tokenizer marks
     them): the "#" of a hashtag, a vocab token that merely starts with "#", starts a word of its own."""
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join([*tokenization.SPECIAL_TOKENS, "#", "태그", "##그", "태", "가", "##가", "1"])
-                     + "\n", encoding="utf-8")
-    text = tmp_path / "c.txt"
-    text.write_text("#태그 가가 #1 태그#\n태그가\n", encoding="utf-8")
-    out = tmp_path / "out"
-    run(["--input_files", text, "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "none",
-         "--num_workers", 1])
+    vocab, text, out, _ = shards_of(tmp_path, ["#", "태그", "##그", "태", "가", "##가", "1"],
+                                    "#태그 가가 #1 태그#\n태그가\n")
     _, arr = load_shards(str(out))
     ids = arr["ids"][0]
     encs = tokenization.build_fast_tokenizer(str(vocab)).encode_batch(text_lines_of(text), add_special_tokens=False)
@@ -240,14 +245,8 @@ def test_a_vocab_listing_a_token_twice_keeps_one_row_per_line(tmp_path):
     """Ids are line numbers (a token listed twice keeps its last), so the model's embedding has a row per line:
     meta.json's vocab_size counts lines, not distinct tokens, and the shards load against that vocab."""
     from fileio import read_vocab_lines
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join([*tokenization.SPECIAL_TOKENS, "가", "태그", "가", "##그", "태"]) + "\n",
-                     encoding="utf-8")
-    text = tmp_path / "c.txt"
-    text.write_text("태그 가 태그\n가 태그 가\n\n태그 가\n가 가\n", encoding="utf-8")
-    out = tmp_path / "out"
-    meta = run(["--input_files", text, "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "none",
-                "--num_workers", 1])
+    vocab, _, out, meta = shards_of(tmp_path, ["가", "태그", "가", "##그", "태"],
+                                    "태그 가 태그\n가 태그 가\n\n태그 가\n가 가\n")
     assert meta["vocab_size"] == len(read_vocab_lines(str(vocab))) == 10
     from pretraining_data import PretrainingDataset
     assert len(PretrainingDataset(str(out), max_seq_length=16, seed=0)) > 0
@@ -256,13 +255,7 @@ def test_a_vocab_listing_a_token_twice_keeps_one_row_per_line(tmp_path):
 def test_a_line_that_tokenises_to_nothing_keeps_the_document_breaks_in_place(tmp_path):
     """A line of only invisible characters gives no tokens and is dropped; the blank line after it still ends its
     document there, not one sentence later."""
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join([*tokenization.SPECIAL_TOKENS, "가", "나", "다", "라"]) + "\n", encoding="utf-8")
-    text = tmp_path / "c.txt"
-    text.write_text("가 나\n\u200b\x07\n\n다 라\n\n라 가\n\u200b\n\n나\n", encoding="utf-8")
-    out = tmp_path / "out"
-    run(["--input_files", text, "--vocab_file", vocab, "--output_dir", out, "--sentence_splitter", "none",
-         "--num_workers", 1])
+    _, _, out, _ = shards_of(tmp_path, ["가", "나", "다", "라"], "가 나\n\u200b\x07\n\n다 라\n\n라 가\n\u200b\n\n나\n")
     meta, arr = load_shards(str(out))
     assert arr["documents"][0].tolist() == [0, 1, 2, 3, 4]  # four documents of one sentence each
     assert np.diff(arr["sentences"][0]).tolist() == [2, 2, 2, 1]

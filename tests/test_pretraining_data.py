@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 import create_pretraining_data as cpd
 import tokenization
-from helpers import KOREAN_TEXT, text_lines, wikinews_vocab
+from helpers import KOREAN_TEXT, patch_epoch_1, text_lines, wikinews_vocab
 from masking import IGNORE_INDEX, choose_spans, mask_tokens
 from pretraining_data import PretrainingDataset, chunk_documents, read_meta, shard_path, truncate_pair, unit_bounds
 from pretraining_loader import SmallEpochError, collate_pretraining, run_batches
@@ -452,13 +452,7 @@ def test_run_batches_reads_on_across_epochs_with_one_loader(shards, monkeypatch)
 
 
 def test_run_batches_reports_a_small_epoch_after_the_steps_before_it(shards, monkeypatch):
-    set_epoch = PretrainingDataset.set_epoch
-
-    def epoch_1_holds_two(self, epoch):
-        set_epoch(self, epoch)
-        if epoch == 1:
-            self._per_rank = 2
-    monkeypatch.setattr(PretrainingDataset, "set_epoch", epoch_1_holds_two)
+    patch_epoch_1(monkeypatch, per_rank=2)
     ds = PretrainingDataset(shards, max_seq_length=L, seed=7)
     n = ds.num_global_examples
     steps = run_batches(ds, 0, n - n % 4 - 8, batch=4, micro_batch=4, accum=1, world_size=1, num_workers=0, seed=7,
@@ -487,13 +481,7 @@ def test_a_shard_with_an_empty_sentence_or_document_is_refused(shards, tmp_path,
 def test_run_batches_takes_an_epoch_of_exactly_one_step_and_leaves_the_global_rng(shards, monkeypatch):
     """An epoch of exactly one batch is one step, not a small epoch; and setting up the loader and drawing its
     batches takes nothing from torch's global RNG (it has its own generator), so dropout draws stay in step."""
-    set_epoch = PretrainingDataset.set_epoch
-
-    def epoch_1_holds_four(self, epoch):
-        set_epoch(self, epoch)
-        if epoch == 1:
-            self._per_rank = 4
-    monkeypatch.setattr(PretrainingDataset, "set_epoch", epoch_1_holds_four)
+    patch_epoch_1(monkeypatch, per_rank=4)
     ds = PretrainingDataset(shards, max_seq_length=L, seed=7)
     n = ds.num_global_examples
     torch.manual_seed(0)
@@ -508,13 +496,7 @@ def test_run_batches_takes_an_epoch_of_exactly_one_step_and_leaves_the_global_rn
 def test_run_batches_raises_an_epochs_setup_error_after_the_steps_before_it(shards, monkeypatch):
     """An epoch that cannot be set up (ds.set_epoch raises ValueError) is reported when the run reaches it: a
     worker's look-ahead does not raise it while steps of the epoch before are still to come."""
-    set_epoch = PretrainingDataset.set_epoch
-
-    def epoch_1_fails(self, epoch):
-        if epoch == 1:
-            raise ValueError("epoch 1: shard missing")
-        set_epoch(self, epoch)
-    monkeypatch.setattr(PretrainingDataset, "set_epoch", epoch_1_fails)
+    patch_epoch_1(monkeypatch, error="epoch 1: shard missing")
     ds = PretrainingDataset(shards, max_seq_length=L, seed=7)
     n = ds.num_global_examples
     steps = run_batches(ds, 0, n - n % 2 - 6, batch=2, micro_batch=2, accum=1, world_size=1, num_workers=1, seed=7,

@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 import run_pretraining  # noqa: E402
 from models.modeling import BertConfig, BertForPreTraining, BertModel, load_checkpoint  # noqa: E402
 from pretraining_data import PretrainingDataset  # noqa: E402
-from helpers import needs_cxx, one_thread, overflowing_scaler  # noqa: E402,F401 (one_thread: autouse)
+from helpers import needs_cxx, one_thread, overflowing_scaler, patch_epoch_1  # noqa: E402,F401 (one_thread: autouse)
 from pretraining_helpers import (argv, assert_same_run, assert_same_weights, latest, rows, train_state,  # noqa: E402
                                  weights)
 
@@ -161,13 +161,7 @@ def test_next_epoch_error_is_reported_when_that_epoch_is_reached(pretrain_data, 
     ds = PretrainingDataset(str(pretrain_data / "small_shards"), max_seq_length=64, max_predictions_per_seq=10, seed=1)
     ds.set_epoch(0)
     per_epoch = ds.num_global_examples // 8  # epoch 0's steps in the runs below (--seed 1, batch 8)
-    set_epoch = PretrainingDataset.set_epoch
-
-    def broken(self, epoch):
-        if epoch == 1:
-            raise ValueError("epoch 1 cannot be built")
-        set_epoch(self, epoch)
-    monkeypatch.setattr(PretrainingDataset, "set_epoch", broken)
+    patch_epoch_1(monkeypatch, error="epoch 1 cannot be built")
     for workers in (0, 2):
         out = tmp_path / f"w{workers}"
         with pytest.raises(SystemExit) as e:
