@@ -73,7 +73,8 @@ def print_summary(s, path):
         print(head + f"pretraining {s['budget_minutes']} min: {pt.get('steps')} steps, "
               f"{pt.get('seq_per_s_median')} seq/s (loader wait {pt.get('data_wait_median')}), "
               f"loss {pt.get('loss_first', 0):.2f} -> {pt.get('loss_last', 0):.2f}, "
-              f"MLM acc {pt.get('mlm_acc_last', 0):.3f}")
+              # null when the last log interval had no masked token (run_pretraining logs no MLM numbers then)
+              f"MLM acc {'-' if pt.get('mlm_acc_last') is None else format(pt['mlm_acc_last'], '.3f')}")
     sts, nli, qa = s.get("korsts", {}), s.get("kornli", {}), s.get("korquad", {})
 
     def f(x):

@@ -190,6 +190,21 @@ def test_a_stage_recorded_before_a_setting_existed_is_reused_at_its_old_value(tm
         assert e.value.code == 2 and "korsts was made with other settings" in capsys.readouterr().err
 
 
+
+def test_the_summary_prints_a_pretraining_log_whose_last_row_has_no_mlm_numbers(tmp_path, capsys):
+    """run_pretraining logs mlm_loss and mlm_acc as null for an interval without any masked token; the summary
+    table printed them with a float format (a TypeError at the end of the run) and shows '-' now."""
+    pre = tmp_path / "pretrain"
+    pre.mkdir()
+    (pre / "log.jsonl").write_text(json.dumps({"step": 10, "loss": 0.7, "mlm_loss": None, "mlm_acc": None,
+                                               "sop_acc": 0.5, "seq_per_s": 100.0, "elapsed_s": 1.0}) + "\n")
+    cram = load_cram()
+    pt = cram.pretraining_summary(str(pre), {"batch": 8, "seq": 64})
+    assert pt["mlm_acc_last"] is None and pt["steps"] == 10
+    summary = {"card": "cpu", "torch": torch.__version__, "budget_minutes": 1, "pretraining": pt, "stages": {}}
+    cram.print_summary(summary, str(tmp_path / "r.json"))
+    assert "MLM acc -" in capsys.readouterr().out
+
 def test_korsts_grid():
     grid = load_cram().korsts_grid
     runs = grid({"lrs": "1e-4,3e-4", "poolers": "kept,new", "seeds": "1-2", "epochs": 8, "layer_lr_decay": 1.0})
