@@ -33,6 +33,7 @@ and test files such a row is an error, so a reported score is always on the whol
 
 Writes to --output_dir (default runs/<task>-<time>): best/ (checkpoint of the best dev epoch, or final/ without
 --do_eval), eval_results.json (per-epoch dev metrics, best epoch, test metrics), log.jsonl, dev_curve.png.
+eval_results.json marks a finished run, never overwritten; an unfinished one's folders are replaced with a warning.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import time
 
 import numpy as np
@@ -156,9 +158,15 @@ def finished_seed(out_dir: str, args) -> dict | None:
     return {k: v for k, v in saved.items() if k != "args"}
 
 
-def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True):
+# an unfinished run's checkpoint folders: removed whole before a new run saves (save_best writes file by file, so
+# a folder kept and rewritten could mix two runs' files, or keep one the new run never writes: best/ without
+# --do_eval)
+UNFINISHED = ("best", "final")
+
+
+def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True, inputs=None):
     """A finished run is never overwritten; an unfinished one (no eval_results.json) is, with a warning, so an
-    interrupted run can simply be started again."""
+    interrupted run can simply be started again. inputs {flag: path}: none may lie inside what would be replaced."""
     tu.check_output_dir_path(out_dir)
     for m in markers:
         if os.path.exists(os.path.join(out_dir, m)):
@@ -166,8 +174,17 @@ def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True)
                     "seeds are reused)") if m == "seed_grid.json" else ""
             raise ValueError(f"--output_dir {out_dir} already holds a finished run ({m}); choose another "
                              f"--output_dir{more}")
-    if verbose and os.path.isdir(os.path.join(out_dir, "best")):
-        tu.warn(f"{out_dir}/best exists from an unfinished run and will be replaced")
+    found = [n for n in UNFINISHED if os.path.isdir(os.path.join(out_dir, n))]
+    for flag, path in (inputs or {}).items():
+        real = os.path.realpath(path) if path else None
+        for n in found:
+            left = os.path.realpath(os.path.join(out_dir, n))
+            if real and (real == left or real.startswith(left + os.sep)):
+                raise ValueError(f"--{flag} {path} is part of the unfinished run in {out_dir}, which this run would "
+                                 "replace; copy it elsewhere or choose another --output_dir")
+    if verbose and found:
+        tu.warn(f"{out_dir} holds {' and '.join(n + '/' for n in found)} from an unfinished run: replaced once the "
+                "model has loaded")
 
 
 def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
@@ -177,6 +194,9 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
                                                        num_labels=task.num_labels)
     if data["head_rows"] is not None:
         model.load_state_dict(reorder_head(model.state_dict(), data["head_rows"]))
+    if rt.is_main:
+        for name in UNFINISHED:  # check_output_dir warned; no input of this run lies inside them
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
     if args.reinit_pooler:
         # after a short pretraining the pooler has learnt only sentence order (SOP); a plain masked-LM model
         # fine-tunes from a random one
@@ -399,11 +419,12 @@ def main(argv=None):
         # every rank checks, so a refused run stops all of them instead of leaving the others waiting in DDP
         done = {}
         if grid:
-            check_output_dir(args.output_dir, markers=("seed_grid.json",), verbose=rt.is_main)
+            check_output_dir(args.output_dir, markers=("seed_grid.json",), verbose=False)  # seeds hold the runs
             done = {s: r for s, r in ((s, finished_seed(d, args)) for s, d in out_dirs.items()) if r is not None}
+        inputs = {flag: getattr(args, flag) for flag in ("checkpoint", "config_file", "vocab_file")}
         for s, d in out_dirs.items():
             if s not in done:
-                check_output_dir(d, verbose=rt.is_main)
+                check_output_dir(d, verbose=rt.is_main, inputs=inputs)
         data = load_data(args, task, rt)
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))

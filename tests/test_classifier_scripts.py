@@ -5,6 +5,7 @@ couple dozen KorSTS pairs must rank them almost perfectly (Spearman > 90 on its 
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -354,6 +355,25 @@ def test_bad_train_file_fails_and_leaves_output_dir_alone(cls_env, capsys, tmp_p
     expect_fail(capsys, run_classifier.main, train_argv(cls_env, out, "--train_file", str(bad)), *needles)
     assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "keep me"
 
+
+
+def test_an_unfinished_runs_checkpoints_are_replaced_whole(korsts_run, cls_env, tmp_path, capsys):
+    """An unfinished run's best/ and final/ (no eval_results.json: killed) are removed before the new run saves:
+    best/ used to stay when the rerun had no --do_eval (it writes final/), and a kept folder kept a killed write's
+    hidden files. A --checkpoint inside them is refused first, with nothing removed."""
+    out = tmp_path / "killed"
+    shutil.copytree(korsts_run[0] / "best", out / "best")
+    (out / "best" / ".model.safetensors.tmp1234").write_text("cut short")
+    (out / "final").mkdir()
+    (out / "final" / "stray.txt").write_text("from the killed run")
+    before = file_digests(out)
+    expect_fail(capsys, run_classifier.main, train_argv(cls_env, out, "--checkpoint", str(out / "best")),
+                f"--checkpoint {out / 'best'} is part of the unfinished run in {out}")
+    assert file_digests(out) == before
+    run_classifier.main(train_argv(cls_env, out, n_train=16))
+    assert "holds best/ and final/ from an unfinished run: replaced" in capsys.readouterr().err
+    assert not (out / "best").exists() and sorted(os.listdir(out / "final")) == ["config.json", "model.safetensors",
+                                                                                 "task.json", "vocab.txt"]
 
 def test_finished_run_is_never_overwritten(korsts_run, cls_env, capsys):
     out, _ = korsts_run
