@@ -164,9 +164,9 @@ def finished_seed(out_dir: str, args) -> dict | None:
 UNFINISHED = ("best", "final")
 
 
-def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True, inputs=None):
+def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True, args=None):
     """A finished run is never overwritten; an unfinished one (no eval_results.json) is, with a warning, so an
-    interrupted run can simply be started again. inputs {flag: path}: none may lie inside what would be replaced."""
+    interrupted run can simply be started again. With args: no model input of this run may lie in what it replaces."""
     tu.check_output_dir_path(out_dir)
     for m in markers:
         if os.path.exists(os.path.join(out_dir, m)):
@@ -175,13 +175,8 @@ def check_output_dir(out_dir: str, markers=("eval_results.json",), verbose=True,
             raise ValueError(f"--output_dir {out_dir} already holds a finished run ({m}); choose another "
                              f"--output_dir{more}")
     found = [n for n in UNFINISHED if os.path.isdir(os.path.join(out_dir, n))]
-    for flag, path in (inputs or {}).items():
-        real = os.path.realpath(path) if path else None
-        for n in found:
-            left = os.path.realpath(os.path.join(out_dir, n))
-            if real and (real == left or real.startswith(left + os.sep)):
-                raise ValueError(f"--{flag} {path} is part of the unfinished run in {out_dir}, which this run would "
-                                 "replace; copy it elsewhere or choose another --output_dir")
+    if args is not None:
+        tu.check_inputs_outside(args, [os.path.join(out_dir, n) for n in found], out_dir)
     if verbose and found:
         tu.warn(f"{out_dir} holds {' and '.join(n + '/' for n in found)} from an unfinished run: replaced once the "
                 "model has loaded")
@@ -267,12 +262,7 @@ def train_one_seed(args, task, rt, data, seed, out_dir) -> dict:
             scaler.unscale_(optimizer)
             # --max_grad_norm 0: no clipping; the norm is still measured for the log
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
-            scale = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            # fp16: the scaler backs off exactly when it skipped the step (inf/NaN gradients); the schedule then
-            # stays where it was, as in transformers' Trainer (without fp16 both scales are 1.0)
-            if scaler.get_scale() >= scale:
+            if tu.scaler_step(scaler, optimizer):  # not when fp16's scaler skipped it: the schedule stays
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -421,10 +411,9 @@ def main(argv=None):
         if grid:
             check_output_dir(args.output_dir, markers=("seed_grid.json",), verbose=False)  # seeds hold the runs
             done = {s: r for s, r in ((s, finished_seed(d, args)) for s, d in out_dirs.items()) if r is not None}
-        inputs = {flag: getattr(args, flag) for flag in ("checkpoint", "config_file", "vocab_file")}
         for s, d in out_dirs.items():
             if s not in done:
-                check_output_dir(d, verbose=rt.is_main, inputs=inputs)
+                check_output_dir(d, verbose=rt.is_main, args=args)
         data = load_data(args, task, rt)
     except (ValueError, FileNotFoundError, OSError) as e:
         tu.fail(str(e))

@@ -89,8 +89,8 @@ from pretraining_loader import SmallEpochError, run_batches
 from pretraining_start import RESUME, check_args, check_vocab, load_train_state, model_config, resolve_start
 from train_utils import (add_compile_arg, add_optim_args, add_optimizer_choice_args, add_runtime_args,
                          atomic_torch_save, catch_stop_signals, cleanup_runtime, compile_for_training,
-                         default_num_workers, fail, make_grad_scaler, rng_state_portable, set_rng_state_portable,
-                         set_seed, setup_runtime, warn)
+                         default_num_workers, fail, make_grad_scaler, rng_state_portable, scaler_step,
+                         set_rng_state_portable, set_seed, setup_runtime, warn)
 
 LOG_KEYS = ("loss", "mlm_loss", "sop_loss")
 # resuming with another value of these would not continue the same run
@@ -382,17 +382,12 @@ def main(argv=None):
                                                                   for p in raw_model.parameters()
                                                                   if p.grad is not None]))
             lr = optimizer.param_groups[0]["lr"]
-            step_skipped = False
+            stepped = scaler_step(scaler, optimizer)  # False when fp16's scaler skipped it: the schedule stays
             if scaler.is_enabled():
-                scale = scaler.get_scale()
-                scaler.step(optimizer)
-                scaler.update()
-                step_skipped = scaler.get_scale() < scale  # the scaler backs off exactly when it skipped the step
-                skipped += step_skipped
+                skipped += not stepped
             else:
-                optimizer.step()
                 nonfinite += ~torch.isfinite(step_loss)
-            if not step_skipped:  # a skipped step leaves the schedule where it was (as in transformers' Trainer)
+            if stepped:
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

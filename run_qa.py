@@ -119,14 +119,7 @@ def validate_args(args, rt):
     if os.path.exists(os.path.join(args.output_dir, FINISHED)):
         raise ValueError(f"--output_dir {args.output_dir} already holds a finished run ({FINISHED}); "
                          f"choose another --output_dir")
-    # what an unfinished run left is replaced: never an input of this one (e.g. its own epoch-1 to continue from)
-    leftovers = [os.path.realpath(p) for p in unfinished_outputs(args.output_dir)]
-    for flag in ("checkpoint", "config_file", "vocab_file"):
-        path = getattr(args, flag)
-        if path and any(os.path.realpath(path) == p or os.path.realpath(path).startswith(p + os.sep)
-                        for p in leftovers):
-            raise ValueError(f"--{flag} {path} is part of the unfinished run in --output_dir {args.output_dir}, "
-                             f"which this run would replace; copy it elsewhere or choose another --output_dir")
+    tu.check_inputs_outside(args, unfinished_outputs(args.output_dir), args.output_dir)
 
 
 def unfinished_outputs(out_dir: str) -> list[str]:
@@ -287,12 +280,7 @@ def main(argv=None):
             scaler.unscale_(optimizer)
             # --max_grad_norm 0: no clipping; the norm is still measured for the log
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
-            scale = scaler.get_scale()
-            scaler.step(optimizer)
-            scaler.update()
-            # fp16: the scaler backs off exactly when it skipped the step (inf/NaN gradients); the schedule then
-            # stays where it was, as in transformers' Trainer (without fp16 both scales are 1.0)
-            if scaler.get_scale() >= scale:
+            if tu.scaler_step(scaler, optimizer):  # not when fp16's scaler skipped it: the schedule stays
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1

@@ -106,6 +106,18 @@ def check_output_dir_path(path: str, flag: str = "--output_dir"):
     check_makeable(path, flag)
 
 
+def check_inputs_outside(args, leftovers: list[str], out_dir: str):
+    """ValueError when --checkpoint, --config_file or --vocab_file lies in one of `leftovers`: what an unfinished
+    run left in out_dir, which this run replaces (e.g. its own epoch-1 to continue from), so never an input."""
+    left = [os.path.realpath(p) for p in leftovers]
+    for flag in ("checkpoint", "config_file", "vocab_file"):
+        path = getattr(args, flag)
+        real = os.path.realpath(path) if path else None
+        if real and any(real == p or real.startswith(p + os.sep) for p in left):
+            raise ValueError(f"--{flag} {path} is part of the unfinished run in {out_dir}, which this run would "
+                             "replace; copy it elsewhere or choose another --output_dir")
+
+
 def add_optimizer_choice_args(group):
     """--optimizer and --scheduler: optimization.OPTIMIZERS and SCHEDULES (Adam + linear: BERT's and the release's)."""
     group.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
@@ -305,6 +317,16 @@ def shutdown_workers(loader_iter):
 def make_grad_scaler(rt: Runtime):
     # bf16 has fp32's exponent range, so only fp16 needs loss scaling.
     return torch.amp.GradScaler(rt.device.type, enabled=(rt.amp == "fp16"))
+
+
+def scaler_step(scaler, optimizer) -> bool:
+    """scaler.step + scaler.update; False when fp16's scaler skipped the step (inf/NaN gradients: it backs off its
+    scale exactly then), so the caller leaves the schedule where it was, as transformers' Trainer does. A disabled
+    scaler (no fp16: its scale stays 1.0) steps the optimizer every time."""
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale
 
 
 # ----------------------------------------------------------------------------------------------------------------
