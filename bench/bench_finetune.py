@@ -21,9 +21,9 @@ with dropout off before anything is timed.
     epoch, where a GPU has built its per-shape attention plans). ours_pad8 and ours_grouped_pad8: the same with
     widths rounded up to 8s, as the scripts feed a GPU by default (--pad_to_multiple_of). The epoch time is projected from that rate: for KorQuAD 1.0 train (60,407
     questions) the window count is an estimate, the dev set's windows per question times 60,407.
-MFU as in bench_pretraining (bench_common): 3x the forward matmul FLOPs (encoder + span / classifier head) over the matmul peak
-measured in this run. Real rows charge both models the FLOPs of ours' trimmed batches (the useful work); the
-FLOPs Hugging Face executes on its padded batches are reported beside them (hf_executed_flops_per_seq).
+MFU as in bench_pretraining (bench_common): 3x the forward matmul FLOPs (encoder + span / classifier head) over
+the matmul peak measured in this run. Real rows charge both models the FLOPs of ours' trimmed batches (the useful
+work); the FLOPs Hugging Face executes on its padded batches are reported beside them (hf_executed_flops_per_seq).
 Every timed step above ends with a device sync; pipelined_seq_per_s runs the same steps back to back with one sync
 per pass (bench_common.time_pipelined), as a training loop does: the host's work then overlaps the GPU's.
 """
