@@ -74,6 +74,24 @@ def qa_trained(qa_env):
 
 
 @pytest.fixture(scope="session")
+def korean_shards(tmp_path_factory):
+    """Shards of about 0.67 MB of real Korean text (news, a report, the constitution) in 40k-token shards
+    (test_pretraining_data.py, test_pretraining_loader.py)."""
+    import create_pretraining_data
+    from helpers import KOREAN_TEXT, text_lines, wikinews_vocab
+    d = tmp_path_factory.mktemp("pd")
+    vocab = wikinews_vocab(d, 3000, 4000)
+    text = text_lines("boddari/wikinews.txt", 3000, 4187) + [""] + text_lines("boddari/unesco_report.txt", 0, 700)
+    (d / "c.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
+    out = str(d / "shards")
+    create_pretraining_data.main(["--input_files", str(d / "c.txt"),
+                                  os.path.join(KOREAN_TEXT, "konlpy/kolaw/constitution.txt"), "--vocab_file", vocab,
+                                  "--output_dir", out, "--sentence_splitter", "regex", "--num_workers", "1",
+                                  "--shard_size_tokens", "40000"])
+    return out
+
+
+@pytest.fixture(scope="session")
 def pretrain_data(tmp_path_factory):
     """Shards, vocab and tiny configs (pretraining_helpers.prepare_pretraining_data)."""
     return pretraining_helpers.prepare_pretraining_data(tmp_path_factory.getbasetemp())
