@@ -16,12 +16,8 @@ def shards(korean_shards):  # conftest: shared with test_pretraining_data.py
     return korean_shards
 
 
-@pytest.fixture(scope="module")
-def ds(shards):
-    return PretrainingDataset(shards, max_seq_length=L, seed=7)
-
-
-def test_collate_and_worker_processes(ds):
+def test_collate_and_worker_processes(shards):
+    ds = PretrainingDataset(shards, max_seq_length=L, seed=7)
     batch = collate_pretraining([ds[i] for i in range(4)])
     assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == {
         "input_ids": ((4, L), torch.int64), "token_type_ids": ((4, L), torch.int64),
