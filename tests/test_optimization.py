@@ -299,6 +299,17 @@ def test_param_groups_no_decay_on_biases_and_every_layernorm():
     assert id(model.embeddings.token_type.weight) not in all_ids  # frozen parameters are left out
 
 
+def test_param_groups_a_tensor_shared_by_a_norm_and_another_module_is_not_decayed():
+    """A parameter reached as a LayerNorm's weight and as another module's plain parameter (a tie no BERT has, but
+    an experiment may add) lands in the no-decay group alone: torch's optimizers refuse one in both groups."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Module())
+    model[2].scale = model[1].weight
+    decay, no_decay = param_groups(model, weight_decay=0.01)
+    assert [p is model[1].weight for p in no_decay["params"]].count(True) == 1
+    assert not any(p is model[1].weight for p in decay["params"])
+    torch.optim.AdamW([decay, no_decay], lr=1e-3)
+
+
 def test_param_groups_no_decay_on_every_kind_of_normalisation():
     """RMSNorm and GroupNorm scales are normalisation weights too: no decay, like LayerNorm's."""
     model = nn.Sequential(nn.Linear(4, 8), nn.RMSNorm(8), nn.Linear(8, 8, bias=False), nn.GroupNorm(2, 8))

@@ -255,8 +255,37 @@ def test_bad_training_files_fail_with_one_line(qa_env, tmp_path, capsys):
     keyless = tmp_path / "keyless.json"
     keyless.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     expect_fail(capsys, run_qa.main, with_train(keyless), "keyless.json", 'without "id" and "question" and "answers"')
+    # every answer away from its answer_start: each question is skipped (with a warning), none is left to train on
+    for qa in (qa for para in data["data"][0]["paragraphs"] for qa in para["qas"]):
+        qa["answers"] = [{"text": "답", "answer_start": 0}]
+    displaced = tmp_path / "displaced.json"
+    displaced.write_text(json.dumps({"version": data["version"], "data": data["data"][:1]}, ensure_ascii=False),
+                         encoding="utf-8")
+    expect_fail(capsys, run_qa.main, with_train(displaced), "displaced.json", "no usable questions")
     expect_fail(capsys, run_qa.main, argv + ["--max_seq_length", "20"], "--max_seq_length")
     assert not out.exists() or not os.listdir(out)
+
+
+def test_training_windows_containing_the_answer_are_counted(qa_env, tmp_path, capsys):
+    """The features line counts the training windows that contain their answer: those whose context characters
+    (the offsets' span) cover the answer's, counted here from the offsets alone; short windows leave some out."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import qa_predict
+    from models.config import BertConfig
+    rt = SimpleNamespace(is_main=True, distributed=False)
+    examples, feats = qa_predict.load_qa_features(
+        qa_env["train"], True, 12, BertConfig.from_json_file(qa_env["config"]), qa_env["vocab"], rt,
+        max_seq_length=64, doc_stride=24, max_query_length=32, cache_dir=None)
+    covering = 0
+    for row, ex in zip(feats.offsets, (examples[i] for i in feats.example_index)):
+        on = row[:, 0] >= 0
+        covering += int(row[on, 0].min() <= ex.answer_start
+                        and ex.answer_start + len(ex.answer_text) <= row[on, 1].max())
+    assert 0 < covering < len(feats)
+    assert f"12 questions -> {len(feats)} windows ({covering} containing the answer)" in capsys.readouterr().out
+    assert np.count_nonzero(feats.start_positions) == covering
 
 
 def test_unlabelled_predict_file_fails_before_training(qa_env, tmp_path, capsys):
