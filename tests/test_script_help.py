@@ -109,3 +109,57 @@ def test_a_bench_module_run_as_a_script_says_which_script_to_run(module):
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode != 0 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "not a script: run python bench/" in proc.stderr
+
+
+LAUNCHERS = ("python", "python3", ".venv/bin/python", "torchrun")
+
+
+def documented_commands():
+    """(where, command) for every python/torchrun command written in the README, data/README.md, the next GPU
+    run's list in bench/RESULTS.md and each script's docstring, continuations joined and comments cut."""
+    found = []
+
+    def add(where, text):
+        for line in logical_lines(text):
+            line = re.sub(r"^\[\w+\] \$ ", "", line)  # the quickstart's printed stage commands
+            line = re.sub(r"\s+#.*$", "", line)
+            abridged = re.search(r"\.\.\.\w", line)  # "run_pretraining.py ...same flags..."
+            if (line.split(" ")[0] in LAUNCHERS or line.startswith("timeout ")) and not abridged:
+                found.append((where, line))
+
+    for rel in ("README.md", os.path.join("data", "README.md")):
+        with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+            text = f.read()
+        for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
+            add(rel, block)
+    with open(os.path.join(ROOT, "bench", "RESULTS.md"), encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("### For the next GPU run (")
+    section = text[start:text.index("\n## ", start)]
+    for span in re.findall(r"`([^`]*\.py[^`]*)`", section):
+        add("bench/RESULTS.md", re.sub(r"\s*\n\s*", " ", span))
+    for name, _ in [(name, []) for name in SCRIPTS] + SUBCOMMANDS[:1]:
+        add(f"{name}'s docstring", "\n".join(command_lines(importlib.import_module(name).__doc__)))
+    return found
+
+
+def test_documented_commands_parse(monkeypatch):
+    """Every documented command names a script of this repository and only flags and values its parser takes (the
+    arguments are parsed, nothing is run), so a renamed or removed flag cannot leave a stale command behind."""
+    import shlex
+    commands = documented_commands()
+    assert len(commands) > 60 and {where for where, _ in commands} >= {"README.md", "bench/RESULTS.md"}
+    bad = []
+    for where, line in commands:
+        words = shlex.split(re.sub(r"\$\([^)]*\)", "X", line))
+        script = next((w for w in words if w.endswith(".py")), None)
+        name = os.path.splitext(os.path.basename(script or ""))[0]
+        if script is None or not os.path.isfile(os.path.join(ROOT, script)) or name not in SCRIPTS + ["tokenization"]:
+            bad.append((where, line, "no script of this repository"))
+            continue
+        try:
+            with monkeypatch.context() as m:
+                parsed(m, importlib.import_module(name), words[words.index(script) + 1:])
+        except (AssertionError, SystemExit) as e:
+            bad.append((where, line, repr(e)))
+    assert not bad, "\n".join(map(str, bad))
