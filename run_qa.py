@@ -326,8 +326,8 @@ def main(argv=None):
     if rt.is_main:
         save_dir_atomically(raw_model, args.output_dir, "final", vocab_file, meta)
         logger.close()
-        plot_jsonl(os.path.join(args.output_dir, "log.jsonl"), ["loss"],
-                      os.path.join(args.output_dir, "loss.png"), "KorQuAD fine-tuning loss")
+        plot_jsonl(os.path.join(args.output_dir, "log.jsonl"), ["loss"], os.path.join(args.output_dir, "loss.png"),
+                   "KorQuAD fine-tuning loss")
         results["train_seconds"] = round(time.time() - t0, 1)
         results["args"] = vars(args)
         atomic_write_json(os.path.join(args.output_dir, "train_results.json"), results)
