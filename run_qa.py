@@ -168,7 +168,8 @@ def evaluate_epoch(model, dev, args, rt, ckpt_dir):
                                                          args.max_answer_length)
     metrics, _ = score(examples, args.predict_file, predictions, "predictions", "none")
     write_predictions(ckpt_dir, predictions, nbest)
-    atomic_write_json(os.path.join(ckpt_dir, "eval_results.json"), metrics)
+    # the precision it was scored in: eval_qa.py defaults to fp32, so its score of this checkpoint can differ slightly
+    atomic_write_json(os.path.join(ckpt_dir, "eval_results.json"), {**metrics, "amp": args.amp})
     return metrics
 
 

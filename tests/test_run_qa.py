@@ -39,7 +39,7 @@ def test_run_qa_writes_checkpoints_logs_and_dev_predictions(qa_env, qa_trained):
     nbest = json.load(open(out / "epoch-1" / "nbest_predictions.json", encoding="utf-8"))
     assert set(nbest) == set(preds) and all(nbest[q][0]["text"] == preds[q] for q in preds)
     metrics = json.load(open(out / "epoch-1" / "eval_results.json", encoding="utf-8"))
-    assert 0 <= metrics["exact_match"] <= metrics["f1"] <= 100
+    assert 0 <= metrics["exact_match"] <= metrics["f1"] <= 100 and metrics["amp"] == "no"
     assert results["epochs"][0]["dev_f1"] == metrics["f1"] and results["best_epoch"] == 1
 
 
