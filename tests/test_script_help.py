@@ -124,7 +124,8 @@ def documented_commands():
             line = re.sub(r"^\[\w+\] \$ ", "", line)  # the quickstart's printed stage commands
             line = re.sub(r"\s+#.*$", "", line)
             abridged = re.search(r"\.\.\.\w", line)  # "run_pretraining.py ...same flags..."
-            if (line.split(" ")[0] in LAUNCHERS or line.startswith("timeout ")) and not abridged:
+            module_run = re.match(r"\S+ -m ", line)  # python -m pytest, -m venv: no script of ours
+            if (line.split(" ")[0] in LAUNCHERS or line.startswith("timeout ")) and not abridged and not module_run:
                 found.append((where, line))
 
     for rel in ("README.md", os.path.join("data", "README.md")):
